@@ -1,0 +1,257 @@
+"""Photo and map encoders: open_clip image towers, one photo encoder and one map encoder per zoom.
+
+The paper's map encoders are CLIP image encoders whose last transformer blocks were fine-tuned per zoom. Seven
+full copies of ViT-B/32 would cost seven times the memory for weights that are mostly identical, so a map
+encoder here is *the shared tower plus a small dict of overriding parameters* (its fine-tuned blocks, final
+norm and projection), applied with torch.func.functional_call. Encoding at zoom z costs exactly one forward
+pass of the tower; the weights exist once.
+
+torch and open_clip are imported inside functions so that QGIS can load the plugin (and say what to install)
+without them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+log = logging.getLogger("hiergeo.encoders")
+
+DEFAULT_BASE_MODEL = "ViT-B-32/openai"
+#: Architectures defined by this repository (JSON configs in resources/models); they have no pretrained weights.
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "resources" / "models"
+#: Seed for the weights of a base model without pretrained weights, so "untrained" is reproducible.
+RANDOM_INIT_SEED = 0
+
+
+class ModelError(RuntimeError):
+    """A model cannot be built or loaded; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class BaseModelSpec:
+    """An open_clip architecture and pretrained tag, written "ViT-B-32/openai" (tag optional)."""
+
+    architecture: str
+    pretrained: Optional[str] = None
+
+    @classmethod
+    def parse(cls, text: str) -> "BaseModelSpec":
+        text = (text or "").strip() or DEFAULT_BASE_MODEL
+        arch, _, tag = text.partition("/")
+        if not arch:
+            raise ModelError(f"base model {text!r}: expected ARCHITECTURE or ARCHITECTURE/PRETRAINED_TAG")
+        return cls(arch.strip(), tag.strip() or None)
+
+    def __str__(self) -> str:
+        return f"{self.architecture}/{self.pretrained}" if self.pretrained else self.architecture
+
+
+def register_builtin_configs() -> None:
+    import open_clip
+
+    if CONFIG_DIR.is_dir() and CONFIG_DIR not in getattr(register_builtin_configs, "_done", set()):
+        open_clip.add_model_config(CONFIG_DIR)
+        register_builtin_configs._done = {CONFIG_DIR}
+
+
+def resolve_device(name: str = "auto") -> str:
+    """'auto' picks cuda, then mps, then cpu; an explicit device that is not there is an error, not a fallback."""
+    import torch
+
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError("DEVICE is cuda but torch sees no CUDA GPU here; use auto or cpu")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ModelError("DEVICE is mps but this machine has no Apple GPU; use auto or cpu")
+    if name not in ("cpu", "mps") and not name.startswith("cuda"):
+        raise ModelError(f"unknown DEVICE {name!r}: use auto, cpu, cuda, cuda:N or mps")
+    return name
+
+
+def autocast_dtype(device: str):
+    """bf16 where the GPU has it, fp16 on older CUDA GPUs, none on CPU (CPU autocast is slower for ViTs)."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return None
+
+
+def build_clip(spec: BaseModelSpec):
+    """(open_clip model, eval preprocess) for a base spec; random weights seeded when there is no tag."""
+    import open_clip
+    import torch
+
+    register_builtin_configs()
+    if spec.architecture not in open_clip.list_models():
+        raise ModelError(
+            f"unknown architecture {spec.architecture!r}; open_clip knows e.g. ViT-B-32, ViT-B-16, ViT-L-14, "
+            "and this plugin adds hiergeo-tiny"
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                spec.architecture, pretrained=spec.pretrained, device="cpu"
+            )
+        except Exception as exc:  # network errors, unknown tags, corrupted downloads
+            raise ModelError(
+                f"could not load {spec}: {exc}. Pretrained weights are downloaded by open_clip on first use "
+                "(about 350 MB for ViT-B-32/openai) into ~/.cache; without network, use a model file or the "
+                "hiergeo-tiny architecture."
+            ) from None
+    model.eval()
+    return model, preprocess
+
+
+def head_parameter_names(visual, unfrozen_blocks: int) -> List[str]:
+    """Names (in visual's namespace) of what a map encoder fine-tunes: last blocks, final norm, projection."""
+    blocks = visual.transformer.resblocks
+    n = len(blocks)
+    if not 0 <= unfrozen_blocks <= n:
+        raise ModelError(f"UNFROZEN_BLOCKS must be between 0 and {n} for this architecture, got {unfrozen_blocks}")
+    prefixes = [f"transformer.resblocks.{i}." for i in range(n - unfrozen_blocks, n)] + ["ln_post."]
+    names = [name for name, _ in visual.named_parameters() if name.startswith(tuple(prefixes)) or name == "proj"]
+    return names
+
+
+def tensor_digest(tensors: Dict[str, object], seed: bytes = b"") -> str:
+    """A stable hash of named tensors: the cache key of 'these exact weights'."""
+    h = hashlib.sha256(seed)
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.view(-1).view(dtype=__import__("torch").uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class ImageEncoder:
+    """An image tower, optionally with overriding parameters: the photo encoder or one zoom's map encoder."""
+
+    def __init__(self, visual, overrides: Optional[Dict[str, object]], device: str, fingerprint: str, name: str):
+        self.visual = visual
+        self.overrides = overrides or {}
+        self.device = device
+        self.fingerprint = fingerprint
+        self.name = name
+        self.forward_calls = 0  # counted for tests and benchmarks: one call = one batch through the model
+        self.images_encoded = 0
+
+    def __call__(self, batch):
+        """Unnormalised embeddings with gradients (training)."""
+        from torch.func import functional_call
+
+        if self.overrides:
+            return functional_call(self.visual, self.overrides, (batch,), strict=False)
+        return self.visual(batch)
+
+    def encode(self, batch) -> "object":
+        """L2-normalised float32 embeddings of a preprocessed batch (N, 3, H, W); no gradients."""
+        import torch
+
+        self.forward_calls += 1
+        self.images_encoded += int(batch.shape[0])
+        dtype = autocast_dtype(self.device)
+        with torch.inference_mode():
+            batch = batch.to(self.device, non_blocking=True)
+            if dtype is not None:
+                with torch.autocast(device_type="cuda", dtype=dtype):
+                    out = self(batch)
+            else:
+                out = self(batch)
+            out = out.float()
+            return torch.nn.functional.normalize(out, dim=-1).cpu()
+
+
+@dataclass
+class GeoModel:
+    """Everything the search needs: the photo encoder, a map encoder per zoom, and the image preprocessing."""
+
+    base: BaseModelSpec
+    photo_encoder: ImageEncoder
+    map_encoders: Dict[int, ImageEncoder]
+    preprocess: object
+    image_size: int
+    device: str
+    logit_scale: float = 100.0
+    manifest: dict = field(default_factory=dict)
+
+    def map_encoder(self, zoom: int) -> ImageEncoder:
+        """The zoom's own encoder; zooms the model was not trained for use the nearest trained one."""
+        if zoom in self.map_encoders:
+            return self.map_encoders[zoom]
+        nearest = min(self.map_encoders, key=lambda z: (abs(z - zoom), -z))
+        return self.map_encoders[nearest]
+
+    @property
+    def zooms(self) -> List[int]:
+        return sorted(self.map_encoders)
+
+
+def _preprocess_signature(preprocess) -> bytes:
+    return repr(preprocess).encode()
+
+
+def load_geo_model(
+    base_model: str = DEFAULT_BASE_MODEL,
+    model_file: Optional[str] = None,
+    zooms: Sequence[int] = (4, 6, 8, 10, 12, 14, 16),
+    device: str = "auto",
+) -> GeoModel:
+    """Build the search's model: from a trained model file when given, else the base model for every zoom.
+
+    With the base model alone every map encoder *is* the photo encoder (the paper's untrained baseline).
+    """
+    device = resolve_device(device)
+    if model_file:
+        from .model_file import load_model_file
+
+        return load_model_file(model_file, device=device)
+    spec = BaseModelSpec.parse(base_model)
+    model, preprocess = build_clip(spec)
+    visual = model.visual.to(device)
+    visual.requires_grad_(False)
+    fp = tensor_digest(dict(visual.state_dict()), seed=str(spec).encode() + _preprocess_signature(preprocess))
+    photo = ImageEncoder(visual, None, device, fp, "photo")
+    maps = {int(z): ImageEncoder(visual, None, device, fp, f"map-z{z}") for z in zooms}
+    image_size = _image_size(visual)
+    scale = float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale") else 100.0
+    return GeoModel(spec, photo, maps, preprocess, image_size, device, scale)
+
+
+def _image_size(visual) -> int:
+    size = getattr(visual, "image_size", 224)
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+def make_tensor_preprocessor(preprocess):
+    """PIL image -> model input tensor (resize, centre crop, normalise), safe to call from worker threads."""
+
+    def prepare(image):
+        return preprocess(image.convert("RGB"))
+
+    return prepare
+
+
+def stack(tensors: Sequence[object]):
+    import torch
+
+    return torch.stack(list(tensors))
+
+
+def describe_device(device: str) -> Tuple[str, str]:
+    """(device, precision) for log lines."""
+    dtype = autocast_dtype(device)
+    return device, ("bf16" if "bfloat16" in str(dtype) else "fp16" if dtype is not None else "fp32")

@@ -1,0 +1,186 @@
+"""The HierGeo model file: safetensors tensors plus a JSON manifest, never a pickle.
+
+Why safetensors: a model file is something users download and share, and a pickle (torch.save) can run
+arbitrary code when loaded. safetensors holds only a JSON header and raw tensor bytes, so a forged or foreign
+file can at worst be refused. Truncated files are caught by the header's declared sizes.
+
+Layout of one file:
+  metadata  "format" = "hiergeo-model", "version" = "1", "manifest" = JSON (base model, architecture config,
+            zooms, unfrozen blocks, training parameters, per-zoom training log, the data split)
+  tensors   "photo/<param>"  the whole photo tower, only when it differs from the base (trained from scratch)
+            "map/<param>"    the whole map tower, only when it differs from the photo tower
+            "z<zoom>/<param>" per zoom: the parameters that zoom's map encoder fine-tuned (its overrides)
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict, Optional
+
+from .encoders import (
+    BaseModelSpec,
+    GeoModel,
+    ImageEncoder,
+    ModelError,
+    _image_size,
+    _preprocess_signature,
+    build_clip,
+    tensor_digest,
+)
+
+FORMAT = "hiergeo-model"
+VERSION = "1"
+
+
+class ModelFileError(ModelError):
+    """The file is not a usable HierGeo model; nothing in it was executed."""
+
+
+def save_model_file(
+    path: os.PathLike,
+    manifest: dict,
+    zoom_overrides: Dict[int, Dict[str, object]],
+    photo_state: Optional[Dict[str, object]] = None,
+    map_state: Optional[Dict[str, object]] = None,
+) -> Path:
+    """Write atomically (temp file + rename), so a crash never leaves a half model under the final name."""
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for prefix, state in (("photo", photo_state), ("map", map_state)):
+        for name, t in (state or {}).items():
+            tensors[f"{prefix}/{name}"] = t.detach().to("cpu").contiguous()
+    for zoom, overrides in zoom_overrides.items():
+        for name, t in overrides.items():
+            tensors[f"z{int(zoom)}/{name}"] = t.detach().to("cpu").contiguous()
+    manifest = dict(manifest)
+    manifest["towers"] = {"photo": "file" if photo_state else "base", "map": "file" if map_state else "photo"}
+    manifest["zooms"] = sorted(int(z) for z in zoom_overrides)
+    metadata = {"format": FORMAT, "version": VERSION, "manifest": json.dumps(manifest)}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _sniff(path: Path) -> str:
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head[:2] == b"PK":
+        return "a zip archive (a torch.save checkpoint?)"
+    if head[:1] == b"\x80":
+        return "a Python pickle"
+    return "not a safetensors file"
+
+
+def read_manifest(path: os.PathLike) -> dict:
+    """The manifest of a model file, validated; raises ModelFileError with the reason."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+    except Exception as exc:
+        raise ModelFileError(
+            f"{path.name} is not a HierGeo model file ({_sniff(path)}; {type(exc).__name__}: {exc}). HierGeo only "
+            "loads the .safetensors files its training writes and never unpickles files."
+        ) from None
+    if metadata.get("format") != FORMAT:
+        raise ModelFileError(f"{path.name} is a safetensors file but not a HierGeo model (no '{FORMAT}' header)")
+    if metadata.get("version") != VERSION:
+        raise ModelFileError(f"{path.name} has model format version {metadata.get('version')}, expected {VERSION}")
+    try:
+        manifest = json.loads(metadata["manifest"])
+        BaseModelSpec.parse(manifest["base_model"])
+        [int(z) for z in manifest["zooms"]]
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ModelFileError(f"{path.name}: damaged manifest ({exc})") from None
+    return manifest
+
+
+def _load_tensors(path: Path) -> Dict[str, object]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:
+        raise ModelFileError(f"{path.name}: tensors unreadable, the file is truncated or damaged ({exc})") from None
+
+
+def _ensure_architecture(manifest: dict) -> None:
+    """A file trained on an architecture this install does not know carries its config: register it."""
+    import open_clip
+
+    from .encoders import register_builtin_configs
+
+    register_builtin_configs()
+    arch = BaseModelSpec.parse(manifest["base_model"]).architecture
+    config = manifest.get("architecture_config")
+    if arch not in open_clip.list_models() and config:
+        folder = Path(tempfile.mkdtemp(prefix="hiergeo-arch-"))
+        (folder / f"{arch}.json").write_text(json.dumps(config))
+        open_clip.add_model_config(folder)
+
+
+def _load_state(module, state: Dict[str, object], what: str, path: Path) -> None:
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelFileError(f"{path.name}: the {what} weights do not fit the architecture ({exc})") from None
+
+
+def load_model_file(path: os.PathLike, device: str = "cpu") -> GeoModel:
+    path = Path(path)
+    manifest = read_manifest(path)
+    tensors = _load_tensors(path)
+    _ensure_architecture(manifest)
+    spec = BaseModelSpec.parse(manifest["base_model"])
+    model, preprocess = build_clip(spec)
+    photo_visual = model.visual
+
+    def section(prefix: str) -> Dict[str, object]:
+        return {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + "/")}
+
+    towers = manifest.get("towers", {})
+    if towers.get("photo") == "file":
+        _load_state(photo_visual, section("photo"), "photo tower", path)
+    if towers.get("map") == "file":
+        map_visual = copy.deepcopy(photo_visual)
+        _load_state(map_visual, section("map"), "map tower", path)
+    else:
+        map_visual = photo_visual
+    for module in {id(photo_visual): photo_visual, id(map_visual): map_visual}.values():
+        module.to(device).requires_grad_(False).eval()
+
+    seed = str(spec).encode() + _preprocess_signature(preprocess)
+    photo_fp = tensor_digest(dict(photo_visual.state_dict()), seed=seed)
+    map_fp = photo_fp if map_visual is photo_visual else tensor_digest(dict(map_visual.state_dict()), seed=seed)
+    params = dict(map_visual.named_parameters())
+    map_encoders = {}
+    for zoom in manifest["zooms"]:
+        overrides = section(f"z{int(zoom)}")
+        for name, t in overrides.items():
+            if name not in params or tuple(params[name].shape) != tuple(t.shape):
+                raise ModelFileError(f"{path.name}: zoom {zoom} parameter {name!r} does not fit the architecture")
+        overrides = {k: v.to(device) for k, v in overrides.items()}
+        fp = tensor_digest(overrides, seed=map_fp.encode())
+        map_encoders[int(zoom)] = ImageEncoder(map_visual, overrides, device, fp, f"map-z{zoom}")
+    if not map_encoders:
+        raise ModelFileError(f"{path.name}: the model has no map encoders")
+    photo = ImageEncoder(photo_visual, None, device, photo_fp, "photo")
+    scale = float(manifest.get("logit_scale", 100.0))
+    return GeoModel(spec, photo, map_encoders, preprocess, _image_size(photo_visual), device, scale, manifest)

@@ -1,0 +1,343 @@
+"""The paper's hierarchical search (Algorithm 1, section 3.3), run for a batch of photos at once.
+
+Per stage (zoom 4, 6, ..., 16 by default):
+  1. the candidate tiles of all photos in the batch are united, so a tile wanted by 50 photos is fetched and
+     encoded once (the paper encodes it 50 times);
+  2. embeddings come from the cache (memory, then disk) or from the map encoder of that zoom, while worker
+     threads fetch, decode and preprocess the next tiles;
+  3. one matrix product scores every photo against the union; each photo keeps its own top k;
+  4. the kept tiles' children at the next zoom (4x4 for a step of 2) are the next candidates.
+At the last zoom the best tile's centre is the prediction. Tiles that cannot be had are gaps: skipped, counted.
+
+A tile's score is the cosine similarity between the photo embedding and the tile's embedding. The
+`extra_scorers` hook adds further similarity terms per tile (e.g. per-cell prototypes learned from ground photos,
+the direction of Lindenberger et al.), so a score can come from more than one embedding.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .embedding_cache import EmbeddingCache
+from .encoders import GeoModel, describe_device, make_tensor_preprocessor, stack
+from .photos import PhotoError, PhotoRecord, load_photo
+from .progress import Reporter
+from .tile_source import TileSource, TileSourceError
+from .tiles import Tile, all_tiles, tile_center, tile_children, tile_parent
+
+log = logging.getLogger("hiergeo.search")
+
+DEFAULT_ZOOMS = (4, 6, 8, 10, 12, 14, 16)
+DEFAULT_TOP_K = 16
+
+#: (zoom, tiles, photo embeddings P x D) -> P x len(tiles) similarity array, NaN where it has nothing to say.
+ExtraScorer = Callable[[int, Sequence[Tile], np.ndarray], np.ndarray]
+
+
+@dataclass
+class Candidate:
+    tile: Tile
+    score: float
+    rank: int  # 1 = best at its stage
+    kept: bool  # descended into (its children are the next stage's candidates)
+    chosen: bool = False  # on the path to the final answer
+
+
+@dataclass
+class Prediction:
+    lat: float
+    lon: float
+    score: float
+    tile: Tile
+
+
+@dataclass
+class PhotoResult:
+    record: PhotoRecord
+    status: str = "ok"
+    prediction: Optional[Prediction] = None
+    stages: Dict[int, List[Candidate]] = field(default_factory=dict)
+    gaps: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass
+class StageStats:
+    zoom: int
+    tiles: int = 0  # unique candidate tiles of the batch
+    memory_hits: int = 0
+    disk_hits: int = 0
+    tile_cache_hits: int = 0
+    downloaded: int = 0
+    encoded: int = 0
+    gaps: int = 0
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        return (
+            f"zoom {self.zoom}: {self.tiles} tiles, {self.memory_hits + self.disk_hits} embeddings from cache, "
+            f"{self.downloaded} downloaded, {self.tile_cache_hits} from tile cache, {self.encoded} encoded, "
+            f"{self.gaps} gaps ({self.seconds:.1f} s)"
+        )
+
+
+@dataclass
+class SearchTotals:
+    """Totals over a run, for benchmarks and the algorithm's results."""
+
+    photos: int = 0
+    failed: int = 0
+    photo_encodes: int = 0
+    tile_encodes: int = 0
+    tiles_requested: int = 0
+    downloaded: int = 0
+    gaps: int = 0
+    model_seconds: float = 0.0
+    stages: List[StageStats] = field(default_factory=list)
+
+
+class HierarchicalSearch:
+    """Geolocates batches of photos with a GeoModel over one TileSource."""
+
+    def __init__(
+        self,
+        model: GeoModel,
+        source: TileSource,
+        cache: Optional[EmbeddingCache] = None,
+        zooms: Sequence[int] = DEFAULT_ZOOMS,
+        top_k: int = DEFAULT_TOP_K,
+        batch_size: int = 64,
+        photo_batch: int = 64,
+        reporter: Optional[Reporter] = None,
+        extra_scorers: Sequence[Tuple[ExtraScorer, float]] = (),
+    ):
+        if top_k < 1:
+            raise ValueError("TOP_K must be at least 1")
+        self.model = model
+        self.source = source
+        self.cache = cache if cache is not None else EmbeddingCache(None)
+        self.zooms = list(zooms)
+        self.top_k = int(top_k)
+        self.batch_size = max(1, int(batch_size))
+        self.photo_batch = max(1, int(photo_batch))
+        self.reporter = reporter or Reporter()
+        self.extra_scorers = list(extra_scorers)
+        self.totals = SearchTotals()
+        self._prepare = make_tensor_preprocessor(model.preprocess)
+
+    # -- public -----------------------------------------------------------------------------------------------
+    def run(self, records: Sequence[PhotoRecord]) -> Iterator[PhotoResult]:
+        """Results in input order, streamed one photo batch at a time (memory stays flat for any count)."""
+        records = list(records)
+        device, precision = describe_device(self.model.device)
+        self.reporter.info(
+            f"HierGeo: {len(records)} photos, zooms {self.zooms}, k={self.top_k}, {device} ({precision}), "
+            f"tiles from {self.source.display_name}"
+        )
+        n_batches = max(1, -(-len(records) // self.photo_batch))
+        for b in range(n_batches):
+            chunk = records[b * self.photo_batch : (b + 1) * self.photo_batch]
+            if not chunk:
+                break
+            sub = self.reporter.scaled(b / n_batches, (b + 1) / n_batches)
+            yield from self.search_batch(chunk, sub)
+
+    def search_batch(self, records: Sequence[PhotoRecord], reporter: Optional[Reporter] = None) -> List[PhotoResult]:
+        reporter = reporter or self.reporter
+        reporter.check_cancelled()
+        results = [PhotoResult(r) for r in records]
+        photo_emb, alive = self._encode_photos(results)
+        self.totals.photos += len(results)
+        reporter.progress(0.05)
+        if not alive:
+            self.totals.failed += len(results)
+            return results
+        first = self.zooms[0]
+        candidates: Dict[int, List[Tile]] = {i: all_tiles(first) for i in alive}
+        for s, zoom in enumerate(self.zooms):
+            reporter.check_cancelled()
+            last = s == len(self.zooms) - 1
+            stage_rep = reporter.scaled(0.05 + 0.95 * s / len(self.zooms), 0.05 + 0.95 * (s + 1) / len(self.zooms))
+            union = sorted({t for i in alive for t in candidates[i]})
+            emb = self._tile_embeddings(zoom, union, stage_rep)
+            index = {t: j for j, t in enumerate(union)}
+            matrix, has = self._score_matrix(zoom, union, emb, photo_emb[alive])
+            next_candidates: Dict[int, List[Tile]] = {}
+            for row, i in enumerate(alive):
+                cands = candidates[i]
+                cols = np.fromiter((index[t] for t in cands), dtype=np.int64, count=len(cands))
+                valid = has[cols]
+                results[i].gaps += int((~valid).sum())
+                cols = cols[valid]
+                tiles_i = [t for t, v in zip(cands, valid) if v]
+                scores = matrix[row, cols]
+                # Best first; ties broken by candidate order, so equal inputs always give equal outputs.
+                order = np.lexsort((np.arange(len(scores)), -scores))
+                keep = 1 if last else self.top_k
+                stage = [
+                    Candidate(tiles_i[j], float(scores[j]), rank + 1, kept=(not last and rank < keep))
+                    for rank, j in enumerate(order)
+                ]
+                results[i].stages[zoom] = stage
+                if not stage:
+                    results[i].status = f"no imagery at zoom {zoom} (all {len(cands)} candidate tiles are gaps)"
+                    continue
+                if not last:
+                    dz = self.zooms[s + 1] - zoom
+                    next_candidates[i] = [c for cand in stage[:keep] for c in tile_children(cand.tile, dz)]
+            alive = [i for i in alive if results[i].ok]
+            candidates = next_candidates
+            stage_rep.progress(1.0)
+            if not alive:
+                break
+        for i in alive:
+            self._finish(results[i])
+        self.totals.failed += sum(1 for r in results if not r.ok)
+        return results
+
+    # -- internals ----------------------------------------------------------------------------------------------
+    def _finish(self, result: PhotoResult) -> None:
+        """The prediction is the best final tile's centre; its ancestors at each zoom are the chosen path."""
+        last = self.zooms[-1]
+        best = result.stages[last][0]
+        lat, lon = tile_center(best.tile)
+        result.prediction = Prediction(lat, lon, best.score, best.tile)
+        for zoom in self.zooms:
+            ancestor = tile_parent(best.tile, best.tile.z - zoom)
+            for cand in result.stages.get(zoom, []):
+                if cand.tile == ancestor:
+                    cand.chosen = True
+                    break
+
+    def _encode_photos(self, results: List[PhotoResult]) -> Tuple[np.ndarray, List[int]]:
+        def load(r: PhotoResult):
+            try:
+                return self._prepare(load_photo(r.record.path))
+            except PhotoError as exc:
+                return exc
+            except Exception as exc:  # anything else about one photo must not end the batch
+                return PhotoError(f"unreadable image: {type(exc).__name__}: {exc}")
+
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="hiergeo-photo") as pool:
+            loaded = list(pool.map(load, results))
+        alive = []
+        tensors = []
+        for i, item in enumerate(loaded):
+            if isinstance(item, PhotoError):
+                results[i].status = str(item)
+            else:
+                alive.append(i)
+                tensors.append(item)
+        dim = None
+        out = np.zeros((len(results), 0), dtype=np.float32)
+        encoder = self.model.photo_encoder
+        for j in range(0, len(tensors), self.batch_size):
+            t0 = time.perf_counter()
+            emb = encoder.encode(stack(tensors[j : j + self.batch_size])).numpy()
+            self.totals.model_seconds += time.perf_counter() - t0
+            if dim is None:
+                dim = emb.shape[1]
+                out = np.zeros((len(results), dim), dtype=np.float32)
+            out[alive[j : j + len(emb)]] = emb
+        self.totals.photo_encodes += len(tensors)
+        return out, alive
+
+    def _score_matrix(
+        self, zoom: int, union: List[Tile], emb: Dict[Tile, np.ndarray], photos: np.ndarray
+    ) -> Tuple[np.ndarray, np.ndarray]:
+        """Cosine similarities photos x union in one matrix product, plus which tiles have a score."""
+        has = np.fromiter((t in emb for t in union), dtype=bool, count=len(union))
+        dim = photos.shape[1]
+        tiles = np.zeros((len(union), dim), dtype=np.float32)
+        for j, t in enumerate(union):
+            vec = emb.get(t)
+            if vec is not None:
+                tiles[j] = vec
+        matrix = photos @ tiles.T
+        for scorer, weight in self.extra_scorers:
+            extra = np.asarray(scorer(zoom, union, photos), dtype=np.float32)
+            matrix = matrix + weight * np.nan_to_num(extra, nan=0.0)
+        return matrix, has
+
+    def _tile_embeddings(self, zoom: int, tiles: List[Tile], reporter: Reporter) -> Dict[Tile, np.ndarray]:
+        """Embeddings for `tiles`: cache first; the rest fetched by workers while the model encodes batches."""
+        t_start = time.perf_counter()
+        stats = StageStats(zoom, tiles=len(tiles))
+        encoder = self.model.map_encoder(zoom)
+        source_id = self.source.source_id
+        found, stats.memory_hits, stats.disk_hits = self.cache.get_many(encoder.fingerprint, source_id, tiles)
+        missing = [t for t in tiles if t not in found]
+        before = self.source.stats.snapshot()
+        pending_tiles: List[Tile] = []
+        pending_tensors: List[object] = []
+        connection_failures = 0
+        successes = 0
+        done = 0
+
+        def flush() -> None:
+            if not pending_tensors:
+                return
+            t0 = time.perf_counter()
+            vecs = encoder.encode(stack(pending_tensors)).numpy()
+            self.totals.model_seconds += time.perf_counter() - t0
+            items = list(zip(pending_tiles, vecs))
+            self.cache.put_many(encoder.fingerprint, source_id, items)
+            found.update(items)
+            stats.encoded += len(items)
+            pending_tiles.clear()
+            pending_tensors.clear()
+
+        window = max(2 * self.batch_size, 4 * self.source.max_connections)
+        for result in self.source.fetch_many(missing, prepare=self._prepare, window=window, should_stop=reporter.cancelled):
+            done += 1
+            if result.ok:
+                successes += 1
+                pending_tiles.append(result.tile)
+                pending_tensors.append(result.payload)
+                if len(pending_tensors) >= self.batch_size:
+                    flush()
+            elif result.gap_reason and result.gap_reason.startswith(("connection error", "timeout")):
+                connection_failures += 1
+                if connection_failures >= 16 and successes == 0:
+                    raise TileSourceError(
+                        f"tile source {self.source.display_name} stopped answering at zoom {zoom} "
+                        f"({result.gap_reason}); nothing was encoded"
+                    )
+            if done % 16 == 0:
+                reporter.progress(done / max(1, len(missing)))
+            reporter.check_cancelled()
+        reporter.check_cancelled()
+        flush()
+        after = self.source.stats.snapshot()
+        stats.downloaded = after["downloaded"] - before["downloaded"]
+        stats.tile_cache_hits = after["from_cache"] - before["from_cache"]
+        stats.gaps = len(tiles) - len(found)
+        stats.seconds = time.perf_counter() - t_start
+        self.totals.tile_encodes += stats.encoded
+        self.totals.tiles_requested += stats.tiles
+        self.totals.downloaded += stats.downloaded
+        self.totals.gaps += stats.gaps
+        self.totals.stages.append(stats)
+        reporter.info(stats.line())
+        return found
+
+
+def geolocate(
+    records: Iterable[PhotoRecord],
+    source: TileSource,
+    model: GeoModel,
+    cache: Optional[EmbeddingCache] = None,
+    **kwargs,
+) -> List[PhotoResult]:
+    """Convenience: run a whole search and return the list of results."""
+    search = HierarchicalSearch(model, source, cache, **kwargs)
+    return list(search.run(list(records)))

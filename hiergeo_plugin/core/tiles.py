@@ -1,0 +1,160 @@
+"""Web Mercator XYZ tile maths (the paper's equations 1-6), as small pure functions.
+
+A tile is identified by (z, x, y) as in the Google/OSM "slippy map" scheme: x grows eastwards from the
+antimeridian, y grows southwards from the northern latitude limit. The square Mercator world is cut into
+2**z x 2**z tiles, so latitudes beyond +-MAX_LATITUDE do not exist on the map and are clamped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator, List, Tuple
+
+#: Latitude at which the Web Mercator square ends: atan(sinh(pi)) in degrees.
+MAX_LATITUDE = math.degrees(math.atan(math.sinh(math.pi)))  # 85.0511287798...
+
+
+@dataclass(frozen=True, order=True)
+class Tile:
+    """One XYZ tile. Ordering is (z, x, y), which makes sorted tile lists deterministic."""
+
+    z: int
+    x: int
+    y: int
+
+    def __post_init__(self):
+        n = 1 << self.z
+        if self.z < 0 or not (0 <= self.x < n and 0 <= self.y < n):
+            raise ValueError(f"tile {self.z}/{self.x}/{self.y} is outside the {n}x{n} grid of zoom {self.z}")
+
+    def __str__(self) -> str:
+        return f"{self.z}/{self.x}/{self.y}"
+
+    @property
+    def center(self) -> Tuple[float, float]:
+        """(lat, lon) of the tile centre, paper equations (1) and (2)."""
+        return tile_center(self)
+
+    @property
+    def bounds(self) -> Tuple[float, float, float, float]:
+        """(west, south, east, north) in degrees."""
+        return tile_bounds(self)
+
+    def children(self, dz: int = 2) -> List["Tile"]:
+        return tile_children(self, dz)
+
+    def parent(self, dz: int = 2) -> "Tile":
+        return tile_parent(self, dz)
+
+
+def clamp_latitude(lat: float) -> float:
+    return max(-MAX_LATITUDE, min(MAX_LATITUDE, lat))
+
+
+def _lat_to_unit_y(lat: float) -> float:
+    """Fraction of the map height from the top (0) to the bottom (1): paper equation (4), rescaled."""
+    phi = math.radians(clamp_latitude(lat))
+    return 0.5 - math.log(math.tan(math.pi / 4 + phi / 2)) / (2 * math.pi)
+
+
+def _unit_y_to_lat(t: float) -> float:
+    """Inverse of _lat_to_unit_y (the Gudermannian form of equation 1)."""
+    return math.degrees(math.atan(math.sinh(math.pi * (1 - 2 * t))))
+
+
+def lonlat_to_tile(lon: float, lat: float, z: int) -> Tile:
+    """The tile of zoom z that contains (lon, lat), paper equations (3)-(6).
+
+    Longitudes wrap (190 == -170); latitudes clamp to the Mercator limit; points on the east or south edge of
+    the world belong to the last column or row, so every point maps to a valid tile.
+    """
+    n = 1 << z
+    lon = ((lon + 180.0) % 360.0) - 180.0
+    fx = (lon + 180.0) / 360.0 * n
+    fy = _lat_to_unit_y(lat) * n
+    x = min(n - 1, max(0, int(math.floor(fx))))
+    y = min(n - 1, max(0, int(math.floor(fy))))
+    return Tile(z, x, y)
+
+
+def tile_bounds(tile: Tile) -> Tuple[float, float, float, float]:
+    """(west, south, east, north) of a tile in degrees (EPSG:4326)."""
+    n = 1 << tile.z
+    west = tile.x / n * 360.0 - 180.0
+    east = (tile.x + 1) / n * 360.0 - 180.0
+    north = _unit_y_to_lat(tile.y / n)
+    south = _unit_y_to_lat((tile.y + 1) / n)
+    return west, south, east, north
+
+
+def tile_center(tile: Tile) -> Tuple[float, float]:
+    """(lat, lon) of the centre of a tile in Mercator space, paper equations (1)-(2)."""
+    n = 1 << tile.z
+    lat = _unit_y_to_lat((tile.y + 0.5) / n)
+    lon = 360.0 * (tile.x + 0.5) / n - 180.0
+    return lat, lon
+
+
+def tile_children(tile: Tile, dz: int = 2) -> List[Tile]:
+    """The (2**dz)**2 tiles of zoom z+dz inside `tile`, row by row (dz=2 gives the paper's 4x4 grid)."""
+    if dz < 0:
+        raise ValueError("dz must be >= 0")
+    f = 1 << dz
+    return [Tile(tile.z + dz, tile.x * f + i, tile.y * f + j) for j in range(f) for i in range(f)]
+
+
+def tile_parent(tile: Tile, dz: int = 2) -> Tile:
+    """The tile of zoom z-dz that contains `tile`."""
+    if dz > tile.z:
+        raise ValueError(f"tile {tile} has no parent {dz} zoom levels up")
+    return Tile(tile.z - dz, tile.x >> dz, tile.y >> dz)
+
+
+def all_tiles(z: int) -> List[Tile]:
+    """Every tile of zoom z (256 at zoom 4), in (x, y) order."""
+    n = 1 << z
+    return [Tile(z, x, y) for x in range(n) for y in range(n)]
+
+
+def iter_path(tile: Tile, zooms: List[int]) -> Iterator[Tile]:
+    """The ancestors of `tile` at each of `zooms` (all <= tile.z), coarsest first."""
+    for z in sorted(zooms):
+        yield tile_parent(tile, tile.z - z)
+
+
+def tile_polygon(tile: Tile):
+    """The tile footprint as a shapely Polygon in EPSG:4326.
+
+    A Web Mercator tile is a lon/lat rectangle (meridians and parallels stay straight lines), so its four
+    corners describe it exactly; no reprojection of intermediate points is needed.
+    """
+    from shapely.geometry import box
+
+    w, s, e, n = tile_bounds(tile)
+    return box(w, s, e, n)
+
+
+def tile_size_m(tile: Tile) -> float:
+    """Approximate ground width of the tile at its centre latitude, in metres (for messages and reports)."""
+    lat, _ = tile_center(tile)
+    return 40075016.686 * math.cos(math.radians(lat)) / (1 << tile.z)
+
+
+def parse_zoom_levels(text) -> List[int]:
+    """Parse "4,6,8" (or a list) into a validated increasing zoom list."""
+    if isinstance(text, str):
+        parts = [p.strip() for p in text.replace(";", ",").split(",") if p.strip()]
+        try:
+            zooms = [int(p) for p in parts]
+        except ValueError:
+            raise ValueError(f"zoom levels must be integers separated by commas, got {text!r}") from None
+    else:
+        zooms = [int(z) for z in text]
+    if not zooms:
+        raise ValueError("at least one zoom level is needed")
+    if any(b <= a for a, b in zip(zooms, zooms[1:])):
+        raise ValueError(f"zoom levels must increase strictly, got {zooms}")
+    if zooms[0] < 0 or zooms[-1] > 24:
+        raise ValueError(f"zoom levels must lie in 0..24, got {zooms}")
+    return zooms
