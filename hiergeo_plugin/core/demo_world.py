@@ -186,15 +186,17 @@ class _Octaves:
 #: k=10: 39 km, k=16: 611 m, k=22: 9.6 m).
 _CONTINENT = _Octaves("continent", 2, 19, 0.5, 0.55)  # land/water; fractal coast at every zoom
 _TEMPERATURE = _Octaves("temperature", 2, 11, 0.1, 0.75)  # deviation from the latitude trend
-_MOISTURE = _Octaves("moisture", 1, 11, 0.4, 0.75)  # dry desert ... wet forest
+_MOISTURE = _Octaves("moisture", 1, 11, 0.35, 0.85)  # dry desert ... wet forest
 _MOUNTAIN = _Octaves("mountain", 3, 9, 0.8, 0.55)  # where mountain ranges are
+#: Regional colour casts (soil and vegetation type), one field per channel: they give every region of a few
+#: hundred km its own shade of "farmland" or "forest", as real regions have.
+_TINTS = tuple(_Octaves(f"tint_{c}", 4, 11, 0.6, 0.7) for c in "rgb")
 _RELIEF = _Octaves("relief", 7, 22, 1.0, 1.0)  # hillshade input; amplitude scaled by wavelength (slope)
 _TEXTURE = _Octaves("texture", 4, 25, 0.3, 1.0)  # generic brightness texture, equal energy per octave
 _CROWNS = _Octaves("crowns", 21, 25, 1.0, 0.8)  # tree crowns, 5-40 m
 _DUNES = _Octaves("dunes", 15, 20, 1.0, 0.75, stretch=2)  # ripples elongated north-south
 _TOWNS = _Octaves("towns", 10, 15, 1.0, 0.6)  # settlements of a few km
 _ORIENT = _Octaves("orient", 12, 14, 1.0, 0.5)  # which way field strips run, per area of ~10 km
-_FIELD_SPECS = (_CONTINENT, _TEMPERATURE, _MOISTURE, _MOUNTAIN, _RELIEF, _TEXTURE, _CROWNS, _DUNES, _TOWNS, _ORIENT)
 
 #: Continental bias: the share of water. The home bump puts a continent over DEFAULT_REGION for every seed.
 _SEA_LEVEL = 0.08
@@ -462,103 +464,175 @@ class DemoWorld:
 
     # ---- rendering ---------------------------------------------------------------------------------------
 
-    def _render(self, grid: _Grid, aux: bool = False):
-        """Colour of every pixel of a padded grid (one pixel of padding is consumed by the hillshade).
+    def _climate(self, grid: _Grid) -> Dict[str, np.ndarray]:
+        """The smooth, regional layers (biome colour and weights, mountains, temperature) at the inner pixels.
 
-        Returns float32 (H-2, W-2, 3) in [0, 1]; with aux=True also a dict of helper fields for photos.
+        These fields only hold octaves of 40 km and more, so on fine tiles they are evaluated every 8 pixels
+        and interpolated linearly (exact to well under one grey level); coarse tiles evaluate every pixel.
         """
-        fields, omitted = self._noise_fields(grid, _FIELD_SPECS)
-        names = [s.name for s in _FIELD_SPECS]
-        f = dict(zip(names, fields))
+        u = grid.u[1:-1]
+        v = grid.v[1:-1]
+        specs = (_TEMPERATURE, _MOISTURE, _MOUNTAIN) + _TINTS
+        finest_wavelength_px = 1.0 / ((1 << max(s.kmax for s in specs)) * grid.px)
+        step = 8 if finest_wavelength_px >= 32 else 1
+        if step > 1:
+            cols = np.unique(np.r_[np.arange(0, len(u), step), len(u) - 1])
+            rows = np.unique(np.r_[np.arange(0, len(v), step), len(v) - 1])
+            coarse = _Grid(u[cols], v[rows], grid.px)
+        else:
+            coarse = _Grid(u, v, grid.px)
+        fields, _ = self._noise_fields(coarse, specs)
+        lat = _v_to_lat(coarse.v).astype(np.float32)[:, None]
+        mountain = _smoothstep(0.45, 0.85, fields[2])
+        sea_temperature = 1.05 - np.abs(lat) / 80.0 + fields[0]
+        temperature = sea_temperature - 0.3 * mountain
+        moisture = 0.5 + fields[1]
+
+        # Biome weights: a soft nearest-neighbour in the (temperature, moisture) plane, channel-first.
+        dt = temperature[None] - _BIOME_T[:, None, None]
+        dm = moisture[None] - _BIOME_M[:, None, None]
+        w = np.exp(-(dt * dt + dm * dm) * (0.5 / _BIOME_SIGMA**2))
+        w /= w.sum(axis=0, keepdims=True) + 1e-12
+        bi = _BIOME_INDEX
+        rgb = np.tensordot(_BIOME_RGB.T, w, axes=1)
+        tint = 1.0 + 0.45 * fields[3:6]
+        rock = _smoothstep(0.35, 0.9, mountain)
+        layers = {
+            "r": rgb[0],
+            "g": rgb[1],
+            "b": rgb[2],
+            "tex_amp": np.tensordot(_BIOME_TEX, w, axes=1),
+            "farm": (w[bi["farmland"]] + 0.35 * w[bi["steppe"]] + 0.3 * w[bi["savanna"]]) * (1.0 - mountain),
+            "forest": w[bi["taiga"]] + w[bi["forest"]] + w[bi["rainforest"]],
+            "desert": w[bi["desert"]],
+            "suitable": (1.0 - w[bi["ice"]] - w[bi["tundra"]] - 0.6 * w[bi["desert"]]) * (1.0 - rock),
+            "rock": rock,
+            "snow": _smoothstep(0.6, 0.95, mountain) * _smoothstep(0.45, 0.25, temperature),
+            "sea_ice": _smoothstep(0.12, 0.0, sea_temperature),
+            "mountain": mountain,
+            "temperature": temperature,
+            "tint_r": tint[0],
+            "tint_g": tint[1],
+            "tint_b": tint[2],
+        }
+        names = list(layers)
+        stack = np.stack([layers[n] for n in names]).astype(np.float32)
+        if step > 1:
+            stack = _linear_matrix(coarse.v, v) @ stack @ _linear_matrix(coarse.u, u).T
+        return dict(zip(names, stack))
+
+    def _render(self, grid: _Grid, aux: bool = False):
+        """Colour of every inner pixel of a padded grid (the padding feeds the hillshade's differences).
+
+        Returns float32 (H-2, W-2, 3) in [0, 1]; with aux=True also a dict of helper layers for photos. Works
+        channel-first internally (numpy broadcasts far faster over leading axes than over a trailing 3).
+        """
         inner = (slice(1, -1), slice(1, -1))
         u = grid.u[1:-1]
         v = grid.v[1:-1]
         px = grid.px
 
-        lat_rows = _v_to_lat(v).astype(np.float32)[:, None]
+        base, omitted = self._noise_fields(grid, (_CONTINENT, _TEXTURE))
         bump = self._home_bump(u[None, :], v[:, None]).astype(np.float32)
-        cont = self._continent(f["continent"][inner], bump)
+        cont = self._continent(base[0][inner], bump)
+        texture = base[1][inner]
         land = _soft_threshold(cont, omitted["continent"])
+        clim = self._climate(grid)
 
-        mountain = _smoothstep(0.4, 0.8, f["mountain"][inner] + 0.25 * np.clip(cont, 0, 0.4))
-        temperature = 1.05 - np.abs(lat_rows) / 72.0 + f["temperature"][inner] - 0.3 * mountain
-        moisture = 0.5 + f["moisture"][inner] + 0.25 * _smoothstep(0.12, 0.0, cont)
+        out = None
+        if land.min() < 1.0:
+            # Water: depth-tinted, with faint texture so that open sea is never one flat colour.
+            depth = np.sqrt(np.clip(cont * (-1.0 / 0.12), 0.0, 1.0))
+            water = _SHALLOW[:, None, None] + depth[None] * (_DEEP - _SHALLOW)[:, None, None]
+            water *= (1.0 + 0.06 * texture)[None]
+            sea_ice = clim["sea_ice"]
+            if sea_ice.max() > 0:
+                ice = _SEA_ICE[:, None, None] * (1.0 + 0.04 * texture)[None]
+                water += sea_ice[None] * (ice - water)
+            out = water
+        if land.max() > 0.0:
+            rgb = self._land(grid, clim, texture)
+            out = rgb if out is None else out + land[None] * (rgb - out)
+        out = np.clip(out, 0.0, 1.0).transpose(1, 2, 0)
+        if aux:
+            return out, {"land": land, "mountain": clim["mountain"], "forest": clim["forest"], "temperature": clim["temperature"]}
+        return out
 
-        # Biome weights: soft nearest-neighbour in the (temperature, moisture) plane.
-        dt = temperature[..., None] - _BIOME_T
-        dm = moisture[..., None] - _BIOME_M
-        w = np.exp(-(dt * dt + dm * dm) * (0.5 / _BIOME_SIGMA**2))
-        w /= w.sum(axis=-1, keepdims=True) + 1e-12
-        rgb = w @ _BIOME_RGB
-        tex_amp = w @ _BIOME_TEX
+    def _land(self, grid: _Grid, clim: Dict[str, np.ndarray], texture: np.ndarray) -> np.ndarray:
+        """Land colour (3, H, W): biome mixture, fields, forests, dunes, rock and snow, towns, roads, relief."""
+        inner = (slice(1, -1), slice(1, -1))
+        eps = 1e-3
+        farm, forest, desert, suitable = clim["farm"], clim["forest"], clim["desert"], clim["suitable"]
+        specs = [_RELIEF]
+        specs += [_ORIENT] if farm.max() > eps else []
+        specs += [_CROWNS] if forest.max() > eps else []
+        specs += [_DUNES] if desert.max() > eps else []
+        specs += [_TOWNS] if suitable.max() > eps else []
+        fields, omitted = self._noise_fields(grid, specs)
+        f = {s.name: fields[i] for i, s in enumerate(specs)}
 
-        farm = w[..., _BIOME_INDEX["farmland"]] + 0.35 * w[..., _BIOME_INDEX["steppe"]] + 0.3 * w[..., _BIOME_INDEX["savanna"]]
-        farm = farm * (1.0 - mountain)
-        # Fields: strips of 75 m x 300 m running north-south in some areas and east-west in others.
-        ns = self._cells(grid, "parcels_ns", 19, 17, _FIELD_PALETTE, inner)
-        ew = self._cells(grid, "parcels_ew", 17, 19, _FIELD_PALETTE, inner)
-        orient = _smoothstep(-0.08, 0.08, f["orient"][inner])[..., None]
-        parcels = ew + orient * (ns - ew)
-        rgb = rgb + (0.8 * farm)[..., None] * (parcels - rgb)
+        rgb = np.stack([clim["r"], clim["g"], clim["b"]])
+        if "orient" in f:
+            # Fields: strips of 75 m x 300 m running north-south in some areas and east-west in others.
+            ns = self._cells(grid, "parcels_ns", 19, 17, _FIELD_PALETTE)
+            ew = self._cells(grid, "parcels_ew", 17, 19, _FIELD_PALETTE)
+            orient = _smoothstep(-0.08, 0.08, f["orient"][inner])
+            parcels = ew + orient[None] * (ns - ew)
+            rgb += (0.8 * farm)[None] * (parcels - rgb)
 
-        forest = w[..., _BIOME_INDEX["taiga"]] + w[..., _BIOME_INDEX["forest"]] + w[..., _BIOME_INDEX["rainforest"]]
-        shade_mult = 1.0 + tex_amp * f["texture"][inner] + 0.35 * forest * f["crowns"][inner]
-        shade_mult += 0.08 * w[..., _BIOME_INDEX["desert"]] * f["dunes"][inner]
+        mult = 1.0 + clim["tex_amp"] * texture
+        if "crowns" in f:
+            mult += 0.35 * forest * f["crowns"][inner]
+        if "dunes" in f:
+            mult += 0.08 * desert * f["dunes"][inner]
 
-        rock = _smoothstep(0.35, 0.9, mountain)
-        rgb = rgb + (0.6 * rock)[..., None] * (_ROCK - rgb)
-        snow = _smoothstep(0.6, 0.95, mountain) * _smoothstep(0.45, 0.25, temperature)
-        rgb = rgb + snow[..., None] * (_SNOW - rgb)
+        for share, colour in ((0.6 * clim["rock"], _ROCK), (clim["snow"], _SNOW)):
+            if share.max() > 0:
+                rgb += share[None] * (colour[:, None, None] - rgb)
 
-        suitable = (1.0 - w[..., _BIOME_INDEX["ice"]] - w[..., _BIOME_INDEX["tundra"]] - 0.6 * w[..., _BIOME_INDEX["desert"]]) * (1.0 - rock)
-        town = _soft_threshold(f["towns"][inner] - 0.75, omitted["towns"], 0.04) * suitable
-        roofs = self._cells(grid, "roofs", 21, 21, _ROOF_PALETTE, inner)
-        rgb = rgb + (0.85 * town)[..., None] * (roofs - rgb)
+        town = None
+        if "towns" in f:
+            town = _soft_threshold(f["towns"][inner] - 0.75, omitted["towns"], 0.04) * suitable
+            if town.max() > 0:
+                roofs = self._cells(grid, "roofs", 21, 21, _ROOF_PALETTE)
+                rgb += (0.85 * town)[None] * (roofs - rgb)
+
+        road_mask = np.clip(suitable + 0.5 * desert, 0.0, 1.0)
+        for level in _ROADS:
+            mask = town if level.name == "streets" else road_mask
+            if mask is None or mask.max() <= 0:
+                continue
+            coverage = self._roads(grid, level)
+            if coverage is not None:
+                share = coverage * mask
+                rgb += share[None] * (np.asarray(level.rgb, np.float32)[:, None, None] - rgb)
 
         # Hillshade from the relief field's finite differences (light from the north-west).
         relief = f["relief"]
-        m_per_px = px * EARTH_CIRCUMFERENCE_M * np.cos(np.radians(lat_rows))
-        scale = EARTH_CIRCUMFERENCE_M * 0.02  # relief units -> metres; gives slopes of a few percent per octave
-        gx = (relief[1:-1, 2:] - relief[1:-1, :-2]) * scale / (2 * m_per_px)
-        gn = (relief[:-2, 1:-1] - relief[2:, 1:-1]) * scale / (2 * m_per_px)
-        shade = 1.0 + (0.25 + 1.2 * mountain) * 0.7 * (gx - gn)
-        shade_mult = shade_mult * np.clip(shade, 0.45, 1.6)
+        lat_rows = _v_to_lat(grid.v[1:-1]).astype(np.float32)[:, None]
+        m_per_px = grid.px * EARTH_CIRCUMFERENCE_M * np.cos(np.radians(lat_rows))
+        scale = EARTH_CIRCUMFERENCE_M * 0.02 / (2 * m_per_px)  # relief units -> slope; a few % per octave
+        slope = (relief[1:-1, 2:] - relief[1:-1, :-2]) - (relief[:-2, 1:-1] - relief[2:, 1:-1])
+        shade = 1.0 + (0.25 + 1.2 * clim["mountain"]) * 0.7 * scale * slope
+        mult *= np.clip(shade, 0.45, 1.6)
+        rgb *= mult[None]
+        rgb *= np.stack([clim["tint_r"], clim["tint_g"], clim["tint_b"]])  # regional cast over everything
+        return rgb
 
-        road_mask = np.clip(suitable + 0.5 * w[..., _BIOME_INDEX["desert"]], 0.0, 1.0)
-        for level in _ROADS:
-            mask = town if level.name == "streets" else road_mask
-            coverage = self._roads(grid, level, inner)
-            if coverage is not None:
-                rgb = rgb + (coverage * mask)[..., None] * (np.asarray(level.rgb, np.float32) - rgb)
-
-        rgb = rgb * shade_mult[..., None]
-
-        # Water: depth-tinted, with faint texture so that open sea is never one flat colour.
-        depth = np.clip(-cont / 0.12, 0.0, 1.0)
-        water = _SHALLOW + np.sqrt(depth)[..., None] * (_DEEP - _SHALLOW)
-        water = water * (1.0 + 0.06 * f["texture"][inner])[..., None]
-        sea_ice = _smoothstep(0.12, 0.0, temperature)
-        water = water + sea_ice[..., None] * (_SEA_ICE * (1.0 + 0.04 * f["texture"][inner])[..., None] - water)
-
-        out = water + land[..., None] * (rgb - water)
-        np.clip(out, 0.0, 1.0, out=out)
-        if aux:
-            return out, {"land": land, "mountain": mountain, "forest": forest, "temperature": temperature}
-        return out
-
-    def _cells(self, grid: _Grid, name: str, ku: int, kv: int, palette: np.ndarray, inner) -> np.ndarray:
-        """A piecewise-constant layer (one palette entry per cell of a 2**ku x 2**kv grid), box-filtered."""
+    def _cells(self, grid: _Grid, name: str, ku: int, kv: int, palette: np.ndarray) -> np.ndarray:
+        """A piecewise-constant layer (one palette entry per cell of a 2**ku x 2**kv grid), box-filtered,
+        channel-first (C, H, W)."""
         fu, fv = 1 << ku, 1 << kv
+        height, width = grid.shape[0] - 2, grid.shape[1] - 2
         if grid.px * max(fu, fv) > 3.0:  # cells far below a pixel: only their mean survives the box filter
-            return np.broadcast_to(palette.mean(axis=0), (grid.shape[0] - 2, grid.shape[1] - 2, palette.shape[1]))
+            return np.broadcast_to(palette.mean(axis=0)[:, None, None], (palette.shape[1], height, width))
         bu, iu = grid.box(grid.u[1:-1], fu)
         bv, iv = grid.box(grid.v[1:-1], fv)
         idx = _hash_u32(np.mod(iu, fu)[None, :], iv[:, None], self._salt(name)) % np.uint32(len(palette))
-        cells = palette[idx]  # (mv, mu, C)
-        out = np.einsum("hm,mnc->hnc", bv, cells, optimize=True)
-        return np.einsum("hnc,wn->hwc", out, bu, optimize=True)
+        cells = np.ascontiguousarray(palette[idx].transpose(2, 0, 1))  # (C, mv, mu)
+        return (bv @ cells) @ bu.T
 
-    def _roads(self, grid: _Grid, level: _RoadLevel, inner) -> Optional[np.ndarray]:
+    def _roads(self, grid: _Grid, level: _RoadLevel) -> Optional[np.ndarray]:
         """Pixel coverage (0..1) of one road level, or None when its cells are too small to draw."""
         f = 1 << level.k
         if grid.px * f > 1.0 / 3.0:
@@ -573,14 +647,14 @@ class DemoWorld:
             offset = 0.2 + 0.6 * _hash_unit(np.mod(cell, f), 0, self._salt(level.name + axis + "o"))
             centre = (cell + offset) / f
             d = np.abs(across - centre)
-            c = np.clip(np.minimum(d + px / 2, width / 2) - np.maximum(d - px / 2, -width / 2), 0.0, None) / px
+            c = (np.clip(np.minimum(d + px / 2, width / 2) - np.maximum(d - px / 2, -width / 2), 0.0, None) / px).astype(np.float32)
             along_cell = np.floor(along * f).astype(np.int64)
             if axis == "ns":
                 present = _hash_unit(np.mod(cell, f)[None, :], along_cell[:, None], self._salt(level.name + axis)) < level.prob
-                cov.append(present * c[None, :].astype(np.float32))
+                cov.append(present * c[None, :])
             else:
                 present = _hash_unit(np.mod(along_cell, f)[None, :], cell[:, None], self._salt(level.name + axis)) < level.prob
-                cov.append(present * c[:, None].astype(np.float32))
+                cov.append(present * c[:, None])
         return np.maximum(cov[0], cov[1])
 
     # ---- tiles -------------------------------------------------------------------------------------------
@@ -712,8 +786,8 @@ class DemoWorld:
         img = np.where(sil[..., None], sil_colour, img)
 
         # Camera: colour balance, exposure, gamma, blur, noise.
-        gains = rng.uniform(0.85, 1.15, 3)
-        img = np.clip(img * gains * rng.uniform(0.85, 1.15) + rng.uniform(-0.04, 0.04), 0, 1) ** rng.uniform(0.8, 1.25)
+        gains = rng.uniform(0.9, 1.1, 3)
+        img = np.clip(img * gains * rng.uniform(0.9, 1.1) + rng.uniform(-0.03, 0.03), 0, 1) ** rng.uniform(0.85, 1.15)
         out = _to_image(img).filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.1)))
         arr = np.asarray(out, dtype=np.float32) + rng.normal(0, rng.uniform(1.0, 5.0), (size, size, 3))
         return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "RGB")
@@ -780,6 +854,17 @@ class DemoWorld:
 
 def _to_image(arr: np.ndarray) -> Image.Image:
     return Image.fromarray((np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8), "RGB")
+
+
+def _linear_matrix(coarse: np.ndarray, fine: np.ndarray) -> np.ndarray:
+    """(len(fine) x len(coarse)) matrix of linear interpolation from increasing coarse to fine coordinates."""
+    j = np.clip(np.searchsorted(coarse, fine, side="right") - 1, 0, len(coarse) - 2)
+    t = np.clip((fine - coarse[j]) / (coarse[j + 1] - coarse[j]), 0.0, 1.0)
+    mat = np.zeros((len(fine), len(coarse)), dtype=np.float32)
+    r = np.arange(len(fine))
+    mat[r, j] = 1.0 - t
+    mat[r, j + 1] += t
+    return mat
 
 
 def _ridge_profile(angle: np.ndarray, salt: int) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from typing import Iterable, List
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 MASK = "***"
 
@@ -32,9 +32,11 @@ def secrets_in_url(url: str) -> List[str]:
         parts = urlsplit(url)
     except ValueError:
         return found
-    for name, value in parse_qsl(parts.query, keep_blank_values=False):
-        if _is_secret_param(name) and value:
-            found.append(value)
+    # Split by hand: parse_qsl would turn '+' into ' ' and the literal secret would no longer match.
+    for pair in parts.query.split("&"):
+        name, _, value = pair.partition("=")
+        if value and _is_secret_param(unquote(name)):
+            found.extend({value, unquote(value)})
     if parts.username:
         found.append(parts.username)
     if parts.password:

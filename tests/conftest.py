@@ -1,0 +1,50 @@
+"""Shared fixtures: the repo on sys.path, real photos from ../shared, a real local tile server, the tiny model."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import hashed_tile_png
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+SHARED = Path(os.environ.get("HIERGEO_SHARED", ROOT.parent / "shared"))
+PHOTOS = SHARED / "data" / "photos"
+
+
+@pytest.fixture(scope="session")
+def photos_dir() -> Path:
+    if not PHOTOS.is_dir():
+        pytest.fail(f"the shared test photos are missing at {PHOTOS} (set HIERGEO_SHARED)")
+    return PHOTOS
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    from hiergeo_plugin.core.encoders import load_geo_model
+
+    return load_geo_model("hiergeo-tiny", device="cpu")
+
+
+@pytest.fixture
+def tile_server():
+    from hiergeo_plugin.core.tile_server import TileServer
+
+    with TileServer(hashed_tile_png) as server:
+        yield server
+
+
+@pytest.fixture
+def lund_records(photos_dir):
+    from hiergeo_plugin.core.photos import PhotoRecord
+
+    paths = sorted((photos_dir / "lund").glob("*.jpg"))
+    return [PhotoRecord(p.name, str(p)) for p in paths]

@@ -1,0 +1,25 @@
+"""Small test helpers importable from any test module."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+
+
+@functools.lru_cache(maxsize=None)
+def hashed_tile_png(z: int, x: int, y: int, size: int = 64) -> bytes:
+    """A small deterministic tile: a colour and stripe pattern derived from a hash of (z, x, y)."""
+    import numpy as np
+    from PIL import Image
+
+    seed = int.from_bytes(hashlib.sha256(f"{z}/{x}/{y}".encode()).digest()[:4], "little")
+    rng = np.random.default_rng(seed)
+    base = rng.integers(30, 225, size=3)
+    yy, xx = np.mgrid[0:size, 0:size]
+    freq = rng.uniform(0.05, 0.5)
+    wave = (np.sin(xx * freq + yy * rng.uniform(-0.5, 0.5)) * 30)[..., None]
+    img = np.clip(base[None, None, :] + wave + rng.normal(0, 8, (size, size, 3)), 0, 255).astype("uint8")
+    buf = io.BytesIO()
+    Image.fromarray(img, "RGB").save(buf, "PNG")
+    return buf.getvalue()

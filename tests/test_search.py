@@ -1,0 +1,163 @@
+"""The hierarchical search end to end: real HTTP tile server, real (tiny) open_clip model, real photos."""
+
+import numpy as np
+import pytest
+from helpers import hashed_tile_png
+
+from hiergeo_plugin.core.embedding_cache import EmbeddingCache
+from hiergeo_plugin.core.photos import PhotoRecord
+from hiergeo_plugin.core.progress import Cancelled, Reporter
+from hiergeo_plugin.core.search import HierarchicalSearch
+from hiergeo_plugin.core.tile_server import FaultPlan, TileServer
+from hiergeo_plugin.core.tile_source import TileSource, TileSourceError
+from hiergeo_plugin.core.tiles import all_tiles, tile_center, tile_children, tile_parent
+
+ZOOMS = [4, 6, 8, 10, 12, 14, 16]
+
+
+def _search(model, template, cache=None, k=4, zooms=ZOOMS, **kw):
+    return HierarchicalSearch(model, TileSource(template, backoff=0.01), cache, zooms=zooms, top_k=k, **kw)
+
+
+def _summary(results):
+    return [(r.status, r.prediction and (r.prediction.tile, round(r.prediction.score, 5))) for r in results]
+
+
+def test_stages_visit_exactly_the_papers_sets(tiny_model, tile_server, lund_records):
+    k = 16
+    search = _search(tiny_model, tile_server.template, k=k, zooms=[4, 6, 8])
+    (result,) = list(search.run(lund_records[:1]))
+    assert result.ok
+    stage4 = result.stages[4]
+    assert sorted(c.tile for c in stage4) == sorted(all_tiles(4))  # all 256 tiles of zoom 4
+    for prev, zoom in ((4, 6), (6, 8)):
+        kept = [c.tile for c in result.stages[prev] if c.kept]
+        assert len(kept) == k
+        # exactly the 4x4 children of the k kept tiles, k x 16 of them
+        expected = sorted(child for t in kept for child in tile_children(t, 2))
+        assert sorted(c.tile for c in result.stages[zoom]) == expected and len(expected) == k * 16
+        # kept = the k best by score
+        scores = [c.score for c in result.stages[prev]]
+        assert scores == sorted(scores, reverse=True)
+        assert [c.rank for c in result.stages[prev]] == list(range(1, 257))
+
+
+def test_prediction_is_the_centre_of_the_best_final_tile_and_path_is_chained(tiny_model, tile_server, lund_records):
+    results = list(_search(tiny_model, tile_server.template).run(lund_records[:3]))
+    for r in results:
+        best = max(r.stages[16], key=lambda c: c.score)
+        assert r.prediction.tile == best.tile
+        assert (r.prediction.lat, r.prediction.lon) == pytest.approx(tile_center(best.tile))
+        chosen = [next(c for c in r.stages[z] if c.chosen) for z in ZOOMS]
+        assert all(sum(c.chosen for c in r.stages[z]) == 1 for z in ZOOMS)
+        assert chosen[-1].tile == best.tile
+        for coarse, fine in zip(chosen, chosen[1:]):
+            assert tile_parent(fine.tile, 2) == coarse.tile and coarse.kept
+
+
+def test_a_batch_encodes_each_tile_at_most_once(tiny_model, tile_server, lund_records):
+    model = tiny_model
+    search = _search(model, tile_server.template, k=4)
+    before = {z: model.map_encoder(z).images_encoded for z in ZOOMS}
+    results = list(search.run(lund_records[:6]))
+    per_photo = sum(len(r.stages[z]) for r in results for z in ZOOMS)
+    unique = sum(len({c.tile for r in results for c in r.stages[z]}) for z in ZOOMS)
+    encoded = sum(model.map_encoder(z).images_encoded for z in ZOOMS) - sum(before.values())
+    assert encoded == search.totals.tile_encodes == unique
+    assert unique < per_photo  # the 256 zoom-4 tiles alone are shared by all six photos
+    assert search.totals.tile_encodes <= 256 + 6 * 6 * 4 * 16
+    # Every tile was downloaded once: the server saw no repeated path.
+    assert max(tile_server.log.requests.values()) == 1
+
+
+def test_second_run_hits_the_cache_with_zero_encodes(tiny_model, tile_server, lund_records, tmp_path):
+    first = _search(tiny_model, tile_server.template, EmbeddingCache(tmp_path / "emb.sqlite"), k=4)
+    r1 = list(first.run(lund_records[:2]))
+    assert first.totals.tile_encodes > 0
+    # A new process would have an empty memory cache: a new cache object on the same file.
+    second = _search(tiny_model, tile_server.template, EmbeddingCache(tmp_path / "emb.sqlite"), k=4)
+    requests_before = tile_server.log.total
+    r2 = list(second.run(lund_records[:2]))
+    assert second.totals.tile_encodes == 0
+    assert tile_server.log.total == requests_before
+    assert _summary(r1) == _summary(r2)
+
+
+def test_faulty_server_gives_every_photo_its_row_and_the_same_predictions(tiny_model, lund_records, tmp_path):
+    records = lund_records[:3] + [PhotoRecord("missing.jpg", str(tmp_path / "missing.jpg"))]
+    with TileServer(hashed_tile_png) as clean:
+        expected = _summary(_search(tiny_model, clean.template).run(records))
+    kinds = ("500", "503", "429", "reset", "slow", "truncated")
+    plan = FaultPlan(rate=0.2, kinds=kinds, first_only=True, seed=7, slow_seconds=1.2)
+    with TileServer(hashed_tile_png, plan) as faulty:
+        search = HierarchicalSearch(
+            tiny_model, TileSource(faulty.template, timeout=0.6, backoff=0.01), None, zooms=ZOOMS, top_k=4
+        )
+        got = _summary(search.run(records))
+        assert sum(faulty.log.faults.values()) > 0.1 * len(faulty.log.requests)
+    assert len(got) == len(records)
+    assert got == expected
+    assert got[-1][0].startswith("file not found")
+
+
+def test_same_inputs_same_outputs(tiny_model, tile_server, lund_records):
+    a = list(_search(tiny_model, tile_server.template).run(lund_records[:2]))
+    b = list(_search(tiny_model, tile_server.template).run(lund_records[:2]))
+    assert _summary(a) == _summary(b)
+    for ra, rb in zip(a, b):
+        for z in ZOOMS:
+            assert [(c.tile, c.score, c.kept, c.chosen) for c in ra.stages[z]] == [
+                (c.tile, c.score, c.kept, c.chosen) for c in rb.stages[z]
+            ]
+
+
+def test_gaps_are_skipped_and_counted(tiny_model, lund_records):
+    def render(z, x, y):  # no imagery in the western half of the world
+        return None if x < (1 << z) // 2 else hashed_tile_png(z, x, y)
+
+    with TileServer(render) as server:
+        search = _search(server and tiny_model, server.template, zooms=[4, 6])
+        (r,) = list(search.run(lund_records[:1]))
+    assert r.ok and len(r.stages[4]) == 128 and r.gaps == 128
+    assert all(c.tile.x >= 8 for c in r.stages[4])
+    assert search.totals.gaps == 128
+
+
+def test_cancel_stops_within_the_batch(tiny_model, tile_server, lund_records):
+    calls = {"n": 0}
+
+    def cancelled():
+        calls["n"] += 1
+        return calls["n"] > 40
+
+    search = _search(tiny_model, tile_server.template, reporter=Reporter(is_cancelled=cancelled))
+    with pytest.raises(Cancelled):
+        list(search.run(lund_records[:2]))
+    assert tile_server.log.total < 256 + 2 * 64
+
+
+def test_dead_server_ends_the_run_with_a_clear_error(tiny_model, lund_records):
+    server = TileServer(hashed_tile_png).start()
+    template = server.template
+    server.stop()
+    search = HierarchicalSearch(tiny_model, TileSource(template, retries=0, timeout=0.5), None, zooms=[4], top_k=4)
+    with pytest.raises(TileSourceError, match="stopped answering"):
+        list(search.run(lund_records[:1]))
+
+
+def test_scores_are_cosine_similarities(tiny_model, tile_server, lund_records):
+    from PIL import Image
+    import io
+
+    search = _search(tiny_model, tile_server.template, zooms=[4])
+    (r,) = list(search.run(lund_records[:1]))
+    best = r.stages[4][0]
+    prep = search._prepare
+    from hiergeo_plugin.core.photos import load_photo
+
+    p = tiny_model.photo_encoder.encode(prep(load_photo(lund_records[0].path))[None]).numpy()[0]
+    t = tiny_model.map_encoder(4).encode(
+        prep(Image.open(io.BytesIO(hashed_tile_png(4, best.tile.x, best.tile.y))))[None]
+    ).numpy()[0]
+    assert best.score == pytest.approx(float(np.dot(p, t)), abs=1e-5)
+    assert abs(best.score) <= 1.0 + 1e-5
