@@ -7,7 +7,7 @@ import hashlib
 import io
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def hashed_tile_png(z: int, x: int, y: int, size: int = 64) -> bytes:
     """A small deterministic tile: a colour and stripe pattern derived from a hash of (z, x, y)."""
     import numpy as np

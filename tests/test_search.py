@@ -146,8 +146,9 @@ def test_dead_server_ends_the_run_with_a_clear_error(tiny_model, lund_records):
 
 
 def test_scores_are_cosine_similarities(tiny_model, tile_server, lund_records):
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     search = _search(tiny_model, tile_server.template, zooms=[4])
     (r,) = list(search.run(lund_records[:1]))

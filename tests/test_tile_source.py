@@ -3,12 +3,11 @@
 import time
 
 import pytest
+from helpers import hashed_tile_png
 
 from hiergeo_plugin.core.tile_server import FaultPlan, TileServer
 from hiergeo_plugin.core.tile_source import TileSource, TileSourceError
 from hiergeo_plugin.core.tiles import Tile, all_tiles
-
-from helpers import hashed_tile_png
 
 
 def test_fetch_decodes_and_caches_on_disk(tile_server, tmp_path):

@@ -186,11 +186,11 @@ class _Octaves:
 #: k=10: 39 km, k=16: 611 m, k=22: 9.6 m).
 _CONTINENT = _Octaves("continent", 2, 19, 0.5, 0.55)  # land/water; fractal coast at every zoom
 _TEMPERATURE = _Octaves("temperature", 2, 11, 0.1, 0.75)  # deviation from the latitude trend
-_MOISTURE = _Octaves("moisture", 1, 11, 0.35, 0.85)  # dry desert ... wet forest
+_MOISTURE = _Octaves("moisture", 2, 11, 0.4, 0.65)  # dry desert ... wet forest
 _MOUNTAIN = _Octaves("mountain", 3, 9, 0.8, 0.55)  # where mountain ranges are
 #: Regional colour casts (soil and vegetation type), one field per channel: they give every region of a few
 #: hundred km its own shade of "farmland" or "forest", as real regions have.
-_TINTS = tuple(_Octaves(f"tint_{c}", 4, 11, 0.6, 0.7) for c in "rgb")
+_TINTS = tuple(_Octaves(f"tint_{c}", 4, 10, 0.6, 0.6) for c in "rgb")
 _RELIEF = _Octaves("relief", 7, 22, 1.0, 1.0)  # hillshade input; amplitude scaled by wavelength (slope)
 _TEXTURE = _Octaves("texture", 4, 25, 0.3, 1.0)  # generic brightness texture, equal energy per octave
 _CROWNS = _Octaves("crowns", 21, 25, 1.0, 0.8)  # tree crowns, 5-40 m
@@ -495,7 +495,7 @@ class DemoWorld:
         w /= w.sum(axis=0, keepdims=True) + 1e-12
         bi = _BIOME_INDEX
         rgb = np.tensordot(_BIOME_RGB.T, w, axes=1)
-        tint = 1.0 + 0.45 * fields[3:6]
+        tint = 1.0 + 0.25 * fields[3:6]
         rock = _smoothstep(0.35, 0.9, mountain)
         layers = {
             "r": rgb[0],

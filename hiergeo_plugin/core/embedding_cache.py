@@ -35,7 +35,7 @@ class EmbeddingCache:
     def __init__(self, path: Optional[Path] = None, memory_items: int = 131072):
         self.path = Path(path) if path else None
         self.memory_items = memory_items
-        self._memory: "OrderedDict[Tuple[str, str, Tile], np.ndarray]" = OrderedDict()
+        self._memory: OrderedDict[Tuple[str, str, Tile], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self._db: Optional[sqlite3.Connection] = None
         if self.path is not None:

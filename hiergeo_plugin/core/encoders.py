@@ -39,7 +39,7 @@ class BaseModelSpec:
     pretrained: Optional[str] = None
 
     @classmethod
-    def parse(cls, text: str) -> "BaseModelSpec":
+    def parse(cls, text: str) -> BaseModelSpec:
         text = (text or "").strip() or DEFAULT_BASE_MODEL
         arch, _, tag = text.partition("/")
         if not arch:
@@ -157,7 +157,7 @@ class ImageEncoder:
             return functional_call(self.visual, self.overrides, (batch,), strict=False)
         return self.visual(batch)
 
-    def encode(self, batch) -> "object":
+    def encode(self, batch) -> object:
         """L2-normalised float32 embeddings of a preprocessed batch (N, 3, H, W); no gradients."""
         import torch
 

@@ -56,7 +56,7 @@ class Reporter:
         if self.cancelled():
             raise Cancelled("cancelled by the user")
 
-    def scaled(self, start: float, end: float) -> "Reporter":
+    def scaled(self, start: float, end: float) -> Reporter:
         """A reporter for a sub-task whose 0..1 maps onto start..end of this one."""
         parent = self
         return Reporter(

@@ -114,7 +114,7 @@ class TileServer:
     def template(self) -> str:
         return f"http://127.0.0.1:{self.port}/{{z}}/{{x}}/{{y}}.png"
 
-    def start(self) -> "TileServer":
+    def start(self) -> TileServer:
         self._thread.start()
         return self
 

@@ -41,10 +41,10 @@ class Tile:
         """(west, south, east, north) in degrees."""
         return tile_bounds(self)
 
-    def children(self, dz: int = 2) -> List["Tile"]:
+    def children(self, dz: int = 2) -> List[Tile]:
         return tile_children(self, dz)
 
-    def parent(self, dz: int = 2) -> "Tile":
+    def parent(self, dz: int = 2) -> Tile:
         return tile_parent(self, dz)
 
 

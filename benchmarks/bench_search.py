@@ -1,0 +1,206 @@
+"""Search benchmark: the paper's search as written vs HierGeo's engine, on the demo world.
+
+Run inside the project's environment:  .venv/bin/python benchmarks/bench_search.py [--json]
+
+* naive   — the paper's Algorithm 1 per photo: each photo alone, every tile fetched and encoded anew (no tile or
+            embedding cache shared between photos). Measured on a subset of the photos (it is per photo anyway).
+* engine  — HierarchicalSearch over the whole batch: union of candidates per stage, each tile encoded once,
+            tile and embedding caches on disk. "cold" starts from empty caches, "warm" is a second run (new
+            process state, same cache folder).
+
+The tile server runs in a separate process and has rendered every needed tile before timing starts, so the
+figures measure the client (fetch, decode, preprocess, model), as with a fast real server. Prints one JSON object
+with --json (keys in ../shared/DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _serve(port_queue, seed: int) -> None:
+    """Tile server process: renders the demo world once per tile and keeps the PNG bytes."""
+    from hiergeo_plugin.core.demo_world import DemoWorld
+    from hiergeo_plugin.core.tile_server import TileServer
+
+    world = DemoWorld(seed)
+    memo = {}
+
+    def render(z, x, y):
+        key = (z, x, y)
+        if key not in memo:
+            memo[key] = world.tile_png(z, x, y)
+        return memo[key]
+
+    server = TileServer(render).start()
+    port_queue.put(server.port)
+    while True:
+        time.sleep(3600)
+
+
+def start_server(seed: int):
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    proc = ctx.Process(target=_serve, args=(q, seed), daemon=True)
+    proc.start()
+    port = q.get(timeout=60)
+    return proc, f"http://127.0.0.1:{port}/{{z}}/{{x}}/{{y}}.png"
+
+
+def make_photos(folder: Path, n: int, seed: int):
+    from hiergeo_plugin.core.demo_world import DEFAULT_REGION, DemoWorld
+    from hiergeo_plugin.core.photos import PhotoRecord
+
+    world = DemoWorld(seed)
+    records = []
+    for i, (lat, lon) in enumerate(world.sample_locations(n, seed=seed + 1, region=DEFAULT_REGION)):
+        path = folder / f"photo_{i:04d}.jpg"
+        world.render_ground_photo(lat, lon, photo_seed=i).save(path, quality=90)
+        records.append(PhotoRecord(path.name, str(path), lat, lon))
+    return records
+
+
+def run_engine(model, template, records, cache_dir, k, zooms, photo_batch=64, batch_size=64):
+    from hiergeo_plugin.core.embedding_cache import EmbeddingCache
+    from hiergeo_plugin.core.search import HierarchicalSearch
+    from hiergeo_plugin.core.tile_source import TileSource
+
+    source = TileSource(template, cache_dir=cache_dir)
+    cache = EmbeddingCache(Path(cache_dir) / "embeddings.sqlite") if cache_dir else EmbeddingCache(None)
+    search = HierarchicalSearch(model, source, cache, zooms=zooms, top_k=k, batch_size=batch_size,
+                                photo_batch=photo_batch)
+    t0 = time.perf_counter()
+    results = list(search.run(records))
+    wall = time.perf_counter() - t0
+    source.close()
+    cache.close()
+    return results, search.totals, wall
+
+
+def run_naive(model, template, records, k, zooms):
+    """Each photo alone, with no cache at all: every tile fetched and encoded anew, as Algorithm 1 is written."""
+    wall = 0.0
+    encodes = 0
+    fetched = 0
+    for rec in records:
+        _, totals, w = run_engine(model, template, [rec], None, k, zooms, photo_batch=1)
+        wall += w
+        encodes += totals.tile_encodes
+        fetched += totals.downloaded
+    return encodes, fetched, wall
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def memory_probe(args) -> None:
+    """Child process: run the engine on N photos and print its peak RSS (for the 10x flatness check)."""
+    from hiergeo_plugin.core.encoders import load_geo_model
+
+    model = load_geo_model(args.model, device=args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        records = make_photos(Path(tmp), args.photos, args.seed)
+        base = peak_rss_mb()
+        run_engine(model, args.template, records, Path(tmp) / "cache", args.k, args.zooms)
+        print(json.dumps({"photos": args.photos, "peak_rss_mb": peak_rss_mb(), "before_search_mb": base}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--photos", type=int, default=64)
+    ap.add_argument("--naive-photos", type=int, default=8, help="photos timed with the naive search")
+    ap.add_argument("--k", type=int, default=16)
+    ap.add_argument("--zooms", default="4,6,8,10,12,14,16")
+    ap.add_argument("--model", default="hiergeo-tiny", help="base model (e.g. ViT-B-32 for random-weight timing)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--memory-check", type=int, default=0, metavar="N",
+                    help="also measure peak RSS for N and 10N photos (k=4) in child processes")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--template", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    args.zooms = [int(z) for z in str(args.zooms).split(",")]
+    if args.probe:
+        memory_probe(args)
+        return
+
+    import torch
+
+    from hiergeo_plugin.core.encoders import load_geo_model
+
+    server, template = start_server(args.seed)
+    out = {}
+    try:
+        model = load_geo_model(args.model, device=args.device)
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            (tmp / "photos").mkdir()
+            records = make_photos(tmp / "photos", args.photos, args.seed)
+            # Warm the server: render every tile any of the timed runs will ask for.
+            run_engine(model, template, records, tmp / "warmup", args.k, args.zooms)
+            naive_records = records[: args.naive_photos]
+            naive_encodes, naive_fetched, naive_wall = run_naive(model, template, naive_records, args.k, args.zooms)
+            _, cold, cold_wall = run_engine(model, template, records, tmp / "cache", args.k, args.zooms)
+            _, warm, warm_wall = run_engine(model, template, records, tmp / "cache", args.k, args.zooms)
+            n, nn = len(records), len(naive_records)
+            out = {
+                "photos": n,
+                "naive_photos": nn,
+                "k": args.k,
+                "zooms": args.zooms,
+                "model": args.model,
+                "device": model.device,
+                "torch_threads": torch.get_num_threads(),
+                "naive_encodes_per_photo": naive_encodes / nn,
+                "engine_encodes_per_photo": cold.tile_encodes / n,
+                "naive_fetched_per_photo": naive_fetched / nn,
+                "engine_fetched_per_photo": cold.downloaded / n,
+                "naive_s_per_photo": naive_wall / nn,
+                "engine_cold_s_per_photo": cold_wall / n,
+                "engine_warm_s_per_photo": warm_wall / n,
+                "engine_warm_encodes": warm.tile_encodes,
+                "engine_cold_photos_per_s": n / cold_wall,
+                "tiles_encoded_per_s": cold.tile_encodes / max(cold.model_seconds, 1e-9),
+                "model_share": cold.model_seconds / cold_wall,
+                "encode_ratio": (cold.tile_encodes / n) / (naive_encodes / nn),
+                "speedup_cold": (naive_wall / nn) / (cold_wall / n),
+                "peak_rss_mb": peak_rss_mb(),
+                "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.python_version()}",
+            }
+            if torch.cuda.is_available():
+                out["gpu"] = torch.cuda.get_device_name(0)
+                out["gpu_peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+            if args.memory_check:
+                probes = []
+                for count in (args.memory_check, 10 * args.memory_check):
+                    cmd = [sys.executable, __file__, "--probe", "--template", template, "--photos", str(count),
+                           "--k", "4", "--model", args.model, "--device", args.device, "--seed", str(args.seed),
+                           "--zooms", ",".join(map(str, args.zooms))]
+                    probes.append(json.loads(subprocess.check_output(cmd, text=True).strip().splitlines()[-1]))
+                out["memory_check"] = probes
+    finally:
+        server.terminate()
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for key, value in out.items():
+            print(f"{key:28s} {value}")
+
+
+if __name__ == "__main__":
+    main()
