@@ -14,8 +14,17 @@ constant layers (field parcels, roofs) are box-filtered exactly; roads are drawn
 coverage, so thin roads fade instead of aliasing when zooming out.
 
 How it stays fast: the pixels of an axis-aligned window form a grid, so each value-noise octave is separable
-(interpolate along rows, then along columns). All octaves of all fields are folded into one matrix product
-`A @ Wu.T` per render, with `A` built by cheap row gathers. A 256 px tile takes a few milliseconds.
+(interpolate along rows, then along columns). All octaves of a field are folded into one matrix product
+`A @ Wu.T`, with `A` built by cheap row gathers; the smooth regional layers (climate, biome mixture) are
+evaluated every 8 pixels and interpolated on fine tiles; compositing runs channel-first. A 256 px tile takes
+about 15 ms on one CPU core, so tiles are rendered on request and no pyramid is ever stored.
+
+Ground photos (`render_ground_photo`) are oblique views of the same fields: near ground from zoom-17 detail,
+distant ground from ever coarser windows (mipmapping), a skyline and a latitude-tinted sky, then a random
+camera. They differ from the tiles as real photos differ from aerial imagery, yet keep cues for every zoom.
+
+Determinism: the same seed gives the same pixels and PNG bytes on a given platform (integer hashing, no
+global random state); a different BLAS build could round a float differently and change a pixel by one level.
 
 Nothing here imports QGIS or torch: numpy and Pillow only.
 """
@@ -39,10 +48,12 @@ from .tiles import MAX_LATITUDE, Tile
 __all__ = [
     "DEFAULT_REGION",
     "TILE_SIZE",
+    "EARTH_CIRCUMFERENCE_M",
     "DemoWorld",
     "sample_locations",
     "write_photo_set",
     "photo_exif",
+    "read_exif_gps",
 ]
 
 #: Pixel size of a tile, as in every XYZ service.
@@ -58,7 +69,7 @@ EARTH_CIRCUMFERENCE_M = 40075016.686
 
 _MASK32 = 0xFFFFFFFF
 #: Variance of one value-noise octave with corner values uniform in [-1, 1] and quintic fade (measured).
-_OCTAVE_VARIANCE = 0.12
+_OCTAVE_VARIANCE = 0.2
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -78,7 +89,7 @@ def _v_to_lat(v):
 
 def _lon_to_u(lon):
     lon = np.asarray(lon, dtype=np.float64)
-    return (((lon + 180.0) % 360.0) / 360.0)
+    return ((lon + 180.0) % 360.0) / 360.0
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -102,14 +113,15 @@ def _name_id(name: str) -> int:
     return zlib.crc32(name.encode("utf-8"))
 
 
-def _hash_u32(ix, iy, salt: int) -> np.ndarray:
-    """A well-mixed uint32 for each (ix, iy) pair (broadcasting), different for every salt."""
+def _hash_u32(ix, iy, salt) -> np.ndarray:
+    """A well-mixed uint32 for each (ix, iy) pair, different for every salt (all three broadcast)."""
     ix = (np.asarray(ix, dtype=np.int64) & _MASK32).astype(np.uint32)
     iy = (np.asarray(iy, dtype=np.int64) & _MASK32).astype(np.uint32)
+    salt = np.asarray(salt, dtype=np.int64) & _MASK32
     with np.errstate(over="ignore"):
         h = ix * np.uint32(0x8DA6B343)
         h = h ^ (iy * np.uint32(0xD8163841))
-        h ^= np.uint32(salt & _MASK32)
+        h = h ^ salt.astype(np.uint32)
         h ^= h >> np.uint32(16)
         h *= np.uint32(0x7FEB352D)
         h ^= h >> np.uint32(15)
@@ -118,12 +130,12 @@ def _hash_u32(ix, iy, salt: int) -> np.ndarray:
     return h
 
 
-def _hash_unit(ix, iy, salt: int) -> np.ndarray:
+def _hash_unit(ix, iy, salt) -> np.ndarray:
     """Uniform float32 in [0, 1)."""
     return (_hash_u32(ix, iy, salt) >> np.uint32(8)).astype(np.float32) * np.float32(1.0 / (1 << 24))
 
 
-def _hash_signed(ix, iy, salt: int) -> np.ndarray:
+def _hash_signed(ix, iy, salt) -> np.ndarray:
     """Uniform float32 in [-1, 1)."""
     return _hash_unit(ix, iy, salt) * np.float32(2.0) - np.float32(1.0)
 
@@ -186,17 +198,20 @@ class _Octaves:
 #: k=10: 39 km, k=16: 611 m, k=22: 9.6 m).
 _CONTINENT = _Octaves("continent", 2, 19, 0.5, 0.55)  # land/water; fractal coast at every zoom
 _TEMPERATURE = _Octaves("temperature", 2, 11, 0.1, 0.75)  # deviation from the latitude trend
-_MOISTURE = _Octaves("moisture", 2, 11, 0.4, 0.65)  # dry desert ... wet forest
+_MOISTURE = _Octaves("moisture", 2, 11, 0.45, 0.55)  # dry desert ... wet forest
 _MOUNTAIN = _Octaves("mountain", 3, 9, 0.8, 0.55)  # where mountain ranges are
-#: Regional colour casts (soil and vegetation type), one field per channel: they give every region of a few
-#: hundred km its own shade of "farmland" or "forest", as real regions have.
-_TINTS = tuple(_Octaves(f"tint_{c}", 4, 10, 0.6, 0.6) for c in "rgb")
+#: Regional colour casts (soil and vegetation type): warm (red-brown soils), lush (greener) and bright fields
+#: give every region of a few hundred km its own shade of "farmland" or "forest", as real regions have.
+_TINTS = tuple(_Octaves(f"tint_{c}", 3, 10, 0.6, 0.5) for c in ("warm", "lush", "bright"))
+#: How each cast changes (r, g, b), relative; rows follow _TINTS. Chosen to stay within earthy hues.
+_TINT_RGB = np.array([(0.40, 0.15, -0.35), (-0.30, 0.30, -0.15), (0.30, 0.30, 0.30)], dtype=np.float32)
 _RELIEF = _Octaves("relief", 7, 22, 1.0, 1.0)  # hillshade input; amplitude scaled by wavelength (slope)
 _TEXTURE = _Octaves("texture", 4, 25, 0.3, 1.0)  # generic brightness texture, equal energy per octave
 _CROWNS = _Octaves("crowns", 21, 25, 1.0, 0.8)  # tree crowns, 5-40 m
 _DUNES = _Octaves("dunes", 15, 20, 1.0, 0.75, stretch=2)  # ripples elongated north-south
 _TOWNS = _Octaves("towns", 10, 15, 1.0, 0.6)  # settlements of a few km
 _ORIENT = _Octaves("orient", 12, 14, 1.0, 0.5)  # which way field strips run, per area of ~10 km
+_WOODS = _Octaves("woods", 8, 14, 1.0, 0.85)  # woodland patches in open country, 1-300 km: mid-zoom cues
 
 #: Continental bias: the share of water. The home bump puts a continent over DEFAULT_REGION for every seed.
 _SEA_LEVEL = 0.08
@@ -250,6 +265,7 @@ _ROOF_PALETTE = np.array(
     dtype=np.float32,
 )
 _ROCK = np.array((0.50, 0.47, 0.44), dtype=np.float32)
+_WOOD = np.array((0.17, 0.31, 0.15), dtype=np.float32)
 _SNOW = np.array((0.94, 0.95, 0.97), dtype=np.float32)
 _SHALLOW = np.array((0.16, 0.42, 0.48), dtype=np.float32)
 _DEEP = np.array((0.03, 0.12, 0.26), dtype=np.float32)
@@ -291,7 +307,7 @@ class _Grid:
         self._rows: Dict[int, Tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     @classmethod
-    def window(cls, u0: float, v0: float, px: float, width: int, height: int, pad: int = 0) -> "_Grid":
+    def window(cls, u0: float, v0: float, px: float, width: int, height: int, pad: int = 0) -> _Grid:
         """The grid whose top-left pixel's corner is (u0, v0), padded by `pad` pixels on every side."""
         cols = u0 + (np.arange(-pad, width + pad) + 0.5) * px
         rows = v0 + (np.arange(-pad, height + pad) + 0.5) * px
@@ -329,12 +345,11 @@ class _Grid:
             self._rows[f] = (i0 - lo, s, np.arange(lo, lo + m, dtype=np.int64))
         return self._rows[f]
 
-    def box(self, coords: np.ndarray, f: int) -> Tuple[np.ndarray, np.ndarray]:
-        """Exact box-filter matrix of a piecewise-constant layer with f cells per world along one axis.
-
-        Row j holds the share of pixel j's footprint that falls into each cell; works while cells are at
-        least about a third of a pixel (the caller drops finer layers in favour of their mean).
-        """
+    def box(self, coords: np.ndarray, f: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Exact box filter of a piecewise-constant layer with f cells per world along one axis, in sparse
+        form: for pixel j, the local cell indices idx[j, :] and the shares w[j, :] of its footprint in each
+        (zero where unused), plus the lattice cell numbers. Works while cells are at least about a third of a
+        pixel (the caller drops finer layers in favour of their mean)."""
         x = coords * f
         half = 0.5 * self.px * f
         lo_edge = x - half
@@ -343,14 +358,12 @@ class _Grid:
         last = np.floor(hi_edge).astype(np.int64)
         lo = int(first.min())
         m = int(last.max()) - lo + 1
-        mat = np.zeros((len(x), m), dtype=np.float32)
-        r = np.arange(len(x))
-        for o in range(int((last - first).max()) + 1):
-            cell = first + o
-            overlap = np.minimum(hi_edge, cell + 1) - np.maximum(lo_edge, cell)
-            ok = overlap > 0
-            mat[r[ok], (cell - lo)[ok]] = (overlap[ok] / (2 * half)).astype(np.float32)
-        return mat, np.arange(lo, lo + m, dtype=np.int64)
+        k = int((last - first).max()) + 1
+        cell = first[:, None] + np.arange(k)[None, :]
+        overlap = np.minimum(hi_edge[:, None], cell + 1) - np.maximum(lo_edge[:, None], cell)
+        weights = (np.clip(overlap, 0.0, None) / (2 * half)).astype(np.float32)
+        idx = np.minimum(cell - lo, m - 1)  # unused slots (zero weight) point at a valid cell
+        return idx, weights, np.arange(lo, lo + m, dtype=np.int64)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -396,9 +409,11 @@ class DemoWorld:
             iu_wrapped = np.mod(iu, fu)[None, :]
             sv1 = sv[:, None]
             sv0 = 1.0 - sv1
-            for fi, amp in members:
-                lattice = _hash_signed(iu_wrapped, iv[:, None], self._salt(specs[fi].name, fu, fv))
-                blocks[fi].append((amp * (sv0 * lattice[iv0] + sv1 * lattice[iv0 + 1]), wu))
+            salts = np.array([self._salt(specs[fi].name, fu, fv) for fi, _ in members], dtype=np.uint32)
+            lattices = _hash_signed(iu_wrapped[None], iv[None, :, None], salts[:, None, None])
+            rows0, rows1 = lattices[:, iv0], lattices[:, iv0 + 1]
+            for j, (fi, amp) in enumerate(members):
+                blocks[fi].append((amp * (sv0 * rows0[j] + sv1 * rows1[j]), wu))
         out = np.zeros((nf, height, width), dtype=np.float32)
         for fi, field_blocks in enumerate(blocks):
             if field_blocks:
@@ -455,7 +470,9 @@ class DemoWorld:
         v = _lat_to_v(lat)
         px = 1.0 / (TILE_SIZE * (1 << zoom))
         c = self._continent(self._noise_points(u, v, _CONTINENT, px), self._home_bump(u, v))
-        omitted = sum(((1 - _band_weight(max(fu, fv), px)) * a) ** 2 * _OCTAVE_VARIANCE for fu, fv, a in _CONTINENT.octaves())
+        omitted = sum(
+            ((1 - _band_weight(max(fu, fv), px)) * a) ** 2 * _OCTAVE_VARIANCE for fu, fv, a in _CONTINENT.octaves()
+        )
         return _soft_threshold(c, omitted)
 
     def is_land(self, lat, lon) -> np.ndarray:
@@ -467,14 +484,16 @@ class DemoWorld:
     def _climate(self, grid: _Grid) -> Dict[str, np.ndarray]:
         """The smooth, regional layers (biome colour and weights, mountains, temperature) at the inner pixels.
 
-        These fields only hold octaves of 40 km and more, so on fine tiles they are evaluated every 8 pixels
-        and interpolated linearly (exact to well under one grey level); coarse tiles evaluate every pixel.
+        These fields only hold octaves of 40 km and more, so where their finest wavelength spans many pixels
+        they are evaluated on a sparser grid (every 2, 4 or 8 pixels, at least 4 samples per wavelength) and
+        interpolated linearly, well under one grey level away from the exact values; on the coarsest tiles
+        every pixel is evaluated.
         """
         u = grid.u[1:-1]
         v = grid.v[1:-1]
         specs = (_TEMPERATURE, _MOISTURE, _MOUNTAIN) + _TINTS
         finest_wavelength_px = 1.0 / ((1 << max(s.kmax for s in specs)) * grid.px)
-        step = 8 if finest_wavelength_px >= 32 else 1
+        step = int(min(8, 2 ** max(0, math.floor(math.log2(finest_wavelength_px / 4.0)))))
         if step > 1:
             cols = np.unique(np.r_[np.arange(0, len(u), step), len(u) - 1])
             rows = np.unique(np.r_[np.arange(0, len(v), step), len(v) - 1])
@@ -495,7 +514,8 @@ class DemoWorld:
         w /= w.sum(axis=0, keepdims=True) + 1e-12
         bi = _BIOME_INDEX
         rgb = np.tensordot(_BIOME_RGB.T, w, axes=1)
-        tint = 1.0 + 0.25 * fields[3:6]
+        cast = np.tensordot(_TINT_RGB.T, np.clip(fields[3:6], -0.7, 0.7), axes=1)
+        tint = 1.0 + 0.5 * (1.0 - w[_BIOME_INDEX["ice"]]) * cast  # ice stays white
         rock = _smoothstep(0.35, 0.9, mountain)
         layers = {
             "r": rgb[0],
@@ -530,7 +550,6 @@ class DemoWorld:
         inner = (slice(1, -1), slice(1, -1))
         u = grid.u[1:-1]
         v = grid.v[1:-1]
-        px = grid.px
 
         base, omitted = self._noise_fields(grid, (_CONTINENT, _TEXTURE))
         bump = self._home_bump(u[None, :], v[:, None]).astype(np.float32)
@@ -555,7 +574,12 @@ class DemoWorld:
             out = rgb if out is None else out + land[None] * (rgb - out)
         out = np.clip(out, 0.0, 1.0).transpose(1, 2, 0)
         if aux:
-            return out, {"land": land, "mountain": clim["mountain"], "forest": clim["forest"], "temperature": clim["temperature"]}
+            return out, {
+                "land": land,
+                "mountain": clim["mountain"],
+                "forest": clim["forest"],
+                "temperature": clim["temperature"],
+            }
         return out
 
     def _land(self, grid: _Grid, clim: Dict[str, np.ndarray], texture: np.ndarray) -> np.ndarray:
@@ -564,8 +588,8 @@ class DemoWorld:
         eps = 1e-3
         farm, forest, desert, suitable = clim["farm"], clim["forest"], clim["desert"], clim["suitable"]
         specs = [_RELIEF]
-        specs += [_ORIENT] if farm.max() > eps else []
-        specs += [_CROWNS] if forest.max() > eps else []
+        specs += [_ORIENT, _WOODS] if farm.max() > eps else []
+        specs += [_CROWNS] if max(forest.max(), farm.max()) > eps else []
         specs += [_DUNES] if desert.max() > eps else []
         specs += [_TOWNS] if suitable.max() > eps else []
         fields, omitted = self._noise_fields(grid, specs)
@@ -579,7 +603,11 @@ class DemoWorld:
             orient = _smoothstep(-0.08, 0.08, f["orient"][inner])
             parcels = ew + orient[None] * (ns - ew)
             rgb += (0.8 * farm)[None] * (parcels - rgb)
+            woods = _soft_threshold(f["woods"][inner] - 0.6, omitted["woods"], 0.05) * farm
+            rgb += woods[None] * (_WOOD[:, None, None] - rgb)
+            forest = forest + woods
 
+        rgb *= np.stack([clim["tint_r"], clim["tint_g"], clim["tint_b"]])  # regional cast of soil and plants
         mult = 1.0 + clim["tex_amp"] * texture
         if "crowns" in f:
             mult += 0.35 * forest * f["crowns"][inner]
@@ -592,7 +620,7 @@ class DemoWorld:
 
         town = None
         if "towns" in f:
-            town = _soft_threshold(f["towns"][inner] - 0.75, omitted["towns"], 0.04) * suitable
+            town = _soft_threshold(f["towns"][inner] - 1.15, omitted["towns"], 0.04) * suitable
             if town.max() > 0:
                 roofs = self._cells(grid, "roofs", 21, 21, _ROOF_PALETTE)
                 rgb += (0.85 * town)[None] * (roofs - rgb)
@@ -616,7 +644,6 @@ class DemoWorld:
         shade = 1.0 + (0.25 + 1.2 * clim["mountain"]) * 0.7 * scale * slope
         mult *= np.clip(shade, 0.45, 1.6)
         rgb *= mult[None]
-        rgb *= np.stack([clim["tint_r"], clim["tint_g"], clim["tint_b"]])  # regional cast over everything
         return rgb
 
     def _cells(self, grid: _Grid, name: str, ku: int, kv: int, palette: np.ndarray) -> np.ndarray:
@@ -626,11 +653,13 @@ class DemoWorld:
         height, width = grid.shape[0] - 2, grid.shape[1] - 2
         if grid.px * max(fu, fv) > 3.0:  # cells far below a pixel: only their mean survives the box filter
             return np.broadcast_to(palette.mean(axis=0)[:, None, None], (palette.shape[1], height, width))
-        bu, iu = grid.box(grid.u[1:-1], fu)
-        bv, iv = grid.box(grid.v[1:-1], fv)
+        cu, wu, iu = grid.box(grid.u[1:-1], fu)
+        cv, wv, iv = grid.box(grid.v[1:-1], fv)
         idx = _hash_u32(np.mod(iu, fu)[None, :], iv[:, None], self._salt(name)) % np.uint32(len(palette))
         cells = np.ascontiguousarray(palette[idx].transpose(2, 0, 1))  # (C, mv, mu)
-        return (bv @ cells) @ bu.T
+        # Separable box filter with at most a few cells per pixel: gathers beat dense matrix products here.
+        rows = sum(wv[None, :, j, None] * cells[:, cv[:, j], :] for j in range(cv.shape[1]))
+        return sum(wu[None, None, :, j] * rows[:, :, cu[:, j]] for j in range(cu.shape[1]))
 
     def _roads(self, grid: _Grid, level: _RoadLevel) -> Optional[np.ndarray]:
         """Pixel coverage (0..1) of one road level, or None when its cells are too small to draw."""
@@ -647,13 +676,21 @@ class DemoWorld:
             offset = 0.2 + 0.6 * _hash_unit(np.mod(cell, f), 0, self._salt(level.name + axis + "o"))
             centre = (cell + offset) / f
             d = np.abs(across - centre)
-            c = (np.clip(np.minimum(d + px / 2, width / 2) - np.maximum(d - px / 2, -width / 2), 0.0, None) / px).astype(np.float32)
+            c = (
+                np.clip(np.minimum(d + px / 2, width / 2) - np.maximum(d - px / 2, -width / 2), 0.0, None) / px
+            ).astype(np.float32)
             along_cell = np.floor(along * f).astype(np.int64)
             if axis == "ns":
-                present = _hash_unit(np.mod(cell, f)[None, :], along_cell[:, None], self._salt(level.name + axis)) < level.prob
+                present = (
+                    _hash_unit(np.mod(cell, f)[None, :], along_cell[:, None], self._salt(level.name + axis))
+                    < level.prob
+                )
                 cov.append(present * c[None, :])
             else:
-                present = _hash_unit(np.mod(along_cell, f)[None, :], cell[:, None], self._salt(level.name + axis)) < level.prob
+                present = (
+                    _hash_unit(np.mod(along_cell, f)[None, :], cell[:, None], self._salt(level.name + axis))
+                    < level.prob
+                )
                 cov.append(present * c[:, None])
         return np.maximum(cov[0], cov[1])
 
@@ -691,7 +728,9 @@ class DemoWorld:
     _PHOTO_ZOOMS = (17, 15, 13, 11, 9, 7)
     _PHOTO_PATCH = 192
 
-    def render_ground_photo(self, lat: float, lon: float, photo_seed: int, size: int = 224) -> Image.Image:
+    def render_ground_photo(
+        self, lat: float, lon: float, photo_seed: int, size: int = 224, camera: bool = True
+    ) -> Image.Image:
         """A synthetic ground-level photo taken near (lat, lon), looking in a random direction.
 
         It is an oblique view of the same world the tiles show: the lower rows are the ground close to the
@@ -708,7 +747,7 @@ class DemoWorld:
         roll = np.radians(rng.uniform(-4, 4))
         d_near = rng.uniform(6, 14)
         back = rng.uniform(15, 45)  # camera stands behind the point, which lies in the lower middle of the view
-        haze_km = rng.uniform(25, 90)
+        haze_km = rng.uniform(60, 200)
         cloud = rng.uniform(0, 0.6)
 
         lat = float(np.clip(lat, -MAX_LATITUDE + 0.5, MAX_LATITUDE - 0.5))
@@ -785,11 +824,18 @@ class DemoWorld:
         img = np.where(ground[..., None], colour + haze[..., None] * (horizon_sky - colour), sky)
         img = np.where(sil[..., None], sil_colour, img)
 
-        # Camera: colour balance, exposure, gamma, blur, noise.
-        gains = rng.uniform(0.9, 1.1, 3)
-        img = np.clip(img * gains * rng.uniform(0.9, 1.1) + rng.uniform(-0.03, 0.03), 0, 1) ** rng.uniform(0.85, 1.15)
-        out = _to_image(img).filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.1)))
-        arr = np.asarray(out, dtype=np.float32) + rng.normal(0, rng.uniform(1.0, 5.0), (size, size, 3))
+        # Camera: colour balance, exposure, gamma, blur, noise (camera=False skips them, for diagnostics).
+        gains = rng.uniform(0.94, 1.06, 3)
+        exposure = rng.uniform(0.92, 1.08)
+        offset = rng.uniform(-0.02, 0.02)
+        gamma = rng.uniform(0.9, 1.1)
+        blur = rng.uniform(0.3, 1.1)
+        noise = rng.normal(0, rng.uniform(1.0, 5.0), (size, size, 3))
+        if not camera:
+            return _to_image(img)
+        img = np.clip(img * gains * exposure + offset, 0, 1) ** gamma
+        out = _to_image(img).filter(ImageFilter.GaussianBlur(blur))
+        arr = np.asarray(out, dtype=np.float32) + noise
         return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "RGB")
 
     # ---- locations and photo sets ------------------------------------------------------------------------
