@@ -17,7 +17,8 @@ import pytest
 from PIL import Image
 
 from hiergeo_plugin.core import demo_world as dw
-from hiergeo_plugin.core.demo_world import DEFAULT_REGION, DemoWorld, photo_exif, read_exif_gps
+from hiergeo_plugin.core.demo_world import DEFAULT_REGION, DemoWorld, photo_exif
+from hiergeo_plugin.core.photos import read_exif_gps
 from hiergeo_plugin.core.tiles import Tile, all_tiles, lonlat_to_tile, tile_bounds
 
 
@@ -267,7 +268,7 @@ def test_write_photo_set_exif_and_csv(tmp_path, world):
 
 
 @pytest.mark.parametrize(
-    "lat,lon", [(-33.8568, -70.6), (0.0, 0.0), (51.4779, -0.0015), (-89.0, 179.9999999), (12.5, 179.99999999)]
+    "lat,lon", [(-33.8568, -70.6), (0.0, 0.5), (51.4779, -0.0015), (-89.0, 179.9999999), (12.5, 179.99999999)]
 )
 def test_exif_gps_round_trip_all_hemispheres(tmp_path, lat, lon):
     path = tmp_path / "p.jpg"
@@ -277,9 +278,12 @@ def test_exif_gps_round_trip_all_hemispheres(tmp_path, lat, lon):
     assert abs(got[0] - lat) < 1e-5 and abs(got[1] - lon) < 1e-5
 
 
-def test_read_exif_gps_without_tags(tmp_path):
+def test_read_exif_gps_without_tags_or_at_null_island(tmp_path):
     path = tmp_path / "plain.jpg"
     Image.new("RGB", (8, 8)).save(path)
+    assert read_exif_gps(str(path)) is None
+    # 0,0 is what broken cameras write when they have no fix: treated as no position.
+    Image.new("RGB", (8, 8)).save(path, exif=photo_exif(0.0, 0.0))
     assert read_exif_gps(str(path)) is None
 
 

@@ -53,7 +53,6 @@ __all__ = [
     "sample_locations",
     "write_photo_set",
     "photo_exif",
-    "read_exif_gps",
 ]
 
 #: Pixel size of a tile, as in every XYZ service.
@@ -988,22 +987,6 @@ def photo_exif(lat: float, lon: float) -> Image.Exif:
     gps[0x0003] = "E" if lon >= 0 else "W"
     gps[0x0004] = rationals(lon)
     return exif
-
-
-def read_exif_gps(path: str) -> Optional[Tuple[float, float]]:
-    """(lat, lon) from a JPEG's EXIF GPS tags, or None; the inverse of photo_exif (used by tests and tools)."""
-    with Image.open(path) as img:
-        gps = img.getexif().get_ifd(0x8825)
-    if not gps or 2 not in gps or 4 not in gps:
-        return None
-
-    def degrees(dms) -> float:
-        d, m, s = (float(x) for x in dms)
-        return d + m / 60.0 + s / 3600.0
-
-    lat = degrees(gps[2]) * (-1 if gps.get(1, "N") == "S" else 1)
-    lon = degrees(gps[4]) * (-1 if gps.get(3, "E") == "W" else 1)
-    return lat, lon
 
 
 # Module-level conveniences with the world as an argument (seed 0 by default).
