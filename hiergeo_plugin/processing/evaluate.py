@@ -1,0 +1,362 @@
+"""Processing algorithm "Evaluate geolocation" (hiergeo:evaluategeolocation): a thin adapter over core.evaluation.
+
+Reads the OUTPUT of "Geolocate photos" (or any layer with photo, lat, lon and optionally true_lat, true_lon,
+status), takes the true locations from it or from a ground-truth layer joined on the photo path, and hands plain
+rows to the core, which computes the metrics and writes the HTML report. The error lines are drawn here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsFeature,
+    QgsFeatureSink,
+    QgsField,
+    QgsFields,
+    QgsGeometry,
+    QgsPointXY,
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterString,
+    QgsProject,
+    QgsWkbTypes,
+)
+from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtGui import QIcon
+
+from . import common
+
+DEFAULT_THRESHOLDS = "1,25,200,750,2500"
+WGS84 = "EPSG:4326"
+
+
+def parse_thresholds(text: str) -> List[float]:
+    from ..core.evaluation import parse_thresholds as core_parse
+
+    try:
+        return list(core_parse(str(text or DEFAULT_THRESHOLDS)))
+    except ValueError as exc:
+        raise QgsProcessingException(f"THRESHOLDS_KM: {exc}") from None
+
+
+def threshold_label(value: float) -> str:
+    """The <t> of WITHIN_<t>KM: the core's metrics key (1 -> '1', 0.5 -> '0.5')."""
+    from ..core.evaluation import threshold_key
+
+    return threshold_key(value)
+
+
+def _evaluated(row: dict) -> bool:
+    """The core's rule (core.evaluation.evaluate): a usable prediction and a true position."""
+    ok = row.get("status") in (None, "ok") and row.get("lat") is not None and row.get("lon") is not None
+    return ok and row.get("true_lat") is not None and row.get("true_lon") is not None
+
+
+def error_line_fields() -> QgsFields:
+    fields = QgsFields()
+    fields.append(QgsField("photo", QVariant.String))
+    fields.append(QgsField("error_km", QVariant.Double))
+    fields.append(QgsField("true_lat", QVariant.Double))
+    fields.append(QgsField("true_lon", QVariant.Double))
+    fields.append(QgsField("lat", QVariant.Double))
+    fields.append(QgsField("lon", QVariant.Double))
+    return fields
+
+
+def _number(value) -> Optional[float]:
+    if value is None or (hasattr(value, "isNull") and value.isNull()):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == number else None  # NaN is no value
+
+
+def _text(value) -> str:
+    if value is None or (hasattr(value, "isNull") and value.isNull()):
+        return ""
+    return str(value).strip()
+
+
+def _path_keys(photo: str, folder: Optional[Path]) -> List[str]:
+    """Join keys of a photo path, most specific first: as written, resolved absolute path, file name."""
+    if not photo:
+        return []
+    keys = [photo]
+    p = Path(photo.replace("file://", "", 1)).expanduser()
+    if not p.is_absolute() and folder is not None:
+        p = folder / p
+    keys.append(os.path.normcase(os.path.normpath(str(p))))
+    keys.append("name:" + os.path.normcase(p.name))
+    return keys
+
+
+HELP = """<p>Measures how far the predictions of <i>Geolocate photos</i> are from the true locations: the
+great-circle error of each photo, the median and mean error, the share of photos within each distance threshold
+(the paper's 1, 25, 200, 750 and 2500 km: street, city, region, country, continent), an HTML report and a line
+layer from each true location to its prediction.</p>
+<h3>Parameters</h3>
+<ul>
+<li><b>PREDICTIONS</b>: the OUTPUT layer of <i>Geolocate photos</i> (fields photo, lat, lon, status and, for
+point inputs, true_lat, true_lon).</li>
+<li><b>GROUND_TRUTH</b> (optional): where the true locations are when PREDICTIONS has none (e.g. it was made from a
+table): a point layer (its geometry is the truth) or a table with true_lat/true_lon or lat/lon fields. Joined on
+the photo path: the same text, the same resolved file, or else the same file name when that is unique.</li>
+<li><b>GROUND_TRUTH_FIELD</b>: the photo path field of GROUND_TRUTH (default photo).</li>
+<li><b>THRESHOLDS_KM</b>: distances in km for the "share within" figures, comma separated.</li>
+</ul>
+<h3>Outputs</h3>
+<ul>
+<li><b>OUTPUT_HTML</b>: the report (metrics table, error distribution).</li>
+<li><b>ERROR_LINES</b> (lines, EPSG:4326): one line per evaluated photo from its true location to the prediction;
+fields photo, error_km (great-circle distance), true_lat, true_lon, lat, lon.</li>
+<li>Results: MEDIAN_KM, MEAN_KM, EVALUATED (photos with a prediction and a true location), WITHOUT_TRUTH (located
+photos without a true location), FAILED (photos whose status is not ok) and WITHIN_&lt;t&gt;KM, the share (0-1)
+of evaluated photos within t km, one per threshold (e.g. WITHIN_25KM).</li>
+</ul>"""
+
+
+class EvaluateGeolocationAlgorithm(QgsProcessingAlgorithm):
+    PREDICTIONS = "PREDICTIONS"
+    GROUND_TRUTH = "GROUND_TRUTH"
+    GROUND_TRUTH_FIELD = "GROUND_TRUTH_FIELD"
+    THRESHOLDS_KM = "THRESHOLDS_KM"
+    OUTPUT_HTML = "OUTPUT_HTML"
+    ERROR_LINES = "ERROR_LINES"
+
+    def name(self) -> str:
+        return "evaluategeolocation"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Evaluate geolocation"
+
+    def group(self) -> str:
+        return common.GROUP
+
+    def groupId(self) -> str:  # noqa: N802
+        return common.GROUP_ID
+
+    def tags(self):
+        return ["photo", "geolocation", "accuracy", "error", "evaluation", "report", "distance"]
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return HELP
+
+    def icon(self):
+        return QIcon(str(common.ICON_PATH))
+
+    def createInstance(self):  # noqa: N802
+        return EvaluateGeolocationAlgorithm()
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(
+            QgsProcessingParameterFeatureSource(
+                self.PREDICTIONS, "Predictions (OUTPUT of Geolocate photos)", [QgsProcessing.TypeVector]
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFeatureSource(
+                self.GROUND_TRUTH, "Ground truth (when the predictions have no true_lat/true_lon)",
+                [QgsProcessing.TypeVector], optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterField(
+                self.GROUND_TRUTH_FIELD, "Photo path field of the ground truth", defaultValue="photo",
+                parentLayerParameterName=self.GROUND_TRUTH, optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterString(self.THRESHOLDS_KM, "Distance thresholds (km)", DEFAULT_THRESHOLDS)
+        )
+        self.addParameter(
+            QgsProcessingParameterFileDestination(self.OUTPUT_HTML, "Evaluation report", "HTML files (*.html)")
+        )
+        self.addParameter(
+            QgsProcessingParameterFeatureSink(
+                self.ERROR_LINES, "Error lines", QgsProcessing.TypeVectorLine, optional=True, createByDefault=True
+            )
+        )
+        self.addOutput(QgsProcessingOutputNumber("MEDIAN_KM", "Median error (km)"))
+        self.addOutput(QgsProcessingOutputNumber("MEAN_KM", "Mean error (km)"))
+        self.addOutput(QgsProcessingOutputNumber("EVALUATED", "Photos evaluated"))
+        self.addOutput(QgsProcessingOutputNumber("WITHOUT_TRUTH", "Located photos without a true location"))
+        self.addOutput(QgsProcessingOutputNumber("FAILED", "Photos that were not located"))
+        # Declared for the default thresholds (so the Modeler can wire them); others are returned all the same.
+        for label in DEFAULT_THRESHOLDS.split(","):
+            self.addOutput(QgsProcessingOutputNumber(f"WITHIN_{label}KM", f"Share within {label} km"))
+
+    # -- reading ----------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _to_wgs84(source, context) -> QgsCoordinateTransform:
+        tc = context.transformContext() if context is not None else QgsProject.instance().transformContext()
+        return QgsCoordinateTransform(source.sourceCrs(), QgsCoordinateReferenceSystem(WGS84), tc)
+
+    def _prediction_rows(self, source, context, feedback) -> Tuple[List[dict], bool]:
+        """Rows for the core, and whether the layer carries true locations at all."""
+        names = set(source.fields().names())
+        has_latlon = {"lat", "lon"} <= names
+        has_truth = {"true_lat", "true_lon"} <= names
+        transform = None if has_latlon else self._to_wgs84(source, context)
+        rows = []
+        for feature in source.getFeatures():
+            if feedback.isCanceled():
+                break
+            lat = lon = None
+            if has_latlon:
+                lat, lon = _number(feature["lat"]), _number(feature["lon"])
+            elif feature.hasGeometry():
+                geom = feature.geometry()
+                geom.transform(transform)
+                pt = geom.centroid().asPoint()
+                lat, lon = pt.y(), pt.x()
+            # Without a status field the core decides from the coordinates alone.
+            status = (_text(feature["status"]) or "no status") if "status" in names else None
+            rows.append({
+                "photo": _text(feature["photo"]) if "photo" in names else str(feature.id()),
+                "lat": lat,
+                "lon": lon,
+                "status": status,
+                "true_lat": _number(feature["true_lat"]) if has_truth else None,
+                "true_lon": _number(feature["true_lon"]) if has_truth else None,
+            })
+        return rows, has_truth
+
+    def _truth_index(self, source, field: str, folder: Optional[Path], context, feedback) -> Dict[str, tuple]:
+        names = set(source.fields().names())
+        if field not in names:
+            raise QgsProcessingException(f"GROUND_TRUTH has no field {field!r} (its fields: {', '.join(sorted(names))})")
+        points = QgsWkbTypes.geometryType(source.wkbType()) == QgsWkbTypes.PointGeometry
+        pair = next(((a, b) for a, b in (("true_lat", "true_lon"), ("lat", "lon"), ("latitude", "longitude"))
+                     if a in names and b in names), None)
+        if not points and pair is None:
+            raise QgsProcessingException(
+                "GROUND_TRUTH needs point geometry or true_lat/true_lon (or lat/lon) fields for the true locations"
+            )
+        transform = self._to_wgs84(source, context) if points else None
+        index: Dict[str, tuple] = {}
+        name_count: Dict[str, int] = {}
+        for feature in source.getFeatures():
+            if feedback.isCanceled():
+                break
+            loc = None
+            if pair is not None:
+                lat, lon = _number(feature[pair[0]]), _number(feature[pair[1]])
+                loc = (lat, lon) if lat is not None and lon is not None else None
+            if loc is None and points and feature.hasGeometry():
+                geom = feature.geometry()
+                geom.transform(transform)
+                pt = geom.centroid().asPoint()
+                loc = (pt.y(), pt.x())
+            if loc is None:
+                continue
+            for key in _path_keys(_text(feature[field]), folder):
+                if key.startswith("name:"):
+                    name_count[key] = name_count.get(key, 0) + 1
+                index.setdefault(key, loc)
+        for key, n in name_count.items():
+            if n > 1:  # a file name shared by two truths is no join key
+                index.pop(key, None)
+        return index
+
+    # -- run ----------------------------------------------------------------------------------------------------------
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        feedback = feedback if feedback is not None else QgsProcessingFeedback()
+        from ..core.evaluation import evaluate, write_html_report
+
+        thresholds = parse_thresholds(self.parameterAsString(parameters, self.THRESHOLDS_KM, context))
+        source = self.parameterAsSource(parameters, self.PREDICTIONS, context)
+        if source is None:
+            raise QgsProcessingException(self.invalidSourceError(parameters, self.PREDICTIONS))
+        rows, has_truth = self._prediction_rows(source, context, feedback)
+
+        truth_source = self.parameterAsSource(parameters, self.GROUND_TRUTH, context)
+        field, joined = "", 0
+        if truth_source is not None:
+            field = self.parameterAsString(parameters, self.GROUND_TRUTH_FIELD, context) or "photo"
+            truth_folder = common.layer_folder(parameters.get(self.GROUND_TRUTH), context)
+            pred_folder = common.layer_folder(parameters.get(self.PREDICTIONS), context)
+            index = self._truth_index(truth_source, field, truth_folder, context, feedback)
+            for row in rows:
+                if row["true_lat"] is not None and row["true_lon"] is not None:
+                    continue
+                for key in _path_keys(row["photo"], pred_folder):
+                    if key in index:
+                        row["true_lat"], row["true_lon"] = index[key]
+                        joined += 1
+                        break
+            feedback.pushInfo(f"Ground truth joined to {joined} of {len(rows)} predictions on {field!r}")
+        elif not has_truth:
+            feedback.pushWarning(
+                "PREDICTIONS has no true_lat/true_lon (its input was not a point layer) and no GROUND_TRUTH was given: "
+                "nothing can be evaluated"
+            )
+
+        metrics = evaluate(rows, thresholds)
+        errors = iter(metrics["errors_km"])  # one per evaluated row, in row order
+
+        results: Dict[str, object] = {}
+        lines, lines_id = self.parameterAsSink(
+            parameters, self.ERROR_LINES, context, error_line_fields(), QgsWkbTypes.LineString,
+            QgsCoordinateReferenceSystem(WGS84),
+        )
+        if lines is not None:
+            common.apply_style_on_load(context, lines_id, "error_lines")
+            fields = error_line_fields()
+            for row in rows:
+                if not _evaluated(row):
+                    continue
+                _, error_km = next(errors)
+                f = QgsFeature(fields)
+                f.setGeometry(QgsGeometry.fromPolylineXY(
+                    [QgsPointXY(row["true_lon"], row["true_lat"]), QgsPointXY(row["lon"], row["lat"])]
+                ))
+                f.setAttributes([row["photo"], float(error_km), row["true_lat"], row["true_lon"], row["lat"],
+                                 row["lon"]])
+                if not lines.addFeature(f, QgsFeatureSink.FastInsert):
+                    raise QgsProcessingException(self.writeFeatureError(lines, parameters, self.ERROR_LINES))
+            results[self.ERROR_LINES] = lines_id
+
+        html = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
+        if html:
+            title = f"HierGeo evaluation: {source.sourceName() or 'predictions'}"
+            details = {"Predictions": source.sourceName(),
+                       "Thresholds (km)": ", ".join(map(threshold_label, thresholds))}
+            if truth_source is not None:
+                details["Ground truth"] = f"{truth_source.sourceName()} (joined on {field!r}: {joined} photos)"
+            write_html_report(html, metrics, title, extra=details)
+            results[self.OUTPUT_HTML] = html
+
+        results["MEDIAN_KM"] = metrics.get("median_km")
+        results["MEAN_KM"] = metrics.get("mean_km")
+        results["EVALUATED"] = metrics["evaluated"]
+        results["WITHOUT_TRUTH"] = len(metrics["without_truth"])
+        results["FAILED"] = len(metrics["failed"])
+        within = {float(k): v for k, v in metrics["within"].items()}
+        for t in thresholds:
+            results[f"WITHIN_{threshold_label(t)}KM"] = within.get(float(t))
+        median = metrics.get("median_km")
+        feedback.pushInfo(
+            f"{results['EVALUATED']} photos evaluated"
+            + (f": median error {median:.1f} km" if median is not None else "")
+            + "; "
+            + ", ".join(
+                f"{threshold_label(t)} km: {within[float(t)]:.1%}"
+                for t in thresholds
+                if within.get(float(t)) is not None
+            )
+        )
+        return results

@@ -1,0 +1,38 @@
+"""The "HierGeo" Processing provider: the toolbox, batch mode, the Modeler and qgis_process all start here."""
+
+from __future__ import annotations
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from .. import __version__
+from . import common
+from .evaluate import EvaluateGeolocationAlgorithm
+from .geolocate import GeolocatePhotosAlgorithm
+from .train import TrainMapEncodersAlgorithm
+
+PROVIDER_ID = "hiergeo"
+
+
+class HierGeoProvider(QgsProcessingProvider):
+    def id(self) -> str:
+        return PROVIDER_ID
+
+    def name(self) -> str:
+        return "HierGeo"
+
+    def longName(self) -> str:  # noqa: N802
+        return f"HierGeo {__version__}: photo geolocation on satellite tiles"
+
+    def icon(self):
+        return QIcon(str(common.ICON_PATH))
+
+    def svgIconPath(self) -> str:  # noqa: N802
+        return str(common.ICON_PATH)
+
+    def versionInfo(self) -> str:  # noqa: N802
+        return __version__
+
+    def loadAlgorithms(self):  # noqa: N802
+        for alg in (GeolocatePhotosAlgorithm(), EvaluateGeolocationAlgorithm(), TrainMapEncodersAlgorithm()):
+            self.addAlgorithm(alg)
