@@ -17,6 +17,7 @@ the direction of Lindenberger et al.), so a score can come from more than one em
 from __future__ import annotations
 
 import logging
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,6 +33,9 @@ from .tile_source import TileSource, TileSourceError
 from .tiles import Tile, all_tiles, tile_center, tile_children, tile_parent
 
 log = logging.getLogger("hiergeo.search")
+
+#: How TileSource words a tile whose retries were all used up: "http 503 after 5 attempts".
+_GAVE_UP = re.compile(r" after \d+ attempts$")
 
 DEFAULT_ZOOMS = (4, 6, 8, 10, 12, 14, 16)
 DEFAULT_TOP_K = 16
@@ -279,8 +283,7 @@ class HierarchicalSearch:
         before = self.source.stats.snapshot()
         pending_tiles: List[Tile] = []
         pending_tensors: List[object] = []
-        connection_failures = 0
-        successes = 0
+        failed_in_a_row = 0
         done = 0
 
         def flush() -> None:
@@ -300,17 +303,21 @@ class HierarchicalSearch:
         for result in self.source.fetch_many(missing, prepare=self._prepare, window=window, should_stop=reporter.cancelled):
             done += 1
             if result.ok:
-                successes += 1
+                failed_in_a_row = 0
                 pending_tiles.append(result.tile)
                 pending_tensors.append(result.payload)
                 if len(pending_tensors) >= self.batch_size:
                     flush()
-            elif result.gap_reason and result.gap_reason.startswith(("connection error", "timeout")):
-                connection_failures += 1
-                if connection_failures >= 16 and successes == 0:
+            elif result.gap_reason and _GAVE_UP.search(result.gap_reason):
+                # Retries exhausted (connection errors, timeouts, 5xx, 429, bodies that are not images): one such
+                # tile is a gap, but many in a row are a server that went down, which must end the run with that
+                # reason (the caller gives every photo its row) instead of "no imagery" after minutes of backoff.
+                failed_in_a_row += 1
+                if failed_in_a_row >= 16:
+                    flush()  # what this stage did get stays cached for the next run
                     raise TileSourceError(
                         f"tile source {self.source.display_name} stopped answering at zoom {zoom} "
-                        f"({result.gap_reason}); nothing was encoded"
+                        f"({result.gap_reason}; {failed_in_a_row} tiles in a row)"
                     )
             if done % 16 == 0:
                 reporter.progress(done / max(1, len(missing)))

@@ -29,6 +29,7 @@ class FaultPlan:
 
     rate: probability that a request gets a fault; kinds: which faults are drawn (uniformly);
     first_only: only the first request for each path may fail (so retries always succeed);
+    first_n: only the first n requests for each path may fail (first_only is first_n=1);
     seed: makes the sequence of faults reproducible.
     """
 
@@ -38,6 +39,7 @@ class FaultPlan:
     seed: int = 0
     slow_seconds: float = 3.0
     retry_after: float = 0.05
+    first_n: Optional[int] = None
 
 
 @dataclass
@@ -134,7 +136,8 @@ class TileServer:
             seen = self.log.requests.get(path, 0)
             self.log.requests[path] = seen + 1
             self.log.times.append(time.monotonic())
-            if plan.rate <= 0 or (plan.first_only and seen > 0):
+            limit = 1 if plan.first_only else plan.first_n
+            if plan.rate <= 0 or (limit is not None and seen >= limit):
                 return None
             if self._rng.random() >= plan.rate:
                 return None

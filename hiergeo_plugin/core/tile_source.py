@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 from urllib.parse import unquote, urlsplit
 
-from .redact import Redactor, mask_url
+from .redact import Redactor, mask_url, secrets_in_url
 from .tiles import Tile
 
 log = logging.getLogger("hiergeo.tiles")
@@ -40,6 +40,42 @@ log = logging.getLogger("hiergeo.tiles")
 USER_AGENT = "HierGeo/{version} (QGIS plugin; +https://github.com/hiergeo/hiergeo)"
 RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524}
 GAP_MARKER = b"HIERGEO-GAP\n"
+
+
+class _RedactingFilter(logging.Filter):
+    """urllib3 logs every request line (path and query string, so the API key) at DEBUG level. Anyone who turns
+    on debug logging (a QGIS plugin calling logging.basicConfig(level=DEBUG) is enough) would write keys into
+    log files; this filter masks the secrets of every TileSource made in this process before a record is emitted."""
+
+    LOGGERS = ("urllib3.connectionpool", "urllib3.connection", "urllib3.util.retry", "requests")
+
+    def __init__(self):
+        super().__init__()
+        self.redactor = Redactor()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True
+        masked = self.redactor.redact(message)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        return True
+
+
+_LIBRARY_LOG_FILTER = _RedactingFilter()
+
+
+def _guard_library_logs(template: str) -> None:
+    secrets = secrets_in_url(template)
+    if not secrets:
+        return
+    _LIBRARY_LOG_FILTER.redactor.add(secrets)
+    for name in _RedactingFilter.LOGGERS:
+        logger = logging.getLogger(name)
+        if _LIBRARY_LOG_FILTER not in logger.filters:
+            logger.addFilter(_LIBRARY_LOG_FILTER)
 
 
 class TileSourceError(RuntimeError):
@@ -104,7 +140,8 @@ class _RateLimiter:
         self._lock = threading.Lock()
         self._next = time.monotonic()
 
-    def wait(self) -> None:
+    def wait(self, stop: Optional[threading.Event] = None) -> None:
+        """Sleeps until this thread's turn; `stop` (the source being closed) ends the wait early."""
         if self.rate is None:
             return
         with self._lock:
@@ -113,7 +150,10 @@ class _RateLimiter:
             self._next = start + 1.0 / self.rate
         delay = start - now
         if delay > 0:
-            time.sleep(delay)
+            if stop is not None:
+                stop.wait(delay)
+            else:
+                time.sleep(delay)
 
 
 class _Transient(Exception):
@@ -127,6 +167,10 @@ class _Transient(Exception):
 
 class _Gap(Exception):
     """A definitive 'no tile here' (404, placeholder, empty body)."""
+
+
+class _Closed(Exception):
+    """The source was closed (the run was cancelled or ended) while this tile waited: nothing more is sent."""
 
 
 def _quadkey(tile: Tile) -> str:
@@ -199,6 +243,7 @@ class TileSource:
         if not template:
             raise TileSourceError("the tile source is empty: give an XYZ URL template with {z}, {x} and {y}")
         self.redactor = Redactor([template])
+        _guard_library_logs(template)
         has_y = "{y}" in template or "{-y}" in template
         if not (("{z}" in template and "{x}" in template and has_y) or "{q}" in template):
             raise TileSourceError(
@@ -228,6 +273,9 @@ class TileSource:
         self._session = None
         self._session_lock = threading.Lock()
         self._pool: Optional[ThreadPoolExecutor] = None
+        #: Set by close(): worker threads still waiting (backoff, Retry-After, rate limit) give up instead of
+        #: sending more requests after a cancel. A new event is made for each open period.
+        self._closed = threading.Event()
 
     # -- naming ---------------------------------------------------------------------------------------------
     @property
@@ -290,7 +338,7 @@ class TileSource:
                 self._session = session
             return self._session
 
-    def _download_once(self, tile: Tile) -> bytes:
+    def _download_once(self, tile: Tile, closed: Optional[threading.Event] = None) -> bytes:
         url = self.url_for(tile)
         if self.is_file:
             path = Path(unquote(urlsplit(url).path))
@@ -302,7 +350,9 @@ class TileSource:
                 raise _Gap(f"unreadable file ({exc.strerror})") from None
         import requests
 
-        self._limiter.wait()
+        self._limiter.wait(closed)
+        if closed is not None and closed.is_set():
+            raise _Closed()
         try:
             resp = self._get_session().get(url, timeout=(min(self.timeout, 5.0), self.timeout))
         except requests.Timeout:
@@ -325,8 +375,11 @@ class TileSource:
         except requests.RequestException as exc:  # truncated chunked/content-length bodies
             raise _Transient(f"truncated body ({type(exc).__name__})") from None
 
-    def fetch(self, tile: Tile) -> TileResult:
-        """One tile, from the cache or the server; never raises for a per-tile problem."""
+    def fetch(self, tile: Tile, deadline: Optional[float] = None) -> TileResult:
+        """One tile, from the cache or the server; never raises for a per-tile problem.
+
+        `deadline` (time.monotonic()): no retry starts after it, so a probe of a hanging server stays short.
+        """
         self.stats.add(requested=1)
         if not (self.zmin <= tile.z <= self.zmax):
             self.stats.add_gap("outside zoom range")
@@ -344,9 +397,10 @@ class TileSource:
             except ValueError:
                 pass  # a damaged cache entry is simply fetched again
         attempt = 0
+        closed = self._closed
         while True:
             try:
-                data = self._download_once(tile)
+                data = self._download_once(tile, closed)
                 try:
                     image = decode_tile(data)
                 except ValueError as exc:
@@ -358,6 +412,8 @@ class TileSource:
                 self.stats.add(downloaded=1)
                 self._cache_write(tile, data)
                 return TileResult(tile, image=image)
+            except _Closed:
+                return TileResult(tile, gap_reason="cancelled (tile source closed)")
             except _Gap as gap:
                 reason = str(gap)
                 if not reason.startswith(("unreadable", "http 5")):
@@ -365,17 +421,18 @@ class TileSource:
                 self.stats.add_gap(reason)
                 return TileResult(tile, gap_reason=reason)
             except _Transient as exc:
-                if attempt >= self.retries:
+                delay = min(self.max_backoff, self.backoff * (2**attempt)) * (0.5 + random.random())
+                if exc.retry_after is not None:
+                    delay = min(self.max_backoff, max(delay, exc.retry_after))
+                if attempt >= self.retries or (deadline is not None and time.monotonic() + delay >= deadline):
                     reason = f"{exc.reason} after {attempt + 1} attempts"
                     self.stats.add_gap(reason)
                     log.debug("tile %s: %s", tile, reason)
                     return TileResult(tile, gap_reason=reason)
-                delay = min(self.max_backoff, self.backoff * (2**attempt)) * (0.5 + random.random())
-                if exc.retry_after is not None:
-                    delay = min(self.max_backoff, max(delay, exc.retry_after))
                 self.stats.add(retries=1)
                 attempt += 1
-                time.sleep(delay)
+                if closed.wait(delay):
+                    return TileResult(tile, gap_reason="cancelled (tile source closed)")
 
     def fetch_many(
         self,
@@ -388,7 +445,8 @@ class TileSource:
 
         `prepare(image)` runs in the worker thread (e.g. resize + normalise for the model), so decoding and
         preprocessing overlap the caller's model work. At most `window` tiles are in flight, which bounds
-        memory whatever the number of tiles. `should_stop` is polled between results.
+        memory whatever the number of tiles. `should_stop` is polled between results and at least every 0.2 s
+        while every tile in flight is still waiting (a slow server must not delay a cancel by its timeout).
         """
         import concurrent.futures as cf
 
@@ -405,21 +463,24 @@ class TileSource:
 
         it = iter(tiles)
         pending = set()
-        try:
-            for tile in it:
+
+        def refill() -> None:
+            while len(pending) < window:
+                tile = next(it, None)
+                if tile is None:
+                    return
                 pending.add(self._pool.submit(work, tile))
-                if len(pending) >= window:
-                    break
+
+        poll = 0.2 if should_stop is not None else None
+        try:
+            refill()
             while pending:
-                done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                done, pending = cf.wait(pending, timeout=poll, return_when=cf.FIRST_COMPLETED)
                 for fut in done:
                     yield fut.result()
                 if should_stop is not None and should_stop():
                     return
-                for tile in it:
-                    pending.add(self._pool.submit(work, tile))
-                    if len(pending) >= window:
-                        break
+                refill()
         finally:
             for fut in pending:
                 fut.cancel()
@@ -427,34 +488,49 @@ class TileSource:
     def check_reachable(self) -> None:
         """Fail fast, before any model work, when the source cannot serve anything at all.
 
-        Tries the world tile at the source's lowest zoom with one short retry; a gap (404, placeholder) still
-        proves the server answers, only connection-level failures count as unreachable.
+        Tries the world tile at the source's lowest zoom with up to three short retries (so that a flaky server,
+        say one answer in five failing, is not mistaken for a dead one), none started after 6 s (so that a server
+        that hangs costs one timeout, not four); a gap (404, placeholder) still proves the
+        server answers. Connection-level failures count as unreachable, and so do server errors (5xx) when a
+        second, deeper tile gets them too (a server that answers 503 to everything is down, not "without
+        imagery"; a single odd tile is not).
         """
         if self.is_file:
             root = Path(unquote(urlsplit(self.template.split("{")[0]).path))
             if not root.exists():
                 raise TileSourceError(f"tile source {self.display_name} is not usable: folder {root} does not exist")
             return
+
+        def probe(tile: Tile) -> Optional[str]:
+            saved = self.retries, self.max_backoff
+            self.retries, self.max_backoff = 3, 0.5
+            try:
+                if self._cache_read(tile) is not None:
+                    return None
+                result = self.fetch(tile, deadline=time.monotonic() + 6.0)
+            finally:
+                self.retries, self.max_backoff = saved
+            return None if result.ok else (result.gap_reason or "")
+
         tile = Tile(self.zmin, 0, 0)
-        saved = self.retries, self.max_backoff
-        self.retries, self.max_backoff = 1, 1.0
-        try:
-            if self._cache_read(tile) is not None:
-                return
-            result = self.fetch(tile)
-        finally:
-            self.retries, self.max_backoff = saved
-        if result.ok:
+        reason = probe(tile)
+        if reason is None:
             return
-        reason = result.gap_reason or ""
-        if reason.startswith(("connection error", "timeout", "request failed")) or (
+        dead = reason.startswith(("connection error", "timeout", "request failed")) or (
             "http 401" in reason or "http 403" in reason
-        ):
+        )
+        if not dead and reason.startswith("http 5") and "attempts" in reason:
+            z2 = min(max(self.zmin, 2), self.zmax)
+            again = probe(Tile(z2, 1, 1)) if z2 >= 1 else reason
+            dead = again is not None and again.startswith("http 5") and "attempts" in again
+        if dead:
             raise TileSourceError(
                 f"tile source {self.display_name} is not usable: the server did not deliver tile {tile} ({reason})"
             )
 
     def close(self) -> None:
+        self._closed.set()
+        self._closed = threading.Event()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None

@@ -1,0 +1,158 @@
+"""Reliability, cancellation: during fetching (a slow server), during encoding and during training the run stops
+within seconds (measured from the moment the cancel is visible), sends nothing more to the server, and the next
+run resumes from what was stored (tile cache, embedding cache, training checkpoint).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import threading
+import time
+
+import pytest
+from helpers import hashed_tile_png
+from reliability_support import (
+    assert_sqlite_consistent,
+    cached_tiles,
+    core_summary,
+    geolocate_params,
+    memory_photo_table,
+    processing,
+    provider,  # noqa: F401 (fixture)
+    recording_feedback_class,
+    same_predictions,
+)
+
+from hiergeo_plugin.core.embedding_cache import EmbeddingCache
+from hiergeo_plugin.core.photos import PhotoRecord
+from hiergeo_plugin.core.progress import Cancelled, Reporter
+from hiergeo_plugin.core.search import HierarchicalSearch
+from hiergeo_plugin.core.tile_server import TileServer
+from hiergeo_plugin.core.tile_source import TileSource
+
+ALG = "hiergeo:geolocatephotos"
+SLOW_SECONDS = 8.0  # a server answering this slowly holds every worker far longer than a cancel may take
+
+
+def test_cancel_while_fetching_from_a_slow_server(provider, photos_dir, tmp_path):  # noqa: F811
+    """The eastern half of the world is slow; the cancel comes while all workers wait for it."""
+    Feedback = recording_feedback_class()
+    table = memory_photo_table([str(photos_dir / "lund" / n) for n in ("18.jpg", "19.jpg")])
+    cache = str(tmp_path / "cache")
+    state = {"slow": True}
+    feedback = Feedback()
+
+    def render(z, x, y):
+        if state["slow"] and z >= 4 and x >= (1 << z) // 2:
+            if feedback.cancel_at is None:
+                feedback.cancel_at = time.monotonic() + 0.3  # the user presses Cancel
+            time.sleep(SLOW_SECONDS)
+        return hashed_tile_png(z, x, y)
+
+    with TileServer(render) as server:
+        res = processing.run(ALG, geolocate_params(table, server.template, cache), feedback=feedback)
+        returned = time.monotonic()
+        latency = returned - feedback.cancel_at
+        after_cancel = server.log.total
+        time.sleep(1.0)
+        assert server.log.total == after_cancel  # nothing more is sent once the run has returned
+        assert latency < 3.0, f"cancel took {latency:.1f} s"
+        assert any(w.startswith("Cancelled: 0 of 2") for w in feedback.warnings)
+        assert res["OUTPUT"].featureCount() == 0
+        fetched = {k for k in cached_tiles(cache, server.template) if k[0] == 4}
+        assert len(fetched) >= 100  # the western half came in before the cancel
+        assert assert_sqlite_consistent(os.path.join(cache, "embeddings.sqlite")) >= 64
+
+        # The next run (server fast again) resumes: what is cached is neither fetched nor encoded again.
+        state["slow"] = False
+        before = dict(server.log.requests)
+        again_fb = Feedback()
+        again = processing.run(ALG, geolocate_params(table, server.template, cache), feedback=again_fb)
+        refetched = {p for p, n in server.log.requests.items() if n > before.get(p, 0)}
+    assert again["PHOTOS_OK"] == 2
+    assert not {f"/{z}/{x}/{y}.png" for z, x, y in fetched} & refetched
+    zoom4 = next(m for m in again_fb.messages if m.startswith("zoom 4:"))
+    assert int(re.search(r"(\d+) embeddings from cache", zoom4).group(1)) >= 64, zoom4
+
+
+def test_cancel_during_encoding(tiny_model, lund_records, tile_server, tmp_path):
+    """The cancel comes once the zoom-4 encoder has run two batches; the re-run reuses those embeddings."""
+    encoder = tiny_model.map_encoder(4)
+    start_calls = encoder.forward_calls
+    seen = {}
+
+    def cancelled():
+        if encoder.forward_calls - start_calls >= 2:
+            seen.setdefault("at", time.monotonic())
+            return True
+        return False
+
+    db = tmp_path / "emb.sqlite"
+    records = lund_records[20:22]
+    source = TileSource(tile_server.template, cache_dir=tmp_path)
+    cache = EmbeddingCache(db)
+    search = HierarchicalSearch(tiny_model, source, cache, zooms=[4, 6], top_k=2, batch_size=32,
+                                reporter=Reporter(is_cancelled=cancelled))
+    with pytest.raises(Cancelled):
+        list(search.run(records))
+    latency = time.monotonic() - seen["at"]
+    cache.close()
+    source.close()
+    assert latency < 2.0, f"cancel took {latency:.1f} s"
+    stored = assert_sqlite_consistent(db)
+    assert 64 <= stored < 256  # mid-stage: two or three batches of 32 (the one being flushed may land)
+
+    cache = EmbeddingCache(db)
+    resumed = HierarchicalSearch(tiny_model, TileSource(tile_server.template, cache_dir=tmp_path), cache,
+                                 zooms=[4, 6], top_k=2, batch_size=32)
+    got = core_summary(resumed.run(records))
+    cache.close()
+    assert resumed.totals.stages[0].disk_hits == stored
+    assert resumed.totals.stages[0].encoded == 256 - stored
+    fresh = core_summary(HierarchicalSearch(tiny_model, TileSource(tile_server.template), None, zooms=[4, 6],
+                                            top_k=2).run(records))
+    assert same_predictions(got, fresh)
+
+
+def test_cancel_during_training_and_resume_from_the_checkpoint(photos_dir, tmp_path):
+    """Cancelled in the middle of zoom 14 (after its first epoch); the re-run resumes after zoom 16."""
+    from hiergeo_plugin.core.model_file import load_model_file
+    from hiergeo_plugin.core.training import TrainingConfig, checkpoint_path, train_map_encoders
+
+    lund = sorted((photos_dir / "lund").glob("*.jpg"))
+    rng = random.Random(9)
+    records = [PhotoRecord(f"p{i:02d}", str(lund[i % len(lund)]), rng.uniform(-50, 60), rng.uniform(-170, 170))
+               for i in range(36)]
+    output = tmp_path / "model.safetensors"
+    config = TrainingConfig(base_model="hiergeo-tiny", zooms=(12, 14, 16), epochs=2, batch_size=8, device="cpu",
+                            cache_dir=str(tmp_path / "cache"), max_resident_images=256)
+    flag = threading.Event()
+    seen = {}
+
+    def on_info(message):
+        if message.startswith("zoom 14 epoch 1/"):
+            seen["at"] = time.monotonic()
+            flag.set()
+
+    with TileServer(hashed_tile_png) as server:
+        with pytest.raises(Cancelled):
+            train_map_encoders(records, server.template, output, config,
+                               Reporter(on_info=on_info, is_cancelled=flag.is_set))
+        latency = time.monotonic() - seen["at"]
+        assert latency < 2.0, f"cancel took {latency:.1f} s"
+        assert not output.exists() and checkpoint_path(output).exists()
+        before = dict(server.log.requests)
+
+        messages = []
+        summary = train_map_encoders(records, server.template, output, config, Reporter(on_info=messages.append))
+        new_paths = {p for p, n in server.log.requests.items() if n > before.get(p, 0)}
+    assert 16 in summary["resumed_zooms"] and summary["zooms"][16]["resumed"]
+    assert not summary["zooms"][14]["resumed"] and not summary["zooms"][12]["resumed"]
+    assert any(m.startswith("zoom 16: finished in the checkpoint") for m in messages)
+    assert not any(m.startswith("zoom 16 epoch") for m in messages)  # not trained again
+    assert output.exists() and not checkpoint_path(output).exists()
+    assert sorted(load_model_file(output).map_encoders) == [12, 14, 16]
+    # The tiles of zoom 16 and 14 came from the tile cache: the resumed run only asked for zoom 12.
+    assert new_paths and all(p.startswith("/12/") for p in new_paths), sorted(new_paths)[:5]
