@@ -869,17 +869,50 @@ class DemoWorld:
                 raise ValueError(f"region {region} has too little land to sample {n} points")
         return found[:n]
 
+    def place_locations(
+        self,
+        places: int,
+        per_place: int,
+        place_seed: int,
+        photo_seed: int,
+        spread_km: float = 1.5,
+        region: Optional[Tuple[float, float, float, float]] = None,
+    ) -> List[Tuple[float, float]]:
+        """Photo positions clustered around `places` land points, `per_place` each, within ~spread_km.
+
+        Real collections look like this (a town, a trip, a landmark photographed by many), and so do the
+        datasets geolocation is trained on: train and test photos share places, not exact positions. The same
+        place_seed gives the same places; photo_seed draws the positions around them.
+        """
+        centres = self.sample_locations(places, place_seed, region)
+        rng = np.random.default_rng(_mix32(place_seed, photo_seed, 0x9E3779B9))
+        out = []
+        for lat, lon in centres:
+            for _ in range(per_place):
+                dn, de = rng.normal(0.0, spread_km / 2.0, size=2)
+                plat = float(np.clip(lat + dn / 111.32, -MAX_LATITUDE, MAX_LATITUDE))
+                plon = float(lon + de / (111.32 * max(0.05, math.cos(math.radians(lat)))))
+                out.append((plat, ((plon + 180.0) % 360.0) - 180.0))
+        return out
+
     def write_photo_set(
-        self, folder: str, n: int, seed: int, region: Optional[Tuple[float, float, float, float]] = None
+        self,
+        folder: str,
+        n: int,
+        seed: int,
+        region: Optional[Tuple[float, float, float, float]] = None,
+        locations: Optional[Sequence[Tuple[float, float]]] = None,
     ) -> List[dict]:
         """Write n geotagged JPEG ground photos (photo_0000.jpg, ...) and photos.csv (photo,lat,lon).
 
         The GPS position sits in standard EXIF tags, so QGIS's "Import geotagged photos" reads the photos as
-        points; photos.csv carries the same truth for scripts.
+        points; photos.csv carries the same truth for scripts. `locations` (e.g. from place_locations)
+        replaces the uniform sampling.
         """
         os.makedirs(folder, exist_ok=True)
         records = []
-        for i, (lat, lon) in enumerate(self.sample_locations(n, seed, region)):
+        points = list(locations) if locations is not None else self.sample_locations(n, seed, region)
+        for i, (lat, lon) in enumerate(points):
             name = f"photo_{i:04d}.jpg"
             path = os.path.join(folder, name)
             photo = self.render_ground_photo(lat, lon, photo_seed=_mix32(seed, i))
@@ -1005,6 +1038,7 @@ def write_photo_set(
     seed: int,
     region: Optional[Tuple[float, float, float, float]] = None,
     world: Optional[DemoWorld] = None,
+    locations: Optional[Sequence[Tuple[float, float]]] = None,
 ) -> List[dict]:
     """Geotagged JPEG photos plus photos.csv of `world` (default DemoWorld(0)); see DemoWorld.write_photo_set."""
-    return (world or DemoWorld(0)).write_photo_set(folder, n, seed, region)
+    return (world or DemoWorld(0)).write_photo_set(folder, n, seed, region, locations)

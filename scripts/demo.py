@@ -1,0 +1,221 @@
+"""The one-command demo (`make demo`): the whole workflow on the synthetic demo world, offline.
+
+1. build the demo world: an imagery pyramid served on 127.0.0.1 and ground photos with EXIF GPS;
+2. import the photos with QGIS's own "Import geotagged photos" (what an analyst would do);
+3. train the small model with hiergeo:trainmapencoders;
+4. geolocate held-out photos with hiergeo:geolocatephotos, with the untrained and with the trained model;
+5. evaluate both with hiergeo:evaluategeolocation, and print the two accuracy rows.
+
+Everything goes through the Processing algorithms, exactly as the toolbox, batch mode or qgis_process would run
+them. Outputs in --out: predictions.gpkg (layers predictions, candidates, error_lines), model.safetensors,
+report.html, metrics.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+THRESHOLDS = "1,25,200,750,2500"
+
+
+def start_qgis():
+    from qgis.core import QgsApplication
+
+    QgsApplication.setPrefixPath("/usr", True)
+    app = QgsApplication([], False)
+    app.initQgis()
+    sys.path.append("/usr/share/qgis/python/plugins")
+    import processing  # noqa: F401
+    from processing.core.Processing import Processing
+
+    Processing.initialize()
+    from hiergeo_plugin.processing.provider import HierGeoProvider
+
+    provider = HierGeoProvider()
+    QgsApplication.processingRegistry().addProvider(provider)
+    return app, provider
+
+
+class ConsoleFeedback:
+    """Processing feedback printing stage lines and a progress bar (tqdm)."""
+
+    @staticmethod
+    def make(title: str):
+        from qgis.core import QgsProcessingFeedback
+        from tqdm import tqdm
+
+        class _Feedback(QgsProcessingFeedback):
+            def __init__(self):
+                super().__init__()
+                self.bar = tqdm(total=100, desc=title, leave=False, unit="%")
+                self.progressChanged.connect(self._progress)
+
+            def _progress(self, value):
+                self.bar.n = int(value)
+                self.bar.refresh()
+
+            def pushInfo(self, info):
+                super().pushInfo(info)
+                self.bar.write(f"  {info}")
+
+            def pushWarning(self, warning):
+                super().pushWarning(warning)
+                self.bar.write(f"  warning: {warning}")
+
+            def reportError(self, error, fatalError=False):
+                super().reportError(error, fatalError)
+                self.bar.write(f"  error: {error}")
+
+            def close(self):
+                self.bar.close()
+
+        return _Feedback()
+
+
+def run_alg(alg_id: str, params: dict, title: str):
+    import processing
+
+    feedback = ConsoleFeedback.make(title)
+    t0 = time.time()
+    try:
+        result = processing.run(alg_id, params, feedback=feedback)
+    finally:
+        feedback.close()
+    print(f"[demo] {title}: done in {time.time() - t0:.0f} s")
+    return result
+
+
+def metrics_row(name: str, m: dict) -> str:
+    within = "  ".join(f"{float(v) * 100:5.1f}%" for v in m["within"].values())
+    return f"{name:10s} {within}   median {m['median_km']:8.1f} km"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description="HierGeo demo: train, geolocate, evaluate on the synthetic world")
+    ap.add_argument("--out", default="demo_output")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--places", type=int, default=40, help="towns the photos were taken in")
+    ap.add_argument("--per-place", type=int, default=15, help="training photos per place")
+    ap.add_argument("--test-photos", type=int, default=40, help="held-out photos (one per place)")
+    ap.add_argument("--tile-size", type=int, default=128, help="pixels per demo tile (the model sees 64)")
+    ap.add_argument("--base-epochs", type=int, default=12, help="joint photo/map pre-training epochs")
+    ap.add_argument("--epochs", type=int, default=5, help="per-zoom fine-tuning epochs (paper: 5)")
+    ap.add_argument("--top-k", type=int, default=4)
+    ap.add_argument("--zooms", default="4,6,8,10,12,14,16")
+    ap.add_argument("--quick", action="store_true", help="a small, fast run (CI smoke test)")
+    args = ap.parse_args()
+    if args.quick:
+        args.places, args.per_place, args.test_photos, args.base_epochs, args.epochs = 8, 8, 4, 2, 1
+        args.zooms, args.top_k = "4,6,8", 2
+
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / "work"
+    t_start = time.time()
+    print(f"[demo] outputs go to {out}")
+
+    from hiergeo_plugin.core.demo_world import DEFAULT_REGION, DemoWorld, write_photo_set
+    from hiergeo_plugin.core.tile_server import TileServer
+
+    world = DemoWorld(args.seed)
+    train_dir, test_dir = work / "photos_train", work / "photos_test"
+    # Train and held-out photos share places (towns), not positions: new photos of places the imagery and
+    # the training set cover, as with real collections.
+    place_seed = args.seed + 1
+    sets = (
+        (train_dir, world.place_locations(args.places, args.per_place, place_seed, args.seed + 2, region=DEFAULT_REGION)),
+        (test_dir, world.place_locations(args.places, 1, place_seed, args.seed + 3, region=DEFAULT_REGION)[: args.test_photos]),
+    )
+    for (folder, locations), photo_seed in zip(sets, (args.seed + 11, args.seed + 12)):
+        stamp = folder / "photos.csv"
+        if stamp.exists() and len(list(folder.glob("*.jpg"))) == len(locations):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        write_photo_set(str(folder), len(locations), seed=photo_seed, world=world, locations=locations)
+    n_train = args.places * args.per_place
+    print(f"[demo] demo world seed {args.seed}: {n_train} training photos at {args.places} places, "
+          f"{len(sets[1][1])} held-out photos")
+
+    app, provider = start_qgis()
+    server = TileServer(lambda z, x, y: world.tile_png(z, x, y, size=args.tile_size)).start()
+    cache = str(work / "cache")
+    try:
+        layers = {}
+        for name, folder in (("train", train_dir), ("test", test_dir)):
+            res = run_alg(
+                "native:importphotos",
+                {"FOLDER": str(folder), "RECURSIVE": False, "OUTPUT": str(work / f"{name}_photos.gpkg")},
+                f"import {name} photos",
+            )
+            layers[name] = res["OUTPUT"]
+        model_path = out / "model.safetensors"
+        common = {"TILE_SOURCE": server.template, "ZOOM_LEVELS": args.zooms, "DEVICE": 0, "CACHE_DIR": cache}
+        train = run_alg(
+            "hiergeo:trainmapencoders",
+            dict(common, PHOTOS=layers["train"], PHOTO_FIELD="photo", BASE_MODEL="hiergeo-tiny", EPOCHS=args.epochs,
+                 BATCH_SIZE=64, LEARNING_RATE=1e-4, UNFROZEN_BLOCKS=2, BASE_TRAINING_EPOCHS=args.base_epochs,
+                 SEED=args.seed, OUTPUT_MODEL=str(model_path)),
+            "train map encoders",
+        )
+        gpkg = out / "predictions.gpkg"
+        if gpkg.exists():
+            gpkg.unlink()
+        metrics = {}
+        for label, model in (("untrained", ""), ("trained", str(model_path))):
+            target = gpkg if label == "trained" else work / "untrained.gpkg"
+            if label == "untrained" and target.exists():
+                target.unlink()
+            geo = run_alg(
+                "hiergeo:geolocatephotos",
+                dict(common, PHOTOS=layers["test"], PHOTO_FIELD="photo", MODEL=model, BASE_MODEL="hiergeo-tiny",
+                     TOP_K=args.top_k, BATCH_SIZE=64,
+                     OUTPUT=f"ogr:dbname='{target}' table=\"predictions\" (geom)",
+                     CANDIDATES=f"ogr:dbname='{target}' table=\"candidates\" (geom)"),
+                f"geolocate with the {label} model",
+            )
+            report = out / "report.html" if label == "trained" else work / "report_untrained.html"
+            ev = run_alg(
+                "hiergeo:evaluategeolocation",
+                {"PREDICTIONS": geo["OUTPUT"], "THRESHOLDS_KM": THRESHOLDS, "OUTPUT_HTML": str(report),
+                 "ERROR_LINES": f"ogr:dbname='{target}' table=\"error_lines\" (geom)"},
+                f"evaluate the {label} model",
+            )
+            metrics[label] = {
+                "median_km": ev["MEDIAN_KM"],
+                "mean_km": ev["MEAN_KM"],
+                "evaluated": ev["EVALUATED"],
+                "within": {t: ev[f"WITHIN_{t}KM"] for t in THRESHOLDS.split(",")},
+            }
+        metrics["training"] = {k: v for k, v in train.items() if k.startswith("VAL_")}
+        metrics["setup"] = {"seed": args.seed, "places": args.places, "per_place": args.per_place,
+                            "test_photos": args.test_photos, "tile_size": args.tile_size,
+                            "top_k": args.top_k, "zooms": args.zooms, "base_epochs": args.base_epochs,
+                            "epochs": args.epochs, "seconds": round(time.time() - t_start, 1)}
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    finally:
+        server.stop()
+        app.exitQgis()
+
+    header = "           " + "  ".join(f"{t:>6s}" for t in (f"{x}km" for x in THRESHOLDS.split(",")))
+    print("\n[demo] share of held-out photos within each distance:")
+    print(header)
+    print(metrics_row("untrained", metrics["untrained"]))
+    print(metrics_row("trained", metrics["trained"]))
+    print(f"\n[demo] outputs in {out}: predictions.gpkg (predictions, candidates, error_lines), model.safetensors, "
+          f"report.html, metrics.json ({time.time() - t_start:.0f} s in all)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
