@@ -162,3 +162,13 @@ def test_scores_are_cosine_similarities(tiny_model, tile_server, lund_records):
     ).numpy()[0]
     assert best.score == pytest.approx(float(np.dot(p, t)), abs=1e-5)
     assert abs(best.score) <= 1.0 + 1e-5
+
+
+def test_search_extent_starts_from_the_tiles_over_the_region(tiny_model, tile_server, lund_records):
+    region = (0.0, 30.0, 24.0, 48.0)
+    search = _search(tiny_model, tile_server.template, zooms=[4, 6], region=region)
+    (r,) = list(search.run(lund_records[:1]))
+    from hiergeo_plugin.core.tiles import tiles_in_bbox
+
+    assert sorted(c.tile for c in r.stages[4]) == sorted(tiles_in_bbox(4, region))
+    assert len(r.stages[4]) == 4 and len(r.stages[6]) == 4 * 16

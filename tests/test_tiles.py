@@ -99,3 +99,18 @@ def test_zoom4_world_and_validation():
     for bad in ("", "4,4", "8,6", "a,b", "4,30"):
         with pytest.raises(ValueError):
             parse_zoom_levels(bad)
+
+
+@given(lons, lats, st.floats(0.1, 40), st.floats(0.1, 40), st.integers(0, 10))
+def test_tiles_in_bbox_cover_the_bbox(lon, lat, w, h, z):
+    from hiergeo_plugin.core.tiles import tiles_in_bbox
+
+    north = min(MAX_LATITUDE - 1e-6, lat + h)
+    east = lon + w if lon + w < 180 else lon + w - 360  # may cross the antimeridian
+    bbox = (lon, lat, east, north)
+    tiles = tiles_in_bbox(z, bbox)
+    assert len(set(tiles)) == len(tiles)
+    # the corners and the centre of the bbox are inside one of the tiles
+    for px, py in ((lon, lat), (east, north), (lon, north), (east, lat)):
+        assert lonlat_to_tile(px, py, z) in tiles
+    assert len(tiles) <= (1 << z) ** 2

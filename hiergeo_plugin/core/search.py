@@ -30,7 +30,7 @@ from .encoders import GeoModel, describe_device, make_tensor_preprocessor, stack
 from .photos import PhotoError, PhotoRecord, load_photo
 from .progress import Reporter
 from .tile_source import TileSource, TileSourceError
-from .tiles import Tile, all_tiles, tile_center, tile_children, tile_parent
+from .tiles import Tile, all_tiles, tile_center, tile_children, tile_parent, tiles_in_bbox
 
 log = logging.getLogger("hiergeo.search")
 
@@ -123,6 +123,7 @@ class HierarchicalSearch:
         photo_batch: int = 64,
         reporter: Optional[Reporter] = None,
         extra_scorers: Sequence[Tuple[ExtraScorer, float]] = (),
+        region: Optional[Tuple[float, float, float, float]] = None,
     ):
         if top_k < 1:
             raise ValueError("TOP_K must be at least 1")
@@ -135,6 +136,9 @@ class HierarchicalSearch:
         self.photo_batch = max(1, int(photo_batch))
         self.reporter = reporter or Reporter()
         self.extra_scorers = list(extra_scorers)
+        #: (west, south, east, north): when the analyst knows the country, the first stage starts from the
+        #: tiles over it instead of the whole world (the paper's search is region=None).
+        self.region = region
         self.totals = SearchTotals()
         self._prepare = make_tensor_preprocessor(model.preprocess)
 
@@ -166,7 +170,8 @@ class HierarchicalSearch:
             self.totals.failed += len(results)
             return results
         first = self.zooms[0]
-        candidates: Dict[int, List[Tile]] = {i: all_tiles(first) for i in alive}
+        start = all_tiles(first) if self.region is None else tiles_in_bbox(first, self.region)
+        candidates: Dict[int, List[Tile]] = {i: list(start) for i in alive}
         for s, zoom in enumerate(self.zooms):
             reporter.check_cancelled()
             last = s == len(self.zooms) - 1

@@ -117,6 +117,19 @@ def all_tiles(z: int) -> List[Tile]:
     return [Tile(z, x, y) for x in range(n) for y in range(n)]
 
 
+def tiles_in_bbox(z: int, bbox: Tuple[float, float, float, float]) -> List[Tile]:
+    """Tiles of zoom z that intersect bbox (west, south, east, north) in degrees; west > east crosses the
+    antimeridian. Used to start the search inside a region of interest instead of the whole world."""
+    west, south, east, north = bbox
+    if south > north:
+        raise ValueError(f"bbox south {south} is north of its north {north}")
+    nw = lonlat_to_tile(west, north, z)
+    se = lonlat_to_tile(east, south, z)
+    n = 1 << z
+    xs = list(range(nw.x, se.x + 1)) if west <= east else list(range(nw.x, n)) + list(range(0, se.x + 1))
+    return [Tile(z, x, y) for x in xs for y in range(nw.y, se.y + 1)]
+
+
 def iter_path(tile: Tile, zooms: List[int]) -> Iterator[Tile]:
     """The ancestors of `tile` at each of `zooms` (all <= tile.z), coarsest first."""
     for z in sorted(zooms):

@@ -1,0 +1,34 @@
+"""The one-command demo, shortened (--quick): the whole pipeline through the Processing algorithms."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quick_demo_leaves_every_output(tmp_path):
+    out = tmp_path / "demo out"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "demo.py"), "--quick", "--out", str(out)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "untrained" in proc.stdout and "trained" in proc.stdout
+    for name in ("predictions.gpkg", "model.safetensors", "report.html", "metrics.json"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    for label in ("trained", "untrained"):
+        m = metrics[label]
+        assert set(m["within"]) == {"1", "25", "200", "750", "2500"}
+        assert all(0.0 <= v <= 1.0 for v in m["within"].values())
+        assert m["median_km"] >= 0 and m["evaluated"] == metrics["setup"]["test_photos"]
+    from osgeo import ogr
+
+    ds = ogr.Open(str(out / "predictions.gpkg"))
+    layers = {ds.GetLayer(i).GetName(): ds.GetLayer(i).GetFeatureCount() for i in range(ds.GetLayerCount())}
+    assert layers["predictions"] == metrics["setup"]["test_photos"]
+    assert layers["error_lines"] == metrics["setup"]["test_photos"]
+    assert layers["candidates"] > layers["predictions"]
+    assert "<svg" in (out / "report.html").read_text()
