@@ -112,6 +112,9 @@ def main() -> int:
     ap.add_argument("--base-epochs", type=int, default=12, help="joint photo/map pre-training epochs")
     ap.add_argument("--epochs", type=int, default=5, help="per-zoom fine-tuning epochs (paper: 5)")
     ap.add_argument("--top-k", type=int, default=4)
+    ap.add_argument("--search-negatives", type=int, default=15, help="sibling tiles as extra negatives in training")
+    ap.add_argument("--whole-world", action="store_true",
+                    help="search all 256 zoom-4 tiles instead of the demo region (slower, harder)")
     ap.add_argument("--zooms", default="4,6,8,10,12,14,16")
     ap.add_argument("--quick", action="store_true", help="a small, fast run (CI smoke test)")
     args = ap.parse_args()
@@ -165,9 +168,12 @@ def main() -> int:
             "hiergeo:trainmapencoders",
             dict(common, PHOTOS=layers["train"], PHOTO_FIELD="photo", BASE_MODEL="hiergeo-tiny", EPOCHS=args.epochs,
                  BATCH_SIZE=64, LEARNING_RATE=1e-4, UNFROZEN_BLOCKS=2, BASE_TRAINING_EPOCHS=args.base_epochs,
-                 SEED=args.seed, OUTPUT_MODEL=str(model_path)),
+                 SEED=args.seed, SEARCH_NEGATIVES=args.search_negatives, OUTPUT_MODEL=str(model_path)),
             "train map encoders",
         )
+        # Like an analyst who knows the country: search within the demo region (its 4 zoom-4 tiles).
+        west, south, east, north = DEFAULT_REGION
+        extent = None if args.whole_world else f"{west},{east},{south},{north} [EPSG:4326]"
         gpkg = out / "predictions.gpkg"
         if gpkg.exists():
             gpkg.unlink()
@@ -179,7 +185,7 @@ def main() -> int:
             geo = run_alg(
                 "hiergeo:geolocatephotos",
                 dict(common, PHOTOS=layers["test"], PHOTO_FIELD="photo", MODEL=model, BASE_MODEL="hiergeo-tiny",
-                     TOP_K=args.top_k, BATCH_SIZE=64,
+                     TOP_K=args.top_k, BATCH_SIZE=64, SEARCH_EXTENT=extent,
                      OUTPUT=f"ogr:dbname='{target}' table=\"predictions\" (geom)",
                      CANDIDATES=f"ogr:dbname='{target}' table=\"candidates\" (geom)"),
                 f"geolocate with the {label} model",
@@ -200,7 +206,8 @@ def main() -> int:
         metrics["training"] = {k: v for k, v in train.items() if k.startswith("VAL_")}
         metrics["setup"] = {"seed": args.seed, "places": args.places, "per_place": args.per_place,
                             "test_photos": args.test_photos, "tile_size": args.tile_size,
-                            "top_k": args.top_k, "zooms": args.zooms, "base_epochs": args.base_epochs,
+                            "top_k": args.top_k, "zooms": args.zooms,
+                            "search_extent": extent, "search_negatives": args.search_negatives, "base_epochs": args.base_epochs,
                             "epochs": args.epochs, "seconds": round(time.time() - t_start, 1)}
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     finally:

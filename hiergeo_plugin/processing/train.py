@@ -49,6 +49,7 @@ class TrainMapEncodersAlgorithm(QgsProcessingAlgorithm):
     CACHE_DIR = "CACHE_DIR"
     BASE_TRAINING_EPOCHS = "BASE_TRAINING_EPOCHS"
     SEED = "SEED"
+    SEARCH_NEGATIVES = "SEARCH_NEGATIVES"
     OUTPUT_MODEL = "OUTPUT_MODEL"
 
     # -- identity -------------------------------------------------------------------------------------------
@@ -87,6 +88,8 @@ class TrainMapEncodersAlgorithm(QgsProcessingAlgorithm):
             "holds the file path (relative paths are relative to the layer's folder).\n"
             "BASE_TRAINING_EPOCHS > 0 first trains the photo and map towers jointly from scratch, for base models "
             "without pretrained weights (such as hiergeo-tiny).\n"
+            "SEARCH_NEGATIVES adds that many of the photo's tile's siblings (the tiles the search will compare it "
+            "with) as negatives; 0 is the paper's purely in-batch recipe, 15 all siblings.\n"
             "A checkpoint is written next to the output after each zoom; running the same training again after a "
             "cancel or crash resumes where it stopped. Results: VAL_TOP1_Z<zoom> and VAL_TOP5_Z<zoom>."
         )
@@ -160,6 +163,14 @@ class TrainMapEncodersAlgorithm(QgsProcessingAlgorithm):
                 minValue=0,
             ),
             QgsProcessingParameterNumber(self.SEED, "Random seed (split, shuffling)", QgsProcessingParameterNumber.Integer, 0),
+            QgsProcessingParameterNumber(
+                self.SEARCH_NEGATIVES,
+                "Extra negative tiles per photo and zoom, from the tiles the search compares (0 = paper)",
+                QgsProcessingParameterNumber.Integer,
+                1,
+                minValue=0,
+                maxValue=15,
+            ),
         ]
         for param in advanced:
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -239,6 +250,7 @@ class TrainMapEncodersAlgorithm(QgsProcessingAlgorithm):
             seed=self.parameterAsInt(parameters, self.SEED, context),
             device=device,
             base_training_epochs=self.parameterAsInt(parameters, self.BASE_TRAINING_EPOCHS, context),
+            search_negatives=self.parameterAsInt(parameters, self.SEARCH_NEGATIVES, context),
             cache_dir=cache_dir,
         )
         template, zmin, zmax = self._tile_source
