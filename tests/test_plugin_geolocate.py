@@ -409,8 +409,8 @@ def test_help_explains_every_parameter_and_output_field(provider):
     assert alg.canExecute() == (True, "")  # torch and open_clip are installed here
     help_text = alg.shortHelpString()
     keys = [p.name() for p in alg.parameterDefinitions()]
-    assert keys[:10] == ["PHOTOS", "PHOTO_FIELD", "TILE_SOURCE", "MODEL", "BASE_MODEL", "TOP_K", "ZOOM_LEVELS",
-                         "DEVICE", "BATCH_SIZE", "PHOTO_BATCH"]
+    assert keys[:11] == ["PHOTOS", "PHOTO_FIELD", "TILE_SOURCE", "MODEL", "BASE_MODEL", "TOP_K", "ZOOM_LEVELS",
+                         "DEVICE", "SEARCH_EXTENT", "BATCH_SIZE", "PHOTO_BATCH"]
     for key in keys:
         assert f"<b>{key}</b>" in help_text, key
     for field in set(OUTPUT_FIELDS + TRUTH_FIELDS + CANDIDATE_FIELDS):
