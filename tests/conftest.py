@@ -47,3 +47,43 @@ def lund_records(photos_dir):
 
     paths = sorted((photos_dir / "lund").glob("*.jpg"))
     return [PhotoRecord(p.name, str(p)) for p in paths]
+
+
+@pytest.fixture(scope="module")
+def provider(qgis_processing):
+    """The plugin's provider registered the way QGIS does it (classFactory's object, initProcessing), and removed
+    again at the end of the module if the module added it."""
+    from qgis.core import QgsApplication
+
+    from hiergeo_plugin.plugin import HierGeoPlugin
+
+    registry = QgsApplication.processingRegistry()
+    plugin = None
+    if registry.providerById("hiergeo") is None:
+        plugin = HierGeoPlugin(None)
+        plugin.initProcessing()
+    yield registry.providerById("hiergeo")
+    if plugin is not None:
+        plugin.unload()
+
+
+_SESSION = {}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _SESSION["status"] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """Leave without Python's interpreter teardown once pytest has reported everything.
+
+    After a long session (QGIS, torch's thread pools, Qt objects) the interpreter's own finalisation crashed with a
+    segfault although every test had passed, turning a green run red. All results are printed and every other
+    plugin's unconfigure has run by now (trylast), so exiting hard with pytest's own status loses nothing.
+    HIERGEO_HARD_EXIT=0 restores the normal exit, e.g. to debug that crash.
+    """
+    if "status" in _SESSION and os.environ.get("HIERGEO_HARD_EXIT", "1") == "1":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_SESSION["status"])

@@ -14,8 +14,6 @@ import sys
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 WORKER = TESTS / "reliability_worker.py"
@@ -33,23 +31,6 @@ class _Processing:
 
 
 processing = _Processing()
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_processing):
-    """The plugin's provider registered the way QGIS does it (and removed again if this module added it)."""
-    from qgis.core import QgsApplication
-
-    from hiergeo_plugin.plugin import HierGeoPlugin
-
-    registry = QgsApplication.processingRegistry()
-    plugin = None
-    if registry.providerById("hiergeo") is None:
-        plugin = HierGeoPlugin(None)
-        plugin.initProcessing()
-    yield registry.providerById("hiergeo")
-    if plugin is not None:
-        plugin.unload()
 
 
 def recording_feedback_class():

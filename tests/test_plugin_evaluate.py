@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 from helpers import hashed_tile_png
-from qgis.core import QgsApplication, QgsProcessingFeedback, QgsVectorLayer
+from qgis.core import QgsProcessingFeedback, QgsVectorLayer
 
 from hiergeo_plugin.core.evaluation import haversine_km
 from hiergeo_plugin.core.photos import read_exif_gps
 from hiergeo_plugin.core.tile_server import TileServer
-from hiergeo_plugin.plugin import HierGeoPlugin
 
 LINE_FIELDS = ["photo", "error_km", "true_lat", "true_lon", "lat", "lon"]
 
@@ -22,18 +21,6 @@ def run(alg_id, params, **kw):
     import processing  # importable once the qgis_processing fixture ran
 
     return processing.run(alg_id, params, **kw)
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_processing):
-    registry = QgsApplication.processingRegistry()
-    plugin = None
-    if registry.providerById("hiergeo") is None:
-        plugin = HierGeoPlugin(None)
-        plugin.initProcessing()
-    yield registry.providerById("hiergeo")
-    if plugin is not None:
-        plugin.unload()
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,6 @@ from qgis.core import (
 from hiergeo_plugin.core.photos import read_exif_gps
 from hiergeo_plugin.core.tile_server import TileServer
 from hiergeo_plugin.core.tiles import Tile, all_tiles, tile_bounds, tile_center, tile_children, tile_parent
-from hiergeo_plugin.plugin import HierGeoPlugin
 from hiergeo_plugin.processing.common import resolve_tile_source
 
 ALG = "hiergeo:geolocatephotos"
@@ -50,19 +49,6 @@ class _Processing:
 
 
 processing = _Processing()
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_processing):
-    """The plugin's provider, registered the way QGIS does it (classFactory's object, initProcessing)."""
-    registry = QgsApplication.processingRegistry()
-    plugin = None
-    if registry.providerById("hiergeo") is None:
-        plugin = HierGeoPlugin(None)
-        plugin.initProcessing()
-    yield registry.providerById("hiergeo")
-    if plugin is not None:
-        plugin.unload()
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,6 @@ from qgis.core import (
 
 from hiergeo_plugin.core.demo_world import DemoWorld
 from hiergeo_plugin.core.tile_server import TileServer
-from hiergeo_plugin.plugin import HierGeoPlugin
 
 ALG = "hiergeo:trainmapencoders"
 REGION = (10.0, 40.0, 14.0, 44.0)  # a few degrees: zooms 8 and 10 hold several tiles
@@ -51,18 +50,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_processing):
-    registry = QgsApplication.processingRegistry()
-    plugin = None
-    if registry.providerById("hiergeo") is None:
-        plugin = HierGeoPlugin(None)
-        plugin.initProcessing()
-    yield registry.providerById("hiergeo")
-    if plugin is not None:
-        plugin.unload()
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,6 @@ from reliability_support import (
     geolocate_params,
     memory_photo_table,
     processing,
-    provider,  # noqa: F401 (fixture)
     recording_feedback_class,
     same_predictions,
     sqlite_rows,
@@ -169,7 +168,7 @@ def write_model_file(path: Path, seed: int, zooms=(4, 6, 8)) -> Path:
                            {z: {n: t.clone() for n, t in overrides.items()} for z in zooms})
 
 
-def test_embeddings_of_another_model_or_source_are_never_reused(provider, lund_paths, tmp_path):  # noqa: F811
+def test_embeddings_of_another_model_or_source_are_never_reused(provider, lund_paths, tmp_path):
     import open_clip
 
     Feedback = recording_feedback_class()
@@ -228,7 +227,7 @@ class _Payload:
         return (open, (self.marker, "w"))
 
 
-def test_pickled_model_files_are_refused_without_running_them(provider, lund_paths, tmp_path):  # noqa: F811
+def test_pickled_model_files_are_refused_without_running_them(provider, lund_paths, tmp_path):
     import torch
 
     marker = tmp_path / "pwned"
@@ -262,7 +261,7 @@ def test_pickled_model_files_are_refused_without_running_them(provider, lund_pat
     assert marker.exists()
 
 
-def test_truncated_or_damaged_model_files_get_a_clear_error(provider, lund_paths, tmp_path):  # noqa: F811
+def test_truncated_or_damaged_model_files_get_a_clear_error(provider, lund_paths, tmp_path):
     good = write_model_file(tmp_path / "good.safetensors", seed=3)
     load_model_file(good)  # the intact file loads
     data = good.read_bytes()

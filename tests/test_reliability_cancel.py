@@ -20,7 +20,6 @@ from reliability_support import (
     geolocate_params,
     memory_photo_table,
     processing,
-    provider,  # noqa: F401 (fixture)
     recording_feedback_class,
     same_predictions,
 )
@@ -36,7 +35,7 @@ ALG = "hiergeo:geolocatephotos"
 SLOW_SECONDS = 8.0  # a server answering this slowly holds every worker far longer than a cancel may take
 
 
-def test_cancel_while_fetching_from_a_slow_server(provider, photos_dir, tmp_path):  # noqa: F811
+def test_cancel_while_fetching_from_a_slow_server(provider, photos_dir, tmp_path):
     """The eastern half of the world is slow; the cancel comes while all workers wait for it."""
     Feedback = recording_feedback_class()
     table = memory_photo_table([str(photos_dir / "lund" / n) for n in ("18.jpg", "19.jpg")])

@@ -20,7 +20,6 @@ from reliability_support import (
     memory_photo_table,
     prediction_summary,
     processing,
-    provider,  # noqa: F401 (fixture)
     recording_feedback_class,
     rows,
 )
@@ -133,7 +132,7 @@ def make_cases(folder: Path, photos_dir: Path):
     return cases
 
 
-def test_one_batch_of_good_bad_and_odd_photos(provider, photos_dir, tmp_path):  # noqa: F811
+def test_one_batch_of_good_bad_and_odd_photos(provider, photos_dir, tmp_path):
     Feedback = recording_feedback_class()
     cases = make_cases(tmp_path / "photos", photos_dir)
     table = memory_photo_table([p for p, _ in cases])
@@ -162,7 +161,7 @@ def test_one_batch_of_good_bad_and_odd_photos(provider, photos_dir, tmp_path):  
     assert {c["photo"] for c in rows(res["CANDIDATES"])} == searched
 
 
-def test_bad_photos_do_not_change_the_good_ones(provider, photos_dir, tmp_path):  # noqa: F811
+def test_bad_photos_do_not_change_the_good_ones(provider, photos_dir, tmp_path):
     """A good photo's prediction is the same alone and in a batch full of broken files (no cross-talk)."""
     cases = make_cases(tmp_path / "photos", photos_dir)
     good = [p for p, e in cases[:12] if e == "ok"]

@@ -26,7 +26,6 @@ from reliability_support import (
     geolocate_params,
     prediction_summary,
     processing,
-    provider,  # noqa: F401 (fixture)
     recording_feedback_class,
 )
 
@@ -78,7 +77,7 @@ def point_layer(paths):
     return layer
 
 
-def test_key_and_credentials_stay_out_of_outputs_logs_report_and_cache(provider, photos_dir, tmp_path,  # noqa: F811
+def test_key_and_credentials_stay_out_of_outputs_logs_report_and_cache(provider, photos_dir, tmp_path,
                                                                        watch_logs, capfd):
     Feedback = recording_feedback_class()
     layer = point_layer([photos_dir / "lund" / n for n in ("14.jpg", "15.jpg")])
@@ -115,7 +114,7 @@ def test_key_and_credentials_stay_out_of_outputs_logs_report_and_cache(provider,
             assert_clean(p.read_bytes(), f"cache file {p.name}")
 
 
-def test_key_and_credentials_stay_out_of_failures(provider, photos_dir, tmp_path, watch_logs):  # noqa: F811
+def test_key_and_credentials_stay_out_of_failures(provider, photos_dir, tmp_path, watch_logs):
     """Failures quote the source: a bad template, a dead server, a server that dies mid-run (statuses too)."""
     Feedback = recording_feedback_class()
     layer = point_layer([photos_dir / "lund" / n for n in ("16.jpg", "17.jpg")])

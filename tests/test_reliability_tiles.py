@@ -22,7 +22,6 @@ from reliability_support import (
     memory_photo_table,
     prediction_summary,
     processing,
-    provider,  # noqa: F401 (fixture)
     recording_feedback_class,
     rows,
     same_predictions,
@@ -57,7 +56,7 @@ def _stage_gaps(messages):
     return total
 
 
-def test_geolocation_with_20_percent_faults_of_every_kind(provider, photos_dir, tmp_path):  # noqa: F811
+def test_geolocation_with_20_percent_faults_of_every_kind(provider, photos_dir, tmp_path):
     """500/502/503, 429 + Retry-After, slow, reset, truncated, wrong content type and placeholders, 20% of all
     answers (retries included): every photo has its row, the gaps are recorded, predictions equal a clean run."""
     Feedback = recording_feedback_class()
@@ -120,7 +119,7 @@ def test_core_search_with_faults_slower_than_the_timeout(tiny_model, lund_record
     assert same_predictions(got, ref)
 
 
-def test_connection_bound_and_rate_limit_through_the_algorithm(provider, photos_dir, tmp_path):  # noqa: F811
+def test_connection_bound_and_rate_limit_through_the_algorithm(provider, photos_dir, tmp_path):
     table = memory_photo_table([str(photos_dir / "lund" / "04.jpg")])
     with TileServer(hashed_tile_png) as server:
         t0 = time.monotonic()
@@ -147,7 +146,7 @@ def test_flaky_probe_is_not_mistaken_for_a_dead_server():
 
 
 @pytest.mark.parametrize("how", ["closed port", "resets every connection", "503 for everything"])
-def test_dead_server_fails_fast_with_a_clear_message(provider, photos_dir, tmp_path, how):  # noqa: F811
+def test_dead_server_fails_fast_with_a_clear_message(provider, photos_dir, tmp_path, how):
     Feedback = recording_feedback_class()
     table = memory_photo_table([str(photos_dir / "lund" / "05.jpg"), str(photos_dir / "lund" / "06.jpg")])
     plan = FaultPlan(rate=1.0, kinds=("503",)) if how == "503 for everything" else None
@@ -175,7 +174,7 @@ def test_dead_server_fails_fast_with_a_clear_message(provider, photos_dir, tmp_p
 
 
 @pytest.mark.parametrize("death", ["resets", "503"])
-def test_server_dying_mid_run_gives_every_photo_a_row_and_the_rerun_resumes(provider, photos_dir, tmp_path,  # noqa: F811
+def test_server_dying_mid_run_gives_every_photo_a_row_and_the_rerun_resumes(provider, photos_dir, tmp_path,
                                                                             death):
     """The server answers the probe and 80 tiles of zoom 4, then resets every connection (or answers 503 to
     everything): the run ends in seconds with one row per photo saying why, and once the server is back a
