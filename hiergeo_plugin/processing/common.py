@@ -18,6 +18,7 @@ from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsDataSourceUri,
+    QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingLayerPostProcessorInterface,
@@ -423,3 +424,52 @@ def apply_style_on_load(context, dest_id: Optional[str], style: str) -> bool:
         processor = _POST_PROCESSORS[style] = StylePostProcessor(style_path(style))
     context.layerToLoadOnCompletionDetails(dest_id).setPostProcessor(processor)
     return True
+
+
+class HierGeoAlgorithm(QgsProcessingAlgorithm):
+    """What every HierGeo algorithm shares: its toolbox group and icon."""
+
+    def group(self) -> str:
+        return GROUP
+
+    def groupId(self) -> str:  # noqa: N802
+        return GROUP_ID
+
+    def icon(self):
+        from qgis.PyQt.QtGui import QIcon
+
+        return QIcon(str(ICON_PATH))
+
+
+class TileSourceAlgorithm(HierGeoAlgorithm):
+    """An algorithm with a TILE_SOURCE parameter, resolved in the main thread.
+
+    prepareAlgorithm runs in the main thread, the place to read QGIS settings and project layers (saved XYZ
+    connections, XYZ layers). A problem found there is raised from processAlgorithm instead (through
+    `tile_source`), because only processAlgorithm's exceptions reach processing.run's caller.
+    """
+
+    TILE_SOURCE = "TILE_SOURCE"
+
+    def __init__(self):
+        super().__init__()
+        self._tile_source: Optional[Tuple[str, int, int]] = None
+        self._prepare_error: Optional[QgsProcessingException] = None
+
+    def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        self._prepare_error = None
+        try:
+            self._tile_source = resolve_tile_source(self.parameterAsString(parameters, self.TILE_SOURCE, context),
+                                                    context)
+        except QgsProcessingException as exc:
+            self._prepare_error = exc
+        return True
+
+    def tile_source(self, parameters, context) -> Tuple[str, int, int]:
+        """(template, zmin, zmax), or the error prepareAlgorithm met."""
+        if self._prepare_error is not None:
+            raise self._prepare_error
+        if self._tile_source is None:
+            self._tile_source = resolve_tile_source(self.parameterAsString(parameters, self.TILE_SOURCE, context),
+                                                    context)
+        return self._tile_source

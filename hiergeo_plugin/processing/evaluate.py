@@ -21,7 +21,6 @@ from qgis.core import (
     QgsGeometry,
     QgsPointXY,
     QgsProcessing,
-    QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
@@ -34,7 +33,6 @@ from qgis.core import (
     QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QVariant
-from qgis.PyQt.QtGui import QIcon
 
 from . import common
 
@@ -129,7 +127,7 @@ of evaluated photos within t km, one per threshold (e.g. WITHIN_25KM).</li>
 </ul>"""
 
 
-class EvaluateGeolocationAlgorithm(QgsProcessingAlgorithm):
+class EvaluateGeolocationAlgorithm(common.HierGeoAlgorithm):
     PREDICTIONS = "PREDICTIONS"
     GROUND_TRUTH = "GROUND_TRUTH"
     GROUND_TRUTH_FIELD = "GROUND_TRUTH_FIELD"
@@ -143,20 +141,11 @@ class EvaluateGeolocationAlgorithm(QgsProcessingAlgorithm):
     def displayName(self) -> str:  # noqa: N802
         return "Evaluate geolocation"
 
-    def group(self) -> str:
-        return common.GROUP
-
-    def groupId(self) -> str:  # noqa: N802
-        return common.GROUP_ID
-
     def tags(self):
         return ["photo", "geolocation", "accuracy", "error", "evaluation", "report", "distance"]
 
     def shortHelpString(self) -> str:  # noqa: N802
         return HELP
-
-    def icon(self):
-        return QIcon(str(common.ICON_PATH))
 
     def createInstance(self):  # noqa: N802
         return EvaluateGeolocationAlgorithm()

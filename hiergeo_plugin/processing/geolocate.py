@@ -8,7 +8,7 @@ CANDIDATES rows. The search itself, the tile fetching and the model all live in 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,
@@ -36,7 +36,6 @@ from qgis.core import (
     QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QVariant
-from qgis.PyQt.QtGui import QIcon
 
 from . import common
 
@@ -142,7 +141,7 @@ and gaps.</p>
 install them when they are missing.</p>"""
 
 
-class GeolocatePhotosAlgorithm(QgsProcessingAlgorithm):
+class GeolocatePhotosAlgorithm(common.TileSourceAlgorithm):
     PHOTOS = "PHOTOS"
     PHOTO_FIELD = "PHOTO_FIELD"
     TILE_SOURCE = "TILE_SOURCE"
@@ -161,11 +160,6 @@ class GeolocatePhotosAlgorithm(QgsProcessingAlgorithm):
     CANDIDATES = "CANDIDATES"
     COUNTS = ("PHOTOS_OK", "PHOTOS_FAILED", "TILES_ENCODED", "TILES_DOWNLOADED", "GAPS")
 
-    def __init__(self):
-        super().__init__()
-        self._tile_source: Optional[tuple] = None
-        self._prepare_error: Optional[QgsProcessingException] = None
-
     # -- identity -------------------------------------------------------------------------------------------------
     def name(self) -> str:
         return "geolocatephotos"
@@ -173,20 +167,11 @@ class GeolocatePhotosAlgorithm(QgsProcessingAlgorithm):
     def displayName(self) -> str:  # noqa: N802
         return "Geolocate photos"
 
-    def group(self) -> str:
-        return common.GROUP
-
-    def groupId(self) -> str:  # noqa: N802
-        return common.GROUP_ID
-
     def tags(self):
         return ["photo", "geolocation", "geolocalization", "satellite", "xyz", "clip", "image retrieval", "exif"]
 
     def shortHelpString(self) -> str:  # noqa: N802
         return HELP
-
-    def icon(self):
-        return QIcon(str(common.ICON_PATH))
 
     def createInstance(self):  # noqa: N802
         return GeolocatePhotosAlgorithm()
@@ -295,26 +280,10 @@ class GeolocatePhotosAlgorithm(QgsProcessingAlgorithm):
             self.addOutput(QgsProcessingOutputNumber(key, descriptions[key]))
 
     # -- run ----------------------------------------------------------------------------------------------------------
-    def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        # Runs in the main thread: the place to read QGIS settings and project layers. A problem found here is
-        # raised from processAlgorithm, where QGIS passes the message on to processing.run's caller too (an
-        # exception in prepareAlgorithm only reaches the log).
-        self._prepare_error = None
-        try:
-            value = self.parameterAsString(parameters, self.TILE_SOURCE, context)
-            self._tile_source = common.resolve_tile_source(value, context)
-        except QgsProcessingException as exc:
-            self._prepare_error = exc
-        return True
-
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         feedback = feedback if feedback is not None else QgsProcessingFeedback()
         common.check_dependencies()  # first: without torch nothing else matters, and the message says why
-        if getattr(self, "_prepare_error", None) is not None:
-            raise self._prepare_error
-        if self._tile_source is None:
-            value = self.parameterAsString(parameters, self.TILE_SOURCE, context)
-            self._tile_source = common.resolve_tile_source(value, context)
+        tile_source = self.tile_source(parameters, context)
         from ..core.embedding_cache import EmbeddingCache
         from ..core.encoders import ModelError, load_geo_model
         from ..core.evaluation import haversine_km
@@ -355,7 +324,7 @@ class GeolocatePhotosAlgorithm(QgsProcessingAlgorithm):
                 region = (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
                 feedback.pushInfo("Search extent (EPSG:4326): " + ", ".join(f"{v:.4f}" for v in region))
 
-        template, zmin, zmax = self._tile_source
+        template, zmin, zmax = tile_source
         try:
             tiles = TileSource(template, cache_dir=cache_dir, max_connections=max_connections,
                                rate_limit=rate_limit if rate_limit > 0 else None, zmin=zmin, zmax=zmax)

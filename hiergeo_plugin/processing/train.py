@@ -9,7 +9,7 @@ when torch is missing.
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict
 
 from qgis.core import (
     QgsProcessing,
@@ -26,7 +26,6 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
 )
-from qgis.PyQt.QtGui import QIcon
 
 from . import common
 
@@ -35,7 +34,7 @@ from . import common
 DECLARED_RESULT_ZOOMS = tuple(range(0, 23))
 
 
-class TrainMapEncodersAlgorithm(QgsProcessingAlgorithm):
+class TrainMapEncodersAlgorithm(common.TileSourceAlgorithm):
     PHOTOS = "PHOTOS"
     PHOTO_FIELD = "PHOTO_FIELD"
     TILE_SOURCE = "TILE_SOURCE"
@@ -59,22 +58,8 @@ class TrainMapEncodersAlgorithm(QgsProcessingAlgorithm):
     def displayName(self) -> str:
         return "Train map encoders"
 
-    def group(self) -> str:
-        return common.GROUP
-
-    def groupId(self) -> str:  # noqa: N802
-        return common.GROUP_ID
-
     def tags(self):
         return ["train", "fine-tune", "map encoder", "clip", "satellite", "xyz", "geolocation", "photo"]
-
-    def icon(self):
-        return QIcon(str(common.ICON_PATH))
-
-    def __init__(self):
-        super().__init__()
-        self._tile_source: Optional[tuple] = None
-        self._prepare_error: Optional[QgsProcessingException] = None
 
     def shortHelpString(self) -> str:
         return (
@@ -183,26 +168,10 @@ class TrainMapEncodersAlgorithm(QgsProcessingAlgorithm):
             self.addOutput(QgsProcessingOutputNumber(f"VAL_TOP5_Z{zoom}", f"Validation top-5 accuracy, zoom {zoom}"))
 
     # -- run ------------------------------------------------------------------------------------------------
-    def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        # Main thread: where QGIS settings and project layers may be read (saved XYZ connections, XYZ layers).
-        # A problem is raised from processAlgorithm, whose message reaches processing.run's caller.
-        self._prepare_error = None
-        try:
-            value = self.parameterAsString(parameters, self.TILE_SOURCE, context)
-            self._tile_source = common.resolve_tile_source(value, context)
-        except QgsProcessingException as exc:
-            self._prepare_error = exc
-        return True
-
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         feedback = feedback if feedback is not None else QgsProcessingFeedback()
         common.check_dependencies()
-        if self._prepare_error is not None:
-            raise self._prepare_error
-        if self._tile_source is None:
-            self._tile_source = common.resolve_tile_source(
-                self.parameterAsString(parameters, self.TILE_SOURCE, context), context
-            )
+        tile_source = self.tile_source(parameters, context)
         from ..core.encoders import ModelError
         from ..core.progress import Cancelled
         from ..core.tile_source import TileSource, TileSourceError
@@ -253,7 +222,7 @@ class TrainMapEncodersAlgorithm(QgsProcessingAlgorithm):
             search_negatives=self.parameterAsInt(parameters, self.SEARCH_NEGATIVES, context),
             cache_dir=cache_dir,
         )
-        template, zmin, zmax = self._tile_source
+        template, zmin, zmax = tile_source
         try:
             tiles = TileSource(template, cache_dir=cache_dir, max_connections=config.max_connections, zmin=zmin, zmax=zmax)
         except TileSourceError as exc:
