@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -41,10 +42,32 @@ class EmbeddingCache:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(self.path), timeout=60.0, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(_SCHEMA)
-            self._db.commit()
+            self._setup()
+
+    def _setup(self, deadline_s: float = 60.0) -> None:
+        """WAL mode and the table, retried while another run sets up the same file.
+
+        Switching to WAL needs a moment of exclusive access, and SQLite reports "database is locked" at once
+        (without its busy timeout) when a second process opens the file during that moment; seen when two runs
+        start together on one cache.
+        """
+        start = time.monotonic()
+        delay = 0.02
+        while True:
+            try:
+                mode = self._db.execute("PRAGMA journal_mode").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute(_SCHEMA)
+                self._db.commit()
+                return
+            except sqlite3.OperationalError as exc:
+                text = str(exc).lower()
+                if ("locked" not in text and "busy" not in text) or time.monotonic() - start > deadline_s:
+                    raise
+                time.sleep(delay)
+                delay = min(0.5, delay * 2)
 
     def _remember(self, key, vec: np.ndarray) -> None:
         self._memory[key] = vec
