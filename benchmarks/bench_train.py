@@ -51,7 +51,8 @@ def main(argv=None) -> int:
     from hiergeo_plugin.core.photos import PhotoRecord
     from hiergeo_plugin.core.progress import Reporter
     from hiergeo_plugin.core.tile_server import TileServer
-    from hiergeo_plugin.core.training import TrainingConfig, parse_zooms, train_map_encoders
+    from hiergeo_plugin.core.tiles import parse_zoom_levels
+    from hiergeo_plugin.core.training import TrainingConfig, train_map_encoders
 
     world = DemoWorld(args.seed)
     log = (lambda m: None) if args.json else (lambda m: print("  " + m, file=sys.stderr))
@@ -64,7 +65,7 @@ def main(argv=None) -> int:
             world.render_ground_photo(lat, lon, photo_seed=i, size=128).save(path, quality=90)
             records.append(PhotoRecord(path.name, str(path), true_lat=lat, true_lon=lon))
         photo_seconds = time.perf_counter() - t0
-        zooms = parse_zooms(args.zooms)
+        zooms = parse_zoom_levels(args.zooms, any_order=True)
         runs = {}
         with TileServer(lambda z, x, y: world.tile_png(z, x, y, size=256)) as server:
             for label in ("cold", "warm"):

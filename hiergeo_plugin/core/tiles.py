@@ -154,8 +154,12 @@ def tile_size_m(tile: Tile) -> float:
     return 40075016.686 * math.cos(math.radians(lat)) / (1 << tile.z)
 
 
-def parse_zoom_levels(text) -> List[int]:
-    """Parse "4,6,8" (or a list) into a validated increasing zoom list."""
+def parse_zoom_levels(text, any_order: bool = False) -> List[int]:
+    """Parse "4,6,8" (or a list) into a validated increasing zoom list.
+
+    The search needs the user's order to be increasing (a typo like "4,8,6" is an error); training visits the
+    zooms in its own order, so it passes any_order=True and gets them sorted and de-duplicated.
+    """
     if isinstance(text, str):
         parts = [p.strip() for p in text.replace(";", ",").split(",") if p.strip()]
         try:
@@ -166,6 +170,8 @@ def parse_zoom_levels(text) -> List[int]:
         zooms = [int(z) for z in text]
     if not zooms:
         raise ValueError("at least one zoom level is needed")
+    if any_order:
+        zooms = sorted(set(zooms))
     if any(b <= a for a, b in zip(zooms, zooms[1:])):
         raise ValueError(f"zoom levels must increase strictly, got {zooms}")
     if zooms[0] < 0 or zooms[-1] > 24:

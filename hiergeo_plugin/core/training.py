@@ -191,24 +191,6 @@ class TrainingConfig:
             raise TrainingError("max_resident_images must hold at least two batches")
 
 
-def parse_zooms(text: Union[str, Sequence[int]]) -> List[int]:
-    """'4,6,8' (or a sequence) -> sorted unique ints; ValueError with the reason otherwise."""
-    if isinstance(text, str):
-        parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p.strip()]
-        try:
-            zooms = [int(p) for p in parts]
-        except ValueError:
-            raise ValueError(f"{text!r} is not a comma-separated list of integers") from None
-    else:
-        zooms = [int(z) for z in text]
-    if not zooms:
-        raise ValueError("no zoom levels given")
-    bad = [z for z in zooms if not 0 <= z <= 22]
-    if bad:
-        raise ValueError(f"zoom levels must be between 0 and 22: {bad}")
-    return sorted(set(zooms))
-
-
 def checkpoint_path(output: os.PathLike) -> Path:
     """The checkpoint lives next to the output: model.safetensors -> model.checkpoint.safetensors."""
     output = Path(output)

@@ -473,3 +473,17 @@ class TileSourceAlgorithm(HierGeoAlgorithm):
             self._tile_source = resolve_tile_source(self.parameterAsString(parameters, self.TILE_SOURCE, context),
                                                     context)
         return self._tile_source
+
+
+def photo_source(alg, parameters, context):
+    """(PHOTOS feature source, PHOTO_FIELD name), or a QgsProcessingException that names the fields there are."""
+    source = alg.parameterAsSource(parameters, "PHOTOS", context)
+    if source is None:
+        raise QgsProcessingException(alg.invalidSourceError(parameters, "PHOTOS"))
+    field = alg.parameterAsString(parameters, "PHOTO_FIELD", context) or "photo"
+    if source.fields().lookupField(field) < 0:
+        names = ", ".join(source.fields().names()) or "none"
+        raise QgsProcessingException(
+            f"PHOTOS has no field {field!r} with the photo paths (its fields: {names}); set PHOTO_FIELD"
+        )
+    return source, field

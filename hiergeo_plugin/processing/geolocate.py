@@ -292,15 +292,7 @@ class GeolocatePhotosAlgorithm(common.TileSourceAlgorithm):
         from ..core.tile_source import TileSource, TileSourceError
         from ..core.tiles import parse_zoom_levels, tile_bounds
 
-        source = self.parameterAsSource(parameters, self.PHOTOS, context)
-        if source is None:
-            raise QgsProcessingException(self.invalidSourceError(parameters, self.PHOTOS))
-        field = self.parameterAsString(parameters, self.PHOTO_FIELD, context) or "photo"
-        if source.fields().lookupField(field) < 0:
-            names = ", ".join(source.fields().names()) or "none"
-            raise QgsProcessingException(
-                f"PHOTOS has no field {field!r} with the photo paths (its fields: {names}); set PHOTO_FIELD"
-            )
+        source, field = common.photo_source(self, parameters, context)
         try:
             zooms = parse_zoom_levels(self.parameterAsString(parameters, self.ZOOM_LEVELS, context) or
                                       common.DEFAULT_ZOOMS)

@@ -175,19 +175,14 @@ class TrainMapEncodersAlgorithm(common.TileSourceAlgorithm):
         from ..core.encoders import ModelError
         from ..core.progress import Cancelled
         from ..core.tile_source import TileSource, TileSourceError
-        from ..core.training import TrainingConfig, TrainingError, parse_zooms, train_map_encoders
+        from ..core.tiles import parse_zoom_levels
+        from ..core.training import TrainingConfig, TrainingError, train_map_encoders
 
-        source = self.parameterAsSource(parameters, self.PHOTOS, context)
-        if source is None:
-            raise QgsProcessingException(self.invalidSourceError(parameters, self.PHOTOS))
-        field = self.parameterAsString(parameters, self.PHOTO_FIELD, context) or "photo"
-        if source.fields().lookupField(field) < 0:
-            names = ", ".join(source.fields().names()) or "none"
-            raise QgsProcessingException(
-                f"PHOTOS has no field {field!r} with the photo paths (its fields: {names}); set PHOTO_FIELD"
-            )
+        source, field = common.photo_source(self, parameters, context)
         try:
-            zooms = parse_zooms(self.parameterAsString(parameters, self.ZOOM_LEVELS, context) or common.DEFAULT_ZOOMS)
+            zooms = parse_zoom_levels(
+                self.parameterAsString(parameters, self.ZOOM_LEVELS, context) or common.DEFAULT_ZOOMS, any_order=True
+            )
         except ValueError as exc:
             raise QgsProcessingException(f"ZOOM_LEVELS: {exc}") from None
         device = common.device_name(self.parameterAsEnum(parameters, self.DEVICE, context))
