@@ -60,13 +60,23 @@ def start_server(seed: int):
     return proc, f"http://127.0.0.1:{port}/{{z}}/{{x}}/{{y}}.png"
 
 
-def make_photos(folder: Path, n: int, seed: int):
+def make_photos(folder: Path, n: int, seed: int, region=None, places: int = 0, spread_km: float = 3.0):
+    """n demo photos in `region`: spread uniformly (places=0) or around `places` towns, as a collection from
+    one trip or one survey area is."""
     from hiergeo_plugin.core.demo_world import DEFAULT_REGION, DemoWorld
     from hiergeo_plugin.core.photos import PhotoRecord
 
     world = DemoWorld(seed)
+    region = region or DEFAULT_REGION
+    if places:
+        per_place = -(-n // places)
+        points = world.place_locations(places, per_place, seed + 1, seed + 2, spread_km=spread_km, region=region)
+        # Interleave the places, so that any prefix (the naive subset) covers them all.
+        points = [points[p * per_place + j] for j in range(per_place) for p in range(places)][:n]
+    else:
+        points = world.sample_locations(n, seed=seed + 1, region=region)
     records = []
-    for i, (lat, lon) in enumerate(world.sample_locations(n, seed=seed + 1, region=DEFAULT_REGION)):
+    for i, (lat, lon) in enumerate(points):
         path = folder / f"photo_{i:04d}.jpg"
         world.render_ground_photo(lat, lon, photo_seed=i).save(path, quality=90)
         records.append(PhotoRecord(path.name, str(path), lat, lon))
@@ -111,9 +121,9 @@ def memory_probe(args) -> None:
     """Child process: run the engine on N photos and print its peak RSS (for the 10x flatness check)."""
     from hiergeo_plugin.core.encoders import load_geo_model
 
-    model = load_geo_model(args.model, device=args.device)
+    model = load_geo_model(args.model, model_file=args.model_file, device=args.device)
     with tempfile.TemporaryDirectory() as tmp:
-        records = make_photos(Path(tmp), args.photos, args.seed)
+        records = make_photos(Path(tmp), args.photos, args.seed, args.region, args.places)
         base = peak_rss_mb()
         run_engine(model, args.template, records, Path(tmp) / "cache", args.k, args.zooms)
         print(json.dumps({"photos": args.photos, "peak_rss_mb": peak_rss_mb(), "before_search_mb": base}))
@@ -126,15 +136,20 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=16)
     ap.add_argument("--zooms", default="4,6,8,10,12,14,16")
     ap.add_argument("--model", default="hiergeo-tiny", help="base model (e.g. ViT-B-32 for random-weight timing)")
+    ap.add_argument("--model-file", default=None, help="trained model file (e.g. the demo's); default: base weights")
+    ap.add_argument("--region", default="8,42,12,45", help="west,south,east,north of the photos (degrees)")
+    ap.add_argument("--places", type=int, default=8, help="towns the photos cluster around (0 = uniform)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--memory-check", type=int, default=0, metavar="N",
-                    help="also measure peak RSS for N and 10N photos (k=4) in child processes")
+                    help="also measure peak RSS for N and 10N photos in child processes")
+    ap.add_argument("--memory-k", type=int, default=4, help="k of the memory check runs")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--template", help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.zooms = [int(z) for z in str(args.zooms).split(",")]
+    args.region = tuple(float(v) for v in str(args.region).split(","))
     if args.probe:
         memory_probe(args)
         return
@@ -146,11 +161,11 @@ def main() -> None:
     server, template = start_server(args.seed)
     out = {}
     try:
-        model = load_geo_model(args.model, device=args.device)
+        model = load_geo_model(args.model, model_file=args.model_file, device=args.device)
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             (tmp / "photos").mkdir()
-            records = make_photos(tmp / "photos", args.photos, args.seed)
+            records = make_photos(tmp / "photos", args.photos, args.seed, args.region, args.places)
             # Warm the server: render every tile any of the timed runs will ask for.
             run_engine(model, template, records, tmp / "warmup", args.k, args.zooms)
             naive_records = records[: args.naive_photos]
@@ -164,6 +179,9 @@ def main() -> None:
                 "k": args.k,
                 "zooms": args.zooms,
                 "model": args.model,
+                "model_file": os.path.basename(args.model_file) if args.model_file else None,
+                "region": args.region,
+                "places": args.places,
                 "device": model.device,
                 "torch_threads": torch.get_num_threads(),
                 "naive_encodes_per_photo": naive_encodes / nn,
@@ -189,8 +207,11 @@ def main() -> None:
                 probes = []
                 for count in (args.memory_check, 10 * args.memory_check):
                     cmd = [sys.executable, __file__, "--probe", "--template", template, "--photos", str(count),
-                           "--k", "4", "--model", args.model, "--device", args.device, "--seed", str(args.seed),
-                           "--zooms", ",".join(map(str, args.zooms))]
+                           "--k", str(args.memory_k), "--model", args.model, "--device", args.device,
+                           "--seed", str(args.seed), "--zooms", ",".join(map(str, args.zooms)),
+                           "--region", ",".join(map(str, args.region)), "--places", str(args.places)]
+                    if args.model_file:
+                        cmd += ["--model-file", args.model_file]
                     probes.append(json.loads(subprocess.check_output(cmd, text=True).strip().splitlines()[-1]))
                 out["memory_check"] = probes
     finally:

@@ -172,3 +172,27 @@ def test_search_extent_starts_from_the_tiles_over_the_region(tiny_model, tile_se
 
     assert sorted(c.tile for c in r.stages[4]) == sorted(tiles_in_bbox(4, region))
     assert len(r.stages[4]) == 4 and len(r.stages[6]) == 4 * 16
+
+
+def test_path_weight_ranks_children_by_their_own_score_plus_the_parents(tiny_model, tile_server, lund_records):
+    w = 0.7
+    search = _search(tiny_model, tile_server.template, k=4, zooms=[4, 6, 8], path_weight=w)
+    (r,) = list(search.run(lund_records[:1]))
+    ranking = {c.tile: c.score for c in r.stages[4]}  # the first stage ranks by similarity alone
+    for prev, zoom in ((4, 6), (6, 8)):
+        stage = r.stages[zoom]
+        expected = {c.tile: c.score + w * ranking[tile_parent(c.tile, 2)] for c in stage}
+        order = sorted(stage, key=lambda c: -expected[c.tile])
+        assert [c.tile for c in stage] == [c.tile for c in order]
+        assert [c.rank for c in stage] == list(range(1, len(stage) + 1))
+        ranking = {t: s for t, s in expected.items()}
+    # Candidate.score stays the cosine similarity, so a child of a strong parent can rank above a better look-alike
+    assert r.prediction.tile == r.stages[8][0].tile
+
+
+def test_a_heavy_path_weight_keeps_the_children_of_the_best_parent(tiny_model, tile_server, lund_records):
+    (r,) = list(_search(tiny_model, tile_server.template, k=4, zooms=[4, 6], path_weight=1000.0).run(lund_records[:1]))
+    best_parent = r.stages[4][0].tile
+    assert {tile_parent(c.tile, 2) for c in r.stages[6][:16]} == {best_parent}
+    with pytest.raises(ValueError, match="path weight"):
+        _search(tiny_model, tile_server.template, path_weight=-0.1)

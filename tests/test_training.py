@@ -228,6 +228,26 @@ def test_photos_of_the_same_tile_are_one_class_not_negatives():
     assert float(masked) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_photo_jitter_reframes_and_re_exposes_without_inventing_content():
+    torch.manual_seed(0)
+    photos = torch.randn(6, 3, 32, 32)
+    out = training._jitter_photos(photos)
+    assert out.shape == photos.shape and torch.isfinite(out).all()
+    assert not torch.allclose(out, photos)
+    # a flat photo stays flat: the crop only zooms in, contrast and brightness stay in their ranges
+    flat = torch.full((64, 3, 16, 16), 0.5)
+    jittered = training._jitter_photos(flat)
+    per_photo = jittered.flatten(1)
+    assert torch.allclose(per_photo.min(dim=1).values, per_photo.max(dim=1).values, atol=1e-5)
+    assert float(per_photo.min()) >= 0.5 * 0.8 - 0.2 - 1e-5 and float(per_photo.max()) <= 0.5 * 1.2 + 0.2 + 1e-5
+    assert float(per_photo[:, 0].std()) > 0.05  # exposures differ between photos
+    # a left-to-right ramp keeps its direction (a zoom-in crop, not a flip or rotation) and never widens
+    ramp = torch.linspace(-1, 1, 32).expand(8, 3, 32, 32).clone()
+    crop = training._jitter_photos(ramp)
+    rows = crop[:, 0, 16, :]
+    assert (rows[:, -1] > rows[:, 0]).all()
+
+
 def test_retrieval_accuracy_counts_ranks_and_nan_as_miss():
     photos = torch.eye(3)
     tiles = torch.eye(3)

@@ -124,6 +124,7 @@ class HierarchicalSearch:
         reporter: Optional[Reporter] = None,
         extra_scorers: Sequence[Tuple[ExtraScorer, float]] = (),
         region: Optional[Tuple[float, float, float, float]] = None,
+        path_weight: float = 0.0,
     ):
         if top_k < 1:
             raise ValueError("TOP_K must be at least 1")
@@ -139,6 +140,12 @@ class HierarchicalSearch:
         #: (west, south, east, north): when the analyst knows the country, the first stage starts from the
         #: tiles over it instead of the whole world (the paper's search is region=None).
         self.region = region
+        #: 0 = the paper: a stage ranks its candidates by their own similarity alone. w > 0 ranks by
+        #: similarity + w * (the parent's ranking score), i.e. a discounted sum along the path from the first
+        #: zoom, so a child of a clearly better parent is not dropped for a slightly higher look-alike elsewhere.
+        if path_weight < 0:
+            raise ValueError("the path weight must be 0 or more")
+        self.path_weight = float(path_weight)
         self.totals = SearchTotals()
         self._prepare = make_tensor_preprocessor(model.preprocess)
 
@@ -172,6 +179,8 @@ class HierarchicalSearch:
         first = self.zooms[0]
         start = all_tiles(first) if self.region is None else tiles_in_bbox(first, self.region)
         candidates: Dict[int, List[Tile]] = {i: list(start) for i in alive}
+        # Per photo, the ranking score of each kept tile (the path score its children inherit).
+        inherited: Dict[int, Dict[Tile, float]] = {i: {} for i in alive}
         for s, zoom in enumerate(self.zooms):
             reporter.check_cancelled()
             last = s == len(self.zooms) - 1
@@ -189,13 +198,22 @@ class HierarchicalSearch:
                 cols = cols[valid]
                 tiles_i = [t for t, v in zip(cands, valid) if v]
                 scores = matrix[row, cols]
+                ranking = scores
+                if self.path_weight and inherited[i]:
+                    dz = zoom - self.zooms[s - 1]
+                    parents = inherited[i]
+                    ranking = scores + self.path_weight * np.fromiter(
+                        (parents.get(tile_parent(t, dz), 0.0) for t in tiles_i), dtype=np.float32, count=len(tiles_i)
+                    )
                 # Best first; ties broken by candidate order, so equal inputs always give equal outputs.
-                order = np.lexsort((np.arange(len(scores)), -scores))
+                order = np.lexsort((np.arange(len(scores)), -ranking))
                 keep = 1 if last else self.top_k
                 stage = [
                     Candidate(tiles_i[j], float(scores[j]), rank + 1, kept=(not last and rank < keep))
                     for rank, j in enumerate(order)
                 ]
+                if self.path_weight:
+                    inherited[i] = {tiles_i[j]: float(ranking[j]) for j in order[:keep]}
                 results[i].stages[zoom] = stage
                 if not stage:
                     results[i].status = f"no imagery at zoom {zoom} (all {len(cands)} candidate tiles are gaps)"

@@ -105,6 +105,8 @@ class TrainingConfig:
     base_batch_size: int = 16
     #: Base stage only: tiles in random dihedral orientations, photos randomly mirrored (see `_augment`).
     base_augment: bool = True
+    #: Base stage only: random crop and exposure per photo on top of base_augment (see `_jitter_photos`).
+    base_photo_jitter: bool = True
     #: Zooms of the base stage's pairs; None = ZOOM_LEVELS, plus a coarser level (see `effective_base_zooms`).
     base_zooms: Optional[Tuple[int, ...]] = None
     #: Extra negative tiles per photo and zoom in the per-zoom stage, drawn from what the search will compare the
@@ -138,6 +140,7 @@ class TrainingConfig:
         "base_lr",
         "base_batch_size",
         "base_augment",
+        "base_photo_jitter",
         "base_zooms",
         "search_negatives",
     )
@@ -498,8 +501,9 @@ def contrastive_loss(photo_emb, tile_emb, target, scale: float, mask=None):
     return F.cross_entropy(logits, target)
 
 
-def _augment(photos, tiles):
-    """Random dihedral orientation per tile and random mirroring per photo (base stage only).
+def _augment(photos, tiles, photo_jitter: bool = False):
+    """Random dihedral orientation per tile and random mirroring per photo (base stage only); with photo_jitter
+    also a random zoom-in crop (65-100% of the side) and a contrast/brightness change per photo.
 
     Why these: a ground photo looks in a random direction, so nothing in it ties the tile's north-up orientation
     to the photo; rotated and mirrored tiles are equally valid positives and multiply a small training set. A
@@ -518,7 +522,33 @@ def _augment(photos, tiles):
     tiles = torch.stack(out)
     mirror = (torch.rand(photos.shape[0]) < 0.5).to(photos.device)
     photos = torch.where(mirror[:, None, None, None], torch.flip(photos, dims=(3,)), photos)
+    if photo_jitter:
+        photos = _jitter_photos(photos)
     return photos, tiles
+
+
+def _jitter_photos(photos):
+    """Another framing and exposure of the same scene: what a second photo from the same spot would differ by.
+
+    Why: in the base stage the photo tower learns from a few hundred photos and otherwise memorises them; the
+    held-out photos of a place are new framings of it. Works on preprocessed (normalised) tensors, one
+    affine resampling for the whole batch.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    n = photos.shape[0]
+    scale = torch.empty(n).uniform_(0.65, 1.0)
+    shift = (1.0 - scale)[:, None] * torch.empty(n, 2).uniform_(-1.0, 1.0)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = scale
+    theta[:, 1, 1] = scale
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta.to(photos.device, photos.dtype), list(photos.shape), align_corners=False)
+    out = F.grid_sample(photos, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    contrast = torch.empty(n, 1, 1, 1).uniform_(0.8, 1.2).to(photos.device, photos.dtype)
+    brightness = torch.empty(n, 1, 1, 1).uniform_(-0.2, 0.2).to(photos.device, photos.dtype)
+    return out * contrast + brightness
 
 
 def _batch_targets(tiles: Sequence[Tile]) -> Tuple[List[Tile], List[int]]:
@@ -921,7 +951,7 @@ class _Run:
         x_p = torch.stack([pstore[i] for i in photos]).to(self.device, non_blocking=True)
         x_t = torch.stack([tstore[t] for t in utiles]).to(self.device, non_blocking=True)
         if self.config.base_augment:
-            x_p, x_t = _augment(x_p, x_t)
+            x_p, x_t = _augment(x_p, x_t, photo_jitter=self.config.base_photo_jitter)
         with self._autocast():
             emb_p = photo_visual(x_p)
             emb_t = map_visual(x_t)
