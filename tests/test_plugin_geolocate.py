@@ -256,6 +256,24 @@ def test_default_zooms_form_a_chain_of_chosen_tiles(provider, server, photo_poin
             assert (box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum()) == pytest.approx((w, s, e, n))
 
 
+def test_path_weight_reaches_the_search(provider, server, photo_points, shared_cache):
+    """PATH_WEIGHT from the toolbox: a heavy weight keeps only the best zoom-4 tile's children on top at zoom 6."""
+    res = processing.run(ALG, params(photo_points, server.template, shared_cache, TOP_K=2, ZOOM_LEVELS="4,6",
+                                     PATH_WEIGHT=1000.0))
+    by_photo = {}
+    for c in features(res["CANDIDATES"]):
+        by_photo.setdefault(c["photo"], {}).setdefault(c["zoom"], []).append(c)
+    assert len(by_photo) == 3
+    for stages in by_photo.values():
+        best4 = min(stages[4], key=lambda c: c["rank"])
+        top6 = sorted(stages[6], key=lambda c: c["rank"])[:16]
+        assert {tile_parent(Tile(6, c["tile_x"], c["tile_y"]), 2) for c in top6} == {
+            Tile(4, best4["tile_x"], best4["tile_y"])
+        }
+    with pytest.raises(QgsProcessingException):
+        processing.run(ALG, params(photo_points, server.template, shared_cache, PATH_WEIGHT=-1.0))
+
+
 def test_table_without_geometry_with_relative_broken_and_missing_photos(provider, server, photo_table,
                                                                         shared_cache):
     res = processing.run(ALG, params(photo_table, server.template, shared_cache))
@@ -395,8 +413,8 @@ def test_help_explains_every_parameter_and_output_field(provider):
     assert alg.canExecute() == (True, "")  # torch and open_clip are installed here
     help_text = alg.shortHelpString()
     keys = [p.name() for p in alg.parameterDefinitions()]
-    assert keys[:11] == ["PHOTOS", "PHOTO_FIELD", "TILE_SOURCE", "MODEL", "BASE_MODEL", "TOP_K", "ZOOM_LEVELS",
-                         "DEVICE", "SEARCH_EXTENT", "BATCH_SIZE", "PHOTO_BATCH"]
+    assert keys[:12] == ["PHOTOS", "PHOTO_FIELD", "TILE_SOURCE", "MODEL", "BASE_MODEL", "TOP_K", "ZOOM_LEVELS",
+                         "DEVICE", "SEARCH_EXTENT", "BATCH_SIZE", "PATH_WEIGHT", "PHOTO_BATCH"]
     for key in keys:
         assert f"<b>{key}</b>" in help_text, key
     for field in set(OUTPUT_FIELDS + TRUTH_FIELDS + CANDIDATE_FIELDS):
@@ -404,10 +422,10 @@ def test_help_explains_every_parameter_and_output_field(provider):
     defaults = {p.name(): p.defaultValue() for p in alg.parameterDefinitions()}
     assert defaults["PHOTO_FIELD"] == "photo" and defaults["TOP_K"] == 16 and defaults["BATCH_SIZE"] == 64
     assert defaults["ZOOM_LEVELS"] == "4,6,8,10,12,14,16" and defaults["BASE_MODEL"] == "ViT-B-32/openai"
-    assert defaults["MAX_CONNECTIONS"] == 8 and defaults["RATE_LIMIT"] == 0
+    assert defaults["MAX_CONNECTIONS"] == 8 and defaults["RATE_LIMIT"] == 0 and defaults["PATH_WEIGHT"] == 0
     device = alg.parameterDefinition("DEVICE")
     assert device.options() == ["auto", "cpu", "cuda"]
     advanced = {p.name() for p in alg.parameterDefinitions() if p.flags() & p.FlagAdvanced}
-    assert {"BATCH_SIZE", "CACHE_DIR", "MAX_CONNECTIONS", "RATE_LIMIT"} <= advanced
+    assert {"BATCH_SIZE", "CACHE_DIR", "MAX_CONNECTIONS", "RATE_LIMIT", "PATH_WEIGHT"} <= advanced
     assert {o.name() for o in alg.outputDefinitions()} >= {"OUTPUT", "CANDIDATES", "PHOTOS_OK", "PHOTOS_FAILED",
                                                            "TILES_ENCODED", "TILES_DOWNLOADED", "GAPS"}
