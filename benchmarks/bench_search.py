@@ -8,14 +8,15 @@ Run inside the project's environment:  .venv/bin/python benchmarks/bench_search.
             tile and embedding caches on disk. "cold" starts from empty caches, "warm" is a second run (new
             process state, same cache folder).
 
-The tile server runs in a separate process and has rendered every needed tile before timing starts, so the
-figures measure the client (fetch, decode, preprocess, model), as with a fast real server. Prints one JSON object
+The tile server runs in a separate process and has rendered every needed tile before timing starts (kept on disk
+between runs), so the figures measure the client (fetch, decode, preprocess, model), as with a fast real server. Prints one JSON object
 with --json (keys in ../shared/DESIGN.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import multiprocessing as mp
 import os
@@ -24,6 +25,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -31,19 +33,38 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _serve(port_queue, seed: int) -> None:
-    """Tile server process: renders the demo world once per tile and keeps the PNG bytes."""
+def _serve(port_queue, seed: int, render_px: int, store: str) -> None:
+    """Tile server process: serves 256-px PNG tiles of the demo world.
+
+    Rendering the procedural world costs 0.1-0.5 s a tile on a small CPU, far more than any real tile server, so
+    each tile is rendered once (at render_px, upsampled to 256 px: what the client decodes is a normal 256-px
+    tile) and kept in `store` on disk, shared by every later benchmark run with the same seed.
+    """
+    from PIL import Image
+
     from hiergeo_plugin.core.demo_world import DemoWorld
     from hiergeo_plugin.core.tile_server import TileServer
 
     world = DemoWorld(seed)
-    memo = {}
+    root = Path(store)
 
     def render(z, x, y):
-        key = (z, x, y)
-        if key not in memo:
-            memo[key] = world.tile_png(z, x, y)
-        return memo[key]
+        path = root / str(z) / str(x) / f"{y}.png"
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            pass
+        img = world.render_tile(z, x, y, size=render_px)
+        if render_px != 256:
+            img = img.resize((256, 256), Image.BICUBIC)
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        data = buf.getvalue()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)  # atomic: a killed run never leaves half a tile
+        return data
 
     server = TileServer(render).start()
     port_queue.put(server.port)
@@ -51,10 +72,11 @@ def _serve(port_queue, seed: int) -> None:
         time.sleep(3600)
 
 
-def start_server(seed: int):
+def start_server(seed: int, render_px: int = 128, store: str = ""):
+    store = store or str(Path.home() / ".cache" / "hiergeo" / "bench_tiles" / f"seed{seed}_{render_px}px")
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    proc = ctx.Process(target=_serve, args=(q, seed), daemon=True)
+    proc = ctx.Process(target=_serve, args=(q, seed, render_px, store), daemon=True)
     proc.start()
     port = q.get(timeout=60)
     return proc, f"http://127.0.0.1:{port}/{{z}}/{{x}}/{{y}}.png"
@@ -140,6 +162,9 @@ def main() -> None:
     ap.add_argument("--region", default="8,42,12,45", help="west,south,east,north of the photos (degrees)")
     ap.add_argument("--places", type=int, default=8, help="towns the photos cluster around (0 = uniform)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--render-px", type=int, default=128, help="demo tiles are rendered at this size, served at 256")
+    ap.add_argument("--tile-store", default="", help="folder keeping rendered tiles between runs "
+                    "(default ~/.cache/hiergeo/bench_tiles/...)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--memory-check", type=int, default=0, metavar="N",
                     help="also measure peak RSS for N and 10N photos in child processes")
@@ -158,7 +183,7 @@ def main() -> None:
 
     from hiergeo_plugin.core.encoders import load_geo_model
 
-    server, template = start_server(args.seed)
+    server, template = start_server(args.seed, args.render_px, args.tile_store)
     out = {}
     try:
         model = load_geo_model(args.model, model_file=args.model_file, device=args.device)
@@ -182,6 +207,7 @@ def main() -> None:
                 "model_file": os.path.basename(args.model_file) if args.model_file else None,
                 "region": args.region,
                 "places": args.places,
+                "render_px": args.render_px,
                 "device": model.device,
                 "torch_threads": torch.get_num_threads(),
                 "naive_encodes_per_photo": naive_encodes / nn,

@@ -109,9 +109,11 @@ def main() -> int:
     ap.add_argument("--per-place", type=int, default=15, help="training photos per place")
     ap.add_argument("--test-photos", type=int, default=40, help="held-out photos (one per place)")
     ap.add_argument("--tile-size", type=int, default=128, help="pixels per demo tile (the model sees 64)")
-    ap.add_argument("--base-epochs", type=int, default=12, help="joint photo/map pre-training epochs")
+    ap.add_argument("--base-epochs", type=int, default=30, help="joint photo/map pre-training epochs")
     ap.add_argument("--epochs", type=int, default=5, help="per-zoom fine-tuning epochs (paper: 5)")
     ap.add_argument("--top-k", type=int, default=4)
+    ap.add_argument("--path-weight", type=float, default=2.0,
+                    help="PATH_WEIGHT of the search (0 = the paper; 2 measured best on the demo world)")
     ap.add_argument("--search-negatives", type=int, default=15, help="sibling tiles as extra negatives in training")
     ap.add_argument("--whole-world", action="store_true",
                     help="search all 256 zoom-4 tiles instead of the demo region (slower, harder)")
@@ -185,7 +187,7 @@ def main() -> int:
             geo = run_alg(
                 "hiergeo:geolocatephotos",
                 dict(common, PHOTOS=layers["test"], PHOTO_FIELD="photo", MODEL=model, BASE_MODEL="hiergeo-tiny",
-                     TOP_K=args.top_k, BATCH_SIZE=64, SEARCH_EXTENT=extent,
+                     TOP_K=args.top_k, PATH_WEIGHT=args.path_weight, BATCH_SIZE=64, SEARCH_EXTENT=extent,
                      OUTPUT=f"ogr:dbname='{target}' table=\"predictions\" (geom)",
                      CANDIDATES=f"ogr:dbname='{target}' table=\"candidates\" (geom)"),
                 f"geolocate with the {label} model",
@@ -206,7 +208,7 @@ def main() -> int:
         metrics["training"] = {k: v for k, v in train.items() if k.startswith("VAL_")}
         metrics["setup"] = {"seed": args.seed, "places": args.places, "per_place": args.per_place,
                             "test_photos": args.test_photos, "tile_size": args.tile_size,
-                            "top_k": args.top_k, "zooms": args.zooms,
+                            "top_k": args.top_k, "path_weight": args.path_weight, "zooms": args.zooms,
                             "search_extent": extent, "search_negatives": args.search_negatives, "base_epochs": args.base_epochs,
                             "epochs": args.epochs, "seconds": round(time.time() - t_start, 1)}
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
