@@ -72,7 +72,7 @@ def _serve(port_queue, seed: int, render_px: int, store: str) -> None:
         time.sleep(3600)
 
 
-def start_server(seed: int, render_px: int = 128, store: str = ""):
+def start_server(seed: int, render_px: int = 64, store: str = ""):
     store = store or str(Path.home() / ".cache" / "hiergeo" / "bench_tiles" / f"seed{seed}_{render_px}px")
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
@@ -162,7 +162,8 @@ def main() -> None:
     ap.add_argument("--region", default="8,42,12,45", help="west,south,east,north of the photos (degrees)")
     ap.add_argument("--places", type=int, default=8, help="towns the photos cluster around (0 = uniform)")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--render-px", type=int, default=128, help="demo tiles are rendered at this size, served at 256")
+    ap.add_argument("--render-px", type=int, default=64,
+                    help="demo tiles are rendered at this size and served upsampled to 256 px (hiergeo-tiny sees 64)")
     ap.add_argument("--tile-store", default="", help="folder keeping rendered tiles between runs "
                     "(default ~/.cache/hiergeo/bench_tiles/...)")
     ap.add_argument("--seed", type=int, default=0)
