@@ -463,3 +463,26 @@ def test_photos_whose_tile_is_a_gap_are_skipped_for_that_zoom(small_set, world, 
         summary = train_map_encoders(small_set, gappy.template, tmp_path / "m.safetensors", small_config(tmp_path))
     assert summary["zooms"][10]["gap_photos"] >= 1 and summary["zooms"][10]["gap_tiles"] == 1
     assert summary["zooms"][8]["gap_photos"] == 0
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_training_runs_the_gpu_code_path_on_the_cpu(precision, small_set, server, tmp_path,
+                                                                    monkeypatch):
+    """HIERGEO_PRECISION forces what a GPU chooses by itself: autocast in the trunk and the head, and for fp16
+    the GradScaler. Losses stay finite, the saved weights are fp32, the model file says which precision."""
+    from hiergeo_plugin.core.model_file import load_model_file
+
+    monkeypatch.setenv("HIERGEO_PRECISION", precision)
+    scalers = []
+    real_scaler = training._Run._scaler
+    monkeypatch.setattr(training._Run, "_scaler", lambda self: scalers.append(real_scaler(self)) or scalers[-1])
+    output = tmp_path / "m.safetensors"
+    summary = train_map_encoders(small_set, server.template, output, small_config(tmp_path, epochs=2))
+    assert scalers and all((s is not None) == (precision == "fp16") for s in scalers)
+    for zoom in (8, 10):
+        losses = summary["zooms"][zoom]["train_loss"]
+        assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+    model = load_model_file(str(output), device="cpu")
+    assert model.manifest["training"]["precision"] == precision
+    for encoder in model.map_encoders.values():
+        assert all(p.dtype == torch.float32 for p in encoder.overrides.values())

@@ -96,13 +96,43 @@ def configure_cpu_threads() -> int:
     return n
 
 
+#: HIERGEO_PRECISION chooses the inference and training precision: "auto" (bf16 on CUDA GPUs that have it,
+#: fp16 on older ones, fp32 elsewhere), or "fp32", "bf16", "fp16" on any device. fp32 is the way out when a GPU
+#: misbehaves in half precision; bf16 on the CPU is slower for ViTs but runs the mixed-precision code path on
+#: machines without a GPU (the tests do that).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
 def autocast_dtype(device: str):
-    """bf16 where the GPU has it, fp16 on older CUDA GPUs, none on CPU (CPU autocast is slower for ViTs)."""
+    """The autocast dtype for `device` under HIERGEO_PRECISION, or None for plain fp32."""
+    import os
+
     import torch
 
+    choice = (os.environ.get("HIERGEO_PRECISION") or "auto").strip().lower()
+    if choice not in PRECISIONS:
+        raise ModelError(f"HIERGEO_PRECISION={choice!r} is not one of {', '.join(PRECISIONS)}")
+    if choice == "fp32":
+        return None
+    if choice == "bf16":
+        return torch.bfloat16
+    if choice == "fp16":
+        return torch.float16
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return None
+    return None  # CPU autocast is slower than fp32 for ViTs
+
+
+def autocast(device: str):
+    """The mixed-precision context for `device` (a no-op in fp32): one place decides it for search and training."""
+    import contextlib
+
+    import torch
+
+    dtype = autocast_dtype(device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.split(":")[0], dtype=dtype)
 
 
 def build_clip(spec: BaseModelSpec):
@@ -181,13 +211,9 @@ class ImageEncoder:
 
         self.forward_calls += 1
         self.images_encoded += int(batch.shape[0])
-        dtype = autocast_dtype(self.device)
         with torch.inference_mode():
             batch = batch.to(self.device, non_blocking=True)
-            if dtype is not None:
-                with torch.autocast(device_type="cuda", dtype=dtype):
-                    out = self(batch)
-            else:
+            with autocast(self.device):
                 out = self(batch)
             out = out.float()
             return torch.nn.functional.normalize(out, dim=-1).cpu()

@@ -57,6 +57,7 @@ from .encoders import (
     DEFAULT_BASE_MODEL,
     BaseModelSpec,
     ImageEncoder,
+    autocast,
     autocast_dtype,
     build_clip,
     describe_device,
@@ -339,11 +340,7 @@ class MapTower:
         images = images.to(self.device, non_blocking=True)
         if not self.split:
             return images
-        dtype = autocast_dtype(self.device)
-        with torch.no_grad():
-            if dtype is not None:
-                with torch.autocast(device_type="cuda", dtype=dtype):
-                    return self._trunk(images)
+        with torch.no_grad(), autocast(self.device):
             return self._trunk(images)
 
     def embed(self, params: Dict[str, object], features):
@@ -751,16 +748,12 @@ class _Run:
 
     # -- helpers ----------------------------------------------------------------------------------------------
     def _autocast(self):
-        import contextlib
-
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return self.torch.autocast(device_type="cuda", dtype=self.dtype)
+        return autocast(self.device)
 
     def _scaler(self):
         """GradScaler only for fp16 (bf16 has fp32's range and needs none)."""
         if self.dtype is not None and self.dtype == self.torch.float16:
-            return self.torch.amp.GradScaler("cuda")
+            return self.torch.amp.GradScaler(self.device.split(":")[0])
         return None
 
     def _step(self, loss, optimizer, scaler) -> None:
