@@ -84,6 +84,10 @@ class TileServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes; with Nagle on, the body waits for the client's delayed ACK
+            # of the headers (40 ms on Linux), which capped a keep-alive connection at ~22 tiles/s and made every
+            # benchmark over this server measure that stall instead of the client.
+            disable_nagle_algorithm = True
 
             def setup(self):
                 super().setup()
