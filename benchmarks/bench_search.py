@@ -33,6 +33,27 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def synthetic_tile_png(z: int, x: int, y: int, size: int = 256) -> bytes:
+    """A cheap 256-px tile of stripes and noise seeded by its address: same decode work as a real tile, no world.
+
+    For figures that do not depend on what the tiles show (memory, throughput of a big model with random weights),
+    where rendering the demo world (0.02-0.05 s a tile) would make the benchmark wait for the server.
+    """
+    import hashlib
+
+    import numpy as np
+    from PIL import Image
+
+    seed = int.from_bytes(hashlib.sha256(f"{z}/{x}/{y}".encode()).digest()[:4], "little")
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    wave = np.sin(xx * rng.uniform(0.02, 0.3) + yy * rng.uniform(-0.3, 0.3))[..., None] * 40
+    img = rng.integers(40, 215, size=3)[None, None, :] + wave + rng.normal(0, 10, (size, size, 3))
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(img, 0, 255).astype("uint8"), "RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def _serve(port_queue, seed: int, render_px: int, store: str) -> None:
     """Tile server process: serves 256-px PNG tiles of the demo world.
 
@@ -49,6 +70,8 @@ def _serve(port_queue, seed: int, render_px: int, store: str) -> None:
     root = Path(store)
 
     def render(z, x, y):
+        if render_px == 0:
+            return synthetic_tile_png(z, x, y)
         path = root / str(z) / str(x) / f"{y}.png"
         try:
             return path.read_bytes()
@@ -73,6 +96,7 @@ def _serve(port_queue, seed: int, render_px: int, store: str) -> None:
 
 
 def start_server(seed: int, render_px: int = 64, store: str = ""):
+    """(process, URL template) of a tile server process; render_px 0 serves synthetic tiles."""
     store = store or str(Path.home() / ".cache" / "hiergeo" / "bench_tiles" / f"seed{seed}_{render_px}px")
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
@@ -147,8 +171,9 @@ def memory_probe(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         records = make_photos(Path(tmp), args.photos, args.seed, args.region, args.places)
         base = peak_rss_mb()
-        run_engine(model, args.template, records, Path(tmp) / "cache", args.k, args.zooms)
-        print(json.dumps({"photos": args.photos, "peak_rss_mb": peak_rss_mb(), "before_search_mb": base}))
+        _, totals, wall = run_engine(model, args.template, records, Path(tmp) / "cache", args.k, args.zooms)
+        print(json.dumps({"photos": args.photos, "peak_rss_mb": peak_rss_mb(), "before_search_mb": base,
+                          "tile_encodes": totals.tile_encodes, "seconds": round(wall, 1)}))
 
 
 def main() -> None:
@@ -164,6 +189,10 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--render-px", type=int, default=64,
                     help="demo tiles are rendered at this size and served upsampled to 256 px (hiergeo-tiny sees 64)")
+    ap.add_argument("--tiles", choices=("world", "synthetic"), default="world",
+                    help="demo-world imagery, or synthetic 256-px tiles (for timing and memory figures)")
+    ap.add_argument("--memory-tiles", choices=("world", "synthetic"), default="synthetic",
+                    help="tiles of the --memory-check runs (synthetic: 10N photos do not wait for the renderer)")
     ap.add_argument("--tile-store", default="", help="folder keeping rendered tiles between runs "
                     "(default ~/.cache/hiergeo/bench_tiles/...)")
     ap.add_argument("--seed", type=int, default=0)
@@ -184,7 +213,8 @@ def main() -> None:
 
     from hiergeo_plugin.core.encoders import load_geo_model
 
-    server, template = start_server(args.seed, args.render_px, args.tile_store)
+    server, template = start_server(args.seed, 0 if args.tiles == "synthetic" else args.render_px, args.tile_store)
+    mem_server = None
     out = {}
     try:
         model = load_geo_model(args.model, model_file=args.model_file, device=args.device)
@@ -192,8 +222,9 @@ def main() -> None:
             tmp = Path(tmp)
             (tmp / "photos").mkdir()
             records = make_photos(tmp / "photos", args.photos, args.seed, args.region, args.places)
-            # Warm the server: render every tile any of the timed runs will ask for.
-            run_engine(model, template, records, tmp / "warmup", args.k, args.zooms)
+            if args.tiles == "world":
+                # Warm the server: render every tile any of the timed runs will ask for.
+                run_engine(model, template, records, tmp / "warmup", args.k, args.zooms)
             naive_records = records[: args.naive_photos]
             naive_encodes, naive_fetched, naive_wall = run_naive(model, template, naive_records, args.k, args.zooms)
             _, cold, cold_wall = run_engine(model, template, records, tmp / "cache", args.k, args.zooms)
@@ -208,7 +239,8 @@ def main() -> None:
                 "model_file": os.path.basename(args.model_file) if args.model_file else None,
                 "region": args.region,
                 "places": args.places,
-                "render_px": args.render_px,
+                "tiles": args.tiles,
+                "render_px": args.render_px if args.tiles == "world" else None,
                 "device": model.device,
                 "torch_threads": torch.get_num_threads(),
                 "naive_encodes_per_photo": naive_encodes / nn,
@@ -231,9 +263,13 @@ def main() -> None:
                 out["gpu"] = torch.cuda.get_device_name(0)
                 out["gpu_peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
             if args.memory_check:
+                mem_template = template
+                if args.memory_tiles != args.tiles:
+                    mem_server, mem_template = start_server(
+                        args.seed, 0 if args.memory_tiles == "synthetic" else args.render_px, args.tile_store)
                 probes = []
                 for count in (args.memory_check, 10 * args.memory_check):
-                    cmd = [sys.executable, __file__, "--probe", "--template", template, "--photos", str(count),
+                    cmd = [sys.executable, __file__, "--probe", "--template", mem_template, "--photos", str(count),
                            "--k", str(args.memory_k), "--model", args.model, "--device", args.device,
                            "--seed", str(args.seed), "--zooms", ",".join(map(str, args.zooms)),
                            "--region", ",".join(map(str, args.region)), "--places", str(args.places)]
@@ -241,8 +277,12 @@ def main() -> None:
                         cmd += ["--model-file", args.model_file]
                     probes.append(json.loads(subprocess.check_output(cmd, text=True).strip().splitlines()[-1]))
                 out["memory_check"] = probes
+                out["memory_tiles"] = args.memory_tiles
+                out["memory_growth"] = probes[1]["peak_rss_mb"] / probes[0]["peak_rss_mb"]
     finally:
         server.terminate()
+        if mem_server is not None:
+            mem_server.terminate()
     if args.json:
         print(json.dumps(out))
     else:
