@@ -151,12 +151,15 @@ def run_naive(model, template, records, k, zooms):
     wall = 0.0
     encodes = 0
     fetched = 0
+    by_zoom: dict = {}
     for rec in records:
         _, totals, w = run_engine(model, template, [rec], None, k, zooms, photo_batch=1)
         wall += w
         encodes += totals.tile_encodes
         fetched += totals.downloaded
-    return encodes, fetched, wall
+        for st in totals.stages:
+            by_zoom[st.zoom] = by_zoom.get(st.zoom, 0) + st.encoded / len(records)
+    return encodes, fetched, wall, by_zoom
 
 
 def peak_rss_mb() -> float:
@@ -226,7 +229,7 @@ def main() -> None:
                 # Warm the server: render every tile any of the timed runs will ask for.
                 run_engine(model, template, records, tmp / "warmup", args.k, args.zooms)
             naive_records = records[: args.naive_photos]
-            naive_encodes, naive_fetched, naive_wall = run_naive(model, template, naive_records, args.k, args.zooms)
+            naive_encodes, naive_fetched, naive_wall, naive_by_zoom = run_naive(model, template, naive_records, args.k, args.zooms)
             _, cold, cold_wall = run_engine(model, template, records, tmp / "cache", args.k, args.zooms)
             _, warm, warm_wall = run_engine(model, template, records, tmp / "cache", args.k, args.zooms)
             n, nn = len(records), len(naive_records)
@@ -251,6 +254,9 @@ def main() -> None:
                 "engine_cold_s_per_photo": cold_wall / n,
                 "engine_warm_s_per_photo": warm_wall / n,
                 "engine_warm_encodes": warm.tile_encodes,
+                # Where the engine's encodes go: the union of all photos' candidates at each zoom, per photo.
+                "engine_encodes_per_photo_by_zoom": {st.zoom: round(st.encoded / n, 1) for st in cold.stages},
+                "naive_encodes_per_photo_by_zoom": naive_by_zoom,
                 "engine_cold_photos_per_s": n / cold_wall,
                 "tiles_encoded_per_s": cold.tile_encodes / max(cold.model_seconds, 1e-9),
                 "model_share": cold.model_seconds / cold_wall,

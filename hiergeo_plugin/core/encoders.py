@@ -78,19 +78,39 @@ def resolve_device(name: str = "auto") -> str:
     return name
 
 
-def configure_cpu_threads() -> int:
-    """Leave one core to the tile workers when running on the CPU.
+#: Above this many GFLOPs per image the model, not the tile workers, is what the CPU waits for.
+HEAVY_MODEL_GFLOPS = 1.0
 
-    The search decodes and preprocesses tiles in threads while the model runs; with torch's default (one
-    thread per core) OpenMP spins on every core and the workers starve, which measured 4x slower per image on
-    a 2-core machine. HIERGEO_TORCH_THREADS overrides the choice.
+
+def gflops_per_image(visual) -> float:
+    """Rough forward cost of an image tower: 2 x parameters x tokens (exact enough to tell ViT-B from tiny)."""
+    params = sum(p.numel() for p in visual.parameters())
+    grid = getattr(visual, "grid_size", None)
+    tokens = int(grid[0]) * int(grid[1]) + 1 if grid else 50
+    return 2.0 * params * tokens / 1e9
+
+
+def configure_cpu_threads(visual=None) -> int:
+    """torch's CPU threads: every core for a heavy model, all but one for a light one.
+
+    The search decodes and preprocesses tiles in worker threads while the model runs. With a light model
+    (hiergeo-tiny, ~0.1 GFLOPs an image) the workers are busy all the time, and OpenMP spinning on every core
+    starved them: 4x slower per image on a 2-core machine, so one core is left to them. A heavy model
+    (ViT-B-32, ~9 GFLOPs) keeps the workers idle most of the time (they fill a bounded window and wait), and
+    leaving a core idle would waste half of a 2-core machine. HIERGEO_TORCH_THREADS overrides the choice.
     """
     import os
 
     import torch
 
     wanted = os.environ.get("HIERGEO_TORCH_THREADS")
-    n = int(wanted) if wanted and wanted.isdigit() else max(1, (os.cpu_count() or 2) - 1)
+    cores = os.cpu_count() or 2
+    if wanted and wanted.isdigit() and int(wanted) > 0:
+        n = int(wanted)
+    elif visual is not None and gflops_per_image(visual) >= HEAVY_MODEL_GFLOPS:
+        n = cores
+    else:
+        n = max(1, cores - 1)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
@@ -259,16 +279,19 @@ def load_geo_model(
     With the base model alone every map encoder *is* the photo encoder (the paper's untrained baseline).
     """
     device = resolve_device(device)
-    if device == "cpu":
-        configure_cpu_threads()
     if model_file:
         from .model_file import load_model_file
 
-        return load_model_file(model_file, device=device)
+        geo = load_model_file(model_file, device=device)
+        if device == "cpu":
+            configure_cpu_threads(geo.photo_encoder.visual)
+        return geo
     spec = BaseModelSpec.parse(base_model)
     model, preprocess = build_clip(spec)
     visual = model.visual.to(device)
     visual.requires_grad_(False)
+    if device == "cpu":
+        configure_cpu_threads(visual)
     fp = tensor_digest(dict(visual.state_dict()), seed=str(spec).encode() + _preprocess_signature(preprocess))
     photo = ImageEncoder(visual, None, device, fp, "photo")
     maps = {int(z): ImageEncoder(visual, None, device, fp, f"map-z{z}") for z in zooms}
