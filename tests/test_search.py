@@ -179,7 +179,7 @@ def test_path_weight_ranks_children_by_their_own_score_plus_the_parents(tiny_mod
     search = _search(tiny_model, tile_server.template, k=4, zooms=[4, 6, 8], path_weight=w)
     (r,) = list(search.run(lund_records[:1]))
     ranking = {c.tile: c.score for c in r.stages[4]}  # the first stage ranks by similarity alone
-    for prev, zoom in ((4, 6), (6, 8)):
+    for zoom in (6, 8):
         stage = r.stages[zoom]
         expected = {c.tile: c.score + w * ranking[tile_parent(c.tile, 2)] for c in stage}
         order = sorted(stage, key=lambda c: -expected[c.tile])
