@@ -54,7 +54,7 @@ def synthetic_tile_png(z: int, x: int, y: int, size: int = 256) -> bytes:
     return buf.getvalue()
 
 
-def _serve(port_queue, seed: int, render_px: int, store: str) -> None:
+def _serve(port_queue, seed: int, render_px: int, store: str, tiles: str) -> None:
     """Tile server process: serves 256-px PNG tiles of the demo world.
 
     Rendering the procedural world costs 0.1-0.5 s a tile on a small CPU, far more than any real tile server, so
@@ -70,7 +70,7 @@ def _serve(port_queue, seed: int, render_px: int, store: str) -> None:
     root = Path(store)
 
     def render(z, x, y):
-        if render_px == 0:
+        if tiles == "synthetic":
             return synthetic_tile_png(z, x, y)
         path = root / str(z) / str(x) / f"{y}.png"
         try:
@@ -95,12 +95,12 @@ def _serve(port_queue, seed: int, render_px: int, store: str) -> None:
         time.sleep(3600)
 
 
-def start_server(seed: int, render_px: int = 64, store: str = ""):
-    """(process, URL template) of a tile server process; render_px 0 serves synthetic tiles."""
+def start_server(seed: int, render_px: int = 64, store: str = "", tiles: str = "world"):
+    """(process, URL template) of a tile server process serving `tiles`: "world" or "synthetic"."""
     store = store or str(Path.home() / ".cache" / "hiergeo" / "bench_tiles" / f"seed{seed}_{render_px}px")
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    proc = ctx.Process(target=_serve, args=(q, seed, render_px, store), daemon=True)
+    proc = ctx.Process(target=_serve, args=(q, seed, render_px, store, tiles), daemon=True)
     proc.start()
     port = q.get(timeout=60)
     return proc, f"http://127.0.0.1:{port}/{{z}}/{{x}}/{{y}}.png"
@@ -216,7 +216,7 @@ def main() -> None:
 
     from hiergeo_plugin.core.encoders import load_geo_model
 
-    server, template = start_server(args.seed, 0 if args.tiles == "synthetic" else args.render_px, args.tile_store)
+    server, template = start_server(args.seed, args.render_px, args.tile_store, tiles=args.tiles)
     mem_server = None
     out = {}
     try:
@@ -271,8 +271,8 @@ def main() -> None:
             if args.memory_check:
                 mem_template = template
                 if args.memory_tiles != args.tiles:
-                    mem_server, mem_template = start_server(
-                        args.seed, 0 if args.memory_tiles == "synthetic" else args.render_px, args.tile_store)
+                    mem_server, mem_template = start_server(args.seed, args.render_px, args.tile_store,
+                                                            tiles=args.memory_tiles)
                 probes = []
                 for count in (args.memory_check, 10 * args.memory_check):
                     cmd = [sys.executable, __file__, "--probe", "--template", mem_template, "--photos", str(count),

@@ -747,9 +747,6 @@ class _Run:
         return out
 
     # -- helpers ----------------------------------------------------------------------------------------------
-    def _autocast(self):
-        return autocast(self.device)
-
     def _scaler(self):
         """GradScaler only for fp16 (bf16 has fp32's range and needs none)."""
         if self.dtype is not None and self.dtype == self.torch.float16:
@@ -945,7 +942,7 @@ class _Run:
         x_t = torch.stack([tstore[t] for t in utiles]).to(self.device, non_blocking=True)
         if self.config.base_augment:
             x_p, x_t = _augment(x_p, x_t, photo_jitter=self.config.base_photo_jitter)
-        with self._autocast():
+        with autocast(self.device):
             emb_p = photo_visual(x_p)
             emb_t = map_visual(x_t)
         scale = log_scale.exp()
@@ -1121,7 +1118,7 @@ class _Run:
                     x = torch.stack([tstore[t] for t in utiles])
                     if not resident:
                         x = tower.features(x)
-                    with self._autocast():
+                    with autocast(self.device):
                         emb_t = tower.embed(params, x)
                     emb_p = torch.stack([photo_emb[i] for i in batch]).to(self.device)
                     loss = contrastive_loss(emb_p, emb_t, torch.as_tensor(target, device=self.device), scale)
