@@ -1,0 +1,299 @@
+"""The `.hgindex` file: one safetensors file holding a region index, read without unpickling anything.
+
+Why safetensors (as for model files): an index is something analysts copy and share, and a pickle can run code
+when loaded. safetensors is a JSON header plus raw tensor bytes, so a forged or foreign file can at worst be
+refused; the header's declared sizes expose a truncated copy.
+
+Layout:
+  metadata  "format" = "hiergeo-index", "version" = "1", "manifest" = JSON: zoom, area, model fingerprints (the
+            photo encoder and the map encoder of the cell zoom), tile-source identity (hash + masked URL, never
+            a secret), kappa, counts, ANN kind and dimension, build date, HierGeo version
+  tensors   "cells"          int32 (n, 2)  x, y of each cell (the zoom is the manifest's); row i is FAISS id i
+            "aerial"         fp16  (n, d)  the map encoder's embedding of each cell
+            "prototypes"     fp16  (p, d)  learned prototypes at the prototype zoom (p may be 0)
+            "prototype_cells" int32 (p, 2) x, y of each prototype's cell at the prototype zoom
+            "prototype_of"   int32 (n,)    the prototype row each cell uses, -1 = aerial only
+            "ann"            uint8 (b,)    the serialised FAISS index over the cell codes
+Codes are not stored twice: the ANN index holds them, and `codes()` recomputes them from the parts.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+
+from ..tiles import Tile
+
+FORMAT = "hiergeo-index"
+VERSION = "1"
+SUFFIX = ".hgindex"
+#: Bounds checked before any tensor is read: a header may claim anything.
+MAX_DIM = 8192
+MAX_CELLS_IN_FILE = 2_000_000_000
+
+
+class IndexFileError(RuntimeError):
+    """The file is not a usable HierGeo index (foreign, truncated, damaged); nothing in it was executed."""
+
+
+class IndexMismatchError(IndexFileError):
+    """The index was built with another model or tile source than the one the caller uses."""
+
+
+@dataclass
+class RegionIndex:
+    """A region index in memory: the manifest plus its arrays (the ANN bytes stay bytes until searched)."""
+
+    manifest: dict
+    cells: np.ndarray  # int32 (n, 2)
+    aerial: np.ndarray  # float16 (n, d)
+    prototypes: np.ndarray  # float16 (p, d)
+    prototype_cells: np.ndarray  # int32 (p, 2)
+    prototype_of: np.ndarray  # int32 (n,)
+    ann_bytes: bytes
+
+    @property
+    def zoom(self) -> int:
+        return int(self.manifest["zoom"])
+
+    @property
+    def kappa(self) -> float:
+        return float(self.manifest["kappa"])
+
+    @property
+    def dim(self) -> int:
+        return int(self.aerial.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.cells.shape[0])
+
+    def tile(self, row: int) -> Tile:
+        x, y = self.cells[int(row)]
+        return Tile(self.zoom, int(x), int(y))
+
+    def codes(self, kappa: Optional[float] = None) -> np.ndarray:
+        """float32 (n, d) cell codes: normalize(aerial + kappa * prototype), aerial alone without a prototype."""
+        from .prototypes import combine_codes
+
+        k = self.kappa if kappa is None else float(kappa)
+        return combine_codes(self.aerial, self.prototypes, self.prototype_of, k)
+
+    def check_compatible(self, model_fingerprints: Optional[Dict[str, str]] = None, source_id: Optional[str] = None):
+        """Refuse an index built with another model or tile source: its codes would not be comparable to the
+        photo embeddings (another model) or would describe other imagery (another source)."""
+        name = self.manifest.get("name", "the index")
+        if model_fingerprints:
+            built = self.manifest.get("model", {})
+            for role in ("photo", "map"):
+                if role in model_fingerprints and built.get(role) != model_fingerprints[role]:
+                    raise IndexMismatchError(
+                        f"{name} was built with another model ({role} encoder {str(built.get(role))[:12]}, "
+                        f"this run has {model_fingerprints[role][:12]}; the index was built with "
+                        f"{built.get('description', 'an unknown model')}): use that model, or build the index again "
+                        "with this one"
+                    )
+        if source_id is not None:
+            built = self.manifest.get("source", {})
+            if built.get("id") != source_id:
+                raise IndexMismatchError(
+                    f"{name} was built from another tile source ({built.get('display', 'unknown')}, id "
+                    f"{built.get('id')}; this run's source has id {source_id}): use that source, or build the "
+                    "index again from this one"
+                )
+
+
+def make_manifest(
+    *,
+    zoom: int,
+    area: dict,
+    model: Dict[str, str],
+    source: Dict[str, str],
+    kappa: float,
+    ann_kind: str,
+    dim: int,
+    prototype_zoom: Optional[int],
+    counts: Dict[str, int],
+    extra: Optional[dict] = None,
+) -> dict:
+    from ... import __version__
+
+    manifest = {
+        "format": FORMAT,
+        "format_version": VERSION,
+        "zoom": int(zoom),
+        "area": area,
+        "model": model,
+        "source": source,
+        "kappa": float(kappa),
+        "ann": {"kind": ann_kind, "dim": int(dim)},
+        "prototype_zoom": prototype_zoom,
+        "counts": {k: int(v) for k, v in counts.items()},
+        "built": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "hiergeo_version": __version__,
+    }
+    if extra:
+        manifest.update(extra)
+    return manifest
+
+
+def write_index(path: os.PathLike, index: RegionIndex) -> Path:
+    """Write atomically (temp file + rename): a crash never leaves half an index under the final name."""
+    from safetensors.numpy import save_file
+
+    n = len(index.cells)
+    tensors = {
+        "cells": np.ascontiguousarray(index.cells, dtype=np.int32).reshape(n, 2),
+        "aerial": np.ascontiguousarray(index.aerial, dtype=np.float16),
+        "prototypes": np.ascontiguousarray(index.prototypes, dtype=np.float16).reshape(-1, index.aerial.shape[1]),
+        "prototype_cells": np.ascontiguousarray(index.prototype_cells, dtype=np.int32).reshape(-1, 2),
+        "prototype_of": np.ascontiguousarray(index.prototype_of, dtype=np.int32).reshape(n),
+        "ann": np.frombuffer(bytes(index.ann_bytes), dtype=np.uint8).copy(),
+    }
+    metadata = {"format": FORMAT, "version": VERSION, "manifest": json.dumps(index.manifest)}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=SUFFIX)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _sniff(path: Path) -> str:
+    """What a file that safetensors refused looks like; starts with "truncated" for a cut-off index."""
+    size = path.stat().st_size
+    if size == 0:
+        return "an empty file (0 bytes)"
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+        if head[:2] == b"PK":
+            return "a zip archive"
+        if head[:1] == b"\x80":
+            return "a Python pickle"
+        if len(head) == 9 and head[8:9] == b"{":
+            n = int.from_bytes(head[:8], "little")
+            if 8 + n > size:
+                return f"truncated: its header alone needs {8 + n} bytes, the file has {size}"
+            try:
+                fh.seek(8)
+                header = json.loads(fh.read(n))
+                end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+            except (ValueError, TypeError, KeyError, AttributeError):
+                return "a safetensors file with a damaged header"
+            if 8 + n + end > size:
+                return f"truncated: it needs {8 + n + end} bytes, the file has {size}"
+    return "not a safetensors file"
+
+
+def read_manifest(path: os.PathLike) -> dict:
+    """The manifest alone (fast: the header only), validated; raises IndexFileError with the reason."""
+    return _open(Path(path), tensors=False)[0]
+
+
+def read_index(
+    path: os.PathLike,
+    model_fingerprints: Optional[Dict[str, str]] = None,
+    source_id: Optional[str] = None,
+) -> RegionIndex:
+    """Load and validate an index; with the caller's model fingerprints / source id, refuse a mismatch."""
+    path = Path(path)
+    manifest, arrays = _open(path, tensors=True)
+    index = RegionIndex(
+        manifest,
+        arrays["cells"],
+        arrays["aerial"],
+        arrays["prototypes"],
+        arrays["prototype_cells"],
+        arrays["prototype_of"],
+        arrays["ann"].tobytes(),
+    )
+    index.check_compatible(model_fingerprints, source_id)
+    return index
+
+
+_EXPECTED = {
+    "cells": ("int32", 2),
+    "aerial": ("float16", 2),
+    "prototypes": ("float16", 2),
+    "prototype_cells": ("int32", 2),
+    "prototype_of": ("int32", 1),
+    "ann": ("uint8", 1),
+}
+
+
+def _open(path: Path, tensors: bool):
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise IndexFileError(f"index file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            metadata = fh.metadata() or {}
+            keys = set(fh.keys())
+            arrays = {k: fh.get_tensor(k) for k in keys} if tensors and metadata.get("format") == FORMAT else {}
+    except Exception as exc:
+        what = _sniff(path)
+        if what.startswith("truncated"):
+            raise IndexFileError(
+                f"{path.name} is truncated or damaged ({what}): copy it again, or build the index again (a build "
+                "resumes from its finished shards)"
+            ) from None
+        raise IndexFileError(
+            f"{path.name} is not a HierGeo index ({what}; {type(exc).__name__}). HierGeo reads only the "
+            f"{SUFFIX} files its index build writes, and never unpickles files."
+        ) from None
+    if metadata.get("format") != FORMAT:
+        raise IndexFileError(f"{path.name} is a safetensors file but not a HierGeo index (no '{FORMAT}' header)")
+    if metadata.get("version") != VERSION:
+        raise IndexFileError(
+            f"{path.name} has index format version {metadata.get('version')}; this HierGeo reads version {VERSION}"
+        )
+    try:
+        manifest = json.loads(metadata["manifest"])
+        zoom, dim = int(manifest["zoom"]), int(manifest["ann"]["dim"])
+        n = int(manifest["counts"]["cells"])
+        float(manifest["kappa"])
+        str(manifest["ann"]["kind"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise IndexFileError(f"{path.name}: damaged manifest ({type(exc).__name__}: {exc})") from None
+    if not (0 <= zoom <= 30 and 0 < dim <= MAX_DIM and 0 < n <= MAX_CELLS_IN_FILE):
+        raise IndexFileError(f"{path.name}: manifest out of bounds (zoom {zoom}, dim {dim}, cells {n})")
+    manifest["name"] = path.name
+    if not tensors:
+        return manifest, {}
+    missing = set(_EXPECTED) - set(arrays)
+    if missing:
+        raise IndexFileError(f"{path.name}: tensors {sorted(missing)} are missing")
+    for key, (dtype, ndim) in _EXPECTED.items():
+        a = arrays[key]
+        if str(a.dtype) != dtype or a.ndim != ndim:
+            raise IndexFileError(f"{path.name}: tensor {key} is {a.dtype} {a.shape}, expected {dtype} with {ndim} dims")
+    p = arrays["prototypes"].shape[0]
+    shapes_ok = (
+        arrays["cells"].shape == (n, 2)
+        and arrays["aerial"].shape == (n, dim)
+        and arrays["prototypes"].shape[1:] == (dim,)
+        and arrays["prototype_cells"].shape == (p, 2)
+        and arrays["prototype_of"].shape == (n,)
+        and arrays["ann"].size > 0
+    )
+    if not shapes_ok:
+        raise IndexFileError(f"{path.name}: tensor shapes do not match the manifest ({n} cells of dimension {dim})")
+    of = arrays["prototype_of"]
+    if n and (of.min() < -1 or of.max() >= p):
+        raise IndexFileError(f"{path.name}: prototype_of refers to prototypes that are not in the file")
+    side = 1 << zoom
+    if n and (arrays["cells"].min() < 0 or arrays["cells"].max() >= side):
+        raise IndexFileError(f"{path.name}: cell ids outside the {side}x{side} grid of zoom {zoom}")
+    return manifest, arrays
