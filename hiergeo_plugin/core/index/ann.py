@@ -1,0 +1,323 @@
+"""Nearest-neighbour search over cell codes (FAISS), with the index type chosen by the number of cells.
+
+Cell codes and photo embeddings are L2-normalised, so cosine similarity is the inner product and every index
+here uses METRIC_INNER_PRODUCT: scores are comparable with the hierarchical search's cosine scores.
+
+Three kinds, because one size does not fit a city and a continent (figures behind the thresholds are in
+docs/BENCHMARKS.md, "Region index search"; the arithmetic per country in docs/SCALING.md):
+
+- ``"flat"``: exact inner product over fp16 codes (``IndexScalarQuantizer`` QT_fp16): 2 bytes a dimension, i.e.
+  1 KiB a cell at 512-d, half of fp32, with scores within ~1e-3 of fp32. No training, no recall loss, but every
+  query reads every code, so its time grows linearly with the cells.
+- ``"hnsw"``: a graph over fp16 codes (``IndexHNSWSQ``): logarithmic search time, recall set by ``efSearch``;
+  costs ~1 KiB + M*2*4 bytes a cell and a build of minutes per million cells on a few cores.
+- ``"ivfpq"``: inverted lists (nlist ~ 4 sqrt(n)) of product-quantised codes (``PQ_M`` bytes a cell + an 8-byte id)
+  for areas whose fp16 codes no longer fit in memory; the PQ distances are approximate, so the best
+  ``REFINE_FACTOR * k`` candidates are re-ranked with exact fp16 codes kept beside them when ``IVFPQ_REFINE``.
+
+FAISS is imported lazily (QGIS loads the plugin without it and says what to install). Builds are deterministic:
+fixed k-means seeds, a seeded training sample and single-threaded graph insertion (HNSW insertion with several
+threads depends on thread timing). Serialisation is ``faiss.serialize_index`` bytes, never pickle; ``from_bytes``
+checks the FAISS header (type tag, dimension, count, metric) against what the caller expects *before* FAISS parses
+the body, so a foreign or truncated file is refused with a ValueError rather than crashing or allocating at will.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+KINDS = ("flat", "hnsw", "ivfpq")
+
+# Up to this many cells the exact fp16 scan: 1 KiB a cell at 512-d (2 GiB at 2 M), and at ~1 M cells a scan is
+# still about as fast as the one photo encode that precedes it. Beyond it the graph.
+FLAT_MAX_CELLS = 1_000_000
+# Up to this many cells HNSW over fp16 codes (~1.3 KiB a cell: 26 GiB at 20 M, a large but ordinary server);
+# beyond it IVF-PQ, whose ~80-600 bytes a cell keeps a continent at zoom 16-17 in one machine's memory.
+HNSW_MAX_CELLS = 20_000_000
+
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH = 128
+PQ_M = 64  # 64 sub-quantisers of 8 dims at 512-d, 8 bits each: 64 bytes a cell
+PQ_NBITS = 8
+IVF_NPROBE = 32
+IVFPQ_REFINE = True
+REFINE_FACTOR = 8
+TRAIN_SAMPLE_PER_LIST = 40  # FAISS warns below 39 training points per centroid
+TRAIN_SAMPLE_MAX = 500_000
+_KMEANS_SEED_OFFSET = 1234
+
+# FAISS's serialised type tags (fourcc) per kind; the body is only parsed when the tag matches the kind.
+_FOURCC = {"flat": (b"IxSQ",), "hnsw": (b"IHNs",), "ivfpq": (b"IvPQ", b"IwPQ")}
+_REFINE_FOURCC = b"IxRF"
+_METRIC_INNER_PRODUCT = 0
+_HEADER = struct.Struct("<4siqqq?i")  # fourcc, d, ntotal, dummy, dummy, is_trained, metric_type
+
+
+def _faiss():
+    try:
+        import faiss  # noqa: PLC0415  (lazy: QGIS must load the plugin without it)
+    except ImportError as exc:  # pragma: no cover - exercised only where faiss is absent
+        raise ImportError(
+            "The region index needs FAISS: install it into QGIS's Python with `pip install faiss-cpu` "
+            "(or faiss-gpu on a CUDA machine)."
+        ) from exc
+    return faiss
+
+
+def choose_index_kind(n_cells: int) -> str:
+    """The index kind for ``n_cells`` cells: ``"flat"`` up to FLAT_MAX_CELLS (exact, and still ~as fast as a photo
+    encode), ``"hnsw"`` up to HNSW_MAX_CELLS (fp16 codes fit in one server's memory), ``"ivfpq"`` beyond (compressed
+    codes: a continent at zoom 17 is hundreds of millions of cells)."""
+    if n_cells < 0:
+        raise ValueError(f"negative cell count {n_cells}")
+    if n_cells <= FLAT_MAX_CELLS:
+        return "flat"
+    if n_cells <= HNSW_MAX_CELLS:
+        return "hnsw"
+    return "ivfpq"
+
+
+def ivf_nlist(n_cells: int) -> int:
+    """Inverted lists for ``n_cells``: ~4 sqrt(n), the usual balance of list scan against centroid scan, at least 1."""
+    return max(1, int(round(4.0 * np.sqrt(max(n_cells, 1)))))
+
+
+def _as_matrix(vectors: np.ndarray, dim: Optional[int], what: str) -> np.ndarray:
+    arr = np.asarray(vectors)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2:
+        raise ValueError(f"{what} must be a 2-d array (n, d), got shape {arr.shape}")
+    if dim is not None and arr.shape[1] != dim:
+        raise ValueError(f"{what} have dimension {arr.shape[1]}, the index has {dim}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(f"{what} must be floating point, got {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if arr.size and not np.isfinite(arr).all():
+        raise ValueError(f"{what} contain NaN or infinity")
+    return arr
+
+
+def training_sample(vectors: np.ndarray, n_cells: int, seed: int) -> np.ndarray:
+    """The seeded sample IVF-PQ trains on: enough points per inverted list, at most TRAIN_SAMPLE_MAX, in row order
+    (so the same vectors and seed give the same index)."""
+    want = min(len(vectors), max(256 * 40, ivf_nlist(n_cells) * TRAIN_SAMPLE_PER_LIST), TRAIN_SAMPLE_MAX)
+    if want >= len(vectors):
+        return _as_matrix(vectors, None, "training vectors")
+    rows = np.sort(np.random.default_rng(seed).choice(len(vectors), size=want, replace=False))
+    return _as_matrix(vectors[rows], None, "training vectors")
+
+
+class VectorIndex:
+    """A FAISS inner-product index over L2-normalised rows; row ids are the insertion order (0..ntotal-1)."""
+
+    def __init__(self, index, kind: str, dim: int):
+        self._index = index
+        self.kind = kind
+        self.dim = int(dim)
+        self._gpu_index = None
+        self._tune()
+
+    # -- construction -------------------------------------------------------------------------------------------
+    @classmethod
+    def empty(
+        cls, kind: str, dim: int, n_expected: int, train_vectors: Optional[np.ndarray] = None, seed: int = 0
+    ) -> "VectorIndex":
+        """An index ready for :meth:`add`, for builds that stream shards instead of holding every code at once.
+        ``kind="auto"`` chooses by ``n_expected``; ``"ivfpq"`` trains on ``train_vectors`` (see training_sample)."""
+        faiss = _faiss()
+        if kind == "auto":
+            kind = choose_index_kind(n_expected)
+        if kind not in KINDS:
+            raise ValueError(f"unknown index kind {kind!r}; expected one of {', '.join(KINDS)} or 'auto'")
+        if dim <= 0:
+            raise ValueError(f"dimension must be positive, got {dim}")
+        ip = faiss.METRIC_INNER_PRODUCT
+        if kind == "flat":
+            index = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, ip)
+        elif kind == "hnsw":
+            index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_fp16, HNSW_M, ip)
+            index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+            index.train(np.zeros((1, dim), dtype=np.float32))  # fp16 needs no statistics; marks it trained
+        else:
+            if train_vectors is None:
+                raise ValueError("an ivfpq index needs training vectors")
+            train = _as_matrix(train_vectors, dim, "training vectors")
+            nlist = ivf_nlist(n_expected)
+            if dim % PQ_M:
+                raise ValueError(f"ivfpq needs a dimension divisible by {PQ_M}, got {dim}")
+            if len(train) < max(nlist, 2**PQ_NBITS):
+                raise ValueError(f"ivfpq with {nlist} lists needs at least {max(nlist, 2**PQ_NBITS)} training rows")
+            quantizer = faiss.IndexFlatIP(dim)
+            ivf = faiss.IndexIVFPQ(quantizer, dim, nlist, PQ_M, PQ_NBITS, ip)
+            ivf.own_fields = True
+            quantizer.this.disown()
+            ivf.cp.seed = seed + _KMEANS_SEED_OFFSET
+            ivf.pq.cp.seed = seed + _KMEANS_SEED_OFFSET + 1
+            ivf.train(train)
+            index = ivf
+            if IVFPQ_REFINE:
+                refine = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, ip)
+                index = faiss.IndexRefine(ivf, refine)
+                index.own_fields = True
+                index.own_refine_index = True
+                ivf.this.disown()
+                refine.this.disown()
+                index.k_factor = REFINE_FACTOR
+        return cls(index, kind, dim)
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, kind: str = "auto", seed: int = 0) -> "VectorIndex":
+        """An index over ``vectors`` (float32 (n, d), L2-normalised rows); row i of ``vectors`` is id i."""
+        arr = _as_matrix(vectors, None, "vectors")
+        train = training_sample(arr, len(arr), seed) if kind == "ivfpq" or (
+            kind == "auto" and choose_index_kind(len(arr)) == "ivfpq"
+        ) else None
+        index = cls.empty(kind, arr.shape[1], len(arr), train_vectors=train, seed=seed)
+        index.add(arr)
+        return index
+
+    def add(self, vectors: np.ndarray) -> None:
+        """Appends rows (ids continue from ntotal). HNSW insertion runs on one thread: with several, the graph (and so
+        the results and the file's bytes) would depend on thread timing."""
+        faiss = _faiss()
+        arr = _as_matrix(vectors, self.dim, "vectors")
+        if not len(arr):
+            return
+        self._gpu_index = None
+        if self.kind == "hnsw":
+            threads = faiss.omp_get_max_threads()
+            faiss.omp_set_num_threads(1)
+            try:
+                self._index.add(arr)
+            finally:
+                faiss.omp_set_num_threads(threads)
+        else:
+            self._index.add(arr)
+
+    # -- search -------------------------------------------------------------------------------------------------
+    @property
+    def ntotal(self) -> int:
+        return int(self._index.ntotal)
+
+    def _tune(self) -> None:
+        """Search parameters are set here, on build and on load, so files written by older versions search with
+        today's measured settings."""
+        faiss = _faiss()
+        if self.kind == "hnsw":
+            self._index.hnsw.efSearch = HNSW_EF_SEARCH
+        elif self.kind == "ivfpq":
+            refine = faiss.try_extract_index_ivf(self._index) if hasattr(faiss, "try_extract_index_ivf") else None
+            ivf = refine if refine is not None else faiss.extract_index_ivf(self._index)
+            ivf.nprobe = min(IVF_NPROBE, ivf.nlist)
+            if isinstance(self._index, faiss.IndexRefine):
+                self._index.k_factor = REFINE_FACTOR
+
+    def _searcher(self):
+        """A GPU copy for exact search where faiss-gpu sees a GPU (fp16 storage there too), else the index itself."""
+        if self.kind != "flat":
+            return self._index
+        if self._gpu_index is None:
+            faiss = _faiss()
+            if getattr(faiss, "get_num_gpus", lambda: 0)() > 0 and hasattr(faiss, "GpuIndexFlatIP"):
+                res = faiss.StandardGpuResources()
+                config = faiss.GpuIndexFlatConfig()
+                config.useFloat16 = True
+                gpu = faiss.GpuIndexFlatIP(res, self.dim, config)
+                gpu.add(self.reconstruct(np.arange(self.ntotal)))
+                self._gpu_index = (res, gpu)  # keep the resources alive as long as the index
+            else:
+                self._gpu_index = (None, self._index)
+        return self._gpu_index[1]
+
+    def search(self, queries: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best rows per query by inner product: (scores float32 (q, k), row ids int64 (q, k)), best first;
+        where fewer than ``k`` rows exist the rest is padded with id -1 and score -inf."""
+        q = _as_matrix(queries, self.dim, "queries")
+        if k <= 0:
+            raise ValueError(f"k must be positive, got {k}")
+        if not len(q) or self.ntotal == 0:
+            return (np.full((len(q), k), -np.inf, dtype=np.float32), np.full((len(q), k), -1, dtype=np.int64))
+        scores, ids = self._searcher().search(q, k)
+        scores = np.asarray(scores, dtype=np.float32)
+        ids = np.asarray(ids, dtype=np.int64)
+        scores[ids < 0] = -np.inf
+        return scores, ids
+
+    def reconstruct(self, rows: Sequence[int]) -> np.ndarray:
+        """The stored codes of ``rows`` decoded to float32 (fp16 precision for flat and hnsw; approximate for ivfpq
+        unless re-ranking codes are kept)."""
+        faiss = _faiss()
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.ntotal):
+            raise IndexError(f"row ids must lie in [0, {self.ntotal})")
+        source = self._index
+        if self.kind == "ivfpq":
+            if isinstance(source, faiss.IndexRefine):
+                source = faiss.downcast_index(source.refine_index)
+            else:
+                source.make_direct_map()
+        out = np.empty((rows.size, self.dim), dtype=np.float32)
+        for i, row in enumerate(rows):
+            out[i] = source.reconstruct(int(row))
+        return out
+
+    # -- serialisation ------------------------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """The FAISS serialisation of the index (no pickle); ``from_bytes`` reads it back."""
+        return _faiss().serialize_index(self._index).tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, kind: str, dim: int, ntotal: Optional[int] = None) -> "VectorIndex":
+        """The index serialised in ``data``, refused with ValueError unless it is a FAISS index of ``kind`` over
+        ``dim``-d inner products (and of ``ntotal`` rows when given) whose size fits its stated content."""
+        faiss = _faiss()
+        if kind not in KINDS:
+            raise ValueError(f"unknown index kind {kind!r}")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise ValueError(f"index data must be bytes, got {type(data).__name__}")
+        data = bytes(data)
+        _check_header(data, kind, dim, ntotal)
+        try:
+            index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        except Exception as exc:  # faiss raises RuntimeError with the C++ message on a corrupt body
+            raise ValueError(f"corrupt {kind} index data ({len(data)} bytes): {str(exc).splitlines()[0]}") from exc
+        expected_type = {"flat": faiss.IndexScalarQuantizer, "hnsw": faiss.IndexHNSWSQ, "ivfpq": faiss.IndexIVFPQ}
+        base = index
+        if kind == "ivfpq" and isinstance(index, faiss.IndexRefine):
+            base = faiss.downcast_index(index.base_index)
+        if not isinstance(base, expected_type[kind]):
+            raise ValueError(f"index data holds a {type(base).__name__}, not a {kind} index")
+        if index.d != dim or (ntotal is not None and index.ntotal != ntotal):
+            raise ValueError(f"index has dimension {index.d} and {index.ntotal} rows; expected {dim} and {ntotal}")
+        return cls(index, kind, dim)
+
+
+def _check_header(data: bytes, kind: str, dim: int, ntotal: Optional[int]) -> None:
+    """Refuses data whose FAISS header does not describe the expected index, before FAISS parses (and allocates
+    for) the body; then a lower bound on the size its codes need, which catches truncation."""
+    if len(data) < _HEADER.size:
+        raise ValueError(f"index data too short ({len(data)} bytes) to be a FAISS index")
+    fourcc, d, n, _, _, _, metric = _HEADER.unpack_from(data)
+    if kind == "ivfpq" and fourcc == _REFINE_FOURCC:
+        inner = data[_HEADER.size :]
+        if len(inner) < _HEADER.size:
+            raise ValueError("ivfpq index data truncated")
+        fourcc, d2, n2, _, _, _, metric2 = _HEADER.unpack_from(inner)
+        if (d2, n2, metric2) != (d, n, metric):
+            raise ValueError("ivfpq index data inconsistent: base and refine headers differ")
+    if fourcc not in _FOURCC[kind]:
+        raise ValueError(f"not a FAISS {kind} index (type tag {fourcc!r}, expected {_FOURCC[kind][0]!r})")
+    if d != dim:
+        raise ValueError(f"index dimension {d} does not match the expected {dim}")
+    if n < 0 or (ntotal is not None and n != ntotal):
+        raise ValueError(f"index holds {n} rows, expected {ntotal}")
+    if metric != _METRIC_INNER_PRODUCT:
+        raise ValueError(f"index metric {metric} is not inner product")
+    per_row = {"flat": 2 * d, "hnsw": 2 * d + 8, "ivfpq": PQ_M + 8}[kind]
+    if len(data) < n * per_row:
+        raise ValueError(f"index data truncated: {len(data)} bytes cannot hold {n} rows of a {kind} index")
