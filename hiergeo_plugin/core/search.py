@@ -43,6 +43,10 @@ DEFAULT_TOP_K = 16
 #: (zoom, tiles, photo embeddings P x D) -> P x len(tiles) similarity array, NaN where it has nothing to say.
 ExtraScorer = Callable[[int, Sequence[Tile], np.ndarray], np.ndarray]
 
+#: (photo embeddings P x D) -> per photo, the ranked candidates of a coarser stage found by other means (the region
+#: index's hits); the children of the kept ones are that photo's first-stage candidates.
+StartCandidates = Callable[[np.ndarray], List[List["Candidate"]]]
+
 
 @dataclass
 class Candidate:
@@ -125,6 +129,7 @@ class HierarchicalSearch:
         extra_scorers: Sequence[Tuple[ExtraScorer, float]] = (),
         region: Optional[Tuple[float, float, float, float]] = None,
         path_weight: float = 0.0,
+        start_candidates: Optional[StartCandidates] = None,
     ):
         if top_k < 1:
             raise ValueError("TOP_K must be at least 1")
@@ -146,6 +151,9 @@ class HierarchicalSearch:
         if path_weight < 0:
             raise ValueError("the path weight must be 0 or more")
         self.path_weight = float(path_weight)
+        #: index+refine: the region index gives each photo its start (its hits become a stage of their own, at
+        #: a zoom coarser than zooms[0]), from the same photo embeddings, so each photo is encoded once.
+        self.start_candidates = start_candidates
         self.totals = SearchTotals()
         self._prepare = make_tensor_preprocessor(model.preprocess)
 
@@ -177,10 +185,14 @@ class HierarchicalSearch:
             self.totals.failed += len(results)
             return results
         first = self.zooms[0]
-        start = all_tiles(first) if self.region is None else tiles_in_bbox(first, self.region)
-        candidates: Dict[int, List[Tile]] = {i: list(start) for i in alive}
         # Per photo, the ranking score of each kept tile (the path score its children inherit).
         inherited: Dict[int, Dict[Tile, float]] = {i: {} for i in alive}
+        if self.start_candidates is not None:
+            candidates = self._seed_candidates(results, alive, photo_emb, inherited)
+            alive = [i for i in alive if results[i].ok]
+        else:
+            start = all_tiles(first) if self.region is None else tiles_in_bbox(first, self.region)
+            candidates = {i: list(start) for i in alive}
         for s, zoom in enumerate(self.zooms):
             reporter.check_cancelled()
             last = s == len(self.zooms) - 1
@@ -231,14 +243,40 @@ class HierarchicalSearch:
         self.totals.failed += sum(1 for r in results if not r.ok)
         return results
 
+    # -- shared with the region index (one encode path, one cache) ----------------------------------------------
+    def encode_photos(self, results: List[PhotoResult]) -> Tuple[np.ndarray, List[int]]:
+        """Photo embeddings (rows of failed photos are zeros, their status says why) and the rows that loaded."""
+        return self._encode_photos(results)
+
+    def tile_embeddings(self, zoom: int, tiles: Sequence[Tile], reporter: Optional[Reporter] = None):
+        """Embeddings of `tiles` by the zoom's map encoder, through the caches; gaps are absent from the result."""
+        return self._tile_embeddings(zoom, list(tiles), reporter or self.reporter)
+
     # -- internals ----------------------------------------------------------------------------------------------
+    def _seed_candidates(self, results, alive, photo_emb, inherited) -> Dict[int, List[Tile]]:
+        """First-stage candidates from `start_candidates`: the children of each photo's kept start tiles."""
+        seeds = self.start_candidates(photo_emb[alive])
+        candidates: Dict[int, List[Tile]] = {}
+        for i, stage in zip(alive, seeds):
+            kept = [c for c in stage if c.kept]
+            if stage:
+                results[i].stages[stage[0].tile.z] = list(stage)
+            if not kept:
+                results[i].status = "no start candidates (the index found no cell for this photo)"
+                continue
+            dz = self.zooms[0] - kept[0].tile.z
+            candidates[i] = [t for c in kept for t in tile_children(c.tile, dz)]
+            if self.path_weight:
+                inherited[i] = {c.tile: c.score for c in kept}
+        return candidates
+
     def _finish(self, result: PhotoResult) -> None:
         """The prediction is the best final tile's centre; its ancestors at each zoom are the chosen path."""
         last = self.zooms[-1]
         best = result.stages[last][0]
         lat, lon = tile_center(best.tile)
         result.prediction = Prediction(lat, lon, best.score, best.tile)
-        for zoom in self.zooms:
+        for zoom in sorted(result.stages):
             ancestor = tile_parent(best.tile, best.tile.z - zoom)
             for cand in result.stages.get(zoom, []):
                 if cand.tile == ancestor:
