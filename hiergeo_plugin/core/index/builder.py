@@ -1,0 +1,436 @@
+"""Building a region index: count, estimate, refuse or go; embed shard by shard (resumable); assemble one file.
+
+The order of things is the point:
+1. the cells are counted (cells.plan_cells) and the index size and the time at the measured speed of this model
+   on this device (a probe batch) are logged *before anything is downloaded*; above `max_cells` the build is
+   refused until the caller raises the limit (an analyst must not start a three-week download by a slip);
+2. shards (<= 256 cells under one parent tile) are embedded in a fixed order, each written as its own file in a
+   work folder beside the output (OUT.hgindex.parts/shard-z-x-y.safetensors, fp16). A re-run skips the shards
+   that are there: a cancelled or killed build resumes where it stopped;
+3. tiles come through HierarchicalSearch.tile_embeddings, i.e. the same TileSource fetching, the same tile cache
+   and the same EmbeddingCache keys (encoder fingerprint + source id + tile) as the hierarchical search: a tile
+   embedded by either is never embedded again. Cancellation is checked between tiles and batches;
+4. the shards are assembled (assemble_index, shared with the Ray build), prototypes are learned from the ground
+   photos when there are any, the codes go into the ANN index and everything into one .hgindex file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..embedding_cache import EmbeddingCache
+from ..encoders import GeoModel, describe_device
+from ..photos import PhotoRecord
+from ..progress import Reporter
+from ..search import HierarchicalSearch, PhotoResult
+from ..tile_source import TileSource
+from ..tiles import Tile, lonlat_to_tile
+from .cells import Area, CellPlan, Shard, plan_cells
+from .index_file import RegionIndex, make_manifest, write_index
+from .prototypes import PROTOTYPE_DZ, Prototypes, combine_codes, learn_prototypes, no_prototypes
+from .search import model_fingerprints
+
+#: Cells a build accepts unless the caller raises the limit: 250,000 zoom-16 cells are ~15,000 km2 (a region),
+#: hours of downloads and embedding on a CPU.
+MAX_CELLS = 250_000
+PARTS_SUFFIX = ".parts"
+
+
+class IndexTooLarge(ValueError):
+    """The area has more cells than the limit; the message gives the count, the size and the time."""
+
+
+class IndexBuildError(RuntimeError):
+    """The build cannot produce an index (no imagery at all, nothing to index)."""
+
+
+@dataclass
+class BuildEstimate:
+    cells: int
+    shards: int
+    index_bytes: int
+    seconds_per_tile: float  # measured model time per tile on this device (downloads not included)
+
+    @property
+    def seconds(self) -> float:
+        return self.cells * self.seconds_per_tile
+
+    def line(self, zoom: int, device: str) -> str:
+        return (
+            f"region index: {self.cells:,} cells at zoom {zoom} in {self.shards:,} shards; index file about "
+            f"{_human_bytes(self.index_bytes)}; embedding them takes about {_human_time(self.seconds)} at the "
+            f"measured {1.0 / max(self.seconds_per_tile, 1e-9):.1f} tiles/s on {device} (downloads not included: "
+            "a public server at a polite rate adds far more)"
+        )
+
+
+@dataclass
+class BuildResult:
+    path: Path
+    cells: int
+    cells_with_prototypes: int
+    gaps: int
+    kappa: float
+    index_bytes: int
+    seconds: float
+    shards_built: int = 0
+    shards_resumed: int = 0
+    tiles_encoded: int = 0
+    tiles_downloaded: int = 0
+    prototypes: dict = field(default_factory=dict)
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def _human_time(s: float) -> str:
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    if s < 172800:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} days"
+
+
+def index_bytes_estimate(cells: int, dim: int) -> int:
+    """fp16 aerial codes + fp16 ANN codes (flat) + cell ids: ~4 bytes a dimension and 8 a cell."""
+    return int(cells * (4 * dim + 12) + 4096)
+
+
+def parts_dir_for(out_path: os.PathLike) -> Path:
+    out_path = Path(out_path)
+    return out_path.with_name(out_path.name + PARTS_SUFFIX)
+
+
+def probe_seconds_per_tile(model: GeoModel, zoom: int, batch_size: int) -> float:
+    """Times one batch of blank tiles through the zoom's map encoder (after a warm-up of one image)."""
+    import torch
+
+    encoder = model.map_encoder(zoom)
+    n = max(1, min(int(batch_size), 32))
+    blank = torch.zeros((n, 3, model.image_size, model.image_size))
+    encoder.encode(blank[:1])
+    t0 = time.perf_counter()
+    encoder.encode(blank)
+    return (time.perf_counter() - t0) / n
+
+
+# -- shard files -----------------------------------------------------------------------------------------------
+def write_shard(path: Path, cells: Sequence[Tile], vectors: np.ndarray, planned: int) -> None:
+    """One shard: its embedded cells (x, y) and fp16 aerial codes; written atomically (temp + rename)."""
+    from safetensors.numpy import save_file
+
+    dim = int(vectors.shape[1]) if vectors.ndim == 2 and vectors.shape[0] else 0
+    tensors = {
+        "cells": np.array([[t.x, t.y] for t in cells], dtype=np.int32).reshape(-1, 2),
+        "aerial": np.asarray(vectors, dtype=np.float16).reshape(len(cells), dim),
+    }
+    meta = {"planned": str(int(planned)), "gaps": str(int(planned - len(cells)))}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_shard(path: Path) -> Optional[Tuple[np.ndarray, np.ndarray, int]]:
+    """(cells int32 (m, 2), aerial fp16 (m, d), planned cells), or None when the file is unusable (redo it)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            meta = fh.metadata() or {}
+            cells, aerial = fh.get_tensor("cells"), fh.get_tensor("aerial")
+        planned = int(meta["planned"])
+    except Exception:
+        return None
+    if cells.ndim != 2 or cells.shape[1] != 2 or aerial.shape[0] != cells.shape[0]:
+        return None
+    return cells, aerial, planned
+
+
+def prepare_parts(parts: Path, plan: CellPlan, identity: dict, reporter: Reporter) -> None:
+    """The work folder: kept when it belongs to the same plan, model and source; emptied otherwise."""
+    stamp = parts / "plan.json"
+    want = dict(identity, plan=plan.fingerprint(), zoom=plan.zoom)
+    if parts.is_dir():
+        try:
+            have = json.loads(stamp.read_text())
+        except (OSError, ValueError):
+            have = None
+        if have != want:
+            reporter.info(f"region index: {parts.name} holds shards of another area, model or source; starting over")
+            shutil.rmtree(parts)
+    parts.mkdir(parents=True, exist_ok=True)
+    if not stamp.exists():
+        stamp.write_text(json.dumps(want))
+
+
+# -- assembly (shared with the Ray build) --------------------------------------------------------------------------
+def collect_shards(parts: Path, plan: CellPlan) -> Tuple[np.ndarray, np.ndarray, int]:
+    """All shard files of the plan, in plan order: (cells (n, 2), aerial fp16 (n, d), gaps)."""
+    cells, aerial, gaps = [], [], 0
+    for shard in plan.shards():
+        got = read_shard(parts / f"{shard.name}.safetensors")
+        if got is None:
+            raise IndexBuildError(f"shard {shard.name} is missing or damaged in {parts}; run the build again")
+        c, a, planned = got
+        gaps += planned - len(c)
+        if len(c):
+            cells.append(c)
+            aerial.append(a)
+    if not cells:
+        raise IndexBuildError(
+            f"the tile source delivered no imagery for any of the {plan.count:,} cells: nothing to index"
+        )
+    return np.concatenate(cells), np.concatenate(aerial), gaps
+
+
+def photo_cells(records: Sequence[PhotoRecord], zoom: int) -> List[Tile]:
+    return [lonlat_to_tile(float(r.true_lon), float(r.true_lat), zoom) for r in records]
+
+
+def assemble_index(
+    out_path: os.PathLike,
+    plan: CellPlan,
+    cells: np.ndarray,
+    aerial: np.ndarray,
+    gaps: int,
+    model: GeoModel,
+    source_identity: dict,
+    photo_emb: Optional[np.ndarray] = None,
+    photo_tiles: Sequence[Tile] = (),
+    kind: str = "auto",
+    seed: int = 0,
+    reporter: Optional[Reporter] = None,
+    extra: Optional[dict] = None,
+) -> Tuple[Path, Prototypes]:
+    """Prototypes (when photos are given), codes, ANN index and the .hgindex file."""
+    from .ann import VectorIndex
+
+    reporter = reporter or Reporter()
+    zoom = plan.zoom
+    tiles = [Tile(zoom, int(x), int(y)) for x, y in cells]
+    a32 = aerial.astype(np.float32)
+    dim = int(aerial.shape[1])
+    if photo_emb is not None and len(photo_tiles):
+        protos = learn_prototypes(photo_emb, photo_tiles, tiles, a32, zoom, seed=seed, reporter=reporter)
+    else:
+        protos = no_prototypes(len(tiles), max(0, zoom - PROTOTYPE_DZ), dim)
+    codes = combine_codes(a32, protos.vectors, protos.prototype_of, protos.kappa)
+    vectors = VectorIndex.build(codes, kind=kind, seed=seed)
+    fps = model_fingerprints(model, zoom)
+    fps["description"] = str(model.manifest.get("name") or model.base)
+    manifest = make_manifest(
+        zoom=zoom,
+        area=plan.area.describe(),
+        model=fps,
+        source=source_identity,
+        kappa=protos.kappa,
+        ann_kind=vectors.kind,
+        dim=dim,
+        prototype_zoom=protos.zoom if len(protos.parents) else None,
+        counts={"cells": len(tiles), "cells_with_prototypes": protos.cells_with_prototypes, "gaps": gaps,
+                "planned_cells": plan.count, "prototypes": len(protos.parents)},
+        extra=dict(extra or {}, prototypes=protos.summary()),
+    )
+    index = RegionIndex(
+        manifest,
+        cells.astype(np.int32),
+        aerial.astype(np.float16),
+        protos.vectors.astype(np.float16),
+        np.array([[p.x, p.y] for p in protos.parents], dtype=np.int32).reshape(-1, 2),
+        protos.prototype_of.astype(np.int32),
+        vectors.to_bytes(),
+    )
+    return write_index(out_path, index), protos
+
+
+def source_identity(source: TileSource) -> dict:
+    """The tile source as an index records it: its id (a hash) and its masked URL, never a secret."""
+    return {"id": source.source_id, "display": source.display_name}
+
+
+# -- the local build ----------------------------------------------------------------------------------------------
+class IndexBuilder:
+    """Builds .hgindex files with one GeoModel over one TileSource, sharing the search's caches."""
+
+    def __init__(
+        self,
+        model: GeoModel,
+        source: TileSource,
+        cache: Optional[EmbeddingCache] = None,
+        batch_size: int = 64,
+        reporter: Optional[Reporter] = None,
+    ):
+        self.model = model
+        self.source = source
+        self.reporter = reporter or Reporter()
+        self.batch_size = max(1, int(batch_size))
+        # The search object is the encode path: its tile_embeddings and encode_photos, with its caches.
+        self.search = HierarchicalSearch(model, source, cache, zooms=[0], top_k=1, batch_size=self.batch_size,
+                                         reporter=self.reporter)
+
+    def estimate(self, plan: CellPlan) -> BuildEstimate:
+        dim = int(self.model.photo_encoder.encode(_blank(self.model)).shape[1])
+        return BuildEstimate(plan.count, plan.shard_count, index_bytes_estimate(plan.count, dim),
+                             probe_seconds_per_tile(self.model, plan.zoom, self.batch_size))
+
+    def build(
+        self,
+        area: Area,
+        zoom: int,
+        out_path: os.PathLike,
+        prototype_photos: Sequence[PhotoRecord] = (),
+        max_cells: int = MAX_CELLS,
+        kind: str = "auto",
+        seed: int = 0,
+        keep_parts: bool = False,
+    ) -> BuildResult:
+        t0 = time.perf_counter()
+        rep = self.reporter
+        out_path = Path(out_path)
+        plan = plan_cells(area, zoom)
+        device, precision = describe_device(self.model.device)
+        est = self.estimate(plan)
+        rep.info(est.line(zoom, f"{device} ({precision})"))
+        if plan.count > max_cells:
+            raise IndexTooLarge(
+                f"the area has {plan.count:,} cells at zoom {zoom}, above the limit of {max_cells:,} (index about "
+                f"{_human_bytes(est.index_bytes)}, {_human_time(est.seconds)} of embedding alone, plus every "
+                "tile's download): choose a smaller area or a coarser zoom (each zoom level less is 4x fewer "
+                "cells; index+refine refines from a coarse index), or raise the limit if you mean it"
+            )
+        parts = parts_dir_for(out_path)
+        identity = {"model": model_fingerprints(self.model, zoom), "source": self.source.source_id}
+        prepare_parts(parts, plan, identity, rep)
+        before_encoded = self.search.totals.tile_encodes
+        before_fetch = self.source.stats.snapshot()
+        built, resumed, done_cells, built_cells = 0, 0, 0, 0
+        t_embed = time.perf_counter()
+        last_line = 0.0
+        shards = list(plan.shards())
+        embed_rep = rep.scaled(0.0, 0.9)
+        for n, shard in enumerate(shards):
+            rep.check_cancelled()
+            path = parts / f"{shard.name}.safetensors"
+            if read_shard(path) is not None:
+                resumed += 1
+            else:
+                sub = embed_rep.scaled(done_cells / plan.count, (done_cells + shard.cells) / plan.count)
+                self.embed_shard(plan, shard, path, sub)
+                built += 1
+                built_cells += shard.cells
+            done_cells += shard.cells
+            embed_rep.progress(done_cells / plan.count)
+            now = time.perf_counter()
+            if now - last_line > 5.0 or n == len(shards) - 1:
+                last_line = now
+                rate = built_cells / max(now - t_embed, 1e-9)
+                eta = (plan.count - done_cells) / rate if rate > 0 else 0.0
+                rep.info(
+                    f"region index: shard {n + 1}/{len(shards)}, {done_cells:,}/{plan.count:,} cells "
+                    f"({resumed} shards resumed), {rate:.1f} cells/s, ETA {_human_time(eta)}"
+                )
+        rep.check_cancelled()
+        cells, aerial, gaps = collect_shards(parts, plan)
+        photo_emb, photo_tiles = self.encode_prototype_photos(prototype_photos, zoom)
+        rep.check_cancelled()
+        rep.progress(0.95)
+        path, protos = assemble_index(
+            out_path, plan, cells, aerial, gaps, self.model, source_identity(self.source), photo_emb, photo_tiles,
+            kind=kind, seed=seed, reporter=rep,
+        )
+        if not keep_parts:
+            shutil.rmtree(parts, ignore_errors=True)
+        after_fetch = self.source.stats.snapshot()
+        result = BuildResult(
+            path, len(cells), protos.cells_with_prototypes, gaps, protos.kappa, path.stat().st_size,
+            time.perf_counter() - t0, built, resumed, self.search.totals.tile_encodes - before_encoded,
+            after_fetch["downloaded"] - before_fetch["downloaded"], protos.summary(),
+        )
+        rep.progress(1.0)
+        rep.info(
+            f"region index: {result.cells:,} cells ({gaps:,} without imagery left out), {result.cells_with_prototypes:,} "
+            f"with a prototype, kappa {result.kappa:g}, {_human_bytes(result.index_bytes)} in {path.name} "
+            f"({result.seconds:.0f} s)"
+        )
+        return result
+
+    def embed_shard(self, plan: CellPlan, shard: Shard, path: Path, reporter: Reporter) -> None:
+        """Embed one shard's cells (through the caches) and write its file; gaps are left out and counted."""
+        cells = plan.cells(shard)
+        found = self.search.tile_embeddings(plan.zoom, cells, _quiet(reporter))
+        kept = [t for t in cells if t in found]
+        dim = len(next(iter(found.values()))) if found else 0
+        vectors = np.stack([found[t] for t in kept]) if kept else np.zeros((0, dim), np.float32)
+        write_shard(path, kept, vectors, len(cells))
+
+    def encode_prototype_photos(
+        self, records: Sequence[PhotoRecord], zoom: int
+    ) -> Tuple[Optional[np.ndarray], List[Tile]]:
+        """Embeddings and cells of the prototype photos that load and have a position; the others are counted."""
+        records = [r for r in records if r.has_truth]
+        if not records:
+            return None, []
+        results = [PhotoResult(r) for r in records]
+        embs, tiles = [], []
+        for j in range(0, len(results), 256):
+            self.reporter.check_cancelled()
+            chunk = results[j : j + 256]
+            emb, alive = self.search.encode_photos(chunk)
+            embs += [emb[i] for i in alive]
+            tiles += photo_cells([chunk[i].record for i in alive], zoom)
+        failed = len(records) - len(tiles)
+        self.reporter.info(
+            f"region index: {len(tiles)} prototype photos encoded" + (f", {failed} unreadable" if failed else "")
+        )
+        return (np.stack(embs) if embs else None), tiles
+
+
+def _blank(model: GeoModel):
+    import torch
+
+    return torch.zeros((1, 3, model.image_size, model.image_size))
+
+
+def _quiet(reporter: Reporter) -> Reporter:
+    """The shard's reporter without the search's per-stage info line (one line per shard would flood the log)."""
+    return Reporter(on_progress=reporter.progress, is_cancelled=reporter.cancelled, on_warning=reporter.warning,
+                    on_info=lambda _m: None)
+
+
+def read_photo_csv(path: os.PathLike) -> List[PhotoRecord]:
+    """Prototype photos from a CSV with columns path, lat, lon (paths relative to the CSV's folder)."""
+    import csv
+
+    path = Path(path)
+    out = []
+    with open(path, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            p = (row.get("path") or row.get("photo") or "").strip()
+            if not p:
+                continue
+            full = p if os.path.isabs(p) else str(path.parent / p)
+            out.append(PhotoRecord(p, full, float(row["lat"]), float(row["lon"])))
+    return out
+
+
