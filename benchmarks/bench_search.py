@@ -63,8 +63,8 @@ def _serve(port_queue, seed: int, render_px: int, store: str, tiles: str) -> Non
     """
     from PIL import Image
 
-    from hiergeo_plugin.core.demo_world import DemoWorld
-    from hiergeo_plugin.core.tile_server import TileServer
+    from hiergeo_demo.world import DemoWorld
+    from hiergeo_demo.tile_server import TileServer
 
     world = DemoWorld(seed)
     root = Path(store)
@@ -109,7 +109,7 @@ def start_server(seed: int, render_px: int = 64, store: str = "", tiles: str = "
 def make_photos(folder: Path, n: int, seed: int, region=None, places: int = 0, spread_km: float = 3.0):
     """n demo photos in `region`: spread uniformly (places=0) or around `places` towns, as a collection from
     one trip or one survey area is."""
-    from hiergeo_plugin.core.demo_world import DEFAULT_REGION, DemoWorld
+    from hiergeo_demo.world import DEFAULT_REGION, DemoWorld
     from hiergeo_plugin.core.photos import PhotoRecord
 
     world = DemoWorld(seed)

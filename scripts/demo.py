@@ -130,8 +130,8 @@ def main() -> int:
     t_start = time.time()
     print(f"[demo] outputs go to {out}")
 
-    from hiergeo_plugin.core.demo_world import DEFAULT_REGION, DemoWorld, write_photo_set
-    from hiergeo_plugin.core.tile_server import TileServer
+    from hiergeo_demo.world import DEFAULT_REGION, DemoWorld, write_photo_set
+    from hiergeo_demo.tile_server import TileServer
 
     world = DemoWorld(args.seed)
     train_dir, test_dir = work / "photos_train", work / "photos_test"

@@ -35,7 +35,7 @@ def tiny_model():
 
 @pytest.fixture
 def tile_server():
-    from hiergeo_plugin.core.tile_server import TileServer
+    from hiergeo_demo.tile_server import TileServer
 
     with TileServer(hashed_tile_png) as server:
         yield server

@@ -1,6 +1,6 @@
 """Shared pieces of the reliability suite (tests/test_reliability_*.py): real servers, real files, real QGIS.
 
-Nothing here is a mock: the tile server is core.tile_server on 127.0.0.1, the model is the repo's hiergeo-tiny
+Nothing here is a mock: the tile server is hiergeo_demo.tile_server on 127.0.0.1, the model is the repo's hiergeo-tiny
 architecture, photos are files on disk and geolocation runs through QGIS Processing or the core engine.
 """
 

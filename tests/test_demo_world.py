@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hiergeo_plugin.core import demo_world as dw
-from hiergeo_plugin.core.demo_world import DEFAULT_REGION, DemoWorld, photo_exif
+from hiergeo_demo import world as dw
+from hiergeo_demo.world import DEFAULT_REGION, DemoWorld, photo_exif
 from hiergeo_plugin.core.photos import read_exif_gps
 from hiergeo_plugin.core.tiles import Tile, all_tiles, lonlat_to_tile, tile_bounds
 

@@ -12,7 +12,7 @@ from qgis.core import QgsProcessingFeedback, QgsVectorLayer
 
 from hiergeo_plugin.core.evaluation import haversine_km
 from hiergeo_plugin.core.photos import read_exif_gps
-from hiergeo_plugin.core.tile_server import TileServer
+from hiergeo_demo.tile_server import TileServer
 
 LINE_FIELDS = ["photo", "error_km", "true_lat", "true_lon", "lat", "lon"]
 

@@ -14,7 +14,7 @@ import pytest
 from helpers import hashed_tile_png
 from qgis.core import QgsVectorLayer
 
-from hiergeo_plugin.core.tile_server import TileServer
+from hiergeo_demo.tile_server import TileServer
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "QP5ECRET77"

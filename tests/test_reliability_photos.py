@@ -24,7 +24,7 @@ from reliability_support import (
     rows,
 )
 
-from hiergeo_plugin.core.tile_server import TileServer
+from hiergeo_demo.tile_server import TileServer
 
 ALG = "hiergeo:geolocatephotos"
 

@@ -30,7 +30,7 @@ from reliability_support import (
 )
 
 from hiergeo_plugin.core.photos import read_exif_gps
-from hiergeo_plugin.core.tile_server import TileServer
+from hiergeo_demo.tile_server import TileServer
 
 ALG = "hiergeo:geolocatephotos"
 KEY = "K3Y-9f8e7d6c5b"

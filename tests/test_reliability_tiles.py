@@ -1,6 +1,6 @@
 """Reliability, tile servers: every fault kind at 20%, polite bounds, dead and dying servers, training under faults.
 
-All against core.tile_server.TileServer on 127.0.0.1, through hiergeo:geolocatephotos (QGIS Processing) where the
+All against hiergeo_demo.tile_server.TileServer on 127.0.0.1, through hiergeo:geolocatephotos (QGIS Processing) where the
 user meets it, with the tiny in-repo model. "Same predictions where retries succeeded" is checked exactly: the
 faulty run is compared with a clean run of a server that answers 404 for precisely the tiles the faulty run could
 not get (placeholders, retries exhausted), so any other difference is a bug.
@@ -29,7 +29,7 @@ from reliability_support import (
 
 from hiergeo_plugin.core.photos import PhotoRecord
 from hiergeo_plugin.core.search import HierarchicalSearch
-from hiergeo_plugin.core.tile_server import FAULT_KINDS, FaultPlan, TileServer
+from hiergeo_demo.tile_server import FAULT_KINDS, FaultPlan, TileServer
 from hiergeo_plugin.core.tile_source import TileSource
 from hiergeo_plugin.core.tiles import Tile
 

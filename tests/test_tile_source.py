@@ -5,7 +5,7 @@ import time
 import pytest
 from helpers import hashed_tile_png
 
-from hiergeo_plugin.core.tile_server import FaultPlan, TileServer
+from hiergeo_demo.tile_server import FaultPlan, TileServer
 from hiergeo_plugin.core.tile_source import TileSource, TileSourceError
 from hiergeo_plugin.core.tiles import Tile, all_tiles
 

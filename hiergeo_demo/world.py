@@ -43,7 +43,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageFilter
 
-from .tiles import MAX_LATITUDE, Tile
+from hiergeo_plugin.core.tiles import MAX_LATITUDE, Tile
 
 __all__ = [
     "DEFAULT_REGION",
@@ -1012,7 +1012,7 @@ def photo_exif(lat: float, lon: float) -> Image.Exif:
 
     exif = Image.Exif()
     exif[0x010F] = "HierGeo demo world"  # Make
-    exif[0x0131] = "hiergeo_plugin.core.demo_world"  # Software
+    exif[0x0131] = "hiergeo_demo.world"  # Software
     gps = exif.get_ifd(0x8825)
     gps[0x0000] = b"\x02\x03\x00\x00"  # GPSVersionID 2.3
     gps[0x0001] = "N" if lat >= 0 else "S"
