@@ -1,4 +1,4 @@
-"""Shared fixtures: the repo on sys.path, real photos from ../shared, a real local tile server, the tiny model."""
+"""Shared fixtures: the repo on sys.path, the real photos in tests/data/photos, a real local tile server, the tiny model."""
 
 from __future__ import annotations
 
@@ -15,14 +15,12 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-SHARED = Path(os.environ.get("HIERGEO_SHARED", ROOT.parent / "shared"))
-PHOTOS = SHARED / "data" / "photos"
+#: Real camera files committed with the tests (downscaled, metadata intact; see tests/data/photos/README.md).
+PHOTOS = Path(__file__).resolve().parent / "data" / "photos"
 
 
 @pytest.fixture(scope="session")
 def photos_dir() -> Path:
-    if not PHOTOS.is_dir():
-        pytest.fail(f"the shared test photos are missing at {PHOTOS} (set HIERGEO_SHARED)")
     return PHOTOS
 
 

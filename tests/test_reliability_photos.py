@@ -1,4 +1,4 @@
-"""Reliability, photos: every real shared photo and every generated bad case in ONE Processing batch.
+"""Reliability, photos: every real test photo and every generated bad case in ONE Processing batch.
 
 Each photo either works or gets its row with a status that says why; none ends the batch (and QGIS, running this
 very process, survives it). Unit-level checks of load_photo live in test_photos.py; this is the whole path a user
