@@ -174,25 +174,70 @@ def test_search_extent_starts_from_the_tiles_over_the_region(tiny_model, tile_se
     assert len(r.stages[4]) == 4 and len(r.stages[6]) == 4 * 16
 
 
-def test_path_weight_ranks_children_by_their_own_score_plus_the_parents(tiny_model, tile_server, lund_records):
-    w = 0.7
-    search = _search(tiny_model, tile_server.template, k=4, zooms=[4, 6, 8], path_weight=w)
-    (r,) = list(search.run(lund_records[:1]))
-    ranking = {c.tile: c.score for c in r.stages[4]}  # the first stage ranks by similarity alone
-    for zoom in (6, 8):
-        stage = r.stages[zoom]
-        expected = {c.tile: c.score + w * ranking[tile_parent(c.tile, 2)] for c in stage}
-        order = sorted(stage, key=lambda c: -expected[c.tile])
-        assert [c.tile for c in stage] == [c.tile for c in order]
-        assert [c.rank for c in stage] == list(range(1, len(stage) + 1))
-        ranking = {t: s for t, s in expected.items()}
-    # Candidate.score stays the cosine similarity, so a child of a strong parent can rank above a better look-alike
-    assert r.prediction.tile == r.stages[8][0].tile
+def _stage_rows(result, zoom):
+    return [(c.tile, c.score, c.rank, c.kept) for c in result.stages[zoom]]
 
 
-def test_a_heavy_path_weight_keeps_the_children_of_the_best_parent(tiny_model, tile_server, lund_records):
-    (r,) = list(_search(tiny_model, tile_server.template, k=4, zooms=[4, 6], path_weight=1000.0).run(lund_records[:1]))
-    best_parent = r.stages[4][0].tile
-    assert {tile_parent(c.tile, 2) for c in r.stages[6][:16]} == {best_parent}
+@pytest.fixture
+def path_weight_runs(tiny_model, tile_server, lund_records):
+    """One photo searched at zooms 4, 6, 8 (k=4) under several path weights; one memory cache, so each tile is
+    encoded once and every run scores the same tile identically."""
+    cache = EmbeddingCache(None)
+
+    def run(**kw):
+        (r,) = list(_search(tiny_model, tile_server.template, cache, k=4, zooms=[4, 6, 8], **kw).run(lund_records[:1]))
+        assert r.ok
+        return r
+
+    return {"default": run(), 0.0: run(path_weight=0.0), 0.7: run(path_weight=0.7), 1000.0: run(path_weight=1000.0)}
+
+
+def test_path_weight_zero_is_the_papers_ranking(path_weight_runs):
+    paper, zero = path_weight_runs["default"], path_weight_runs[0.0]
+    for zoom in (4, 6, 8):
+        assert _stage_rows(zero, zoom) == _stage_rows(paper, zoom)
+        scores = [c.score for c in zero.stages[zoom]]
+        assert scores == sorted(scores, reverse=True)  # own similarity alone decides, at every stage
+    assert zero.prediction.tile == paper.prediction.tile
+
+
+def test_path_weight_orders_siblings_by_their_own_score_and_never_demotes_a_dominant_child(path_weight_runs):
+    for w in (0.7, 1000.0):
+        r = path_weight_runs[w]
+        for prev, zoom in ((4, 6), (6, 8)):
+            parent_rank = {c.tile: c.rank for c in r.stages[prev] if c.kept}
+            stage = r.stages[zoom]
+            assert [c.rank for c in stage] == list(range(1, len(stage) + 1))
+            for a in stage:
+                for b in stage:
+                    pa, pb = parent_rank[tile_parent(a.tile, 2)], parent_rank[tile_parent(b.tile, 2)]
+                    # A child at least as well placed by its parent and more similar itself ranks first; in
+                    # particular children of one parent keep the order of their own similarity.
+                    if pa <= pb and a.score > b.score:
+                        assert a.rank < b.rank, (w, zoom, a, b)
+
+
+def test_path_weight_changes_the_order_never_the_scores(path_weight_runs):
+    """Candidate.score stays the cosine similarity: a tile scores the same whatever the weight."""
+    seen = {}
+    for r in path_weight_runs.values():
+        for zoom in (4, 6, 8):
+            for c in r.stages[zoom]:
+                assert seen.setdefault((zoom, c.tile), c.score) == c.score
+    for r in path_weight_runs.values():
+        assert r.prediction.tile == r.stages[8][0].tile and r.prediction.score == r.stages[8][0].score
+
+
+def test_a_heavy_path_weight_descends_greedily_from_the_best_tile(path_weight_runs):
+    r = path_weight_runs[1000.0]
+    for prev, zoom in ((4, 6), (6, 8)):
+        best_parent = r.stages[prev][0].tile
+        children = r.stages[zoom][:16]
+        # The 16 children of the best parent come first, ordered by their own similarity.
+        assert {tile_parent(c.tile, 2) for c in children} == {best_parent}
+        assert [c.score for c in children] == sorted((c.score for c in children), reverse=True)
+
+
+def test_a_negative_path_weight_is_refused(tiny_model, tile_server):
     with pytest.raises(ValueError, match="path weight"):
         _search(tiny_model, tile_server.template, path_weight=-0.1)

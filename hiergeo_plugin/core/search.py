@@ -214,8 +214,10 @@ class HierarchicalSearch:
                 if self.path_weight and inherited[i]:
                     dz = zoom - self.zooms[s - 1]
                     parents = inherited[i]
-                    ranking = scores + self.path_weight * np.fromiter(
-                        (parents.get(tile_parent(t, dz), 0.0) for t in tiles_i), dtype=np.float32, count=len(tiles_i)
+                    # float64: the path score grows like w**stage, and in float32 a heavy weight would round
+                    # away the child's own similarity (siblings would then rank by rounding noise).
+                    ranking = scores.astype(np.float64) + self.path_weight * np.fromiter(
+                        (parents.get(tile_parent(t, dz), 0.0) for t in tiles_i), dtype=np.float64, count=len(tiles_i)
                     )
                 # Best first; ties broken by candidate order, so equal inputs always give equal outputs.
                 order = np.lexsort((np.arange(len(scores)), -ranking))
