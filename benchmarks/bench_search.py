@@ -32,6 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from hiergeo_plugin.core.defaults import DEFAULT_ZOOMS_TEXT  # noqa: E402
+
 
 def synthetic_tile_png(z: int, x: int, y: int, size: int = 256) -> bytes:
     """A cheap 256-px tile of stripes and noise seeded by its address: same decode work as a real tile, no world.
@@ -184,7 +186,7 @@ def main() -> None:
     ap.add_argument("--photos", type=int, default=64)
     ap.add_argument("--naive-photos", type=int, default=8, help="photos timed with the naive search")
     ap.add_argument("--k", type=int, default=16)
-    ap.add_argument("--zooms", default="4,6,8,10,12,14,16")
+    ap.add_argument("--zooms", default=DEFAULT_ZOOMS_TEXT)
     ap.add_argument("--model", default="hiergeo-tiny", help="base model (e.g. ViT-B-32 for random-weight timing)")
     ap.add_argument("--model-file", default=None, help="trained model file (e.g. the demo's); default: base weights")
     ap.add_argument("--region", default="8,42,12,45", help="west,south,east,north of the photos (degrees)")

@@ -13,7 +13,8 @@ from qgis.core import Qgis, QgsApplication
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
-from .processing import common
+from .processing.dependencies import dependency_message, missing_dependencies
+from .processing.resources import ICON_PATH
 
 MENU = "&HierGeo"
 
@@ -47,7 +48,7 @@ class HierGeoPlugin:
         self.initProcessing()
         if self.iface is None:
             return
-        icon = QIcon(str(common.ICON_PATH))
+        icon = QIcon(str(ICON_PATH))
         parent = self.iface.mainWindow()
         for alg_id, text in self.ACTIONS:
             action = QAction(icon, text, parent)
@@ -62,11 +63,11 @@ class HierGeoPlugin:
 
     def check_dependencies(self) -> Optional[str]:
         """A message bar note when torch or open_clip are missing (looked up, not imported: start-up stays fast)."""
-        missing = common.missing_dependencies(import_modules=False)
+        missing = missing_dependencies(import_modules=False)
         if not missing:
             self.dependency_note = None
             return None
-        self.dependency_note = common.dependency_message(missing)
+        self.dependency_note = dependency_message(missing)
         if self.iface is not None:
             self.iface.messageBar().pushMessage("HierGeo", self.dependency_note, Qgis.Warning, 0)
         return self.dependency_note

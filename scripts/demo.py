@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-THRESHOLDS = "1,25,200,750,2500"
+from hiergeo_plugin.core.defaults import DEFAULT_THRESHOLDS_TEXT as THRESHOLDS  # noqa: E402
+from hiergeo_plugin.core.defaults import DEFAULT_ZOOMS_TEXT  # noqa: E402
 
 
 def start_qgis():
@@ -117,7 +118,7 @@ def main() -> int:
     ap.add_argument("--search-negatives", type=int, default=15, help="sibling tiles as extra negatives in training")
     ap.add_argument("--whole-world", action="store_true",
                     help="search all 256 zoom-4 tiles instead of the demo region (slower, harder)")
-    ap.add_argument("--zooms", default="4,6,8,10,12,14,16")
+    ap.add_argument("--zooms", default=DEFAULT_ZOOMS_TEXT)
     ap.add_argument("--quick", action="store_true", help="a small, fast run (CI smoke test)")
     args = ap.parse_args()
     if args.quick:

@@ -27,7 +27,7 @@ from qgis.core import (
 from hiergeo_plugin.core.photos import read_exif_gps
 from hiergeo_demo.tile_server import TileServer
 from hiergeo_plugin.core.tiles import Tile, all_tiles, tile_bounds, tile_center, tile_children, tile_parent
-from hiergeo_plugin.processing.common import resolve_tile_source
+from hiergeo_plugin.processing.xyz import resolve_tile_source
 
 ALG = "hiergeo:geolocatephotos"
 OUTPUT_FIELDS = ["photo", "lat", "lon", "score", "zoom", "tile_x", "tile_y", "status"]

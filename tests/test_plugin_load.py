@@ -231,15 +231,15 @@ def test_plugin_loads_and_explains_itself_when_torch_is_hidden(plugins_dir, phot
 
 
 def test_dependency_message_names_qgis_python_and_windows_shell(monkeypatch):
-    from hiergeo_plugin.processing import common
+    from hiergeo_plugin.processing import dependencies
 
     missing = [("torch", "torch", "No module named 'torch'")]
-    message = common.dependency_message(missing)
-    assert f"{common.qgis_python()} -m pip install torch torchvision open_clip_torch" in message
+    message = dependencies.dependency_message(missing)
+    assert f"{dependencies.qgis_python()} -m pip install torch torchvision open_clip_torch" in message
     monkeypatch.setattr(sys, "platform", "win32")
-    assert "OSGeo4W Shell" in common.dependency_message(missing)
+    assert "OSGeo4W Shell" in dependencies.dependency_message(missing)
     monkeypatch.setattr(sys, "executable", "/Applications/QGIS.app/Contents/MacOS/QGIS")
-    assert common.qgis_python() != "/Applications/QGIS.app/Contents/MacOS/QGIS"
+    assert dependencies.qgis_python() != "/Applications/QGIS.app/Contents/MacOS/QGIS"
 
 
 # -- styles ------------------------------------------------------------------------------------------------------

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from .defaults import DEFAULT_BASE_MODEL, DEFAULT_ZOOMS
+
 log = logging.getLogger("hiergeo.encoders")
 
-DEFAULT_BASE_MODEL = "ViT-B-32/openai"
 #: Architectures defined by this repository (JSON configs in resources/models); they have no pretrained weights.
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "resources" / "models"
 #: Seed for the weights of a base model without pretrained weights, so "untrained" is reproducible.
@@ -271,7 +272,7 @@ def _preprocess_signature(preprocess) -> bytes:
 def load_geo_model(
     base_model: str = DEFAULT_BASE_MODEL,
     model_file: Optional[str] = None,
-    zooms: Sequence[int] = (4, 6, 8, 10, 12, 14, 16),
+    zooms: Sequence[int] = DEFAULT_ZOOMS,
     device: str = "auto",
 ) -> GeoModel:
     """Build the search's model: from a trained model file when given, else the base model for every zoom.

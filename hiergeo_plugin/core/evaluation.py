@@ -23,6 +23,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .defaults import DEFAULT_THRESHOLDS_KM
+
 __all__ = [
     "EARTH_RADIUS_KM",
     "DEFAULT_THRESHOLDS_KM",
@@ -36,8 +38,6 @@ __all__ = [
 #: Mean Earth radius (IUGG), km.
 EARTH_RADIUS_KM = 6371.0088
 
-#: Street, city, region, country, continent: the thresholds of Im2GPS-style benchmarks.
-DEFAULT_THRESHOLDS_KM: Tuple[float, ...] = (1, 25, 200, 750, 2500)
 
 Number = Union[int, float]
 

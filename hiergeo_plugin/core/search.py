@@ -25,6 +25,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 import numpy as np
 
+from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K, DEFAULT_ZOOMS
 from .embedding_cache import EmbeddingCache
 from .encoders import GeoModel, describe_device, make_tensor_preprocessor, stack
 from .photos import PhotoError, PhotoRecord, load_photo
@@ -37,8 +38,6 @@ log = logging.getLogger("hiergeo.search")
 #: How TileSource words a tile whose retries were all used up: "http 503 after 5 attempts".
 _GAVE_UP = re.compile(r" after \d+ attempts$")
 
-DEFAULT_ZOOMS = (4, 6, 8, 10, 12, 14, 16)
-DEFAULT_TOP_K = 16
 
 #: (zoom, tiles, photo embeddings P x D) -> P x len(tiles) similarity array, NaN where it has nothing to say.
 ExtraScorer = Callable[[int, Sequence[Tile], np.ndarray], np.ndarray]
@@ -123,7 +122,7 @@ class HierarchicalSearch:
         cache: Optional[EmbeddingCache] = None,
         zooms: Sequence[int] = DEFAULT_ZOOMS,
         top_k: int = DEFAULT_TOP_K,
-        batch_size: int = 64,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         photo_batch: int = 64,
         reporter: Optional[Reporter] = None,
         extra_scorers: Sequence[Tuple[ExtraScorer, float]] = (),

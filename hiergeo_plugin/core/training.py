@@ -53,6 +53,15 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tupl
 
 import numpy as np
 
+from .defaults import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPOCHS,
+    DEFAULT_LEARNING_RATE,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_SEARCH_NEGATIVES,
+    DEFAULT_UNFROZEN_BLOCKS,
+    DEFAULT_ZOOMS,
+)
 from .encoders import (
     DEFAULT_BASE_MODEL,
     BaseModelSpec,
@@ -72,7 +81,6 @@ from .tiles import Tile, lonlat_to_tile, tile_parent
 
 log = logging.getLogger("hiergeo.training")
 
-DEFAULT_ZOOMS = (4, 6, 8, 10, 12, 14, 16)
 #: model.safetensors -> model.checkpoint.safetensors, written after every finished stage.
 CHECKPOINT_SUFFIX = ".checkpoint.safetensors"
 #: CLIP clamps its learned temperature at this scale; so does the base stage.
@@ -89,10 +97,10 @@ class TrainingConfig:
 
     base_model: str = DEFAULT_BASE_MODEL
     zooms: Tuple[int, ...] = DEFAULT_ZOOMS
-    epochs: int = 5
-    batch_size: int = 64
-    lr: float = 1e-4
-    unfrozen_blocks: int = 2
+    epochs: int = DEFAULT_EPOCHS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    lr: float = DEFAULT_LEARNING_RATE
+    unfrozen_blocks: int = DEFAULT_UNFROZEN_BLOCKS
     seed: int = 0
     split: Tuple[int, int, int] = (10, 1, 1)
     #: Joint photo+map tower epochs before the per-zoom recipe (0 = off; needed for bases without weights).
@@ -113,10 +121,10 @@ class TrainingConfig:
     #: Extra negative tiles per photo and zoom in the per-zoom stage, drawn from what the search will compare the
     #: right tile with (see `_Run.search_negatives`); 0 = the paper's purely in-batch negatives. Not used in the
     #: base stage: there they slowed the escape from the initial plateau (measured) for no gain.
-    search_negatives: int = 1
+    search_negatives: int = DEFAULT_SEARCH_NEGATIVES
     # ---- above: the result; below: how it is computed (changing these keeps a checkpoint usable) ----------
     device: str = "auto"
-    max_connections: int = 8
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     cache_dir: Optional[str] = None
     #: Validation batch (paper: 128); also the photo-encoding batch.
     val_batch: int = 128

@@ -16,7 +16,6 @@ from qgis.core import (
     QgsCoordinateTransform,
     QgsFeature,
     QgsFeatureSink,
-    QgsField,
     QgsFields,
     QgsGeometry,
     QgsPointXY,
@@ -32,19 +31,20 @@ from qgis.core import (
     QgsProject,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QVariant
 
-from . import common
-
-DEFAULT_THRESHOLDS = "1,25,200,750,2500"
-WGS84 = "EPSG:4326"
+from ..core.defaults import DEFAULT_THRESHOLDS_TEXT
+from .algorithm import HierGeoAlgorithm
+from .fields import double_field, string_field
+from .geolocate_outputs import WGS84
+from .photo_layers import layer_folder
+from .styles import apply_style_on_load
 
 
 def parse_thresholds(text: str) -> List[float]:
     from ..core.evaluation import parse_thresholds as core_parse
 
     try:
-        return list(core_parse(str(text or DEFAULT_THRESHOLDS)))
+        return list(core_parse(str(text or DEFAULT_THRESHOLDS_TEXT)))
     except ValueError as exc:
         raise QgsProcessingException(f"THRESHOLDS_KM: {exc}") from None
 
@@ -64,12 +64,9 @@ def _evaluated(row: dict) -> bool:
 
 def error_line_fields() -> QgsFields:
     fields = QgsFields()
-    fields.append(QgsField("photo", QVariant.String))
-    fields.append(QgsField("error_km", QVariant.Double))
-    fields.append(QgsField("true_lat", QVariant.Double))
-    fields.append(QgsField("true_lon", QVariant.Double))
-    fields.append(QgsField("lat", QVariant.Double))
-    fields.append(QgsField("lon", QVariant.Double))
+    fields.append(string_field("photo"))
+    for name in ("error_km", "true_lat", "true_lon", "lat", "lon"):
+        fields.append(double_field(name))
     return fields
 
 
@@ -102,32 +99,7 @@ def _path_keys(photo: str, folder: Optional[Path]) -> List[str]:
     return keys
 
 
-HELP = """<p>Measures how far the predictions of <i>Geolocate photos</i> are from the true locations: the
-great-circle error of each photo, the median and mean error, the share of photos within each distance threshold
-(the paper's 1, 25, 200, 750 and 2500 km: street, city, region, country, continent), an HTML report and a line
-layer from each true location to its prediction.</p>
-<h3>Parameters</h3>
-<ul>
-<li><b>PREDICTIONS</b>: the OUTPUT layer of <i>Geolocate photos</i> (fields photo, lat, lon, status and, for
-point inputs, true_lat, true_lon).</li>
-<li><b>GROUND_TRUTH</b> (optional): where the true locations are when PREDICTIONS has none (e.g. it was made from a
-table): a point layer (its geometry is the truth) or a table with true_lat/true_lon or lat/lon fields. Joined on
-the photo path: the same text, the same resolved file, or else the same file name when that is unique.</li>
-<li><b>GROUND_TRUTH_FIELD</b>: the photo path field of GROUND_TRUTH (default photo).</li>
-<li><b>THRESHOLDS_KM</b>: distances in km for the "share within" figures, comma separated.</li>
-</ul>
-<h3>Outputs</h3>
-<ul>
-<li><b>OUTPUT_HTML</b>: the report (metrics table, error distribution).</li>
-<li><b>ERROR_LINES</b> (lines, EPSG:4326): one line per evaluated photo from its true location to the prediction;
-fields photo, error_km (great-circle distance), true_lat, true_lon, lat, lon.</li>
-<li>Results: MEDIAN_KM, MEAN_KM, EVALUATED (photos with a prediction and a true location), WITHOUT_TRUTH (located
-photos without a true location), FAILED (photos whose status is not ok) and WITHIN_&lt;t&gt;KM, the share (0-1)
-of evaluated photos within t km, one per threshold (e.g. WITHIN_25KM).</li>
-</ul>"""
-
-
-class EvaluateGeolocationAlgorithm(common.HierGeoAlgorithm):
+class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
     PREDICTIONS = "PREDICTIONS"
     GROUND_TRUTH = "GROUND_TRUTH"
     GROUND_TRUTH_FIELD = "GROUND_TRUTH_FIELD"
@@ -143,12 +115,6 @@ class EvaluateGeolocationAlgorithm(common.HierGeoAlgorithm):
 
     def tags(self):
         return ["photo", "geolocation", "accuracy", "error", "evaluation", "report", "distance"]
-
-    def shortHelpString(self) -> str:  # noqa: N802
-        return HELP
-
-    def createInstance(self):  # noqa: N802
-        return EvaluateGeolocationAlgorithm()
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(
@@ -169,7 +135,7 @@ class EvaluateGeolocationAlgorithm(common.HierGeoAlgorithm):
             )
         )
         self.addParameter(
-            QgsProcessingParameterString(self.THRESHOLDS_KM, "Distance thresholds (km)", DEFAULT_THRESHOLDS)
+            QgsProcessingParameterString(self.THRESHOLDS_KM, "Distance thresholds (km)", DEFAULT_THRESHOLDS_TEXT)
         )
         self.addParameter(
             QgsProcessingParameterFileDestination(self.OUTPUT_HTML, "Evaluation report", "HTML files (*.html)")
@@ -185,7 +151,7 @@ class EvaluateGeolocationAlgorithm(common.HierGeoAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("WITHOUT_TRUTH", "Located photos without a true location"))
         self.addOutput(QgsProcessingOutputNumber("FAILED", "Photos that were not located"))
         # Declared for the default thresholds (so the Modeler can wire them); others are returned all the same.
-        for label in DEFAULT_THRESHOLDS.split(","):
+        for label in DEFAULT_THRESHOLDS_TEXT.split(","):  # the core's threshold keys, without importing numpy
             self.addOutput(QgsProcessingOutputNumber(f"WITHIN_{label}KM", f"Share within {label} km"))
 
     # -- reading ----------------------------------------------------------------------------------------------------
@@ -276,8 +242,8 @@ class EvaluateGeolocationAlgorithm(common.HierGeoAlgorithm):
         field, joined = "", 0
         if truth_source is not None:
             field = self.parameterAsString(parameters, self.GROUND_TRUTH_FIELD, context) or "photo"
-            truth_folder = common.layer_folder(parameters.get(self.GROUND_TRUTH), context)
-            pred_folder = common.layer_folder(parameters.get(self.PREDICTIONS), context)
+            truth_folder = layer_folder(parameters.get(self.GROUND_TRUTH), context)
+            pred_folder = layer_folder(parameters.get(self.PREDICTIONS), context)
             index = self._truth_index(truth_source, field, truth_folder, context, feedback)
             for row in rows:
                 if row["true_lat"] is not None and row["true_lon"] is not None:
@@ -303,7 +269,7 @@ class EvaluateGeolocationAlgorithm(common.HierGeoAlgorithm):
             QgsCoordinateReferenceSystem(WGS84),
         )
         if lines is not None:
-            common.apply_style_on_load(context, lines_id, "error_lines")
+            apply_style_on_load(context, lines_id, "error_lines")
             fields = error_line_fields()
             for row in rows:
                 if not _evaluated(row):

@@ -2,29 +2,23 @@
 
 QGIS types in, core types through, QGIS sinks out: the photo layer becomes PhotoRecords, TILE_SOURCE a
 TileSource, the feedback a core Reporter; each PhotoResult becomes one OUTPUT row and its candidate tiles
-CANDIDATES rows. The search itself, the tile fetching and the model all live in the core.
+CANDIDATES rows (geolocate_outputs). The search itself, the tile fetching and the model all live in the core.
+The help page is resources/help/geolocatephotos.html.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List, Optional, Tuple
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,
-    QgsFeature,
-    QgsFeatureSink,
-    QgsField,
-    QgsFields,
-    QgsGeometry,
-    QgsPointXY,
     QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
-    QgsProcessingParameterDefinition,
-    QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
@@ -32,120 +26,65 @@ from qgis.core import (
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
-    QgsRectangle,
-    QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QVariant
 
-from . import common
+from ..core.defaults import (
+    DEFAULT_BASE_MODEL,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_PHOTO_BATCH,
+    DEFAULT_TOP_K,
+)
+from .algorithm import TileSourceAlgorithm
+from .dependencies import check_dependencies
+from .feedback import FeedbackReporter
+from .geolocate_outputs import WGS84, PredictionWriter
+from .params import (
+    advanced,
+    cache_dir_parameter,
+    cache_dir_value,
+    device_parameter,
+    device_value,
+    zoom_levels_parameter,
+    zoom_levels_value,
+)
+from .photo_layers import DEFAULT_PHOTO_FIELD, has_point_geometry, layer_folder, photo_records, photo_source
+from .xyz import XyzSource, open_tile_source
 
-WGS84 = "EPSG:4326"
-
-
-def prediction_fields(with_truth: bool) -> QgsFields:
-    """OUTPUT's fields (the public contract); true_lat, true_lon, error_km only for point inputs."""
-    fields = QgsFields()
-    fields.append(QgsField("photo", QVariant.String))
-    fields.append(QgsField("lat", QVariant.Double))
-    fields.append(QgsField("lon", QVariant.Double))
-    fields.append(QgsField("score", QVariant.Double))
-    fields.append(QgsField("zoom", QVariant.Int))
-    fields.append(QgsField("tile_x", QVariant.Int))
-    fields.append(QgsField("tile_y", QVariant.Int))
-    fields.append(QgsField("status", QVariant.String))
-    if with_truth:
-        fields.append(QgsField("true_lat", QVariant.Double))
-        fields.append(QgsField("true_lon", QVariant.Double))
-        fields.append(QgsField("error_km", QVariant.Double))
-    return fields
-
-
-def candidate_fields() -> QgsFields:
-    """CANDIDATES' fields (the public contract)."""
-    fields = QgsFields()
-    fields.append(QgsField("photo", QVariant.String))
-    fields.append(QgsField("zoom", QVariant.Int))
-    fields.append(QgsField("rank", QVariant.Int))
-    fields.append(QgsField("tile_x", QVariant.Int))
-    fields.append(QgsField("tile_y", QVariant.Int))
-    fields.append(QgsField("score", QVariant.Double))
-    fields.append(QgsField("kept", QVariant.Bool))
-    fields.append(QgsField("chosen", QVariant.Bool))
-    return fields
+#: Counts returned as results, with their descriptions.
+COUNT_OUTPUTS = {
+    "PHOTOS_OK": "Photos located",
+    "PHOTOS_FAILED": "Photos that could not be located",
+    "TILES_ENCODED": "Tiles encoded by the model",
+    "TILES_DOWNLOADED": "Tiles downloaded",
+    "GAPS": "Tiles missing from the source (skipped)",
+}
 
 
-HELP = """<p>Finds where each photo was taken by searching satellite imagery from an XYZ tile source, coarse to fine
-(after Kim, Jang and Kim, "Hierarchical Image Geolocalization Using ViT-based Encoders and Satellite Map Images"):
-the photo is
-encoded with a CLIP image encoder, all 256 tiles of zoom 4 are scored against it, the <i>k</i> most similar are
-kept and replaced by their 4&times;4 children two zoom levels deeper, and so on; the centre of the best tile at the
-last zoom is the prediction.</p>
-<h3>Parameters</h3>
-<ul>
-<li><b>PHOTOS</b>: a layer with one feature per photo: a point layer (e.g. from <i>Import geotagged photos</i>),
-a table without geometry (CSV, spreadsheet) or any layer with a path field. With point geometry the points are
-taken as the true locations and the output gets error columns.</li>
-<li><b>PHOTO_FIELD</b>: the field with the photo file path (default <code>photo</code>, as <i>Import geotagged
-photos</i> writes it). Relative paths are relative to the layer file's folder (for memory layers: the project
-folder).</li>
-<li><b>TILE_SOURCE</b>: satellite imagery as an XYZ URL template with {z}, {x} and {y} ({-y} for TMS, {q} for
-quadkeys; http, https or file://), the name of an XYZ connection saved in QGIS (Browser &gt; XYZ Tiles), or an
-XYZ layer of the project. Saved connections keep API keys out of the processing history; keys are masked in
-every log line and output. Respect the provider's terms of use.</li>
-<li><b>MODEL</b>: a model file written by <i>Train map encoders</i> (.safetensors). Empty: the base model is
-used for photos and tiles alike (the untrained baseline).</li>
-<li><b>BASE_MODEL</b>: an open_clip architecture and pretrained tag, e.g. <code>ViT-B-32/openai</code>
-(weights are downloaded by open_clip on first use, about 350 MB) or <code>hiergeo-tiny</code> (the plugin's
-small architecture, random weights: for tests). Ignored when MODEL is set.</li>
-<li><b>TOP_K</b>: tiles kept per zoom level and photo (the paper's k). Larger is slower and more robust:
-per photo 256 + (levels&minus;1)&times;16&times;k tiles are scored.</li>
-<li><b>ZOOM_LEVELS</b>: increasing zoom levels searched, comma separated; steps of 2 give the 4&times;4 children
-of the paper. The last level sets the precision (zoom 16: tiles of about 600 m at the equator).</li>
-<li><b>DEVICE</b>: auto (CUDA GPU when torch sees one, else CPU), cpu or cuda.</li>
-<li><b>SEARCH_EXTENT</b> (optional): when you know the region (a country, a survey area), the first zoom level
-starts from the tiles over this extent instead of all 256 tiles of the world; faster, and no far-away mistakes.</li>
-<li><b>BATCH_SIZE</b> (advanced): images per forward pass of the model; lower it when GPU memory runs out.</li>
-<li><b>PATH_WEIGHT</b> (advanced): 0 (default) is the paper's search: each zoom level keeps the k tiles
-most similar to the photo. w &gt; 0 ranks a tile by its similarity plus w times its parent's ranking score, so a
-child of a clearly matching parent is not dropped for a look-alike elsewhere. Try 1 when a model is
-unsure at fine zoom levels (on the demo world it doubled the share within 25 km).</li>
-<li><b>PHOTO_BATCH</b> (advanced): photos searched together; tiles they share are fetched and encoded once.
-Results are written, and a cancel takes effect, one batch at a time.</li>
-<li><b>CACHE_DIR</b> (advanced): folder for downloaded tiles and tile embeddings, shared by runs (default: the
-QGIS profile's hiergeo/cache). A second run over the same area downloads and encodes nothing again.</li>
-<li><b>MAX_CONNECTIONS</b> (advanced): parallel downloads from the tile server.</li>
-<li><b>RATE_LIMIT</b> (advanced): at most this many tile requests per second (0 = no limit), for providers
-with usage policies.</li>
-</ul>
-<h3>Outputs</h3>
-<p><b>OUTPUT</b> (points, EPSG:4326), one row per input feature, in input order:</p>
-<ul>
-<li><b>photo</b>: the photo path as given in PHOTO_FIELD.</li>
-<li><b>lat</b>, <b>lon</b>: the predicted location (WGS 84 degrees), the centre of the best tile.</li>
-<li><b>score</b>: cosine similarity between the photo and that tile (higher is more similar; compare within
-one model only).</li>
-<li><b>zoom</b>, <b>tile_x</b>, <b>tile_y</b>: the predicted XYZ tile.</li>
-<li><b>status</b>: <code>ok</code>, or why the photo could not be located (file not found, not an image, no
-imagery...). Such rows have no geometry and empty predictions; the other photos go on.</li>
-<li><b>true_lat</b>, <b>true_lon</b>, <b>error_km</b> (point inputs only): the input point in WGS 84 and the
-great-circle distance in km from it to the prediction.</li>
-</ul>
-<p><b>CANDIDATES</b> (polygons, EPSG:4326, optional): every tile scored for every photo, the search tree:</p>
-<ul>
-<li><b>photo</b>: as in OUTPUT. <b>zoom</b>, <b>tile_x</b>, <b>tile_y</b>: the tile (its footprint is the
-geometry).</li>
-<li><b>rank</b>: 1 = most similar at that zoom for that photo. <b>score</b>: the cosine similarity.</li>
-<li><b>kept</b>: among the top k, so its children were searched at the next zoom.</li>
-<li><b>chosen</b>: on the path to the final answer (exactly one tile per zoom, each the parent of the next).</li>
-</ul>
-<p>Results also give PHOTOS_OK, PHOTOS_FAILED, TILES_ENCODED, TILES_DOWNLOADED and GAPS (tiles the server
-could not deliver, skipped). The log shows one line per zoom level: tiles fetched, taken from cache, encoded,
-and gaps.</p>
-<p>Needs the Python packages torch, torchvision and open_clip_torch in QGIS's Python; the algorithm says how to
-install them when they are missing.</p>"""
+@dataclass
+class SearchSettings:
+    """The run's parameters as plain values, read once at the start of processAlgorithm."""
+
+    zooms: List[int]
+    top_k: int
+    batch_size: int
+    photo_batch: int
+    path_weight: float
+    device: str
+    model_file: str
+    base_model: str
+    cache_dir: str
+    max_connections: int
+    rate_limit: float
+    #: (west, south, east, north) in EPSG:4326, or None for the whole world.
+    region: Optional[Tuple[float, float, float, float]]
+
+    @property
+    def model_name(self) -> str:
+        return self.model_file or self.base_model
 
 
-class GeolocatePhotosAlgorithm(common.TileSourceAlgorithm):
+class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
     PHOTOS = "PHOTOS"
     PHOTO_FIELD = "PHOTO_FIELD"
     TILE_SOURCE = "TILE_SOURCE"
@@ -163,7 +102,7 @@ class GeolocatePhotosAlgorithm(common.TileSourceAlgorithm):
     PATH_WEIGHT = "PATH_WEIGHT"
     OUTPUT = "OUTPUT"
     CANDIDATES = "CANDIDATES"
-    COUNTS = ("PHOTOS_OK", "PHOTOS_FAILED", "TILES_ENCODED", "TILES_DOWNLOADED", "GAPS")
+    COUNTS = tuple(COUNT_OUTPUTS)
 
     # -- identity -------------------------------------------------------------------------------------------------
     def name(self) -> str:
@@ -175,23 +114,16 @@ class GeolocatePhotosAlgorithm(common.TileSourceAlgorithm):
     def tags(self):
         return ["photo", "geolocation", "geolocalization", "satellite", "xyz", "clip", "image retrieval", "exif"]
 
-    def shortHelpString(self) -> str:  # noqa: N802
-        return HELP
-
-    def createInstance(self):  # noqa: N802
-        return GeolocatePhotosAlgorithm()
-
     def flags(self):
-        return super().flags() | QgsProcessingAlgorithm.FlagCanCancel
-
-    def canExecute(self):  # noqa: N802
-        # The toolbox shows this message instead of the dialog when torch or open_clip are missing; looked up,
-        # not imported, so listing algorithms stays fast.
-        missing = common.missing_dependencies(import_modules=False)
-        return (False, common.dependency_message(missing)) if missing else (True, "")
+        return super().flags() | QgsProcessingAlgorithm.Flag.FlagCanCancel
 
     # -- parameters -------------------------------------------------------------------------------------------------
     def initAlgorithm(self, config=None):  # noqa: N802
+        self._add_search_parameters()
+        self._add_advanced_parameters()
+        self._add_outputs()
+
+    def _add_search_parameters(self) -> None:
         self.addParameter(
             QgsProcessingParameterFeatureSource(
                 self.PHOTOS, "Photos (points, or a table with a photo path field)", [QgsProcessing.TypeVector]
@@ -201,7 +133,7 @@ class GeolocatePhotosAlgorithm(common.TileSourceAlgorithm):
             QgsProcessingParameterField(
                 self.PHOTO_FIELD,
                 "Field with the photo path",
-                defaultValue="photo",
+                defaultValue=DEFAULT_PHOTO_FIELD,
                 parentLayerParameterName=self.PHOTOS,
                 type=QgsProcessingParameterField.Any,
                 # Optional only so that the default applies when the key is left out: QGIS 3.22 rejects a
@@ -225,25 +157,28 @@ class GeolocatePhotosAlgorithm(common.TileSourceAlgorithm):
         )
         self.addParameter(
             QgsProcessingParameterString(
-                self.BASE_MODEL, "Base model (open_clip architecture/pretrained tag)", common.DEFAULT_BASE_MODEL
+                self.BASE_MODEL, "Base model (open_clip architecture/pretrained tag)", DEFAULT_BASE_MODEL
             )
         )
         self.addParameter(
             QgsProcessingParameterNumber(
-                self.TOP_K, "Tiles kept per zoom level (k)", QgsProcessingParameterNumber.Integer, 16, minValue=1
+                self.TOP_K, "Tiles kept per zoom level (k)", QgsProcessingParameterNumber.Integer, DEFAULT_TOP_K,
+                minValue=1,
             )
         )
-        self.addParameter(QgsProcessingParameterString(self.ZOOM_LEVELS, "Zoom levels", common.DEFAULT_ZOOMS))
-        self.addParameter(
-            QgsProcessingParameterEnum(self.DEVICE, "Device", options=common.DEVICE_OPTIONS, defaultValue=0)
-        )
+        self.addParameter(zoom_levels_parameter(self.ZOOM_LEVELS))
+        self.addParameter(device_parameter(self.DEVICE))
         self.addParameter(
             QgsProcessingParameterExtent(self.SEARCH_EXTENT, "Search only within this extent (empty = the whole world)",
                                          optional=True)
         )
-        advanced = [
+
+    def _add_advanced_parameters(self) -> None:
+        """Tuning and politeness: batch sizes, the path weight, the cache, connections and the rate limit."""
+        advanced_params = [
             QgsProcessingParameterNumber(
-                self.BATCH_SIZE, "Batch size (images per model pass)", QgsProcessingParameterNumber.Integer, 64,
+                self.BATCH_SIZE, "Batch size (images per model pass)", QgsProcessingParameterNumber.Integer,
+                DEFAULT_BATCH_SIZE,
                 minValue=1,
             ),
             QgsProcessingParameterNumber(
@@ -251,14 +186,13 @@ class GeolocatePhotosAlgorithm(common.TileSourceAlgorithm):
                 QgsProcessingParameterNumber.Double, 0.0, minValue=0.0,
             ),
             QgsProcessingParameterNumber(
-                self.PHOTO_BATCH, "Photos searched together", QgsProcessingParameterNumber.Integer, 32, minValue=1
+                self.PHOTO_BATCH, "Photos searched together", QgsProcessingParameterNumber.Integer, DEFAULT_PHOTO_BATCH,
+                minValue=1,
             ),
-            QgsProcessingParameterFile(
-                self.CACHE_DIR, "Cache folder (tiles and embeddings)", behavior=QgsProcessingParameterFile.Folder,
-                optional=True,
-            ),
+            cache_dir_parameter(self.CACHE_DIR, "Cache folder (tiles and embeddings)"),
             QgsProcessingParameterNumber(
-                self.MAX_CONNECTIONS, "Parallel tile downloads", QgsProcessingParameterNumber.Integer, 8,
+                self.MAX_CONNECTIONS, "Parallel tile downloads", QgsProcessingParameterNumber.Integer,
+                DEFAULT_MAX_CONNECTIONS,
                 minValue=1, maxValue=64,
             ),
             QgsProcessingParameterNumber(
@@ -266,9 +200,10 @@ class GeolocatePhotosAlgorithm(common.TileSourceAlgorithm):
                 minValue=0.0,
             ),
         ]
-        for param in advanced:
-            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(param)
+        for param in advanced_params:
+            self.addParameter(advanced(param))
+
+    def _add_outputs(self) -> None:
         self.addParameter(
             QgsProcessingParameterFeatureSink(self.OUTPUT, "Predicted locations", QgsProcessing.TypeVectorPoint)
         )
@@ -278,189 +213,37 @@ class GeolocatePhotosAlgorithm(common.TileSourceAlgorithm):
                 createByDefault=True,
             )
         )
-        descriptions = {
-            "PHOTOS_OK": "Photos located",
-            "PHOTOS_FAILED": "Photos that could not be located",
-            "TILES_ENCODED": "Tiles encoded by the model",
-            "TILES_DOWNLOADED": "Tiles downloaded",
-            "GAPS": "Tiles missing from the source (skipped)",
-        }
-        for key in self.COUNTS:
-            self.addOutput(QgsProcessingOutputNumber(key, descriptions[key]))
+        for key, description in COUNT_OUTPUTS.items():
+            self.addOutput(QgsProcessingOutputNumber(key, description))
 
     # -- run ----------------------------------------------------------------------------------------------------------
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         feedback = feedback if feedback is not None else QgsProcessingFeedback()
-        common.check_dependencies()  # first: without torch nothing else matters, and the message says why
-        tile_source = self.tile_source(parameters, context)
-        from ..core.embedding_cache import EmbeddingCache
-        from ..core.encoders import ModelError, load_geo_model
-        from ..core.evaluation import haversine_km
-        from ..core.progress import Cancelled
-        from ..core.search import HierarchicalSearch, PhotoResult
-        from ..core.tile_source import TileSource, TileSourceError
-        from ..core.tiles import parse_zoom_levels, tile_bounds
-
-        source, field = common.photo_source(self, parameters, context)
-        try:
-            zooms = parse_zoom_levels(self.parameterAsString(parameters, self.ZOOM_LEVELS, context) or
-                                      common.DEFAULT_ZOOMS)
-        except ValueError as exc:
-            raise QgsProcessingException(f"ZOOM_LEVELS: {exc}") from None
-        top_k = self.parameterAsInt(parameters, self.TOP_K, context)
-        batch_size = self.parameterAsInt(parameters, self.BATCH_SIZE, context)
-        photo_batch = self.parameterAsInt(parameters, self.PHOTO_BATCH, context)
-        path_weight = self.parameterAsDouble(parameters, self.PATH_WEIGHT, context)
-        device = common.device_name(self.parameterAsEnum(parameters, self.DEVICE, context))
-        model_file = (self.parameterAsFile(parameters, self.MODEL, context) or "").strip()
-        base_model = (self.parameterAsString(parameters, self.BASE_MODEL, context) or "").strip()
-        cache_dir = (self.parameterAsFile(parameters, self.CACHE_DIR, context) or "").strip()
-        cache_dir = cache_dir or str(common.default_cache_dir())
-        max_connections = self.parameterAsInt(parameters, self.MAX_CONNECTIONS, context)
-        rate_limit = self.parameterAsDouble(parameters, self.RATE_LIMIT, context)
-        region = None
-        if parameters.get(self.SEARCH_EXTENT):
-            extent = self.parameterAsExtent(parameters, self.SEARCH_EXTENT, context,
-                                            QgsCoordinateReferenceSystem(WGS84))
-            if not extent.isNull() and not extent.isEmpty():
-                region = (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
-                feedback.pushInfo("Search extent (EPSG:4326): " + ", ".join(f"{v:.4f}" for v in region))
-
-        template, zmin, zmax = tile_source
-        try:
-            tiles = TileSource(template, cache_dir=cache_dir, max_connections=max_connections,
-                               rate_limit=rate_limit if rate_limit > 0 else None, zmin=zmin, zmax=zmax)
-        except TileSourceError as exc:
-            raise QgsProcessingException(str(exc)) from None
-        redactor = tiles.redactor
-        reporter = common.FeedbackReporter(feedback, redactor)
+        check_dependencies()  # first: without torch nothing else matters, and the message says why
+        xyz = self.xyz_source(parameters, context)
+        photos, field = photo_source(self, parameters, context)
+        settings = self._settings(parameters, context, feedback)
+        tile_source = open_tile_source(xyz, settings.cache_dir, settings.max_connections, settings.rate_limit)
+        redactor = tile_source.redactor
         cache = None
         try:
-            feedback.pushInfo(f"Tile source: {tiles.display_name} (zoom {zmin}-{zmax}); cache: {cache_dir}")
-            outside = [z for z in zooms if not zmin <= z <= zmax]
-            if outside:
-                feedback.pushWarning(
-                    f"zoom levels {outside} lie outside the source's range {zmin}-{zmax}: expect gaps there"
-                )
-            try:
-                tiles.check_reachable()  # before any model work: a wrong URL fails in seconds, not minutes
-            except TileSourceError as exc:
-                raise QgsProcessingException(redactor.redact(str(exc))) from None
+            self._check_tile_source(tile_source, xyz, settings, feedback)
             if feedback.isCanceled():
                 return self._empty_results()
+            model = self._load_model(settings, feedback)
+            from ..core.embedding_cache import EmbeddingCache
+            from ..core.search import HierarchicalSearch
 
-            feedback.pushInfo(f"Loading model {model_file or base_model or common.DEFAULT_BASE_MODEL} on {device}")
-            try:
-                model = load_geo_model(base_model or common.DEFAULT_BASE_MODEL, model_file or None, zooms, device)
-            except ModelError as exc:
-                raise QgsProcessingException(str(exc)) from None
-            if model_file:
-                untrained = [z for z in zooms if z not in model.map_encoders]
-                if untrained:
-                    feedback.pushWarning(
-                        f"the model has no map encoder for zoom {untrained}; the nearest trained zoom is used there "
-                        f"(trained: {model.zooms})"
-                    )
-            cache = EmbeddingCache(Path(cache_dir) / "embeddings.sqlite")
-
-            with_truth = QgsWkbTypes.geometryType(source.wkbType()) == QgsWkbTypes.PointGeometry
-            folder = common.layer_folder(parameters.get(self.PHOTOS), context)
-            records = common.photo_records(source, field, folder, context, feedback, with_truth=with_truth)
-            feedback.pushInfo(
-                f"{len(records)} photos from {field!r}"
-                + (f" (relative paths from {folder})" if folder else "")
-                + ("; input points are the true locations" if with_truth else "")
-            )
-
-            fields = prediction_fields(with_truth)
-            sink, dest_id = self.parameterAsSink(
-                parameters, self.OUTPUT, context, fields, QgsWkbTypes.Point, QgsCoordinateReferenceSystem(WGS84)
-            )
-            if sink is None:
-                raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
-            cfields = candidate_fields()
-            cand_sink, cand_id = self.parameterAsSink(
-                parameters, self.CANDIDATES, context, cfields, QgsWkbTypes.Polygon,
-                QgsCoordinateReferenceSystem(WGS84),
-            )
-            common.apply_style_on_load(context, dest_id, "predictions")
-            common.apply_style_on_load(context, cand_id, "candidates")
-
-            search = HierarchicalSearch(model, tiles, cache, zooms=zooms, top_k=top_k, batch_size=batch_size,
-                                        photo_batch=photo_batch, reporter=reporter, region=region,
-                                        path_weight=path_weight)
-            counts = {"ok": 0, "failed": 0}
-
-            def write(result: PhotoResult) -> None:
-                rec = result.record
-                feature = QgsFeature(fields)
-                pred = result.prediction if result.ok else None
-                attrs = [rec.photo, None, None, None, None, None, None, result.status]
-                if pred is not None:
-                    attrs[1:7] = [pred.lat, pred.lon, pred.score, pred.tile.z, pred.tile.x, pred.tile.y]
-                    feature.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(pred.lon, pred.lat)))
-                if with_truth:
-                    error = None
-                    if pred is not None and rec.has_truth:
-                        error = float(haversine_km(rec.true_lat, rec.true_lon, pred.lat, pred.lon))
-                    attrs += [rec.true_lat, rec.true_lon, error]
-                feature.setAttributes(attrs)
-                if not sink.addFeature(feature, QgsFeatureSink.FastInsert):
-                    raise QgsProcessingException(self.writeFeatureError(sink, parameters, self.OUTPUT))
-                counts["ok" if pred is not None else "failed"] += 1
-                if pred is None:
-                    feedback.pushWarning(f"{rec.photo or '(no photo path)'}: {result.status}")
-                if cand_sink is None:
-                    return
-                batch = []
-                for zoom in sorted(result.stages):
-                    for cand in result.stages[zoom]:
-                        cf = QgsFeature(cfields)
-                        # The footprint of core.tiles.tile_polygon, built by QGIS: shapely's bundled GEOS clashes
-                        # with QGIS's own GEOS inside qgis_process ("WKB output dimension must be 2 or 3").
-                        west, south, east, north = tile_bounds(cand.tile)
-                        cf.setGeometry(QgsGeometry.fromRect(QgsRectangle(west, south, east, north)))
-                        cf.setAttributes([rec.photo, cand.tile.z, cand.rank, cand.tile.x, cand.tile.y,
-                                          float(cand.score), bool(cand.kept), bool(cand.chosen)])
-                        batch.append(cf)
-                if batch and not cand_sink.addFeatures(batch, QgsFeatureSink.FastInsert):
-                    raise QgsProcessingException(self.writeFeatureError(cand_sink, parameters, self.CANDIDATES))
-
-            done = 0
-            try:
-                for result in search.run(records):
-                    write(result)
-                    done += 1
-                    if feedback.isCanceled():
-                        raise Cancelled("cancelled by the user")
-            except Cancelled:
-                feedback.pushWarning(
-                    f"Cancelled: {done} of {len(records)} photos were searched; their rows are written."
-                )
-            except TileSourceError as exc:
-                # The server went away mid-run: keep what was found, give every remaining photo its reason.
-                reason = redactor.redact(str(exc))
-                feedback.reportError(reason, False)
-                for rec in records[done:]:
-                    write(PhotoResult(rec, status=f"not searched: {reason}"))
-                    done += 1
-
-            totals = search.totals
-            results: Dict[str, object] = {
-                self.OUTPUT: dest_id,
-                "PHOTOS_OK": counts["ok"],
-                "PHOTOS_FAILED": counts["failed"],
-                "TILES_ENCODED": totals.tile_encodes,
-                "TILES_DOWNLOADED": totals.downloaded,
-                "GAPS": totals.gaps,
-            }
-            if cand_sink is not None:
-                results[self.CANDIDATES] = cand_id
-            feedback.pushInfo(
-                f"Done: {counts['ok']} photos located, {counts['failed']} failed; tiles: {totals.tiles_requested} "
-                f"scored, {totals.downloaded} downloaded, {totals.tile_encodes} encoded, {totals.gaps} gaps"
-            )
-            return results
+            cache = EmbeddingCache(Path(settings.cache_dir) / "embeddings.sqlite")
+            with_truth = has_point_geometry(photos)
+            records = self._photo_records(photos, field, with_truth, parameters, context, feedback)
+            writer = PredictionWriter(self, parameters, context, feedback, with_truth, self.OUTPUT, self.CANDIDATES)
+            search = HierarchicalSearch(model, tile_source, cache, zooms=settings.zooms, top_k=settings.top_k,
+                                        batch_size=settings.batch_size, photo_batch=settings.photo_batch,
+                                        reporter=FeedbackReporter(feedback, redactor), region=settings.region,
+                                        path_weight=settings.path_weight)
+            self._write_results(search.run(records), records, writer, redactor, feedback)
+            return self._results(writer, search.totals, feedback)
         except QgsProcessingException:
             raise
         except Exception as exc:  # anything unforeseen still reaches the user as a message, never a crash
@@ -468,8 +251,119 @@ class GeolocatePhotosAlgorithm(common.TileSourceAlgorithm):
         finally:
             if cache is not None:
                 cache.close()
-            tiles.close()
+            tile_source.close()
+
+    # -- the steps of a run -------------------------------------------------------------------------------------------
+    def _settings(self, parameters, context, feedback) -> SearchSettings:
+        return SearchSettings(
+            zooms=zoom_levels_value(self, parameters, self.ZOOM_LEVELS, context),
+            top_k=self.parameterAsInt(parameters, self.TOP_K, context),
+            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            photo_batch=self.parameterAsInt(parameters, self.PHOTO_BATCH, context),
+            path_weight=self.parameterAsDouble(parameters, self.PATH_WEIGHT, context),
+            device=device_value(self, parameters, self.DEVICE, context),
+            model_file=(self.parameterAsFile(parameters, self.MODEL, context) or "").strip(),
+            base_model=(self.parameterAsString(parameters, self.BASE_MODEL, context) or "").strip()
+            or DEFAULT_BASE_MODEL,
+            cache_dir=cache_dir_value(self, parameters, self.CACHE_DIR, context),
+            max_connections=self.parameterAsInt(parameters, self.MAX_CONNECTIONS, context),
+            rate_limit=self.parameterAsDouble(parameters, self.RATE_LIMIT, context),
+            region=self._search_region(parameters, context, feedback),
+        )
+
+    def _search_region(self, parameters, context, feedback) -> Optional[Tuple[float, float, float, float]]:
+        """SEARCH_EXTENT in EPSG:4326, or None (the whole world) when it is not set or empty."""
+        if not parameters.get(self.SEARCH_EXTENT):
+            return None
+        extent = self.parameterAsExtent(parameters, self.SEARCH_EXTENT, context, QgsCoordinateReferenceSystem(WGS84))
+        if extent.isNull() or extent.isEmpty():
+            return None
+        region = (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
+        feedback.pushInfo("Search extent (EPSG:4326): " + ", ".join(f"{v:.4f}" for v in region))
+        return region
+
+    @staticmethod
+    def _check_tile_source(tile_source, xyz: XyzSource, settings: SearchSettings, feedback) -> None:
+        """Log the source, warn about zooms it lacks, and fail fast when it cannot be reached."""
+        from ..core.tile_source import TileSourceError
+
+        feedback.pushInfo(f"Tile source: {tile_source.display_name} (zoom {xyz.zmin}-{xyz.zmax}); "
+                          f"cache: {settings.cache_dir}")
+        outside = [z for z in settings.zooms if not xyz.zmin <= z <= xyz.zmax]
+        if outside:
+            feedback.pushWarning(
+                f"zoom levels {outside} lie outside the source's range {xyz.zmin}-{xyz.zmax}: expect gaps there"
+            )
+        try:
+            tile_source.check_reachable()  # before any model work: a wrong URL fails in seconds, not minutes
+        except TileSourceError as exc:
+            raise QgsProcessingException(tile_source.redactor.redact(str(exc))) from None
+
+    @staticmethod
+    def _load_model(settings: SearchSettings, feedback):
+        from ..core.encoders import ModelError, load_geo_model
+
+        feedback.pushInfo(f"Loading model {settings.model_name} on {settings.device}")
+        try:
+            model = load_geo_model(settings.base_model, settings.model_file or None, settings.zooms, settings.device)
+        except ModelError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        if settings.model_file:
+            untrained = [z for z in settings.zooms if z not in model.map_encoders]
+            if untrained:
+                feedback.pushWarning(
+                    f"the model has no map encoder for zoom {untrained}; the nearest trained zoom is used there "
+                    f"(trained: {model.zooms})"
+                )
+        return model
+
+    def _photo_records(self, photos, field: str, with_truth: bool, parameters, context, feedback):
+        folder = layer_folder(parameters.get(self.PHOTOS), context)
+        records = photo_records(photos, field, folder, context, feedback, with_truth=with_truth)
+        feedback.pushInfo(
+            f"{len(records)} photos from {field!r}"
+            + (f" (relative paths from {folder})" if folder else "")
+            + ("; input points are the true locations" if with_truth else "")
+        )
+        return records
+
+    @staticmethod
+    def _write_results(results, records, writer: PredictionWriter, redactor, feedback) -> None:
+        """Write each photo's result as it comes; on cancel keep what was written, on a lost server give every
+        remaining photo its reason."""
+        from ..core.progress import Cancelled
+        from ..core.search import PhotoResult
+        from ..core.tile_source import TileSourceError
+
+        done = 0
+        try:
+            for result in results:
+                writer.write(result)
+                done += 1
+                if feedback.isCanceled():
+                    raise Cancelled("cancelled by the user")
+        except Cancelled:
+            feedback.pushWarning(f"Cancelled: {done} of {len(records)} photos were searched; their rows are written.")
+        except TileSourceError as exc:
+            reason = redactor.redact(str(exc))
+            feedback.reportError(reason, False)
+            for record in records[done:]:
+                writer.write(PhotoResult(record, status=f"not searched: {reason}"))
+
+    def _results(self, writer: PredictionWriter, totals, feedback) -> Dict[str, object]:
+        results: Dict[str, object] = writer.outputs()
+        results.update({
+            "PHOTOS_OK": writer.located,
+            "PHOTOS_FAILED": writer.failed,
+            "TILES_ENCODED": totals.tile_encodes,
+            "TILES_DOWNLOADED": totals.downloaded,
+            "GAPS": totals.gaps,
+        })
+        feedback.pushInfo(
+            f"Done: {writer.located} photos located, {writer.failed} failed; tiles: {totals.tiles_requested} "
+            f"scored, {totals.downloaded} downloaded, {totals.tile_encodes} encoded, {totals.gaps} gaps"
+        )
+        return results
 
     def _empty_results(self) -> Dict[str, object]:
         return {key: 0 for key in self.COUNTS}
-

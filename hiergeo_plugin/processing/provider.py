@@ -6,9 +6,9 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .. import __version__
-from . import common
 from .evaluate import EvaluateGeolocationAlgorithm
 from .geolocate import GeolocatePhotosAlgorithm
+from .resources import ICON_PATH
 from .train import TrainMapEncodersAlgorithm
 
 PROVIDER_ID = "hiergeo"
@@ -25,10 +25,10 @@ class HierGeoProvider(QgsProcessingProvider):
         return f"HierGeo {__version__}: photo geolocation on satellite tiles"
 
     def icon(self):
-        return QIcon(str(common.ICON_PATH))
+        return QIcon(str(ICON_PATH))
 
     def svgIconPath(self) -> str:  # noqa: N802
-        return str(common.ICON_PATH)
+        return str(ICON_PATH)
 
     def versionInfo(self) -> str:  # noqa: N802
         return __version__

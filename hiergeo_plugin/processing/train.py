@@ -17,24 +17,42 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
-    QgsProcessingParameterDefinition,
-    QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
-    QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
 )
 
-from . import common
+from ..core.defaults import (
+    DEFAULT_BASE_MODEL,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPOCHS,
+    DEFAULT_LEARNING_RATE,
+    DEFAULT_SEARCH_NEGATIVES,
+    DEFAULT_UNFROZEN_BLOCKS,
+)
+from .algorithm import TileSourceAlgorithm
+from .dependencies import check_dependencies
+from .feedback import FeedbackReporter
+from .params import (
+    advanced,
+    cache_dir_parameter,
+    cache_dir_value,
+    device_parameter,
+    device_value,
+    zoom_levels_parameter,
+    zoom_levels_value,
+)
+from .photo_layers import DEFAULT_PHOTO_FIELD, layer_folder, photo_records, photo_source
+from .xyz import open_tile_source
 
 #: Zooms for which a result output is declared (so the Modeler can wire them); every trained zoom's results are
 #: returned under the same names.
 DECLARED_RESULT_ZOOMS = tuple(range(0, 23))
 
 
-class TrainMapEncodersAlgorithm(common.TileSourceAlgorithm):
+class TrainMapEncodersAlgorithm(TileSourceAlgorithm):
     PHOTOS = "PHOTOS"
     PHOTO_FIELD = "PHOTO_FIELD"
     TILE_SOURCE = "TILE_SOURCE"
@@ -55,40 +73,14 @@ class TrainMapEncodersAlgorithm(common.TileSourceAlgorithm):
     def name(self) -> str:
         return "trainmapencoders"
 
-    def displayName(self) -> str:
+    def displayName(self) -> str:  # noqa: N802
         return "Train map encoders"
 
     def tags(self):
         return ["train", "fine-tune", "map encoder", "clip", "satellite", "xyz", "geolocation", "photo"]
 
-    def shortHelpString(self) -> str:
-        return (
-            "Fine-tunes one map encoder per zoom level on photos with known locations (the paper's section 3.2): "
-            "for each photo the tile containing it is the positive, the other photos' tiles in the batch are the "
-            "negatives. The photo encoder stays the unmodified base model; each zoom's map encoder trains its last "
-            "UNFROZEN_BLOCKS transformer blocks, the final norm and the projection, from the finest zoom to the "
-            "coarsest, each starting from the previous one. Photos are split 10:1:1 into train, validation and "
-            "test with the seed; the split is saved in the model and test photos are never trained on.\n\n"
-            "PHOTOS: point layer of the true photo locations (e.g. from 'Import geotagged photos'); PHOTO_FIELD "
-            "holds the file path (relative paths are relative to the layer's folder).\n"
-            "BASE_TRAINING_EPOCHS > 0 first trains the photo and map towers jointly from scratch, for base models "
-            "without pretrained weights (such as hiergeo-tiny), with augmented pairs (tiles rotated and mirrored, "
-            "photos mirrored, re-framed and re-exposed).\n"
-            "SEARCH_NEGATIVES adds that many of the photo's tile's siblings (the tiles the search will compare it "
-            "with) as negatives; 0 is the paper's purely in-batch recipe, 15 all siblings.\n"
-            "A checkpoint is written next to the output after each zoom; running the same training again after a "
-            "cancel or crash resumes where it stopped. Results: VAL_TOP1_Z<zoom> and VAL_TOP5_Z<zoom>."
-        )
-
-    def createInstance(self):
-        return TrainMapEncodersAlgorithm()
-
     def flags(self):
-        return super().flags() | QgsProcessingAlgorithm.FlagCanCancel
-
-    def canExecute(self):  # noqa: N802
-        missing = common.missing_dependencies(import_modules=False)
-        return (False, common.dependency_message(missing)) if missing else (True, "")
+        return super().flags() | QgsProcessingAlgorithm.Flag.FlagCanCancel
 
     # -- parameters -----------------------------------------------------------------------------------------
     def initAlgorithm(self, config=None):
@@ -99,7 +91,8 @@ class TrainMapEncodersAlgorithm(common.TileSourceAlgorithm):
         )
         self.addParameter(
             QgsProcessingParameterField(
-                self.PHOTO_FIELD, "Field with the photo path", defaultValue="photo", parentLayerParameterName=self.PHOTOS
+                self.PHOTO_FIELD, "Field with the photo path", defaultValue=DEFAULT_PHOTO_FIELD,
+                parentLayerParameterName=self.PHOTOS,
             )
         )
         self.addParameter(
@@ -109,38 +102,33 @@ class TrainMapEncodersAlgorithm(common.TileSourceAlgorithm):
         )
         self.addParameter(
             QgsProcessingParameterString(
-                self.BASE_MODEL, "Base model (open_clip architecture/pretrained tag)", common.DEFAULT_BASE_MODEL
+                self.BASE_MODEL, "Base model (open_clip architecture/pretrained tag)", DEFAULT_BASE_MODEL
             )
         )
         self.addParameter(
-            QgsProcessingParameterNumber(self.EPOCHS, "Epochs per zoom", QgsProcessingParameterNumber.Integer, 5, minValue=1)
+            QgsProcessingParameterNumber(self.EPOCHS, "Epochs per zoom", QgsProcessingParameterNumber.Integer,
+                                         DEFAULT_EPOCHS, minValue=1)
         )
         self.addParameter(
-            QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size", QgsProcessingParameterNumber.Integer, 64, minValue=2)
+            QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size", QgsProcessingParameterNumber.Integer,
+                                         DEFAULT_BATCH_SIZE, minValue=2)
         )
         self.addParameter(
             QgsProcessingParameterNumber(
-                self.LEARNING_RATE, "Learning rate", QgsProcessingParameterNumber.Double, 1e-4, minValue=0.0
+                self.LEARNING_RATE, "Learning rate", QgsProcessingParameterNumber.Double, DEFAULT_LEARNING_RATE,
+                minValue=0.0,
             )
         )
         self.addParameter(
             QgsProcessingParameterNumber(
-                self.UNFROZEN_BLOCKS, "Unfrozen transformer blocks", QgsProcessingParameterNumber.Integer, 2, minValue=0
+                self.UNFROZEN_BLOCKS, "Unfrozen transformer blocks", QgsProcessingParameterNumber.Integer,
+                DEFAULT_UNFROZEN_BLOCKS, minValue=0,
             )
         )
-        self.addParameter(QgsProcessingParameterString(self.ZOOM_LEVELS, "Zoom levels", common.DEFAULT_ZOOMS))
-        self.addParameter(
-            QgsProcessingParameterEnum(self.DEVICE, "Device", options=common.DEVICE_OPTIONS, defaultValue=0)
-        )
-        self.addParameter(
-            QgsProcessingParameterFile(
-                self.CACHE_DIR,
-                "Cache folder (tiles)",
-                behavior=QgsProcessingParameterFile.Folder,
-                optional=True,
-            )
-        )
-        advanced = [
+        self.addParameter(zoom_levels_parameter(self.ZOOM_LEVELS))
+        self.addParameter(device_parameter(self.DEVICE))
+        self.addParameter(cache_dir_parameter(self.CACHE_DIR, "Cache folder (tiles)"))
+        advanced_params = [
             QgsProcessingParameterNumber(
                 self.BASE_TRAINING_EPOCHS,
                 "Base training epochs (train photo and map towers from scratch first; 0 = off)",
@@ -148,19 +136,19 @@ class TrainMapEncodersAlgorithm(common.TileSourceAlgorithm):
                 0,
                 minValue=0,
             ),
-            QgsProcessingParameterNumber(self.SEED, "Random seed (split, shuffling)", QgsProcessingParameterNumber.Integer, 0),
+            QgsProcessingParameterNumber(self.SEED, "Random seed (split, shuffling)",
+                                         QgsProcessingParameterNumber.Integer, 0),
             QgsProcessingParameterNumber(
                 self.SEARCH_NEGATIVES,
                 "Extra negative tiles per photo and zoom, from the tiles the search compares (0 = paper)",
                 QgsProcessingParameterNumber.Integer,
-                1,
+                DEFAULT_SEARCH_NEGATIVES,
                 minValue=0,
                 maxValue=15,
             ),
         ]
-        for param in advanced:
-            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(param)
+        for param in advanced_params:
+            self.addParameter(advanced(param))
         self.addParameter(
             QgsProcessingParameterFileDestination(self.OUTPUT_MODEL, "Trained model", "HierGeo model (*.safetensors)")
         )
@@ -171,71 +159,70 @@ class TrainMapEncodersAlgorithm(common.TileSourceAlgorithm):
     # -- run ------------------------------------------------------------------------------------------------
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         feedback = feedback if feedback is not None else QgsProcessingFeedback()
-        common.check_dependencies()
-        tile_source = self.tile_source(parameters, context)
+        check_dependencies()
+        xyz = self.xyz_source(parameters, context)
         from ..core.encoders import ModelError
         from ..core.progress import Cancelled
-        from ..core.tile_source import TileSource, TileSourceError
-        from ..core.tiles import parse_zoom_levels
-        from ..core.training import TrainingConfig, TrainingError, train_map_encoders
+        from ..core.tile_source import TileSourceError
+        from ..core.training import TrainingError, train_map_encoders
 
-        source, field = common.photo_source(self, parameters, context)
-        try:
-            zooms = parse_zoom_levels(
-                self.parameterAsString(parameters, self.ZOOM_LEVELS, context) or common.DEFAULT_ZOOMS, any_order=True
-            )
-        except ValueError as exc:
-            raise QgsProcessingException(f"ZOOM_LEVELS: {exc}") from None
-        device = common.device_name(self.parameterAsEnum(parameters, self.DEVICE, context))
-        cache_dir = (self.parameterAsFile(parameters, self.CACHE_DIR, context) or "").strip()
-        cache_dir = cache_dir or str(common.default_cache_dir())
+        photos, field = photo_source(self, parameters, context)
+        config = self._config(parameters, context)
         output = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
         if not output.lower().endswith(".safetensors"):
             output += ".safetensors"
+        usable = self._usable_records(photos, field, parameters, context, feedback)
 
-        folder = common.layer_folder(parameters.get(self.PHOTOS), context)
-        records = common.photo_records(source, field, folder, context, feedback, with_truth=True)
-        usable = [r for r in records if r.path and r.has_truth]
-        for r in records:
-            if not r.path:
-                feedback.pushWarning(f"feature {r.key}: no photo path in field {field!r}; skipped")
-            elif not r.has_truth:
-                feedback.pushWarning(f"{r.photo}: no point geometry (true location unknown); skipped")
-        if not usable:
-            raise QgsProcessingException("no usable photos: every feature lacks a photo path or a point geometry")
-
-        config = TrainingConfig(
-            base_model=(self.parameterAsString(parameters, self.BASE_MODEL, context) or "").strip()
-            or common.DEFAULT_BASE_MODEL,
-            zooms=tuple(zooms),
-            epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
-            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-            lr=self.parameterAsDouble(parameters, self.LEARNING_RATE, context),
-            unfrozen_blocks=self.parameterAsInt(parameters, self.UNFROZEN_BLOCKS, context),
-            seed=self.parameterAsInt(parameters, self.SEED, context),
-            device=device,
-            base_training_epochs=self.parameterAsInt(parameters, self.BASE_TRAINING_EPOCHS, context),
-            search_negatives=self.parameterAsInt(parameters, self.SEARCH_NEGATIVES, context),
-            cache_dir=cache_dir,
-        )
-        template, zmin, zmax = tile_source
+        tile_source = open_tile_source(xyz, config.cache_dir, config.max_connections)
+        reporter = FeedbackReporter(feedback, tile_source.redactor)
         try:
-            tiles = TileSource(template, cache_dir=cache_dir, max_connections=config.max_connections, zmin=zmin, zmax=zmax)
-        except TileSourceError as exc:
-            raise QgsProcessingException(str(exc)) from None
-        reporter = common.FeedbackReporter(feedback, tiles.redactor)
-        try:
-            feedback.pushInfo(f"Tile source: {tiles.display_name} (zoom {zmin}-{zmax}); cache: {cache_dir}")
-            summary = train_map_encoders(usable, tiles, output, config, reporter=reporter)
+            feedback.pushInfo(f"Tile source: {tile_source.display_name} (zoom {xyz.zmin}-{xyz.zmax}); "
+                              f"cache: {config.cache_dir}")
+            summary = train_map_encoders(usable, tile_source, output, config, reporter=reporter)
         except Cancelled:
             feedback.pushInfo("Training cancelled; the finished zooms are kept in the checkpoint next to the output: "
                               "run the same training again to resume.")
             return {self.OUTPUT_MODEL: None}
         except (TrainingError, TileSourceError, ModelError) as exc:
-            raise QgsProcessingException(tiles.redactor.redact(str(exc))) from None
+            raise QgsProcessingException(tile_source.redactor.redact(str(exc))) from None
         finally:
-            tiles.close()
+            tile_source.close()
+        return self._results(summary, feedback)
 
+    def _config(self, parameters, context):
+        """The core's TrainingConfig from the parameters."""
+        from ..core.training import TrainingConfig
+
+        return TrainingConfig(
+            base_model=(self.parameterAsString(parameters, self.BASE_MODEL, context) or "").strip()
+            or DEFAULT_BASE_MODEL,
+            zooms=tuple(zoom_levels_value(self, parameters, self.ZOOM_LEVELS, context, any_order=True)),
+            epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
+            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            lr=self.parameterAsDouble(parameters, self.LEARNING_RATE, context),
+            unfrozen_blocks=self.parameterAsInt(parameters, self.UNFROZEN_BLOCKS, context),
+            seed=self.parameterAsInt(parameters, self.SEED, context),
+            device=device_value(self, parameters, self.DEVICE, context),
+            base_training_epochs=self.parameterAsInt(parameters, self.BASE_TRAINING_EPOCHS, context),
+            search_negatives=self.parameterAsInt(parameters, self.SEARCH_NEGATIVES, context),
+            cache_dir=cache_dir_value(self, parameters, self.CACHE_DIR, context),
+        )
+
+    def _usable_records(self, photos, field: str, parameters, context, feedback):
+        """The photos with a path and a true location; a warning for each one skipped."""
+        folder = layer_folder(parameters.get(self.PHOTOS), context)
+        records = photo_records(photos, field, folder, context, feedback, with_truth=True)
+        for r in records:
+            if not r.path:
+                feedback.pushWarning(f"feature {r.key}: no photo path in field {field!r}; skipped")
+            elif not r.has_truth:
+                feedback.pushWarning(f"{r.photo}: no point geometry (true location unknown); skipped")
+        usable = [r for r in records if r.path and r.has_truth]
+        if not usable:
+            raise QgsProcessingException("no usable photos: every feature lacks a photo path or a point geometry")
+        return usable
+
+    def _results(self, summary, feedback) -> Dict[str, object]:
         results: Dict[str, object] = {self.OUTPUT_MODEL: summary["output"]}
         for zoom, info in sorted(summary["zooms"].items()):
             results[f"VAL_TOP1_Z{zoom}"] = info.get("val_top1")

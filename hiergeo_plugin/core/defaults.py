@@ -1,0 +1,41 @@
+"""Defaults shared by the Processing algorithms, the core's signatures, the demo and the benchmarks.
+
+One place, so that a parameter's default in the toolbox, the engine's keyword default and the scripts cannot drift
+apart. Plain constants only: importing this module costs nothing and pulls in neither torch nor QGIS.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Tuple
+
+#: The paper's search: zoom 4 (all 256 tiles), then the 4x4 children every two levels down to zoom 16.
+DEFAULT_ZOOMS: Tuple[int, ...] = (4, 6, 8, 10, 12, 14, 16)
+#: open_clip architecture/pretrained tag of the photo encoder and the start of every map encoder.
+DEFAULT_BASE_MODEL = "ViT-B-32/openai"
+#: Tiles kept per zoom level and photo (the paper's k).
+DEFAULT_TOP_K = 16
+#: Images per forward pass of the model (search and training; the paper's training batch).
+DEFAULT_BATCH_SIZE = 64
+#: Photos that the Processing algorithm searches together (tiles they share are fetched and encoded once).
+DEFAULT_PHOTO_BATCH = 32
+#: Parallel tile downloads from one tile server.
+DEFAULT_MAX_CONNECTIONS = 8
+#: Street, city, region, country, continent: the thresholds of Im2GPS-style benchmarks.
+DEFAULT_THRESHOLDS_KM: Tuple[float, ...] = (1, 25, 200, 750, 2500)
+
+# Training: the paper's recipe (section 4.2: Adam, lr 1e-4, batch 64, 5 epochs; last two blocks fine-tuned).
+DEFAULT_EPOCHS = 5
+DEFAULT_LEARNING_RATE = 1e-4
+DEFAULT_UNFROZEN_BLOCKS = 2
+#: Extra negatives per photo and zoom drawn from the tiles the search will compare (0 = the paper's in-batch only).
+DEFAULT_SEARCH_NEGATIVES = 1
+
+
+def numbers_text(values: Iterable[float]) -> str:
+    """A tuple of defaults as the comma-separated text a string parameter shows: (4, 6) -> "4,6", 2.5 -> "2.5"."""
+    return ",".join(str(int(v)) if float(v).is_integer() else str(v) for v in values)
+
+
+#: DEFAULT_ZOOMS and DEFAULT_THRESHOLDS_KM as the text of a Processing string parameter or a script option.
+DEFAULT_ZOOMS_TEXT = numbers_text(DEFAULT_ZOOMS)
+DEFAULT_THRESHOLDS_TEXT = numbers_text(DEFAULT_THRESHOLDS_KM)

@@ -1,0 +1,89 @@
+"""Base classes of the HierGeo algorithms: toolbox group, icon, help page, dependency gate, TILE_SOURCE.
+
+An algorithm subclass declares its parameters and runs; what every algorithm shows in the toolbox (group, icon,
+the help page from resources/help/<name>.html) and how torch-dependent algorithms refuse to start without torch
+live here once.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
+
+from . import dependencies
+from .resources import ICON_PATH, help_text
+from .xyz import XyzSource, resolve_tile_source
+
+#: Shared toolbox group of all HierGeo algorithms.
+GROUP = "HierGeo"
+GROUP_ID = "hiergeo"
+
+
+class HierGeoAlgorithm(QgsProcessingAlgorithm):
+    """What every HierGeo algorithm shares: its toolbox group, icon and help page.
+
+    `NEEDS_TORCH` algorithms run the model: the toolbox shows the install message instead of their dialog when
+    torch or open_clip are missing (looked up, not imported, so listing algorithms stays fast).
+    """
+
+    NEEDS_TORCH = False
+
+    def group(self) -> str:
+        return GROUP
+
+    def groupId(self) -> str:  # noqa: N802 (QGIS API name)
+        return GROUP_ID
+
+    def icon(self):
+        from qgis.PyQt.QtGui import QIcon
+
+        return QIcon(str(ICON_PATH))
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return help_text(self.name())
+
+    def createInstance(self):  # noqa: N802
+        return type(self)()
+
+    def canExecute(self):  # noqa: N802
+        if not self.NEEDS_TORCH:
+            return True, ""
+        missing = dependencies.missing_dependencies(import_modules=False)
+        return (False, dependencies.dependency_message(missing)) if missing else (True, "")
+
+
+class TileSourceAlgorithm(HierGeoAlgorithm):
+    """An algorithm with a TILE_SOURCE parameter, resolved in the main thread.
+
+    prepareAlgorithm runs in the main thread, the place to read QGIS settings and project layers (saved XYZ
+    connections, XYZ layers). A problem found there is raised from processAlgorithm instead (through
+    `xyz_source`), because only processAlgorithm's exceptions reach processing.run's caller.
+    """
+
+    TILE_SOURCE = "TILE_SOURCE"
+    NEEDS_TORCH = True
+
+    def __init__(self):
+        super().__init__()
+        self._xyz_source: Optional[XyzSource] = None
+        self._prepare_error: Optional[QgsProcessingException] = None
+
+    def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        self._prepare_error = None
+        try:
+            self._xyz_source = self._resolve(parameters, context)
+        except QgsProcessingException as exc:
+            self._prepare_error = exc
+        return True
+
+    def xyz_source(self, parameters, context) -> XyzSource:
+        """TILE_SOURCE resolved to an XYZ template and zoom range, or the error prepareAlgorithm met."""
+        if self._prepare_error is not None:
+            raise self._prepare_error
+        if self._xyz_source is None:
+            self._xyz_source = self._resolve(parameters, context)
+        return self._xyz_source
+
+    def _resolve(self, parameters, context) -> XyzSource:
+        return resolve_tile_source(self.parameterAsString(parameters, self.TILE_SOURCE, context), context)
