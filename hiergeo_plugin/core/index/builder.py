@@ -130,6 +130,16 @@ def probe_seconds_per_tile(model: GeoModel, zoom: int, batch_size: int) -> float
     return (time.perf_counter() - t0) / n
 
 
+def refuse_if_too_large(plan: CellPlan, max_cells: int, est: BuildEstimate) -> None:
+    if plan.count > max_cells:
+        raise IndexTooLarge(
+            f"the area has {plan.count:,} cells at zoom {plan.zoom}, above the limit of {max_cells:,} (index about "
+            f"{_human_bytes(est.index_bytes)}, {_human_time(est.seconds)} of embedding alone, plus every "
+            "tile's download): choose a smaller area or a coarser zoom (each zoom level less is 4x fewer "
+            "cells; index+refine refines from a coarse index), or raise the limit if you mean it"
+        )
+
+
 # -- shard files -----------------------------------------------------------------------------------------------
 def write_shard(path: Path, cells: Sequence[Tile], vectors: np.ndarray, planned: int) -> None:
     """One shard: its embedded cells (x, y) and fp16 aerial codes; written atomically (temp + rename)."""
@@ -312,13 +322,7 @@ class IndexBuilder:
         device, precision = describe_device(self.model.device)
         est = self.estimate(plan)
         rep.info(est.line(zoom, f"{device} ({precision})"))
-        if plan.count > max_cells:
-            raise IndexTooLarge(
-                f"the area has {plan.count:,} cells at zoom {zoom}, above the limit of {max_cells:,} (index about "
-                f"{_human_bytes(est.index_bytes)}, {_human_time(est.seconds)} of embedding alone, plus every "
-                "tile's download): choose a smaller area or a coarser zoom (each zoom level less is 4x fewer "
-                "cells; index+refine refines from a coarse index), or raise the limit if you mean it"
-            )
+        refuse_if_too_large(plan, max_cells, est)
         parts = parts_dir_for(out_path)
         identity = {"model": model_fingerprints(self.model, zoom), "source": self.source.source_id}
         prepare_parts(parts, plan, identity, rep)

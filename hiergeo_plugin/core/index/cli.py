@@ -1,0 +1,168 @@
+"""`scripts/hiergeo index build|info`: the region index from the command line, locally or on a Ray cluster.
+
+    scripts/hiergeo index build --extent W,S,E,N --zoom 16 --tile-source URL [--model M] [--base-model B]
+        [--prototype-photos photos.csv] --out area.hgindex [--ray ADDRESS|local] [--max-cells N]
+    scripts/hiergeo index info area.hgindex        # manifest and counts as JSON (key "cells")
+
+Prototype photos: a CSV with columns path, lat, lon (paths relative to the CSV). Ctrl-C stops a build; running the
+same command again resumes from the finished shards. Exit status: 0 done, 2 refused (area too large, bad input,
+foreign index), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+
+def _extent(text: str):
+    try:
+        w, s, e, n = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("--extent is W,S,E,N in degrees (west > east crosses the antimeridian)") from None
+    return w, s, e, n
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="hiergeo", description="HierGeo region index tools")
+    sub = ap.add_subparsers(dest="group", required=True)
+    index = sub.add_parser("index", help="build or inspect a region index (.hgindex)")
+    isub = index.add_subparsers(dest="command", required=True)
+    b = isub.add_parser("build", help="build a region index over an extent and/or a polygon")
+    b.add_argument("--extent", type=_extent, help="W,S,E,N in degrees (EPSG:4326)")
+    b.add_argument("--area", help="a GeoJSON file with the polygon(s) to index (cells that intersect it)")
+    b.add_argument("--zoom", type=int, default=16, help="cell zoom (default 16)")
+    b.add_argument("--tile-source", required=True, help="XYZ URL template with {z} {x} {y}")
+    b.add_argument("--model", default=None, help="model file written by the training (empty: the base model)")
+    b.add_argument("--base-model", default=None, help="open_clip architecture/pretrained tag (default ViT-B-32/openai)")
+    b.add_argument("--prototype-photos", default=None, help="CSV of path,lat,lon: ground photos for prototypes")
+    b.add_argument("--out", required=True, help="the .hgindex file to write")
+    b.add_argument("--ray", default=None, metavar="ADDRESS|local", help="build on a Ray cluster (or a local Ray)")
+    b.add_argument("--batch-size", type=int, default=64)
+    b.add_argument("--device", default="auto")
+    b.add_argument("--cache-dir", default=None, help="tile and embedding cache (shared with the search)")
+    b.add_argument("--max-cells", type=int, default=None, help="refuse areas with more cells (default 250,000)")
+    b.add_argument("--max-connections", type=int, default=8)
+    b.add_argument("--rate-limit", type=float, default=0.0, help="tile requests per second (0 = no limit)")
+    b.add_argument("--fetch-tasks", type=int, default=4, help="Ray: concurrent fetch tasks")
+    b.add_argument("--embed-actors", type=int, default=None, help="Ray: embedding actors (default one per GPU)")
+    b.add_argument("--seed", type=int, default=0)
+    i = isub.add_parser("info", help="print an index's manifest and counts as JSON")
+    i.add_argument("path")
+    return ap
+
+
+def info(path: str) -> dict:
+    from .index_file import read_manifest
+
+    manifest = read_manifest(path)
+    counts = manifest.get("counts", {})
+    return {
+        "cells": counts.get("cells"),
+        "cells_with_prototypes": counts.get("cells_with_prototypes"),
+        "zoom": manifest.get("zoom"),
+        "kappa": manifest.get("kappa"),
+        "ann": manifest.get("ann"),
+        "bytes": Path(path).stat().st_size,
+        "manifest": manifest,
+    }
+
+
+class _StderrReporter:
+    """Progress bar and log lines on stderr, so stdout carries only the JSON result."""
+
+    def __init__(self):
+        from tqdm import tqdm
+
+        from ..progress import Reporter
+
+        self.bar = tqdm(total=1000, desc="hiergeo index build", unit="‰", file=sys.stderr, leave=False)
+        self.reporter = Reporter(on_progress=self._progress, on_info=self._write)
+
+    def _progress(self, fraction: float) -> None:
+        target = int(fraction * 1000)
+        if target > self.bar.n:
+            self.bar.update(target - self.bar.n)
+
+    def _write(self, message: str) -> None:
+        self.bar.write(message, file=sys.stderr)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def build(args) -> dict:
+    from ..encoders import DEFAULT_BASE_MODEL
+    from .builder import MAX_CELLS, read_photo_csv
+    from .cells import Area
+
+    polygon = None
+    if args.area:
+        import shapely
+
+        polygon = shapely.from_geojson(Path(args.area).read_text())
+        if hasattr(polygon, "geoms") and polygon.geom_type == "GeometryCollection":
+            polygon = shapely.union_all(list(polygon.geoms))
+    area = Area.make(extent=args.extent, polygon=polygon)
+    photos = read_photo_csv(args.prototype_photos) if args.prototype_photos else []
+    base = args.base_model or DEFAULT_BASE_MODEL
+    max_cells = args.max_cells or MAX_CELLS
+    rate = args.rate_limit if args.rate_limit and args.rate_limit > 0 else None
+    progress = _StderrReporter()
+    reporter = progress.reporter
+    try:
+        if args.ray:
+            from .ray_build import RaySettings, build_with_ray
+
+            result = build_with_ray(
+                area, args.zoom, args.out, args.tile_source, base, args.model, photos, batch_size=args.batch_size,
+                max_cells=max_cells, cache_dir=args.cache_dir, max_connections=args.max_connections, rate_limit=rate,
+                device=args.device, settings=RaySettings(args.ray, args.fetch_tasks, args.embed_actors),
+                reporter=reporter, seed=args.seed,
+            )
+        else:
+            from ..embedding_cache import EmbeddingCache
+            from ..encoders import load_geo_model
+            from ..tile_source import TileSource
+            from .builder import IndexBuilder
+
+            model = load_geo_model(base, args.model, [args.zoom], args.device)
+            cache = EmbeddingCache(Path(args.cache_dir) / "embeddings.sqlite" if args.cache_dir else None)
+            with TileSource(args.tile_source, cache_dir=args.cache_dir, max_connections=args.max_connections,
+                            rate_limit=rate) as source:
+                builder = IndexBuilder(model, source, cache, batch_size=args.batch_size, reporter=reporter)
+                result = builder.build(area, args.zoom, args.out, photos, max_cells=max_cells, seed=args.seed)
+            cache.close()
+    finally:
+        progress.close()
+    return {"path": str(result.path), "cells": result.cells, "cells_with_prototypes": result.cells_with_prototypes,
+            "gaps": result.gaps, "kappa": result.kappa, "index_bytes": result.index_bytes,
+            "seconds": round(result.seconds, 1), "shards_built": result.shards_built,
+            "shards_resumed": result.shards_resumed}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from ..redact import Redactor
+    from .builder import IndexBuildError, IndexTooLarge
+    from .cells import AreaError
+    from .index_file import IndexFileError
+
+    args = _parser().parse_args(argv)
+    redactor = Redactor([getattr(args, "tile_source", "") or ""])
+    try:
+        out = info(args.path) if args.command == "info" else build(args)
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume from the finished shards", file=sys.stderr)
+        return 130
+    except (IndexTooLarge, AreaError, IndexFileError, IndexBuildError, ValueError, OSError) as exc:
+        print(f"hiergeo: {redactor.redact(exc)}", file=sys.stderr)
+        return 2
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
