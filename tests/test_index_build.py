@@ -17,10 +17,7 @@ from hiergeo_plugin.core.progress import Cancelled, Reporter
 from hiergeo_plugin.core.search import HierarchicalSearch
 from hiergeo_plugin.core.tiles import Tile, tile_bounds, tile_center
 
-try:  # the demo and test servers moved out of the plugin package
-    from hiergeo_demo.tile_server import TileServer
-except ImportError:  # pragma: no cover - before that move
-    from hiergeo_demo.tile_server import TileServer
+from hiergeo_demo.tile_server import TileServer
 
 ZOOM = 10
 # 4 x 4 cells at zoom 10 spanning 4 shards (parents at zoom 6: x 542-543 | 544-545, y 318-319 | 320-321).
