@@ -13,7 +13,7 @@ from qgis.core import Qgis, QgsApplication
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
-from .processing.dependencies import dependency_message, missing_dependencies
+from .processing.dependencies import dependency_message, missing_dependencies, use_private_packages
 from .processing.resources import ICON_PATH
 
 MENU = "&HierGeo"
@@ -38,6 +38,7 @@ class HierGeoPlugin:
     def initProcessing(self):  # noqa: N802 (QGIS API name)
         if self.provider is not None:
             return
+        use_private_packages()  # torch & co. installed by the dependency message's command
         from .processing.provider import HierGeoProvider
 
         self.provider = HierGeoProvider()
@@ -69,7 +70,7 @@ class HierGeoPlugin:
             return None
         self.dependency_note = dependency_message(missing)
         if self.iface is not None:
-            self.iface.messageBar().pushMessage("HierGeo", self.dependency_note, Qgis.Warning, 0)
+            self.iface.messageBar().pushMessage("HierGeo", self.dependency_note, Qgis.MessageLevel.Warning, 0)
         return self.dependency_note
 
     def open_dialog(self, alg_id: str = "hiergeo:geolocatephotos"):

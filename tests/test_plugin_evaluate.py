@@ -10,9 +10,9 @@ import pytest
 from helpers import hashed_tile_png
 from qgis.core import QgsProcessingFeedback, QgsVectorLayer
 
+from hiergeo_demo.tile_server import TileServer
 from hiergeo_plugin.core.evaluation import haversine_km
 from hiergeo_plugin.core.photos import read_exif_gps
-from hiergeo_demo.tile_server import TileServer
 
 LINE_FIELDS = ["photo", "error_km", "true_lat", "true_lon", "lat", "lon"]
 
@@ -180,9 +180,13 @@ def test_geolocate_and_evaluate_chain_in_a_modeler_model(provider, server, cache
     ev.setModelOutputs({"report": report})
     model.addChildAlgorithm(ev)
 
+    # The model names its parameter and result after the output: "ev:report" on QGIS 3.22, "report" on 3.40+.
+    (destination,) = [p.name() for p in model.destinationParameterDefinitions()]
+    (result_key,) = [o.name() for o in model.outputDefinitions() if o.name() != "CHILD_RESULTS"]
+    assert destination.endswith("report") and result_key.endswith("report")
     target = tmp_path / "model report.html"
-    res = run(model, {"photos": points, "ev:report": str(target)})
-    assert res["ev:report"] == str(target)
+    res = run(model, {"photos": points, destination: str(target)})
+    assert res[result_key] == str(target)
     page = target.read_text(encoding="utf-8")
     assert "Within 25 km" in page and "Within 2500 km" in page and "14.jpg" in page and "15.jpg" in page
     child = res["CHILD_RESULTS"]

@@ -24,8 +24,8 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
-from hiergeo_plugin.core.photos import read_exif_gps
 from hiergeo_demo.tile_server import TileServer
+from hiergeo_plugin.core.photos import read_exif_gps
 from hiergeo_plugin.core.tiles import Tile, all_tiles, tile_bounds, tile_center, tile_children, tile_parent
 from hiergeo_plugin.processing.xyz import resolve_tile_source
 
@@ -387,7 +387,28 @@ def test_unreachable_source_fails_before_any_model_work(provider, photo_table, t
     assert SECRET not in feedback.log and SECRET not in message
 
 
-def test_outputs_loaded_into_the_project_get_the_plugin_styles(provider, server, photo_points, shared_cache):
+@pytest.fixture
+def layer_tree_view(monkeypatch):
+    """A real layer tree view for the iface that Processing talks to when it loads results into the project.
+
+    QGIS 3.40+ asks `iface.layerTreeView()` where to insert the loaded layers; pytest-qgis's stand-in iface has
+    none, so the test gives it one over the project's layer tree, as the QGIS desktop has.
+    """
+    from processing.gui import Postprocessing
+    from qgis.core import QgsLayerTreeModel
+    from qgis.gui import QgsLayerTreeView
+
+    view = QgsLayerTreeView()
+    view.setModel(QgsLayerTreeModel(QgsProject.instance().layerTreeRoot()))
+    iface = getattr(Postprocessing, "iface", None)  # QGIS 3.22's Postprocessing does not use iface at all
+    if iface is not None and not hasattr(iface, "layerTreeView"):
+        monkeypatch.setattr(iface, "layerTreeView", lambda: view, raising=False)
+    yield view
+    view.setModel(None)
+
+
+def test_outputs_loaded_into_the_project_get_the_plugin_styles(provider, server, photo_points, shared_cache,
+                                                                layer_tree_view):
     project = QgsProject.instance()
     before = set(project.mapLayers())
     res = processing.runAndLoadResults(ALG, params(photo_points, server.template, shared_cache, ZOOM_LEVELS="4,6",
@@ -429,3 +450,21 @@ def test_help_explains_every_parameter_and_output_field(provider):
     assert {"BATCH_SIZE", "CACHE_DIR", "MAX_CONNECTIONS", "RATE_LIMIT", "PATH_WEIGHT"} <= advanced
     assert {o.name() for o in alg.outputDefinitions()} >= {"OUTPUT", "CANDIDATES", "PHOTOS_OK", "PHOTOS_FAILED",
                                                            "TILES_ENCODED", "TILES_DOWNLOADED", "GAPS"}
+
+
+def test_device_takes_an_option_name_or_an_index(provider, server, photo_table, shared_cache):
+    alg = QgsApplication.processingRegistry().createAlgorithmById(ALG)
+    context = QgsProcessingContext()
+    for value in (1, "1", "cpu", "CPU", " auto ", "cuda"):
+        parameters = params(photo_table, server.template, shared_cache, DEVICE=value)
+        ok, message = alg.checkParameterValues(parameters, context)
+        assert ok, (value, message)
+    ok, message = alg.checkParameterValues(params(photo_table, server.template, shared_cache, DEVICE="gpu"), context)
+    assert not ok and message == "DEVICE: 'gpu' is not one of auto, cpu, cuda (give an option's name or its index 0-2)"
+    with pytest.raises(QgsProcessingException, match="auto, cpu, cuda"):
+        processing.run(ALG, params(photo_table, server.template, shared_cache, DEVICE="gpu"))
+    feedback = RecordingFeedback()
+    res = processing.run(ALG, params(photo_table, server.template, shared_cache, DEVICE="cpu", ZOOM_LEVELS="4,6"),
+                         feedback=feedback)
+    assert res["PHOTOS_OK"] == 1
+    assert any(m.startswith("Loading model hiergeo-tiny on cpu") for m in feedback.messages)  # not the default auto

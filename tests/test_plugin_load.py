@@ -230,16 +230,44 @@ def test_plugin_loads_and_explains_itself_when_torch_is_hidden(plugins_dir, phot
     assert "TORCH_IMPORTED False" in out
 
 
-def test_dependency_message_names_qgis_python_and_windows_shell(monkeypatch):
+def test_dependency_message_installs_into_the_plugins_own_folder_on_every_platform(monkeypatch):
     from hiergeo_plugin.processing import dependencies
 
     missing = [("torch", "torch", "No module named 'torch'")]
     message = dependencies.dependency_message(missing)
-    assert f"{dependencies.qgis_python()} -m pip install torch torchvision open_clip_torch" in message
+    folder = str(dependencies.private_packages_dir())
+    assert folder.endswith(f"python{sys.version_info.major}.{sys.version_info.minor}")
+    # Debian 12+ refuses `python3 -m pip install X` (externally managed); --target into a folder of our own works.
+    command = f"{dependencies.qgis_python()} -m pip install torch torchvision open_clip_torch --upgrade --target"
+    assert command in message
+    assert folder in message and "sudo apt install python3-pip" in message
+    assert "pip install --break-system-packages" not in message and "--user" not in message
     monkeypatch.setattr(sys, "platform", "win32")
-    assert "OSGeo4W Shell" in dependencies.dependency_message(missing)
+    windows = dependencies.dependency_message(missing)
+    assert "OSGeo4W Shell" in windows and "python -m pip install torch torchvision open_clip_torch" in windows
     monkeypatch.setattr(sys, "executable", "/Applications/QGIS.app/Contents/MacOS/QGIS")
     assert dependencies.qgis_python() != "/Applications/QGIS.app/Contents/MacOS/QGIS"
+
+
+def test_packages_in_the_private_folder_are_importable_after_the_systems(tmp_path, monkeypatch):
+    from hiergeo_plugin.processing import dependencies
+
+    folder = dependencies.private_packages_dir(str(tmp_path))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    assert not dependencies.use_private_packages(folder)  # not there yet: sys.path unchanged
+    assert str(folder) not in sys.path
+    folder.mkdir(parents=True)
+    (folder / "hiergeo_private_probe.py").write_text("WHERE = 'private'\n")
+    # A module of the same name as one of the system's must not win (QGIS's numpy over a private numpy).
+    (folder / "colorsys.py").write_text("raise ImportError('the private folder shadowed colorsys')\n")
+    assert dependencies.use_private_packages(folder) and dependencies.use_private_packages(folder)
+    assert sys.path[-1] == str(folder) and sys.path.count(str(folder)) == 1
+    import importlib
+
+    assert importlib.import_module("hiergeo_private_probe").WHERE == "private"
+    monkeypatch.delitem(sys.modules, "colorsys", raising=False)
+    assert importlib.import_module("colorsys").__file__ != str(folder / "colorsys.py")
+    sys.modules.pop("hiergeo_private_probe", None)
 
 
 # -- styles ------------------------------------------------------------------------------------------------------

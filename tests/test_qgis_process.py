@@ -68,7 +68,7 @@ def test_run_geolocate_against_a_local_tile_server(checkout, env, photo_points, 
         proc = qgis_process(
             checkout, env, "run", "hiergeo:geolocatephotos", "--",
             f"PHOTOS={photo_points}", f"TILE_SOURCE={server.template}?api_key={SECRET}",
-            "BASE_MODEL=hiergeo-tiny", "DEVICE=1", "TOP_K=2", "ZOOM_LEVELS=4,6", f"CACHE_DIR={tmp_path / 'cache'}",
+            "BASE_MODEL=hiergeo-tiny", "DEVICE=cpu", "TOP_K=2", "ZOOM_LEVELS=4,6", f"CACHE_DIR={tmp_path / 'cache'}",
             f"OUTPUT={out}", f"CANDIDATES={cands}",
         )
         served = server.log.total
@@ -83,6 +83,7 @@ def test_run_geolocate_against_a_local_tile_server(checkout, env, photo_points, 
     assert candidates.featureCount() == 2 * (256 + 2 * 16)
     assert "PHOTOS_OK:\t2" in proc.stdout and "PHOTOS_FAILED:\t0" in proc.stdout
     assert "zoom 4: 256 tiles" in log and "api_key=***" in log
+    assert "Loading model hiergeo-tiny on cpu" in log  # DEVICE by name on the command line
     # qgis_process itself echoes the command's inputs; nothing the algorithm wrote contains the key.
     leaks = [line for line in log.splitlines() if SECRET in line]
     assert leaks == [f"TILE_SOURCE:\t{server.template}?api_key={SECRET}"]

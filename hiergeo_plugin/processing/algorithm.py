@@ -12,6 +12,7 @@ from typing import Optional
 from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
 
 from . import dependencies
+from .params import unknown_enum_option, with_enum_indexes
 from .resources import ICON_PATH, help_text
 from .xyz import XyzSource, resolve_tile_source
 
@@ -45,6 +46,14 @@ class HierGeoAlgorithm(QgsProcessingAlgorithm):
 
     def createInstance(self):  # noqa: N802
         return type(self)()
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        """QGIS's checks, with enum options given by name ("DEVICE=cpu") as well as by index."""
+        normalized = with_enum_indexes(self, parameters)
+        unknown = unknown_enum_option(self, normalized)
+        if unknown:
+            return False, unknown
+        return super().checkParameterValues(normalized, context)
 
     def canExecute(self):  # noqa: N802
         if not self.NEEDS_TORCH:

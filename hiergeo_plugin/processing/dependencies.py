@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from qgis.core import QgsProcessingException
+from qgis.core import QgsApplication, QgsProcessingException
 
 #: (module to import, pip package that provides it). The torch trio is always installed together: open_clip
 #: needs torchvision, and a torchvision built for another torch fails to import.
@@ -37,8 +37,10 @@ def missing_dependencies(import_modules: bool = True) -> List[Tuple[str, str, st
     """[(module, pip package, reason)] for each dependency that is not usable.
 
     `import_modules=False` only looks for the modules (cheap, for the GUI at start-up); True imports them,
-    which also catches installs that are present but broken (e.g. a torch DLL that fails to load).
+    which also catches installs that are present but broken (e.g. a torch DLL that fails to load). Packages in
+    the plugin's private folder count (see `use_private_packages`).
     """
+    use_private_packages()
     missing = []
     for module, package in DEPENDENCIES:
         try:
@@ -69,31 +71,73 @@ def qgis_python() -> str:
     return "python3"
 
 
-def pip_command(packages: Optional[List[str]] = None) -> str:
+def private_packages_dir(base: Optional[str] = None) -> Path:
+    """<QGIS profile>/hiergeo/python3.X: the plugin's own folder for torch & co.
+
+    The install command puts the packages here rather than into QGIS's Python: Debian 12+ and Ubuntu 23.04+ mark
+    the system Python as externally managed and pip refuses to install into it, Windows keeps QGIS's Python under
+    Program Files (administrator rights), and a private folder never breaks another program's packages. One folder
+    per Python version, since the wheels are built for one.
+    """
+    if base is None:
+        try:
+            base = QgsApplication.qgisSettingsDirPath()
+        except Exception:
+            base = ""
+        base = base or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "hiergeo" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def use_private_packages(folder: Optional[Path] = None) -> bool:
+    """Put the private package folder (when it exists) at the end of sys.path; True when it is there.
+
+    At the end, so that QGIS's own packages keep precedence: Debian 12's GDAL bindings need its numpy 1.x, which
+    a numpy 2 pulled into the private folder by torchvision must not replace.
+    """
+    path = str(folder or private_packages_dir())
+    if not os.path.isdir(path):
+        return False
+    if path not in sys.path:
+        sys.path.append(path)
+        importlib.invalidate_caches()
+    return True
+
+
+def _quoted(text: str) -> str:
+    return f'"{text}"' if " " in text else text
+
+
+def pip_command(packages: Optional[List[str]] = None, python: Optional[str] = None,
+                target: Optional[Path] = None) -> str:
+    """The command that installs `packages` for QGIS's Python into the plugin's private folder."""
     packages = list(packages or _ALWAYS_TOGETHER)
-    exe = qgis_python()
-    quoted = f'"{exe}"' if " " in exe else exe
-    return f"{quoted} -m pip install {' '.join(packages)}"
+    folder = target or private_packages_dir()
+    return (f"{_quoted(python or qgis_python())} -m pip install {' '.join(packages)} "
+            f"--upgrade --target {_quoted(str(folder))}")
 
 
 def dependency_message(missing: List[Tuple[str, str, str]]) -> str:
-    """What is missing and the exact command that installs it into QGIS's own Python."""
+    """What is missing and, per platform, the exact command that installs it for QGIS's Python."""
     packages = list(_ALWAYS_TOGETHER)
     packages += [pkg for _, pkg, _ in missing if pkg not in packages]
     what = "; ".join(f"{module} ({reason})" for module, _, reason in missing)
     lines = [
         f"HierGeo cannot run: these Python packages are missing or broken in QGIS's Python: {what}.",
-        "Install them into the Python that QGIS uses, then restart QGIS:",
-        f"    {pip_command(packages)}",
+        "Install them into HierGeo's own package folder (no administrator rights needed; QGIS's and the system's "
+        "Python packages stay untouched), then restart QGIS:",
     ]
     if sys.platform.startswith("win"):
-        lines.append(
-            "On Windows, open the 'OSGeo4W Shell' from the Start menu (QGIS's own Python) and run: "
-            f"python -m pip install {' '.join(packages)}"
-        )
+        lines.append("On Windows, open the 'OSGeo4W Shell' from the Start menu (QGIS's own Python) and run:")
+        lines.append(f"    {pip_command(packages, python='python')}")
     elif sys.platform == "darwin":
-        lines.append("On macOS use the python3 inside QGIS.app (Contents/MacOS/bin/python3).")
-    lines.append("A CPU-only torch is enough; with an NVIDIA GPU install the CUDA build from https://pytorch.org.")
+        lines.append(f"    {pip_command(packages)}")
+        lines.append("On macOS this is the python3 inside QGIS.app (Contents/MacOS/bin/python3).")
+    else:
+        lines.append(f"    {pip_command(packages)}")
+        lines.append("On Debian or Ubuntu, if that says 'No module named pip', first run: sudo apt install python3-pip "
+                     "(never add --break-system-packages: the command above does not need it).")
+    lines.append("torch from PyPI runs on the CPU everywhere; on Linux it includes the CUDA libraries (a download of "
+                 "a few GB) and uses an NVIDIA GPU when there is one.")
     return "\n".join(lines)
 
 

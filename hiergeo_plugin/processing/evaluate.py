@@ -119,13 +119,13 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(
             QgsProcessingParameterFeatureSource(
-                self.PREDICTIONS, "Predictions (OUTPUT of Geolocate photos)", [QgsProcessing.TypeVector]
+                self.PREDICTIONS, "Predictions (OUTPUT of Geolocate photos)", [QgsProcessing.SourceType.TypeVector]
             )
         )
         self.addParameter(
             QgsProcessingParameterFeatureSource(
                 self.GROUND_TRUTH, "Ground truth (when the predictions have no true_lat/true_lon)",
-                [QgsProcessing.TypeVector], optional=True,
+                [QgsProcessing.SourceType.TypeVector], optional=True,
             )
         )
         self.addParameter(
@@ -142,7 +142,8 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
         )
         self.addParameter(
             QgsProcessingParameterFeatureSink(
-                self.ERROR_LINES, "Error lines", QgsProcessing.TypeVectorLine, optional=True, createByDefault=True
+                self.ERROR_LINES, "Error lines", QgsProcessing.SourceType.TypeVectorLine, optional=True,
+                createByDefault=True,
             )
         )
         self.addOutput(QgsProcessingOutputNumber("MEDIAN_KM", "Median error (km)"))
@@ -193,8 +194,10 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
     def _truth_index(self, source, field: str, folder: Optional[Path], context, feedback) -> Dict[str, tuple]:
         names = set(source.fields().names())
         if field not in names:
-            raise QgsProcessingException(f"GROUND_TRUTH has no field {field!r} (its fields: {', '.join(sorted(names))})")
-        points = QgsWkbTypes.geometryType(source.wkbType()) == QgsWkbTypes.PointGeometry
+            raise QgsProcessingException(
+                f"GROUND_TRUTH has no field {field!r} (its fields: {', '.join(sorted(names))})"
+            )
+        points = QgsWkbTypes.geometryType(source.wkbType()) == QgsWkbTypes.GeometryType.PointGeometry
         pair = next(((a, b) for a, b in (("true_lat", "true_lon"), ("lat", "lon"), ("latitude", "longitude"))
                      if a in names and b in names), None)
         if not points and pair is None:
@@ -265,7 +268,7 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
 
         results: Dict[str, object] = {}
         lines, lines_id = self.parameterAsSink(
-            parameters, self.ERROR_LINES, context, error_line_fields(), QgsWkbTypes.LineString,
+            parameters, self.ERROR_LINES, context, error_line_fields(), QgsWkbTypes.Type.LineString,
             QgsCoordinateReferenceSystem(WGS84),
         )
         if lines is not None:
@@ -281,7 +284,7 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
                 ))
                 f.setAttributes([row["photo"], float(error_km), row["true_lat"], row["true_lon"], row["lat"],
                                  row["lon"]])
-                if not lines.addFeature(f, QgsFeatureSink.FastInsert):
+                if not lines.addFeature(f, QgsFeatureSink.Flag.FastInsert):
                     raise QgsProcessingException(self.writeFeatureError(lines, parameters, self.ERROR_LINES))
             results[self.ERROR_LINES] = lines_id
 

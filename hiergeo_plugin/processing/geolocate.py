@@ -126,7 +126,8 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
     def _add_search_parameters(self) -> None:
         self.addParameter(
             QgsProcessingParameterFeatureSource(
-                self.PHOTOS, "Photos (points, or a table with a photo path field)", [QgsProcessing.TypeVector]
+                self.PHOTOS, "Photos (points, or a table with a photo path field)",
+                [QgsProcessing.SourceType.TypeVector],
             )
         )
         self.addParameter(
@@ -135,7 +136,7 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
                 "Field with the photo path",
                 defaultValue=DEFAULT_PHOTO_FIELD,
                 parentLayerParameterName=self.PHOTOS,
-                type=QgsProcessingParameterField.Any,
+                type=QgsProcessingParameterField.DataType.Any,
                 # Optional only so that the default applies when the key is left out: QGIS 3.22 rejects a
                 # missing field value even with a default. Empty means "photo".
                 optional=True,
@@ -150,7 +151,7 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
             QgsProcessingParameterFile(
                 self.MODEL,
                 "Trained model file (empty: the base model)",
-                behavior=QgsProcessingParameterFile.File,
+                behavior=QgsProcessingParameterFile.Behavior.File,
                 fileFilter="HierGeo model (*.safetensors);;All files (*.*)",
                 optional=True,
             )
@@ -162,7 +163,7 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
         )
         self.addParameter(
             QgsProcessingParameterNumber(
-                self.TOP_K, "Tiles kept per zoom level (k)", QgsProcessingParameterNumber.Integer, DEFAULT_TOP_K,
+                self.TOP_K, "Tiles kept per zoom level (k)", QgsProcessingParameterNumber.Type.Integer, DEFAULT_TOP_K,
                 minValue=1,
             )
         )
@@ -177,27 +178,27 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
         """Tuning and politeness: batch sizes, the path weight, the cache, connections and the rate limit."""
         advanced_params = [
             QgsProcessingParameterNumber(
-                self.BATCH_SIZE, "Batch size (images per model pass)", QgsProcessingParameterNumber.Integer,
+                self.BATCH_SIZE, "Batch size (images per model pass)", QgsProcessingParameterNumber.Type.Integer,
                 DEFAULT_BATCH_SIZE,
                 minValue=1,
             ),
             QgsProcessingParameterNumber(
                 self.PATH_WEIGHT, "Path weight (0 = the paper: each zoom ranks by its own similarity)",
-                QgsProcessingParameterNumber.Double, 0.0, minValue=0.0,
+                QgsProcessingParameterNumber.Type.Double, 0.0, minValue=0.0,
             ),
             QgsProcessingParameterNumber(
-                self.PHOTO_BATCH, "Photos searched together", QgsProcessingParameterNumber.Integer, DEFAULT_PHOTO_BATCH,
-                minValue=1,
+                self.PHOTO_BATCH, "Photos searched together", QgsProcessingParameterNumber.Type.Integer,
+                DEFAULT_PHOTO_BATCH, minValue=1,
             ),
             cache_dir_parameter(self.CACHE_DIR, "Cache folder (tiles and embeddings)"),
             QgsProcessingParameterNumber(
-                self.MAX_CONNECTIONS, "Parallel tile downloads", QgsProcessingParameterNumber.Integer,
+                self.MAX_CONNECTIONS, "Parallel tile downloads", QgsProcessingParameterNumber.Type.Integer,
                 DEFAULT_MAX_CONNECTIONS,
                 minValue=1, maxValue=64,
             ),
             QgsProcessingParameterNumber(
-                self.RATE_LIMIT, "Tile requests per second (0 = no limit)", QgsProcessingParameterNumber.Double, 0.0,
-                minValue=0.0,
+                self.RATE_LIMIT, "Tile requests per second (0 = no limit)", QgsProcessingParameterNumber.Type.Double,
+                0.0, minValue=0.0,
             ),
         ]
         for param in advanced_params:
@@ -205,11 +206,13 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
 
     def _add_outputs(self) -> None:
         self.addParameter(
-            QgsProcessingParameterFeatureSink(self.OUTPUT, "Predicted locations", QgsProcessing.TypeVectorPoint)
+            QgsProcessingParameterFeatureSink(
+                self.OUTPUT, "Predicted locations", QgsProcessing.SourceType.TypeVectorPoint
+            )
         )
         self.addParameter(
             QgsProcessingParameterFeatureSink(
-                self.CANDIDATES, "Candidate tiles", QgsProcessing.TypeVectorPolygon, optional=True,
+                self.CANDIDATES, "Candidate tiles", QgsProcessing.SourceType.TypeVectorPolygon, optional=True,
                 createByDefault=True,
             )
         )

@@ -63,12 +63,12 @@ class PredictionWriter:
         crs = QgsCoordinateReferenceSystem(WGS84)
         self.fields = prediction_fields(with_truth)
         self.sink, self.output_id = alg.parameterAsSink(parameters, output_key, context, self.fields,
-                                                        QgsWkbTypes.Point, crs)
+                                                        QgsWkbTypes.Type.Point, crs)
         if self.sink is None:
             raise QgsProcessingException(alg.invalidSinkError(parameters, output_key))
         self.candidate_fields = candidate_fields()
         self.candidate_sink, self.candidates_id = alg.parameterAsSink(
-            parameters, candidates_key, context, self.candidate_fields, QgsWkbTypes.Polygon, crs
+            parameters, candidates_key, context, self.candidate_fields, QgsWkbTypes.Type.Polygon, crs
         )
         apply_style_on_load(context, self.output_id, "predictions")
         apply_style_on_load(context, self.candidates_id, "candidates")
@@ -102,7 +102,7 @@ class PredictionWriter:
                 error = float(haversine_km(record.true_lat, record.true_lon, prediction.lat, prediction.lon))
             attrs += [record.true_lat, record.true_lon, error]
         feature.setAttributes(attrs)
-        if not self.sink.addFeature(feature, QgsFeatureSink.FastInsert):
+        if not self.sink.addFeature(feature, QgsFeatureSink.Flag.FastInsert):
             raise QgsProcessingException(self.alg.writeFeatureError(self.sink, self.parameters, self.output_key))
 
     def _write_candidates(self, result) -> None:
@@ -120,7 +120,7 @@ class PredictionWriter:
                                        candidate.tile.y, float(candidate.score), bool(candidate.kept),
                                        bool(candidate.chosen)])
                 batch.append(feature)
-        if batch and not self.candidate_sink.addFeatures(batch, QgsFeatureSink.FastInsert):
+        if batch and not self.candidate_sink.addFeatures(batch, QgsFeatureSink.Flag.FastInsert):
             raise QgsProcessingException(
                 self.alg.writeFeatureError(self.candidate_sink, self.parameters, self.candidates_key)
             )

@@ -27,20 +27,60 @@ DEVICE_OPTIONS = ("auto", "cpu", "cuda")
 
 def advanced(param: QgsProcessingParameterDefinition) -> QgsProcessingParameterDefinition:
     """`param` shown under "Advanced parameters" in the dialog."""
-    param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+    param.setFlags(param.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
     return param
 
 
-# -- DEVICE -----------------------------------------------------------------------------------------------------
+# -- enums: names or indexes ------------------------------------------------------------------------------------
+# QGIS's enum parameter takes an option's index; users of qgis_process and scripts write the option's name
+# ("DEVICE=cpu", as the README says). Both are accepted: names are turned into indexes before QGIS checks the
+# values (HierGeoAlgorithm.checkParameterValues) and when they are read. The dialog stays a dropdown, and models
+# and scripts that saved an index keep working.
 
 
-def device_parameter(name: str = "DEVICE", description: str = "Device") -> QgsProcessingParameterEnum:
-    return QgsProcessingParameterEnum(name, description, options=list(DEVICE_OPTIONS), defaultValue=0)
+def enum_index(param, value):
+    """An option name of enum parameter `param` (any case) as its index; any other value unchanged."""
+    if isinstance(value, str):
+        key = value.strip().casefold()
+        names = [option.casefold() for option in param.options()]
+        if key in names and not key.lstrip("-").isdigit():
+            return names.index(key)
+    return value
 
 
-def device_value(alg, parameters, name: str, context) -> str:
-    """DEVICE as the core's device name ("auto", "cpu" or "cuda")."""
-    return option_name(DEVICE_OPTIONS, alg.parameterAsEnum(parameters, name, context))
+def with_enum_indexes(alg, parameters: dict) -> dict:
+    """`parameters` with the option names of `alg`'s enum parameters replaced by their indexes."""
+    normalized = dict(parameters)
+    for param in alg.parameterDefinitions():
+        if param.type() != "enum" or param.allowMultiple() or param.name() not in normalized:
+            continue
+        if getattr(param, "usesStaticStrings", lambda: False)():  # QGIS 3.18+: the names are the values already
+            continue
+        normalized[param.name()] = enum_index(param, normalized[param.name()])
+    return normalized
+
+
+def unknown_enum_option(alg, parameters: dict) -> str:
+    """A message naming the accepted options when an enum parameter got a name it does not have, else ""."""
+    for param in alg.parameterDefinitions():
+        value = parameters.get(param.name())
+        if param.type() != "enum" or param.allowMultiple() or not isinstance(value, str) or not value.strip():
+            continue
+        if value.strip().lstrip("-").isdigit() or getattr(param, "usesStaticStrings", lambda: False)():
+            continue
+        options = param.options()
+        return (f"{param.name()}: {value!r} is not one of {', '.join(options)} "
+                f"(give an option's name or its index 0-{len(options) - 1})")
+    return ""
+
+
+def enum_option(alg, parameters, name: str, context) -> str:
+    """The chosen option's name of enum parameter `name`, given by name or by index."""
+    param = alg.parameterDefinition(name)
+    value = dict(parameters)
+    if name in value:
+        value[name] = enum_index(param, value[name])
+    return option_name(param.options(), alg.parameterAsEnum(value, name, context))
 
 
 def option_name(options: Sequence[str], index) -> str:
@@ -49,6 +89,19 @@ def option_name(options: Sequence[str], index) -> str:
         return options[int(index)]
     except (IndexError, TypeError, ValueError):
         return options[0]
+
+
+# -- DEVICE -----------------------------------------------------------------------------------------------------
+
+
+def device_parameter(name: str = "DEVICE", description: str = "Device") -> QgsProcessingParameterEnum:
+    """auto, cpu or cuda; by name or index on the command line."""
+    return QgsProcessingParameterEnum(name, description, options=list(DEVICE_OPTIONS), defaultValue=0)
+
+
+def device_value(alg, parameters, name: str, context) -> str:
+    """DEVICE as the core's device name ("auto", "cpu" or "cuda")."""
+    return enum_option(alg, parameters, name, context)
 
 
 # -- ZOOM_LEVELS ------------------------------------------------------------------------------------------------
@@ -73,7 +126,9 @@ def zoom_levels_value(alg, parameters, name: str, context, any_order: bool = Fal
 
 
 def cache_dir_parameter(name: str = "CACHE_DIR", description: str = "Cache folder") -> QgsProcessingParameterFile:
-    return QgsProcessingParameterFile(name, description, behavior=QgsProcessingParameterFile.Folder, optional=True)
+    return QgsProcessingParameterFile(
+        name, description, behavior=QgsProcessingParameterFile.Behavior.Folder, optional=True
+    )
 
 
 def cache_dir_value(alg, parameters, name: str, context) -> str:

@@ -22,7 +22,7 @@ DEFAULT_PHOTO_FIELD = "photo"
 
 def has_point_geometry(source) -> bool:
     """Point inputs carry the photos' true locations (and give the outputs error columns)."""
-    return QgsWkbTypes.geometryType(source.wkbType()) == QgsWkbTypes.PointGeometry
+    return QgsWkbTypes.geometryType(source.wkbType()) == QgsWkbTypes.GeometryType.PointGeometry
 
 
 def layer_folder(value, context) -> Optional[Path]:
@@ -31,7 +31,8 @@ def layer_folder(value, context) -> Optional[Path]:
     For layers without a file (memory layers, databases) the project's home folder, else None.
     """
     layer = value if isinstance(value, QgsVectorLayer) else None
-    if layer is None and hasattr(value, "source") and not isinstance(value, str):  # QgsProcessingFeatureSourceDefinition
+    # A QgsProcessingFeatureSourceDefinition (e.g. "selected features only") holds the layer in .source.
+    if layer is None and hasattr(value, "source") and not isinstance(value, str):
         try:
             value = value.source.staticValue()
         except Exception:

@@ -86,7 +86,7 @@ class TrainMapEncodersAlgorithm(TileSourceAlgorithm):
     def initAlgorithm(self, config=None):
         self.addParameter(
             QgsProcessingParameterFeatureSource(
-                self.PHOTOS, "Photos with true locations (points)", [QgsProcessing.TypeVectorPoint]
+                self.PHOTOS, "Photos with true locations (points)", [QgsProcessing.SourceType.TypeVectorPoint]
             )
         )
         self.addParameter(
@@ -106,22 +106,22 @@ class TrainMapEncodersAlgorithm(TileSourceAlgorithm):
             )
         )
         self.addParameter(
-            QgsProcessingParameterNumber(self.EPOCHS, "Epochs per zoom", QgsProcessingParameterNumber.Integer,
+            QgsProcessingParameterNumber(self.EPOCHS, "Epochs per zoom", QgsProcessingParameterNumber.Type.Integer,
                                          DEFAULT_EPOCHS, minValue=1)
         )
         self.addParameter(
-            QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size", QgsProcessingParameterNumber.Integer,
+            QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size", QgsProcessingParameterNumber.Type.Integer,
                                          DEFAULT_BATCH_SIZE, minValue=2)
         )
         self.addParameter(
             QgsProcessingParameterNumber(
-                self.LEARNING_RATE, "Learning rate", QgsProcessingParameterNumber.Double, DEFAULT_LEARNING_RATE,
+                self.LEARNING_RATE, "Learning rate", QgsProcessingParameterNumber.Type.Double, DEFAULT_LEARNING_RATE,
                 minValue=0.0,
             )
         )
         self.addParameter(
             QgsProcessingParameterNumber(
-                self.UNFROZEN_BLOCKS, "Unfrozen transformer blocks", QgsProcessingParameterNumber.Integer,
+                self.UNFROZEN_BLOCKS, "Unfrozen transformer blocks", QgsProcessingParameterNumber.Type.Integer,
                 DEFAULT_UNFROZEN_BLOCKS, minValue=0,
             )
         )
@@ -132,16 +132,16 @@ class TrainMapEncodersAlgorithm(TileSourceAlgorithm):
             QgsProcessingParameterNumber(
                 self.BASE_TRAINING_EPOCHS,
                 "Base training epochs (train photo and map towers from scratch first; 0 = off)",
-                QgsProcessingParameterNumber.Integer,
+                QgsProcessingParameterNumber.Type.Integer,
                 0,
                 minValue=0,
             ),
             QgsProcessingParameterNumber(self.SEED, "Random seed (split, shuffling)",
-                                         QgsProcessingParameterNumber.Integer, 0),
+                                         QgsProcessingParameterNumber.Type.Integer, 0),
             QgsProcessingParameterNumber(
                 self.SEARCH_NEGATIVES,
                 "Extra negative tiles per photo and zoom, from the tiles the search compares (0 = paper)",
-                QgsProcessingParameterNumber.Integer,
+                QgsProcessingParameterNumber.Type.Integer,
                 DEFAULT_SEARCH_NEGATIVES,
                 minValue=0,
                 maxValue=15,
