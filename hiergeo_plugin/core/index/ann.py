@@ -12,8 +12,10 @@ docs/BENCHMARKS.md, "Region index search"; the arithmetic per country in docs/SC
 - ``"hnsw"``: a graph over fp16 codes (``IndexHNSWSQ``): logarithmic search time, recall set by ``efSearch``;
   costs ~1 KiB + M*2*4 bytes a cell and a build of minutes per million cells on a few cores.
 - ``"ivfpq"``: inverted lists (nlist ~ 4 sqrt(n)) of product-quantised codes (``PQ_M`` bytes a cell + an 8-byte id)
-  for areas whose fp16 codes no longer fit in memory; the PQ distances are approximate, so the best
-  ``REFINE_FACTOR * k`` candidates are re-ranked with exact fp16 codes kept beside them when ``IVFPQ_REFINE``.
+  for areas whose fp16 codes no longer fit in memory. PQ distances are coarse (recall@10 well below 0.95), so
+  with ``IVFPQ_REFINE = "sq8"`` the best ``REFINE_FACTOR * k`` candidates are re-ranked with 8-bit scalar codes kept
+  beside them (512 bytes a cell at 512-d, half of fp16); ``None`` keeps PQ alone (~72 bytes a cell) for areas where
+  even that does not fit.
 
 FAISS is imported lazily (QGIS loads the plugin without it and says what to install). Builds are deterministic:
 fixed k-means seeds, a seeded training sample and single-threaded graph insertion (HNSW insertion with several
@@ -40,12 +42,13 @@ HNSW_MAX_CELLS = 20_000_000
 
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
-HNSW_EF_SEARCH = 128
+HNSW_EF_SEARCH = 64
 PQ_M = 64  # 64 sub-quantisers of 8 dims at 512-d, 8 bits each: 64 bytes a cell
 PQ_NBITS = 8
 IVF_NPROBE = 32
-IVFPQ_REFINE = True
+IVFPQ_REFINE = "sq8"  # "sq8", "fp16" or None (PQ codes alone)
 REFINE_FACTOR = 8
+KMEANS_ITERATIONS = 10  # FAISS's default 25 costs 2.5x the training time for a few thousandths of recall
 TRAIN_SAMPLE_PER_LIST = 40  # FAISS warns below 39 training points per centroid
 TRAIN_SAMPLE_MAX = 500_000
 _KMEANS_SEED_OFFSET = 1234
@@ -82,8 +85,16 @@ def choose_index_kind(n_cells: int) -> str:
 
 
 def ivf_nlist(n_cells: int) -> int:
-    """Inverted lists for ``n_cells``: ~4 sqrt(n), the usual balance of list scan against centroid scan, at least 1."""
-    return max(1, int(round(4.0 * np.sqrt(max(n_cells, 1)))))
+    """Inverted lists for ``n_cells``: ~4 sqrt(n), the usual balance of list scan against centroid scan, but no more
+    than leaves TRAIN_SAMPLE_PER_LIST training rows a list (k-means on fewer gives poor centroids), at least 1."""
+    n = max(n_cells, 1)
+    return max(1, min(int(round(4.0 * np.sqrt(n))), n // TRAIN_SAMPLE_PER_LIST))
+
+
+def training_size(n_cells: int) -> int:
+    """Rows IVF-PQ trains on for an index of ``n_cells``: TRAIN_SAMPLE_PER_LIST per inverted list and at least
+    10 240 (the PQ codebooks' 256 centroids want ~40 points each), at most TRAIN_SAMPLE_MAX and n_cells."""
+    return min(n_cells, max(256 * 40, ivf_nlist(n_cells) * TRAIN_SAMPLE_PER_LIST), TRAIN_SAMPLE_MAX)
 
 
 def _as_matrix(vectors: np.ndarray, dim: Optional[int], what: str) -> np.ndarray:
@@ -105,7 +116,7 @@ def _as_matrix(vectors: np.ndarray, dim: Optional[int], what: str) -> np.ndarray
 def training_sample(vectors: np.ndarray, n_cells: int, seed: int) -> np.ndarray:
     """The seeded sample IVF-PQ trains on: enough points per inverted list, at most TRAIN_SAMPLE_MAX, in row order
     (so the same vectors and seed give the same index)."""
-    want = min(len(vectors), max(256 * 40, ivf_nlist(n_cells) * TRAIN_SAMPLE_PER_LIST), TRAIN_SAMPLE_MAX)
+    want = training_size(n_cells)
     if want >= len(vectors):
         return _as_matrix(vectors, None, "training vectors")
     rows = np.sort(np.random.default_rng(seed).choice(len(vectors), size=want, replace=False))
@@ -126,7 +137,7 @@ class VectorIndex:
     @classmethod
     def empty(
         cls, kind: str, dim: int, n_expected: int, train_vectors: Optional[np.ndarray] = None, seed: int = 0
-    ) -> "VectorIndex":
+    ) -> VectorIndex:
         """An index ready for :meth:`add`, for builds that stream shards instead of holding every code at once.
         ``kind="auto"`` chooses by ``n_expected``; ``"ivfpq"`` trains on ``train_vectors`` (see training_sample)."""
         faiss = _faiss()
@@ -157,26 +168,31 @@ class VectorIndex:
             ivf.own_fields = True
             quantizer.this.disown()
             ivf.cp.seed = seed + _KMEANS_SEED_OFFSET
+            ivf.cp.niter = KMEANS_ITERATIONS
             ivf.pq.cp.seed = seed + _KMEANS_SEED_OFFSET + 1
-            ivf.train(train)
+            ivf.pq.cp.niter = KMEANS_ITERATIONS
             index = ivf
             if IVFPQ_REFINE:
-                refine = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, ip)
+                qtype = {"sq8": faiss.ScalarQuantizer.QT_8bit, "fp16": faiss.ScalarQuantizer.QT_fp16}[IVFPQ_REFINE]
+                refine = faiss.IndexScalarQuantizer(dim, qtype, ip)
                 index = faiss.IndexRefine(ivf, refine)
                 index.own_fields = True
                 index.own_refine_index = True
                 ivf.this.disown()
                 refine.this.disown()
                 index.k_factor = REFINE_FACTOR
+            index.train(train)
         return cls(index, kind, dim)
 
     @classmethod
-    def build(cls, vectors: np.ndarray, kind: str = "auto", seed: int = 0) -> "VectorIndex":
+    def build(cls, vectors: np.ndarray, kind: str = "auto", seed: int = 0) -> VectorIndex:
         """An index over ``vectors`` (float32 (n, d), L2-normalised rows); row i of ``vectors`` is id i."""
         arr = _as_matrix(vectors, None, "vectors")
-        train = training_sample(arr, len(arr), seed) if kind == "ivfpq" or (
-            kind == "auto" and choose_index_kind(len(arr)) == "ivfpq"
-        ) else None
+        train = (
+            training_sample(arr, len(arr), seed)
+            if kind == "ivfpq" or (kind == "auto" and choose_index_kind(len(arr)) == "ivfpq")
+            else None
+        )
         index = cls.empty(kind, arr.shape[1], len(arr), train_vectors=train, seed=seed)
         index.add(arr)
         return index
@@ -211,8 +227,7 @@ class VectorIndex:
         if self.kind == "hnsw":
             self._index.hnsw.efSearch = HNSW_EF_SEARCH
         elif self.kind == "ivfpq":
-            refine = faiss.try_extract_index_ivf(self._index) if hasattr(faiss, "try_extract_index_ivf") else None
-            ivf = refine if refine is not None else faiss.extract_index_ivf(self._index)
+            ivf = faiss.extract_index_ivf(self._index)
             ivf.nprobe = min(IVF_NPROBE, ivf.nlist)
             if isinstance(self._index, faiss.IndexRefine):
                 self._index.k_factor = REFINE_FACTOR
@@ -272,7 +287,7 @@ class VectorIndex:
         return _faiss().serialize_index(self._index).tobytes()
 
     @classmethod
-    def from_bytes(cls, data: bytes, kind: str, dim: int, ntotal: Optional[int] = None) -> "VectorIndex":
+    def from_bytes(cls, data: bytes, kind: str, dim: int, ntotal: Optional[int] = None) -> VectorIndex:
         """The index serialised in ``data``, refused with ValueError unless it is a FAISS index of ``kind`` over
         ``dim``-d inner products (and of ``ntotal`` rows when given) whose size fits its stated content."""
         faiss = _faiss()
@@ -303,7 +318,8 @@ def _check_header(data: bytes, kind: str, dim: int, ntotal: Optional[int]) -> No
     if len(data) < _HEADER.size:
         raise ValueError(f"index data too short ({len(data)} bytes) to be a FAISS index")
     fourcc, d, n, _, _, _, metric = _HEADER.unpack_from(data)
-    if kind == "ivfpq" and fourcc == _REFINE_FOURCC:
+    refined = kind == "ivfpq" and fourcc == _REFINE_FOURCC
+    if refined:
         inner = data[_HEADER.size :]
         if len(inner) < _HEADER.size:
             raise ValueError("ivfpq index data truncated")
@@ -318,6 +334,7 @@ def _check_header(data: bytes, kind: str, dim: int, ntotal: Optional[int]) -> No
         raise ValueError(f"index holds {n} rows, expected {ntotal}")
     if metric != _METRIC_INNER_PRODUCT:
         raise ValueError(f"index metric {metric} is not inner product")
-    per_row = {"flat": 2 * d, "hnsw": 2 * d + 8, "ivfpq": PQ_M + 8}[kind]
+    # codes a row needs at least: fp16 (+ a graph link), or the smallest PQ code + its id (+ an 8-bit re-ranking code)
+    per_row = {"flat": 2 * d, "hnsw": 2 * d + 8, "ivfpq": 8 + 8 + (d if refined else 0)}[kind]
     if len(data) < n * per_row:
         raise ValueError(f"index data truncated: {len(data)} bytes cannot hold {n} rows of a {kind} index")
