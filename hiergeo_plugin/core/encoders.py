@@ -217,6 +217,19 @@ class ImageEncoder:
         self.name = name
         self.forward_calls = 0  # counted for tests and benchmarks: one call = one batch through the model
         self.images_encoded = 0
+        #: How this machine runs the tower for inference, installed by execution.prepare_execution: None = eager
+        #: (autocast on GPUs); else a callable batch -> normalised float32 embeddings (bf16 weights, OpenVINO).
+        self.runner = None
+        #: '' for eager fp32, else what runs (e.g. "openvino-bf16"): part of cache_key.
+        self.execution_key = ""
+
+    @property
+    def cache_key(self) -> str:
+        """The embedding cache's key: the weights' fingerprint, plus what runs them when that is not eager fp32,
+        so that embeddings of different precisions or backends never mix."""
+        if not self.execution_key:
+            return self.fingerprint
+        return hashlib.sha256(f"{self.fingerprint}|{self.execution_key}".encode()).hexdigest()
 
     def __call__(self, batch):
         """Unnormalised embeddings with gradients (training)."""
@@ -232,6 +245,8 @@ class ImageEncoder:
 
         self.forward_calls += 1
         self.images_encoded += int(batch.shape[0])
+        if self.runner is not None:
+            return self.runner(batch)
         with torch.inference_mode():
             batch = batch.to(self.device, non_blocking=True)
             with autocast(self.device):
@@ -252,6 +267,8 @@ class GeoModel:
     device: str
     logit_scale: float = 100.0
     manifest: dict = field(default_factory=dict)
+    #: execution.ExecutionReport: how the encoders run on this machine (set when the model loads)
+    execution: Optional[object] = None
 
     def map_encoder(self, zoom: int) -> ImageEncoder:
         """The zoom's own encoder; zooms the model was not trained for use the nearest trained one."""

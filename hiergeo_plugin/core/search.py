@@ -161,6 +161,12 @@ class HierarchicalSearch:
         """Results in input order, streamed one photo batch at a time (memory stays flat for any count)."""
         records = list(records)
         device, precision = describe_device(self.model.device)
+        execution = getattr(self.model, "execution", None)  # execution.ExecutionReport, set when the model loads
+        if execution is not None:
+            if self.model.photo_encoder.runner is not None:  # not eager: autocast does not apply
+                precision = execution.describe()
+            for warning in execution.warnings:
+                self.reporter.warning(f"HierGeo execution: {warning}")
         self.reporter.info(
             f"HierGeo: {len(records)} photos, zooms {self.zooms}, k={self.top_k}, {device} ({precision}), "
             f"tiles from {self.source.display_name}"
@@ -340,7 +346,7 @@ class HierarchicalSearch:
         stats = StageStats(zoom, tiles=len(tiles))
         encoder = self.model.map_encoder(zoom)
         source_id = self.source.source_id
-        found, stats.memory_hits, stats.disk_hits = self.cache.get_many(encoder.fingerprint, source_id, tiles)
+        found, stats.memory_hits, stats.disk_hits = self.cache.get_many(encoder.cache_key, source_id, tiles)
         missing = [t for t in tiles if t not in found]
         before = self.source.stats.snapshot()
         pending_tiles: List[Tile] = []
@@ -355,7 +361,7 @@ class HierarchicalSearch:
             vecs = encoder.encode(stack(pending_tensors)).numpy()
             self.totals.model_seconds += time.perf_counter() - t0
             items = list(zip(pending_tiles, vecs))
-            self.cache.put_many(encoder.fingerprint, source_id, items)
+            self.cache.put_many(encoder.cache_key, source_id, items)
             found.update(items)
             stats.encoded += len(items)
             pending_tiles.clear()

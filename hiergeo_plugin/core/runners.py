@@ -1,0 +1,172 @@
+"""Ways to run one image tower for inference, other than eager fp32: torch with low-precision weights, OpenVINO.
+
+A runner takes a preprocessed float32 batch (N, 3, H, W) and returns L2-normalised float32 embeddings on the
+CPU, exactly as ImageEncoder.encode does in eager fp32, so the search cannot tell them apart except by speed
+and by the last bits. Which runner an encoder gets is decided in execution.py; this module only builds them.
+
+Why these two: on CPUs with native bf16 (avx512_bf16/AMX, Armv8.6 bf16) the tower's matrix products run at
+several times the fp32 rate when the weights and activations are bf16 (torch autocast does not get there: it
+keeps casting back and forth); OpenVINO fuses the whole graph and picks bf16 itself on such CPUs, and on CPUs
+without bf16 its fp32 kernels still beat eager torch. Figures in docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Dict, Optional
+
+log = logging.getLogger("hiergeo.execution")
+
+#: Converted OpenVINO models kept on disk (a ViT-B-32 tower is ~175 MB in fp16 IR); the oldest go first.
+OPENVINO_CACHE_ENTRIES = 12
+#: OpenVINO's names of the inference precisions HIERGEO_PRECISION can ask for ("auto" = OpenVINO's default).
+OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+
+
+def torch_dtype(precision: str):
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+
+
+def _normalized(out):
+    import torch
+
+    return torch.nn.functional.normalize(out.float(), dim=-1).cpu()
+
+
+class TorchLowPrecision:
+    """The tower (and a zoom's overriding parameters) cast to bf16/fp16; inputs cast on the way in.
+
+    The low-precision tower is a copy: the fp32 one stays for training, for the probe and for a fall back.
+    """
+
+    def __init__(self, visual_lp, overrides: Dict[str, object], precision: str, device: str):
+        self.visual = visual_lp
+        self.dtype = torch_dtype(precision)
+        self.overrides = {k: v.to(self.dtype) for k, v in (overrides or {}).items()}
+        self.device = device
+        self.precision = precision
+
+    @staticmethod
+    def cast_tower(visual, precision: str):
+        return copy.deepcopy(visual).to(torch_dtype(precision)).eval()
+
+    def __call__(self, batch):
+        import torch
+        from torch.func import functional_call
+
+        with torch.inference_mode():
+            x = batch.to(self.device, dtype=self.dtype)
+            if self.overrides:
+                out = functional_call(self.visual, self.overrides, (x,), strict=False)
+            else:
+                out = self.visual(x)
+            return _normalized(out)
+
+
+def openvino_available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except Exception:  # ImportError, or a broken install (missing shared libraries)
+        return False
+    return True
+
+
+def openvino_cache_dir() -> Optional[Path]:
+    """HIERGEO_OPENVINO_CACHE (empty = no disk cache), else <XDG cache>/hiergeo/openvino."""
+    value = os.environ.get("HIERGEO_OPENVINO_CACHE")
+    if value is not None:
+        return Path(value) if value.strip() else None
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(xdg) / "hiergeo" / "openvino"
+
+
+class OpenVinoRunner:
+    """The tower converted to an OpenVINO model and compiled for the CPU.
+
+    Converting traces the tower (seconds to a minute for ViT-B-32), so the converted model is kept on disk under
+    the encoder's fingerprint (exact weights + preprocessing) and the OpenVINO version; a later load reads it
+    back. Whatever goes wrong with that disk cache only costs the conversion time.
+    """
+
+    def __init__(self, visual, overrides: Optional[Dict[str, object]], fingerprint: str, image_size: int,
+                 precision: str, threads: int, example):
+        import openvino as ov
+
+        self.precision_asked = precision
+        core = ov.Core()
+        model, folder = self._model(ov, core, visual, overrides, fingerprint, image_size, example)
+        config = {"INFERENCE_NUM_THREADS": int(threads)}
+        if precision in OPENVINO_HINTS:
+            config["INFERENCE_PRECISION_HINT"] = OPENVINO_HINTS[precision]
+        if folder is not None:
+            config["CACHE_DIR"] = str(folder / "compiled")
+        self.compiled = core.compile_model(model, "CPU", config)
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        #: What OpenVINO actually runs in (its default follows the CPU: bf16 where it is native).
+        self.precision = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(hint, hint)
+        self._output = self.compiled.output(0)
+
+    @staticmethod
+    def _convert(ov, visual, overrides, example):
+        import torch
+
+        module = visual
+        if overrides:
+            module = copy.deepcopy(visual)
+            module.load_state_dict({k: v.detach().to("cpu") for k, v in overrides.items()}, strict=False)
+        with torch.no_grad():
+            return ov.convert_model(module.to("cpu").eval(), example_input=example[:1].to("cpu"))
+
+    def _model(self, ov, core, visual, overrides, fingerprint, image_size, example):
+        """(model or IR path, cache folder or None)."""
+        root = openvino_cache_dir()
+        if root is None or not fingerprint:
+            return self._convert(ov, visual, overrides, example), None
+        folder = root / f"{fingerprint[:32]}-{image_size}-ov{ov.__version__.split('-')[0]}"
+        xml = folder / "model.xml"
+        if xml.is_file() and (folder / "model.bin").is_file():
+            try:
+                os.utime(folder)  # most recently used: kept by the pruning below
+                return core.read_model(str(xml)), folder
+            except Exception as exc:  # a damaged entry: convert again and replace it
+                log.warning("OpenVINO cache entry %s unreadable (%s): converting again", folder.name, exc)
+        model = self._convert(ov, visual, overrides, example)
+        tmp = None
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+            ov.save_model(model, str(tmp / "model.xml"))
+            if folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+            os.replace(tmp, folder)  # atomic: another run sees the whole entry or none
+            _prune(root, keep=OPENVINO_CACHE_ENTRIES)
+            # Read back what was written, so the first run and every later one run the same bytes.
+            return core.read_model(str(xml)), folder
+        except Exception as exc:
+            log.warning("could not keep the converted OpenVINO model in %s (%s): it will be converted again", root,
+                        exc)
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            return model, None
+
+    def __call__(self, batch):
+        import numpy as np
+        import torch
+
+        arr = np.ascontiguousarray(batch.detach().to("cpu", dtype=torch.float32).numpy())
+        out = np.array(self.compiled(arr)[self._output], dtype=np.float32, copy=True)
+        return _normalized(torch.from_numpy(out))
+
+
+def _prune(root: Path, keep: int) -> None:
+    entries = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                     key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in entries[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
