@@ -1,7 +1,7 @@
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hiergeo_plugin.core.tiles import (
@@ -114,3 +114,56 @@ def test_tiles_in_bbox_cover_the_bbox(lon, lat, w, h, z):
     for px, py in ((lon, lat), (east, north), (lon, north), (east, lat)):
         assert lonlat_to_tile(px, py, z) in tiles
     assert len(tiles) <= (1 << z) ** 2
+
+
+def test_tiles_in_bbox_at_and_beyond_the_antimeridian():
+    """Issue 13 item 10: an east edge of 180 is the world's east edge, and extents wider than the world (a
+    zoomed-out canvas) are the whole world, not column 0 or nothing."""
+    from hiergeo_plugin.core.tiles import bbox_tile_count, tiles_in_bbox
+
+    assert len(tiles_in_bbox(4, (-180, -90, 180, 90))) == 256
+    east_half = tiles_in_bbox(4, (0, -90, 180, 90))
+    assert sorted({t.x for t in east_half}) == list(range(8, 16)) and len(east_half) == 128
+    assert len(tiles_in_bbox(4, (-200, -100, 200, 100))) == 256
+    assert sorted({t.x for t in tiles_in_bbox(4, (179, 0, 181, 1))}) == [0, 15]  # beyond +180 wraps
+    assert sorted({t.x for t in tiles_in_bbox(4, (-181, 0, -179, 1))}) == [0, 15]  # beyond -180 wraps
+    assert bbox_tile_count(12, (-180, -90, 180, 90)) == 4**12  # counted without listing
+
+
+@settings(deadline=None)  # a loaded CI machine must not turn a slow example into a failure
+@given(st.floats(-540, 540), st.floats(0.001, 720), st.integers(0, 8), st.booleans())
+def test_tiles_in_bbox_any_longitudes(west, width, z, east_on_180):
+    """Edges anywhere in -540..540 (east exactly 180 half of the time): every longitude of the span lies in a
+    returned column, no column is returned twice, and the count is what the span's width allows."""
+    from hiergeo_plugin.core.tiles import tiles_in_bbox
+
+    n = 1 << z
+    if east_on_180:
+        west, east = min(west, 179.5), 180.0
+    else:
+        east = west + width
+    tiles = tiles_in_bbox(z, (west, -10.0, east, 10.0))
+    assert len(set(tiles)) == len(tiles)
+    cols = {t.x for t in tiles}
+    span = east - west
+    if span >= 360:
+        assert cols == set(range(n))
+        return
+    for i in range(11):
+        lon = west + span * i / 10
+        expected = n - 1 if lon == 180.0 else lonlat_to_tile(lon, 0.0, z).x
+        assert expected in cols, (lon, sorted(cols))
+    assert len(cols) <= math.ceil(span / (360 / n)) + 1
+
+
+def test_zoom_steps_are_bounded_with_a_reason():
+    """Issue 13 item 2: "4,22" would make (2**18)**2 children per kept tile; refused, saying why and what to do."""
+    from hiergeo_plugin.core.tiles import MAX_ZOOM_STEP
+
+    assert MAX_ZOOM_STEP == 4
+    assert parse_zoom_levels("4,8,12,16") == [4, 8, 12, 16]  # steps of 4 (256 children) are fine
+    with pytest.raises(ValueError, match=r"step from zoom 4 to 22 is 18 zooms.*at most 4 zooms"):
+        parse_zoom_levels("4,22")
+    with pytest.raises(ValueError, match="step from zoom 4 to 9"):
+        parse_zoom_levels("4,9")
+    assert parse_zoom_levels("4,22", any_order=True) == [4, 22]  # training visits zooms one at a time

@@ -1,69 +1,152 @@
 """Keep API keys inside tile URLs out of every message, log line, output and report.
 
-Tile URLs of commercial providers carry secrets (?key=..., &access_token=..., user:password@host). HierGeo
-never prints a raw URL: everything user-facing goes through `mask_url` or, for free text such as exception
-messages that may quote a URL, through `Redactor.redact`, which replaces every secret value it was told about.
+Tile URLs of commercial providers carry secrets under any name (?key=, ?api= (LINZ), ?app_code= (HERE),
+?connectId= (Maxar), ?x-api-key=, ?rapidapi-key=, a key as a path segment, user:password@host). A list of
+secret names always misses the next provider, so the rule is the other way round: every query value and every
+path segment that is not a tile placeholder is masked, unless it is known to be harmless:
+
+* query values of a few descriptive parameters (HARMLESS_PARAMS: format, style, layer, WMTS's service/request/
+  version...), up to 40 characters;
+* path segments that read as words or versions ("tiles", "World_Imagery", "MapServer", "v1", "1.0.0", "256"),
+  not as random tokens (digits mixed with letters, long mixed case, long numbers).
+
+HierGeo never prints a raw URL: everything user-facing goes through `mask_url` or, for free text such as
+exception messages that may quote a URL or a request line, through `Redactor.redact`, which masks every URL and
+query string it finds and every secret value it was told about.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Iterable, List
-from urllib.parse import quote, unquote, urlsplit
+from typing import Iterable, List, Tuple
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 MASK = "***"
 
-#: Query parameter names whose values are secrets (compared case-insensitively, '-' and '_' ignored).
-SECRET_PARAMS = {
-    "key", "apikey", "accesskey", "token", "accesstoken", "apitoken", "auth", "authorization", "secret",
-    "clientsecret", "password", "passwd", "pass", "signature", "sig", "subscriptionkey", "appkey", "appid",
-    "clientid", "code", "session", "sessiontoken",
+#: Query parameters whose values describe the imagery, never authorise it (compared case-insensitively, '-'
+#: and '_' ignored). Everything else is masked.
+HARMLESS_PARAMS = {
+    "format", "style", "styles", "layer", "layers", "tilematrixset", "tilematrix", "tilerow", "tilecol",
+    "service", "request", "version", "srs", "crs", "transparent", "lang", "language", "scale", "tilesize",
+    "size", "width", "height", "dpi", "lyrs", "maptype", "mapstyle", "x", "y", "z", "zoom",
 }
+_HARMLESS_VALUE_MAX = 40
+#: Secret values shorter than this are not searched for in free text (masking every "2" would garble
+#: messages); they are still masked wherever they appear as a URL's query value or path segment.
+_MIN_FREE_TEXT_SECRET = 4
+
+_WORD = re.compile(r"^[A-Za-z][A-Za-z_.~-]{0,23}$")
+_VERSION = re.compile(r"^(v?\d{1,4}(\.\d{1,4}){0,3}|@\dx)$")
 
 
-def _is_secret_param(name: str) -> bool:
-    return name.lower().replace("_", "").replace("-", "") in SECRET_PARAMS
+def _norm(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "")
+
+
+def is_harmless_param(name: str, value: str) -> bool:
+    """A query value HierGeo may print: a placeholder, or the value of a descriptive parameter."""
+    if _is_placeholder(value):
+        return True
+    return _norm(unquote(name)) in HARMLESS_PARAMS and len(value) <= _HARMLESS_VALUE_MAX
+
+
+def is_harmless_segment(segment: str) -> bool:
+    """A path segment HierGeo may print: empty, holding a tile placeholder, a word, or a version number."""
+    if not segment or "{" in segment:
+        return True
+    text = unquote(segment)
+    if _VERSION.match(text):
+        return True
+    if _WORD.match(text):
+        upper = sum(1 for c in text if c.isupper())
+        return upper <= 5 or (text.isupper() and len(text) <= 8)
+    return False
+
+
+def _is_placeholder(value: str) -> bool:
+    return bool(value) and value.startswith("{") and value.endswith("}") and value.count("{") == 1
+
+
+def _split_query(query: str) -> List[Tuple[str, str, bool]]:
+    """(name, value, had '=') per '&'-separated pair; split by hand: parse_qsl would turn '+' into ' ' and the
+    literal secret would no longer match."""
+    out = []
+    for pair in query.split("&"):
+        name, eq, value = pair.partition("=")
+        out.append((name, value, bool(eq)))
+    return out
 
 
 def secrets_in_url(url: str) -> List[str]:
-    """The secret values inside a URL or URL template: secret query values and user:password."""
+    """The secret values inside a URL or URL template: query values and path segments that are not known to be
+    harmless, and user:password. Longest first, so that a secret containing another is replaced whole."""
     found: List[str] = []
     try:
         parts = urlsplit(url)
     except ValueError:
         return found
-    # Split by hand: parse_qsl would turn '+' into ' ' and the literal secret would no longer match.
-    for pair in parts.query.split("&"):
-        name, _, value = pair.partition("=")
-        if value and _is_secret_param(unquote(name)):
+    for name, value, _ in _split_query(parts.query):
+        if value and not is_harmless_param(name, value):
             found.extend({value, unquote(value)})
+    if parts.scheme.lower() != "file":
+        for segment in parts.path.split("/"):
+            if not is_harmless_segment(segment):
+                found.extend({segment, unquote(segment)})
     if parts.username:
         found.append(parts.username)
     if parts.password:
         found.append(parts.password)
-    # Longest first, so that a secret containing another is replaced whole.
     return sorted(set(found), key=len, reverse=True)
 
 
 def mask_url(url: str) -> str:
-    """The URL with secret query values and credentials replaced by '***'."""
-    return Redactor([url]).redact(url)
+    """The URL with every secret-looking query value, path segment and credential replaced by '***'."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return MASK
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = MASK + "@" + netloc.rpartition("@")[2]
+    path = parts.path
+    if parts.scheme.lower() != "file":  # a local folder is the user's own, and shown so it can be found
+        path = "/".join(s if is_harmless_segment(s) else MASK for s in parts.path.split("/"))
+    query = _mask_query(parts.query)
+    return urlunsplit((parts.scheme, netloc, path, query, parts.fragment))
+
+
+def _mask_query(query: str) -> str:
+    pairs = []
+    for name, value, eq in _split_query(query):
+        if not eq:
+            pairs.append(name)
+        else:
+            pairs.append(f"{name}={value if not value or is_harmless_param(name, value) else MASK}")
+    return "&".join(pairs)
 
 
 class Redactor:
-    """Replaces known secret values in any text. Built once per tile source and shared by its messages."""
+    """Masks URLs, query strings and known secret values in any text. One per tile source, shared by its
+    messages and by the filter on HTTP libraries' loggers."""
 
     def __init__(self, urls: Iterable[str] = ()):
         self._secrets: List[str] = []
         for url in urls:
             self.add(secrets_in_url(url))
+            try:
+                parts = urlsplit(url)
+                self.add([s for s in (parts.username, parts.password) if s and len(s) >= 2], min_length=2)
+            except ValueError:
+                pass
 
-    def add(self, secrets: Iterable[str]) -> None:
-        merged = set(self._secrets) | {s for s in secrets if s and len(s) >= 2}
+    def add(self, secrets: Iterable[str], min_length: int = _MIN_FREE_TEXT_SECRET) -> None:
+        merged = set(self._secrets) | {s for s in secrets if s and len(s) >= min_length}
         self._secrets = sorted(merged, key=len, reverse=True)
 
     def redact(self, text) -> str:
         text = str(text)
+        text = _URL.sub(lambda m: mask_url(m.group(0)), text)
+        text = _QUERY_PAIR.sub(_mask_pair, text)
         for secret in self._secrets:
             text = text.replace(secret, MASK)
             # Secrets also appear percent-encoded in messages produced by HTTP libraries.
@@ -71,6 +154,19 @@ class Redactor:
             if quoted != secret:
                 text = text.replace(quoted, MASK)
         return _mask_userinfo(text)
+
+
+#: A URL in free text (exception messages quote them); stops at whitespace, quotes and brackets.
+_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>()\[\]]+")
+#: A query pair anywhere in free text, e.g. urllib3's request line "GET /1/2/3.png?api=KEY HTTP/1.1".
+_QUERY_PAIR = re.compile(r"(?P<sep>[?&])(?P<name>[^=&\s#'\"?]+)=(?P<value>[^&\s#'\"]*)")
+
+
+def _mask_pair(m: re.Match) -> str:
+    name, value = m.group("name"), m.group("value")
+    if not value or value == MASK or is_harmless_param(name, value):
+        return m.group(0)
+    return f"{m.group('sep')}{name}={MASK}"
 
 
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@:]+(?::[^/\s@]*)?@")

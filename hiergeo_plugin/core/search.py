@@ -16,8 +16,8 @@ the direction of Lindenberger et al.), so a score can come from more than one em
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,13 +30,62 @@ from .embedding_cache import EmbeddingCache
 from .encoders import GeoModel, describe_device, make_tensor_preprocessor, stack
 from .photos import PhotoError, PhotoRecord, load_photo
 from .progress import Reporter
-from .tile_source import TileSource, TileSourceError
-from .tiles import Tile, all_tiles, tile_center, tile_children, tile_parent, tiles_in_bbox
+from .tile_source import TileOutcome, TileSource, TileSourceError
+from .tiles import (
+    MAX_ZOOM_STEP,
+    Tile,
+    all_tiles,
+    bbox_tile_count,
+    tile_center,
+    tile_children,
+    tile_parent,
+    tiles_in_bbox,
+)
 
 log = logging.getLogger("hiergeo.search")
 
-#: How TileSource words a tile whose retries were all used up: "http 503 after 5 attempts".
-_GAVE_UP = re.compile(r" after \d+ attempts$")
+#: Tiles that failed in a row (retries used up, or refused outright) before the server counts as gone.
+FAILED_IN_A_ROW_LIMIT = 16
+
+
+#: The first stage lists every tile of its zoom (inside the region, when there is one): the whole world at zoom 6.
+#: "4,12"-like lists are refused by the step bound; a first zoom of 12 over the world would be 16.8 million tiles.
+MAX_FIRST_STAGE_TILES = 4096
+#: Candidates of one photo at a later stage: TOP_K kept tiles times their children (16 x 16 = 256 by default).
+MAX_STAGE_CANDIDATES = 16384
+
+
+class SearchTooLarge(ValueError):
+    """The zoom list, TOP_K or region would make a stage larger than the bounds; said before anything is fetched."""
+
+
+def check_search_size(zooms: Sequence[int], top_k: int,
+                      region: Optional[Tuple[float, float, float, float]] = None) -> None:
+    """Refuse, with what and why, a search whose stages would list or fetch an unbounded number of tiles."""
+    zooms = list(zooms)
+    if not zooms:
+        raise SearchTooLarge("at least one zoom level is needed")
+    first = zooms[0]
+    count = bbox_tile_count(first, region) if region is not None else 4**first
+    if count > MAX_FIRST_STAGE_TILES:
+        where = "the search extent" if region is not None else "the whole world"
+        raise SearchTooLarge(
+            f"the first zoom {first} has {count:,} tiles over {where}; at most {MAX_FIRST_STAGE_TILES:,} are "
+            f"searched at the first stage: start at a lower zoom (the paper starts at 4) or give a smaller extent"
+        )
+    for a, b in zip(zooms, zooms[1:]):
+        step = b - a
+        if step > MAX_ZOOM_STEP:
+            raise SearchTooLarge(
+                f"the step from zoom {a} to {b} is {step} zooms ({4**step:,} children per kept tile); steps of at "
+                f"most {MAX_ZOOM_STEP} zooms are allowed"
+            )
+        per_photo = top_k * 4**step
+        if per_photo > MAX_STAGE_CANDIDATES:
+            raise SearchTooLarge(
+                f"TOP_K {top_k} with the step from zoom {a} to {b} makes {per_photo:,} candidate tiles per photo; "
+                f"at most {MAX_STAGE_CANDIDATES:,} are allowed: lower TOP_K or the step"
+            )
 
 
 #: (zoom, tiles, photo embeddings P x D) -> P x len(tiles) similarity array, NaN where it has nothing to say.
@@ -132,6 +181,7 @@ class HierarchicalSearch:
     ):
         if top_k < 1:
             raise ValueError("TOP_K must be at least 1")
+        check_search_size(zooms, int(top_k), region)
         self.model = model
         self.source = source
         self.cache = cache if cache is not None else EmbeddingCache(None)
@@ -155,6 +205,12 @@ class HierarchicalSearch:
         self.start_candidates = start_candidates
         self.totals = SearchTotals()
         self._prepare = make_tensor_preprocessor(model.preprocess)
+        # Cache trouble (a full disk, a read-only folder) costs speed, not the run; the user hears of it once,
+        # through this search's reporter (the Processing log), unless the caller already chose a listener.
+        if getattr(self.source, "on_warning", None) is None:
+            self.source.on_warning = self.reporter.warning
+        if getattr(self.cache, "on_warning", None) is None:
+            self.cache.on_warning = self.reporter.warning
 
     # -- public -----------------------------------------------------------------------------------------------
     def run(self, records: Sequence[PhotoRecord]) -> Iterator[PhotoResult]:
@@ -368,28 +424,31 @@ class HierarchicalSearch:
             pending_tensors.clear()
 
         window = max(2 * self.batch_size, 4 * self.source.max_connections)
-        for result in self.source.fetch_many(missing, prepare=self._prepare, window=window, should_stop=reporter.cancelled):
-            done += 1
-            if result.ok:
-                failed_in_a_row = 0
-                pending_tiles.append(result.tile)
-                pending_tensors.append(result.payload)
-                if len(pending_tensors) >= self.batch_size:
-                    flush()
-            elif result.gap_reason and _GAVE_UP.search(result.gap_reason):
-                # Retries exhausted (connection errors, timeouts, 5xx, 429, bodies that are not images): one such
-                # tile is a gap, but many in a row are a server that went down, which must end the run with that
-                # reason (the caller gives every photo its row) instead of "no imagery" after minutes of backoff.
-                failed_in_a_row += 1
-                if failed_in_a_row >= 16:
-                    flush()  # what this stage did get stays cached for the next run
-                    raise TileSourceError(
-                        f"tile source {self.source.display_name} stopped answering at zoom {zoom} "
-                        f"({result.gap_reason}; {failed_in_a_row} tiles in a row)"
-                    )
-            if done % 16 == 0:
-                reporter.progress(done / max(1, len(missing)))
-            reporter.check_cancelled()
+        fetched = self.source.fetch_many(missing, prepare=self._prepare, window=window, should_stop=reporter.cancelled)
+        with contextlib.closing(fetched):  # leaving early (cancel, server gone) stops the fetching at once
+            for result in fetched:
+                done += 1
+                if result.ok:
+                    failed_in_a_row = 0
+                    pending_tiles.append(result.tile)
+                    pending_tensors.append(result.payload)
+                    if len(pending_tensors) >= self.batch_size:
+                        flush()
+                elif result.outcome in (TileOutcome.TRANSIENT, TileOutcome.FATAL):
+                    # Retries exhausted (connection errors, timeouts, 5xx, 429, bodies that are not images) or refused
+                    # outright (over a limit, redirect loop): one such tile is skipped, but many in a row are a server
+                    # that went down, which must end the run with that reason (the caller gives every photo its row)
+                    # instead of "no imagery" after minutes of backoff.
+                    failed_in_a_row += 1
+                    if failed_in_a_row >= FAILED_IN_A_ROW_LIMIT:
+                        flush()  # what this stage did get stays cached for the next run
+                        raise TileSourceError(
+                            f"tile source {self.source.display_name} stopped answering at zoom {zoom} "
+                            f"({result.gap_reason}; {failed_in_a_row} tiles in a row)"
+                        )
+                if done % 16 == 0:
+                    reporter.progress(done / max(1, len(missing)))
+                reporter.check_cancelled()
         reporter.check_cancelled()
         flush()
         after = self.source.stats.snapshot()

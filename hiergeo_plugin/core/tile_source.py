@@ -7,17 +7,18 @@ into decoded RGB tiles. Design choices, each for a reason:
   the speed on real servers, and the bound keeps public servers from being hammered;
 * a shared token bucket (`rate_limit` requests per second) for providers with usage policies;
 * retries with exponential backoff and jitter on 429, 5xx, resets, timeouts and bodies that do not decode
-  (truncated transfers), honouring Retry-After; after that the tile is a *gap*, counted, never fatal;
+  (truncated transfers), honouring Retry-After; after that the tile is skipped, counted, never fatal;
+* every request bounded in time (an overall deadline, not per byte), bytes and pixels (core.tile_http and
+  `decode_tile`); each result carries a typed `TileOutcome` that callers branch on;
 * a persistent disk cache (one file per tile, written atomically) keyed by a hash of the template, so a
   killed run leaves no half-written tile and two runs may share the cache;
 * "no imagery here" placeholders (a perfectly uniform tile) and 404s are remembered as gaps, so they are not
-  asked for again;
+  asked for again; a transient failure (an empty or truncated 200 included) is never remembered;
 * URLs never reach a message without going through the Redactor (API keys stay secret).
 """
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import io
 import logging
@@ -32,14 +33,24 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 from urllib.parse import unquote, urlsplit
 
+from .progress import Cancelled
 from .redact import Redactor, mask_url, secrets_in_url
+from .tile_http import MAX_TILE_BYTES, FetchFailure, TileOutcome, get_tile_bytes, make_session
 from .tiles import Tile
+
+__all__ = ["TileOutcome", "TileResult", "TileSource", "TileSourceError", "MAX_TILE_PIXELS", "MAX_TILE_BYTES"]
 
 log = logging.getLogger("hiergeo.tiles")
 
 USER_AGENT = "HierGeo/{version} (QGIS plugin; +https://github.com/hiergeo/hiergeo)"
-RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524}
 GAP_MARKER = b"HIERGEO-GAP\n"
+#: A tile is at most a few thousand pixels a side; the size is read from the header, before decoding.
+MAX_TILE_SIDE = 4096
+MAX_TILE_PIXELS = MAX_TILE_SIDE * MAX_TILE_SIDE
+#: The reachability probe: retries start within this many seconds, and a Retry-After up to PROBE_MAX_WAIT is
+#: waited for (a longer one ends the probe: the server answered, so it is not dead).
+PROBE_RETRY_WINDOW = 6.0
+PROBE_MAX_WAIT = 5.0
 
 
 class _RedactingFilter(logging.Filter):
@@ -84,17 +95,34 @@ class TileSourceError(RuntimeError):
 
 @dataclass
 class TileResult:
-    """One tile as the search sees it: an image, or a gap with its reason."""
+    """One tile as the search sees it: an image, or why not (`outcome` says what kind of why)."""
 
     tile: Tile
     image: Optional[object] = None  # PIL.Image.Image (RGB) when available
     gap_reason: Optional[str] = None
     from_cache: bool = False
     payload: object = None  # whatever the caller's `prepare` function made of the image
+    outcome: TileOutcome = TileOutcome.OK
+    http_status: Optional[int] = None  # of the last answer, when there was one
 
     @property
     def ok(self) -> bool:
-        return self.image is not None or self.payload is not None
+        return self.outcome is TileOutcome.OK and (self.image is not None or self.payload is not None)
+
+    @classmethod
+    def failed(cls, tile: Tile, outcome: TileOutcome, reason: str, status: Optional[int] = None,
+               from_cache: bool = False) -> TileResult:
+        return cls(tile, gap_reason=reason, outcome=outcome, http_status=status, from_cache=from_cache)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard one fetch tries: attempts after the first, backoff, and the longest Retry-After waited for."""
+
+    retries: int = 4
+    backoff: float = 0.25
+    max_backoff: float = 20.0
+    max_retry_after: float = 20.0
 
 
 @dataclass
@@ -156,23 +184,6 @@ class _RateLimiter:
                 time.sleep(delay)
 
 
-class _Transient(Exception):
-    """A failure worth retrying; `retry_after` is the server's requested delay, if any."""
-
-    def __init__(self, reason: str, retry_after: Optional[float] = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
-
-
-class _Gap(Exception):
-    """A definitive 'no tile here' (404, placeholder, empty body)."""
-
-
-class _Closed(Exception):
-    """The source was closed (the run was cancelled or ended) while this tile waited: nothing more is sent."""
-
-
 def _quadkey(tile: Tile) -> str:
     digits = []
     for i in range(tile.z, 0, -1):
@@ -186,33 +197,51 @@ def _quadkey(tile: Tile) -> str:
     return "".join(digits)
 
 
-def _parse_retry_after(value: Optional[str]) -> Optional[float]:
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, when.timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
+class TileTooLarge(ValueError):
+    """The tile's header declares more pixels than MAX_TILE_PIXELS (or a side over MAX_TILE_SIDE)."""
 
 
 def decode_tile(data: bytes):
-    """Decode tile bytes to an RGB PIL image; raises ValueError for bodies that are not a whole image."""
+    """Decode tile bytes to an RGB PIL image; raises ValueError for bodies that are not a whole image.
+
+    The pixel size is checked from the header before anything is decoded (TileTooLarge): a 164 KB PNG can
+    declare 13000x13000 pixels, 840 MB once decoded. 16-bit tiles are rescaled to 8 bits, not clipped to white.
+    """
     from PIL import Image
 
     if not data:
         raise ValueError("empty body")
     try:
         with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            if w > MAX_TILE_SIDE or h > MAX_TILE_SIDE or w * h > MAX_TILE_PIXELS:
+                raise TileTooLarge(f"tile of {w}x{h} pixels is over the {MAX_TILE_SIDE}x{MAX_TILE_SIDE} limit")
             im.load()
-            return im.convert("RGB")
+            return _to_rgb(im)
+    except TileTooLarge:
+        raise
     except Exception as exc:  # PIL raises many types for bad data
         raise ValueError(f"undecodable image ({type(exc).__name__})") from None
+
+
+def _to_rgb(im):
+    """RGB, with 16-bit grey (PIL modes I;16* and I) scaled from 0..65535 into 0..255, where PIL's convert
+    would clip everything above 255 to white; float tiles are scaled by their own maximum."""
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        import numpy as np
+        from PIL import Image
+
+        arr = np.asarray(im, dtype=np.float64)
+        peak = float(arr.max(initial=0.0))
+        if im.mode == "F" or peak > 65535:
+            top = max(1.0, peak)
+        elif im.mode.startswith("I;16") or peak > 255:
+            top = 65535.0
+        else:
+            top = 255.0  # an 8-bit image stored as 32-bit integers
+        grey = np.clip(np.rint(arr * (255.0 / top)), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    return im.convert("RGB")
 
 
 def is_placeholder(image) -> bool:
@@ -238,6 +267,9 @@ class TileSource:
         user_agent: Optional[str] = None,
         zmin: int = 0,
         zmax: int = 22,
+        request_deadline: Optional[float] = None,
+        max_bytes: int = MAX_TILE_BYTES,
+        on_warning: Optional[Callable[[str], None]] = None,
     ):
         template = (template or "").strip()
         if not template:
@@ -257,13 +289,18 @@ class TileSource:
         self.is_file = scheme == "file"
         self.max_connections = max(1, int(max_connections))
         self.timeout = float(timeout)
-        self.retries = max(0, int(retries))
-        self.backoff = float(backoff)
-        self.max_backoff = float(max_backoff)
+        #: Overall time one request may take, whatever the server's pace (a per-read timeout restarts with
+        #: every byte, so a dripping server would never hit it).
+        self.request_deadline = float(request_deadline) if request_deadline else 3.0 * self.timeout
+        self.max_bytes = int(max_bytes)
+        self.policy = RetryPolicy(max(0, int(retries)), float(backoff), float(max_backoff), float(max_backoff))
         self.detect_placeholders = detect_placeholders
         self.zmin, self.zmax = int(zmin), int(zmax)
         self.stats = FetchStats()
         self._limiter = _RateLimiter(rate_limit)
+        #: Where problems worth the user's attention go (a Reporter's warning: the Processing log); once each.
+        self.on_warning = on_warning
+        self._warned: set = set()
         from .. import __version__
 
         self.user_agent = user_agent or USER_AGENT.format(version=__version__)
@@ -273,9 +310,22 @@ class TileSource:
         self._session = None
         self._session_lock = threading.Lock()
         self._pool: Optional[ThreadPoolExecutor] = None
-        #: Set by close(): worker threads still waiting (backoff, Retry-After, rate limit) give up instead of
-        #: sending more requests after a cancel. A new event is made for each open period.
+        #: Set by close(): worker threads still waiting (backoff, Retry-After, rate limit) give up, and requests
+        #: in flight are cut, instead of sending more requests after a cancel. A new event for each open period.
         self._closed = threading.Event()
+
+    # -- compatibility: the retry knobs live in `policy` ------------------------------------------------------
+    @property
+    def retries(self) -> int:
+        return self.policy.retries
+
+    @property
+    def backoff(self) -> float:
+        return self.policy.backoff
+
+    @property
+    def max_backoff(self) -> float:
+        return self.policy.max_backoff
 
     # -- naming ---------------------------------------------------------------------------------------------
     @property
@@ -291,6 +341,19 @@ class TileSource:
             .replace("{y}", str(tile.y))
             .replace("{q}", _quadkey(tile))
         )
+
+    def warn_once(self, key: str, message: str) -> None:
+        """A problem that costs speed, not the run: logged, and told to the user once per source."""
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        message = self.redactor.redact(message)
+        log.warning(message)
+        if self.on_warning is not None:
+            try:
+                self.on_warning(message)
+            except Exception:  # a listener's failure must not fail a tile
+                log.debug("warning listener failed", exc_info=True)
 
     # -- cache ----------------------------------------------------------------------------------------------
     def _cache_path(self, tile: Tile) -> Optional[Path]:
@@ -312,6 +375,7 @@ class TileSource:
         path = self._cache_path(tile)
         if path is None:
             return
+        tmp = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
@@ -319,77 +383,63 @@ class TileSource:
                 fh.write(data)
             os.replace(tmp, path)
         except OSError as exc:
-            log.warning("tile cache not writable (%s); going on without it", exc)
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+            self.warn_once(
+                "tile-cache-write",
+                f"the tile cache {self.cache_dir} is not writable ({exc.strerror or exc}); tiles are not kept for the "
+                "next run (check the free space and permissions of CACHE_DIR)",
+            )
 
     # -- fetching -------------------------------------------------------------------------------------------
     def _get_session(self):
         with self._session_lock:
             if self._session is None:
-                import requests
-                from requests.adapters import HTTPAdapter
-
-                session = requests.Session()
-                adapter = HTTPAdapter(
-                    pool_connections=1, pool_maxsize=self.max_connections, pool_block=True, max_retries=0
-                )
-                session.mount("http://", adapter)
-                session.mount("https://", adapter)
-                session.headers["User-Agent"] = self.user_agent
-                self._session = session
+                self._session = make_session(self.max_connections, self.user_agent)
             return self._session
 
-    def _download_once(self, tile: Tile, closed: Optional[threading.Event] = None) -> bytes:
+    def _download_once(self, tile: Tile, closed: threading.Event, stop: Optional[threading.Event],
+                       deadline: Optional[float]) -> bytes:
         url = self.url_for(tile)
         if self.is_file:
             path = Path(unquote(urlsplit(url).path))
             try:
+                if path.stat().st_size > self.max_bytes:
+                    raise FetchFailure(TileOutcome.FATAL, f"file is over the {self.max_bytes}-byte limit")
                 return path.read_bytes()
             except FileNotFoundError:
-                raise _Gap("missing file") from None
+                raise FetchFailure(TileOutcome.GAP, "missing file") from None
             except OSError as exc:
-                raise _Gap(f"unreadable file ({exc.strerror})") from None
-        import requests
+                raise FetchFailure(TileOutcome.FATAL, f"unreadable file ({exc.strerror})") from None
+        self._limiter.wait(stop or closed)
+        if closed.is_set() or (stop is not None and stop.is_set()):
+            raise FetchFailure(TileOutcome.CANCELLED, "cancelled")
+        end = time.monotonic() + self.request_deadline
+        if deadline is not None:
+            end = min(end, deadline)
+        return get_tile_bytes(self._get_session(), url, self.timeout, end, (closed, stop), self.max_bytes)
 
-        self._limiter.wait(closed)
-        if closed is not None and closed.is_set():
-            raise _Closed()
-        try:
-            resp = self._get_session().get(url, timeout=(min(self.timeout, 5.0), self.timeout))
-        except requests.Timeout:
-            raise _Transient("timeout") from None
-        except requests.ConnectionError as exc:
-            raise _Transient(f"connection error ({type(exc).__name__})") from None
-        except requests.RequestException as exc:
-            raise _Transient(f"request failed ({type(exc).__name__})") from None
-        status = resp.status_code
-        if status in (204, 404, 410):
-            raise _Gap(f"http {status}")
-        if status in RETRY_STATUSES:
-            raise _Transient(f"http {status}", _parse_retry_after(resp.headers.get("Retry-After")))
-        if status in (401, 403):
-            raise _Transient(f"http {status} (check the key or the provider's terms)")
-        if status >= 400:
-            raise _Gap(f"http {status}")
-        try:
-            return resp.content
-        except requests.RequestException as exc:  # truncated chunked/content-length bodies
-            raise _Transient(f"truncated body ({type(exc).__name__})") from None
-
-    def fetch(self, tile: Tile, deadline: Optional[float] = None) -> TileResult:
+    def fetch(self, tile: Tile, deadline: Optional[float] = None, policy: Optional[RetryPolicy] = None,
+              stop: Optional[threading.Event] = None) -> TileResult:
         """One tile, from the cache or the server; never raises for a per-tile problem.
 
-        `deadline` (time.monotonic()): no retry starts after it, so a probe of a hanging server stays short.
+        `deadline` (time.monotonic()): no retry starts after it and no request runs past it, so a probe of a
+        hanging server stays short. `stop`: set by another thread to abandon the tile at once (a cancel).
         """
+        policy = policy or self.policy
         self.stats.add(requested=1)
         if not (self.zmin <= tile.z <= self.zmax):
             self.stats.add_gap("outside zoom range")
-            return TileResult(tile, gap_reason=f"zoom {tile.z} outside the source's {self.zmin}-{self.zmax}")
+            return TileResult.failed(tile, TileOutcome.GAP, f"zoom {tile.z} outside the source's {self.zmin}-{self.zmax}")
         cached = self._cache_read(tile)
         if cached is not None:
             if cached == GAP_MARKER:
                 self.stats.add(from_cache=1)
                 self.stats.add_gap("no imagery (cached)")
-                return TileResult(tile, gap_reason="no imagery (cached)", from_cache=True)
+                return TileResult.failed(tile, TileOutcome.GAP, "no imagery (cached)", from_cache=True)
             try:
                 image = decode_tile(cached)
                 self.stats.add(from_cache=1)
@@ -400,39 +450,45 @@ class TileSource:
         closed = self._closed
         while True:
             try:
-                data = self._download_once(tile, closed)
+                data = self._download_once(tile, closed, stop, deadline)
                 try:
                     image = decode_tile(data)
-                except ValueError as exc:
-                    if not data:
-                        raise _Gap("empty body") from None
-                    raise _Transient(str(exc)) from None
+                except TileTooLarge as exc:
+                    raise FetchFailure(TileOutcome.FATAL, str(exc), 200) from None
+                except ValueError as exc:  # a body that is not a whole image: truncated, or an HTML error page
+                    raise FetchFailure(TileOutcome.TRANSIENT, str(exc), 200) from None
                 if self.detect_placeholders and is_placeholder(image):
-                    raise _Gap("placeholder (uniform tile, no imagery)")
+                    raise FetchFailure(TileOutcome.GAP, "placeholder (uniform tile, no imagery)")
                 self.stats.add(downloaded=1)
                 self._cache_write(tile, data)
                 return TileResult(tile, image=image)
-            except _Closed:
-                return TileResult(tile, gap_reason="cancelled (tile source closed)")
-            except _Gap as gap:
-                reason = str(gap)
-                if not reason.startswith(("unreadable", "http 5")):
-                    self._cache_write(tile, GAP_MARKER)
-                self.stats.add_gap(reason)
-                return TileResult(tile, gap_reason=reason)
-            except _Transient as exc:
-                delay = min(self.max_backoff, self.backoff * (2**attempt)) * (0.5 + random.random())
-                if exc.retry_after is not None:
-                    delay = min(self.max_backoff, max(delay, exc.retry_after))
-                if attempt >= self.retries or (deadline is not None and time.monotonic() + delay >= deadline):
-                    reason = f"{exc.reason} after {attempt + 1} attempts"
+            except FetchFailure as failure:
+                outcome = failure.outcome
+                if outcome is TileOutcome.CANCELLED:
+                    return TileResult.failed(tile, outcome, "cancelled (tile source closed)")
+                if outcome is TileOutcome.GAP:
+                    # Only a definitive answer is remembered; an empty 200 is not one (it may be a server hiccup).
+                    if failure.reason != "empty body":
+                        self._cache_write(tile, GAP_MARKER)
+                    self.stats.add_gap(failure.reason)
+                    return TileResult.failed(tile, outcome, failure.reason, failure.status)
+                if outcome is TileOutcome.FATAL:
+                    self.stats.add_gap(failure.reason)
+                    self.warn_once(f"fatal:{failure.reason.split(' (')[0]}",
+                                   f"tile {tile} from {self.display_name} refused: {failure.reason}")
+                    return TileResult.failed(tile, outcome, failure.reason, failure.status)
+                delay = min(policy.max_backoff, policy.backoff * (2**attempt)) * (0.5 + random.random())
+                if failure.retry_after is not None:
+                    delay = max(delay, min(policy.max_retry_after, failure.retry_after))
+                if attempt >= policy.retries or (deadline is not None and time.monotonic() + delay >= deadline):
+                    reason = f"{failure.reason} after {attempt + 1} attempts"
                     self.stats.add_gap(reason)
                     log.debug("tile %s: %s", tile, reason)
-                    return TileResult(tile, gap_reason=reason)
+                    return TileResult.failed(tile, TileOutcome.TRANSIENT, reason, failure.status)
                 self.stats.add(retries=1)
                 attempt += 1
-                if closed.wait(delay):
-                    return TileResult(tile, gap_reason="cancelled (tile source closed)")
+                if _wait_any((closed, stop), delay):
+                    return TileResult.failed(tile, TileOutcome.CANCELLED, "cancelled (tile source closed)")
 
     def fetch_many(
         self,
@@ -447,15 +503,20 @@ class TileSource:
         preprocessing overlap the caller's model work. At most `window` tiles are in flight, which bounds
         memory whatever the number of tiles. `should_stop` is polled between results and at least every 0.2 s
         while every tile in flight is still waiting (a slow server must not delay a cancel by its timeout).
+        When the caller stops iterating (a cancel, an error, close()), queued tiles are dropped, requests in
+        flight are cut and no further request is sent.
         """
         import concurrent.futures as cf
 
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self.max_connections, thread_name_prefix="hiergeo-tile")
         window = window or self.max_connections * 4
+        stop = threading.Event()
 
         def work(tile: Tile) -> TileResult:
-            result = self.fetch(tile)
+            if stop.is_set():
+                return TileResult.failed(tile, TileOutcome.CANCELLED, "cancelled")
+            result = self.fetch(tile, stop=stop)
             if result.ok and prepare is not None:
                 result.payload = prepare(result.image)
                 result.image = None  # only the prepared form travels on, to bound memory
@@ -482,50 +543,75 @@ class TileSource:
                     return
                 refill()
         finally:
+            stop.set()
             for fut in pending:
                 fut.cancel()
 
-    def check_reachable(self) -> None:
+    def check_reachable(self, cancelled: Optional[Callable[[], bool]] = None) -> None:
         """Fail fast, before any model work, when the source cannot serve anything at all.
 
         Tries the world tile at the source's lowest zoom with up to three short retries (so that a flaky server,
-        say one answer in five failing, is not mistaken for a dead one), none started after 6 s (so that a server
-        that hangs costs one timeout, not four); a gap (404, placeholder) still proves the
-        server answers. Connection-level failures count as unreachable, and so do server errors (5xx) when a
-        second, deeper tile gets them too (a server that answers 503 to everything is down, not "without
-        imagery"; a single odd tile is not).
+        say one answer in five failing, is not mistaken for a dead one), none started after PROBE_RETRY_WINDOW s
+        and no request running past it (a server that hangs or drips its answer costs that window, not minutes);
+        a Retry-After up to PROBE_MAX_WAIT s is honoured. A gap (404, placeholder) still proves the server
+        answers. No HTTP answer at all (refused, reset, timed out), 401/403 and a redirect loop count as
+        unreachable, and so do server errors (5xx) when a second, deeper tile gets them too (a server that answers
+        503 to everything is down, not "without imagery"; a single odd tile is not).
+
+        `cancelled` is polled every 0.1 s while the probe waits: a Cancel ends it at once (progress.Cancelled),
+        the request in flight is cut and nothing more is sent.
         """
         if self.is_file:
             root = Path(unquote(urlsplit(self.template.split("{")[0]).path))
             if not root.exists():
                 raise TileSourceError(f"tile source {self.display_name} is not usable: folder {root} does not exist")
             return
+        policy = RetryPolicy(3, self.policy.backoff, 0.5, PROBE_MAX_WAIT)
 
-        def probe(tile: Tile) -> Optional[str]:
-            saved = self.retries, self.max_backoff
-            self.retries, self.max_backoff = 3, 0.5
-            try:
-                if self._cache_read(tile) is not None:
-                    return None
-                result = self.fetch(tile, deadline=time.monotonic() + 6.0)
-            finally:
-                self.retries, self.max_backoff = saved
-            return None if result.ok else (result.gap_reason or "")
+        def probe(tile: Tile) -> Optional[TileResult]:
+            if self._cache_read(tile) is not None:
+                return None
+            stop = threading.Event()
+            deadline = time.monotonic() + PROBE_RETRY_WINDOW + PROBE_MAX_WAIT
+            box: dict = {}
+
+            def run() -> None:
+                try:
+                    box["result"] = self.fetch(tile, deadline=deadline, policy=policy, stop=stop)
+                except BaseException as exc:  # handed to the caller's thread
+                    box["error"] = exc
+
+            worker = threading.Thread(target=run, name="hiergeo-probe", daemon=True)
+            worker.start()
+            while worker.is_alive():
+                worker.join(0.1)
+                if worker.is_alive() and cancelled is not None and cancelled():
+                    stop.set()
+                    raise Cancelled("cancelled by the user")
+            if "error" in box:
+                raise box["error"]
+            result = box["result"]
+            return None if result.ok else result
 
         tile = Tile(self.zmin, 0, 0)
-        reason = probe(tile)
-        if reason is None:
+        first = probe(tile)
+        if first is None or first.outcome is TileOutcome.GAP:
             return
-        dead = reason.startswith(("connection error", "timeout", "request failed")) or (
-            "http 401" in reason or "http 403" in reason
-        )
-        if not dead and reason.startswith("http 5") and "attempts" in reason:
+        if first.outcome is TileOutcome.CANCELLED:
+            raise Cancelled("cancelled by the user")
+        status = first.http_status
+        dead = status is None or status in (401, 403)
+        if not dead and status >= 500 and first.outcome is TileOutcome.TRANSIENT:
             z2 = min(max(self.zmin, 2), self.zmax)
-            again = probe(Tile(z2, 1, 1)) if z2 >= 1 else reason
-            dead = again is not None and again.startswith("http 5") and "attempts" in again
+            again = probe(Tile(z2, 1, 1)) if z2 >= 1 else first
+            dead = (
+                again is not None and again.outcome is TileOutcome.TRANSIENT
+                and again.http_status is not None and again.http_status >= 500
+            )
         if dead:
             raise TileSourceError(
-                f"tile source {self.display_name} is not usable: the server did not deliver tile {tile} ({reason})"
+                f"tile source {self.display_name} is not usable: the server did not deliver tile {tile} "
+                f"({first.gap_reason})"
             )
 
     def close(self) -> None:
@@ -543,3 +629,16 @@ class TileSource:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _wait_any(events, delay: float) -> bool:
+    """Sleeps `delay` seconds or until one of `events` (None entries ignored) is set; True when one was."""
+    events = [e for e in events if e is not None]
+    end = time.monotonic() + delay
+    while True:
+        if any(e.is_set() for e in events):
+            return True
+        left = end - time.monotonic()
+        if left <= 0:
+            return False
+        events[0].wait(min(left, 0.05))

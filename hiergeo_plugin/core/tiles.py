@@ -117,17 +117,52 @@ def all_tiles(z: int) -> List[Tile]:
     return [Tile(z, x, y) for x in range(n) for y in range(n)]
 
 
-def tiles_in_bbox(z: int, bbox: Tuple[float, float, float, float]) -> List[Tile]:
-    """Tiles of zoom z that intersect bbox (west, south, east, north) in degrees; west > east crosses the
-    antimeridian. Used to start the search inside a region of interest instead of the whole world."""
-    west, south, east, north = bbox
+def bbox_columns(z: int, west: float, east: float) -> List[int]:
+    """The tile columns of zoom z that a west..east span touches, in west-to-east order.
+
+    west > east crosses the antimeridian; a span of 360 degrees or more (a zoomed-out canvas, -200..200) is the
+    whole world; an east edge exactly on 180 is the world's east edge (the last column), not the antimeridian
+    seen from the other side (column 0); edges beyond +-180 wrap.
+    """
+    if not (math.isfinite(west) and math.isfinite(east)):
+        raise ValueError(f"bbox longitudes must be finite, got {west}, {east}")
+    n = 1 << z
+    width = east - west if west <= east else east - west + 360.0
+    if width >= 360.0:
+        return list(range(n))
+    w = ((west + 180.0) % 360.0) - 180.0  # in [-180, 180)
+    e = w + width  # in [w, w + 360)
+    x0 = min(n - 1, int(math.floor((w + 180.0) / 360.0 * n)))
+    x1 = n - 1 if e == 180.0 else int(math.floor((e + 180.0) / 360.0 * n))
+    cols = list(range(x0, min(x1, n - 1) + 1))
+    if x1 >= n:  # past the antimeridian: wrap to the western columns
+        cols += [x for x in range(0, x1 - n + 1) if x < x0]
+    return cols
+
+
+def bbox_rows(z: int, south: float, north: float) -> range:
+    """The tile rows of zoom z between two latitudes (clamped to the Mercator limit), north to south."""
     if south > north:
         raise ValueError(f"bbox south {south} is north of its north {north}")
-    nw = lonlat_to_tile(west, north, z)
-    se = lonlat_to_tile(east, south, z)
     n = 1 << z
-    xs = list(range(nw.x, se.x + 1)) if west <= east else list(range(nw.x, n)) + list(range(0, se.x + 1))
-    return [Tile(z, x, y) for x in xs for y in range(nw.y, se.y + 1)]
+    top = min(n - 1, max(0, int(math.floor(_lat_to_unit_y(north) * n))))
+    bottom = min(n - 1, max(0, int(math.floor(_lat_to_unit_y(south) * n))))
+    return range(top, bottom + 1)
+
+
+def bbox_tile_count(z: int, bbox: Tuple[float, float, float, float]) -> int:
+    """len(tiles_in_bbox(z, bbox)) without listing them (a deep zoom would be millions)."""
+    west, south, east, north = bbox
+    return len(bbox_columns(z, west, east)) * len(bbox_rows(z, south, north))
+
+
+def tiles_in_bbox(z: int, bbox: Tuple[float, float, float, float]) -> List[Tile]:
+    """Tiles of zoom z that intersect bbox (west, south, east, north) in degrees; west > east crosses the
+    antimeridian, a span of 360 degrees or more is the whole world (see bbox_columns). Used to start the search
+    inside a region of interest instead of the whole world."""
+    west, south, east, north = bbox
+    rows = bbox_rows(z, south, north)
+    return [Tile(z, x, y) for x in bbox_columns(z, west, east) for y in rows]
 
 
 def iter_path(tile: Tile, zooms: List[int]) -> Iterator[Tile]:
@@ -154,11 +189,18 @@ def tile_size_m(tile: Tile) -> float:
     return 40075016.686 * math.cos(math.radians(lat)) / (1 << tile.z)
 
 
+#: The largest step between two search zooms: a kept tile has (2**step)**2 children, 256 at a step of 4. A step
+#: of 18 (ZOOM_LEVELS "4,22") would be 69 billion children per kept tile.
+MAX_ZOOM_STEP = 4
+
+
 def parse_zoom_levels(text, any_order: bool = False) -> List[int]:
     """Parse "4,6,8" (or a list) into a validated increasing zoom list.
 
-    The search needs the user's order to be increasing (a typo like "4,8,6" is an error); training visits the
-    zooms in its own order, so it passes any_order=True and gets them sorted and de-duplicated.
+    The search needs the user's order to be increasing (a typo like "4,8,6" is an error) and steps of at most
+    MAX_ZOOM_STEP zooms (each kept tile is replaced by all its children at the next zoom); training visits the
+    zooms in its own order and one at a time, so it passes any_order=True and gets them sorted and
+    de-duplicated, whatever the steps.
     """
     if isinstance(text, str):
         parts = [p.strip() for p in text.replace(";", ",").split(",") if p.strip()]
@@ -176,4 +218,13 @@ def parse_zoom_levels(text, any_order: bool = False) -> List[int]:
         raise ValueError(f"zoom levels must increase strictly, got {zooms}")
     if zooms[0] < 0 or zooms[-1] > 24:
         raise ValueError(f"zoom levels must lie in 0..24, got {zooms}")
+    if not any_order:
+        for a, b in zip(zooms, zooms[1:]):
+            if b - a > MAX_ZOOM_STEP:
+                raise ValueError(
+                    f"the step from zoom {a} to {b} is {b - a} zooms: each kept tile would have {4 ** (b - a):,} "
+                    f"children to fetch and encode; steps of at most {MAX_ZOOM_STEP} zooms "
+                    f"({4 ** MAX_ZOOM_STEP} children) are allowed: add zooms in between, e.g. "
+                    f"{','.join(str(z) for z in [*range(a, b, 2), b])}"
+                )
     return zooms
