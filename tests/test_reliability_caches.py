@@ -34,11 +34,11 @@ from reliability_support import (
     worker_result,
 )
 
+from hiergeo_demo.tile_server import TileServer
 from hiergeo_plugin.core.embedding_cache import EmbeddingCache
 from hiergeo_plugin.core.model_file import ModelFileError, load_model_file, save_model_file
 from hiergeo_plugin.core.photos import PhotoRecord
 from hiergeo_plugin.core.search import HierarchicalSearch
-from hiergeo_demo.tile_server import TileServer
 from hiergeo_plugin.core.tile_source import TileSource
 
 ALG = "hiergeo:geolocatephotos"

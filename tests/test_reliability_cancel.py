@@ -24,11 +24,11 @@ from reliability_support import (
     same_predictions,
 )
 
+from hiergeo_demo.tile_server import TileServer
 from hiergeo_plugin.core.embedding_cache import EmbeddingCache
 from hiergeo_plugin.core.photos import PhotoRecord
 from hiergeo_plugin.core.progress import Cancelled, Reporter
 from hiergeo_plugin.core.search import HierarchicalSearch
-from hiergeo_demo.tile_server import TileServer
 from hiergeo_plugin.core.tile_source import TileSource
 
 ALG = "hiergeo:geolocatephotos"

@@ -29,8 +29,8 @@ from reliability_support import (
     recording_feedback_class,
 )
 
-from hiergeo_plugin.core.photos import read_exif_gps
 from hiergeo_demo.tile_server import TileServer
+from hiergeo_plugin.core.photos import read_exif_gps
 
 ALG = "hiergeo:geolocatephotos"
 KEY = "K3Y-9f8e7d6c5b"

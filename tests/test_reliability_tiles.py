@@ -27,9 +27,9 @@ from reliability_support import (
     same_predictions,
 )
 
+from hiergeo_demo.tile_server import FAULT_KINDS, FaultPlan, TileServer
 from hiergeo_plugin.core.photos import PhotoRecord
 from hiergeo_plugin.core.search import HierarchicalSearch
-from hiergeo_demo.tile_server import FAULT_KINDS, FaultPlan, TileServer
 from hiergeo_plugin.core.tile_source import TileSource
 from hiergeo_plugin.core.tiles import Tile
 

@@ -6,20 +6,39 @@ hashes the tile template, so two imagery providers never mix.
 
 The disk side is one SQLite file: transactions make a run killed mid-write leave the file consistent, WAL mode
 lets two runs read and write it at once, and float32 blobs keep a cached score bit-identical to a fresh one.
+
+The disk side is optional: a broken cache must cost speed, never the run. A read-only folder, a full disk, a
+database that is locked for too long or a file that is not a database: the user is warned once (through
+`on_warning`, a Reporter's warning, so it reaches the Processing log), a corrupt file is moved aside (kept for
+inspection, replaced by a fresh one), and the run goes on with the memory cache alone. Only a cache folder that
+is a file is an error: nothing would ever be cached, and the fix is the user's.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .tiles import Tile
+
+log = logging.getLogger("hiergeo.cache")
+
+#: How long opening waits for another run that holds the file (WAL switch, a long write) before going on
+#: without the disk cache; SQLite's own busy timeout per statement is the same.
+LOCK_WAIT_SECONDS = 10.0
+_CORRUPT = ("not a database", "malformed", "disk image", "file is encrypted", "unsupported file format")
+
+
+class CacheDirError(ValueError):
+    """The cache folder cannot be a folder (a file is in the way): a message that names it and the fix."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS embedding (
@@ -31,25 +50,117 @@ CREATE TABLE IF NOT EXISTS embedding (
 
 
 class EmbeddingCache:
-    """Two-level cache; `path=None` keeps it in memory only."""
+    """Two-level cache; `path=None` keeps it in memory only, and so does a disk that refuses (see module doc)."""
 
-    def __init__(self, path: Optional[Path] = None, memory_items: int = 131072):
+    def __init__(self, path: Optional[Path] = None, memory_items: int = 131072,
+                 on_warning: Optional[Callable[[str], None]] = None):
         self.path = Path(path) if path else None
         self.memory_items = memory_items
         self._memory: OrderedDict[Tuple[str, str, Tile], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self._db: Optional[sqlite3.Connection] = None
+        self._on_warning = on_warning
+        self._pending: List[str] = []  # warnings given before anyone listened
+        self._warned = False
+        #: The file a corrupt database was moved to, when that happened.
+        self.moved_aside: Optional[Path] = None
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), timeout=60.0, check_same_thread=False)
-            self._setup()
+            self._open_disk(self.path)
 
-    def _setup(self, deadline_s: float = 60.0) -> None:
+    # -- warnings ------------------------------------------------------------------------------------------
+    @property
+    def on_warning(self) -> Optional[Callable[[str], None]]:
+        return self._on_warning
+
+    @on_warning.setter
+    def on_warning(self, listener: Optional[Callable[[str], None]]) -> None:
+        self._on_warning = listener
+        if listener is not None:
+            pending, self._pending = self._pending, []
+            for message in pending:
+                listener(message)
+
+    def _warn(self, message: str) -> None:
+        log.warning(message)
+        if self._on_warning is not None:
+            self._on_warning(message)
+        else:
+            self._pending.append(message)
+
+    @property
+    def on_disk(self) -> bool:
+        return self._db is not None
+
+    def _give_up_disk(self, why: str) -> None:
+        """From now on memory only; said once per cache."""
+        if self._db is not None:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass
+            self._db = None
+        if not self._warned:
+            self._warned = True
+            self._warn(
+                f"the embedding cache {self.path} cannot be used ({why}); going on without it: this run is slower "
+                "and encodes tiles a cached run would not (check the free space and permissions of CACHE_DIR)"
+            )
+
+    # -- opening -------------------------------------------------------------------------------------------
+    def _open_disk(self, path: Path) -> None:
+        folder = path.parent
+        for parent in (folder, *folder.parents):
+            if parent.exists():
+                if not parent.is_dir():
+                    raise CacheDirError(
+                        f"the cache folder {folder} cannot be made: {parent} is a file, not a folder; give CACHE_DIR "
+                        "a folder (or leave it empty for the default)"
+                    )
+                break
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self._give_up_disk(f"the folder cannot be made: {exc.strerror or exc}")
+            return
+        for attempt in (1, 2):
+            try:
+                self._db = sqlite3.connect(str(path), timeout=LOCK_WAIT_SECONDS, check_same_thread=False)
+                self._setup()
+                return
+            except sqlite3.DatabaseError as exc:
+                text = str(exc).lower()
+                if self._db is not None:
+                    self._db.close()
+                    self._db = None
+                if attempt == 1 and any(mark in text for mark in _CORRUPT):
+                    if self._move_aside(path):
+                        continue  # a fresh database in its place
+                self._give_up_disk(str(exc))
+                return
+
+    def _move_aside(self, path: Path) -> bool:
+        """A damaged database is kept (renamed, with its WAL files) for inspection, never deleted."""
+        target = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+        try:
+            os.replace(path, target)
+        except OSError as exc:
+            self._give_up_disk(f"it is damaged and cannot be moved aside: {exc.strerror or exc}")
+            return False
+        for suffix in ("-wal", "-shm"):
+            try:
+                os.replace(f"{path}{suffix}", f"{target}{suffix}")
+            except OSError:
+                pass
+        self.moved_aside = target
+        self._warn(f"the embedding cache {path} was damaged; it was moved aside to {target.name} and a new one started")
+        return True
+
+    def _setup(self, deadline_s: float = LOCK_WAIT_SECONDS) -> None:
         """WAL mode and the table, retried while another run sets up the same file.
 
         Switching to WAL needs a moment of exclusive access, and SQLite reports "database is locked" at once
         (without its busy timeout) when a second process opens the file during that moment; seen when two runs
-        start together on one cache.
+        start together on one cache. The wait is bounded: after it the run goes on without the disk cache.
         """
         start = time.monotonic()
         delay = 0.02
@@ -61,6 +172,8 @@ class EmbeddingCache:
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.execute(_SCHEMA)
                 self._db.commit()
+                # A table of another layout under our name (a foreign file) would fail every query: refuse now.
+                self._db.execute("SELECT encoder, source, z, x, y, dim, vec FROM embedding LIMIT 0").fetchall()
                 return
             except sqlite3.OperationalError as exc:
                 text = str(exc).lower()
@@ -92,26 +205,33 @@ class EmbeddingCache:
             by_zoom: Dict[int, List[Tile]] = {}
             for t in missing:
                 by_zoom.setdefault(t.z, []).append(t)
-            for z, ts in by_zoom.items():
-                for i in range(0, len(ts), 400):
-                    chunk = ts[i : i + 400]
-                    values = ",".join("(?,?)" for _ in chunk)
-                    args: List[object] = [encoder, source, z]
-                    for t in chunk:
-                        args += [t.x, t.y]
-                    rows = self._db.execute(
-                        f"SELECT x, y, dim, vec FROM embedding WHERE encoder=? AND source=? AND z=? "
-                        f"AND (x, y) IN (VALUES {values})",
-                        args,
-                    ).fetchall()
-                    for x, y, dim, blob in rows:
-                        vec = np.frombuffer(blob, dtype=np.float32)
-                        if vec.shape[0] != dim:
-                            continue  # damaged row: treat as missing, it will be re-encoded and replaced
-                        tile = Tile(z, x, y)
-                        found[tile] = vec
-                        self._remember((encoder, source, tile), vec)
+            try:
+                self._read_disk(encoder, source, by_zoom, found)
+            except sqlite3.Error as exc:
+                self._give_up_disk(f"reading failed: {exc}")
         return found, mem_hits, len(found) - mem_hits
+
+    def _read_disk(self, encoder: str, source: str, by_zoom: Dict[int, List[Tile]],
+                   found: Dict[Tile, np.ndarray]) -> None:
+        for z, ts in by_zoom.items():
+            for i in range(0, len(ts), 400):
+                chunk = ts[i : i + 400]
+                values = ",".join("(?,?)" for _ in chunk)
+                args: List[object] = [encoder, source, z]
+                for t in chunk:
+                    args += [t.x, t.y]
+                rows = self._db.execute(
+                    f"SELECT x, y, dim, vec FROM embedding WHERE encoder=? AND source=? AND z=? "
+                    f"AND (x, y) IN (VALUES {values})",
+                    args,
+                ).fetchall()
+                for x, y, dim, blob in rows:
+                    vec = np.frombuffer(blob, dtype=np.float32)
+                    if vec.shape[0] != dim:
+                        continue  # damaged row: treat as missing, it will be re-encoded and replaced
+                    tile = Tile(z, x, y)
+                    found[tile] = vec
+                    self._remember((encoder, source, tile), vec)
 
     def put_many(self, encoder: str, source: str, items: Iterable[Tuple[Tile, np.ndarray]]) -> None:
         rows = []
@@ -121,14 +241,20 @@ class EmbeddingCache:
                 self._remember((encoder, source, tile), vec)
                 rows.append((encoder, source, tile.z, tile.x, tile.y, int(vec.shape[0]), vec.tobytes()))
             if self._db is not None and rows:
-                with self._db:  # one transaction: all of the batch or none of it
-                    self._db.executemany("INSERT OR REPLACE INTO embedding VALUES (?,?,?,?,?,?,?)", rows)
+                try:
+                    with self._db:  # one transaction: all of the batch or none of it
+                        self._db.executemany("INSERT OR REPLACE INTO embedding VALUES (?,?,?,?,?,?,?)", rows)
+                except sqlite3.Error as exc:  # a full disk, a folder turned read-only, a lock held too long
+                    self._give_up_disk(f"writing failed: {exc}")
 
     def count(self) -> int:
-        if self._db is None:
-            return len(self._memory)
         with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM embedding").fetchone()[0])
+            if self._db is not None:
+                try:
+                    return int(self._db.execute("SELECT COUNT(*) FROM embedding").fetchone()[0])
+                except sqlite3.Error as exc:
+                    self._give_up_disk(f"reading failed: {exc}")
+            return len(self._memory)
 
     def clear_memory(self) -> None:
         with self._lock:

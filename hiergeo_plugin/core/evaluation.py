@@ -29,6 +29,7 @@ __all__ = [
     "EARTH_RADIUS_KM",
     "DEFAULT_THRESHOLDS_KM",
     "haversine_km",
+    "finite_number",
     "threshold_key",
     "parse_thresholds",
     "evaluate",
@@ -88,8 +89,12 @@ def parse_thresholds(text: Union[str, Sequence[Number], None]) -> Tuple[float, .
     return tuple(sorted(set(values)))
 
 
-def _number(value: Any) -> Optional[float]:
-    """A finite float, or None for missing values (None, "", NaN, QGIS NULL-likes that fail float())."""
+def finite_number(value: Any) -> Optional[float]:
+    """A finite float, or None for missing values (None, "", NaN, +-inf, QGIS NULL-likes that fail float()).
+
+    The one rule for "is this coordinate usable", shared by evaluate() and the Processing adapter: an `inf` in a
+    CSV cell must not count as a coordinate in one place and as missing in the other.
+    """
     if value is None:
         return None
     try:
@@ -114,6 +119,8 @@ def evaluate(
       within           {threshold_key: share 0..1 of evaluated rows with error <= threshold}
       within_including_failed  the same over rows with truth, counting failed ones as misses
       errors_km        [(photo, error_km), ...] per evaluated row, in input order
+      evaluated_rows   [row index, ...] (0-based input positions) of those rows, parallel to errors_km: callers
+                       pair rows with errors through this, never through a copy of the "evaluated" rule
       thresholds_km    the thresholds used, in km
     """
     thresholds = parse_thresholds(thresholds_km)
@@ -121,13 +128,14 @@ def evaluate(
     without_truth: List[str] = []
     failed: List[str] = []
     errors: List[Tuple[str, float]] = []
+    evaluated_rows: List[int] = []
     failed_with_truth = 0
-    for row in rows:
+    for index, row in enumerate(rows):
         count += 1
         photo = "" if row.get("photo") is None else str(row.get("photo"))
         status = row.get("status")
-        lat, lon = _number(row.get("lat")), _number(row.get("lon"))
-        tlat, tlon = _number(row.get("true_lat")), _number(row.get("true_lon"))
+        lat, lon = finite_number(row.get("lat")), finite_number(row.get("lon"))
+        tlat, tlon = finite_number(row.get("true_lat")), finite_number(row.get("true_lon"))
         ok = (status is None or str(status) == "ok") and lat is not None and lon is not None
         has_truth = tlat is not None and tlon is not None
         if not has_truth:
@@ -138,6 +146,7 @@ def evaluate(
                 failed_with_truth += 1
         if ok and has_truth:
             errors.append((photo, haversine_km(tlat, tlon, lat, lon)))
+            evaluated_rows.append(index)
 
     values = np.array([e for _, e in errors], dtype=np.float64)
     n = len(values)
@@ -158,6 +167,7 @@ def evaluate(
         "within": within,
         "within_including_failed": within_all,
         "errors_km": errors,
+        "evaluated_rows": evaluated_rows,
         "thresholds_km": list(thresholds),
     }
 

@@ -60,13 +60,19 @@ class SearchTooLarge(ValueError):
 
 
 def check_search_size(zooms: Sequence[int], top_k: int,
-                      region: Optional[Tuple[float, float, float, float]] = None) -> None:
-    """Refuse, with what and why, a search whose stages would list or fetch an unbounded number of tiles."""
+                      region: Optional[Tuple[float, float, float, float]] = None, first_stage: bool = True) -> None:
+    """Refuse, with what and why, a search whose stages would list or fetch an unbounded number of tiles.
+
+    `first_stage=False` skips the first zoom's tile count, for searches whose first stage is seeded elsewhere
+    (index+refine) or that only encode (the region index build).
+    """
     zooms = list(zooms)
     if not zooms:
         raise SearchTooLarge("at least one zoom level is needed")
     first = zooms[0]
-    count = bbox_tile_count(first, region) if region is not None else 4**first
+    count = 0
+    if first_stage:
+        count = bbox_tile_count(first, region) if region is not None else 4**first
     if count > MAX_FIRST_STAGE_TILES:
         where = "the search extent" if region is not None else "the whole world"
         raise SearchTooLarge(
@@ -181,7 +187,7 @@ class HierarchicalSearch:
     ):
         if top_k < 1:
             raise ValueError("TOP_K must be at least 1")
-        check_search_size(zooms, int(top_k), region)
+        check_search_size(zooms, int(top_k), region, first_stage=False)  # the first stage: in search_batch
         self.model = model
         self.source = source
         self.cache = cache if cache is not None else EmbeddingCache(None)
@@ -252,6 +258,7 @@ class HierarchicalSearch:
             candidates = self._seed_candidates(results, alive, photo_emb, inherited)
             alive = [i for i in alive if results[i].ok]
         else:
+            check_search_size(self.zooms, self.top_k, self.region)  # before listing 4**zoom tiles
             start = all_tiles(first) if self.region is None else tiles_in_bbox(first, self.region)
             candidates = {i: list(start) for i in alive}
         for s, zoom in enumerate(self.zooms):

@@ -56,12 +56,6 @@ def threshold_label(value: float) -> str:
     return threshold_key(value)
 
 
-def _evaluated(row: dict) -> bool:
-    """The core's rule (core.evaluation.evaluate): a usable prediction and a true position."""
-    ok = row.get("status") in (None, "ok") and row.get("lat") is not None and row.get("lon") is not None
-    return ok and row.get("true_lat") is not None and row.get("true_lon") is not None
-
-
 def error_line_fields() -> QgsFields:
     fields = QgsFields()
     fields.append(string_field("photo"))
@@ -71,13 +65,10 @@ def error_line_fields() -> QgsFields:
 
 
 def _number(value) -> Optional[float]:
-    if value is None or (hasattr(value, "isNull") and value.isNull()):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if number == number else None  # NaN is no value
+    """The core's rule for a usable coordinate (finite; QGIS NULL, NaN and inf are none)."""
+    from ..core.evaluation import finite_number
+
+    return finite_number(value)
 
 
 def _text(value) -> str:
@@ -264,7 +255,6 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
             )
 
         metrics = evaluate(rows, thresholds)
-        errors = iter(metrics["errors_km"])  # one per evaluated row, in row order
 
         results: Dict[str, object] = {}
         lines, lines_id = self.parameterAsSink(
@@ -274,10 +264,9 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
         if lines is not None:
             apply_style_on_load(context, lines_id, "error_lines")
             fields = error_line_fields()
-            for row in rows:
-                if not _evaluated(row):
-                    continue
-                _, error_km = next(errors)
+            # The core says which rows it evaluated: a line joins each one's truth to its prediction.
+            for index, (_, error_km) in zip(metrics["evaluated_rows"], metrics["errors_km"]):
+                row = rows[index]
                 f = QgsFeature(fields)
                 f.setGeometry(QgsGeometry.fromPolylineXY(
                     [QgsPointXY(row["true_lon"], row["true_lat"]), QgsPointXY(row["lon"], row["lat"])]

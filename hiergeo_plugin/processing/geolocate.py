@@ -8,6 +8,8 @@ The help page is resources/help/geolocatephotos.html.
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -226,6 +228,7 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
         xyz = self.xyz_source(parameters, context)
         photos, field = photo_source(self, parameters, context)
         settings = self._settings(parameters, context, feedback)
+        self._refuse_before_fetching(parameters, context, settings)
         tile_source = open_tile_source(xyz, settings.cache_dir, settings.max_connections, settings.rate_limit)
         redactor = tile_source.redactor
         cache = None
@@ -285,9 +288,32 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
         feedback.pushInfo("Search extent (EPSG:4326): " + ", ".join(f"{v:.4f}" for v in region))
         return region
 
+    def _refuse_before_fetching(self, parameters, context, settings: SearchSettings) -> None:
+        """Requests that cannot work are refused with what and why before the probe or anything else is fetched."""
+        from ..core.search import check_search_size
+
+        try:
+            check_search_size(settings.zooms, settings.top_k, settings.region)
+        except ValueError as exc:
+            raise QgsProcessingException(f"ZOOM_LEVELS: {exc}") from None
+        if os.path.exists(settings.cache_dir) and not os.path.isdir(settings.cache_dir):
+            raise QgsProcessingException(
+                f"CACHE_DIR {settings.cache_dir} is a file, not a folder: give a folder (or leave CACHE_DIR empty for "
+                "the default cache folder)"
+            )
+        shared = _same_layer_destination(self.parameterAsOutputLayer(parameters, self.OUTPUT, context),
+                                         self.parameterAsOutputLayer(parameters, self.CANDIDATES, context))
+        if shared:
+            raise QgsProcessingException(
+                f"OUTPUT and CANDIDATES would both write {shared}: the second would replace the first and leave "
+                "the file empty. Give two files, or two tables of one GeoPackage (ogr:dbname='file.gpkg' "
+                'table="predictions" and table="candidates").'
+            )
+
     @staticmethod
     def _check_tile_source(tile_source, xyz: XyzSource, settings: SearchSettings, feedback) -> None:
         """Log the source, warn about zooms it lacks, and fail fast when it cannot be reached."""
+        from ..core.progress import Cancelled
         from ..core.tile_source import TileSourceError
 
         feedback.pushInfo(f"Tile source: {tile_source.display_name} (zoom {xyz.zmin}-{xyz.zmax}); "
@@ -297,10 +323,12 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
             feedback.pushWarning(
                 f"zoom levels {outside} lie outside the source's range {xyz.zmin}-{xyz.zmax}: expect gaps there"
             )
-        try:
-            tile_source.check_reachable()  # before any model work: a wrong URL fails in seconds, not minutes
+        try:  # before any model work: a wrong URL fails in seconds, not minutes; Cancel ends the probe at once
+            tile_source.check_reachable(cancelled=feedback.isCanceled)
         except TileSourceError as exc:
             raise QgsProcessingException(tile_source.redactor.redact(str(exc))) from None
+        except Cancelled:
+            return  # the caller sees the cancel and returns empty results
 
     @staticmethod
     def _load_model(settings: SearchSettings, feedback):
@@ -370,3 +398,28 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
 
     def _empty_results(self) -> Dict[str, object]:
         return {key: 0 for key in self.COUNTS}
+
+
+def _same_layer_destination(first: str, second: str) -> Optional[str]:
+    """The file two sink destinations share when they name the same layer of it (or no layer), else None.
+
+    "ogr:dbname='x.gpkg' table=\"a\"" and "x.gpkg|layername=a" forms are understood; temporary and memory
+    outputs never clash.
+    """
+
+    def split(dest: str):
+        dest = (dest or "").strip()
+        if not dest or dest == "TEMPORARY_OUTPUT" or dest.startswith("memory:"):
+            return None
+        if dest.startswith("ogr:"):
+            db = re.search(r"dbname='([^']*)'", dest) or re.search(r"dbname=(\S+)", dest)
+            table = re.search(r'table="([^"]*)"', dest) or re.search(r"table=(\S+)", dest)
+            if not db:
+                return None
+            return os.path.realpath(db.group(1)), table.group(1) if table else None
+        path, _, options = dest.partition("|")
+        layer = re.search(r"layername=([^|]*)", options)
+        return os.path.realpath(path), layer.group(1) if layer else None
+
+    a, b = split(first), split(second)
+    return a[0] if a is not None and a == b else None
