@@ -181,6 +181,58 @@ def memory_probe(args) -> None:
                           "tile_encodes": totals.tile_encodes, "seconds": round(wall, 1)}))
 
 
+def cached_embeddings(db_path: Path) -> dict:
+    """(z, x, y) -> embedding, from an embedding cache file (one encoder per zoom, so a tile is there once)."""
+    import sqlite3
+
+    import numpy as np
+
+    con = sqlite3.connect(str(db_path))
+    try:
+        rows = con.execute("SELECT z, x, y, vec FROM embedding").fetchall()
+    finally:
+        con.close()
+    return {(z, x, y): np.frombuffer(vec, dtype=np.float32) for z, x, y, vec in rows}
+
+
+def compare_fp32(model, template, records, tmp: Path, args, chosen_cold, chosen_wall, chosen_results) -> dict:
+    """The same cold run in eager fp32 (the reference): its tiles/s, and how far the chosen execution is from it."""
+    import numpy as np
+
+    from hiergeo_plugin.core.execution import prepare_execution, use_eager_fp32
+
+    chosen = model.execution
+    use_eager_fp32(model)
+    try:
+        results, cold, wall = run_engine(model, template, records, tmp / "cache_fp32", args.k, args.zooms)
+    finally:
+        prepare_execution(model)  # back to what this machine chose, for any later run
+    a = cached_embeddings(tmp / "cache" / "embeddings.sqlite")
+    b = cached_embeddings(tmp / "cache_fp32" / "embeddings.sqlite")
+    common = sorted(set(a) & set(b))
+    cosines = np.array([float(a[t] @ b[t]) for t in common]) if common else np.array([1.0])
+    differ = sum(1 for r, f in zip(chosen_results, results)
+                 if r.ok and f.ok and r.prediction.tile != f.prediction.tile)
+    return {
+        "backend": str(chosen.execution),
+        "execution_reason": chosen.reason,
+        "execution_probe_speeds": {k: round(v, 2) for k, v in chosen.speeds.items()},
+        "execution_warnings": chosen.warnings,
+        "tiles_per_s": chosen_cold.tile_encodes / chosen_wall,
+        "tiles_per_s_fp32": cold.tile_encodes / wall,
+        "speedup_vs_fp32": (chosen_cold.tile_encodes / chosen_wall) / max(cold.tile_encodes / wall, 1e-9),
+        "engine_cold_s_per_photo_fp32": wall / len(records),
+        "model_share_fp32": cold.model_seconds / wall,
+        "min_cosine_vs_fp32": float(cosines.min()),
+        "mean_cosine_vs_fp32": float(cosines.mean()),
+        "tiles_compared": len(common),
+        # Predictions whose final tile differs from the fp32 run's (each run follows its own beam: near-ties
+        # may send a photo down another branch).
+        "predictions_differ_vs_fp32": differ,
+        "predictions_compared": sum(1 for r, f in zip(chosen_results, results) if r.ok and f.ok),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--photos", type=int, default=64)
@@ -204,6 +256,8 @@ def main() -> None:
     ap.add_argument("--memory-check", type=int, default=0, metavar="N",
                     help="also measure peak RSS for N and 10N photos in child processes")
     ap.add_argument("--memory-k", type=int, default=4, help="k of the memory check runs")
+    ap.add_argument("--compare-fp32", action="store_true",
+                    help="also run the engine cold in eager fp32: tiles_per_s vs tiles_per_s_fp32, min cosine, backend")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--template", help=argparse.SUPPRESS)
@@ -223,6 +277,10 @@ def main() -> None:
     out = {}
     try:
         model = load_geo_model(args.model, model_file=args.model_file, device=args.device)
+        if getattr(model, "execution", None) is None:
+            from hiergeo_plugin.core.execution import prepare_execution
+
+            prepare_execution(model)  # what the search does on this machine (the factory does it when loading)
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             (tmp / "photos").mkdir()
@@ -231,13 +289,17 @@ def main() -> None:
                 # Warm the server: render every tile any of the timed runs will ask for.
                 run_engine(model, template, records, tmp / "warmup", args.k, args.zooms)
             naive_records = records[: args.naive_photos]
-            naive_encodes, naive_fetched, naive_wall, naive_by_zoom = run_naive(model, template, naive_records, args.k, args.zooms)
-            _, cold, cold_wall = run_engine(model, template, records, tmp / "cache", args.k, args.zooms)
+            if naive_records:
+                naive_encodes, naive_fetched, naive_wall, naive_by_zoom = run_naive(model, template, naive_records,
+                                                                                    args.k, args.zooms)
+            else:  # --naive-photos 0: the engine's figures alone
+                naive_encodes, naive_fetched, naive_wall, naive_by_zoom = float("nan"), float("nan"), float("nan"), {}
+            cold_results, cold, cold_wall = run_engine(model, template, records, tmp / "cache", args.k, args.zooms)
             _, warm, warm_wall = run_engine(model, template, records, tmp / "cache", args.k, args.zooms)
-            n, nn = len(records), len(naive_records)
+            n, nn = len(records), max(1, len(naive_records))
             out = {
                 "photos": n,
-                "naive_photos": nn,
+                "naive_photos": len(naive_records),
                 "k": args.k,
                 "zooms": args.zooms,
                 "model": args.model,
@@ -267,6 +329,12 @@ def main() -> None:
                 "peak_rss_mb": peak_rss_mb(),
                 "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.python_version()}",
             }
+            if not naive_records:
+                out.update({key: None for key in out if key.startswith("naive_") and key != "naive_photos"})
+                out.update(encode_ratio=None, speedup_cold=None)
+            out["execution"] = model.execution.describe()
+            if args.compare_fp32:
+                out.update(compare_fp32(model, template, records, tmp, args, cold, cold_wall, cold_results))
             if torch.cuda.is_available():
                 out["gpu"] = torch.cuda.get_device_name(0)
                 out["gpu_peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
