@@ -12,12 +12,20 @@ database that is locked for too long or a file that is not a database: the user 
 `on_warning`, a Reporter's warning, so it reaches the Processing log), a corrupt file is moved aside (kept for
 inspection, replaced by a fresh one), and the run goes on with the memory cache alone. Only a cache folder that
 is a file is an error: nothing would ever be cached, and the fix is the user's.
+
+Writes leave the search's critical path: put_many stores in memory at once and hands the rows to one writer
+thread through a bounded queue (a full queue makes put_many wait: memory stays bounded), which commits whatever
+has queued up in one transaction. A row waiting in the queue is in memory already, so this run never misses
+it; close() (and flush(), count(), on_disk) waits for the queue. A run killed before that loses only the rows
+still queued: they are encoded again next time. A write failure stops the writer and is reported once from the
+caller's thread at its next call, as before: the disk side is given up, the memory side goes on.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import sqlite3
 import threading
 import time
@@ -34,6 +42,9 @@ log = logging.getLogger("hiergeo.cache")
 #: How long opening waits for another run that holds the file (WAL switch, a long write) before going on
 #: without the disk cache; SQLite's own busy timeout per statement is the same.
 LOCK_WAIT_SECONDS = 10.0
+#: Batches of rows (one put_many each) waiting for the writer thread; put_many waits when this many are queued.
+WRITE_QUEUE_BATCHES = 32
+_STOP = object()
 _CORRUPT = ("not a database", "malformed", "disk image", "file is encrypted", "unsupported file format")
 
 
@@ -57,8 +68,14 @@ class EmbeddingCache:
         self.path = Path(path) if path else None
         self.memory_items = memory_items
         self._memory: OrderedDict[Tuple[str, str, Tile], np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the memory side
+        self._db_lock = threading.Lock()  # the connection: the caller's reads and the writer's transactions
         self._db: Optional[sqlite3.Connection] = None
+        self._queue: queue.Queue = queue.Queue(maxsize=WRITE_QUEUE_BATCHES)
+        self._writer: Optional[threading.Thread] = None
+        self._write_error: Optional[str] = None  # set by the writer thread, reported by the caller's thread
+        #: Rows committed by the writer thread (for benchmarks and tests).
+        self.rows_written = 0
         self._on_warning = on_warning
         self._pending: List[str] = []  # warnings given before anyone listened
         self._warned = False
@@ -89,16 +106,18 @@ class EmbeddingCache:
 
     @property
     def on_disk(self) -> bool:
+        self.flush()
         return self._db is not None
 
     def _give_up_disk(self, why: str) -> None:
         """From now on memory only; said once per cache."""
-        if self._db is not None:
-            try:
-                self._db.close()
-            except sqlite3.Error:
-                pass
-            self._db = None
+        with self._db_lock:
+            if self._db is not None:
+                try:
+                    self._db.close()
+                except sqlite3.Error:
+                    pass
+                self._db = None
         if not self._warned:
             self._warned = True
             self._warn(
@@ -190,6 +209,7 @@ class EmbeddingCache:
 
     def get_many(self, encoder: str, source: str, tiles: Sequence[Tile]) -> Tuple[Dict[Tile, np.ndarray], int, int]:
         """(found embeddings, hits in memory, hits on disk)."""
+        self._report_write_error()
         found: Dict[Tile, np.ndarray] = {}
         missing: List[Tile] = []
         with self._lock:
@@ -199,16 +219,22 @@ class EmbeddingCache:
                     found[t] = vec
                 else:
                     missing.append(t)
-            mem_hits = len(found)
-            if self._db is None or not missing:
-                return found, mem_hits, 0
-            by_zoom: Dict[int, List[Tile]] = {}
-            for t in missing:
-                by_zoom.setdefault(t.z, []).append(t)
-            try:
+        mem_hits = len(found)
+        if self._db is None or not missing:
+            return found, mem_hits, 0
+        by_zoom: Dict[int, List[Tile]] = {}
+        for t in missing:
+            by_zoom.setdefault(t.z, []).append(t)
+        try:
+            with self._db_lock:
+                if self._db is None:
+                    return found, mem_hits, 0
                 self._read_disk(encoder, source, by_zoom, found)
-            except sqlite3.Error as exc:
-                self._give_up_disk(f"reading failed: {exc}")
+        except sqlite3.Error as exc:
+            self._give_up_disk(f"reading failed: {exc}")
+        with self._lock:
+            for tile in list(found)[mem_hits:]:
+                self._remember((encoder, source, tile), found[tile])
         return found, mem_hits, len(found) - mem_hits
 
     def _read_disk(self, encoder: str, source: str, by_zoom: Dict[int, List[Tile]],
@@ -229,31 +255,72 @@ class EmbeddingCache:
                     vec = np.frombuffer(blob, dtype=np.float32)
                     if vec.shape[0] != dim:
                         continue  # damaged row: treat as missing, it will be re-encoded and replaced
-                    tile = Tile(z, x, y)
-                    found[tile] = vec
-                    self._remember((encoder, source, tile), vec)
+                    found[Tile(z, x, y)] = vec
 
     def put_many(self, encoder: str, source: str, items: Iterable[Tuple[Tile, np.ndarray]]) -> None:
+        """In memory now; on disk by the writer thread (the caller does not wait for SQLite)."""
+        self._report_write_error()
         rows = []
         with self._lock:
             for tile, vec in items:
                 vec = np.ascontiguousarray(vec, dtype=np.float32)
                 self._remember((encoder, source, tile), vec)
                 rows.append((encoder, source, tile.z, tile.x, tile.y, int(vec.shape[0]), vec.tobytes()))
-            if self._db is not None and rows:
+        if self._db is not None and rows and self._write_error is None:
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, name="hiergeo-cache-writer", daemon=True)
+                self._writer.start()
+            self._queue.put(rows)  # waits while WRITE_QUEUE_BATCHES batches are queued: bounded memory
+
+    def _write_loop(self) -> None:
+        """The writer thread: whatever has queued up, in one transaction (all of it or none of it)."""
+        while True:
+            batches = [self._queue.get()]
+            while True:
                 try:
-                    with self._db:  # one transaction: all of the batch or none of it
-                        self._db.executemany("INSERT OR REPLACE INTO embedding VALUES (?,?,?,?,?,?,?)", rows)
+                    batches.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            rows = [row for b in batches if b is not _STOP for row in b]
+            if rows and self._write_error is None:
+                try:
+                    with self._db_lock:
+                        if self._db is not None:
+                            with self._db:
+                                self._db.executemany("INSERT OR REPLACE INTO embedding VALUES (?,?,?,?,?,?,?)", rows)
+                            self.rows_written += len(rows)
                 except sqlite3.Error as exc:  # a full disk, a folder turned read-only, a lock held too long
-                    self._give_up_disk(f"writing failed: {exc}")
+                    self._write_error = f"writing failed: {exc}"
+                except Exception as exc:  # anything else must not kill the thread with rows still queued
+                    self._write_error = f"writing failed: {type(exc).__name__}: {exc}"
+            for _ in batches:
+                self._queue.task_done()
+            if any(b is _STOP for b in batches):
+                return
+
+    def _report_write_error(self) -> None:
+        """A failure of the writer thread, reported from the caller's thread (the Reporter's): disk given up."""
+        if self._write_error is not None and self._db is not None:
+            self._give_up_disk(self._write_error)
+
+    def flush(self) -> None:
+        """Wait until every queued row is committed (or the writer gave up, which is then reported)."""
+        if self._writer is not None and self._writer.is_alive():
+            self._queue.join()
+        self._report_write_error()
 
     def count(self) -> int:
-        with self._lock:
+        self.flush()
+        error = None
+        with self._db_lock:
             if self._db is not None:
                 try:
                     return int(self._db.execute("SELECT COUNT(*) FROM embedding").fetchone()[0])
                 except sqlite3.Error as exc:
-                    self._give_up_disk(f"reading failed: {exc}")
+                    error = f"reading failed: {exc}"
+        if error:
+            self._give_up_disk(error)
+        with self._lock:
             return len(self._memory)
 
     def clear_memory(self) -> None:
@@ -261,6 +328,14 @@ class EmbeddingCache:
             self._memory.clear()
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        """Flush the queued rows, stop the writer, close the file."""
+        if self._writer is not None:
+            if self._writer.is_alive():
+                self._queue.put(_STOP)
+                self._writer.join()
+            self._writer = None
+        self._report_write_error()
+        with self._db_lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
