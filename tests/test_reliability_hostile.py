@@ -16,6 +16,7 @@ import pytest
 from hostile_server import HostileServer, drip, endless, gzip_bomb, pixel_bomb_png, png_bytes, send
 
 from hiergeo_plugin.core.progress import Cancelled
+from hiergeo_plugin.core.tile_http import MAX_REDIRECTS
 from hiergeo_plugin.core.tile_source import (
     GAP_MARKER,
     MAX_TILE_BYTES,
@@ -149,7 +150,41 @@ def test_a_redirect_loop_is_not_retried():
         src.close()
         count = server.count
     assert result.outcome is TileOutcome.FATAL and "redirect" in result.gap_reason
-    assert count <= 7, server.requests  # one request and six redirects, once: not 31 per attempt times 5 attempts
+    assert count == MAX_REDIRECTS + 1, server.requests  # once: not 31 requests per attempt times 5 attempts
+
+
+def test_redirects_are_streamed_and_stay_on_http():
+    """A redirect whose body never ends is not read; a redirect to file:// is refused, not followed."""
+    body = png_bytes()
+
+    def behaviour(h, path):
+        if path.startswith("/3/"):
+            h.close_connection = True
+            h.send_response(302)
+            h.send_header("Location", "/moved" + path if path.startswith("/3/1/") else "file:///etc/passwd")
+            h.send_header("Transfer-Encoding", "chunked")
+            h.end_headers()
+            block = b"\x00" * 65536
+            sent = 0
+            try:
+                while sent < 512 * 1024**2:
+                    h.wfile.write(b"%x\r\n" % len(block) + block + b"\r\n")
+                    sent += len(block)
+            finally:
+                server.record_sent(sent)
+            return
+        send(h, 200, body)
+
+    with HostileServer(behaviour) as server:
+        src = TileSource(server.template, backoff=0.01)
+        moved = src.fetch(Tile(3, 1, 2))
+        refused = src.fetch(Tile(3, 2, 2))
+        paths = [p for p, _ in server.requests]
+        sent = server.wait_sent(2)
+    assert moved.ok and paths[:2] == ["/3/1/2.png", "/moved/3/1/2.png"]
+    assert refused.outcome is TileOutcome.FATAL and "not http" in refused.gap_reason
+    assert paths.count("/3/2/2.png") == 1
+    assert len(sent) == 2 and max(sent) < 64 * 1024**2, sent  # the redirects' bodies were left unread
 
 
 def test_the_probe_honours_retry_after():
@@ -204,3 +239,36 @@ def test_tile_cache_write_failures_reach_the_reporter_once(tmp_path):
         results = [src.fetch(Tile(3, x, 1)) for x in range(3)]
     assert all(r.ok for r in results)
     assert len(warnings) == 1 and "tile cache" in warnings[0] and "CACHE_DIR" in warnings[0], warnings
+
+
+def test_the_search_branches_on_typed_outcomes(tiny_model, lund_records):
+    """Issue 14.4: the search reads TileResult.outcome, not message text. Tiles refused outright (FATAL, here a
+    501 to every tile: nothing to retry) end the run like exhausted retries do, with the reason; 404s (GAP) do not.
+    """
+    from helpers import hashed_tile_png
+
+    from hiergeo_plugin.core.search import FAILED_IN_A_ROW_LIMIT, HierarchicalSearch
+
+    def serve(status):
+        def behaviour(h, path):
+            z, x, y = (int(v) for v in path.split(".")[0].strip("/").split("/"))
+            if z >= 4 and (status != 404 or x % 2):
+                send(h, status, b"no")
+            else:
+                send(h, 200, hashed_tile_png(z, x, y))
+        return behaviour
+
+    with HostileServer(serve(501)) as server:
+        src = TileSource(server.template, backoff=0.01)
+        src.check_reachable()
+        search = HierarchicalSearch(tiny_model, src, zooms=[4, 6], top_k=2)
+        with pytest.raises(TileSourceError, match=rf"http 501; {FAILED_IN_A_ROW_LIMIT} tiles in a row"):
+            list(search.run(lund_records[:1]))
+        src.close()
+        assert src.fetch(Tile(4, 0, 0)).outcome is TileOutcome.FATAL
+    with HostileServer(serve(404)) as server:
+        src = TileSource(server.template, backoff=0.01)
+        results = list(HierarchicalSearch(tiny_model, src, zooms=[4, 6], top_k=2).run(lund_records[:1]))
+        assert src.fetch(Tile(4, 1, 0)).outcome is TileOutcome.GAP
+        src.close()
+    assert results[0].ok and results[0].gaps >= 128  # half the world is a gap, and that is fine

@@ -156,3 +156,49 @@ def test_key_and_credentials_stay_out_of_failures(provider, photos_dir, tmp_path
         assert_clean(text, f"failure message {i}")
     assert_clean((tmp_path / "pred.gpkg").read_bytes(), "pred.gpkg")
     assert not any(Path(p).name.count(KEY) for p in tmp_path.rglob("*"))
+
+
+# Issue 13 item 3: keys under names no list knows, and a key in the URL path.
+ODD_KEYS = {"api": "linz0c4f9e2a7b", "app_code": "hereAbC123xyz", "connectId": "3f2e1d0c-maxar-77aa",
+            "x-api-key": "xak_5e6f7a8b9c", "rapidapi-key": "rapid9a8b7c6d5e"}
+PATH_KEY = "pk7f3e9a1b2c4d5e6f"
+
+
+def odd_key_template(port: int) -> str:
+    query = "&".join(f"{name}={value}" for name, value in ODD_KEYS.items())
+    return f"http://127.0.0.1:{port}/{PATH_KEY}/tiles/{{z}}/{{x}}/{{y}}.png?format=png&{query}"
+
+
+def test_keys_under_any_name_and_in_the_path_stay_secret(provider, photos_dir, tmp_path, watch_logs, capfd):
+    from hostile_server import HostileServer, send
+
+    def serve(h, path):
+        parts = path.split("?")[0].split("/")
+        z, x, y = int(parts[-3]), int(parts[-2]), int(parts[-1].split(".")[0])
+        send(h, 200, hashed_tile_png(z, x, y))
+
+    secrets = (*ODD_KEYS.values(), PATH_KEY)
+    Feedback = recording_feedback_class()
+    layer = point_layer([photos_dir / "lund" / n for n in ("14.jpg", "15.jpg")])
+    feedback = Feedback()
+    out = tmp_path / "pred.gpkg"
+    with HostileServer(serve) as server:
+        res = processing.run(ALG, geolocate_params(layer, odd_key_template(server.url.rsplit(":", 1)[1]),
+                                                   str(tmp_path / "cache"), OUTPUT=str(out)), feedback=feedback)
+        port = server.url.rsplit(":", 1)[1]
+    assert res["PHOTOS_OK"] == 2
+    source_line = next(m for m in feedback.messages if m.startswith("Tile source:"))
+    assert "/***/tiles/{z}/{x}/{y}.png?format=png&api=***&app_code=***" in source_line, source_line
+    # The server is gone now: the dead-server error quotes the source, masked too.
+    dead_feedback = Feedback()
+    with pytest.raises(QgsProcessingException) as err:
+        processing.run(ALG, geolocate_params(layer, odd_key_template(port), str(tmp_path / "cache2")),
+                       feedback=dead_feedback)
+    assert "is not usable" in str(err.value)
+    captured = capfd.readouterr()
+    for text, where in ((feedback.log, "the feedback log"), (dead_feedback.log, "the dead-server log"),
+                        (str(err.value), "the dead-server error"), (watch_logs(), "Python/QGIS logs"),
+                        (captured.out + captured.err, "stdout/stderr"), (repr(res), "the results"),
+                        (out.read_bytes().decode("latin-1"), "pred.gpkg")):
+        for secret in secrets:
+            assert secret not in text, f"{secret!r} leaked into {where}"

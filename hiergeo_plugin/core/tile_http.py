@@ -22,6 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
+from urllib.parse import urljoin, urlsplit
 
 #: A tile is at most a few MB; anything larger is refused while streaming (decoded bytes are counted).
 MAX_TILE_BYTES = 8 * 1024 * 1024
@@ -235,19 +236,30 @@ def get_tile_bytes(session, url: str, timeout: float, deadline: float, stops: Se
         return None
 
     try:
-        try:
-            resp = session.get(url, timeout=(min(timeout, 5.0), timeout), stream=True)
-        except requests.TooManyRedirects:
-            raise FetchFailure(TileOutcome.FATAL, f"redirect loop (more than {MAX_REDIRECTS} redirects)") from None
-        except requests.RequestException as exc:
-            late = interrupted()
-            if late is not None:
-                raise late from None
-            if isinstance(exc, requests.Timeout):
-                raise FetchFailure(TileOutcome.TRANSIENT, "timeout") from None
-            if isinstance(exc, requests.ConnectionError):
-                raise FetchFailure(TileOutcome.TRANSIENT, f"connection error ({type(exc).__name__})") from None
-            raise FetchFailure(TileOutcome.TRANSIENT, f"request failed ({type(exc).__name__})") from None
+        # Redirects are followed here, not by requests, which reads a redirect's whole body (unbounded, even with
+        # allow_redirects=False) and would follow one to any scheme: each hop is closed unread, stays on http(s).
+        for _hop in range(MAX_REDIRECTS + 1):
+            try:
+                resp = _send(session, url, timeout)
+            except requests.RequestException as exc:
+                late = interrupted()
+                if late is not None:
+                    raise late from None
+                if isinstance(exc, requests.Timeout):
+                    raise FetchFailure(TileOutcome.TRANSIENT, "timeout") from None
+                if isinstance(exc, requests.ConnectionError):
+                    raise FetchFailure(TileOutcome.TRANSIENT, f"connection error ({type(exc).__name__})") from None
+                raise FetchFailure(TileOutcome.TRANSIENT, f"request failed ({type(exc).__name__})") from None
+            if not (resp.is_redirect and resp.headers.get("Location")):
+                break
+            target = urljoin(resp.url, resp.headers["Location"])
+            resp.close()
+            resp = None
+            if urlsplit(target).scheme.lower() not in ("http", "https"):
+                raise FetchFailure(TileOutcome.FATAL, "redirect to a URL that is not http or https")
+            url = target
+        else:
+            raise FetchFailure(TileOutcome.FATAL, f"redirect loop (more than {MAX_REDIRECTS} redirects)")
         status = resp.status_code
         if status in (204, 404, 410):
             raise FetchFailure(TileOutcome.GAP, f"http {status}", status)
@@ -292,6 +304,15 @@ def get_tile_bytes(session, url: str, timeout: float, deadline: float, stops: Se
         _WATCHDOG.release(watch)
         if resp is not None:
             resp.close()
+
+
+def _send(session, url: str, timeout: float):
+    """One GET through the session's adapter, without requests' redirect machinery (see get_tile_bytes)."""
+    import requests
+
+    prepared = session.prepare_request(requests.Request("GET", url))
+    adapter = session.get_adapter(prepared.url)
+    return adapter.send(prepared, stream=True, timeout=(min(timeout, 5.0), timeout))
 
 
 def _content_length(value: Optional[str]) -> Optional[int]:
