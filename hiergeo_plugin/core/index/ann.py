@@ -33,15 +33,18 @@ import numpy as np
 
 KINDS = ("flat", "hnsw", "ivfpq")
 
-# Up to this many cells the exact fp16 scan: 1 KiB a cell at 512-d (2 GiB at 2 M), and at ~1 M cells a scan is
-# still about as fast as the one photo encode that precedes it. Beyond it the graph.
-FLAT_MAX_CELLS = 1_000_000
-# Up to this many cells HNSW over fp16 codes (~1.3 KiB a cell: 26 GiB at 20 M, a large but ordinary server);
-# beyond it IVF-PQ, whose ~80-600 bytes a cell keeps a continent at zoom 16-17 in one machine's memory.
-HNSW_MAX_CELLS = 20_000_000
+# Up to this many cells the exact fp16 scan (1 KiB a cell at 512-d: 200 MiB). Memory would allow millions, but
+# the scan reads every code for every photo, so its time grows with the cells; at this size it still costs no more
+# than the photo encode before it on a CPU (docs/BENCHMARKS.md, "Region index search"), beyond it the graph answers
+# in about a millisecond for a build cost that is small next to embedding the cells.
+FLAT_MAX_CELLS = 200_000
+# Up to this many cells HNSW over fp16 codes (~1.3 KiB a cell: ~13 GB at 10 M, what a workstation running QGIS can
+# hold); beyond it IVF-PQ, ~0.6 KB a cell with its 8-bit re-ranking codes, ~72 bytes without, so a country at zoom
+# 17 or a continent at zoom 15-16 fits one machine.
+HNSW_MAX_CELLS = 10_000_000
 
 HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_CONSTRUCTION = 40
 HNSW_EF_SEARCH = 64
 PQ_M = 64  # 64 sub-quantisers of 8 dims at 512-d, 8 bits each: 64 bytes a cell
 PQ_NBITS = 8
@@ -72,9 +75,9 @@ def _faiss():
 
 
 def choose_index_kind(n_cells: int) -> str:
-    """The index kind for ``n_cells`` cells: ``"flat"`` up to FLAT_MAX_CELLS (exact, and still ~as fast as a photo
-    encode), ``"hnsw"`` up to HNSW_MAX_CELLS (fp16 codes fit in one server's memory), ``"ivfpq"`` beyond (compressed
-    codes: a continent at zoom 17 is hundreds of millions of cells)."""
+    """The index kind for ``n_cells`` cells: ``"flat"`` up to FLAT_MAX_CELLS (exact, and its linear scan still no
+    slower than the photo encode), ``"hnsw"`` up to HNSW_MAX_CELLS (fp16 codes and graph fit a workstation's
+    memory), ``"ivfpq"`` beyond (compressed codes: a continent at zoom 17 is over a hundred million cells)."""
     if n_cells < 0:
         raise ValueError(f"negative cell count {n_cells}")
     if n_cells <= FLAT_MAX_CELLS:
@@ -197,15 +200,16 @@ class VectorIndex:
         index.add(arr)
         return index
 
-    def add(self, vectors: np.ndarray) -> None:
-        """Appends rows (ids continue from ntotal). HNSW insertion runs on one thread: with several, the graph (and so
-        the results and the file's bytes) would depend on thread timing."""
+    def add(self, vectors: np.ndarray, deterministic: bool = True) -> None:
+        """Appends rows (ids continue from ntotal). HNSW insertion runs on one thread unless ``deterministic`` is
+        False: with several, the graph (and so the results and the file's bytes) depends on thread timing; the
+        search quality does not change, so a one-off build of millions of cells may trade reproducibility for time."""
         faiss = _faiss()
         arr = _as_matrix(vectors, self.dim, "vectors")
         if not len(arr):
             return
         self._gpu_index = None
-        if self.kind == "hnsw":
+        if self.kind == "hnsw" and deterministic:
             threads = faiss.omp_get_max_threads()
             faiss.omp_set_num_threads(1)
             try:
@@ -276,10 +280,9 @@ class VectorIndex:
                 source = faiss.downcast_index(source.refine_index)
             else:
                 source.make_direct_map()
-        out = np.empty((rows.size, self.dim), dtype=np.float32)
-        for i, row in enumerate(rows):
-            out[i] = source.reconstruct(int(row))
-        return out
+        if not rows.size:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.asarray(source.reconstruct_batch(rows), dtype=np.float32).reshape(rows.size, self.dim)
 
     # -- serialisation ------------------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
