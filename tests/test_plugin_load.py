@@ -20,10 +20,14 @@ import hiergeo_plugin
 from hiergeo_plugin.plugin import MENU, HierGeoPlugin
 
 ROOT = Path(__file__).resolve().parents[1]
-ALGORITHMS = {"hiergeo:geolocatephotos", "hiergeo:evaluategeolocation", "hiergeo:trainmapencoders"}
+ALGORITHMS = {"hiergeo:geolocatephotos", "hiergeo:evaluategeolocation", "hiergeo:trainmapencoders",
+              "hiergeo:buildregionindex"}
 CONTRACT_KEYS = {
     "hiergeo:geolocatephotos": ["PHOTOS", "PHOTO_FIELD", "TILE_SOURCE", "MODEL", "BASE_MODEL", "TOP_K", "ZOOM_LEVELS",
-                                "DEVICE", "BATCH_SIZE", "CACHE_DIR", "OUTPUT", "CANDIDATES"],
+                                "DEVICE", "BATCH_SIZE", "CACHE_DIR", "OUTPUT", "CANDIDATES", "METHOD", "INDEX"],
+    "hiergeo:buildregionindex": ["EXTENT", "AREA", "ZOOM", "TILE_SOURCE", "MODEL", "BASE_MODEL", "DEVICE", "BATCH_SIZE",
+                                 "CACHE_DIR", "MAX_CONNECTIONS", "RATE_LIMIT", "PROTOTYPE_PHOTOS", "PHOTO_FIELD",
+                                 "MAX_CELLS", "OUTPUT_INDEX"],
     "hiergeo:evaluategeolocation": ["PREDICTIONS", "THRESHOLDS_KM"],
     "hiergeo:trainmapencoders": ["PHOTOS", "PHOTO_FIELD", "TILE_SOURCE", "BASE_MODEL", "EPOCHS", "BATCH_SIZE",
                                  "LEARNING_RATE", "UNFROZEN_BLOCKS", "ZOOM_LEVELS", "DEVICE", "CACHE_DIR",

@@ -21,6 +21,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
+    QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
@@ -47,6 +48,7 @@ from .params import (
     cache_dir_value,
     device_parameter,
     device_value,
+    option_name,
     zoom_levels_parameter,
     zoom_levels_value,
 )
@@ -61,6 +63,10 @@ COUNT_OUTPUTS = {
     "TILES_DOWNLOADED": "Tiles downloaded",
     "GAPS": "Tiles missing from the source (skipped)",
 }
+
+#: METHOD's options, in this order (index 0 is the default): the paper's search, or a region index (.hgindex from
+#: "Build region index") alone or refined by the paper's search below the index zoom.
+METHOD_OPTIONS = ("hierarchical", "index", "index+refine")
 
 
 @dataclass
@@ -80,6 +86,8 @@ class SearchSettings:
     rate_limit: float
     #: (west, south, east, north) in EPSG:4326, or None for the whole world.
     region: Optional[Tuple[float, float, float, float]]
+    method: str = METHOD_OPTIONS[0]
+    index_path: str = ""
 
     @property
     def model_name(self) -> str:
@@ -102,6 +110,8 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
     RATE_LIMIT = "RATE_LIMIT"
     SEARCH_EXTENT = "SEARCH_EXTENT"
     PATH_WEIGHT = "PATH_WEIGHT"
+    METHOD = "METHOD"
+    INDEX = "INDEX"
     OUTPUT = "OUTPUT"
     CANDIDATES = "CANDIDATES"
     COUNTS = tuple(COUNT_OUTPUTS)
@@ -175,6 +185,15 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
             QgsProcessingParameterExtent(self.SEARCH_EXTENT, "Search only within this extent (empty = the whole world)",
                                          optional=True)
         )
+        self.addParameter(
+            QgsProcessingParameterEnum(self.METHOD, "Method", options=list(METHOD_OPTIONS), defaultValue=0)
+        )
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.INDEX, "Region index (for the index methods)", behavior=QgsProcessingParameterFile.File,
+                fileFilter="HierGeo index (*.hgindex);;All files (*.*)", optional=True,
+            )
+        )
 
     def _add_advanced_parameters(self) -> None:
         """Tuning and politeness: batch sizes, the path weight, the cache, connections and the rate limit."""
@@ -233,21 +252,18 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
         redactor = tile_source.redactor
         cache = None
         try:
-            self._check_tile_source(tile_source, xyz, settings, feedback)
+            if settings.method != "index":  # the index alone fetches no tiles
+                self._check_tile_source(tile_source, xyz, settings, feedback)
             if feedback.isCanceled():
                 return self._empty_results()
             model = self._load_model(settings, feedback)
             from ..core.embedding_cache import EmbeddingCache
-            from ..core.search import HierarchicalSearch
 
             cache = EmbeddingCache(Path(settings.cache_dir) / "embeddings.sqlite")
             with_truth = has_point_geometry(photos)
             records = self._photo_records(photos, field, with_truth, parameters, context, feedback)
             writer = PredictionWriter(self, parameters, context, feedback, with_truth, self.OUTPUT, self.CANDIDATES)
-            search = HierarchicalSearch(model, tile_source, cache, zooms=settings.zooms, top_k=settings.top_k,
-                                        batch_size=settings.batch_size, photo_batch=settings.photo_batch,
-                                        reporter=FeedbackReporter(feedback, redactor), region=settings.region,
-                                        path_weight=settings.path_weight)
+            search = self._make_search(settings, model, tile_source, cache, FeedbackReporter(feedback, redactor))
             self._write_results(search.run(records), records, writer, redactor, feedback)
             return self._results(writer, search.totals, feedback)
         except QgsProcessingException:
@@ -260,6 +276,29 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
             tile_source.close()
 
     # -- the steps of a run -------------------------------------------------------------------------------------------
+    @staticmethod
+    def _make_search(settings: SearchSettings, model, tile_source, cache, reporter):
+        """The hierarchical search, or a region index search (METHOD index / index+refine) over INDEX."""
+        from ..core.search import HierarchicalSearch
+
+        if settings.method == "hierarchical":
+            return HierarchicalSearch(model, tile_source, cache, zooms=settings.zooms, top_k=settings.top_k,
+                                      batch_size=settings.batch_size, photo_batch=settings.photo_batch,
+                                      reporter=reporter, region=settings.region, path_weight=settings.path_weight)
+        from ..core.index.index_file import IndexFileError
+        from ..core.index.search import IndexSearch, load_index_for
+
+        if not settings.index_path:
+            raise QgsProcessingException(f"METHOD {settings.method} needs INDEX: a .hgindex file from "
+                                         "Build region index")
+        try:
+            index = load_index_for(settings.index_path, model, tile_source)
+            return IndexSearch(model, index, tile_source, cache, method=settings.method, zooms=settings.zooms,
+                               top_k=settings.top_k, batch_size=settings.batch_size, photo_batch=settings.photo_batch,
+                               reporter=reporter, path_weight=settings.path_weight)
+        except (IndexFileError, ValueError) as exc:
+            raise QgsProcessingException(f"INDEX: {exc}") from None
+
     def _settings(self, parameters, context, feedback) -> SearchSettings:
         return SearchSettings(
             zooms=zoom_levels_value(self, parameters, self.ZOOM_LEVELS, context),
@@ -275,6 +314,8 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
             max_connections=self.parameterAsInt(parameters, self.MAX_CONNECTIONS, context),
             rate_limit=self.parameterAsDouble(parameters, self.RATE_LIMIT, context),
             region=self._search_region(parameters, context, feedback),
+            method=option_name(METHOD_OPTIONS, self.parameterAsEnum(parameters, self.METHOD, context)),
+            index_path=(self.parameterAsFile(parameters, self.INDEX, context) or "").strip(),
         )
 
     def _search_region(self, parameters, context, feedback) -> Optional[Tuple[float, float, float, float]]:

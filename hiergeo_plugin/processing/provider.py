@@ -6,6 +6,7 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .. import __version__
+from .build_index import BuildRegionIndexAlgorithm
 from .evaluate import EvaluateGeolocationAlgorithm
 from .geolocate import GeolocatePhotosAlgorithm
 from .resources import ICON_PATH
@@ -34,5 +35,6 @@ class HierGeoProvider(QgsProcessingProvider):
         return __version__
 
     def loadAlgorithms(self):  # noqa: N802
-        for alg in (GeolocatePhotosAlgorithm(), EvaluateGeolocationAlgorithm(), TrainMapEncodersAlgorithm()):
+        for alg in (GeolocatePhotosAlgorithm(), EvaluateGeolocationAlgorithm(), TrainMapEncodersAlgorithm(),
+                    BuildRegionIndexAlgorithm()):
             self.addAlgorithm(alg)

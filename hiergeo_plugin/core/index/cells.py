@@ -109,12 +109,14 @@ class Area:
 
     def describe(self) -> dict:
         """For the index manifest: the extent as given, the geometry's bbox, and a hash of its exact shape."""
-        wkb = _shapely().to_wkb(self.geometry, output_dimension=2)
+        # Coordinates, not WKB: inside qgis_process shapely's GEOS WKB writer clashes with QGIS's own GEOS.
+        coords = np.ascontiguousarray(_shapely().get_coordinates(self.geometry), dtype=np.float64)
+        digest = hashlib.sha256(coords.tobytes() + self.geometry.geom_type.encode()).hexdigest()[:16]
         return {
             "extent": list(self.extent) if self.extent is not None else None,
             "polygon": self.has_polygon,
             "bbox": list(self.bbox),
-            "geometry_sha256": hashlib.sha256(wkb).hexdigest()[:16],
+            "geometry_sha256": digest,
         }
 
 

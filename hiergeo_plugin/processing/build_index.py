@@ -1,0 +1,279 @@
+"""Processing algorithm "Build region index" (hiergeo:buildregionindex): a thin adapter over core.index.builder.
+
+EXTENT and/or AREA become a core Area, TILE_SOURCE a TileSource, PROTOTYPE_PHOTOS PhotoRecords with their true
+locations, the feedback a core Reporter. Counting, the size check, shards, resume and the file are the core's.
+The help page is resources/help/buildregionindex.html.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Tuple
+
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterString,
+    QgsProject,
+    QgsWkbTypes,
+)
+
+from ..core.defaults import DEFAULT_BASE_MODEL, DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONNECTIONS
+from .algorithm import TileSourceAlgorithm
+from .dependencies import check_dependencies
+from .feedback import FeedbackReporter
+from .params import advanced, cache_dir_parameter, cache_dir_value, device_parameter, device_value
+from .photo_layers import DEFAULT_PHOTO_FIELD, layer_folder, photo_records, photo_source
+from .xyz import open_tile_source
+
+WGS84 = "EPSG:4326"
+#: Default of MAX_CELLS; the core's limit (core.index.builder.MAX_CELLS), repeated to keep torch out of imports.
+DEFAULT_MAX_CELLS = 250_000
+
+RESULTS = {
+    "CELLS": "Cells in the index",
+    "CELLS_WITH_PROTOTYPES": "Cells with a prototype from ground photos",
+    "INDEX_BYTES": "Size of the index file (bytes)",
+    "KAPPA": "Weight of the prototypes in the cell codes (kappa)",
+}
+
+
+class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
+    EXTENT = "EXTENT"
+    AREA = "AREA"
+    ZOOM = "ZOOM"
+    TILE_SOURCE = "TILE_SOURCE"
+    MODEL = "MODEL"
+    BASE_MODEL = "BASE_MODEL"
+    DEVICE = "DEVICE"
+    BATCH_SIZE = "BATCH_SIZE"
+    CACHE_DIR = "CACHE_DIR"
+    MAX_CONNECTIONS = "MAX_CONNECTIONS"
+    RATE_LIMIT = "RATE_LIMIT"
+    PROTOTYPE_PHOTOS = "PROTOTYPE_PHOTOS"
+    PHOTO_FIELD = "PHOTO_FIELD"
+    MAX_CELLS = "MAX_CELLS"
+    OUTPUT_INDEX = "OUTPUT_INDEX"
+
+    def name(self) -> str:
+        return "buildregionindex"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Build region index"
+
+    def tags(self):
+        return ["index", "region", "faiss", "prototype", "geolocation", "satellite", "xyz", "retrieval"]
+
+    def flags(self):
+        return super().flags() | QgsProcessingAlgorithm.Flag.FlagCanCancel
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Extent to index", optional=True))
+        self.addParameter(
+            QgsProcessingParameterFeatureSource(
+                self.AREA, "Area to index (polygons: only cells that intersect them)",
+                [QgsProcessing.SourceType.TypeVectorPolygon], optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.ZOOM, "Cell zoom", QgsProcessingParameterNumber.Type.Integer, 16, minValue=0, maxValue=22
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterString(
+                self.TILE_SOURCE, "Satellite tiles (XYZ URL template, saved XYZ connection name or XYZ layer)"
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.MODEL, "Trained model file (empty: the base model)",
+                behavior=QgsProcessingParameterFile.Behavior.File,
+                fileFilter="HierGeo model (*.safetensors);;All files (*.*)", optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterString(
+                self.BASE_MODEL, "Base model (open_clip architecture/pretrained tag)", DEFAULT_BASE_MODEL
+            )
+        )
+        self.addParameter(device_parameter(self.DEVICE))
+        self.addParameter(
+            QgsProcessingParameterFeatureSource(
+                self.PROTOTYPE_PHOTOS, "Ground photos for cell prototypes (points, optional)",
+                [QgsProcessing.SourceType.TypeVectorPoint], optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterField(
+                self.PHOTO_FIELD, "Field with the photo path", defaultValue=DEFAULT_PHOTO_FIELD,
+                parentLayerParameterName=self.PROTOTYPE_PHOTOS, type=QgsProcessingParameterField.DataType.Any,
+                optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.MAX_CELLS, "Refuse areas with more cells than", QgsProcessingParameterNumber.Type.Integer,
+                DEFAULT_MAX_CELLS, minValue=1,
+            )
+        )
+        for param in (
+            QgsProcessingParameterNumber(
+                self.BATCH_SIZE, "Batch size (images per model pass)", QgsProcessingParameterNumber.Type.Integer,
+                DEFAULT_BATCH_SIZE, minValue=1,
+            ),
+            cache_dir_parameter(self.CACHE_DIR, "Cache folder (tiles and embeddings, shared with Geolocate photos)"),
+            QgsProcessingParameterNumber(
+                self.MAX_CONNECTIONS, "Parallel tile downloads", QgsProcessingParameterNumber.Type.Integer,
+                DEFAULT_MAX_CONNECTIONS, minValue=1, maxValue=64,
+            ),
+            QgsProcessingParameterNumber(
+                self.RATE_LIMIT, "Tile requests per second (0 = no limit)", QgsProcessingParameterNumber.Type.Double,
+                0.0, minValue=0.0,
+            ),
+        ):
+            self.addParameter(advanced(param))
+        self.addParameter(
+            QgsProcessingParameterFileDestination(self.OUTPUT_INDEX, "Region index", "HierGeo index (*.hgindex)")
+        )
+        for key, description in RESULTS.items():
+            self.addOutput(QgsProcessingOutputNumber(key, description))
+
+    # -- run ------------------------------------------------------------------------------------------------------
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        feedback = feedback if feedback is not None else QgsProcessingFeedback()
+        check_dependencies()
+        xyz = self.xyz_source(parameters, context)
+        area = self._area(parameters, context, feedback)
+        zoom = self.parameterAsInt(parameters, self.ZOOM, context)
+        out = self.parameterAsFileOutput(parameters, self.OUTPUT_INDEX, context)
+        if not out.lower().endswith(".hgindex"):
+            out += ".hgindex"
+        cache_dir = cache_dir_value(self, parameters, self.CACHE_DIR, context)
+        rate = self.parameterAsDouble(parameters, self.RATE_LIMIT, context)
+        tile_source = open_tile_source(xyz, cache_dir, self.parameterAsInt(parameters, self.MAX_CONNECTIONS, context),
+                                       rate)
+        redactor = tile_source.redactor
+        cache = None
+        try:
+            from ..core.embedding_cache import EmbeddingCache
+            from ..core.encoders import ModelError, load_geo_model
+            from ..core.index.builder import IndexBuilder, IndexBuildError, IndexTooLarge
+            from ..core.progress import Cancelled
+            from ..core.tile_source import TileSourceError
+
+            feedback.pushInfo(f"Tile source: {tile_source.display_name}; cache: {cache_dir}")
+            try:
+                tile_source.check_reachable()
+            except TileSourceError as exc:
+                raise QgsProcessingException(redactor.redact(str(exc))) from None
+            photos = self._prototype_photos(parameters, context, feedback)
+            model_file = (self.parameterAsFile(parameters, self.MODEL, context) or "").strip()
+            base = (self.parameterAsString(parameters, self.BASE_MODEL, context) or "").strip() or DEFAULT_BASE_MODEL
+            device = device_value(self, parameters, self.DEVICE, context)
+            feedback.pushInfo(f"Loading model {model_file or base} on {device}")
+            try:
+                model = load_geo_model(base, model_file or None, [zoom], device)
+            except ModelError as exc:
+                raise QgsProcessingException(str(exc)) from None
+            cache = EmbeddingCache(Path(cache_dir) / "embeddings.sqlite")
+            builder = IndexBuilder(model, tile_source, cache, self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+                                   FeedbackReporter(feedback, redactor))
+            try:
+                result = builder.build(area, zoom, out, photos,
+                                       max_cells=self.parameterAsInt(parameters, self.MAX_CELLS, context))
+            except IndexTooLarge as exc:
+                raise QgsProcessingException(f"{exc} (MAX_CELLS)") from None
+            except IndexBuildError as exc:
+                raise QgsProcessingException(redactor.redact(str(exc))) from None
+            except Cancelled:
+                raise QgsProcessingException(
+                    "Cancelled: the finished shards are kept beside the output; run the algorithm again with the "
+                    "same parameters to resume"
+                ) from None
+            return {
+                self.OUTPUT_INDEX: str(result.path),
+                "CELLS": result.cells,
+                "CELLS_WITH_PROTOTYPES": result.cells_with_prototypes,
+                "INDEX_BYTES": result.index_bytes,
+                "KAPPA": result.kappa,
+            }
+        except QgsProcessingException:
+            raise
+        except Exception as exc:  # anything unforeseen still reaches the user as a message, never a crash
+            raise QgsProcessingException(redactor.redact(f"{type(exc).__name__}: {exc}")) from None
+        finally:
+            if cache is not None:
+                cache.close()
+            tile_source.close()
+
+    # -- inputs -----------------------------------------------------------------------------------------------------
+    def _area(self, parameters, context, feedback):
+        """EXTENT and/or AREA as a core Area in EPSG:4326 (both: the part of the polygons inside the extent)."""
+        from ..core.index.cells import Area, AreaError
+
+        extent = None
+        if parameters.get(self.EXTENT):
+            rect = self.parameterAsExtent(parameters, self.EXTENT, context, QgsCoordinateReferenceSystem(WGS84))
+            if not rect.isNull() and not rect.isEmpty():
+                extent = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
+        polygon = self._polygons(parameters, context, feedback) if parameters.get(self.AREA) else None
+        if extent is None and polygon is None:
+            raise QgsProcessingException("give EXTENT and/or AREA: the index covers that area")
+        try:
+            return Area.make(extent=extent, polygon=polygon)
+        except AreaError as exc:
+            raise QgsProcessingException(f"EXTENT/AREA: {exc}") from None
+
+    def _polygons(self, parameters, context, feedback):
+        """AREA's polygons in EPSG:4326 as one shapely geometry, built from vertex lists (no WKB exchange: shapely's
+        bundled GEOS and QGIS's differ inside qgis_process)."""
+        import shapely
+
+        source = self.parameterAsSource(parameters, self.AREA, context)
+        if source is None:
+            raise QgsProcessingException(self.invalidSourceError(parameters, self.AREA))
+        tc = context.transformContext() if context is not None else QgsProject.instance().transformContext()
+        transform = QgsCoordinateTransform(source.sourceCrs(), QgsCoordinateReferenceSystem(WGS84), tc)
+        parts: List[object] = []
+        for feature in source.getFeatures():
+            if feedback.isCanceled():
+                break
+            if not feature.hasGeometry():
+                continue
+            geom = feature.geometry()
+            geom.transform(transform)
+            if QgsWkbTypes.geometryType(geom.wkbType()) != QgsWkbTypes.GeometryType.PolygonGeometry:
+                continue
+            polys = geom.asMultiPolygon() if geom.isMultipart() else [geom.asPolygon()]
+            for rings in polys:
+                if rings:
+                    parts.append(shapely.Polygon(_coords(rings[0]), [_coords(r) for r in rings[1:]]))
+        if not parts:
+            raise QgsProcessingException("AREA has no polygons")
+        return shapely.union_all(parts)
+
+    def _prototype_photos(self, parameters, context, feedback):
+        if not parameters.get(self.PROTOTYPE_PHOTOS):
+            return []
+        source, field = photo_source(self, parameters, context, self.PROTOTYPE_PHOTOS, self.PHOTO_FIELD)
+        folder = layer_folder(parameters.get(self.PROTOTYPE_PHOTOS), context)
+        records = [r for r in photo_records(source, field, folder, context, feedback, with_truth=True) if r.has_truth]
+        feedback.pushInfo(f"{len(records)} ground photos with a location for the cell prototypes")
+        return records
+
+
+def _coords(ring) -> List[Tuple[float, float]]:
+    return [(p.x(), p.y()) for p in ring]
+
