@@ -99,7 +99,7 @@ def run_alg(alg_id: str, params: dict, title: str):
 
 def metrics_row(name: str, m: dict) -> str:
     within = "  ".join(f"{float(v) * 100:5.1f}%" for v in m["within"].values())
-    return f"{name:10s} {within}   median {m['median_km']:8.1f} km"
+    return f"{name:16s} {within}   median {m['median_km']:8.1f} km"
 
 
 def main() -> int:
@@ -119,11 +119,17 @@ def main() -> int:
     ap.add_argument("--whole-world", action="store_true",
                     help="search all 256 zoom-4 tiles instead of the demo region (slower, harder)")
     ap.add_argument("--zooms", default=DEFAULT_ZOOMS_TEXT)
+    ap.add_argument("--index-zoom", type=int, default=10,
+                    help="cell zoom of the region index over the demo region (10: about 5,000 cells of ~30 km)")
+    ap.add_argument("--refine-zooms", default="10,12",
+                    help="ZOOM_LEVELS of index+refine: the index zoom, then the levels refined below it")
+    ap.add_argument("--no-index", action="store_true", help="skip the region index methods")
     ap.add_argument("--quick", action="store_true", help="a small, fast run (CI smoke test)")
     args = ap.parse_args()
     if args.quick:
         args.places, args.per_place, args.test_photos, args.base_epochs, args.epochs = 8, 8, 4, 2, 1
         args.zooms, args.top_k = "4,6,8", 2
+        args.index_zoom, args.refine_zooms = 6, "6,8"
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -131,8 +137,8 @@ def main() -> int:
     t_start = time.time()
     print(f"[demo] outputs go to {out}")
 
-    from hiergeo_demo.world import DEFAULT_REGION, DemoWorld, write_photo_set
     from hiergeo_demo.tile_server import TileServer
+    from hiergeo_demo.world import DEFAULT_REGION, DemoWorld, write_photo_set
 
     world = DemoWorld(args.seed)
     train_dir, test_dir = work / "photos_train", work / "photos_test"
@@ -181,10 +187,26 @@ def main() -> int:
         if gpkg.exists():
             gpkg.unlink()
         metrics = {}
+
+        def evaluate(geo: dict, report: Path, error_lines: str) -> dict:
+            ev = run_alg(
+                "hiergeo:evaluategeolocation",
+                {"PREDICTIONS": geo["OUTPUT"], "THRESHOLDS_KM": THRESHOLDS, "OUTPUT_HTML": str(report),
+                 "ERROR_LINES": error_lines},
+                f"evaluate ({report.stem})",
+            )
+            return {
+                "median_km": ev["MEDIAN_KM"],
+                "mean_km": ev["MEAN_KM"],
+                "evaluated": ev["EVALUATED"],
+                "within": {t: ev[f"WITHIN_{t}KM"] for t in THRESHOLDS.split(",")},
+            }
+
         for label, model in (("untrained", ""), ("trained", str(model_path))):
             target = gpkg if label == "trained" else work / "untrained.gpkg"
             if label == "untrained" and target.exists():
                 target.unlink()
+            t_geo = time.time()
             geo = run_alg(
                 "hiergeo:geolocatephotos",
                 dict(common, PHOTOS=layers["test"], PHOTO_FIELD="photo", MODEL=model, BASE_MODEL="hiergeo-tiny",
@@ -193,35 +215,43 @@ def main() -> int:
                      CANDIDATES=f"ogr:dbname='{target}' table=\"candidates\" (geom)"),
                 f"geolocate with the {label} model",
             )
+            s_per_photo = (time.time() - t_geo) / max(1, len(sets[1][1]))
             report = out / "report.html" if label == "trained" else work / "report_untrained.html"
-            ev = run_alg(
-                "hiergeo:evaluategeolocation",
-                {"PREDICTIONS": geo["OUTPUT"], "THRESHOLDS_KM": THRESHOLDS, "OUTPUT_HTML": str(report),
-                 "ERROR_LINES": f"ogr:dbname='{target}' table=\"error_lines\" (geom)"},
-                f"evaluate the {label} model",
-            )
-            metrics[label] = {
-                "median_km": ev["MEDIAN_KM"],
-                "mean_km": ev["MEAN_KM"],
-                "evaluated": ev["EVALUATED"],
-                "within": {t: ev[f"WITHIN_{t}KM"] for t in THRESHOLDS.split(",")},
-            }
+            metrics[label] = evaluate(geo, report, f"ogr:dbname='{target}' table=\"error_lines\" (geom)")
+            metrics[label]["s_per_photo"] = round(s_per_photo, 4)
+        if not args.no_index:
+            from demo_index import run_index_methods
+
+            metrics.update(run_index_methods(
+                run_alg, lambda geo, lines: evaluate(geo, work / "index" / "report.html", lines["ERROR_LINES"]),
+                common, layers, str(model_path), f"{west},{east},{south},{north} [EPSG:4326]", work,
+                args.index_zoom, args.refine_zooms, args.top_k, args.path_weight, len(sets[1][1]),
+            ))
         metrics["training"] = {k: v for k, v in train.items() if k.startswith("VAL_")}
         metrics["setup"] = {"seed": args.seed, "places": args.places, "per_place": args.per_place,
                             "test_photos": args.test_photos, "tile_size": args.tile_size,
                             "top_k": args.top_k, "path_weight": args.path_weight, "zooms": args.zooms,
                             "search_extent": extent, "search_negatives": args.search_negatives, "base_epochs": args.base_epochs,
-                            "epochs": args.epochs, "seconds": round(time.time() - t_start, 1)}
+                            "epochs": args.epochs, "index_zoom": None if args.no_index else args.index_zoom,
+                            "refine_zooms": None if args.no_index else args.refine_zooms,
+                            "seconds": round(time.time() - t_start, 1)}
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     finally:
         server.stop()
         app.exitQgis()
 
-    header = "           " + "  ".join(f"{t:>6s}" for t in (f"{x}km" for x in THRESHOLDS.split(",")))
+    header = " " * 17 + "  ".join(f"{t:>6s}" for t in (f"{x}km" for x in THRESHOLDS.split(",")))
     print("\n[demo] share of held-out photos within each distance:")
     print(header)
     print(metrics_row("untrained", metrics["untrained"]))
     print(metrics_row("trained", metrics["trained"]))
+    for key in ("index_aerial", "index_prototypes", "index_refine"):
+        if key in metrics:
+            print(metrics_row(key, metrics[key]) + f"   {metrics[key]['s_per_photo']:.3f} s/photo")
+    if "index_build" in metrics:
+        print(f"[demo] index build: {metrics['index_build']['aerial']['cells']} cells at zoom {args.index_zoom} in "
+              f"{metrics['index_build']['aerial']['seconds']:.0f} s; trained hierarchical "
+              f"{metrics['trained']['s_per_photo']:.3f} s/photo")
     print(f"\n[demo] outputs in {out}: predictions.gpkg (predictions, candidates, error_lines), model.safetensors, "
           f"report.html, metrics.json ({time.time() - t_start:.0f} s in all)")
     return 0

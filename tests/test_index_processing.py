@@ -112,7 +112,7 @@ def test_index_refine_through_processing(provider, server, cache_dir, tmp_path):
     truth = Tile(ZOOM, 543, 319)
     geo = processing.run("hiergeo:geolocatephotos", {
         "PHOTOS": photo_layer(tmp_path, [truth]), "TILE_SOURCE": server.template, "BASE_MODEL": "hiergeo-tiny",
-        "DEVICE": 1, "CACHE_DIR": cache_dir, "METHOD": 2, "INDEX": coarse["OUTPUT_INDEX"], "TOP_K": 4,
+        "DEVICE": "cpu", "CACHE_DIR": cache_dir, "METHOD": "index+refine", "INDEX": coarse["OUTPUT_INDEX"], "TOP_K": 4,
         "ZOOM_LEVELS": "4,6,8,10", "OUTPUT": "memory:", "CANDIDATES": "memory:",
     })
     row = next(geo["OUTPUT"].getFeatures())

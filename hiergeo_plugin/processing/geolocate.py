@@ -48,7 +48,7 @@ from .params import (
     cache_dir_value,
     device_parameter,
     device_value,
-    option_name,
+    enum_option,
     zoom_levels_parameter,
     zoom_levels_value,
 )
@@ -133,6 +133,7 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802
         self._add_search_parameters()
         self._add_advanced_parameters()
+        self._add_index_parameters()
         self._add_outputs()
 
     def _add_search_parameters(self) -> None:
@@ -185,15 +186,6 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
             QgsProcessingParameterExtent(self.SEARCH_EXTENT, "Search only within this extent (empty = the whole world)",
                                          optional=True)
         )
-        self.addParameter(
-            QgsProcessingParameterEnum(self.METHOD, "Method", options=list(METHOD_OPTIONS), defaultValue=0)
-        )
-        self.addParameter(
-            QgsProcessingParameterFile(
-                self.INDEX, "Region index (for the index methods)", behavior=QgsProcessingParameterFile.File,
-                fileFilter="HierGeo index (*.hgindex);;All files (*.*)", optional=True,
-            )
-        )
 
     def _add_advanced_parameters(self) -> None:
         """Tuning and politeness: batch sizes, the path weight, the cache, connections and the rate limit."""
@@ -224,6 +216,18 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
         ]
         for param in advanced_params:
             self.addParameter(advanced(param))
+
+    def _add_index_parameters(self) -> None:
+        """METHOD and INDEX: a region index instead of (or before) the hierarchical search."""
+        self.addParameter(
+            QgsProcessingParameterEnum(self.METHOD, "Method", options=list(METHOD_OPTIONS), defaultValue=0)
+        )
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.INDEX, "Region index (for the index methods)", behavior=QgsProcessingParameterFile.Behavior.File,
+                fileFilter="HierGeo index (*.hgindex);;All files (*.*)", optional=True,
+            )
+        )
 
     def _add_outputs(self) -> None:
         self.addParameter(
@@ -314,7 +318,7 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
             max_connections=self.parameterAsInt(parameters, self.MAX_CONNECTIONS, context),
             rate_limit=self.parameterAsDouble(parameters, self.RATE_LIMIT, context),
             region=self._search_region(parameters, context, feedback),
-            method=option_name(METHOD_OPTIONS, self.parameterAsEnum(parameters, self.METHOD, context)),
+            method=enum_option(self, parameters, self.METHOD, context),
             index_path=(self.parameterAsFile(parameters, self.INDEX, context) or "").strip(),
         )
 
