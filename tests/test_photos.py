@@ -28,6 +28,7 @@ def test_gps_samples_are_near_arezzo(photos_dir):
 def test_exif_orientation_is_applied(photos_dir, kind):
     folder = photos_dir / "exif-samples" / "orientation"
     images = [load_photo(folder / f"{kind}_{i}.jpg") for i in range(1, 9)]
+
     def pixels(im):
         return np.asarray(im.convert("L").resize((32, 32)), dtype=float).ravel()
 
