@@ -65,23 +65,47 @@ def provider(qgis_processing):
         plugin.unload()
 
 
-_SESSION = {}
+@pytest.fixture(scope="session", autouse=True)
+def qgis_objects_released_before_exit(qgis_app):
+    """Destroy what Python still owns of QGIS's data objects while QGIS can still destroy them.
 
-
-def pytest_sessionfinish(session, exitstatus):
-    _SESSION["status"] = int(exitstatus)
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_unconfigure(config):
-    """Leave without Python's interpreter teardown once pytest has reported everything.
-
-    After a long session (QGIS, torch's thread pools, Qt objects) the interpreter's own finalisation crashed with a
-    segfault although every test had passed, turning a green run red. All results are printed and every other
-    plugin's unconfigure has run by now (trylast), so exiting hard with pytest's own status loses nothing.
-    HIERGEO_HARD_EXIT=0 restores the normal exit, e.g. to debug that crash.
+    pytest-qgis calls QgsApplication.exitQgis() when its session fixture ends, which unloads the data providers.
+    Layers (and contexts, feature sources, iterators and sinks, which hold a provider's dataset) that Python
+    still owns at that point were destroyed later, by the interpreter's exit, and crashed there in the OGR
+    provider's destructor: a segfault after a green run. Two things keep such objects alive past the tests:
+    QGIS (3.22 at least) never releases the Python exception raised by a Python algorithm's processAlgorithm, so
+    every run that failed with a QgsProcessingException keeps its caller's frames, the test's layers included,
+    for the rest of the process; and pytest drops the last test's arguments only after the session fixtures have
+    ended. This fixture depends on qgis_app, so it ends first: everything of those kinds that is still alive is
+    deleted here, before exitQgis.
     """
-    if "status" in _SESSION and os.environ.get("HIERGEO_HARD_EXIT", "1") == "1":
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(_SESSION["status"])
+    yield
+    import gc
+    import warnings
+
+    from qgis.core import (
+        QgsAbstractFeatureSource,
+        QgsFeatureIterator,
+        QgsFeatureSink,
+        QgsFeatureSource,
+        QgsMapLayer,
+        QgsProcessingContext,
+    )
+    from qgis.PyQt import sip
+
+    kinds = (
+        QgsFeatureIterator,
+        QgsFeatureSink,
+        QgsFeatureSource,
+        QgsAbstractFeatureSource,
+        QgsProcessingContext,
+        QgsMapLayer,
+    )
+    gc.collect()
+    with warnings.catch_warnings():  # isinstance() on every object touches torch's deprecated lazy attributes
+        warnings.simplefilter("ignore")
+        owned = [o for o in gc.get_objects() if isinstance(o, kinds) and not sip.isdeleted(o) and sip.ispyowned(o)]
+    # Iterators and sources before the layers and contexts they read from.
+    for obj in sorted(owned, key=lambda o: isinstance(o, (QgsMapLayer, QgsProcessingContext))):
+        sip.delete(obj)
+    qgis_app.processEvents()

@@ -76,20 +76,22 @@ class TileSourceAlgorithm(HierGeoAlgorithm):
     def __init__(self):
         super().__init__()
         self._xyz_source: Optional[XyzSource] = None
-        self._prepare_error: Optional[QgsProcessingException] = None
+        #: The message only, never the exception: its traceback holds prepareAlgorithm's frames (the parameters,
+        #: i.e. the user's layers), which this attribute would keep alive as long as the algorithm.
+        self._prepare_error: Optional[str] = None
 
     def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802
         self._prepare_error = None
         try:
             self._xyz_source = self._resolve(parameters, context)
         except QgsProcessingException as exc:
-            self._prepare_error = exc
+            self._prepare_error = str(exc)
         return True
 
     def xyz_source(self, parameters, context) -> XyzSource:
         """TILE_SOURCE resolved to an XYZ template and zoom range, or the error prepareAlgorithm met."""
         if self._prepare_error is not None:
-            raise self._prepare_error
+            raise QgsProcessingException(self._prepare_error)
         if self._xyz_source is None:
             self._xyz_source = self._resolve(parameters, context)
         return self._xyz_source
