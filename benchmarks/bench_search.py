@@ -65,8 +65,8 @@ def _serve(port_queue, seed: int, render_px: int, store: str, tiles: str) -> Non
     """
     from PIL import Image
 
-    from hiergeo_demo.world import DemoWorld
     from hiergeo_demo.tile_server import TileServer
+    from hiergeo_demo.world import DemoWorld
 
     world = DemoWorld(seed)
     root = Path(store)

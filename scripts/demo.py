@@ -66,15 +66,15 @@ class ConsoleFeedback:
                 self.bar.n = int(value)
                 self.bar.refresh()
 
-            def pushInfo(self, info):
+            def pushInfo(self, info):  # noqa: N802
                 super().pushInfo(info)
                 self.bar.write(f"  {info}")
 
-            def pushWarning(self, warning):
+            def pushWarning(self, warning):  # noqa: N802
                 super().pushWarning(warning)
                 self.bar.write(f"  warning: {warning}")
 
-            def reportError(self, error, fatalError=False):
+            def reportError(self, error, fatalError=False):  # noqa: N802, N803
                 super().reportError(error, fatalError)
                 self.bar.write(f"  error: {error}")
 

@@ -41,7 +41,7 @@ class HostileServer:
             def log_message(self, *args):
                 pass
 
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 with server.lock:
                     server.requests.append((self.path, time.monotonic()))
                 try:

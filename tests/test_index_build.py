@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from helpers import hashed_tile_png
 
+from hiergeo_demo.tile_server import TileServer
 from hiergeo_plugin.core.embedding_cache import EmbeddingCache
 from hiergeo_plugin.core.index.builder import IndexBuilder, IndexTooLarge, parts_dir_for
 from hiergeo_plugin.core.index.cells import Area
@@ -16,8 +17,6 @@ from hiergeo_plugin.core.photos import PhotoRecord
 from hiergeo_plugin.core.progress import Cancelled, Reporter
 from hiergeo_plugin.core.search import HierarchicalSearch
 from hiergeo_plugin.core.tiles import Tile, tile_bounds, tile_center
-
-from hiergeo_demo.tile_server import TileServer
 
 ZOOM = 10
 # 4 x 4 cells at zoom 10 spanning 4 shards (parents at zoom 6: x 542-543 | 544-545, y 318-319 | 320-321).

@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 from helpers import hashed_tile_png
 
+from hiergeo_demo.tile_server import TileServer
 from hiergeo_plugin.core.index.builder import IndexBuilder, parts_dir_for
 from hiergeo_plugin.core.index.cells import Area
 from hiergeo_plugin.core.index.index_file import read_index
 from hiergeo_plugin.core.tile_source import TileSource
 from hiergeo_plugin.core.tiles import Tile, tile_bounds
-
-from hiergeo_demo.tile_server import TileServer
 
 ray = pytest.importorskip("ray", reason="Ray is a dev requirement (requirements-dev.txt)")
 

@@ -23,8 +23,8 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from hiergeo_demo.world import DemoWorld
 from hiergeo_demo.tile_server import TileServer
+from hiergeo_demo.world import DemoWorld
 
 ALG = "hiergeo:trainmapencoders"
 REGION = (10.0, 40.0, 14.0, 44.0)  # a few degrees: zooms 8 and 10 hold several tiles

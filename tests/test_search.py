@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from helpers import hashed_tile_png
 
+from hiergeo_demo.tile_server import FaultPlan, TileServer
 from hiergeo_plugin.core.embedding_cache import EmbeddingCache
 from hiergeo_plugin.core.photos import PhotoRecord
 from hiergeo_plugin.core.progress import Cancelled, Reporter
 from hiergeo_plugin.core.search import HierarchicalSearch
-from hiergeo_demo.tile_server import FaultPlan, TileServer
 from hiergeo_plugin.core.tile_source import TileSource, TileSourceError
 from hiergeo_plugin.core.tiles import all_tiles, tile_center, tile_children, tile_parent
 

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
+from hiergeo_demo.tile_server import TileServer
 from hiergeo_demo.world import DemoWorld
 from hiergeo_plugin.core.photos import PhotoRecord
 from hiergeo_plugin.core.progress import Cancelled, Reporter
-from hiergeo_demo.tile_server import TileServer
 from hiergeo_plugin.core.tiles import lonlat_to_tile
 
 torch = pytest.importorskip("torch")

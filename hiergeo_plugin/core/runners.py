@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 log = logging.getLogger("hiergeo.execution")
 
@@ -46,7 +46,7 @@ class TorchLowPrecision:
     The low-precision tower is a copy: the fp32 one stays for training, for the probe and for a fall back.
     """
 
-    def __init__(self, visual_lp, overrides: Dict[str, object], precision: str, device: str):
+    def __init__(self, visual_lp, overrides: Dict[str, Any], precision: str, device: str):
         self.visual = visual_lp
         self.dtype = torch_dtype(precision)
         self.overrides = {k: v.to(self.dtype) for k, v in (overrides or {}).items()}
@@ -102,7 +102,7 @@ class OpenVinoRunner:
         self.precision_asked = precision
         core = ov.Core()
         model, folder = self._model(ov, core, visual, overrides, fingerprint, image_size, example)
-        config = {"INFERENCE_NUM_THREADS": int(threads)}
+        config: Dict[str, object] = {"INFERENCE_NUM_THREADS": int(threads)}
         if precision in OPENVINO_HINTS:
             config["INFERENCE_PRECISION_HINT"] = OPENVINO_HINTS[precision]
         if folder is not None:

@@ -83,7 +83,7 @@ class TrainMapEncodersAlgorithm(TileSourceAlgorithm):
         return super().flags() | QgsProcessingAlgorithm.Flag.FlagCanCancel
 
     # -- parameters -----------------------------------------------------------------------------------------
-    def initAlgorithm(self, config=None):
+    def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(
             QgsProcessingParameterFeatureSource(
                 self.PHOTOS, "Photos with true locations (points)", [QgsProcessing.SourceType.TypeVectorPoint]

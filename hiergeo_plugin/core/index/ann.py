@@ -65,7 +65,7 @@ _HEADER = struct.Struct("<4siqqq?i")  # fourcc, d, ntotal, dummy, dummy, is_trai
 
 def _faiss():
     try:
-        import faiss  # noqa: PLC0415  (lazy: QGIS must load the plugin without it)
+        import faiss  # lazy: QGIS must load the plugin without it
     except ImportError as exc:  # pragma: no cover - exercised only where faiss is absent
         raise ImportError(
             "The region index needs FAISS: install it into QGIS's Python with `pip install faiss-cpu` "
