@@ -242,15 +242,17 @@ class VectorIndex:
             return self._index
         if self._gpu_index is None:
             faiss = _faiss()
+            self._gpu_index = (None, self._index)
             if getattr(faiss, "get_num_gpus", lambda: 0)() > 0 and hasattr(faiss, "GpuIndexFlatIP"):
-                res = faiss.StandardGpuResources()
-                config = faiss.GpuIndexFlatConfig()
-                config.useFloat16 = True
-                gpu = faiss.GpuIndexFlatIP(res, self.dim, config)
-                gpu.add(self.reconstruct(np.arange(self.ntotal)))
-                self._gpu_index = (res, gpu)  # keep the resources alive as long as the index
-            else:
-                self._gpu_index = (None, self._index)
+                try:
+                    res = faiss.StandardGpuResources()
+                    config = faiss.GpuIndexFlatConfig()
+                    config.useFloat16 = True
+                    gpu = faiss.GpuIndexFlatIP(res, self.dim, config)
+                    gpu.add(self.reconstruct(np.arange(self.ntotal)))
+                    self._gpu_index = (res, gpu)  # keep the resources alive as long as the index
+                except (RuntimeError, MemoryError):  # a GPU too small or busy: the CPU index answers the same
+                    self._gpu_index = (None, self._index)
         return self._gpu_index[1]
 
     def search(self, queries: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -298,7 +300,7 @@ class VectorIndex:
             raise ValueError(f"unknown index kind {kind!r}")
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise ValueError(f"index data must be bytes, got {type(data).__name__}")
-        data = bytes(data)
+        data = data if isinstance(data, bytes) else bytes(data)  # no second copy of a big index
         _check_header(data, kind, dim, ntotal)
         try:
             index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
