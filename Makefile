@@ -6,7 +6,7 @@ export QT_QPA_PLATFORM ?= offscreen
 # Tests and the demo never download weights: keep hub libraries offline so a mistake fails loudly.
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup setup-dev demo test lint format bench zip clean
+.PHONY: setup setup-dev demo test test-matrix lint format bench zip clean
 
 setup:
 	@bash scripts/setup.sh
@@ -19,6 +19,12 @@ demo: setup
 
 test: setup-dev
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The suite on newer QGIS in Debian systems built with debootstrap (root; cached in /var/cache/hiergeo-matrix):
+# trixie = QGIS 3.40 LTR, sid = Debian unstable's QGIS. `make test-matrix SUITES=trixie` for one.
+SUITES ?= trixie sid
+test-matrix:
+	bash scripts/test_matrix.sh $(SUITES)
 
 # What `ruff format --check` covers. The tree is formatted in one commit once this round's branches are merged
 # (`make format`); until then only files already formatted are checked, so that a branch landing unformatted code
