@@ -127,9 +127,12 @@ def test_a_damaged_embedding_cache_is_moved_aside_and_the_run_goes_on(provider, 
 
 
 def test_an_unusable_cache_costs_speed_not_the_run(provider, photos_dir, tmp_path):
-    """The database path is taken by a folder: SQLite cannot open it (as with a read-only CACHE_DIR)."""
+    """The database path is taken by a folder (SQLite cannot open it) and a file stands where the tile cache's
+    folder must go (every tile write fails), as with a read-only or full CACHE_DIR: the run goes on, and each
+    cache says so once in the Processing log."""
     cache_dir = tmp_path / "cache"
     (cache_dir / "embeddings.sqlite").mkdir(parents=True)
+    (cache_dir / "tiles").write_bytes(b"not a folder")
     feedback = recording_feedback_class()()
     with TileServer(hashed_tile_png) as server:
         res = processing.run(ALG, geolocate_params(_photos(photos_dir), server.template, str(cache_dir)),
@@ -137,6 +140,8 @@ def test_an_unusable_cache_costs_speed_not_the_run(provider, photos_dir, tmp_pat
     assert res["PHOTOS_OK"] == 2
     said = [w for w in feedback.warnings if "embedding cache" in w]
     assert len(said) == 1 and "going on without it" in said[0], feedback.warnings
+    tiles_said = [w for w in feedback.warnings if "tile cache" in w]
+    assert len(tiles_said) == 1 and "not writable" in tiles_said[0], feedback.warnings
 
 
 def test_a_full_disk_mid_run_warns_once_and_keeps_the_memory_cache(tmp_path):

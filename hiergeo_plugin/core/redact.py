@@ -17,6 +17,7 @@ query string it finds and every secret value it was told about.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Iterable, List, Tuple
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -175,3 +176,40 @@ _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@:]+(?::[^/\
 def _mask_userinfo(text: str) -> str:
     """Any scheme://user:pass@ left in free text (e.g. a URL we were not told about) loses its credentials."""
     return _USERINFO.sub(lambda m: m.group("scheme") + MASK + "@", text)
+
+
+class _RedactingFilter(logging.Filter):
+    """urllib3 logs every request line (path and query string, so the API key) at DEBUG level. Anyone who turns
+    on debug logging (a QGIS plugin calling logging.basicConfig(level=DEBUG) is enough) would write keys into
+    log files; this filter masks the secrets of every TileSource made in this process before a record is emitted."""
+
+    LOGGERS = ("urllib3.connectionpool", "urllib3.connection", "urllib3.util.retry", "requests")
+
+    def __init__(self):
+        super().__init__()
+        self.redactor = Redactor()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True
+        masked = self.redactor.redact(message)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        return True
+
+
+_LIBRARY_LOG_FILTER = _RedactingFilter()
+
+
+def guard_library_logs(template: str) -> None:
+    """Masks this template's secrets in the debug lines of HTTP libraries (urllib3 logs every request line)."""
+    secrets = secrets_in_url(template)
+    if not secrets:
+        return
+    _LIBRARY_LOG_FILTER.redactor.add(secrets)
+    for name in _RedactingFilter.LOGGERS:
+        logger = logging.getLogger(name)
+        if _LIBRARY_LOG_FILTER not in logger.filters:
+            logger.addFilter(_LIBRARY_LOG_FILTER)

@@ -11,7 +11,9 @@ server sends (a 10 GB Content-Length, an endless chunked body, a gzip bomb). Her
   never "no tile here";
 * a small redirect limit, and a redirect loop is final for that tile (retrying it cannot help).
 
-Failures come out as `FetchFailure` with a typed `TileOutcome`, never as text for callers to parse.
+Failures come out as `FetchFailure` with a typed `TileOutcome`, never as text for callers to parse. The
+request-level policy lives here too: `RetryPolicy` (how hard one tile is tried) and `RateLimiter` (requests
+per second, shared by all workers); `TileSourceError` is the error of a source that cannot be used at all.
 """
 
 from __future__ import annotations
@@ -59,6 +61,45 @@ class FetchFailure(Exception):
         self.reason = reason
         self.status = status
         self.retry_after = retry_after
+
+
+class RateLimiter:
+    """Token bucket shared by all worker threads."""
+
+    def __init__(self, rate: Optional[float]):
+        self.rate = rate if rate and rate > 0 else None
+        self._lock = threading.Lock()
+        self._next = time.monotonic()
+
+    def wait(self, stop: Optional[threading.Event] = None) -> None:
+        """Sleeps until this thread's turn; `stop` (the source being closed) ends the wait early."""
+        if self.rate is None:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + 1.0 / self.rate
+        delay = start - now
+        if delay > 0:
+            if stop is not None:
+                stop.wait(delay)
+            else:
+                time.sleep(delay)
+
+
+
+class TileSourceError(RuntimeError):
+    """The source as a whole cannot be used (bad template, unreachable server). Messages are redacted."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard one fetch tries: attempts after the first, backoff, and the longest Retry-After waited for."""
+
+    retries: int = 4
+    backoff: float = 0.25
+    max_backoff: float = 20.0
+    max_retry_after: float = 20.0
 
 
 # -- the deadline watchdog --------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ into decoded RGB tiles. Design choices, each for a reason:
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import random
@@ -33,64 +32,30 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 from urllib.parse import unquote, urlsplit
 
-from .progress import Cancelled
-from .redact import Redactor, mask_url, secrets_in_url
-from .tile_http import MAX_TILE_BYTES, FetchFailure, TileOutcome, get_tile_bytes, make_session
+from .redact import Redactor, guard_library_logs, mask_url
+from .tile_http import (
+    MAX_TILE_BYTES,
+    FetchFailure,
+    RateLimiter,
+    RetryPolicy,
+    TileOutcome,
+    TileSourceError,
+    get_tile_bytes,
+    make_session,
+)
+from .tile_image import MAX_TILE_PIXELS, MAX_TILE_SIDE, TileTooLarge, decode_tile, is_placeholder
+from .tile_probe import check_reachable
 from .tiles import Tile
 
-__all__ = ["TileOutcome", "TileResult", "TileSource", "TileSourceError", "MAX_TILE_PIXELS", "MAX_TILE_BYTES"]
+__all__ = [
+    "GAP_MARKER", "MAX_TILE_BYTES", "MAX_TILE_PIXELS", "MAX_TILE_SIDE", "RetryPolicy", "TileOutcome", "TileResult",
+    "TileSource", "TileSourceError", "TileTooLarge", "decode_tile", "is_placeholder",
+]
 
 log = logging.getLogger("hiergeo.tiles")
 
 USER_AGENT = "HierGeo/{version} (QGIS plugin; +https://github.com/hiergeo/hiergeo)"
 GAP_MARKER = b"HIERGEO-GAP\n"
-#: A tile is at most a few thousand pixels a side; the size is read from the header, before decoding.
-MAX_TILE_SIDE = 4096
-MAX_TILE_PIXELS = MAX_TILE_SIDE * MAX_TILE_SIDE
-#: The reachability probe: retries start within this many seconds, and a Retry-After up to PROBE_MAX_WAIT is
-#: waited for (a longer one ends the probe: the server answered, so it is not dead).
-PROBE_RETRY_WINDOW = 6.0
-PROBE_MAX_WAIT = 5.0
-
-
-class _RedactingFilter(logging.Filter):
-    """urllib3 logs every request line (path and query string, so the API key) at DEBUG level. Anyone who turns
-    on debug logging (a QGIS plugin calling logging.basicConfig(level=DEBUG) is enough) would write keys into
-    log files; this filter masks the secrets of every TileSource made in this process before a record is emitted."""
-
-    LOGGERS = ("urllib3.connectionpool", "urllib3.connection", "urllib3.util.retry", "requests")
-
-    def __init__(self):
-        super().__init__()
-        self.redactor = Redactor()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:
-            return True
-        masked = self.redactor.redact(message)
-        if masked != message:
-            record.msg, record.args = masked, ()
-        return True
-
-
-_LIBRARY_LOG_FILTER = _RedactingFilter()
-
-
-def _guard_library_logs(template: str) -> None:
-    secrets = secrets_in_url(template)
-    if not secrets:
-        return
-    _LIBRARY_LOG_FILTER.redactor.add(secrets)
-    for name in _RedactingFilter.LOGGERS:
-        logger = logging.getLogger(name)
-        if _LIBRARY_LOG_FILTER not in logger.filters:
-            logger.addFilter(_LIBRARY_LOG_FILTER)
-
-
-class TileSourceError(RuntimeError):
-    """The source as a whole cannot be used (bad template, unreachable server). Messages are redacted."""
 
 
 @dataclass
@@ -113,16 +78,6 @@ class TileResult:
     def failed(cls, tile: Tile, outcome: TileOutcome, reason: str, status: Optional[int] = None,
                from_cache: bool = False) -> TileResult:
         return cls(tile, gap_reason=reason, outcome=outcome, http_status=status, from_cache=from_cache)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How hard one fetch tries: attempts after the first, backoff, and the longest Retry-After waited for."""
-
-    retries: int = 4
-    backoff: float = 0.25
-    max_backoff: float = 20.0
-    max_retry_after: float = 20.0
 
 
 @dataclass
@@ -160,30 +115,6 @@ class FetchStats:
             }
 
 
-class _RateLimiter:
-    """Token bucket shared by all worker threads."""
-
-    def __init__(self, rate: Optional[float]):
-        self.rate = rate if rate and rate > 0 else None
-        self._lock = threading.Lock()
-        self._next = time.monotonic()
-
-    def wait(self, stop: Optional[threading.Event] = None) -> None:
-        """Sleeps until this thread's turn; `stop` (the source being closed) ends the wait early."""
-        if self.rate is None:
-            return
-        with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next)
-            self._next = start + 1.0 / self.rate
-        delay = start - now
-        if delay > 0:
-            if stop is not None:
-                stop.wait(delay)
-            else:
-                time.sleep(delay)
-
-
 def _quadkey(tile: Tile) -> str:
     digits = []
     for i in range(tile.z, 0, -1):
@@ -195,59 +126,6 @@ def _quadkey(tile: Tile) -> str:
             digit += 2
         digits.append(str(digit))
     return "".join(digits)
-
-
-class TileTooLarge(ValueError):
-    """The tile's header declares more pixels than MAX_TILE_PIXELS (or a side over MAX_TILE_SIDE)."""
-
-
-def decode_tile(data: bytes):
-    """Decode tile bytes to an RGB PIL image; raises ValueError for bodies that are not a whole image.
-
-    The pixel size is checked from the header before anything is decoded (TileTooLarge): a 164 KB PNG can
-    declare 13000x13000 pixels, 840 MB once decoded. 16-bit tiles are rescaled to 8 bits, not clipped to white.
-    """
-    from PIL import Image
-
-    if not data:
-        raise ValueError("empty body")
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
-            if w > MAX_TILE_SIDE or h > MAX_TILE_SIDE or w * h > MAX_TILE_PIXELS:
-                raise TileTooLarge(f"tile of {w}x{h} pixels is over the {MAX_TILE_SIDE}x{MAX_TILE_SIDE} limit")
-            im.load()
-            return _to_rgb(im)
-    except TileTooLarge:
-        raise
-    except Exception as exc:  # PIL raises many types for bad data
-        raise ValueError(f"undecodable image ({type(exc).__name__})") from None
-
-
-def _to_rgb(im):
-    """RGB, with 16-bit grey (PIL modes I;16* and I) scaled from 0..65535 into 0..255, where PIL's convert
-    would clip everything above 255 to white; float tiles are scaled by their own maximum."""
-    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
-        import numpy as np
-        from PIL import Image
-
-        arr = np.asarray(im, dtype=np.float64)
-        peak = float(arr.max(initial=0.0))
-        if im.mode == "F" or peak > 65535:
-            top = max(1.0, peak)
-        elif im.mode.startswith("I;16") or peak > 255:
-            top = 65535.0
-        else:
-            top = 255.0  # an 8-bit image stored as 32-bit integers
-        grey = np.clip(np.rint(arr * (255.0 / top)), 0, 255).astype(np.uint8)
-        return Image.fromarray(grey, "L").convert("RGB")
-    return im.convert("RGB")
-
-
-def is_placeholder(image) -> bool:
-    """A perfectly uniform tile is what big providers serve where they have no imagery."""
-    extrema = image.getextrema()
-    return all(lo == hi for lo, hi in extrema)
 
 
 class TileSource:
@@ -275,7 +153,7 @@ class TileSource:
         if not template:
             raise TileSourceError("the tile source is empty: give an XYZ URL template with {z}, {x} and {y}")
         self.redactor = Redactor([template])
-        _guard_library_logs(template)
+        guard_library_logs(template)
         has_y = "{y}" in template or "{-y}" in template
         if not (("{z}" in template and "{x}" in template and has_y) or "{q}" in template):
             raise TileSourceError(
@@ -297,9 +175,11 @@ class TileSource:
         self.detect_placeholders = detect_placeholders
         self.zmin, self.zmax = int(zmin), int(zmax)
         self.stats = FetchStats()
-        self._limiter = _RateLimiter(rate_limit)
+        self._limiter = RateLimiter(rate_limit)
         #: Where problems worth the user's attention go (a Reporter's warning: the Processing log); once each.
-        self.on_warning = on_warning
+        #: Warnings given before a listener is set (e.g. during the probe) are handed to it when it is.
+        self._on_warning = on_warning
+        self._pending_warnings: list = []
         self._warned: set = set()
         from .. import __version__
 
@@ -342,6 +222,26 @@ class TileSource:
             .replace("{q}", _quadkey(tile))
         )
 
+    @property
+    def on_warning(self) -> Optional[Callable[[str], None]]:
+        return self._on_warning
+
+    @on_warning.setter
+    def on_warning(self, listener: Optional[Callable[[str], None]]) -> None:
+        self._on_warning = listener
+        pending, self._pending_warnings = self._pending_warnings, []
+        for message in pending:
+            self._tell(message)
+
+    def _tell(self, message: str) -> None:
+        if self._on_warning is None:
+            self._pending_warnings.append(message)
+            return
+        try:
+            self._on_warning(message)
+        except Exception:  # a listener's failure must not fail a tile
+            log.debug("warning listener failed", exc_info=True)
+
     def warn_once(self, key: str, message: str) -> None:
         """A problem that costs speed, not the run: logged, and told to the user once per source."""
         if key in self._warned:
@@ -349,11 +249,7 @@ class TileSource:
         self._warned.add(key)
         message = self.redactor.redact(message)
         log.warning(message)
-        if self.on_warning is not None:
-            try:
-                self.on_warning(message)
-            except Exception:  # a listener's failure must not fail a tile
-                log.debug("warning listener failed", exc_info=True)
+        self._tell(message)
 
     # -- cache ----------------------------------------------------------------------------------------------
     def _cache_path(self, tile: Tile) -> Optional[Path]:
@@ -548,71 +444,9 @@ class TileSource:
                 fut.cancel()
 
     def check_reachable(self, cancelled: Optional[Callable[[], bool]] = None) -> None:
-        """Fail fast, before any model work, when the source cannot serve anything at all.
-
-        Tries the world tile at the source's lowest zoom with up to three short retries (so that a flaky server,
-        say one answer in five failing, is not mistaken for a dead one), none started after PROBE_RETRY_WINDOW s
-        and no request running past it (a server that hangs or drips its answer costs that window, not minutes);
-        a Retry-After up to PROBE_MAX_WAIT s is honoured. A gap (404, placeholder) still proves the server
-        answers. No HTTP answer at all (refused, reset, timed out), 401/403 and a redirect loop count as
-        unreachable, and so do server errors (5xx) when a second, deeper tile gets them too (a server that answers
-        503 to everything is down, not "without imagery"; a single odd tile is not).
-
-        `cancelled` is polled every 0.1 s while the probe waits: a Cancel ends it at once (progress.Cancelled),
-        the request in flight is cut and nothing more is sent.
-        """
-        if self.is_file:
-            root = Path(unquote(urlsplit(self.template.split("{")[0]).path))
-            if not root.exists():
-                raise TileSourceError(f"tile source {self.display_name} is not usable: folder {root} does not exist")
-            return
-        policy = RetryPolicy(3, self.policy.backoff, 0.5, PROBE_MAX_WAIT)
-
-        def probe(tile: Tile) -> Optional[TileResult]:
-            if self._cache_read(tile) is not None:
-                return None
-            stop = threading.Event()
-            deadline = time.monotonic() + PROBE_RETRY_WINDOW + PROBE_MAX_WAIT
-            box: dict = {}
-
-            def run() -> None:
-                try:
-                    box["result"] = self.fetch(tile, deadline=deadline, policy=policy, stop=stop)
-                except BaseException as exc:  # handed to the caller's thread
-                    box["error"] = exc
-
-            worker = threading.Thread(target=run, name="hiergeo-probe", daemon=True)
-            worker.start()
-            while worker.is_alive():
-                worker.join(0.1)
-                if worker.is_alive() and cancelled is not None and cancelled():
-                    stop.set()
-                    raise Cancelled("cancelled by the user")
-            if "error" in box:
-                raise box["error"]
-            result = box["result"]
-            return None if result.ok else result
-
-        tile = Tile(self.zmin, 0, 0)
-        first = probe(tile)
-        if first is None or first.outcome is TileOutcome.GAP:
-            return
-        if first.outcome is TileOutcome.CANCELLED:
-            raise Cancelled("cancelled by the user")
-        status = first.http_status
-        dead = status is None or status in (401, 403)
-        if not dead and status >= 500 and first.outcome is TileOutcome.TRANSIENT:
-            z2 = min(max(self.zmin, 2), self.zmax)
-            again = probe(Tile(z2, 1, 1)) if z2 >= 1 else first
-            dead = (
-                again is not None and again.outcome is TileOutcome.TRANSIENT
-                and again.http_status is not None and again.http_status >= 500
-            )
-        if dead:
-            raise TileSourceError(
-                f"tile source {self.display_name} is not usable: the server did not deliver tile {tile} "
-                f"({first.gap_reason})"
-            )
+        """Fail fast (TileSourceError), before any model work, when the source cannot serve anything at all;
+        `cancelled` is polled while the probe waits (see core.tile_probe)."""
+        check_reachable(self, cancelled)
 
     def close(self) -> None:
         self._closed.set()
