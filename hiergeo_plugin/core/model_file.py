@@ -67,11 +67,35 @@ def save_model_file(
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        _sort_metadata_in_place(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _sort_metadata_in_place(path: str) -> None:
+    """Rewrite the header's metadata with sorted keys, so the same model gives the same file bytes.
+
+    Why: safetensors (Rust) keeps the metadata in a hash map whose order changes from process to process, so two
+    identical trainings wrote different bytes. The rewritten header holds the same keys and values, hence has the
+    same length (safetensors pads it with spaces), and the tensor bytes stay where they are.
+    """
+    with open(path, "r+b") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        raw = fh.read(n)
+        header = json.loads(raw)
+        metadata = header.get("__metadata__")
+        if not metadata:
+            return
+        header["__metadata__"] = dict(sorted(metadata.items()))
+        # serde_json's spelling: compact separators, UTF-8 (not \u escapes) for non-ASCII text
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(text) > n:  # never happens for the same content; keep the valid file rather than break it
+            return
+        fh.seek(8)
+        fh.write(text + b" " * (n - len(text)))
 
 
 def _sniff(path: Path) -> str:

@@ -611,6 +611,19 @@ class _State:
     resumed_zooms: List[int] = field(default_factory=list)
 
 
+def _record_key(record: PhotoRecord) -> Tuple[str, str, str, str]:
+    return (photo_id(record), str(record.path), repr(record.true_lat), repr(record.true_lon))
+
+
+#: Log entries that measure the machine, not the training: kept in the returned summary, left out of the model
+#: file so that a seeded training writes the same bytes every time.
+TIMING_KEYS = ("seconds", "model_seconds", "photos_per_second", "pairs_per_second")
+
+
+def _without_timings(log: Dict[str, dict]) -> Dict[str, dict]:
+    return {stage: {k: v for k, v in entry.items() if k not in TIMING_KEYS} for stage, entry in log.items()}
+
+
 def _data_fingerprint(records: Sequence[PhotoRecord], source_id: str) -> str:
     h = hashlib.sha256(source_id.encode())
     for r in records:
@@ -681,7 +694,8 @@ class _Run:
         self.device = resolve_device(config.device)
         self.zooms_desc = sorted((int(z) for z in config.zooms), reverse=True)
 
-        all_records = list(records)
+        # A canonical order: the layer's feature order (or a folder listing) must not change batches or weights.
+        all_records = sorted(records, key=_record_key)
         self.records: List[PhotoRecord] = []
         for r in all_records:
             if r.has_truth:
@@ -800,7 +814,7 @@ class _Run:
                 "loss": "in-batch softmax cross-entropy photo->tile, same-tile photos share one class",
                 "from_scratch": c.base_training_epochs > 0,
             },
-            "log": state.log,
+            "log": _without_timings(state.log),
             "split": split,
         }
         if not final:
@@ -1030,14 +1044,17 @@ class _Run:
             pending_t.clear()
             pending_x.clear()
 
-        for tile, tensor, _reason in self.loader.tiles(tiles, should_stop=reporter.cancelled):
-            if tensor is not None:
-                pending_t.append(tile)
-                pending_x.append(tensor)
-                if len(pending_x) >= self.config.val_batch:
-                    flush()
-        reporter.check_cancelled()
-        flush()
+        # Batches of sorted tiles, not of tiles in arrival order: a tile's embedding must not depend on which
+        # other tiles happened to share its batch (the last bits of a batched forward do).
+        for s in range(0, len(tiles), self.config.val_batch):
+            chunk = tiles[s : s + self.config.val_batch]
+            got = {t: x for t, x, _reason in self.loader.tiles(chunk, should_stop=reporter.cancelled) if x is not None}
+            reporter.check_cancelled()
+            for tile in chunk:
+                if tile in got:
+                    pending_t.append(tile)
+                    pending_x.append(got[tile])
+            flush()
         results = {}
         for key, (photo_emb, _) in evaluations.items():
             have = sorted(embs[key])
