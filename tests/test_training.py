@@ -31,16 +31,20 @@ from hiergeo_plugin.core.tiles import lonlat_to_tile
 
 torch = pytest.importorskip("torch")
 
-from hiergeo_plugin.core import training  # noqa: E402
 from hiergeo_plugin.core.training import (  # noqa: E402
     TrainingConfig,
     TrainingError,
+    augment,
+    base_stage,
     checkpoint_path,
     contrastive_loss,
+    data,
     retrieval_accuracy,
     split_records,
     train_map_encoders,
+    zoom_stage,
 )
+from hiergeo_plugin.core.training import losses as training_losses  # noqa: E402
 
 WORLD_SEED = 7
 ZOOMS = (4, 6, 8, 10)
@@ -137,13 +141,13 @@ def trained(photo_set, server, tmp_path_factory, monkeypatch_module):
     config = main_config(cache)
 
     loaded_paths = []
-    real_load = training.load_photo
+    real_load = data.load_photo
 
     def spy(path, *a, **kw):
         loaded_paths.append(str(path))
         return real_load(path, *a, **kw)
 
-    monkeypatch_module.setattr(training, "load_photo", spy)
+    monkeypatch_module.setattr(data, "load_photo", spy)
 
     messages, warnings = [], []
     stop = {"now": False}
@@ -214,7 +218,7 @@ def test_photos_of_the_same_tile_are_one_class_not_negatives():
     from hiergeo_plugin.core.tiles import Tile
 
     a, b = Tile(10, 1, 1), Tile(10, 2, 2)
-    unique, target = training._batch_targets([a, b, a])
+    unique, target = training_losses.batch_targets([a, b, a])
     assert unique == [a, b] and target == [0, 1, 0]
     photos = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
     tiles = torch.nn.functional.normalize(torch.randn(2, 8), dim=-1)
@@ -231,19 +235,19 @@ def test_photos_of_the_same_tile_are_one_class_not_negatives():
 def test_photo_jitter_reframes_and_re_exposes_without_inventing_content():
     torch.manual_seed(0)
     photos = torch.randn(6, 3, 32, 32)
-    out = training._jitter_photos(photos)
+    out = augment.jitter_photos(photos)
     assert out.shape == photos.shape and torch.isfinite(out).all()
     assert not torch.allclose(out, photos)
     # a flat photo stays flat: the crop only zooms in, contrast and brightness stay in their ranges
     flat = torch.full((64, 3, 16, 16), 0.5)
-    jittered = training._jitter_photos(flat)
+    jittered = augment.jitter_photos(flat)
     per_photo = jittered.flatten(1)
     assert torch.allclose(per_photo.min(dim=1).values, per_photo.max(dim=1).values, atol=1e-5)
     assert float(per_photo.min()) >= 0.5 * 0.8 - 0.2 - 1e-5 and float(per_photo.max()) <= 0.5 * 1.2 + 0.2 + 1e-5
     assert float(per_photo[:, 0].std()) > 0.05  # exposures differ between photos
     # a left-to-right ramp keeps its direction (a zoom-in crop, not a flip or rotation) and never widens
     ramp = torch.linspace(-1, 1, 32).expand(8, 3, 32, 32).clone()
-    crop = training._jitter_photos(ramp)
+    crop = augment.jitter_photos(ramp)
     rows = crop[:, 0, 16, :]
     assert (rows[:, -1] > rows[:, 0]).all()
 
@@ -474,8 +478,14 @@ def test_mixed_precision_training_runs_the_gpu_code_path_on_the_cpu(precision, s
 
     monkeypatch.setenv("HIERGEO_PRECISION", precision)
     scalers = []
-    real_scaler = training._Run._scaler
-    monkeypatch.setattr(training._Run, "_scaler", lambda self: scalers.append(real_scaler(self)) or scalers[-1])
+    real_scaler = training_losses.make_grad_scaler
+
+    def counting_scaler(device, dtype):
+        scalers.append(real_scaler(device, dtype))
+        return scalers[-1]
+
+    for stage in (base_stage, zoom_stage):
+        monkeypatch.setattr(stage, "make_grad_scaler", counting_scaler)
     output = tmp_path / "m.safetensors"
     summary = train_map_encoders(small_set, server.template, output, small_config(tmp_path, epochs=2))
     assert scalers and all((s is not None) == (precision == "fp16") for s in scalers)

@@ -14,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -28,26 +29,17 @@ WORLD_SEED = 7
 TORCH_THREADS = 2  # more than one: intra-op parallel kernels must not change the result either
 
 
-def make_photos(folder: Path, places: int = 4, per_place: int = 5, seed: int = 21) -> list:
-    """Photos clustered in zoom-10 tiles of the demo world, as (name, path, lat, lon) rows."""
-    from hiergeo_demo.world import DemoWorld
-    from hiergeo_plugin.core.tiles import lonlat_to_tile
+def make_photos(folder: Path, places: int = 4, per_place: int = 4, seed: int = 21) -> list:
+    """Photos clustered around places of the demo world (as real collections are), as (name, path, lat, lon)."""
+    from hiergeo_demo.world import DEFAULT_REGION, DemoWorld
 
     world = DemoWorld(WORLD_SEED)
     folder.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    rows = []
-    for lat0, lon0 in world.sample_locations(places, seed):
-        west, south, east, north = lonlat_to_tile(lon0, lat0, 10).bounds
-        while sum(1 for r in rows if r[4] == (lat0, lon0)) < per_place:
-            lat, lon = rng.uniform(south, north), rng.uniform(west, east)
-            if world.is_land(lat, lon):
-                rows.append((f"p{len(rows):03d}.jpg", None, lat, lon, (lat0, lon0)))
     out = []
-    for i, (name, _, lat, lon, _) in enumerate(rows):
-        path = folder / name
+    for i, (lat, lon) in enumerate(world.place_locations(places, per_place, seed, seed + 1, region=DEFAULT_REGION)):
+        path = folder / f"p{i:03d}.jpg"
         world.render_ground_photo(lat, lon, photo_seed=seed * 1000 + i, size=64).save(path, quality=90)
-        out.append((name, str(path), lat, lon))
+        out.append((path.name, str(path), lat, lon))
     return out
 
 
@@ -67,6 +59,7 @@ def train_once(rows, template: str, output: str, cache_dir: str, seed: int = 3) 
     return hashlib.sha256(Path(output).read_bytes()).hexdigest()
 
 
+@pytest.mark.timeout(1800)  # two trainings; the shared CI box can be slow
 def test_two_seeded_trainings_write_identical_model_files(tmp_path):
     import torch
 

@@ -1,0 +1,48 @@
+"""Which photos train, validate and test: a seeded split that does not depend on the order of the layer.
+
+Why by hash and not by shuffled position: a photo's side of the split then depends only on (seed, the photo), so
+re-ordering a layer changes nothing, and the test set of a grown collection mostly keeps its members.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Dict, List, Sequence, Tuple
+
+from ..photos import PhotoRecord
+
+
+def photo_id(record: PhotoRecord) -> str:
+    """How a photo is named in the split: the user's name for it (its path when there is no name)."""
+    return str(record.photo or record.path)
+
+
+def record_key(record: PhotoRecord) -> Tuple[str, str, str, str]:
+    """A canonical order of photos: the layer's feature order (or a folder listing) must not change the weights."""
+    return (photo_id(record), str(record.path), repr(record.true_lat), repr(record.true_lon))
+
+
+def split_records(records: Sequence[PhotoRecord], seed: int, ratio: Sequence[int] = (10, 1, 1)) -> Dict[str, List[int]]:
+    """Indices of train / val / test, with exact 10:1:1 (or `ratio`) counts and a fixed seed.
+
+    Photos are ranked by a hash of (seed, photo id), not by a shuffled position, so a photo's rank does not
+    depend on the order of the layer, and the test set of a grown photo collection mostly keeps its members.
+    Validation gets at least one photo when there are two or more.
+    """
+    n = len(records)
+    total = float(sum(ratio))
+    n_test = int(round(n * ratio[2] / total))
+    n_val = int(round(n * ratio[1] / total))
+    if n >= 2:
+        n_val = max(1, n_val)
+    n_test = min(n_test, max(0, n - n_val - 1))
+
+    def rank(i: int) -> Tuple[str, int]:
+        key = f"{seed}\x00{photo_id(records[i])}\x00{records[i].true_lat!r}\x00{records[i].true_lon!r}"
+        return hashlib.sha256(key.encode("utf-8")).hexdigest(), i
+
+    order = sorted(range(n), key=rank)
+    test = sorted(order[:n_test])
+    val = sorted(order[n_test : n_test + n_val])
+    train = sorted(order[n_test + n_val :])
+    return {"train": train, "val": val, "test": test}
