@@ -170,7 +170,7 @@ def peak_rss_mb() -> float:
 
 def memory_probe(args) -> None:
     """Child process: run the engine on N photos and print its peak RSS (for the 10x flatness check)."""
-    from hiergeo_plugin.core.encoders import load_geo_model
+    from hiergeo_plugin.core.factory import load_geo_model
 
     model = load_geo_model(args.model, model_file=args.model_file, device=args.device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -270,7 +270,7 @@ def main() -> None:
 
     import torch
 
-    from hiergeo_plugin.core.encoders import load_geo_model
+    from hiergeo_plugin.core.factory import load_geo_model
 
     server, template = start_server(args.seed, args.render_px, args.tile_store, tiles=args.tiles)
     mem_server = None

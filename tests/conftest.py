@@ -26,7 +26,7 @@ def photos_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model():
-    from hiergeo_plugin.core.encoders import load_geo_model
+    from hiergeo_plugin.core.factory import load_geo_model
 
     return load_geo_model("hiergeo-tiny", device="cpu")
 

@@ -28,7 +28,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from hiergeo_plugin.core.embedding_cache import EmbeddingCache
-    from hiergeo_plugin.core.encoders import load_geo_model
+    from hiergeo_plugin.core.factory import load_geo_model
     from hiergeo_plugin.core.photos import PhotoRecord
     from hiergeo_plugin.core.search import HierarchicalSearch
     from hiergeo_plugin.core.tile_source import TileSource

@@ -110,7 +110,7 @@ def test_index_method_finds_each_photo_in_its_own_cell(tmp_path, server, tiny_mo
 
 
 def test_index_refused_for_another_model_or_source(tmp_path, server, tiny_model):
-    from hiergeo_plugin.core.encoders import load_geo_model
+    from hiergeo_plugin.core.factory import load_geo_model
 
     source = TileSource(server.template)
     path = IndexBuilder(tiny_model, source).build(Area.make(extent=EXTENT), ZOOM, tmp_path / "a.hgindex").path

@@ -36,7 +36,8 @@ from reliability_support import (
 
 from hiergeo_demo.tile_server import TileServer
 from hiergeo_plugin.core.embedding_cache import EmbeddingCache
-from hiergeo_plugin.core.model_file import ModelFileError, load_model_file, save_model_file
+from hiergeo_plugin.core.factory import load_model_file
+from hiergeo_plugin.core.model_file import ModelFileError, save_model_file
 from hiergeo_plugin.core.photos import PhotoRecord
 from hiergeo_plugin.core.search import HierarchicalSearch
 from hiergeo_plugin.core.tile_source import TileSource

@@ -137,7 +137,7 @@ def test_cancel_during_encoding(tiny_model, lund_records, tile_server, tmp_path)
 
 def test_cancel_during_training_and_resume_from_the_checkpoint(photos_dir, tmp_path):
     """Cancelled in the middle of zoom 14 (after its first epoch); the re-run resumes after zoom 16."""
-    from hiergeo_plugin.core.model_file import load_model_file
+    from hiergeo_plugin.core.factory import load_model_file
     from hiergeo_plugin.core.training import TrainingConfig, checkpoint_path, train_map_encoders
 
     lund = sorted((photos_dir / "lund").glob("*.jpg"))

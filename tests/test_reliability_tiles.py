@@ -230,7 +230,7 @@ def test_training_with_20_percent_faults_of_every_kind(photos_dir, tmp_path):
     """Training finishes against a faulty server with a no-imagery area, and records the gaps per zoom."""
     import random
 
-    from hiergeo_plugin.core.model_file import load_model_file
+    from hiergeo_plugin.core.factory import load_model_file
     from hiergeo_plugin.core.progress import Reporter
     from hiergeo_plugin.core.tiles import lonlat_to_tile
     from hiergeo_plugin.core.training import TrainingConfig, train_map_encoders

@@ -350,8 +350,7 @@ def test_bad_photos_are_reported_and_skipped(trained):
 
 
 def test_trained_model_geolocates_held_out_photos_better_than_untrained(trained, server):
-    from hiergeo_plugin.core.encoders import load_geo_model
-    from hiergeo_plugin.core.model_file import load_model_file
+    from hiergeo_plugin.core.factory import load_geo_model, load_model_file
     from hiergeo_plugin.core.search import HierarchicalSearch
     from hiergeo_plugin.core.tile_source import TileSource
 
@@ -381,7 +380,8 @@ def read_split(path):
 
 
 def test_truncated_and_forged_model_files_are_refused(trained, tmp_path):
-    from hiergeo_plugin.core.model_file import ModelFileError, load_model_file
+    from hiergeo_plugin.core.factory import load_model_file
+    from hiergeo_plugin.core.model_file import ModelFileError
 
     data = trained["output"].read_bytes()
     truncated = tmp_path / "truncated.safetensors"
@@ -474,7 +474,7 @@ def test_mixed_precision_training_runs_the_gpu_code_path_on_the_cpu(precision, s
                                                                     monkeypatch):
     """HIERGEO_PRECISION forces what a GPU chooses by itself: autocast in the trunk and the head, and for fp16
     the GradScaler. Losses stay finite, the saved weights are fp32, the model file says which precision."""
-    from hiergeo_plugin.core.model_file import load_model_file
+    from hiergeo_plugin.core.factory import load_model_file
 
     monkeypatch.setenv("HIERGEO_PRECISION", precision)
     scalers = []

@@ -6,6 +6,8 @@ encoder here is *the shared tower plus a small dict of overriding parameters* (i
 norm and projection), applied with torch.func.functional_call. Encoding at zoom z costs exactly one forward
 pass of the tower; the weights exist once.
 
+A GeoModel is assembled from these parts in one place, factory.py (create_geo_model, load_geo_model).
+
 torch and open_clip are imported inside functions so that QGIS can load the plugin (and say what to install)
 without them.
 """
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .defaults import DEFAULT_BASE_MODEL, DEFAULT_ZOOMS
+from .defaults import DEFAULT_BASE_MODEL
 
 log = logging.getLogger("hiergeo.encoders")
 
@@ -280,47 +282,6 @@ class GeoModel:
     @property
     def zooms(self) -> List[int]:
         return sorted(self.map_encoders)
-
-
-def _preprocess_signature(preprocess) -> bytes:
-    return repr(preprocess).encode()
-
-
-def load_geo_model(
-    base_model: str = DEFAULT_BASE_MODEL,
-    model_file: Optional[str] = None,
-    zooms: Sequence[int] = DEFAULT_ZOOMS,
-    device: str = "auto",
-) -> GeoModel:
-    """Build the search's model: from a trained model file when given, else the base model for every zoom.
-
-    With the base model alone every map encoder *is* the photo encoder (the paper's untrained baseline).
-    """
-    device = resolve_device(device)
-    if model_file:
-        from .model_file import load_model_file
-
-        geo = load_model_file(model_file, device=device)
-        if device == "cpu":
-            configure_cpu_threads(geo.photo_encoder.visual)
-        return geo
-    spec = BaseModelSpec.parse(base_model)
-    model, preprocess = build_clip(spec)
-    visual = model.visual.to(device)
-    visual.requires_grad_(False)
-    if device == "cpu":
-        configure_cpu_threads(visual)
-    fp = tensor_digest(dict(visual.state_dict()), seed=str(spec).encode() + _preprocess_signature(preprocess))
-    photo = ImageEncoder(visual, None, device, fp, "photo")
-    maps = {int(z): ImageEncoder(visual, None, device, fp, f"map-z{z}") for z in zooms}
-    image_size = _image_size(visual)
-    scale = float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale") else 100.0
-    return GeoModel(spec, photo, maps, preprocess, image_size, device, scale)
-
-
-def _image_size(visual) -> int:
-    size = getattr(visual, "image_size", 224)
-    return int(size[0] if isinstance(size, (tuple, list)) else size)
 
 
 def make_tensor_preprocessor(preprocess):

@@ -4,6 +4,8 @@ Why safetensors: a model file is something users download and share, and a pickl
 arbitrary code when loaded. safetensors holds only a JSON header and raw tensor bytes, so a forged or foreign
 file can at worst be refused. Truncated files are caught by the header's declared sizes.
 
+Reading and checking a file is here; building a model from it is factory.load_model_file's job.
+
 Layout of one file:
   metadata  "format" = "hiergeo-model", "version" = "1", "manifest" = JSON (base model, architecture config,
             zooms, unfrozen blocks, training parameters, per-zoom training log, the data split)
@@ -14,23 +16,14 @@ Layout of one file:
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
-from .encoders import (
-    BaseModelSpec,
-    GeoModel,
-    ImageEncoder,
-    ModelError,
-    _image_size,
-    _preprocess_signature,
-    build_clip,
-    tensor_digest,
-)
+from .encoders import BaseModelSpec, ModelError
 
 FORMAT = "hiergeo-model"
 VERSION = "1"
@@ -169,66 +162,20 @@ def _load_tensors(path: Path) -> Dict[str, object]:
         raise ModelFileError(f"{path.name}: tensors unreadable, the file is truncated or damaged ({exc})") from None
 
 
-def _ensure_architecture(manifest: dict) -> None:
-    """A file trained on an architecture this install does not know carries its config: register it."""
-    import open_clip
+@dataclass
+class ModelFileContents:
+    """A model file's validated manifest and tensors, not yet built into a model (see factory.load_model_file)."""
 
-    from .encoders import register_builtin_configs
+    manifest: dict
+    tensors: Dict[str, object]
 
-    register_builtin_configs()
-    arch = BaseModelSpec.parse(manifest["base_model"]).architecture
-    config = manifest.get("architecture_config")
-    if arch not in open_clip.list_models() and config:
-        folder = Path(tempfile.mkdtemp(prefix="hiergeo-arch-"))
-        (folder / f"{arch}.json").write_text(json.dumps(config))
-        open_clip.add_model_config(folder)
+    def section(self, prefix: str) -> Dict[str, object]:
+        """The tensors stored under "<prefix>/", by their name inside the section."""
+        return {k[len(prefix) + 1 :]: v for k, v in self.tensors.items() if k.startswith(prefix + "/")}
 
 
-def _load_state(module, state: Dict[str, object], what: str, path: Path) -> None:
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ModelFileError(f"{path.name}: the {what} weights do not fit the architecture ({exc})") from None
-
-
-def load_model_file(path: os.PathLike, device: str = "cpu") -> GeoModel:
+def read_model_file(path: os.PathLike) -> ModelFileContents:
+    """Manifest and tensors of a model file, validated; raises ModelFileError with the reason."""
     path = Path(path)
     manifest = read_manifest(path)
-    tensors = _load_tensors(path)
-    _ensure_architecture(manifest)
-    spec = BaseModelSpec.parse(manifest["base_model"])
-    model, preprocess = build_clip(spec)
-    photo_visual = model.visual
-
-    def section(prefix: str) -> Dict[str, object]:
-        return {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + "/")}
-
-    towers = manifest.get("towers", {})
-    if towers.get("photo") == "file":
-        _load_state(photo_visual, section("photo"), "photo tower", path)
-    if towers.get("map") == "file":
-        map_visual = copy.deepcopy(photo_visual)
-        _load_state(map_visual, section("map"), "map tower", path)
-    else:
-        map_visual = photo_visual
-    for module in {id(photo_visual): photo_visual, id(map_visual): map_visual}.values():
-        module.to(device).requires_grad_(False).eval()
-
-    seed = str(spec).encode() + _preprocess_signature(preprocess)
-    photo_fp = tensor_digest(dict(photo_visual.state_dict()), seed=seed)
-    map_fp = photo_fp if map_visual is photo_visual else tensor_digest(dict(map_visual.state_dict()), seed=seed)
-    params = dict(map_visual.named_parameters())
-    map_encoders = {}
-    for zoom in manifest["zooms"]:
-        overrides = section(f"z{int(zoom)}")
-        for name, t in overrides.items():
-            if name not in params or tuple(params[name].shape) != tuple(t.shape):
-                raise ModelFileError(f"{path.name}: zoom {zoom} parameter {name!r} does not fit the architecture")
-        overrides = {k: v.to(device) for k, v in overrides.items()}
-        fp = tensor_digest(overrides, seed=map_fp.encode())
-        map_encoders[int(zoom)] = ImageEncoder(map_visual, overrides, device, fp, f"map-z{zoom}")
-    if not map_encoders:
-        raise ModelFileError(f"{path.name}: the model has no map encoders")
-    photo = ImageEncoder(photo_visual, None, device, photo_fp, "photo")
-    scale = float(manifest.get("logit_scale", 100.0))
-    return GeoModel(spec, photo, map_encoders, preprocess, _image_size(photo_visual), device, scale, manifest)
+    return ModelFileContents(manifest, _load_tensors(path))

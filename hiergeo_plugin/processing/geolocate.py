@@ -377,7 +377,8 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
 
     @staticmethod
     def _load_model(settings: SearchSettings, feedback):
-        from ..core.encoders import ModelError, load_geo_model
+        from ..core.encoders import ModelError
+        from ..core.factory import load_geo_model
 
         feedback.pushInfo(f"Loading model {settings.model_name} on {settings.device}")
         try:

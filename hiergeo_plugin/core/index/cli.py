@@ -125,7 +125,7 @@ def build(args) -> dict:
             )
         else:
             from ..embedding_cache import EmbeddingCache
-            from ..encoders import load_geo_model
+            from ..factory import load_geo_model
             from ..tile_source import TileSource
             from .builder import IndexBuilder
 

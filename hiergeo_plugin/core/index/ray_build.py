@@ -117,7 +117,8 @@ class _Embedder:
     """An embedding actor: the model loaded once; batches of decoded tiles in, fp16 map-encoder embeddings out."""
 
     def __init__(self, base_model: str, model_file: Optional[str], zoom: int, device: str):
-        from ..encoders import load_geo_model, make_tensor_preprocessor
+        from ..encoders import make_tensor_preprocessor
+        from ..factory import load_geo_model
 
         self.model = load_geo_model(base_model, model_file, [zoom], device)
         self.encoder = self.model.map_encoder(zoom)
@@ -168,7 +169,7 @@ def build_with_ray(
 ) -> BuildResult:
     """Build OUT.hgindex on Ray; the same cells, part files and assembly as IndexBuilder.build."""
     from ..embedding_cache import EmbeddingCache
-    from ..encoders import load_geo_model
+    from ..factory import load_geo_model
     from ..tile_source import TileSource
 
     t0 = time.perf_counter()
