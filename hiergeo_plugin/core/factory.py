@@ -14,18 +14,20 @@ import tempfile
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
+from .architecture import check_architecture
 from .defaults import DEFAULT_BASE_MODEL, DEFAULT_ZOOMS
 from .encoders import (
     BaseModelSpec,
     GeoModel,
     ImageEncoder,
+    ModelError,
     build_clip,
     configure_cpu_threads,
     register_builtin_configs,
     resolve_device,
     tensor_digest,
 )
-from .model_file import ModelFileContents, ModelFileError, read_model_file
+from .model_file import ModelFileContents, ModelFileError, read_manifest, read_model_file
 
 
 def create_geo_model(
@@ -69,9 +71,9 @@ def create_geo_model(
 def load_model_file(path: os.PathLike, device: str = "cpu") -> GeoModel:
     """The GeoModel a HierGeo model file describes; ModelFileError (nothing executed) when it is not usable."""
     path = Path(path)
+    _ensure_architecture(read_manifest(path))  # the size is checked before anything big is read or built
     contents = read_model_file(path)
     manifest = contents.manifest
-    _ensure_architecture(manifest)
     spec = BaseModelSpec.parse(manifest["base_model"])
     model, preprocess = build_clip(spec)
     towers = manifest.get("towers", {})
@@ -118,13 +120,25 @@ def load_geo_model(
 
 
 def _ensure_architecture(manifest: dict) -> None:
-    """A file trained on an architecture this install does not know carries its config: register it."""
+    """A file trained on an architecture this install does not know carries its config: register it.
+
+    Either way the architecture's size is checked from its config first (architecture.check_architecture): a
+    model file must not make HierGeo allocate without bound.
+    """
     import open_clip
 
     register_builtin_configs()
     arch = BaseModelSpec.parse(manifest["base_model"]).architecture
     config = manifest.get("architecture_config")
-    if arch not in open_clip.list_models() and config:
+    known = arch in open_clip.list_models()
+    if known:
+        config = open_clip.get_model_config(arch)
+    if config:
+        try:
+            check_architecture(config, arch)
+        except ModelError as exc:
+            raise ModelFileError(f"{manifest.get('base_model')}: {exc}") from None
+    if not known and config:
         folder = Path(tempfile.mkdtemp(prefix="hiergeo-arch-"))
         (folder / f"{arch}.json").write_text(json.dumps(config))
         open_clip.add_model_config(folder)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,10 @@ from .encoders import BaseModelSpec, ModelError
 
 FORMAT = "hiergeo-model"
 VERSION = "1"
+#: Zoom levels a model may hold: the XYZ scheme's 0..22, each at most once.
+MAX_ZOOM = 22
+#: What HierGeo's training writes (float32) and what a converted file may hold; all are loaded as float32.
+WEIGHT_DTYPES = ("float32", "float16", "bfloat16")
 
 
 class ModelFileError(ModelError):
@@ -124,8 +129,7 @@ def read_manifest(path: os.PathLike) -> dict:
     from safetensors import safe_open
 
     path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"model file {path} does not exist")
+    _check_regular_file(path)
     try:
         with safe_open(str(path), framework="pt") as fh:
             metadata = fh.metadata() or {}
@@ -147,10 +151,62 @@ def read_manifest(path: os.PathLike) -> dict:
     try:
         manifest = json.loads(metadata["manifest"])
         BaseModelSpec.parse(manifest["base_model"])
-        [int(z) for z in manifest["zooms"]]
+        zooms = manifest["zooms"]
     except (KeyError, ValueError, TypeError) as exc:
         raise ModelFileError(f"{path.name}: damaged manifest ({exc})") from None
+    _check_zooms(zooms, path)
     return manifest
+
+
+def _check_regular_file(path: Path) -> None:
+    """Say what the path is when it is not a file; never open a pipe or a device (that could block forever)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ModelFileError(f"model file {path} does not exist") from None
+    except OSError as exc:
+        raise ModelFileError(f"model file {path} cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(mode):
+        raise ModelFileError(f"model file {path} is a folder, not a file: choose the .safetensors file inside it")
+    if not stat.S_ISREG(mode):
+        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise ModelFileError(f"model file {path} is {kind}, not a regular file; HierGeo reads model files from disk")
+
+
+def _check_zooms(zooms, path: Path) -> None:
+    """The manifest's zoom list: distinct whole numbers 0..22 (a forged list must not drive the search)."""
+    ok = isinstance(zooms, list) and len(zooms) <= MAX_ZOOM + 1
+    ok = ok and all(isinstance(z, int) and not isinstance(z, bool) and 0 <= z <= MAX_ZOOM for z in zooms)
+    if not ok or len(set(zooms)) != len(zooms):
+        shown = repr(zooms)[:80]
+        raise ModelFileError(
+            f"{path.name}: the manifest's zoom list {shown} is not usable: zooms must be distinct whole numbers "
+            f"from 0 to {MAX_ZOOM}"
+        )
+
+
+def _checked_weights(tensors: Dict[str, object], path: Path) -> Dict[str, object]:
+    """Every tensor as float32, after checking it is a float tensor (float32/16, bfloat16) with finite values.
+
+    Why: an int8 or bool tensor (or a float16 one left as it is) loads into a module and then fails the search
+    with "mixed dtype"; NaN or inf weights give NaN scores that would still be reported as found.
+    """
+    import torch
+
+    out = {}
+    for name in sorted(tensors):
+        t = tensors[name]
+        dtype = str(t.dtype).replace("torch.", "")
+        if dtype not in WEIGHT_DTYPES:
+            raise ModelFileError(
+                f"{path.name}: tensor {name!r} holds {dtype}; HierGeo model files hold "
+                f"{', '.join(WEIGHT_DTYPES)} weights only"
+            )
+        t = t.float()
+        if not bool(torch.isfinite(t).all()):
+            raise ModelFileError(f"{path.name}: tensor {name!r} holds NaN or infinite values; the model is broken")
+        out[name] = t
+    return out
 
 
 def _load_tensors(path: Path) -> Dict[str, object]:
@@ -178,4 +234,4 @@ def read_model_file(path: os.PathLike) -> ModelFileContents:
     """Manifest and tensors of a model file, validated; raises ModelFileError with the reason."""
     path = Path(path)
     manifest = read_manifest(path)
-    return ModelFileContents(manifest, _load_tensors(path))
+    return ModelFileContents(manifest, _checked_weights(_load_tensors(path), path))
