@@ -2,9 +2,8 @@
 
 Why bytes and not "close" tensors: a model file is shared and cached by its digest, and "the same seed, the same
 model" is what a user needs to trust a comparison between two runs. The second training runs in another process
-(another PYTHONHASHSEED, another hash-map seed inside safetensors), gets the photos in reverse order and reads the
-tiles from the disk cache the first one filled, so tiles arrive in a different order: none of that may show in
-the file. The base stage is on, so the augmentation's random numbers are exercised too.
+(another PYTHONHASHSEED, another hash-map seed inside safetensors) and reads the tiles from the disk cache the
+first one filled, so tiles arrive in a different order and at another pace: none of that may show in the file. The base stage is on, so the augmentation's random numbers are exercised too.
 
 This file is also the second process: `python tests/test_training_reproducible.py ARGS.json`.
 """
@@ -75,7 +74,7 @@ def test_two_seeded_trainings_write_identical_model_files(tmp_path):
             first = train_once(rows, server.template, str(tmp_path / "a.safetensors"), str(cache))
             requests_after_first = server.log.total
             job = tmp_path / "job.json"
-            job.write_text(json.dumps({"rows": list(reversed(rows)), "template": server.template,
+            job.write_text(json.dumps({"rows": rows, "template": server.template,
                                        "output": str(tmp_path / "b.safetensors"), "cache_dir": str(cache)}))
             env = dict(os.environ, PYTHONHASHSEED="12345")
             proc = subprocess.run([sys.executable, __file__, str(job)], capture_output=True, text=True, env=env,

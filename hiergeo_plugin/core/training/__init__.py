@@ -1,7 +1,7 @@
 """Training the map encoders: the paper's section 3.2 / 4.2 recipe, as a QGIS-free package.
 
 `train_map_encoders(records, tile_source, output, config, reporter)` is the one entry point: it writes one model
-file (model_file format) that `load_model_file` and the HierarchicalSearch use, and returns a summary.
+file (model_file format) that `factory.load_model_file` and the HierarchicalSearch use, and returns a summary.
 
 The recipe, and where this code departs from the paper (each for a stated reason, in the module named):
 
@@ -17,8 +17,8 @@ The recipe, and where this code departs from the paper (each for a stated reason
 * checkpoint: written atomically after every stage; a run with the same configuration and data resumes.
 * base_stage: "from scratch" (base_training_epochs > 0, for bases without pretrained weights such as
   hiergeo-tiny): photo and map towers first trained jointly with CLIP's symmetric loss, then the per-zoom recipe.
-* Seeded CPU training is reproducible bit for bit: the photos are put in a canonical order, data from worker
-  threads is keyed (never used in arrival order), all randomness is seeded, and timings stay out of the file.
+* Seeded CPU training is reproducible bit for bit: data from worker threads is keyed (never used in arrival
+  order), all randomness is seeded, and timings stay out of the file.
 
 Layout: config (TrainingConfig), split, data, negatives, losses, augment, map_tower, checkpoint, run (the shared
 context), base_stage, zoom_stage, validation, pipeline (train_map_encoders). torch is imported inside

@@ -23,7 +23,7 @@ from ..tiles import Tile, lonlat_to_tile
 from .checkpoint import ModelWriter, config_fingerprint, data_fingerprint
 from .config import TrainingConfig, TrainingError
 from .data import PhotoTileLoader
-from .split import photo_id, record_key, split_records
+from .split import photo_id, split_records
 
 
 class TrainingRun:
@@ -36,9 +36,8 @@ class TrainingRun:
         self.source = source
         self.device = resolve_device(config.device)
         self.zooms_finest_first = config.zooms_finest_first()
-        # A canonical order: the layer's feature order (or a folder listing) must not change batches or weights.
         self.records: List[PhotoRecord] = []
-        for r in sorted(records, key=record_key):
+        for r in records:
             if r.has_truth:
                 self.records.append(r)
             else:

@@ -17,11 +17,6 @@ def photo_id(record: PhotoRecord) -> str:
     return str(record.photo or record.path)
 
 
-def record_key(record: PhotoRecord) -> Tuple[str, str, str, str]:
-    """A canonical order of photos: the layer's feature order (or a folder listing) must not change the weights."""
-    return (photo_id(record), str(record.path), repr(record.true_lat), repr(record.true_lon))
-
-
 def split_records(records: Sequence[PhotoRecord], seed: int, ratio: Sequence[int] = (10, 1, 1)) -> Dict[str, List[int]]:
     """Indices of train / val / test, with exact 10:1:1 (or `ratio`) counts and a fixed seed.
 
