@@ -12,7 +12,8 @@ import torch
 
 from hiergeo_plugin.core import execution as ex
 from hiergeo_plugin.core.embedding_cache import EmbeddingCache
-from hiergeo_plugin.core.encoders import ModelError, load_geo_model, stack
+from hiergeo_plugin.core.encoders import ModelError, stack
+from hiergeo_plugin.core.factory import load_geo_model
 from hiergeo_plugin.core.progress import Reporter
 from hiergeo_plugin.core.runners import openvino_available
 from hiergeo_plugin.core.search import HierarchicalSearch
