@@ -168,7 +168,8 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
         cache = None
         try:
             from ..core.embedding_cache import EmbeddingCache
-            from ..core.encoders import ModelError, load_geo_model
+            from ..core.encoders import ModelError
+            from ..core.factory import load_geo_model
             from ..core.index.builder import IndexBuilder, IndexBuildError, IndexTooLarge
             from ..core.progress import Cancelled
             from ..core.tile_source import TileSourceError
