@@ -221,3 +221,13 @@ def test_probe_batch_is_deterministic_and_varied():
     assert float(flat.std(dim=1).max()) == 0.0  # a flat colour (sea, blank tile)
     assert float(a[1].std()) > 0.1
     assert np.isfinite(a.numpy()).all()
+
+
+def test_loading_a_model_decides_how_it_runs(clean_env):
+    """load_geo_model installs the execution itself: every search, index build and algorithm gets it."""
+    clean_env.setenv("HIERGEO_PRECISION", "bf16")
+    model = _tiny()
+    assert model.execution is not None and model.execution.execution == ex.Execution("torch", "bf16")
+    assert model.photo_encoder.runner is not None and model.map_encoders[6].runner is not None
+    clean_env.delenv("HIERGEO_PRECISION")
+    assert _tiny().execution.execution == ex.EAGER_FP32

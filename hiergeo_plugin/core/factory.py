@@ -27,6 +27,7 @@ from .encoders import (
     resolve_device,
     tensor_digest,
 )
+from .execution import prepare_execution
 from .model_file import ModelFileContents, ModelFileError, read_manifest, read_model_file
 
 
@@ -116,6 +117,7 @@ def load_geo_model(
         geo = create_geo_model(spec, model, preprocess, device, {int(z): None for z in zooms})
     if device == "cpu":
         configure_cpu_threads(geo.photo_encoder.visual)
+    prepare_execution(geo)  # how this machine runs the towers: probed against fp32, part of the cache keys
     return geo
 
 
