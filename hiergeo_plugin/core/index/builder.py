@@ -323,6 +323,8 @@ class IndexBuilder:
         est = self.estimate(plan)
         rep.info(est.line(zoom, f"{device} ({precision})"))
         refuse_if_too_large(plan, max_cells, est)
+        if plan.count == 0:
+            raise IndexBuildError("the area holds no cell at this zoom: nothing to index")
         parts = parts_dir_for(out_path)
         identity = {"model": model_fingerprints(self.model, zoom), "source": self.source.source_id}
         prepare_parts(parts, plan, identity, rep)
