@@ -181,18 +181,20 @@ class EmbeddingCache:
         (without its busy timeout) when a second process opens the file during that moment; seen when two runs
         start together on one cache. The wait is bounded: after it the run goes on without the disk cache.
         """
+        db = self._db
+        assert db is not None
         start = time.monotonic()
         delay = 0.02
         while True:
             try:
-                mode = self._db.execute("PRAGMA journal_mode").fetchone()[0]
+                mode = db.execute("PRAGMA journal_mode").fetchone()[0]
                 if str(mode).lower() != "wal":
-                    self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=NORMAL")
-                self._db.execute(_SCHEMA)
-                self._db.commit()
+                    db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute(_SCHEMA)
+                db.commit()
                 # A table of another layout under our name (a foreign file) would fail every query: refuse now.
-                self._db.execute("SELECT encoder, source, z, x, y, dim, vec FROM embedding LIMIT 0").fetchall()
+                db.execute("SELECT encoder, source, z, x, y, dim, vec FROM embedding LIMIT 0").fetchall()
                 return
             except sqlite3.OperationalError as exc:
                 text = str(exc).lower()
@@ -239,6 +241,8 @@ class EmbeddingCache:
 
     def _read_disk(self, encoder: str, source: str, by_zoom: Dict[int, List[Tile]],
                    found: Dict[Tile, np.ndarray]) -> None:
+        db = self._db
+        assert db is not None  # the caller holds the connection's lock and checked it
         for z, ts in by_zoom.items():
             for i in range(0, len(ts), 400):
                 chunk = ts[i : i + 400]
@@ -246,7 +250,7 @@ class EmbeddingCache:
                 args: List[object] = [encoder, source, z]
                 for t in chunk:
                     args += [t.x, t.y]
-                rows = self._db.execute(
+                rows = db.execute(
                     f"SELECT x, y, dim, vec FROM embedding WHERE encoder=? AND source=? AND z=? "
                     f"AND (x, y) IN (VALUES {values})",
                     args,

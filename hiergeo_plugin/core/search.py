@@ -325,6 +325,7 @@ class HierarchicalSearch:
     # -- internals ----------------------------------------------------------------------------------------------
     def _seed_candidates(self, results, alive, photo_emb, inherited) -> Dict[int, List[Tile]]:
         """First-stage candidates from `start_candidates`: the children of each photo's kept start tiles."""
+        assert self.start_candidates is not None  # only called when the search has a start hook
         seeds = self.start_candidates(photo_emb[alive])
         candidates: Dict[int, List[Tile]] = {}
         for i, stage in zip(alive, seeds):

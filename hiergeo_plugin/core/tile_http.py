@@ -124,7 +124,7 @@ class _Watchdog:
         self._wake = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
-    def watch(self, deadline: float, stops: Sequence[threading.Event]) -> _Watch:
+    def watch(self, deadline: float, stops: Sequence[Optional[threading.Event]]) -> _Watch:
         w = _Watch(deadline, tuple(s for s in stops if s is not None), [])
         with self._lock:
             self._active.append(w)
@@ -255,7 +255,7 @@ def parse_retry_after(value: Optional[str]) -> Optional[float]:
         return None
 
 
-def get_tile_bytes(session, url: str, timeout: float, deadline: float, stops: Sequence[threading.Event],
+def get_tile_bytes(session, url: str, timeout: float, deadline: float, stops: Sequence[Optional[threading.Event]],
                    max_bytes: int = MAX_TILE_BYTES) -> bytes:
     """The whole body of a 200 answer, or FetchFailure. Never takes longer than `deadline` (+ the watchdog's
     period), never holds more than `max_bytes` of body, returns at once (CANCELLED) when a stop event is set.

@@ -29,7 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Callable, Generator, Iterable, Optional
 from urllib.parse import unquote, urlsplit
 
 from .redact import Redactor, guard_library_logs, mask_url
@@ -392,7 +392,7 @@ class TileSource:
         prepare: Optional[Callable[[object], object]] = None,
         window: Optional[int] = None,
         should_stop: Optional[Callable[[], bool]] = None,
-    ) -> Iterator[TileResult]:
+    ) -> Generator[TileResult, None, None]:
         """Fetch tiles concurrently, yielding results in completion order.
 
         `prepare(image)` runs in the worker thread (e.g. resize + normalise for the model), so decoding and
@@ -406,6 +406,7 @@ class TileSource:
 
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self.max_connections, thread_name_prefix="hiergeo-tile")
+        pool = self._pool
         window = window or self.max_connections * 4
         stop = threading.Event()
 
@@ -419,14 +420,14 @@ class TileSource:
             return result
 
         it = iter(tiles)
-        pending = set()
+        pending: set = set()
 
         def refill() -> None:
             while len(pending) < window:
                 tile = next(it, None)
                 if tile is None:
                     return
-                pending.add(self._pool.submit(work, tile))
+                pending.add(pool.submit(work, tile))
 
         poll = 0.2 if should_stop is not None else None
         try:
