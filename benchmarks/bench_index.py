@@ -256,8 +256,14 @@ def main(argv=None) -> int:
             result["results"][label][kind] = measure(
                 kind, cells, queries, truth, min(args.single, len(queries)), not args.fast_hnsw_build
             )
-            if not args.json:
-                print(label, kind, result["results"][label][kind], flush=True)
+            # each figure as soon as it exists (stderr with --json): a long run stopped halfway keeps what it measured
+            print(
+                label,
+                kind,
+                json.dumps(result["results"][label][kind]),
+                file=sys.stderr if args.json else sys.stdout,
+                flush=True,
+            )
     print(json.dumps(result, indent=1 if args.json else None))
     return 0
 
