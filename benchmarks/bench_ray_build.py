@@ -38,7 +38,7 @@ def main() -> int:
 
     from hiergeo_demo.tile_server import TileServer
     from hiergeo_plugin.core.embedding_cache import EmbeddingCache
-    from hiergeo_plugin.core.encoders import load_geo_model
+    from hiergeo_plugin.core.factory import load_geo_model
     from hiergeo_plugin.core.index.builder import IndexBuilder
     from hiergeo_plugin.core.index.cells import Area
     from hiergeo_plugin.core.tile_source import TileSource
