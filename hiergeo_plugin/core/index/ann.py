@@ -10,7 +10,7 @@ docs/BENCHMARKS.md, "Region index search"; the arithmetic per country in docs/SC
   1 KiB a cell at 512-d, half of fp32, with scores within ~1e-3 of fp32. No training, no recall loss, but every
   query reads every code, so its time grows linearly with the cells.
 - ``"hnsw"``: a graph over fp16 codes (``IndexHNSWSQ``): logarithmic search time, recall set by ``efSearch``;
-  costs ~1 KiB + M*2*4 bytes a cell and a build of minutes per million cells on a few cores.
+  costs ~1 KiB + M*2*4 bytes a cell and a build of CPU-minutes per hundred thousand cells.
 - ``"ivfpq"``: inverted lists (nlist ~ 4 sqrt(n)) of product-quantised codes (``PQ_M`` bytes a cell + an 8-byte id)
   for areas whose fp16 codes no longer fit in memory. PQ distances are coarse (recall@10 well below 0.95), so
   with ``IVFPQ_REFINE = "sq8"`` the best ``REFINE_FACTOR * k`` candidates are re-ranked with 8-bit scalar codes kept
@@ -44,8 +44,8 @@ FLAT_MAX_CELLS = 200_000
 HNSW_MAX_CELLS = 10_000_000
 
 HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 40
-HNSW_EF_SEARCH = 64
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH = 128
 PQ_M = 64  # 64 sub-quantisers of 8 dims at 512-d, 8 bits each: 64 bytes a cell
 PQ_NBITS = 8
 IVF_NPROBE = 32
