@@ -146,11 +146,7 @@ def main() -> None:
 
     from hiergeo_plugin.core.encoders import configure_cpu_threads, register_builtin_configs
     from hiergeo_plugin.core.execution import native_bf16, prepare_execution
-
-    try:
-        from hiergeo_plugin.core.factory import load_geo_model
-    except ImportError:  # before the model factory
-        from hiergeo_plugin.core.encoders import load_geo_model
+    from hiergeo_plugin.core.factory import load_geo_model
 
     register_builtin_configs()
     torch.manual_seed(0)
@@ -173,7 +169,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("HIERGEO_OPENVINO_CACHE", tmp)
         geo = load_geo_model(args.model, device="cpu", zooms=(4,))
-        report = geo.execution if getattr(geo, "execution", None) is not None else prepare_execution(geo)
+        report = geo.execution if geo.execution is not None else prepare_execution(geo)
     out = {"model": args.model, "batch": args.batch, "torch_threads": threads, "native_bf16": native_bf16(),
            "ways": rows, "hiergeo_choice": report.describe(), "hiergeo_reason": report.reason,
            "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.python_version()}, "
