@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.timeout(900)  # the subprocess's own limit; the suite's 600 s default cut a loaded machine's run short
 def test_quick_demo_leaves_every_output(tmp_path):
     out = tmp_path / "demo out"
     proc = subprocess.run(
