@@ -62,8 +62,12 @@ def ways(visual, example, threads, compile_too):
         with torch.inference_mode():
             return q(b)
 
-    out = {"eager fp32": eager, "autocast bf16": autocast_bf16, "bf16 weights and inputs": bf16_weights,
-           "dynamic int8 (Linear)": int8}
+    out = {
+        "eager fp32": eager,
+        "autocast bf16": autocast_bf16,
+        "bf16 weights and inputs": bf16_weights,
+        "dynamic int8 (Linear)": int8,
+    }
     if compile_too:
         compiled = torch.compile(copy.deepcopy(visual))
 
@@ -76,8 +80,15 @@ def ways(visual, example, threads, compile_too):
         import onnxruntime as ort
 
         path = Path(tempfile.mkdtemp()) / "visual.onnx"
-        torch.onnx.export(visual, example[:1], str(path), input_names=["x"], output_names=["y"],
-                          dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, dynamo=False)
+        torch.onnx.export(
+            visual,
+            example[:1],
+            str(path),
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
+            dynamo=False,
+        )
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
@@ -90,8 +101,10 @@ def ways(visual, example, threads, compile_too):
         with torch.no_grad():
             model = ov.convert_model(visual, example_input=example[:1])
         core = ov.Core()
-        for name, config in (("OpenVINO, f32 hint", {"INFERENCE_PRECISION_HINT": "f32"}),
-                             ("OpenVINO, default hint", {})):
+        for name, config in (
+            ("OpenVINO, f32 hint", {"INFERENCE_PRECISION_HINT": "f32"}),
+            ("OpenVINO, default hint", {}),
+        ):
             cm = core.compile_model(model, "CPU", dict(config, INFERENCE_NUM_THREADS=threads))
             hint = cm.get_property("INFERENCE_PRECISION_HINT").get_type_name()
             out[f"{name} ({hint})"] = (lambda c: lambda b: torch.from_numpy(c(b.numpy())[c.output(0)].copy()))(cm)
@@ -164,16 +177,29 @@ def main() -> None:
         out = torch.nn.functional.normalize(out.float(), dim=-1)
         if ref is None:
             ref_rate, ref = rate, out
-        rows.append({"way": name, "images_per_s": round(rate, 1), "vs_eager_fp32": round(rate / ref_rate, 2),
-                     "min_cosine": round(float((out * ref).sum(-1).min()), 5)})
+        rows.append(
+            {
+                "way": name,
+                "images_per_s": round(rate, 1),
+                "vs_eager_fp32": round(rate / ref_rate, 2),
+                "min_cosine": round(float((out * ref).sum(-1).min()), 5),
+            }
+        )
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("HIERGEO_OPENVINO_CACHE", tmp)
         geo = load_geo_model(args.model, device="cpu", zooms=(4,))
         report = geo.execution if geo.execution is not None else prepare_execution(geo)
-    out = {"model": args.model, "batch": args.batch, "torch_threads": threads, "native_bf16": native_bf16(),
-           "ways": rows, "hiergeo_choice": report.describe(), "hiergeo_reason": report.reason,
-           "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.python_version()}, "
-                      f"torch {torch.__version__}"}
+    out = {
+        "model": args.model,
+        "batch": args.batch,
+        "torch_threads": threads,
+        "native_bf16": native_bf16(),
+        "ways": rows,
+        "hiergeo_choice": report.describe(),
+        "hiergeo_reason": report.reason,
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.python_version()}, "
+        f"torch {torch.__version__}",
+    }
     if args.train:
         out["train_photos_per_s"] = {k: round(v, 2) for k, v in train_rates(visual, batch[:16], args.repeats).items()}
     if args.json:

@@ -48,23 +48,37 @@ def main() -> int:
     side = max(1, int(math.sqrt(args.cells)))
     first, last = Tile(zoom, 8800, 5100), Tile(zoom, 8800 + side - 1, 5100 + side - 1)
     extent = (tile_bounds(first)[0], tile_bounds(last)[1], tile_bounds(last)[2], tile_bounds(first)[3])
-    out = {"model": args.model, "zoom": zoom, "cells": side * side, "batch_size": args.batch_size,
-           "cpus": os.cpu_count()}
+    out = {
+        "model": args.model,
+        "zoom": zoom,
+        "cells": side * side,
+        "batch_size": args.batch_size,
+        "cpus": os.cpu_count(),
+    }
     with TileServer(lambda z, x, y: hashed_tile_png(z, x, y, 256)) as server, tempfile.TemporaryDirectory() as tmp:
         model = load_geo_model(args.model, None, [zoom], "cpu")
         with TileSource(server.template) as source:
             t0 = time.perf_counter()
             IndexBuilder(model, source, EmbeddingCache(None), batch_size=args.batch_size).build(
-                Area.make(extent=extent), zoom, Path(tmp) / "local.hgindex", max_cells=10**7)
+                Area.make(extent=extent), zoom, Path(tmp) / "local.hgindex", max_cells=10**7
+            )
             out["local_s"] = round(time.perf_counter() - t0, 2)
         out["local_cells_per_s"] = round(out["cells"] / out["local_s"], 2)
         if not args.no_ray:
             from hiergeo_plugin.core.index.ray_build import RaySettings, build_with_ray
 
             t0 = time.perf_counter()
-            build_with_ray(Area.make(extent=extent), zoom, Path(tmp) / "ray.hgindex", server.template, args.model,
-                           batch_size=args.batch_size, max_cells=10**7, device="cpu",
-                           settings=RaySettings("local", args.fetch_tasks, 1, num_cpus=os.cpu_count()))
+            build_with_ray(
+                Area.make(extent=extent),
+                zoom,
+                Path(tmp) / "ray.hgindex",
+                server.template,
+                args.model,
+                batch_size=args.batch_size,
+                max_cells=10**7,
+                device="cpu",
+                settings=RaySettings("local", args.fetch_tasks, 1, num_cpus=os.cpu_count()),
+            )
             out["ray_s"] = round(time.perf_counter() - t0, 2)
             out["ray_cells_per_s"] = round(out["cells"] / out["ray_s"], 2)
     print(json.dumps(out, indent=None if args.json else 2))

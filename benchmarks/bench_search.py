@@ -138,8 +138,9 @@ def run_engine(model, template, records, cache_dir, k, zooms, photo_batch=64, ba
 
     source = TileSource(template, cache_dir=cache_dir)
     cache = EmbeddingCache(Path(cache_dir) / "embeddings.sqlite") if cache_dir else EmbeddingCache(None)
-    search = HierarchicalSearch(model, source, cache, zooms=zooms, top_k=k, batch_size=batch_size,
-                                photo_batch=photo_batch)
+    search = HierarchicalSearch(
+        model, source, cache, zooms=zooms, top_k=k, batch_size=batch_size, photo_batch=photo_batch
+    )
     t0 = time.perf_counter()
     results = list(search.run(records))
     wall = time.perf_counter() - t0
@@ -177,8 +178,17 @@ def memory_probe(args) -> None:
         records = make_photos(Path(tmp), args.photos, args.seed, args.region, args.places)
         base = peak_rss_mb()
         _, totals, wall = run_engine(model, args.template, records, Path(tmp) / "cache", args.k, args.zooms)
-        print(json.dumps({"photos": args.photos, "peak_rss_mb": peak_rss_mb(), "before_search_mb": base,
-                          "tile_encodes": totals.tile_encodes, "seconds": round(wall, 1)}))
+        print(
+            json.dumps(
+                {
+                    "photos": args.photos,
+                    "peak_rss_mb": peak_rss_mb(),
+                    "before_search_mb": base,
+                    "tile_encodes": totals.tile_encodes,
+                    "seconds": round(wall, 1),
+                }
+            )
+        )
 
 
 def cached_embeddings(db_path: Path) -> dict:
@@ -211,8 +221,7 @@ def compare_fp32(model, template, records, tmp: Path, args, chosen_cold, chosen_
     b = cached_embeddings(tmp / "cache_fp32" / "embeddings.sqlite")
     common = sorted(set(a) & set(b))
     cosines = np.array([float(a[t] @ b[t]) for t in common]) if common else np.array([1.0])
-    differ = sum(1 for r, f in zip(chosen_results, results)
-                 if r.ok and f.ok and r.prediction.tile != f.prediction.tile)
+    differ = sum(1 for r, f in zip(chosen_results, results) if r.ok and f.ok and r.prediction.tile != f.prediction.tile)
     return {
         "backend": str(chosen.execution),
         "execution_reason": chosen.reason,
@@ -244,20 +253,43 @@ def main() -> None:
     ap.add_argument("--region", default="8,42,12,45", help="west,south,east,north of the photos (degrees)")
     ap.add_argument("--places", type=int, default=8, help="towns the photos cluster around (0 = uniform)")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--render-px", type=int, default=64,
-                    help="demo tiles are rendered at this size and served upsampled to 256 px (hiergeo-tiny sees 64)")
-    ap.add_argument("--tiles", choices=("world", "synthetic"), default="world",
-                    help="demo-world imagery, or synthetic 256-px tiles (for timing and memory figures)")
-    ap.add_argument("--memory-tiles", choices=("world", "synthetic"), default="synthetic",
-                    help="tiles of the --memory-check runs (synthetic: 10N photos do not wait for the renderer)")
-    ap.add_argument("--tile-store", default="", help="folder keeping rendered tiles between runs "
-                    "(default ~/.cache/hiergeo/bench_tiles/...)")
+    ap.add_argument(
+        "--render-px",
+        type=int,
+        default=64,
+        help="demo tiles are rendered at this size and served upsampled to 256 px (hiergeo-tiny sees 64)",
+    )
+    ap.add_argument(
+        "--tiles",
+        choices=("world", "synthetic"),
+        default="world",
+        help="demo-world imagery, or synthetic 256-px tiles (for timing and memory figures)",
+    )
+    ap.add_argument(
+        "--memory-tiles",
+        choices=("world", "synthetic"),
+        default="synthetic",
+        help="tiles of the --memory-check runs (synthetic: 10N photos do not wait for the renderer)",
+    )
+    ap.add_argument(
+        "--tile-store",
+        default="",
+        help="folder keeping rendered tiles between runs (default ~/.cache/hiergeo/bench_tiles/...)",
+    )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--memory-check", type=int, default=0, metavar="N",
-                    help="also measure peak RSS for N and 10N photos in child processes")
+    ap.add_argument(
+        "--memory-check",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also measure peak RSS for N and 10N photos in child processes",
+    )
     ap.add_argument("--memory-k", type=int, default=4, help="k of the memory check runs")
-    ap.add_argument("--compare-fp32", action="store_true",
-                    help="also run the engine cold in eager fp32: tiles_per_s vs tiles_per_s_fp32, min cosine, backend")
+    ap.add_argument(
+        "--compare-fp32",
+        action="store_true",
+        help="also run the engine cold in eager fp32: tiles_per_s vs tiles_per_s_fp32, min cosine, backend",
+    )
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--template", help=argparse.SUPPRESS)
@@ -290,8 +322,9 @@ def main() -> None:
                 run_engine(model, template, records, tmp / "warmup", args.k, args.zooms)
             naive_records = records[: args.naive_photos]
             if naive_records:
-                naive_encodes, naive_fetched, naive_wall, naive_by_zoom = run_naive(model, template, naive_records,
-                                                                                    args.k, args.zooms)
+                naive_encodes, naive_fetched, naive_wall, naive_by_zoom = run_naive(
+                    model, template, naive_records, args.k, args.zooms
+                )
             else:  # --naive-photos 0: the engine's figures alone
                 naive_encodes, naive_fetched, naive_wall, naive_by_zoom = float("nan"), float("nan"), float("nan"), {}
             cold_results, cold, cold_wall = run_engine(model, template, records, tmp / "cache", args.k, args.zooms)
@@ -341,14 +374,34 @@ def main() -> None:
             if args.memory_check:
                 mem_template = template
                 if args.memory_tiles != args.tiles:
-                    mem_server, mem_template = start_server(args.seed, args.render_px, args.tile_store,
-                                                            tiles=args.memory_tiles)
+                    mem_server, mem_template = start_server(
+                        args.seed, args.render_px, args.tile_store, tiles=args.memory_tiles
+                    )
                 probes = []
                 for count in (args.memory_check, 10 * args.memory_check):
-                    cmd = [sys.executable, __file__, "--probe", "--template", mem_template, "--photos", str(count),
-                           "--k", str(args.memory_k), "--model", args.model, "--device", args.device,
-                           "--seed", str(args.seed), "--zooms", ",".join(map(str, args.zooms)),
-                           "--region", ",".join(map(str, args.region)), "--places", str(args.places)]
+                    cmd = [
+                        sys.executable,
+                        __file__,
+                        "--probe",
+                        "--template",
+                        mem_template,
+                        "--photos",
+                        str(count),
+                        "--k",
+                        str(args.memory_k),
+                        "--model",
+                        args.model,
+                        "--device",
+                        args.device,
+                        "--seed",
+                        str(args.seed),
+                        "--zooms",
+                        ",".join(map(str, args.zooms)),
+                        "--region",
+                        ",".join(map(str, args.region)),
+                        "--places",
+                        str(args.places),
+                    ]
                     if args.model_file:
                         cmd += ["--model-file", args.model_file]
                     probes.append(json.loads(subprocess.check_output(cmd, text=True).strip().splitlines()[-1]))

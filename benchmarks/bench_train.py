@@ -118,13 +118,17 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{args.model} on {args.device} ({result['torch_threads']} threads), {args.photos} photos, "
-              f"{args.epochs} epochs, batch {args.batch_size}")
+        print(
+            f"{args.model} on {args.device} ({result['torch_threads']} threads), {args.photos} photos, "
+            f"{args.epochs} epochs, batch {args.batch_size}"
+        )
         for z in sorted(zooms, reverse=True):
             cold = runs["cold"]["zooms"][str(z)]
             warm = runs["warm"]["zooms"][str(z)]
-            print(f"  zoom {z:2d}: {cold['photos_per_second']:8.1f} photos/s cold, {warm['photos_per_second']:8.1f} "
-                  f"warm ({warm['model_photos_per_second']:.1f} in the optimizer steps alone)")
+            print(
+                f"  zoom {z:2d}: {cold['photos_per_second']:8.1f} photos/s cold, {warm['photos_per_second']:8.1f} "
+                f"warm ({warm['model_photos_per_second']:.1f} in the optimizer steps alone)"
+            )
     return 0
 
 

@@ -71,8 +71,13 @@ def _grey_png() -> bytes:
 class TileServer:
     """`with TileServer(render) as server: server.template` -> "http://127.0.0.1:PORT/{z}/{x}/{y}.png"."""
 
-    def __init__(self, render: Callable[[int, int, int], Optional[bytes]], faults: Optional[FaultPlan] = None,
-                 port: int = 0, content_type: str = "image/png"):
+    def __init__(
+        self,
+        render: Callable[[int, int, int], Optional[bytes]],
+        faults: Optional[FaultPlan] = None,
+        port: int = 0,
+        content_type: str = "image/png",
+    ):
         self.render = render
         self.faults = faults or FaultPlan()
         self.log = ServerLog()

@@ -113,16 +113,30 @@ def main() -> int:
     ap.add_argument("--base-epochs", type=int, default=30, help="joint photo/map pre-training epochs")
     ap.add_argument("--epochs", type=int, default=5, help="per-zoom fine-tuning epochs (paper: 5)")
     ap.add_argument("--top-k", type=int, default=4)
-    ap.add_argument("--path-weight", type=float, default=2.0,
-                    help="PATH_WEIGHT of the search (0 = the paper; 2 measured best on the demo world)")
+    ap.add_argument(
+        "--path-weight",
+        type=float,
+        default=2.0,
+        help="PATH_WEIGHT of the search (0 = the paper; 2 measured best on the demo world)",
+    )
     ap.add_argument("--search-negatives", type=int, default=15, help="sibling tiles as extra negatives in training")
-    ap.add_argument("--whole-world", action="store_true",
-                    help="search all 256 zoom-4 tiles instead of the demo region (slower, harder)")
+    ap.add_argument(
+        "--whole-world",
+        action="store_true",
+        help="search all 256 zoom-4 tiles instead of the demo region (slower, harder)",
+    )
     ap.add_argument("--zooms", default=DEFAULT_ZOOMS_TEXT)
-    ap.add_argument("--index-zoom", type=int, default=10,
-                    help="cell zoom of the region index over the demo region (10: about 5,000 cells of ~30 km)")
-    ap.add_argument("--refine-zooms", default="10,12",
-                    help="ZOOM_LEVELS of index+refine: the index zoom, then the levels refined below it")
+    ap.add_argument(
+        "--index-zoom",
+        type=int,
+        default=10,
+        help="cell zoom of the region index over the demo region (10: about 5,000 cells of ~30 km)",
+    )
+    ap.add_argument(
+        "--refine-zooms",
+        default="10,12",
+        help="ZOOM_LEVELS of index+refine: the index zoom, then the levels refined below it",
+    )
     ap.add_argument("--no-index", action="store_true", help="skip the region index methods")
     ap.add_argument("--quick", action="store_true", help="a small, fast run (CI smoke test)")
     args = ap.parse_args()
@@ -146,8 +160,14 @@ def main() -> int:
     # the training set cover, as with real collections.
     place_seed = args.seed + 1
     sets = (
-        (train_dir, world.place_locations(args.places, args.per_place, place_seed, args.seed + 2, region=DEFAULT_REGION)),
-        (test_dir, world.place_locations(args.places, 1, place_seed, args.seed + 3, region=DEFAULT_REGION)[: args.test_photos]),
+        (
+            train_dir,
+            world.place_locations(args.places, args.per_place, place_seed, args.seed + 2, region=DEFAULT_REGION),
+        ),
+        (
+            test_dir,
+            world.place_locations(args.places, 1, place_seed, args.seed + 3, region=DEFAULT_REGION)[: args.test_photos],
+        ),
     )
     for (folder, locations), photo_seed in zip(sets, (args.seed + 11, args.seed + 12)):
         stamp = folder / "photos.csv"
@@ -156,8 +176,10 @@ def main() -> int:
         shutil.rmtree(folder, ignore_errors=True)
         write_photo_set(str(folder), len(locations), seed=photo_seed, world=world, locations=locations)
     n_train = args.places * args.per_place
-    print(f"[demo] demo world seed {args.seed}: {n_train} training photos at {args.places} places, "
-          f"{len(sets[1][1])} held-out photos")
+    print(
+        f"[demo] demo world seed {args.seed}: {n_train} training photos at {args.places} places, "
+        f"{len(sets[1][1])} held-out photos"
+    )
 
     app, provider = start_qgis()
     server = TileServer(lambda z, x, y: world.tile_png(z, x, y, size=args.tile_size)).start()
@@ -175,9 +197,20 @@ def main() -> int:
         common = {"TILE_SOURCE": server.template, "ZOOM_LEVELS": args.zooms, "DEVICE": 0, "CACHE_DIR": cache}
         train = run_alg(
             "hiergeo:trainmapencoders",
-            dict(common, PHOTOS=layers["train"], PHOTO_FIELD="photo", BASE_MODEL="hiergeo-tiny", EPOCHS=args.epochs,
-                 BATCH_SIZE=64, LEARNING_RATE=1e-4, UNFROZEN_BLOCKS=2, BASE_TRAINING_EPOCHS=args.base_epochs,
-                 SEED=args.seed, SEARCH_NEGATIVES=args.search_negatives, OUTPUT_MODEL=str(model_path)),
+            dict(
+                common,
+                PHOTOS=layers["train"],
+                PHOTO_FIELD="photo",
+                BASE_MODEL="hiergeo-tiny",
+                EPOCHS=args.epochs,
+                BATCH_SIZE=64,
+                LEARNING_RATE=1e-4,
+                UNFROZEN_BLOCKS=2,
+                BASE_TRAINING_EPOCHS=args.base_epochs,
+                SEED=args.seed,
+                SEARCH_NEGATIVES=args.search_negatives,
+                OUTPUT_MODEL=str(model_path),
+            ),
             "train map encoders",
         )
         # Like an analyst who knows the country: search within the demo region (its 4 zoom-4 tiles).
@@ -191,8 +224,12 @@ def main() -> int:
         def evaluate(geo: dict, report: Path, error_lines: str) -> dict:
             ev = run_alg(
                 "hiergeo:evaluategeolocation",
-                {"PREDICTIONS": geo["OUTPUT"], "THRESHOLDS_KM": THRESHOLDS, "OUTPUT_HTML": str(report),
-                 "ERROR_LINES": error_lines},
+                {
+                    "PREDICTIONS": geo["OUTPUT"],
+                    "THRESHOLDS_KM": THRESHOLDS,
+                    "OUTPUT_HTML": str(report),
+                    "ERROR_LINES": error_lines,
+                },
                 f"evaluate ({report.stem})",
             )
             return {
@@ -209,10 +246,19 @@ def main() -> int:
             t_geo = time.time()
             geo = run_alg(
                 "hiergeo:geolocatephotos",
-                dict(common, PHOTOS=layers["test"], PHOTO_FIELD="photo", MODEL=model, BASE_MODEL="hiergeo-tiny",
-                     TOP_K=args.top_k, PATH_WEIGHT=args.path_weight, BATCH_SIZE=64, SEARCH_EXTENT=extent,
-                     OUTPUT=f"ogr:dbname='{target}' table=\"predictions\" (geom)",
-                     CANDIDATES=f"ogr:dbname='{target}' table=\"candidates\" (geom)"),
+                dict(
+                    common,
+                    PHOTOS=layers["test"],
+                    PHOTO_FIELD="photo",
+                    MODEL=model,
+                    BASE_MODEL="hiergeo-tiny",
+                    TOP_K=args.top_k,
+                    PATH_WEIGHT=args.path_weight,
+                    BATCH_SIZE=64,
+                    SEARCH_EXTENT=extent,
+                    OUTPUT=f"ogr:dbname='{target}' table=\"predictions\" (geom)",
+                    CANDIDATES=f"ogr:dbname='{target}' table=\"candidates\" (geom)",
+                ),
                 f"geolocate with the {label} model",
             )
             s_per_photo = (time.time() - t_geo) / max(1, len(sets[1][1]))
@@ -222,19 +268,40 @@ def main() -> int:
         if not args.no_index:
             from demo_index import run_index_methods
 
-            metrics.update(run_index_methods(
-                run_alg, lambda geo, lines: evaluate(geo, work / "index" / "report.html", lines["ERROR_LINES"]),
-                common, layers, str(model_path), f"{west},{east},{south},{north} [EPSG:4326]", work,
-                args.index_zoom, args.refine_zooms, args.top_k, args.path_weight, len(sets[1][1]),
-            ))
+            metrics.update(
+                run_index_methods(
+                    run_alg,
+                    lambda geo, lines: evaluate(geo, work / "index" / "report.html", lines["ERROR_LINES"]),
+                    common,
+                    layers,
+                    str(model_path),
+                    f"{west},{east},{south},{north} [EPSG:4326]",
+                    work,
+                    args.index_zoom,
+                    args.refine_zooms,
+                    args.top_k,
+                    args.path_weight,
+                    len(sets[1][1]),
+                )
+            )
         metrics["training"] = {k: v for k, v in train.items() if k.startswith("VAL_")}
-        metrics["setup"] = {"seed": args.seed, "places": args.places, "per_place": args.per_place,
-                            "test_photos": args.test_photos, "tile_size": args.tile_size,
-                            "top_k": args.top_k, "path_weight": args.path_weight, "zooms": args.zooms,
-                            "search_extent": extent, "search_negatives": args.search_negatives, "base_epochs": args.base_epochs,
-                            "epochs": args.epochs, "index_zoom": None if args.no_index else args.index_zoom,
-                            "refine_zooms": None if args.no_index else args.refine_zooms,
-                            "seconds": round(time.time() - t_start, 1)}
+        metrics["setup"] = {
+            "seed": args.seed,
+            "places": args.places,
+            "per_place": args.per_place,
+            "test_photos": args.test_photos,
+            "tile_size": args.tile_size,
+            "top_k": args.top_k,
+            "path_weight": args.path_weight,
+            "zooms": args.zooms,
+            "search_extent": extent,
+            "search_negatives": args.search_negatives,
+            "base_epochs": args.base_epochs,
+            "epochs": args.epochs,
+            "index_zoom": None if args.no_index else args.index_zoom,
+            "refine_zooms": None if args.no_index else args.refine_zooms,
+            "seconds": round(time.time() - t_start, 1),
+        }
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     finally:
         server.stop()
@@ -249,11 +316,15 @@ def main() -> int:
         if key in metrics:
             print(metrics_row(key, metrics[key]) + f"   {metrics[key]['s_per_photo']:.3f} s/photo")
     if "index_build" in metrics:
-        print(f"[demo] index build: {metrics['index_build']['aerial']['cells']} cells at zoom {args.index_zoom} in "
-              f"{metrics['index_build']['aerial']['seconds']:.0f} s; trained hierarchical "
-              f"{metrics['trained']['s_per_photo']:.3f} s/photo")
-    print(f"\n[demo] outputs in {out}: predictions.gpkg (predictions, candidates, error_lines), model.safetensors, "
-          f"report.html, metrics.json ({time.time() - t_start:.0f} s in all)")
+        print(
+            f"[demo] index build: {metrics['index_build']['aerial']['cells']} cells at zoom {args.index_zoom} in "
+            f"{metrics['index_build']['aerial']['seconds']:.0f} s; trained hierarchical "
+            f"{metrics['trained']['s_per_photo']:.3f} s/photo"
+        )
+    print(
+        f"\n[demo] outputs in {out}: predictions.gpkg (predictions, candidates, error_lines), model.safetensors, "
+        f"report.html, metrics.json ({time.time() - t_start:.0f} s in all)"
+    )
     return 0
 
 

@@ -34,14 +34,27 @@ def run_index_methods(
     for label, prototype_photos in (("aerial", None), ("prototypes", photos["train"])):
         out = folder / f"demo_{label}.hgindex"
         t0 = time.time()
-        params = dict(common, EXTENT=extent, ZOOM=index_zoom, MODEL=model_path, BASE_MODEL="hiergeo-tiny",
-                      BATCH_SIZE=64, OUTPUT_INDEX=str(out))
+        params = dict(
+            common,
+            EXTENT=extent,
+            ZOOM=index_zoom,
+            MODEL=model_path,
+            BASE_MODEL="hiergeo-tiny",
+            BATCH_SIZE=64,
+            OUTPUT_INDEX=str(out),
+        )
         if prototype_photos:
             params.update(PROTOTYPE_PHOTOS=prototype_photos, PHOTO_FIELD="photo")
         res = run_alg("hiergeo:buildregionindex", params, f"build the region index ({label})")
-        builds[label] = {"seconds": round(time.time() - t0, 1), "cells": res["CELLS"],
-                         "cells_with_prototypes": res["CELLS_WITH_PROTOTYPES"], "kappa": res["KAPPA"],
-                         "index_bytes": res["INDEX_BYTES"], "zoom": index_zoom, "path": str(out)}
+        builds[label] = {
+            "seconds": round(time.time() - t0, 1),
+            "cells": res["CELLS"],
+            "cells_with_prototypes": res["CELLS_WITH_PROTOTYPES"],
+            "kappa": res["KAPPA"],
+            "index_bytes": res["INDEX_BYTES"],
+            "zoom": index_zoom,
+            "path": str(out),
+        }
     runs = (
         ("index_aerial", "index", builds["aerial"]["path"], None),
         ("index_prototypes", "index", builds["prototypes"]["path"], None),
@@ -52,18 +65,31 @@ def run_index_methods(
         target = folder / f"{key}.gpkg"
         if target.exists():
             target.unlink()
-        params = dict(common, CACHE_DIR=str(folder / f"cache_{key}_{time.time_ns()}"), PHOTOS=photos["test"],
-                      PHOTO_FIELD="photo", MODEL=model_path, BASE_MODEL="hiergeo-tiny", METHOD=method,
-                      INDEX=index_path, TOP_K=top_k, PATH_WEIGHT=path_weight, BATCH_SIZE=64,
-                      OUTPUT=f"ogr:dbname='{target}' table=\"predictions\" (geom)",
-                      CANDIDATES=f"ogr:dbname='{target}' table=\"candidates\" (geom)")
+        params = dict(
+            common,
+            CACHE_DIR=str(folder / f"cache_{key}_{time.time_ns()}"),
+            PHOTOS=photos["test"],
+            PHOTO_FIELD="photo",
+            MODEL=model_path,
+            BASE_MODEL="hiergeo-tiny",
+            METHOD=method,
+            INDEX=index_path,
+            TOP_K=top_k,
+            PATH_WEIGHT=path_weight,
+            BATCH_SIZE=64,
+            OUTPUT=f"ogr:dbname='{target}' table=\"predictions\" (geom)",
+            CANDIDATES=f"ogr:dbname='{target}' table=\"candidates\" (geom)",
+        )
         if zooms:
             params["ZOOM_LEVELS"] = zooms
         t0 = time.time()
         geo = run_alg("hiergeo:geolocatephotos", params, f"geolocate with {method} ({key})")
         seconds = time.time() - t0
-        metrics[key] = dict(metrics_of(geo, {"ERROR_LINES": f"ogr:dbname='{target}' table=\"error_lines\" (geom)"}),
-                            s_per_photo=round(seconds / max(1, n_test), 4), method=method,
-                            tiles_encoded=geo["TILES_ENCODED"])
+        metrics[key] = dict(
+            metrics_of(geo, {"ERROR_LINES": f"ogr:dbname='{target}' table=\"error_lines\" (geom)"}),
+            s_per_photo=round(seconds / max(1, n_test), 4),
+            method=method,
+            tiles_encoded=geo["TILES_ENCODED"],
+        )
     metrics["index_build"] = {k: {kk: vv for kk, vv in v.items() if kk != "path"} for k, v in builds.items()}
     return metrics

@@ -139,8 +139,9 @@ def gzip_bomb(decoded_mb: int = 200) -> bytes:
 # -- behaviours ------------------------------------------------------------------------------------------------
 
 
-def send(h: BaseHTTPRequestHandler, status: int, body: bytes, headers: Optional[Dict[str, str]] = None,
-         close: bool = False) -> None:
+def send(
+    h: BaseHTTPRequestHandler, status: int, body: bytes, headers: Optional[Dict[str, str]] = None, close: bool = False
+) -> None:
     h.send_response(status)
     if close:
         h.send_header("Connection", "close")

@@ -126,6 +126,7 @@ def rows(layer) -> list:
 
 def prediction_summary(layer) -> List[Tuple]:
     """(photo, status, zoom, x, y, score) per OUTPUT row, in row order; NULLs as None."""
+
     def val(feature, name):
         v = feature[name]
         return None if v is None or (hasattr(v, "isNull") and v.isNull()) else v
@@ -229,14 +230,34 @@ def gap_tiles(requested_paths: Iterable[str], cache: Dict[Tuple[int, int, int], 
 # -- subprocess worker ------------------------------------------------------------------------------------------
 
 
-def start_worker(template: str, cache_dir: os.PathLike, photos: List[str], out: os.PathLike, zooms="4,6,8",
-                 k: int = 2, extra_env: Optional[dict] = None) -> subprocess.Popen:
+def start_worker(
+    template: str,
+    cache_dir: os.PathLike,
+    photos: List[str],
+    out: os.PathLike,
+    zooms="4,6,8",
+    k: int = 2,
+    extra_env: Optional[dict] = None,
+) -> subprocess.Popen:
     env = dict(os.environ)
     env.setdefault("HF_HUB_OFFLINE", "1")
     env["HIERGEO_TORCH_THREADS"] = "1"  # two workers share two cores
     env.update(extra_env or {})
-    cmd = [sys.executable, str(WORKER), "--template", template, "--cache", str(cache_dir), "--zooms", zooms,
-           "--k", str(k), "--out", str(out), *photos]
+    cmd = [
+        sys.executable,
+        str(WORKER),
+        "--template",
+        template,
+        "--cache",
+        str(cache_dir),
+        "--zooms",
+        zooms,
+        "--k",
+        str(k),
+        "--out",
+        str(out),
+        *photos,
+    ]
     return subprocess.Popen(cmd, cwd=str(ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 

@@ -45,11 +45,14 @@ def main() -> int:
         results = []
         for r in search.run(records):
             p = r.prediction
-            results.append([r.record.photo, r.status, p and p.tile.z, p and p.tile.x, p and p.tile.y,
-                            p and p.score])
+            results.append([r.record.photo, r.status, p and p.tile.z, p and p.tile.x, p and p.tile.y, p and p.score])
         t = search.totals
-        totals = {"tile_encodes": t.tile_encodes, "downloaded": t.downloaded, "tiles_requested": t.tiles_requested,
-                  "disk_hits": sum(s.disk_hits for s in t.stages)}
+        totals = {
+            "tile_encodes": t.tile_encodes,
+            "downloaded": t.downloaded,
+            "tiles_requested": t.tiles_requested,
+            "disk_hits": sum(s.disk_hits for s in t.stages),
+        }
     finally:
         cache.close()
         source.close()

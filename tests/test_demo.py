@@ -15,7 +15,9 @@ def test_quick_demo_leaves_every_output(tmp_path):
     out = tmp_path / "demo out"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "demo.py"), "--quick", "--out", str(out)],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "untrained" in proc.stdout and "trained" in proc.stdout
@@ -29,7 +31,9 @@ def test_quick_demo_leaves_every_output(tmp_path):
         assert m["median_km"] >= 0 and m["evaluated"] == metrics["setup"]["test_photos"]
     for key in ("index_aerial", "index_prototypes", "index_refine"):  # the region index methods
         m = metrics[key]
-        assert set(m["within"]) == {"1", "25", "200", "750", "2500"} and m["evaluated"] == metrics["setup"]["test_photos"]
+        assert (
+            set(m["within"]) == {"1", "25", "200", "750", "2500"} and m["evaluated"] == metrics["setup"]["test_photos"]
+        )
         assert m["s_per_photo"] > 0 and metrics["trained"]["s_per_photo"] > 0
     assert metrics["index_aerial"]["tiles_encoded"] == 0 and metrics["index_refine"]["tiles_encoded"] > 0
     build = metrics["index_build"]

@@ -16,8 +16,10 @@ from hiergeo_plugin.core.tiles import Tile
 def _rows(path):
     con = sqlite3.connect(str(path))
     try:
-        return {(z, x, y): np.frombuffer(v, dtype=np.float32) for z, x, y, v in
-                con.execute("SELECT z, x, y, vec FROM embedding").fetchall()}
+        return {
+            (z, x, y): np.frombuffer(v, dtype=np.float32)
+            for z, x, y, v in con.execute("SELECT z, x, y, vec FROM embedding").fetchall()
+        }
     finally:
         con.close()
 

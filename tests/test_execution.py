@@ -96,7 +96,9 @@ def test_a_way_that_disagrees_with_fp32_falls_back_with_a_message(clean_env, til
     warnings = []
     source = TileSource(tile_server.template)
     try:
-        search = HierarchicalSearch(model, source, None, zooms=[4], top_k=2, reporter=Reporter(on_warning=warnings.append))
+        search = HierarchicalSearch(
+            model, source, None, zooms=[4], top_k=2, reporter=Reporter(on_warning=warnings.append)
+        )
         results = list(search.run(lund_records[:1]))
     finally:
         source.close()
@@ -187,7 +189,9 @@ def test_openvino_not_installed_means_torch(clean_env):
     model = _tiny()
     report = ex.prepare_execution(model)
     assert report.execution == ex.Execution("torch", "bf16")
-    assert report.warnings == ["HIERGEO_BACKEND=openvino but openvino is not installed (pip install openvino): using torch"]
+    assert report.warnings == [
+        "HIERGEO_BACKEND=openvino but openvino is not installed (pip install openvino): using torch"
+    ]
 
 
 def test_candidates_follow_the_machine_and_the_overrides():

@@ -151,11 +151,15 @@ def test_prototypes_are_learned_and_kappa_is_stored_and_applied(tmp_path, server
     assert index.manifest["prototype_zoom"] == 8
     from hiergeo_plugin.core.index.ann import VectorIndex
 
-    stored = VectorIndex.from_bytes(index.ann_bytes, "flat", index.dim, ntotal=len(index)).reconstruct(range(len(index)))
+    stored = VectorIndex.from_bytes(index.ann_bytes, "flat", index.dim, ntotal=len(index)).reconstruct(
+        range(len(index))
+    )
     expected = combine_codes(index.aerial, index.prototypes, index.prototype_of, index.kappa)
     assert np.allclose(stored, expected, atol=2e-3)
     if index.kappa > 0:
-        assert not np.allclose(stored, combine_codes(index.aerial, index.prototypes, index.prototype_of, 0.0), atol=1e-2)
+        assert not np.allclose(
+            stored, combine_codes(index.aerial, index.prototypes, index.prototype_of, 0.0), atol=1e-2
+        )
 
 
 def test_cancelled_build_resumes_without_refetching_or_reembedding(tmp_path, server, tiny_model):
@@ -165,8 +169,9 @@ def test_cancelled_build_resumes_without_refetching_or_reembedding(tmp_path, ser
     def one_shard_done():
         return len(list(parts.glob("shard-*.safetensors"))) >= 1
 
-    builder = IndexBuilder(tiny_model, TileSource(server.template), EmbeddingCache(None),
-                           reporter=Reporter(is_cancelled=one_shard_done))
+    builder = IndexBuilder(
+        tiny_model, TileSource(server.template), EmbeddingCache(None), reporter=Reporter(is_cancelled=one_shard_done)
+    )
     with pytest.raises(Cancelled):
         builder.build(Area.make(extent=EXTENT), ZOOM, out)
     assert not out.exists() and [p.name for p in parts.glob("shard-*")] == ["shard-6-33-19.safetensors"]
@@ -186,8 +191,11 @@ def test_cancelled_build_resumes_without_refetching_or_reembedding(tmp_path, ser
 def test_cancel_mid_shard_stops_fetching_and_writes_no_half_shard(tmp_path, tiny_model):
     with TileServer(render) as slow_server:
         out = tmp_path / "c.hgindex"
-        builder = IndexBuilder(tiny_model, TileSource(slow_server.template, max_connections=1),
-                               reporter=Reporter(is_cancelled=lambda: slow_server.log.total >= 2))
+        builder = IndexBuilder(
+            tiny_model,
+            TileSource(slow_server.template, max_connections=1),
+            reporter=Reporter(is_cancelled=lambda: slow_server.log.total >= 2),
+        )
         with pytest.raises(Cancelled):
             builder.build(Area.make(extent=EXTENT), ZOOM, out)
         assert slow_server.log.total < 4 + 2  # the window of one connection, not the shard's remaining tiles
@@ -208,8 +216,12 @@ def test_index_and_hierarchical_search_share_embeddings(tmp_path, server, tiny_m
 def test_index_refine_descends_from_the_index_hits(tmp_path, server, tiny_model):
     coarse = 8  # 4 cells at zoom 8 (the parents of the 16 cells above); refinement to zoom 10
     parents = [Tile(coarse, x, y) for x in (135, 136) for y in (79, 80)]
-    extent = (tile_bounds(parents[0])[0], tile_bounds(parents[-1])[1], tile_bounds(parents[-1])[2],
-              tile_bounds(parents[0])[3])
+    extent = (
+        tile_bounds(parents[0])[0],
+        tile_bounds(parents[-1])[1],
+        tile_bounds(parents[-1])[2],
+        tile_bounds(parents[0])[3],
+    )
     source = TileSource(server.template)
     path = IndexBuilder(tiny_model, source).build(Area.make(extent=extent), coarse, tmp_path / "c8.hgindex").path
     index = load_index_for(path, tiny_model, source)

@@ -19,8 +19,9 @@ EXTENT = f"{tile_bounds(FIRST)[0]},{tile_bounds(LAST)[1]},{tile_bounds(LAST)[2]}
 
 def hiergeo(*args):
     env = {"HIERGEO_PYTHON": sys.executable, "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([str(ROOT / "scripts" / "hiergeo"), *args], capture_output=True, text=True, env=env,
-                          timeout=600)
+    return subprocess.run(
+        [str(ROOT / "scripts" / "hiergeo"), *args], capture_output=True, text=True, env=env, timeout=600
+    )
 
 
 def test_cli_builds_and_describes_an_index(tmp_path):
@@ -34,13 +35,44 @@ def test_cli_builds_and_describes_an_index(tmp_path):
     out = tmp_path / "a.hgindex"
     with TileServer(lambda z, x, y: hashed_tile_png(z, x, y)) as server:
         template = server.template + "?key=SECRET123"
-        refused = hiergeo("index", "build", "--extent", EXTENT, "--zoom", "10", "--tile-source", template,
-                          "--base-model", "hiergeo-tiny", "--out", str(out), "--max-cells", "5", "--device", "cpu")
+        refused = hiergeo(
+            "index",
+            "build",
+            "--extent",
+            EXTENT,
+            "--zoom",
+            "10",
+            "--tile-source",
+            template,
+            "--base-model",
+            "hiergeo-tiny",
+            "--out",
+            str(out),
+            "--max-cells",
+            "5",
+            "--device",
+            "cpu",
+        )
         assert refused.returncode == 2 and "12 cells" in refused.stderr and "limit of 5" in refused.stderr
         assert server.log.total == 0 and not out.exists()
-        done = hiergeo("index", "build", "--extent", EXTENT, "--zoom", "10", "--tile-source", template,
-                       "--base-model", "hiergeo-tiny", "--out", str(out), "--prototype-photos", str(photos),
-                       "--device", "cpu")
+        done = hiergeo(
+            "index",
+            "build",
+            "--extent",
+            EXTENT,
+            "--zoom",
+            "10",
+            "--tile-source",
+            template,
+            "--base-model",
+            "hiergeo-tiny",
+            "--out",
+            str(out),
+            "--prototype-photos",
+            str(photos),
+            "--device",
+            "cpu",
+        )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "SECRET123" not in done.stdout + done.stderr + refused.stderr
     built = json.loads(done.stdout)

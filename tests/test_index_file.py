@@ -28,9 +28,15 @@ def small_index(n=20, dim=8, p=3, kappa=0.5) -> RegionIndex:
     of = np.full(n, -1, np.int32)
     of[:6] = [0, 0, 1, 1, 2, 2]
     manifest = make_manifest(
-        zoom=12, area={"extent": [0, 0, 1, 1]}, model={"photo": "p" * 64, "map": "m" * 64, "description": "tiny"},
-        source={"id": "abcd", "display": "http://x/{z}/{x}/{y}.png?key=***"}, kappa=kappa, ann_kind="flat", dim=dim,
-        prototype_zoom=10, counts={"cells": n, "cells_with_prototypes": 6},
+        zoom=12,
+        area={"extent": [0, 0, 1, 1]},
+        model={"photo": "p" * 64, "map": "m" * 64, "description": "tiny"},
+        source={"id": "abcd", "display": "http://x/{z}/{x}/{y}.png?key=***"},
+        kappa=kappa,
+        ann_kind="flat",
+        dim=dim,
+        prototype_zoom=10,
+        counts={"cells": n, "cells_with_prototypes": 6},
     )
     return RegionIndex(manifest, cells, aerial, protos, np.zeros((p, 2), np.int32), of, b"faiss-bytes" * 10)
 
@@ -106,14 +112,18 @@ def test_manifest_and_tensors_must_agree(tmp_path):
         read_index(bad)
     tensors2 = dict(tensors, prototype_of=np.full(20, 7, np.int32))
     manifest["counts"]["cells"] = 20
-    save_file(tensors2, str(bad), metadata={"format": "hiergeo-index", "version": "1", "manifest": json.dumps(manifest)})
+    save_file(
+        tensors2, str(bad), metadata={"format": "hiergeo-index", "version": "1", "manifest": json.dumps(manifest)}
+    )
     with pytest.raises(IndexFileError, match="prototype"):
         read_index(bad)
     save_file(tensors, str(bad), metadata={"format": "hiergeo-index", "version": "9", "manifest": json.dumps(manifest)})
     with pytest.raises(IndexFileError, match="version 9"):
         read_index(bad)
     tensors3 = dict(tensors, aerial=tensors["aerial"].astype(np.float32))
-    save_file(tensors3, str(bad), metadata={"format": "hiergeo-index", "version": "1", "manifest": json.dumps(manifest)})
+    save_file(
+        tensors3, str(bad), metadata={"format": "hiergeo-index", "version": "1", "manifest": json.dumps(manifest)}
+    )
     with pytest.raises(IndexFileError, match="aerial"):
         read_index(bad)
 

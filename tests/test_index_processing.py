@@ -13,8 +13,19 @@ from hiergeo_plugin.core.index.index_file import read_manifest
 from hiergeo_plugin.core.tiles import Tile, tile_bounds, tile_center
 
 CANDIDATE_FIELDS = ["photo", "zoom", "rank", "tile_x", "tile_y", "score", "kept", "chosen"]
-OUTPUT_FIELDS = ["photo", "lat", "lon", "score", "zoom", "tile_x", "tile_y", "status", "true_lat", "true_lon",
-                 "error_km"]
+OUTPUT_FIELDS = [
+    "photo",
+    "lat",
+    "lon",
+    "score",
+    "zoom",
+    "tile_x",
+    "tile_y",
+    "status",
+    "true_lat",
+    "true_lon",
+    "error_km",
+]
 ZOOM = 10
 FIRST, LAST = Tile(ZOOM, 542, 318), Tile(ZOOM, 545, 321)  # 16 cells, one of them a gap
 GAP = Tile(ZOOM, 545, 321)
@@ -64,15 +75,23 @@ def photo_layer(folder, tiles, look=None):
 
 
 def build(server, cache_dir, out, **extra):
-    params = {"EXTENT": EXTENT, "ZOOM": ZOOM, "TILE_SOURCE": server.template, "BASE_MODEL": "hiergeo-tiny",
-              "DEVICE": 1, "CACHE_DIR": cache_dir, "OUTPUT_INDEX": str(out)}
+    params = {
+        "EXTENT": EXTENT,
+        "ZOOM": ZOOM,
+        "TILE_SOURCE": server.template,
+        "BASE_MODEL": "hiergeo-tiny",
+        "DEVICE": 1,
+        "CACHE_DIR": cache_dir,
+        "OUTPUT_INDEX": str(out),
+    }
     params.update(extra)
     return processing.run("hiergeo:buildregionindex", params)
 
 
 def test_build_then_geolocate_with_the_index(provider, server, cache_dir, tmp_path):
-    ground = photo_layer(tmp_path, [Tile(ZOOM, 542 + k % 4, 318 + k % 3) for k in range(12)],
-                         look=lambda k: hashed_tile_png(4, k % 4, 2))
+    ground = photo_layer(
+        tmp_path, [Tile(ZOOM, 542 + k % 4, 318 + k % 3) for k in range(12)], look=lambda k: hashed_tile_png(4, k % 4, 2)
+    )
     result = build(server, cache_dir, tmp_path / "area.hgindex", PROTOTYPE_PHOTOS=ground, PHOTO_FIELD="photo")
     assert result["CELLS"] == 15 and result["CELLS_WITH_PROTOTYPES"] > 0
     manifest = read_manifest(result["OUTPUT_INDEX"])
@@ -84,11 +103,21 @@ def test_build_then_geolocate_with_the_index(provider, server, cache_dir, tmp_pa
 
     truth = [Tile(ZOOM, 543, 319), Tile(ZOOM, 544, 321)]
     photos = photo_layer(tmp_path, truth)
-    geo = processing.run("hiergeo:geolocatephotos", {
-        "PHOTOS": photos, "TILE_SOURCE": server.template, "BASE_MODEL": "hiergeo-tiny", "DEVICE": 1,
-        "CACHE_DIR": cache_dir, "METHOD": 1, "INDEX": result["OUTPUT_INDEX"], "TOP_K": 3,
-        "OUTPUT": "memory:", "CANDIDATES": "memory:",
-    })
+    geo = processing.run(
+        "hiergeo:geolocatephotos",
+        {
+            "PHOTOS": photos,
+            "TILE_SOURCE": server.template,
+            "BASE_MODEL": "hiergeo-tiny",
+            "DEVICE": 1,
+            "CACHE_DIR": cache_dir,
+            "METHOD": 1,
+            "INDEX": result["OUTPUT_INDEX"],
+            "TOP_K": 3,
+            "OUTPUT": "memory:",
+            "CANDIDATES": "memory:",
+        },
+    )
     out = geo["OUTPUT"]
     assert isinstance(out, QgsVectorLayer) and out.fields().names() == OUTPUT_FIELDS
     rows = sorted(out.getFeatures(), key=lambda f: f["photo"])
@@ -110,11 +139,22 @@ def test_index_refine_through_processing(provider, server, cache_dir, tmp_path):
     coarse = build(server, cache_dir, tmp_path / "coarse.hgindex", ZOOM=8)
     assert coarse["CELLS"] == 4 and coarse["CELLS_WITH_PROTOTYPES"] == 0 and coarse["KAPPA"] == 0
     truth = Tile(ZOOM, 543, 319)
-    geo = processing.run("hiergeo:geolocatephotos", {
-        "PHOTOS": photo_layer(tmp_path, [truth]), "TILE_SOURCE": server.template, "BASE_MODEL": "hiergeo-tiny",
-        "DEVICE": "cpu", "CACHE_DIR": cache_dir, "METHOD": "index+refine", "INDEX": coarse["OUTPUT_INDEX"], "TOP_K": 4,
-        "ZOOM_LEVELS": "4,6,8,10", "OUTPUT": "memory:", "CANDIDATES": "memory:",
-    })
+    geo = processing.run(
+        "hiergeo:geolocatephotos",
+        {
+            "PHOTOS": photo_layer(tmp_path, [truth]),
+            "TILE_SOURCE": server.template,
+            "BASE_MODEL": "hiergeo-tiny",
+            "DEVICE": "cpu",
+            "CACHE_DIR": cache_dir,
+            "METHOD": "index+refine",
+            "INDEX": coarse["OUTPUT_INDEX"],
+            "TOP_K": 4,
+            "ZOOM_LEVELS": "4,6,8,10",
+            "OUTPUT": "memory:",
+            "CANDIDATES": "memory:",
+        },
+    )
     row = next(geo["OUTPUT"].getFeatures())
     assert row["status"] == "ok" and (row["zoom"], row["tile_x"], row["tile_y"]) == (ZOOM, truth.x, truth.y)
     cands = list(geo["CANDIDATES"].getFeatures())
@@ -146,15 +186,24 @@ def test_polygon_area_and_refusals(provider, server, cache_dir, tmp_path):
     with pytest.raises(QgsProcessingException, match="EXTENT and/or AREA"):
         build(server, cache_dir, tmp_path / "none.hgindex", EXTENT=None)
     photos = photo_layer(tmp_path, [Tile(ZOOM, 543, 319)])
-    common = {"PHOTOS": photos, "BASE_MODEL": "hiergeo-tiny", "DEVICE": 1, "CACHE_DIR": cache_dir,
-              "OUTPUT": "memory:", "CANDIDATES": "memory:"}
+    common = {
+        "PHOTOS": photos,
+        "BASE_MODEL": "hiergeo-tiny",
+        "DEVICE": 1,
+        "CACHE_DIR": cache_dir,
+        "OUTPUT": "memory:",
+        "CANDIDATES": "memory:",
+    }
     with pytest.raises(QgsProcessingException, match="needs INDEX"):
         processing.run("hiergeo:geolocatephotos", dict(common, TILE_SOURCE=server.template, METHOD=1))
     with pytest.raises(QgsProcessingException, match="another tile source"):
-        processing.run("hiergeo:geolocatephotos", dict(common, TILE_SOURCE=server.template + "?v=2", METHOD=1,
-                                                       INDEX=result["OUTPUT_INDEX"]))
+        processing.run(
+            "hiergeo:geolocatephotos",
+            dict(common, TILE_SOURCE=server.template + "?v=2", METHOD=1, INDEX=result["OUTPUT_INDEX"]),
+        )
     foreign = tmp_path / "foreign.hgindex"
     foreign.write_bytes(b"not an index at all")
     with pytest.raises(QgsProcessingException, match="not a HierGeo index"):
-        processing.run("hiergeo:geolocatephotos", dict(common, TILE_SOURCE=server.template, METHOD=1,
-                                                       INDEX=str(foreign)))
+        processing.run(
+            "hiergeo:geolocatephotos", dict(common, TILE_SOURCE=server.template, METHOD=1, INDEX=str(foreign))
+        )

@@ -62,9 +62,7 @@ def test_learn_prototypes_upsamples_to_children_and_stores_kappa():
     keep = labels < 5
     photo_cells = [parents[c].children(2)[0] for c in labels[keep]]
     outside = [Tile(12, 10, 10)]  # a photo outside the area is left out
-    result = learn_prototypes(
-        np.vstack([photos[keep], photos[:1]]), photo_cells + outside, cells, aerial, zoom, seed=0
-    )
+    result = learn_prototypes(np.vstack([photos[keep], photos[:1]]), photo_cells + outside, cells, aerial, zoom, seed=0)
     assert result.zoom == 10 and result.parents == parents[:5]
     assert result.photos == int(keep.sum())
     assert result.cells_with_prototypes == 5 * 16  # every child of a class parent, none of parent 5

@@ -27,8 +27,12 @@ def render(z, x, y):
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(__import__("pathlib").Path(__file__).resolve().parents[1])}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(__import__("pathlib").Path(__file__).resolve().parents[1])}},
+    )
     yield
     ray.shutdown()
 
@@ -43,8 +47,14 @@ def test_ray_build_matches_the_local_build(tmp_path, tiny_model, local_ray):
         from hiergeo_plugin.core.progress import Reporter
 
         result = build_with_ray(
-            Area.make(extent=EXTENT), ZOOM, tmp_path / "ray.hgindex", server.template, "hiergeo-tiny",
-            batch_size=8, rate_limit=200.0, settings=RaySettings(fetch_tasks=2, embed_actors=1),
+            Area.make(extent=EXTENT),
+            ZOOM,
+            tmp_path / "ray.hgindex",
+            server.template,
+            "hiergeo-tiny",
+            batch_size=8,
+            rate_limit=200.0,
+            settings=RaySettings(fetch_tasks=2, embed_actors=1),
             reporter=Reporter(on_info=lines.append),
         )
     a, b = read_index(local.path), read_index(result.path)

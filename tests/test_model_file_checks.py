@@ -56,21 +56,25 @@ def test_an_intact_file_loads(tiny_head, tmp_path):
 
 
 def huge_config(width=8192, layers=48, image_size=224, patch_size=16):
-    return {"embed_dim": 512, "vision_cfg": {"image_size": image_size, "layers": layers, "width": width,
-                                             "patch_size": patch_size},
-            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12}}
+    return {
+        "embed_dim": 512,
+        "vision_cfg": {"image_size": image_size, "layers": layers, "width": width, "patch_size": patch_size},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12},
+    }
 
 
-@pytest.mark.parametrize("width, layers, reason", [(8192, 48, "width=8192 is outside"),
-                                                    (4096, 48, "9.7 billion parameters")])
+@pytest.mark.parametrize(
+    "width, layers, reason", [(8192, 48, "width=8192 is outside"), (4096, 48, "9.7 billion parameters")]
+)
 def test_a_huge_architecture_is_refused_before_it_is_built(tiny_head, tmp_path, width, layers, reason):
     """width 8192 x 48 layers (~39 billion parameters) would allocate until the process dies: refused from the
     config, never registered with open_clip nor built."""
     import open_clip
 
     name = f"forged-vit-{width}"
-    path = tiny_file(tmp_path / "huge.safetensors", tiny_head, base_model=name,
-                     architecture_config=huge_config(width, layers))
+    path = tiny_file(
+        tmp_path / "huge.safetensors", tiny_head, base_model=name, architecture_config=huge_config(width, layers)
+    )
     with pytest.raises(ModelFileError, match=rf"{name}.*refused.*{reason}"):
         load_model_file(path)
     assert name not in open_clip.list_models()
@@ -80,8 +84,7 @@ def test_an_absurd_image_size_is_refused_even_with_few_parameters(tiny_head, tmp
     """8192 px images in 512 px patches: few parameters, but every forward pass would need gigabytes."""
     config = huge_config(width=32, layers=2, image_size=8192, patch_size=512)
     assert estimate_parameters({**config, "vision_cfg": {**config["vision_cfg"], "image_size": 1024}}) < 1e8
-    path = tiny_file(tmp_path / "wide.safetensors", tiny_head, base_model="forged-vit-wide",
-                     architecture_config=config)
+    path = tiny_file(tmp_path / "wide.safetensors", tiny_head, base_model="forged-vit-wide", architecture_config=config)
     with pytest.raises(ModelFileError, match="image_size"):
         load_model_file(path)
 
@@ -114,8 +117,7 @@ def test_half_precision_weights_load_as_float32_and_encode(tiny_head, tmp_path, 
 @pytest.mark.parametrize("dtype", [torch.int8, torch.bool, torch.float64])
 def test_weights_of_another_dtype_are_refused(tiny_head, tmp_path, dtype):
     first = sorted(tiny_head)[0]
-    path = tiny_file(tmp_path / "odd.safetensors", tiny_head,
-                     transform=lambda n, t: t.to(dtype) if n == first else t)
+    path = tiny_file(tmp_path / "odd.safetensors", tiny_head, transform=lambda n, t: t.to(dtype) if n == first else t)
     with pytest.raises(ModelFileError, match=rf"{first}.*{str(dtype).replace('torch.', '')}"):
         load_model_file(path)
 
@@ -138,11 +140,15 @@ def test_non_finite_weights_are_refused(tiny_head, tmp_path, bad):
 # -- the manifest's zoom list ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("zooms", [[30], [-1], [10, 10], [True], ["10"], [10.5], list(range(23)) + [10],
-                                   list(range(100)), "10"])
+@pytest.mark.parametrize(
+    "zooms", [[30], [-1], [10, 10], [True], ["10"], [10.5], list(range(23)) + [10], list(range(100)), "10"]
+)
 def test_absurd_zoom_lists_are_refused(tiny_head, tmp_path, zooms):
-    path = forge(tmp_path / "zooms.safetensors", {"base_model": "hiergeo-tiny", "zooms": zooms},
-                 {f"z10/{n}": t for n, t in tiny_head.items()})
+    path = forge(
+        tmp_path / "zooms.safetensors",
+        {"base_model": "hiergeo-tiny", "zooms": zooms},
+        {f"z10/{n}": t for n, t in tiny_head.items()},
+    )
     with pytest.raises(ModelFileError, match="zoom list"):
         load_model_file(path)
 

@@ -35,9 +35,17 @@ def cache(tmp_path_factory):
 
 
 def geolocate(photos, server, cache, **extra):
-    params = {"PHOTOS": photos, "TILE_SOURCE": server.template, "BASE_MODEL": "hiergeo-tiny", "DEVICE": 1,
-              "TOP_K": 2, "ZOOM_LEVELS": "4,6", "CACHE_DIR": cache, "OUTPUT": "TEMPORARY_OUTPUT",
-              "CANDIDATES": "TEMPORARY_OUTPUT"}
+    params = {
+        "PHOTOS": photos,
+        "TILE_SOURCE": server.template,
+        "BASE_MODEL": "hiergeo-tiny",
+        "DEVICE": 1,
+        "TOP_K": 2,
+        "ZOOM_LEVELS": "4,6",
+        "CACHE_DIR": cache,
+        "OUTPUT": "TEMPORARY_OUTPUT",
+        "CANDIDATES": "TEMPORARY_OUTPUT",
+    }
     params.update(extra)
     return run("hiergeo:geolocatephotos", params)
 
@@ -59,17 +67,23 @@ def test_point_predictions_give_errors_shares_lines_and_a_report(provider, serve
     folder.mkdir()
     for name in ("11.jpg", "12.jpg", "13.jpg"):
         shutil.copy(photos_dir / "lund" / name, folder / name)
-    points = run("native:importphotos", {"FOLDER": str(folder), "RECURSIVE": False,
-                                         "OUTPUT": str(tmp_path / "points.gpkg")})["OUTPUT"]
+    points = run(
+        "native:importphotos", {"FOLDER": str(folder), "RECURSIVE": False, "OUTPUT": str(tmp_path / "points.gpkg")}
+    )["OUTPUT"]
     predictions = geolocate(points, server, cache)["OUTPUT"]
     errors = {f["photo"]: f["error_km"] for f in predictions.getFeatures()}
     assert len(errors) == 3
 
     report = tmp_path / "report" / "evaluation.html"
-    res = run("hiergeo:evaluategeolocation", {
-        "PREDICTIONS": predictions, "THRESHOLDS_KM": "1,25,200,750,2500,20040", "OUTPUT_HTML": str(report),
-        "ERROR_LINES": "TEMPORARY_OUTPUT",
-    })
+    res = run(
+        "hiergeo:evaluategeolocation",
+        {
+            "PREDICTIONS": predictions,
+            "THRESHOLDS_KM": "1,25,200,750,2500,20040",
+            "OUTPUT_HTML": str(report),
+            "ERROR_LINES": "TEMPORARY_OUTPUT",
+        },
+    )
     assert res["EVALUATED"] == 3 and res["WITHOUT_TRUTH"] == 0 and res["FAILED"] == 0
     assert res["MEDIAN_KM"] == pytest.approx(statistics.median(errors.values()))
     assert res["MEAN_KM"] == pytest.approx(statistics.mean(errors.values()))
@@ -111,32 +125,46 @@ def test_table_predictions_join_ground_truth_on_the_photo_path(provider, server,
     geolocate(table, server, cache, OUTPUT=str(pred_path))
     predictions = QgsVectorLayer(str(pred_path), "predictions", "ogr")
     assert "true_lat" not in predictions.fields().names()
-    truth = run("native:importphotos", {"FOLDER": str(tmp_path), "RECURSIVE": True,
-                                        "OUTPUT": str(tmp_path / "truth.gpkg")})["OUTPUT"]
+    truth = run(
+        "native:importphotos", {"FOLDER": str(tmp_path), "RECURSIVE": True, "OUTPUT": str(tmp_path / "truth.gpkg")}
+    )["OUTPUT"]
 
     log = Log()
-    res = run("hiergeo:evaluategeolocation", {
-        "PREDICTIONS": predictions, "GROUND_TRUTH": truth, "GROUND_TRUTH_FIELD": "photo",
-        "OUTPUT_HTML": str(tmp_path / "r.html"), "ERROR_LINES": "TEMPORARY_OUTPUT",
-    }, feedback=log)
+    res = run(
+        "hiergeo:evaluategeolocation",
+        {
+            "PREDICTIONS": predictions,
+            "GROUND_TRUTH": truth,
+            "GROUND_TRUTH_FIELD": "photo",
+            "OUTPUT_HTML": str(tmp_path / "r.html"),
+            "ERROR_LINES": "TEMPORARY_OUTPUT",
+        },
+        feedback=log,
+    )
     assert res["EVALUATED"] == 1 and res["FAILED"] == 1 and res["WITHOUT_TRUTH"] == 1
     (line,) = list(res["ERROR_LINES"].getFeatures())
     assert line["photo"] == "img/04.jpg"
-    assert (line["true_lat"], line["true_lon"]) == pytest.approx(read_exif_gps(photos_dir / "lund" / "04.jpg"),
-                                                                 abs=1e-9)
+    assert (line["true_lat"], line["true_lon"]) == pytest.approx(
+        read_exif_gps(photos_dir / "lund" / "04.jpg"), abs=1e-9
+    )
     assert any(m.startswith("Ground truth joined to 1 of 2") for m in log.messages)
     assert Path(res["OUTPUT_HTML"]).is_file()
 
 
-def test_without_any_truth_nothing_is_evaluated_and_the_log_says_why(provider, server, cache, photos_dir,
-                                                                      tmp_path):
+def test_without_any_truth_nothing_is_evaluated_and_the_log_says_why(provider, server, cache, photos_dir, tmp_path):
     (tmp_path / "photos.csv").write_text(f"id,photo\n1,{photos_dir / 'lund' / '05.jpg'}\n")
     table = QgsVectorLayer(f"file://{tmp_path / 'photos.csv'}?delimiter=,&geomType=none", "t", "delimitedtext")
     predictions = geolocate(table, server, cache)["OUTPUT"]
     log = Log()
-    res = run("hiergeo:evaluategeolocation", {
-        "PREDICTIONS": predictions, "OUTPUT_HTML": str(tmp_path / "r.html"), "ERROR_LINES": "TEMPORARY_OUTPUT",
-    }, feedback=log)
+    res = run(
+        "hiergeo:evaluategeolocation",
+        {
+            "PREDICTIONS": predictions,
+            "OUTPUT_HTML": str(tmp_path / "r.html"),
+            "ERROR_LINES": "TEMPORARY_OUTPUT",
+        },
+        feedback=log,
+    )
     assert res["EVALUATED"] == 0 and res["WITHOUT_TRUTH"] == 1 and res["MEDIAN_KM"] is None
     assert res["WITHIN_25KM"] is None and res["ERROR_LINES"].featureCount() == 0
     assert any("no true_lat/true_lon" in m for m in log.messages)
@@ -158,16 +186,26 @@ def test_geolocate_and_evaluate_chain_in_a_modeler_model(provider, server, cache
     folder.mkdir()
     for name in ("14.jpg", "15.jpg"):
         shutil.copy(photos_dir / "lund" / name, folder / name)
-    points = run("native:importphotos", {"FOLDER": str(folder), "RECURSIVE": False,
-                                         "OUTPUT": str(tmp_path / "points.gpkg")})["OUTPUT"]
+    points = run(
+        "native:importphotos", {"FOLDER": str(folder), "RECURSIVE": False, "OUTPUT": str(tmp_path / "points.gpkg")}
+    )["OUTPUT"]
 
     model = QgsProcessingModelAlgorithm("Geolocate and evaluate", "HierGeo tests")
-    model.addModelParameter(QgsProcessingParameterVectorLayer("photos", "Photos"), QgsProcessingModelParameter("photos"))
+    model.addModelParameter(
+        QgsProcessingParameterVectorLayer("photos", "Photos"), QgsProcessingModelParameter("photos")
+    )
     geo = QgsProcessingModelChildAlgorithm("hiergeo:geolocatephotos")
     geo.setChildId("geo")
     geo.addParameterSources("PHOTOS", [QgsProcessingModelChildParameterSource.fromModelParameter("photos")])
-    static = {"PHOTO_FIELD": "photo", "TILE_SOURCE": server.template, "BASE_MODEL": "hiergeo-tiny", "DEVICE": 1,
-              "TOP_K": 2, "ZOOM_LEVELS": "4,6", "CACHE_DIR": cache}
+    static = {
+        "PHOTO_FIELD": "photo",
+        "TILE_SOURCE": server.template,
+        "BASE_MODEL": "hiergeo-tiny",
+        "DEVICE": 1,
+        "TOP_K": 2,
+        "ZOOM_LEVELS": "4,6",
+        "CACHE_DIR": cache,
+    }
     for key, value in static.items():
         geo.addParameterSources(key, [QgsProcessingModelChildParameterSource.fromStaticValue(value)])
     model.addChildAlgorithm(geo)

@@ -162,8 +162,13 @@ def test_point_layer_gives_one_located_row_per_photo_with_errors(provider, serve
     cache = tmp_path / "cache"
     res = processing.run(
         ALG,
-        params(photo_points, f"{server.template}?api_key={SECRET}", str(cache),
-               OUTPUT=str(out_gpkg), CANDIDATES=str(cand_gpkg)),
+        params(
+            photo_points,
+            f"{server.template}?api_key={SECRET}",
+            str(cache),
+            OUTPUT=str(out_gpkg),
+            CANDIDATES=str(cand_gpkg),
+        ),
         feedback=feedback,
     )
     out = QgsVectorLayer(str(out_gpkg), "out", "ogr")
@@ -216,8 +221,9 @@ def test_point_layer_gives_one_located_row_per_photo_with_errors(provider, serve
 def test_default_zooms_form_a_chain_of_chosen_tiles(provider, server, photo_points, shared_cache):
     """One run with the full default zoom levels and k=4: the paper's candidate sets and a parent-child path."""
     k = 4
-    res = processing.run(ALG, params(photo_points, server.template, shared_cache, TOP_K=k,
-                                     ZOOM_LEVELS="4,6,8,10,12,14,16"))
+    res = processing.run(
+        ALG, params(photo_points, server.template, shared_cache, TOP_K=k, ZOOM_LEVELS="4,6,8,10,12,14,16")
+    )
     out, cands = res["OUTPUT"], res["CANDIDATES"]
     predictions = {f["photo"]: f for f in features(out)}
     assert len(predictions) == 3 and all(f["status"] == "ok" and f["zoom"] == 16 for f in predictions.values())
@@ -258,8 +264,9 @@ def test_default_zooms_form_a_chain_of_chosen_tiles(provider, server, photo_poin
 
 def test_path_weight_reaches_the_search(provider, server, photo_points, shared_cache):
     """PATH_WEIGHT from the toolbox: a heavy weight keeps only the best zoom-4 tile's children on top at zoom 6."""
-    res = processing.run(ALG, params(photo_points, server.template, shared_cache, TOP_K=2, ZOOM_LEVELS="4,6",
-                                     PATH_WEIGHT=1000.0))
+    res = processing.run(
+        ALG, params(photo_points, server.template, shared_cache, TOP_K=2, ZOOM_LEVELS="4,6", PATH_WEIGHT=1000.0)
+    )
     by_photo = {}
     for c in features(res["CANDIDATES"]):
         by_photo.setdefault(c["photo"], {}).setdefault(c["zoom"], []).append(c)
@@ -274,8 +281,7 @@ def test_path_weight_reaches_the_search(provider, server, photo_points, shared_c
         processing.run(ALG, params(photo_points, server.template, shared_cache, PATH_WEIGHT=-1.0))
 
 
-def test_table_without_geometry_with_relative_broken_and_missing_photos(provider, server, photo_table,
-                                                                        shared_cache):
+def test_table_without_geometry_with_relative_broken_and_missing_photos(provider, server, photo_table, shared_cache):
     res = processing.run(ALG, params(photo_table, server.template, shared_cache))
     out, cands = res["OUTPUT"], res["CANDIDATES"]
     assert names(out) == OUTPUT_FIELDS  # no truth columns without point geometry
@@ -288,8 +294,10 @@ def test_table_without_geometry_with_relative_broken_and_missing_photos(provider
     assert blank["status"] == "no photo path"
     for f in (broken, missing, blank):
         assert not f.hasGeometry()
-        assert all(f[name] is None or (hasattr(f[name], "isNull") and f[name].isNull())
-                   for name in ("lat", "lon", "score", "zoom", "tile_x", "tile_y"))
+        assert all(
+            f[name] is None or (hasattr(f[name], "isNull") and f[name].isNull())
+            for name in ("lat", "lon", "score", "zoom", "tile_x", "tile_y")
+        )
     assert res["PHOTOS_OK"] == 1 and res["PHOTOS_FAILED"] == 3
     assert {c["photo"] for c in features(cands)} == {"img/04.jpg"}
     assert cands.featureCount() == 256 + 2 * 2 * 16
@@ -365,8 +373,9 @@ def test_saved_xyz_connection_and_project_layer_resolve(provider, server, photo_
             resolve_tile_source("no such connection")
 
         feedback = RecordingFeedback()
-        res = processing.run(ALG, params(photo_table, "HierGeo test imagery", shared_cache, ZOOM_LEVELS="4,6"),
-                             feedback=feedback)
+        res = processing.run(
+            ALG, params(photo_table, "HierGeo test imagery", shared_cache, ZOOM_LEVELS="4,6"), feedback=feedback
+        )
         assert res["PHOTOS_OK"] == 1
         assert any("zoom 2-18" in m for m in feedback.messages)
     finally:
@@ -407,12 +416,15 @@ def layer_tree_view(monkeypatch):
     view.setModel(None)
 
 
-def test_outputs_loaded_into_the_project_get_the_plugin_styles(provider, server, photo_points, shared_cache,
-                                                                layer_tree_view):
+def test_outputs_loaded_into_the_project_get_the_plugin_styles(
+    provider, server, photo_points, shared_cache, layer_tree_view
+):
     project = QgsProject.instance()
     before = set(project.mapLayers())
-    res = processing.runAndLoadResults(ALG, params(photo_points, server.template, shared_cache, ZOOM_LEVELS="4,6",
-                                                   OUTPUT="memory:", CANDIDATES="memory:"))
+    res = processing.runAndLoadResults(
+        ALG,
+        params(photo_points, server.template, shared_cache, ZOOM_LEVELS="4,6", OUTPUT="memory:", CANDIDATES="memory:"),
+    )
     added = [project.mapLayer(i) for i in set(project.mapLayers()) - before]
     try:
         by_id = {layer.id(): layer for layer in added}
@@ -434,8 +446,20 @@ def test_help_explains_every_parameter_and_output_field(provider):
     assert alg.canExecute() == (True, "")  # torch and open_clip are installed here
     help_text = alg.shortHelpString()
     keys = [p.name() for p in alg.parameterDefinitions()]
-    assert keys[:12] == ["PHOTOS", "PHOTO_FIELD", "TILE_SOURCE", "MODEL", "BASE_MODEL", "TOP_K", "ZOOM_LEVELS",
-                         "DEVICE", "SEARCH_EXTENT", "BATCH_SIZE", "PATH_WEIGHT", "PHOTO_BATCH"]
+    assert keys[:12] == [
+        "PHOTOS",
+        "PHOTO_FIELD",
+        "TILE_SOURCE",
+        "MODEL",
+        "BASE_MODEL",
+        "TOP_K",
+        "ZOOM_LEVELS",
+        "DEVICE",
+        "SEARCH_EXTENT",
+        "BATCH_SIZE",
+        "PATH_WEIGHT",
+        "PHOTO_BATCH",
+    ]
     for key in keys:
         assert f"<b>{key}</b>" in help_text, key
     for field in set(OUTPUT_FIELDS + TRUTH_FIELDS + CANDIDATE_FIELDS):
@@ -448,8 +472,15 @@ def test_help_explains_every_parameter_and_output_field(provider):
     assert device.options() == ["auto", "cpu", "cuda"]
     advanced = {p.name() for p in alg.parameterDefinitions() if p.flags() & p.FlagAdvanced}
     assert {"BATCH_SIZE", "CACHE_DIR", "MAX_CONNECTIONS", "RATE_LIMIT", "PATH_WEIGHT"} <= advanced
-    assert {o.name() for o in alg.outputDefinitions()} >= {"OUTPUT", "CANDIDATES", "PHOTOS_OK", "PHOTOS_FAILED",
-                                                           "TILES_ENCODED", "TILES_DOWNLOADED", "GAPS"}
+    assert {o.name() for o in alg.outputDefinitions()} >= {
+        "OUTPUT",
+        "CANDIDATES",
+        "PHOTOS_OK",
+        "PHOTOS_FAILED",
+        "TILES_ENCODED",
+        "TILES_DOWNLOADED",
+        "GAPS",
+    }
 
 
 def test_device_takes_an_option_name_or_an_index(provider, server, photo_table, shared_cache):
@@ -464,7 +495,8 @@ def test_device_takes_an_option_name_or_an_index(provider, server, photo_table, 
     with pytest.raises(QgsProcessingException, match="auto, cpu, cuda"):
         processing.run(ALG, params(photo_table, server.template, shared_cache, DEVICE="gpu"))
     feedback = RecordingFeedback()
-    res = processing.run(ALG, params(photo_table, server.template, shared_cache, DEVICE="cpu", ZOOM_LEVELS="4,6"),
-                         feedback=feedback)
+    res = processing.run(
+        ALG, params(photo_table, server.template, shared_cache, DEVICE="cpu", ZOOM_LEVELS="4,6"), feedback=feedback
+    )
     assert res["PHOTOS_OK"] == 1
     assert any(m.startswith("Loading model hiergeo-tiny on cpu") for m in feedback.messages)  # not the default auto

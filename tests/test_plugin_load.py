@@ -20,18 +20,61 @@ import hiergeo_plugin
 from hiergeo_plugin.plugin import MENU, HierGeoPlugin
 
 ROOT = Path(__file__).resolve().parents[1]
-ALGORITHMS = {"hiergeo:geolocatephotos", "hiergeo:evaluategeolocation", "hiergeo:trainmapencoders",
-              "hiergeo:buildregionindex"}
+ALGORITHMS = {
+    "hiergeo:geolocatephotos",
+    "hiergeo:evaluategeolocation",
+    "hiergeo:trainmapencoders",
+    "hiergeo:buildregionindex",
+}
 CONTRACT_KEYS = {
-    "hiergeo:geolocatephotos": ["PHOTOS", "PHOTO_FIELD", "TILE_SOURCE", "MODEL", "BASE_MODEL", "TOP_K", "ZOOM_LEVELS",
-                                "DEVICE", "BATCH_SIZE", "CACHE_DIR", "OUTPUT", "CANDIDATES", "METHOD", "INDEX"],
-    "hiergeo:buildregionindex": ["EXTENT", "AREA", "ZOOM", "TILE_SOURCE", "MODEL", "BASE_MODEL", "DEVICE", "BATCH_SIZE",
-                                 "CACHE_DIR", "MAX_CONNECTIONS", "RATE_LIMIT", "PROTOTYPE_PHOTOS", "PHOTO_FIELD",
-                                 "MAX_CELLS", "OUTPUT_INDEX"],
+    "hiergeo:geolocatephotos": [
+        "PHOTOS",
+        "PHOTO_FIELD",
+        "TILE_SOURCE",
+        "MODEL",
+        "BASE_MODEL",
+        "TOP_K",
+        "ZOOM_LEVELS",
+        "DEVICE",
+        "BATCH_SIZE",
+        "CACHE_DIR",
+        "OUTPUT",
+        "CANDIDATES",
+        "METHOD",
+        "INDEX",
+    ],
+    "hiergeo:buildregionindex": [
+        "EXTENT",
+        "AREA",
+        "ZOOM",
+        "TILE_SOURCE",
+        "MODEL",
+        "BASE_MODEL",
+        "DEVICE",
+        "BATCH_SIZE",
+        "CACHE_DIR",
+        "MAX_CONNECTIONS",
+        "RATE_LIMIT",
+        "PROTOTYPE_PHOTOS",
+        "PHOTO_FIELD",
+        "MAX_CELLS",
+        "OUTPUT_INDEX",
+    ],
     "hiergeo:evaluategeolocation": ["PREDICTIONS", "THRESHOLDS_KM"],
-    "hiergeo:trainmapencoders": ["PHOTOS", "PHOTO_FIELD", "TILE_SOURCE", "BASE_MODEL", "EPOCHS", "BATCH_SIZE",
-                                 "LEARNING_RATE", "UNFROZEN_BLOCKS", "ZOOM_LEVELS", "DEVICE", "CACHE_DIR",
-                                 "OUTPUT_MODEL"],
+    "hiergeo:trainmapencoders": [
+        "PHOTOS",
+        "PHOTO_FIELD",
+        "TILE_SOURCE",
+        "BASE_MODEL",
+        "EPOCHS",
+        "BATCH_SIZE",
+        "LEARNING_RATE",
+        "UNFROZEN_BLOCKS",
+        "ZOOM_LEVELS",
+        "DEVICE",
+        "CACHE_DIR",
+        "OUTPUT_MODEL",
+    ],
 }
 
 
@@ -64,9 +107,24 @@ def test_metadata_has_what_the_plugin_repository_validates():
     parser = configparser.ConfigParser()
     assert parser.read(ROOT / "metadata.txt", encoding="utf-8")
     meta = parser["general"]
-    for key in ("name", "qgisMinimumVersion", "description", "about", "version", "author", "email", "repository",
-                "tracker", "homepage", "tags", "category", "icon", "hasProcessingProvider", "experimental",
-                "changelog"):
+    for key in (
+        "name",
+        "qgisMinimumVersion",
+        "description",
+        "about",
+        "version",
+        "author",
+        "email",
+        "repository",
+        "tracker",
+        "homepage",
+        "tags",
+        "category",
+        "icon",
+        "hasProcessingProvider",
+        "experimental",
+        "changelog",
+    ):
         assert meta.get(key, "").strip(), f"metadata.txt lacks {key}"
     assert meta["name"] == "HierGeo"
     assert meta["qgisMinimumVersion"] == "3.22"
@@ -130,8 +188,7 @@ class RecordingIface:
         self.toolbar.remove(action)
 
 
-def test_gui_adds_menu_and_toolbar_opens_the_dialog_and_unload_removes_everything(no_provider, qgis_iface,
-                                                                                   monkeypatch):
+def test_gui_adds_menu_and_toolbar_opens_the_dialog_and_unload_removes_everything(no_provider, qgis_iface, monkeypatch):
     import processing
 
     opened = []
@@ -142,7 +199,9 @@ def test_gui_adds_menu_and_toolbar_opens_the_dialog_and_unload_removes_everythin
     plugin.initGui()
     assert no_provider.providerById("hiergeo") is not None
     assert [(m, a.text()) for m, a in iface.menu] == [
-        (MENU, "Geolocate photos…"), (MENU, "Evaluate geolocation…"), (MENU, "Train map encoders…")
+        (MENU, "Geolocate photos…"),
+        (MENU, "Evaluate geolocation…"),
+        (MENU, "Train map encoders…"),
     ]
     assert [a.text() for a in iface.toolbar] == ["Geolocate photos…"]
     assert not iface.toolbar[0].icon().isNull()
@@ -164,7 +223,8 @@ def test_plugin_loads_and_explains_itself_when_torch_is_hidden(plugins_dir, phot
     table = tmp_path / "photos.csv"
     table.write_text(f"id,photo\n1,{photos_dir / 'lund' / '01.jpg'}\n")
     script = tmp_path / "hidden_torch.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import importlib.abc, os, sys
 
         class HideTorch(importlib.abc.MetaPathFinder):
@@ -215,10 +275,12 @@ def test_plugin_loads_and_explains_itself_when_torch_is_hidden(plugins_dir, phot
         print("TORCH_IMPORTED", "torch" in sys.modules)
         plugin.unload()
         app.exitQgis()
-    """))
+    """)
+    )
     env = dict(os.environ, QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "profile"), QT_QPA_PLATFORM="offscreen")
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240, env=env,
-                          cwd=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=240, env=env, cwd=str(tmp_path)
+    )
     out = proc.stdout
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"ALGORITHMS {sorted(ALGORITHMS)}" in out
@@ -285,9 +347,11 @@ def _layer(uri):
 
 def test_styles_apply_to_layers_with_the_contract_fields():
     styles = ROOT / "resources" / "styles"
-    predictions = _layer("Point?crs=EPSG:4326&field=photo:string&field=lat:double&field=lon:double"
-                         "&field=score:double&field=zoom:integer&field=tile_x:integer&field=tile_y:integer"
-                         "&field=status:string")
+    predictions = _layer(
+        "Point?crs=EPSG:4326&field=photo:string&field=lat:double&field=lon:double"
+        "&field=score:double&field=zoom:integer&field=tile_x:integer&field=tile_y:integer"
+        "&field=status:string"
+    )
     message, ok = predictions.loadNamedStyle(str(styles / "predictions.qml"))
     assert ok, message
     assert predictions.labelsEnabled()
@@ -298,9 +362,11 @@ def test_styles_apply_to_layers_with_the_contract_fields():
     label = QgsExpression(predictions.labeling().settings().fieldName).evaluate(context)
     assert label == "IMG_0001.jpg\n0.912"
 
-    candidates = _layer("Polygon?crs=EPSG:4326&field=photo:string&field=zoom:integer&field=rank:integer"
-                        "&field=tile_x:integer&field=tile_y:integer&field=score:double&field=kept:boolean"
-                        "&field=chosen:boolean")
+    candidates = _layer(
+        "Polygon?crs=EPSG:4326&field=photo:string&field=zoom:integer&field=rank:integer"
+        "&field=tile_x:integer&field=tile_y:integer&field=score:double&field=kept:boolean"
+        "&field=chosen:boolean"
+    )
     message, ok = candidates.loadNamedStyle(str(styles / "candidates.qml"))
     assert ok, message
     renderer = candidates.renderer()
@@ -315,8 +381,10 @@ def test_styles_apply_to_layers_with_the_contract_fields():
     fill = zoom_rules[0].symbol().symbolLayer(0)
     assert "ramp_color" in fill.dataDefinedProperties().property(fill.PropertyFillColor).expressionString()
 
-    lines = _layer("LineString?crs=EPSG:4326&field=photo:string&field=error_km:double&field=true_lat:double"
-                   "&field=true_lon:double&field=lat:double&field=lon:double")
+    lines = _layer(
+        "LineString?crs=EPSG:4326&field=photo:string&field=error_km:double&field=true_lat:double"
+        "&field=true_lon:double&field=lat:double&field=lon:double"
+    )
     message, ok = lines.loadNamedStyle(str(styles / "error_lines.qml"))
     assert ok, message
     assert lines.renderer().type() == "graduatedSymbol" and lines.renderer().classAttribute() == "error_km"
@@ -328,17 +396,29 @@ def test_styles_apply_to_layers_with_the_contract_fields():
 
 
 def test_make_zip_builds_one_hiergeo_folder_without_caches_tests_or_weights(tmp_path):
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "make_zip.sh")], capture_output=True, text=True,
-                          env=dict(os.environ, DIST_DIR=str(tmp_path)), timeout=120)
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "make_zip.sh")],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, DIST_DIR=str(tmp_path)),
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     zips = list(tmp_path.glob("hiergeo-*.zip"))
     assert [z.name for z in zips] == [f"hiergeo-{hiergeo_plugin.__version__}.zip"]
     assert zips[0].stat().st_size <= 25 * 1024 * 1024
     names = zipfile.ZipFile(zips[0]).namelist()
     assert {n.split("/")[0] for n in names} == {"hiergeo"}
-    for required in ("metadata.txt", "__init__.py", "LICENSE", "hiergeo_plugin/plugin.py",
-                     "hiergeo_plugin/processing/provider.py", "resources/icon.png",
-                     "resources/styles/candidates.qml", "resources/models/hiergeo-tiny.json"):
+    for required in (
+        "metadata.txt",
+        "__init__.py",
+        "LICENSE",
+        "hiergeo_plugin/plugin.py",
+        "hiergeo_plugin/processing/provider.py",
+        "resources/icon.png",
+        "resources/styles/candidates.qml",
+        "resources/models/hiergeo-tiny.json",
+    ):
         assert f"hiergeo/{required}" in names, required
     for name in names:
         assert "__pycache__" not in name and not name.endswith((".pyc", ".safetensors", ".pt", ".pth"))

@@ -106,8 +106,22 @@ def test_algorithm_is_listed_with_the_contract_parameters(provider):
     alg = QgsApplication.processingRegistry().algorithmById(ALG)
     assert alg is not None and alg.displayName() == "Train map encoders"
     names = [p.name() for p in alg.parameterDefinitions()]
-    for key in ("PHOTOS", "PHOTO_FIELD", "TILE_SOURCE", "BASE_MODEL", "EPOCHS", "BATCH_SIZE", "LEARNING_RATE",
-                "UNFROZEN_BLOCKS", "ZOOM_LEVELS", "DEVICE", "CACHE_DIR", "BASE_TRAINING_EPOCHS", "SEED", "OUTPUT_MODEL"):
+    for key in (
+        "PHOTOS",
+        "PHOTO_FIELD",
+        "TILE_SOURCE",
+        "BASE_MODEL",
+        "EPOCHS",
+        "BATCH_SIZE",
+        "LEARNING_RATE",
+        "UNFROZEN_BLOCKS",
+        "ZOOM_LEVELS",
+        "DEVICE",
+        "CACHE_DIR",
+        "BASE_TRAINING_EPOCHS",
+        "SEED",
+        "OUTPUT_MODEL",
+    ):
         assert key in names
     defaults = {p.name(): p.defaultValue() for p in alg.parameterDefinitions()}
     assert defaults["EPOCHS"] == 5 and defaults["BATCH_SIZE"] == 64 and defaults["UNFROZEN_BLOCKS"] == 2
@@ -132,11 +146,21 @@ def test_train_then_geolocate_with_the_trained_file(provider, photo_points, serv
     assert len(manifest["split"]["test"]) == 2 and len(manifest["split"]["val"]) == 2
     assert load_model_file(output).zooms == [8, 10]
 
-    geo = processing.run("hiergeo:geolocatephotos", {
-        "PHOTOS": photo_points, "TILE_SOURCE": server.template, "MODEL": str(output), "BASE_MODEL": "hiergeo-tiny",
-        "DEVICE": 1, "TOP_K": 2, "ZOOM_LEVELS": "4,6,8", "CACHE_DIR": cache,
-        "OUTPUT": "TEMPORARY_OUTPUT", "CANDIDATES": "TEMPORARY_OUTPUT",
-    })
+    geo = processing.run(
+        "hiergeo:geolocatephotos",
+        {
+            "PHOTOS": photo_points,
+            "TILE_SOURCE": server.template,
+            "MODEL": str(output),
+            "BASE_MODEL": "hiergeo-tiny",
+            "DEVICE": 1,
+            "TOP_K": 2,
+            "ZOOM_LEVELS": "4,6,8",
+            "CACHE_DIR": cache,
+            "OUTPUT": "TEMPORARY_OUTPUT",
+            "CANDIDATES": "TEMPORARY_OUTPUT",
+        },
+    )
     rows = list(geo["OUTPUT"].getFeatures())
     assert len(rows) == 24 and all(f["status"] == "ok" for f in rows)
 
@@ -147,21 +171,38 @@ def test_records_have_relative_paths_resolved_and_wgs84_truth(provider, photo_fo
     The core training is replaced by a spy: this is about what the adapter hands to the core.
     """
     folder, records = photo_folder
-    to_3857 = QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:4326"),
-                                     QgsCoordinateReferenceSystem("EPSG:3857"), QgsProject.instance())
+    to_3857 = QgsCoordinateTransform(
+        QgsCoordinateReferenceSystem("EPSG:4326"), QgsCoordinateReferenceSystem("EPSG:3857"), QgsProject.instance()
+    )
     feats = []
     for r in records[:4]:
         pt = to_3857.transform(QgsPointXY(r["lon"], r["lat"]))
-        feats.append({"type": "Feature", "properties": {"img": r["photo"]},
-                      "geometry": {"type": "Point", "coordinates": [pt.x(), pt.y()]}})
+        feats.append(
+            {
+                "type": "Feature",
+                "properties": {"img": r["photo"]},
+                "geometry": {"type": "Point", "coordinates": [pt.x(), pt.y()]},
+            }
+        )
     feats.append({"type": "Feature", "properties": {"img": None}, "geometry": {"type": "Point", "coordinates": [0, 0]}})
     (folder / "broken.jpg").write_bytes(b"not an image")
-    feats.append({"type": "Feature", "properties": {"img": "broken.jpg"},
-                  "geometry": {"type": "Point", "coordinates": [1e6, 5e6]}})
+    feats.append(
+        {
+            "type": "Feature",
+            "properties": {"img": "broken.jpg"},
+            "geometry": {"type": "Point", "coordinates": [1e6, 5e6]},
+        }
+    )
     geojson = folder / "photos_3857.geojson"
-    geojson.write_text(json.dumps({"type": "FeatureCollection",
-                                   "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::3857"}},
-                                   "features": feats}))
+    geojson.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::3857"}},
+                "features": feats,
+            }
+        )
+    )
     layer = QgsVectorLayer(str(geojson), "p3857", "ogr")
     assert layer.isValid() and layer.crs().authid() == "EPSG:3857"
 
@@ -176,9 +217,21 @@ def test_records_have_relative_paths_resolved_and_wgs84_truth(provider, photo_fo
 
     monkeypatch.setattr(training, "train_map_encoders", spy)
     feedback = QgsProcessingFeedback()
-    res = processing.run(ALG, train_params(layer, server.template, str(tmp_path / "c"), str(tmp_path / "m"),
-                                           PHOTO_FIELD="img", ZOOM_LEVELS="10", EPOCHS=3, LEARNING_RATE=5e-4,
-                                           DEVICE=0), feedback=feedback)
+    res = processing.run(
+        ALG,
+        train_params(
+            layer,
+            server.template,
+            str(tmp_path / "c"),
+            str(tmp_path / "m"),
+            PHOTO_FIELD="img",
+            ZOOM_LEVELS="10",
+            EPOCHS=3,
+            LEARNING_RATE=5e-4,
+            DEVICE=0,
+        ),
+        feedback=feedback,
+    )
     assert res["OUTPUT_MODEL"].endswith("m.safetensors")  # the extension is added
     assert res["VAL_TOP1_Z10"] == 0.5 and res["VAL_TOP5_Z10"] == 1.0
     recs = seen["records"]

@@ -65,8 +65,9 @@ def test_search_under_bf16_says_so_and_finds_the_same_region(tiny_model, tile_se
     for precision in ("fp32", "bf16"):
         monkeypatch.setenv("HIERGEO_PRECISION", precision)
         source = TileSource(tile_server.template)
-        search = HierarchicalSearch(tiny_model, source, None, zooms=[4, 6], top_k=4,
-                                    reporter=Reporter(on_info=lines.append))
+        search = HierarchicalSearch(
+            tiny_model, source, None, zooms=[4, 6], top_k=4, reporter=Reporter(on_info=lines.append)
+        )
         results[precision] = list(search.run(lund_records[:2]))
         source.close()
     assert any("(bf16)" in line for line in lines) and any("(fp32)" in line for line in lines)

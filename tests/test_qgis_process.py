@@ -36,8 +36,14 @@ def env(tmp_path_factory):
 
 
 def qgis_process(checkout: Path, env: dict, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([str(checkout / "scripts" / "qgis_process"), *args], capture_output=True, text=True,
-                          env=env, timeout=timeout, cwd=str(checkout.parent))
+    return subprocess.run(
+        [str(checkout / "scripts" / "qgis_process"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=str(checkout.parent),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +72,20 @@ def test_run_geolocate_against_a_local_tile_server(checkout, env, photo_points, 
     out, cands = tmp_path / "x.gpkg", tmp_path / "y.gpkg"
     with TileServer(hashed_tile_png) as server:
         proc = qgis_process(
-            checkout, env, "run", "hiergeo:geolocatephotos", "--",
-            f"PHOTOS={photo_points}", f"TILE_SOURCE={server.template}?api_key={SECRET}",
-            "BASE_MODEL=hiergeo-tiny", "DEVICE=cpu", "TOP_K=2", "ZOOM_LEVELS=4,6", f"CACHE_DIR={tmp_path / 'cache'}",
-            f"OUTPUT={out}", f"CANDIDATES={cands}",
+            checkout,
+            env,
+            "run",
+            "hiergeo:geolocatephotos",
+            "--",
+            f"PHOTOS={photo_points}",
+            f"TILE_SOURCE={server.template}?api_key={SECRET}",
+            "BASE_MODEL=hiergeo-tiny",
+            "DEVICE=cpu",
+            "TOP_K=2",
+            "ZOOM_LEVELS=4,6",
+            f"CACHE_DIR={tmp_path / 'cache'}",
+            f"OUTPUT={out}",
+            f"CANDIDATES={cands}",
         )
         served = server.log.total
     log = proc.stdout + proc.stderr
@@ -95,8 +111,17 @@ def test_unreachable_tile_source_fails_with_an_exit_code_and_a_message(checkout,
     with TileServer(hashed_tile_png) as server:
         dead = server.template
     proc = qgis_process(
-        checkout, env, "run", "hiergeo:geolocatephotos", "--", f"PHOTOS={photo_points}", f"TILE_SOURCE={dead}",
-        "BASE_MODEL=hiergeo-tiny", "DEVICE=1", f"OUTPUT={tmp_path / 'x.gpkg'}", f"CANDIDATES={tmp_path / 'y.gpkg'}",
+        checkout,
+        env,
+        "run",
+        "hiergeo:geolocatephotos",
+        "--",
+        f"PHOTOS={photo_points}",
+        f"TILE_SOURCE={dead}",
+        "BASE_MODEL=hiergeo-tiny",
+        "DEVICE=1",
+        f"OUTPUT={tmp_path / 'x.gpkg'}",
+        f"CANDIDATES={tmp_path / 'y.gpkg'}",
     )
     assert proc.returncode != 0
     assert "is not usable" in proc.stdout + proc.stderr

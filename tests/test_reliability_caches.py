@@ -76,8 +76,7 @@ def _wait(proc, timeout=120):
 # -- SIGKILL and concurrency ----------------------------------------------------------------------------------------
 
 
-def test_sigkill_mid_run_leaves_readable_caches_and_the_rerun_reuses_them(tiny_model, lund_paths, baseline,
-                                                                           tmp_path):
+def test_sigkill_mid_run_leaves_readable_caches_and_the_rerun_reuses_them(tiny_model, lund_paths, baseline, tmp_path):
     cache = tmp_path / "cache"
     db = cache / "embeddings.sqlite"
 
@@ -125,8 +124,10 @@ def test_sigkill_mid_run_leaves_readable_caches_and_the_rerun_reuses_them(tiny_m
 def test_two_runs_at_once_on_one_cache(lund_paths, baseline, tmp_path):
     cache = tmp_path / "cache"
     with TileServer(hashed_tile_png) as server:
-        procs = [start_worker(server.template, cache, lund_paths, tmp_path / f"run{i}.json", zooms=ZOOMS, k=K)
-                 for i in range(2)]
+        procs = [
+            start_worker(server.template, cache, lund_paths, tmp_path / f"run{i}.json", zooms=ZOOMS, k=K)
+            for i in range(2)
+        ]
         outcomes = [_wait(p) for p in procs]
         template = server.template
     for rc, output in outcomes:
@@ -148,8 +149,9 @@ def test_two_runs_at_once_on_one_cache(lund_paths, baseline, tmp_path):
 def _done_counts(messages):
     """(scored, downloaded, encoded, gaps) from the algorithm's 'Done:' line."""
     line = next(m for m in messages if m.startswith("Done:"))
-    scored, downloaded, encoded, gaps = (int(v) for v in re.search(
-        r"tiles: (\d+) scored, (\d+) downloaded, (\d+) encoded, (\d+) gaps", line).groups())
+    scored, downloaded, encoded, gaps = (
+        int(v) for v in re.search(r"tiles: (\d+) scored, (\d+) downloaded, (\d+) encoded, (\d+) gaps", line).groups()
+    )
     return scored, downloaded, encoded, gaps
 
 
@@ -163,10 +165,15 @@ def write_model_file(path: Path, seed: int, zooms=(4, 6, 8)) -> Path:
     visual = model.visual
     params = dict(visual.named_parameters())
     gen = torch.Generator().manual_seed(seed)
-    overrides = {n: params[n].detach() + 0.05 * torch.randn(params[n].shape, generator=gen)
-                 for n in head_parameter_names(visual, 2)}
-    return save_model_file(path, {"base_model": "hiergeo-tiny", "logit_scale": 100.0},
-                           {z: {n: t.clone() for n, t in overrides.items()} for z in zooms})
+    overrides = {
+        n: params[n].detach() + 0.05 * torch.randn(params[n].shape, generator=gen)
+        for n in head_parameter_names(visual, 2)
+    }
+    return save_model_file(
+        path,
+        {"base_model": "hiergeo-tiny", "logit_scale": 100.0},
+        {z: {n: t.clone() for n, t in overrides.items()} for z in zooms},
+    )
 
 
 def test_embeddings_of_another_model_or_source_are_never_reused(provider, lund_paths, tmp_path):
@@ -253,8 +260,9 @@ def test_pickled_model_files_are_refused_without_running_them(provider, lund_pat
     with TileServer(hashed_tile_png) as server:
         for name in ("evil.safetensors", "evil.pt"):
             with pytest.raises(QgsProcessingException, match="not a HierGeo model file"):
-                processing.run(ALG, geolocate_params(table, server.template, str(tmp_path / "c"),
-                                                     MODEL=str(tmp_path / name)))
+                processing.run(
+                    ALG, geolocate_params(table, server.template, str(tmp_path / "c"), MODEL=str(tmp_path / name))
+                )
             assert not marker.exists(), name
 
     # Control: the payload is live, unpickling it does create the marker.
@@ -284,9 +292,12 @@ def test_truncated_or_damaged_model_files_get_a_clear_error(provider, lund_paths
     with TileServer(hashed_tile_png) as server:
         for name in ("half.safetensors", "header_cut.safetensors"):
             with pytest.raises(QgsProcessingException) as err:
-                processing.run(ALG, geolocate_params(table, server.template, str(tmp_path / "c"),
-                                                     MODEL=str(tmp_path / name)))
+                processing.run(
+                    ALG, geolocate_params(table, server.template, str(tmp_path / "c"), MODEL=str(tmp_path / name))
+                )
             assert f"{name} is truncated or damaged" in str(err.value)
         with pytest.raises(QgsProcessingException, match="does not exist"):
-            processing.run(ALG, geolocate_params(table, server.template, str(tmp_path / "c"),
-                                                 MODEL=str(tmp_path / "nope.safetensors")))
+            processing.run(
+                ALG,
+                geolocate_params(table, server.template, str(tmp_path / "c"), MODEL=str(tmp_path / "nope.safetensors")),
+            )

@@ -112,8 +112,9 @@ def test_cancel_during_encoding(tiny_model, lund_records, tile_server, tmp_path)
     records = lund_records[20:22]
     source = TileSource(tile_server.template, cache_dir=tmp_path)
     cache = EmbeddingCache(db)
-    search = HierarchicalSearch(tiny_model, source, cache, zooms=[4, 6], top_k=2, batch_size=32,
-                                reporter=Reporter(is_cancelled=cancelled))
+    search = HierarchicalSearch(
+        tiny_model, source, cache, zooms=[4, 6], top_k=2, batch_size=32, reporter=Reporter(is_cancelled=cancelled)
+    )
     with pytest.raises(Cancelled):
         list(search.run(records))
     latency = time.monotonic() - seen["at"]
@@ -124,14 +125,16 @@ def test_cancel_during_encoding(tiny_model, lund_records, tile_server, tmp_path)
     assert 64 <= stored < 256  # mid-stage: two or three batches of 32 (the one being flushed may land)
 
     cache = EmbeddingCache(db)
-    resumed = HierarchicalSearch(tiny_model, TileSource(tile_server.template, cache_dir=tmp_path), cache,
-                                 zooms=[4, 6], top_k=2, batch_size=32)
+    resumed = HierarchicalSearch(
+        tiny_model, TileSource(tile_server.template, cache_dir=tmp_path), cache, zooms=[4, 6], top_k=2, batch_size=32
+    )
     got = core_summary(resumed.run(records))
     cache.close()
     assert resumed.totals.stages[0].disk_hits == stored
     assert resumed.totals.stages[0].encoded == 256 - stored
-    fresh = core_summary(HierarchicalSearch(tiny_model, TileSource(tile_server.template), None, zooms=[4, 6],
-                                            top_k=2).run(records))
+    fresh = core_summary(
+        HierarchicalSearch(tiny_model, TileSource(tile_server.template), None, zooms=[4, 6], top_k=2).run(records)
+    )
     assert same_predictions(got, fresh)
 
 
@@ -142,11 +145,20 @@ def test_cancel_during_training_and_resume_from_the_checkpoint(photos_dir, tmp_p
 
     lund = sorted((photos_dir / "lund").glob("*.jpg"))
     rng = random.Random(9)
-    records = [PhotoRecord(f"p{i:02d}", str(lund[i % len(lund)]), rng.uniform(-50, 60), rng.uniform(-170, 170))
-               for i in range(36)]
+    records = [
+        PhotoRecord(f"p{i:02d}", str(lund[i % len(lund)]), rng.uniform(-50, 60), rng.uniform(-170, 170))
+        for i in range(36)
+    ]
     output = tmp_path / "model.safetensors"
-    config = TrainingConfig(base_model="hiergeo-tiny", zooms=(12, 14, 16), epochs=2, batch_size=8, device="cpu",
-                            cache_dir=str(tmp_path / "cache"), max_resident_images=256)
+    config = TrainingConfig(
+        base_model="hiergeo-tiny",
+        zooms=(12, 14, 16),
+        epochs=2,
+        batch_size=8,
+        device="cpu",
+        cache_dir=str(tmp_path / "cache"),
+        max_resident_images=256,
+    )
     flag = threading.Event()
     seen = {}
 
@@ -157,8 +169,9 @@ def test_cancel_during_training_and_resume_from_the_checkpoint(photos_dir, tmp_p
 
     with TileServer(hashed_tile_png) as server:
         with pytest.raises(Cancelled):
-            train_map_encoders(records, server.template, output, config,
-                               Reporter(on_info=on_info, is_cancelled=flag.is_set))
+            train_map_encoders(
+                records, server.template, output, config, Reporter(on_info=on_info, is_cancelled=flag.is_set)
+            )
         latency = time.monotonic() - seen["at"]
         assert latency < 2.0, f"cancel took {latency:.1f} s"
         assert not output.exists() and checkpoint_path(output).exists()

@@ -249,6 +249,7 @@ def test_the_search_branches_on_typed_outcomes(tiny_model, lund_records):
                 send(h, status, b"no")
             else:
                 send(h, 200, hashed_tile_png(z, x, y))
+
         return behaviour
 
     with HostileServer(serve(501)) as server:

@@ -33,15 +33,19 @@ def _photos(photos_dir, names=("14.jpg", "15.jpg")):
 # -- item 2: bounded search sizes ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("zooms, words", [
-    ("4,22", "step from zoom 4 to 22 is 18 zooms"),
-    ("12,14", "first zoom 12 has 16,777,216 tiles"),
-])
+@pytest.mark.parametrize(
+    "zooms, words",
+    [
+        ("4,22", "step from zoom 4 to 22 is 18 zooms"),
+        ("12,14", "first zoom 12 has 16,777,216 tiles"),
+    ],
+)
 def test_oversized_searches_are_refused_before_any_request(provider, photos_dir, tmp_path, zooms, words):
     with TileServer(hashed_tile_png) as server:
         with pytest.raises(QgsProcessingException) as err:
-            processing.run(ALG, geolocate_params(_photos(photos_dir), server.template, str(tmp_path),
-                                                 ZOOM_LEVELS=zooms))
+            processing.run(
+                ALG, geolocate_params(_photos(photos_dir), server.template, str(tmp_path), ZOOM_LEVELS=zooms)
+            )
         assert server.log.total == 0  # refused before the probe, before anything was fetched
     assert "ZOOM_LEVELS" in str(err.value) and words in str(err.value), str(err.value)
 
@@ -72,8 +76,10 @@ def test_evaluation_skips_non_finite_coordinates_and_pairs_lines_with_their_own_
     uri = f"file://{csv}?delimiter=,&detectTypes=yes"
     layer = QgsVectorLayer(uri, "predictions", "delimitedtext")
     assert layer.isValid() and layer.featureCount() == 5
-    res = processing.run("hiergeo:evaluategeolocation", {"PREDICTIONS": layer, "ERROR_LINES": "TEMPORARY_OUTPUT",
-                                                         "OUTPUT_HTML": str(tmp_path / "r.html")})
+    res = processing.run(
+        "hiergeo:evaluategeolocation",
+        {"PREDICTIONS": layer, "ERROR_LINES": "TEMPORARY_OUTPUT", "OUTPUT_HTML": str(tmp_path / "r.html")},
+    )
     assert res["EVALUATED"] == 3
     lines = {f["photo"]: f for f in res["ERROR_LINES"].getFeatures()}
     assert sorted(lines) == ["a.jpg", "c.jpg", "e.jpg"]
@@ -82,8 +88,12 @@ def test_evaluation_skips_non_finite_coordinates_and_pairs_lines_with_their_own_
         assert (line["lat"], line["lon"]) == (lat, lon)  # its own prediction, not the next photo's
         end = line.geometry().asPolyline()[-1]
         assert (end.y(), end.x()) == (lat, lon)
-    metrics = evaluate([{"photo": "x", "lat": float("nan"), "lon": 1, "true_lat": 1, "true_lon": 1},
-                        {"photo": "y", "lat": 1, "lon": 1, "true_lat": 1, "true_lon": 2}])
+    metrics = evaluate(
+        [
+            {"photo": "x", "lat": float("nan"), "lon": 1, "true_lat": 1, "true_lon": 1},
+            {"photo": "y", "lat": 1, "lon": 1, "true_lat": 1, "true_lon": 2},
+        ]
+    )
     assert metrics["evaluated_rows"] == [1] and len(metrics["errors_km"]) == 1
 
 
@@ -114,8 +124,9 @@ def test_a_damaged_embedding_cache_is_moved_aside_and_the_run_goes_on(provider, 
     original = db.read_bytes()
     feedback = recording_feedback_class()()
     with TileServer(hashed_tile_png) as server:
-        res = processing.run(ALG, geolocate_params(_photos(photos_dir), server.template, str(cache_dir)),
-                             feedback=feedback)
+        res = processing.run(
+            ALG, geolocate_params(_photos(photos_dir), server.template, str(cache_dir)), feedback=feedback
+        )
     assert res["PHOTOS_OK"] == 2
     aside = list(cache_dir.glob("embeddings.sqlite.corrupt-*"))
     assert len(aside) == 1 and aside[0].read_bytes() == original  # kept for inspection, never deleted
@@ -135,8 +146,9 @@ def test_an_unusable_cache_costs_speed_not_the_run(provider, photos_dir, tmp_pat
     (cache_dir / "tiles").write_bytes(b"not a folder")
     feedback = recording_feedback_class()()
     with TileServer(hashed_tile_png) as server:
-        res = processing.run(ALG, geolocate_params(_photos(photos_dir), server.template, str(cache_dir)),
-                             feedback=feedback)
+        res = processing.run(
+            ALG, geolocate_params(_photos(photos_dir), server.template, str(cache_dir)), feedback=feedback
+        )
     assert res["PHOTOS_OK"] == 2
     said = [w for w in feedback.warnings if "embedding cache" in w]
     assert len(said) == 1 and "going on without it" in said[0], feedback.warnings
@@ -187,14 +199,28 @@ def test_output_and_candidates_on_one_file_are_refused_up_front(provider, photos
     target = tmp_path / "both.gpkg"
     with TileServer(hashed_tile_png) as server:
         with pytest.raises(QgsProcessingException, match="OUTPUT and CANDIDATES would both write"):
-            processing.run(ALG, geolocate_params(_photos(photos_dir), server.template, str(tmp_path / "c"),
-                                                 OUTPUT=str(target), CANDIDATES=str(target)))
+            processing.run(
+                ALG,
+                geolocate_params(
+                    _photos(photos_dir),
+                    server.template,
+                    str(tmp_path / "c"),
+                    OUTPUT=str(target),
+                    CANDIDATES=str(target),
+                ),
+            )
         assert server.log.total == 0
         # Two tables of one GeoPackage stay possible (make demo writes them so).
-        res = processing.run(ALG, geolocate_params(
-            _photos(photos_dir), server.template, str(tmp_path / "c"),
-            OUTPUT=f"ogr:dbname='{target}' table=\"predictions\" (geom)",
-            CANDIDATES=f"ogr:dbname='{target}' table=\"candidates\" (geom)"))
+        res = processing.run(
+            ALG,
+            geolocate_params(
+                _photos(photos_dir),
+                server.template,
+                str(tmp_path / "c"),
+                OUTPUT=f"ogr:dbname='{target}' table=\"predictions\" (geom)",
+                CANDIDATES=f"ogr:dbname='{target}' table=\"candidates\" (geom)",
+            ),
+        )
     assert res["PHOTOS_OK"] == 2
     assert QgsVectorLayer(f"{target}|layername=predictions", "p", "ogr").featureCount() == 2
     assert QgsVectorLayer(f"{target}|layername=candidates", "c", "ogr").featureCount() > 0

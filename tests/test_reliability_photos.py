@@ -43,8 +43,12 @@ def write_png_bomb(path: Path, side: int = 16000) -> Path:
         parts.append(comp.compress(block if start + 500 <= side else row * (side - start)))
     parts.append(comp.flush())
     ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", b"".join(parts))
-                     + _png_chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", b"".join(parts))
+        + _png_chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -138,8 +142,11 @@ def test_one_batch_of_good_bad_and_odd_photos(provider, photos_dir, tmp_path):
     table = memory_photo_table([p for p, _ in cases])
     feedback = Feedback()
     with TileServer(hashed_tile_png) as server:
-        res = processing.run(ALG, geolocate_params(table, server.template, str(tmp_path / "cache"), ZOOM_LEVELS="4",
-                                                   TOP_K=1, PHOTO_BATCH=16), feedback=feedback)
+        res = processing.run(
+            ALG,
+            geolocate_params(table, server.template, str(tmp_path / "cache"), ZOOM_LEVELS="4", TOP_K=1, PHOTO_BATCH=16),
+            feedback=feedback,
+        )
     out = prediction_summary(res["OUTPUT"])
     assert len(out) == len(cases)  # every photo has its row, in input order
     for (path, expect), (photo, status, zoom, x, _y, score) in zip(cases, out):
@@ -166,10 +173,22 @@ def test_bad_photos_do_not_change_the_good_ones(provider, photos_dir, tmp_path):
     cases = make_cases(tmp_path / "photos", photos_dir)
     good = [p for p, e in cases[:12] if e == "ok"]
     with TileServer(hashed_tile_png) as server:
-        mixed = processing.run(ALG, geolocate_params(memory_photo_table([p for p, _ in cases[:12]]), server.template,
-                                                     str(tmp_path / "cache"), ZOOM_LEVELS="4,6", TOP_K=1))
-        alone = processing.run(ALG, geolocate_params(memory_photo_table(good), server.template,
-                                                     str(tmp_path / "cache"), ZOOM_LEVELS="4,6", TOP_K=1))
+        mixed = processing.run(
+            ALG,
+            geolocate_params(
+                memory_photo_table([p for p, _ in cases[:12]]),
+                server.template,
+                str(tmp_path / "cache"),
+                ZOOM_LEVELS="4,6",
+                TOP_K=1,
+            ),
+        )
+        alone = processing.run(
+            ALG,
+            geolocate_params(
+                memory_photo_table(good), server.template, str(tmp_path / "cache"), ZOOM_LEVELS="4,6", TOP_K=1
+            ),
+        )
     from_mixed = [r for r in prediction_summary(mixed["OUTPUT"]) if r[1] == "ok"]
     from_alone = prediction_summary(alone["OUTPUT"])
     assert [r[:5] for r in from_mixed] == [r[:5] for r in from_alone]

@@ -77,23 +77,33 @@ def point_layer(paths):
     return layer
 
 
-def test_key_and_credentials_stay_out_of_outputs_logs_report_and_cache(provider, photos_dir, tmp_path,
-                                                                       watch_logs, capfd):
+def test_key_and_credentials_stay_out_of_outputs_logs_report_and_cache(
+    provider, photos_dir, tmp_path, watch_logs, capfd
+):
     Feedback = recording_feedback_class()
     layer = point_layer([photos_dir / "lund" / n for n in ("14.jpg", "15.jpg")])
     cache = tmp_path / "cache"
-    out, cands, html, lines = (tmp_path / "pred.gpkg", tmp_path / "cand.gpkg", tmp_path / "report.html",
-                               tmp_path / "lines.gpkg")
+    out, cands, html, lines = (
+        tmp_path / "pred.gpkg",
+        tmp_path / "cand.gpkg",
+        tmp_path / "report.html",
+        tmp_path / "lines.gpkg",
+    )
     feedback = Feedback()
     with TileServer(hashed_tile_png) as server:
         template = secret_template(server.port)
-        res = processing.run(ALG, geolocate_params(layer, template, str(cache), OUTPUT=str(out),
-                                                   CANDIDATES=str(cands)), feedback=feedback)
+        res = processing.run(
+            ALG,
+            geolocate_params(layer, template, str(cache), OUTPUT=str(out), CANDIDATES=str(cands)),
+            feedback=feedback,
+        )
         agents = server.log.user_agents
     assert res["PHOTOS_OK"] == 2
-    evaluation = processing.run("hiergeo:evaluategeolocation",
-                                {"PREDICTIONS": str(out), "OUTPUT_HTML": str(html), "ERROR_LINES": str(lines)},
-                                feedback=feedback)
+    evaluation = processing.run(
+        "hiergeo:evaluategeolocation",
+        {"PREDICTIONS": str(out), "OUTPUT_HTML": str(html), "ERROR_LINES": str(lines)},
+        feedback=feedback,
+    )
     assert evaluation["EVALUATED"] == 2 and html.exists()
 
     # The log does talk about the source, masked.
@@ -147,8 +157,13 @@ def test_key_and_credentials_stay_out_of_failures(provider, photos_dir, tmp_path
     feedback = Feedback()
     with TileServer(render) as server:
         holder["server"] = server
-        res = processing.run(ALG, geolocate_params(layer, secret_template(server.port), str(tmp_path / "c"),
-                                                   OUTPUT=str(tmp_path / "pred.gpkg")), feedback=feedback)
+        res = processing.run(
+            ALG,
+            geolocate_params(
+                layer, secret_template(server.port), str(tmp_path / "c"), OUTPUT=str(tmp_path / "pred.gpkg")
+            ),
+            feedback=feedback,
+        )
     statuses = [r[1] for r in prediction_summary(QgsVectorLayer(res["OUTPUT"], "pred", "ogr"))]
     assert len(statuses) == 2 and all(s.startswith("not searched") and "api_key=***" in s for s in statuses)
     messages += statuses + [feedback.log, watch_logs()]
@@ -159,8 +174,13 @@ def test_key_and_credentials_stay_out_of_failures(provider, photos_dir, tmp_path
 
 
 # Issue 13 item 3: keys under names no list knows, and a key in the URL path.
-ODD_KEYS = {"api": "linz0c4f9e2a7b", "app_code": "hereAbC123xyz", "connectId": "3f2e1d0c-maxar-77aa",
-            "x-api-key": "xak_5e6f7a8b9c", "rapidapi-key": "rapid9a8b7c6d5e"}
+ODD_KEYS = {
+    "api": "linz0c4f9e2a7b",
+    "app_code": "hereAbC123xyz",
+    "connectId": "3f2e1d0c-maxar-77aa",
+    "x-api-key": "xak_5e6f7a8b9c",
+    "rapidapi-key": "rapid9a8b7c6d5e",
+}
 PATH_KEY = "pk7f3e9a1b2c4d5e6f"
 
 
@@ -183,8 +203,13 @@ def test_keys_under_any_name_and_in_the_path_stay_secret(provider, photos_dir, t
     feedback = Feedback()
     out = tmp_path / "pred.gpkg"
     with HostileServer(serve) as server:
-        res = processing.run(ALG, geolocate_params(layer, odd_key_template(server.url.rsplit(":", 1)[1]),
-                                                   str(tmp_path / "cache"), OUTPUT=str(out)), feedback=feedback)
+        res = processing.run(
+            ALG,
+            geolocate_params(
+                layer, odd_key_template(server.url.rsplit(":", 1)[1]), str(tmp_path / "cache"), OUTPUT=str(out)
+            ),
+            feedback=feedback,
+        )
         port = server.url.rsplit(":", 1)[1]
     assert res["PHOTOS_OK"] == 2
     source_line = next(m for m in feedback.messages if m.startswith("Tile source:"))
@@ -192,13 +217,19 @@ def test_keys_under_any_name_and_in_the_path_stay_secret(provider, photos_dir, t
     # The server is gone now: the dead-server error quotes the source, masked too.
     dead_feedback = Feedback()
     with pytest.raises(QgsProcessingException) as err:
-        processing.run(ALG, geolocate_params(layer, odd_key_template(port), str(tmp_path / "cache2")),
-                       feedback=dead_feedback)
+        processing.run(
+            ALG, geolocate_params(layer, odd_key_template(port), str(tmp_path / "cache2")), feedback=dead_feedback
+        )
     assert "is not usable" in str(err.value)
     captured = capfd.readouterr()
-    for text, where in ((feedback.log, "the feedback log"), (dead_feedback.log, "the dead-server log"),
-                        (str(err.value), "the dead-server error"), (watch_logs(), "Python/QGIS logs"),
-                        (captured.out + captured.err, "stdout/stderr"), (repr(res), "the results"),
-                        (out.read_bytes().decode("latin-1"), "pred.gpkg")):
+    for text, where in (
+        (feedback.log, "the feedback log"),
+        (dead_feedback.log, "the dead-server log"),
+        (str(err.value), "the dead-server error"),
+        (watch_logs(), "Python/QGIS logs"),
+        (captured.out + captured.err, "stdout/stderr"),
+        (repr(res), "the results"),
+        (out.read_bytes().decode("latin-1"), "pred.gpkg"),
+    ):
         for secret in secrets:
             assert secret not in text, f"{secret!r} leaked into {where}"

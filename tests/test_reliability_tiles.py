@@ -66,8 +66,9 @@ def test_geolocation_with_20_percent_faults_of_every_kind(provider, photos_dir, 
     feedback = Feedback()
     cache = tmp_path / "faulty"
     with TileServer(hashed_tile_png, plan) as server:
-        res = processing.run(ALG, geolocate_params(table, server.template, str(cache), MAX_CONNECTIONS=6),
-                             feedback=feedback)
+        res = processing.run(
+            ALG, geolocate_params(table, server.template, str(cache), MAX_CONNECTIONS=6), feedback=feedback
+        )
         template, log = server.template, server.log
     # Every kind really happened, at about the planned rate.
     assert set(log.faults) == set(FAULT_KINDS), log.faults
@@ -114,8 +115,9 @@ def test_core_search_with_faults_slower_than_the_timeout(tiny_model, lund_record
     gaps = gap_tiles(log.requests, cached_tiles(tmp_path, template), set(zooms))
     assert search.totals.gaps == len(gaps)
     with TileServer(_render_without(gaps)) as clean:
-        ref = core_summary(HierarchicalSearch(tiny_model, TileSource(clean.template), None, zooms=zooms,
-                                              top_k=2).run(lund_records[:2]))
+        ref = core_summary(
+            HierarchicalSearch(tiny_model, TileSource(clean.template), None, zooms=zooms, top_k=2).run(lund_records[:2])
+        )
     assert same_predictions(got, ref)
 
 
@@ -123,8 +125,12 @@ def test_connection_bound_and_rate_limit_through_the_algorithm(provider, photos_
     table = memory_photo_table([str(photos_dir / "lund" / "04.jpg")])
     with TileServer(hashed_tile_png) as server:
         t0 = time.monotonic()
-        res = processing.run(ALG, geolocate_params(table, server.template, str(tmp_path), ZOOM_LEVELS="2,3",
-                                                   MAX_CONNECTIONS=2, RATE_LIMIT=20))
+        res = processing.run(
+            ALG,
+            geolocate_params(
+                table, server.template, str(tmp_path), ZOOM_LEVELS="2,3", MAX_CONNECTIONS=2, RATE_LIMIT=20
+            ),
+        )
         log = server.log
     assert res["PHOTOS_OK"] == 1
     n = log.total
@@ -167,15 +173,17 @@ def test_dead_server_fails_fast_with_a_clear_message(provider, photos_dir, tmp_p
     message = str(failure.value)
     assert elapsed < 4.0, f"{how}: took {elapsed:.1f} s to fail"
     assert "is not usable" in message and "127.0.0.1" in message
-    expected = {"closed port": "connection error", "resets every connection": "connection error",
-                "503 for everything": "http 503"}[how]
+    expected = {
+        "closed port": "connection error",
+        "resets every connection": "connection error",
+        "503 for everything": "http 503",
+    }[how]
     assert expected in message
     assert not any(m.startswith("Loading model") for m in feedback.messages)  # failed before any model work
 
 
 @pytest.mark.parametrize("death", ["resets", "503"])
-def test_server_dying_mid_run_gives_every_photo_a_row_and_the_rerun_resumes(provider, photos_dir, tmp_path,
-                                                                            death):
+def test_server_dying_mid_run_gives_every_photo_a_row_and_the_rerun_resumes(provider, photos_dir, tmp_path, death):
     """The server answers the probe and 80 tiles of zoom 4, then resets every connection (or answers 503 to
     everything): the run ends in seconds with one row per photo saying why, and once the server is back a
     re-run downloads only what is missing."""
@@ -202,8 +210,7 @@ def test_server_dying_mid_run_gives_every_photo_a_row_and_the_rerun_resumes(prov
     with TileServer(render) as server:
         holder["server"] = server
         t0 = time.monotonic()
-        res = processing.run(ALG, geolocate_params(table, server.template, cache, PHOTO_BATCH=2),
-                             feedback=feedback)
+        res = processing.run(ALG, geolocate_params(table, server.template, cache, PHOTO_BATCH=2), feedback=feedback)
         elapsed = time.monotonic() - t0
         out = prediction_summary(res["OUTPUT"])
         assert [r[0] for r in out] == photos
@@ -262,10 +269,19 @@ def test_training_with_20_percent_faults_of_every_kind(photos_dir, tmp_path):
     plan = FaultPlan(rate=0.2, kinds=FAULT_KINDS, first_only=False, seed=2, slow_seconds=0.3, retry_after=0.05)
     warnings = []
     with TileServer(render, plan) as server:
-        config = TrainingConfig(base_model="hiergeo-tiny", zooms=zooms, epochs=1, batch_size=8, device="cpu",
-                                cache_dir=str(tmp_path / "cache"), max_resident_images=256, max_connections=4)
-        summary = train_map_encoders(records, server.template, tmp_path / "m.safetensors", config,
-                                     Reporter(on_warning=warnings.append))
+        config = TrainingConfig(
+            base_model="hiergeo-tiny",
+            zooms=zooms,
+            epochs=1,
+            batch_size=8,
+            device="cpu",
+            cache_dir=str(tmp_path / "cache"),
+            max_resident_images=256,
+            max_connections=4,
+        )
+        summary = train_map_encoders(
+            records, server.template, tmp_path / "m.safetensors", config, Reporter(on_warning=warnings.append)
+        )
         template, log = server.template, server.log
     assert sum(log.faults.values()) >= 0.1 * log.total and len(log.faults) >= 6
     model = load_model_file(tmp_path / "m.safetensors")

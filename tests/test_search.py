@@ -157,9 +157,11 @@ def test_scores_are_cosine_similarities(tiny_model, tile_server, lund_records):
     from hiergeo_plugin.core.photos import load_photo
 
     p = tiny_model.photo_encoder.encode(prep(load_photo(lund_records[0].path))[None]).numpy()[0]
-    t = tiny_model.map_encoder(4).encode(
-        prep(Image.open(io.BytesIO(hashed_tile_png(4, best.tile.x, best.tile.y))))[None]
-    ).numpy()[0]
+    t = (
+        tiny_model.map_encoder(4)
+        .encode(prep(Image.open(io.BytesIO(hashed_tile_png(4, best.tile.x, best.tile.y))))[None])
+        .numpy()[0]
+    )
     assert best.score == pytest.approx(float(np.dot(p, t)), abs=1e-5)
     assert abs(best.score) <= 1.0 + 1e-5
 

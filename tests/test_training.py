@@ -266,8 +266,12 @@ def test_bad_configuration_is_refused_with_a_reason(tmp_path):
     with pytest.raises(TrainingError, match="zoom"):
         TrainingConfig(zooms=(4, 30)).validate()
     with pytest.raises(TrainingError, match="at least 3 photos"):
-        train_map_encoders([], "file://" + str(tmp_path) + "/{z}/{x}/{y}.png", tmp_path / "m.safetensors",
-                           TrainingConfig(base_model="hiergeo-tiny", device="cpu"))
+        train_map_encoders(
+            [],
+            "file://" + str(tmp_path) + "/{z}/{x}/{y}.png",
+            tmp_path / "m.safetensors",
+            TrainingConfig(base_model="hiergeo-tiny", device="cpu"),
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -279,8 +283,10 @@ def test_training_beats_chance_and_the_untrained_model_at_every_zoom(trained):
     assert sorted(summary["zooms"]) == sorted(ZOOMS)
     report = {}
     for zoom, z in summary["zooms"].items():
-        report[zoom] = {k: round(z[k], 3) for k in ("val_top1", "val_top1_untrained", "chance_top1", "val_top5",
-                                                     "val_top5_untrained")}
+        report[zoom] = {
+            k: round(z[k], 3)
+            for k in ("val_top1", "val_top1_untrained", "chance_top1", "val_top5", "val_top5_untrained")
+        }
     print("validation per zoom:", report)
     gains = []
     for z in summary["zooms"].values():
@@ -367,7 +373,9 @@ def test_trained_model_geolocates_held_out_photos_better_than_untrained(trained,
         with TileSource(server.template, cache_dir=trained["cache"]) as source:
             results = list(HierarchicalSearch(m, source, zooms=zooms, top_k=2).run(held_out))
         assert all(r.ok for r in results)
-        errors = [haversine_km(r.record.true_lat, r.record.true_lon, r.prediction.lat, r.prediction.lon) for r in results]
+        errors = [
+            haversine_km(r.record.true_lat, r.record.true_lon, r.prediction.lat, r.prediction.lon) for r in results
+        ]
         medians[name] = statistics.median(errors)
     print("median error km:", medians)
     assert medians["trained"] < 0.7 * medians["untrained"], medians
@@ -416,8 +424,16 @@ def small_set(world, tmp_path_factory):
 
 
 def small_config(cache, **kw) -> TrainingConfig:
-    base = dict(base_model="hiergeo-tiny", zooms=(8, 10), epochs=2, batch_size=8, seed=1, split=(4, 1, 1),
-                device="cpu", cache_dir=str(cache))
+    base = dict(
+        base_model="hiergeo-tiny",
+        zooms=(8, 10),
+        epochs=2,
+        batch_size=8,
+        seed=1,
+        split=(4, 1, 1),
+        device="cpu",
+        cache_dir=str(cache),
+    )
     base.update(kw)
     return TrainingConfig(**base)
 
@@ -431,12 +447,18 @@ def test_a_different_configuration_starts_over(small_set, server, tmp_path):
             stop["now"] = True
 
     with pytest.raises(Cancelled):
-        train_map_encoders(small_set, server.template, output, small_config(tmp_path),
-                           Reporter(on_info=on_info, is_cancelled=lambda: stop["now"]))
+        train_map_encoders(
+            small_set,
+            server.template,
+            output,
+            small_config(tmp_path),
+            Reporter(on_info=on_info, is_cancelled=lambda: stop["now"]),
+        )
     assert checkpoint_path(output).exists()
     messages = []
-    summary = train_map_encoders(small_set, server.template, output, small_config(tmp_path, epochs=3),
-                                 Reporter(on_info=messages.append))
+    summary = train_map_encoders(
+        small_set, server.template, output, small_config(tmp_path, epochs=3), Reporter(on_info=messages.append)
+    )
     assert summary["resumed_zooms"] == []
     assert any("different configuration" in m and "starting over" in m for m in messages)
     assert len(summary["zooms"][10]["train_loss"]) == 3
@@ -447,8 +469,9 @@ def test_streaming_from_the_disk_cache_matches_training_in_memory(world, server,
     spread = clustered_photos(world, tmp_path / "photos", places=24, per_place=1, seed=13)  # one photo per tile
     kw = dict(base_training_epochs=1, base_batch_size=3, batch_size=3)
     resident = train_map_encoders(spread, server.template, tmp_path / "a.safetensors", small_config(tmp_path, **kw))
-    streamed = train_map_encoders(spread, server.template, tmp_path / "b.safetensors",
-                                  small_config(tmp_path, max_resident_images=24, **kw))
+    streamed = train_map_encoders(
+        spread, server.template, tmp_path / "b.safetensors", small_config(tmp_path, max_resident_images=24, **kw)
+    )
     for zoom in (8, 10):
         assert resident["zooms"][zoom]["resident"] and not streamed["zooms"][zoom]["resident"]
         assert streamed["zooms"][zoom]["train_loss"] == pytest.approx(resident["zooms"][zoom]["train_loss"], rel=1e-3)
@@ -470,8 +493,9 @@ def test_photos_whose_tile_is_a_gap_are_skipped_for_that_zoom(small_set, world, 
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_mixed_precision_training_runs_the_gpu_code_path_on_the_cpu(precision, small_set, server, tmp_path,
-                                                                    monkeypatch):
+def test_mixed_precision_training_runs_the_gpu_code_path_on_the_cpu(
+    precision, small_set, server, tmp_path, monkeypatch
+):
     """HIERGEO_PRECISION forces what a GPU chooses by itself: autocast in the trunk and the head, and for fp16
     the GradScaler. Losses stay finite, the saved weights are fp32, the model file says which precision."""
     from hiergeo_plugin.core.factory import load_model_file

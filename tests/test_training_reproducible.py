@@ -51,9 +51,19 @@ def train_once(rows, template: str, output: str, cache_dir: str, seed: int = 3) 
 
     torch.set_num_threads(TORCH_THREADS)
     records = [PhotoRecord(name, path, true_lat=lat, true_lon=lon) for name, path, lat, lon in rows]
-    config = TrainingConfig(base_model="hiergeo-tiny", zooms=(8, 10), epochs=2, batch_size=4, lr=1e-3, seed=seed,
-                            split=(4, 1, 1), base_training_epochs=1, base_batch_size=4, device="cpu",
-                            cache_dir=cache_dir)
+    config = TrainingConfig(
+        base_model="hiergeo-tiny",
+        zooms=(8, 10),
+        epochs=2,
+        batch_size=4,
+        lr=1e-3,
+        seed=seed,
+        split=(4, 1, 1),
+        base_training_epochs=1,
+        base_batch_size=4,
+        device="cpu",
+        cache_dir=cache_dir,
+    )
     train_map_encoders(records, template, output, config)
     return hashlib.sha256(Path(output).read_bytes()).hexdigest()
 
@@ -74,11 +84,20 @@ def test_two_seeded_trainings_write_identical_model_files(tmp_path):
             first = train_once(rows, server.template, str(tmp_path / "a.safetensors"), str(cache))
             requests_after_first = server.log.total
             job = tmp_path / "job.json"
-            job.write_text(json.dumps({"rows": rows, "template": server.template,
-                                       "output": str(tmp_path / "b.safetensors"), "cache_dir": str(cache)}))
+            job.write_text(
+                json.dumps(
+                    {
+                        "rows": rows,
+                        "template": server.template,
+                        "output": str(tmp_path / "b.safetensors"),
+                        "cache_dir": str(cache),
+                    }
+                )
+            )
             env = dict(os.environ, PYTHONHASHSEED="12345")
-            proc = subprocess.run([sys.executable, __file__, str(job)], capture_output=True, text=True, env=env,
-                                  timeout=900)
+            proc = subprocess.run(
+                [sys.executable, __file__, str(job)], capture_output=True, text=True, env=env, timeout=900
+            )
             assert proc.returncode == 0, proc.stderr[-3000:]
             second = proc.stdout.strip().splitlines()[-1]
             assert requests_after_first > 0

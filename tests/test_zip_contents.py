@@ -19,8 +19,13 @@ DEMO_AND_SERVER_CLASSES = {"DemoWorld", "TileServer", "FaultPlan"}
 
 
 def _build_zip(tmp_path: Path) -> zipfile.ZipFile:
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "make_zip.sh")], capture_output=True, text=True,
-                          env=dict(os.environ, DIST_DIR=str(tmp_path)), timeout=120)
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "make_zip.sh")],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, DIST_DIR=str(tmp_path)),
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     (path,) = tmp_path.glob("hiergeo-*.zip")
     return zipfile.ZipFile(path)

@@ -62,8 +62,9 @@ def estimate_parameters(config: Mapping) -> int:
     patch = _number(vision, "patch_size", 16, "vision", 1, MAX_IMAGE_SIZE)
     grid = size // patch
     if not 1 <= grid <= MAX_GRID:
-        raise ArchitectureError(f"vision image_size {size} / patch_size {patch} gives {grid} patches a side "
-                                f"(1..{MAX_GRID} supported)")
+        raise ArchitectureError(
+            f"vision image_size {size} / patch_size {patch} gives {grid} patches a side (1..{MAX_GRID} supported)"
+        )
     t_width = _number(text, "width", 512, "text", 1, MAX_WIDTH)
     t_layers = _number(text, "layers", 12, "text", 0, MAX_LAYERS)
     t_mlp = _number(text, "mlp_ratio", 4.0, "text", 0.1, MAX_MLP_RATIO)

@@ -51,6 +51,7 @@ _CORRUPT = ("not a database", "malformed", "disk image", "file is encrypted", "u
 class CacheDirError(ValueError):
     """The cache folder cannot be a folder (a file is in the way): a message that names it and the fix."""
 
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS embedding (
     encoder TEXT NOT NULL, source TEXT NOT NULL, z INTEGER NOT NULL, x INTEGER NOT NULL, y INTEGER NOT NULL,
@@ -63,8 +64,12 @@ CREATE TABLE IF NOT EXISTS embedding (
 class EmbeddingCache:
     """Two-level cache; `path=None` keeps it in memory only, and so does a disk that refuses (see module doc)."""
 
-    def __init__(self, path: Optional[Path] = None, memory_items: int = 131072,
-                 on_warning: Optional[Callable[[str], None]] = None):
+    def __init__(
+        self,
+        path: Optional[Path] = None,
+        memory_items: int = 131072,
+        on_warning: Optional[Callable[[str], None]] = None,
+    ):
         self.path = Path(path) if path else None
         self.memory_items = memory_items
         self._memory: OrderedDict[Tuple[str, str, Tile], np.ndarray] = OrderedDict()
@@ -239,8 +244,9 @@ class EmbeddingCache:
                 self._remember((encoder, source, tile), found[tile])
         return found, mem_hits, len(found) - mem_hits
 
-    def _read_disk(self, encoder: str, source: str, by_zoom: Dict[int, List[Tile]],
-                   found: Dict[Tile, np.ndarray]) -> None:
+    def _read_disk(
+        self, encoder: str, source: str, by_zoom: Dict[int, List[Tile]], found: Dict[Tile, np.ndarray]
+    ) -> None:
         db = self._db
         assert db is not None  # the caller holds the connection's lock and checked it
         for z, ts in by_zoom.items():

@@ -134,8 +134,9 @@ def _choice(name: str, allowed: Tuple[str, ...]) -> str:
     return value
 
 
-def candidates(heavy: bool, backend: str, precision: str, has_bf16: bool, has_openvino: bool
-               ) -> Tuple[List[Execution], List[str]]:
+def candidates(
+    heavy: bool, backend: str, precision: str, has_bf16: bool, has_openvino: bool
+) -> Tuple[List[Execution], List[str]]:
     """The ways to try on a CPU, best first, and why some asked-for way is not among them.
 
     Eager fp32 is not listed: it is the reference every candidate is measured against, and the fall back.
@@ -160,8 +161,9 @@ def probe_batch(image_size: int, n: int = PROBE_IMAGES):
     import torch
 
     gen = torch.Generator().manual_seed(0)
-    smooth = torch.nn.functional.interpolate(torch.randn(n, 3, 8, 8, generator=gen), size=(image_size, image_size),
-                                             mode="bilinear", align_corners=False)
+    smooth = torch.nn.functional.interpolate(
+        torch.randn(n, 3, 8, 8, generator=gen), size=(image_size, image_size), mode="bilinear", align_corners=False
+    )
     noise = torch.randn(n, 3, image_size, image_size, generator=gen)
     flat = torch.randn(n, 3, 1, 1, generator=gen).expand(n, 3, image_size, image_size)
     kind = torch.arange(n) % 4
@@ -208,8 +210,15 @@ class _Builder:
     def build(self, execution: Execution, encoder: ImageEncoder):
         if execution.backend == "openvino":
             precision = execution.precision if execution.precision != "default" else "auto"
-            return OpenVinoRunner(encoder.visual, encoder.overrides, encoder.fingerprint, self.geo.image_size,
-                                  precision, self.threads, self.probe)
+            return OpenVinoRunner(
+                encoder.visual,
+                encoder.overrides,
+                encoder.fingerprint,
+                self.geo.image_size,
+                precision,
+                self.threads,
+                self.probe,
+            )
         key = (id(encoder.visual), execution.precision)
         if key not in self._towers:
             self._towers[key] = TorchLowPrecision.cast_tower(encoder.visual, execution.precision)
@@ -279,8 +288,9 @@ def prepare_execution(geo: GeoModel) -> ExecutionReport:
         cos = min_cosine(out, ref)
         report.speeds[str(cand)] = len(probe) / seconds
         if cos < MIN_COSINE:
-            _warn(report, f"{cand} disagrees with eager fp32 on the probe (min cosine {cos:.5f} < {MIN_COSINE}); "
-                          "not used")
+            _warn(
+                report, f"{cand} disagrees with eager fp32 on the probe (min cosine {cos:.5f} < {MIN_COSINE}); not used"
+            )
             continue
         agreeing.append((cand, runner, cos, seconds))
         if forced:
@@ -294,11 +304,15 @@ def prepare_execution(geo: GeoModel) -> ExecutionReport:
             chosen = best
     if chosen is None:
         report.execution = EAGER_FP32
-        report.reason = "eager fp32: " + ("no faster way agreed with it" if not agreeing else
-                                          f"no way beat it by {MIN_SPEEDUP}x on the probe")
+        report.reason = "eager fp32: " + (
+            "no faster way agreed with it" if not agreeing else f"no way beat it by {MIN_SPEEDUP}x on the probe"
+        )
         if forced and not agreeing:
-            _warn(report, "falling back to eager fp32: what HIERGEO_BACKEND/HIERGEO_PRECISION asked for did not agree "
-                          "with it or could not run")
+            _warn(
+                report,
+                "falling back to eager fp32: what HIERGEO_BACKEND/HIERGEO_PRECISION asked for did not agree "
+                "with it or could not run",
+            )
         for enc in encoders:
             _assign(enc, EAGER_FP32, None, report)
         log.info("HierGeo execution: %s", report.reason)

@@ -65,8 +65,16 @@ def create_geo_model(
     photo = ImageEncoder(photo_visual, None, device, photo_fp, "photo")
     if logit_scale is None:
         logit_scale = float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale") else 100.0
-    return GeoModel(spec, photo, map_encoders, preprocess, _image_size(photo_visual), device, float(logit_scale),
-                    manifest if manifest is not None else {})
+    return GeoModel(
+        spec,
+        photo,
+        map_encoders,
+        preprocess,
+        _image_size(photo_visual),
+        device,
+        float(logit_scale),
+        manifest if manifest is not None else {},
+    )
 
 
 def load_model_file(path: os.PathLike, device: str = "cpu") -> GeoModel:

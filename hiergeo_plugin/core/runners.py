@@ -95,8 +95,16 @@ class OpenVinoRunner:
     back. Whatever goes wrong with that disk cache only costs the conversion time.
     """
 
-    def __init__(self, visual, overrides: Optional[Dict[str, object]], fingerprint: str, image_size: int,
-                 precision: str, threads: int, example):
+    def __init__(
+        self,
+        visual,
+        overrides: Optional[Dict[str, object]],
+        fingerprint: str,
+        image_size: int,
+        precision: str,
+        threads: int,
+        example,
+    ):
         import openvino as ov
 
         self.precision_asked = precision
@@ -150,8 +158,7 @@ class OpenVinoRunner:
             # Read back what was written, so the first run and every later one run the same bytes.
             return core.read_model(str(xml)), folder
         except Exception as exc:
-            log.warning("could not keep the converted OpenVINO model in %s (%s): it will be converted again", root,
-                        exc)
+            log.warning("could not keep the converted OpenVINO model in %s (%s): it will be converted again", root, exc)
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
             return model, None
@@ -166,7 +173,10 @@ class OpenVinoRunner:
 
 
 def _prune(root: Path, keep: int) -> None:
-    entries = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                     key=lambda p: p.stat().st_mtime, reverse=True)
+    entries = sorted(
+        (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
     for old in entries[keep:]:
         shutil.rmtree(old, ignore_errors=True)

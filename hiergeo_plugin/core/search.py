@@ -59,8 +59,12 @@ class SearchTooLarge(ValueError):
     """The zoom list, TOP_K or region would make a stage larger than the bounds; said before anything is fetched."""
 
 
-def check_search_size(zooms: Sequence[int], top_k: int,
-                      region: Optional[Tuple[float, float, float, float]] = None, first_stage: bool = True) -> None:
+def check_search_size(
+    zooms: Sequence[int],
+    top_k: int,
+    region: Optional[Tuple[float, float, float, float]] = None,
+    first_stage: bool = True,
+) -> None:
     """Refuse, with what and why, a search whose stages would list or fetch an unbounded number of tiles.
 
     `first_stage=False` skips the first zoom's tile count, for searches whose first stage is seeded elsewhere

@@ -54,8 +54,9 @@ class TileOutcome(enum.Enum):
 class FetchFailure(Exception):
     """A tile that did not come: its outcome kind, a human reason, and the HTTP status when there was one."""
 
-    def __init__(self, outcome: TileOutcome, reason: str, status: Optional[int] = None,
-                 retry_after: Optional[float] = None):
+    def __init__(
+        self, outcome: TileOutcome, reason: str, status: Optional[int] = None, retry_after: Optional[float] = None
+    ):
         super().__init__(reason)
         self.outcome = outcome
         self.reason = reason
@@ -85,7 +86,6 @@ class RateLimiter:
                 stop.wait(delay)
             else:
                 time.sleep(delay)
-
 
 
 class TileSourceError(RuntimeError):
@@ -255,8 +255,14 @@ def parse_retry_after(value: Optional[str]) -> Optional[float]:
         return None
 
 
-def get_tile_bytes(session, url: str, timeout: float, deadline: float, stops: Sequence[Optional[threading.Event]],
-                   max_bytes: int = MAX_TILE_BYTES) -> bytes:
+def get_tile_bytes(
+    session,
+    url: str,
+    timeout: float,
+    deadline: float,
+    stops: Sequence[Optional[threading.Event]],
+    max_bytes: int = MAX_TILE_BYTES,
+) -> bytes:
     """The whole body of a 200 answer, or FetchFailure. Never takes longer than `deadline` (+ the watchdog's
     period), never holds more than `max_bytes` of body, returns at once (CANCELLED) when a stop event is set.
 
@@ -305,8 +311,9 @@ def get_tile_bytes(session, url: str, timeout: float, deadline: float, stops: Se
         if status in (204, 404, 410):
             raise FetchFailure(TileOutcome.GAP, f"http {status}", status)
         if status in RETRY_STATUSES:
-            raise FetchFailure(TileOutcome.TRANSIENT, f"http {status}", status,
-                               parse_retry_after(resp.headers.get("Retry-After")))
+            raise FetchFailure(
+                TileOutcome.TRANSIENT, f"http {status}", status, parse_retry_after(resp.headers.get("Retry-After"))
+            )
         if status in (401, 403):
             raise FetchFailure(TileOutcome.TRANSIENT, f"http {status} (check the key or the provider's terms)", status)
         if status >= 500:  # 501, 505...: not a statement about imagery, and not worth a retry
@@ -315,8 +322,9 @@ def get_tile_bytes(session, url: str, timeout: float, deadline: float, stops: Se
             raise FetchFailure(TileOutcome.GAP, f"http {status}", status)
         declared = _content_length(resp.headers.get("Content-Length"))
         if declared is not None and declared > max_bytes:
-            raise FetchFailure(TileOutcome.FATAL, f"response of {declared} bytes is over the {max_bytes}-byte limit",
-                               status)
+            raise FetchFailure(
+                TileOutcome.FATAL, f"response of {declared} bytes is over the {max_bytes}-byte limit", status
+            )
         body = bytearray()
         try:
             for chunk in resp.iter_content(_CHUNK):

@@ -76,8 +76,10 @@ def check_reachable(source, cancelled: Optional[Callable[[], bool]] = None) -> N
         z2 = min(max(source.zmin, 2), source.zmax)
         again = probe(Tile(z2, 1, 1)) if z2 >= 1 else first
         dead = (
-            again is not None and again.outcome is TileOutcome.TRANSIENT
-            and again.http_status is not None and again.http_status >= 500
+            again is not None
+            and again.outcome is TileOutcome.TRANSIENT
+            and again.http_status is not None
+            and again.http_status >= 500
         )
     if dead:
         raise TileSourceError(

@@ -48,8 +48,18 @@ from .tile_probe import check_reachable
 from .tiles import Tile
 
 __all__ = [
-    "GAP_MARKER", "MAX_TILE_BYTES", "MAX_TILE_PIXELS", "MAX_TILE_SIDE", "RetryPolicy", "TileOutcome", "TileResult",
-    "TileSource", "TileSourceError", "TileTooLarge", "decode_tile", "is_placeholder",
+    "GAP_MARKER",
+    "MAX_TILE_BYTES",
+    "MAX_TILE_PIXELS",
+    "MAX_TILE_SIDE",
+    "RetryPolicy",
+    "TileOutcome",
+    "TileResult",
+    "TileSource",
+    "TileSourceError",
+    "TileTooLarge",
+    "decode_tile",
+    "is_placeholder",
 ]
 
 log = logging.getLogger("hiergeo.tiles")
@@ -75,8 +85,9 @@ class TileResult:
         return self.outcome is TileOutcome.OK and (self.image is not None or self.payload is not None)
 
     @classmethod
-    def failed(cls, tile: Tile, outcome: TileOutcome, reason: str, status: Optional[int] = None,
-               from_cache: bool = False) -> TileResult:
+    def failed(
+        cls, tile: Tile, outcome: TileOutcome, reason: str, status: Optional[int] = None, from_cache: bool = False
+    ) -> TileResult:
         return cls(tile, gap_reason=reason, outcome=outcome, http_status=status, from_cache=from_cache)
 
 
@@ -162,7 +173,9 @@ class TileSource:
             )
         scheme = urlsplit(template).scheme.lower()
         if scheme not in ("http", "https", "file"):
-            raise TileSourceError(f"tile source scheme {scheme or '(none)'!r} is not supported: use http, https or file")
+            raise TileSourceError(
+                f"tile source scheme {scheme or '(none)'!r} is not supported: use http, https or file"
+            )
         self.template = template
         self.is_file = scheme == "file"
         self.max_connections = max(1, int(max_connections))
@@ -297,8 +310,9 @@ class TileSource:
                 self._session = make_session(self.max_connections, self.user_agent)
             return self._session
 
-    def _download_once(self, tile: Tile, closed: threading.Event, stop: Optional[threading.Event],
-                       deadline: Optional[float]) -> bytes:
+    def _download_once(
+        self, tile: Tile, closed: threading.Event, stop: Optional[threading.Event], deadline: Optional[float]
+    ) -> bytes:
         url = self.url_for(tile)
         if self.is_file:
             path = Path(unquote(urlsplit(url).path))
@@ -318,8 +332,13 @@ class TileSource:
             end = min(end, deadline)
         return get_tile_bytes(self._get_session(), url, self.timeout, end, (closed, stop), self.max_bytes)
 
-    def fetch(self, tile: Tile, deadline: Optional[float] = None, policy: Optional[RetryPolicy] = None,
-              stop: Optional[threading.Event] = None) -> TileResult:
+    def fetch(
+        self,
+        tile: Tile,
+        deadline: Optional[float] = None,
+        policy: Optional[RetryPolicy] = None,
+        stop: Optional[threading.Event] = None,
+    ) -> TileResult:
         """One tile, from the cache or the server; never raises for a per-tile problem.
 
         `deadline` (time.monotonic()): no retry starts after it and no request runs past it, so a probe of a
@@ -329,7 +348,9 @@ class TileSource:
         self.stats.add(requested=1)
         if not (self.zmin <= tile.z <= self.zmax):
             self.stats.add_gap("outside zoom range")
-            return TileResult.failed(tile, TileOutcome.GAP, f"zoom {tile.z} outside the source's {self.zmin}-{self.zmax}")
+            return TileResult.failed(
+                tile, TileOutcome.GAP, f"zoom {tile.z} outside the source's {self.zmin}-{self.zmax}"
+            )
         cached = self._cache_read(tile)
         if cached is not None:
             if cached == GAP_MARKER:
@@ -370,8 +391,10 @@ class TileSource:
                     return TileResult.failed(tile, outcome, failure.reason, failure.status)
                 if outcome is TileOutcome.FATAL:
                     self.stats.add_gap(failure.reason)
-                    self.warn_once(f"fatal:{failure.reason.split(' (')[0]}",
-                                   f"tile {tile} from {self.display_name} refused: {failure.reason}")
+                    self.warn_once(
+                        f"fatal:{failure.reason.split(' (')[0]}",
+                        f"tile {tile} from {self.display_name} refused: {failure.reason}",
+                    )
                     return TileResult.failed(tile, outcome, failure.reason, failure.status)
                 delay = min(policy.max_backoff, policy.backoff * (2**attempt)) * (0.5 + random.random())
                 if failure.retry_after is not None:

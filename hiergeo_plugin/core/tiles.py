@@ -224,7 +224,7 @@ def parse_zoom_levels(text, any_order: bool = False) -> List[int]:
                 raise ValueError(
                     f"the step from zoom {a} to {b} is {b - a} zooms: each kept tile would have {4 ** (b - a):,} "
                     f"children to fetch and encode; steps of at most {MAX_ZOOM_STEP} zooms "
-                    f"({4 ** MAX_ZOOM_STEP} children) are allowed: add zooms in between, e.g. "
+                    f"({4**MAX_ZOOM_STEP} children) are allowed: add zooms in between, e.g. "
                     f"{','.join(str(z) for z in [*range(a, b, 2), b])}"
                 )
     return zooms

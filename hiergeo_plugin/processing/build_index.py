@@ -82,8 +82,10 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Extent to index", optional=True))
         self.addParameter(
             QgsProcessingParameterFeatureSource(
-                self.AREA, "Area to index (polygons: only cells that intersect them)",
-                [QgsProcessing.SourceType.TypeVectorPolygon], optional=True,
+                self.AREA,
+                "Area to index (polygons: only cells that intersect them)",
+                [QgsProcessing.SourceType.TypeVectorPolygon],
+                optional=True,
             )
         )
         self.addParameter(
@@ -98,9 +100,11 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
         )
         self.addParameter(
             QgsProcessingParameterFile(
-                self.MODEL, "Trained model file (empty: the base model)",
+                self.MODEL,
+                "Trained model file (empty: the base model)",
                 behavior=QgsProcessingParameterFile.Behavior.File,
-                fileFilter="HierGeo model (*.safetensors);;All files (*.*)", optional=True,
+                fileFilter="HierGeo model (*.safetensors);;All files (*.*)",
+                optional=True,
             )
         )
         self.addParameter(
@@ -111,36 +115,54 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
         self.addParameter(device_parameter(self.DEVICE))
         self.addParameter(
             QgsProcessingParameterFeatureSource(
-                self.PROTOTYPE_PHOTOS, "Ground photos for cell prototypes (points, optional)",
-                [QgsProcessing.SourceType.TypeVectorPoint], optional=True,
+                self.PROTOTYPE_PHOTOS,
+                "Ground photos for cell prototypes (points, optional)",
+                [QgsProcessing.SourceType.TypeVectorPoint],
+                optional=True,
             )
         )
         self.addParameter(
             QgsProcessingParameterField(
-                self.PHOTO_FIELD, "Field with the photo path", defaultValue=DEFAULT_PHOTO_FIELD,
-                parentLayerParameterName=self.PROTOTYPE_PHOTOS, type=QgsProcessingParameterField.DataType.Any,
+                self.PHOTO_FIELD,
+                "Field with the photo path",
+                defaultValue=DEFAULT_PHOTO_FIELD,
+                parentLayerParameterName=self.PROTOTYPE_PHOTOS,
+                type=QgsProcessingParameterField.DataType.Any,
                 optional=True,
             )
         )
         self.addParameter(
             QgsProcessingParameterNumber(
-                self.MAX_CELLS, "Refuse areas with more cells than", QgsProcessingParameterNumber.Type.Integer,
-                DEFAULT_MAX_CELLS, minValue=1,
+                self.MAX_CELLS,
+                "Refuse areas with more cells than",
+                QgsProcessingParameterNumber.Type.Integer,
+                DEFAULT_MAX_CELLS,
+                minValue=1,
             )
         )
         for param in (
             QgsProcessingParameterNumber(
-                self.BATCH_SIZE, "Batch size (images per model pass)", QgsProcessingParameterNumber.Type.Integer,
-                DEFAULT_BATCH_SIZE, minValue=1,
+                self.BATCH_SIZE,
+                "Batch size (images per model pass)",
+                QgsProcessingParameterNumber.Type.Integer,
+                DEFAULT_BATCH_SIZE,
+                minValue=1,
             ),
             cache_dir_parameter(self.CACHE_DIR, "Cache folder (tiles and embeddings, shared with Geolocate photos)"),
             QgsProcessingParameterNumber(
-                self.MAX_CONNECTIONS, "Parallel tile downloads", QgsProcessingParameterNumber.Type.Integer,
-                DEFAULT_MAX_CONNECTIONS, minValue=1, maxValue=64,
+                self.MAX_CONNECTIONS,
+                "Parallel tile downloads",
+                QgsProcessingParameterNumber.Type.Integer,
+                DEFAULT_MAX_CONNECTIONS,
+                minValue=1,
+                maxValue=64,
             ),
             QgsProcessingParameterNumber(
-                self.RATE_LIMIT, "Tile requests per second (0 = no limit)", QgsProcessingParameterNumber.Type.Double,
-                0.0, minValue=0.0,
+                self.RATE_LIMIT,
+                "Tile requests per second (0 = no limit)",
+                QgsProcessingParameterNumber.Type.Double,
+                0.0,
+                minValue=0.0,
             ),
         ):
             self.addParameter(advanced(param))
@@ -162,8 +184,9 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
             out += ".hgindex"
         cache_dir = cache_dir_value(self, parameters, self.CACHE_DIR, context)
         rate = self.parameterAsDouble(parameters, self.RATE_LIMIT, context)
-        tile_source = open_tile_source(xyz, cache_dir, self.parameterAsInt(parameters, self.MAX_CONNECTIONS, context),
-                                       rate)
+        tile_source = open_tile_source(
+            xyz, cache_dir, self.parameterAsInt(parameters, self.MAX_CONNECTIONS, context), rate
+        )
         redactor = tile_source.redactor
         cache = None
         try:
@@ -189,11 +212,17 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
             except ModelError as exc:
                 raise QgsProcessingException(str(exc)) from None
             cache = EmbeddingCache(Path(cache_dir) / "embeddings.sqlite")
-            builder = IndexBuilder(model, tile_source, cache, self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-                                   FeedbackReporter(feedback, redactor))
+            builder = IndexBuilder(
+                model,
+                tile_source,
+                cache,
+                self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+                FeedbackReporter(feedback, redactor),
+            )
             try:
-                result = builder.build(area, zoom, out, photos,
-                                       max_cells=self.parameterAsInt(parameters, self.MAX_CELLS, context))
+                result = builder.build(
+                    area, zoom, out, photos, max_cells=self.parameterAsInt(parameters, self.MAX_CELLS, context)
+                )
             except IndexTooLarge as exc:
                 raise QgsProcessingException(f"{exc} (MAX_CELLS)") from None
             except IndexBuildError as exc:
@@ -277,4 +306,3 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
 
 def _coords(ring) -> List[Tuple[float, float]]:
     return [(p.x(), p.y()) for p in ring]
-

@@ -107,13 +107,16 @@ def _quoted(text: str) -> str:
     return f'"{text}"' if " " in text else text
 
 
-def pip_command(packages: Optional[List[str]] = None, python: Optional[str] = None,
-                target: Optional[Path] = None) -> str:
+def pip_command(
+    packages: Optional[List[str]] = None, python: Optional[str] = None, target: Optional[Path] = None
+) -> str:
     """The command that installs `packages` for QGIS's Python into the plugin's private folder."""
     packages = list(packages or _ALWAYS_TOGETHER)
     folder = target or private_packages_dir()
-    return (f"{_quoted(python or qgis_python())} -m pip install {' '.join(packages)} "
-            f"--upgrade --target {_quoted(str(folder))}")
+    return (
+        f"{_quoted(python or qgis_python())} -m pip install {' '.join(packages)} "
+        f"--upgrade --target {_quoted(str(folder))}"
+    )
 
 
 def dependency_message(missing: List[Tuple[str, str, str]]) -> str:
@@ -134,10 +137,14 @@ def dependency_message(missing: List[Tuple[str, str, str]]) -> str:
         lines.append("On macOS this is the python3 inside QGIS.app (Contents/MacOS/bin/python3).")
     else:
         lines.append(f"    {pip_command(packages)}")
-        lines.append("On Debian or Ubuntu, if that says 'No module named pip', first run: sudo apt install python3-pip "
-                     "(never add --break-system-packages: the command above does not need it).")
-    lines.append("torch from PyPI runs on the CPU everywhere; on Linux it includes the CUDA libraries (a download of "
-                 "a few GB) and uses an NVIDIA GPU when there is one.")
+        lines.append(
+            "On Debian or Ubuntu, if that says 'No module named pip', first run: sudo apt install python3-pip "
+            "(never add --break-system-packages: the command above does not need it)."
+        )
+    lines.append(
+        "torch from PyPI runs on the CPU everywhere; on Linux it includes the CUDA libraries (a download of "
+        "a few GB) and uses an NVIDIA GPU when there is one."
+    )
     return "\n".join(lines)
 
 

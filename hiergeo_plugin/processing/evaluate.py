@@ -115,14 +115,19 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
         )
         self.addParameter(
             QgsProcessingParameterFeatureSource(
-                self.GROUND_TRUTH, "Ground truth (when the predictions have no true_lat/true_lon)",
-                [QgsProcessing.SourceType.TypeVector], optional=True,
+                self.GROUND_TRUTH,
+                "Ground truth (when the predictions have no true_lat/true_lon)",
+                [QgsProcessing.SourceType.TypeVector],
+                optional=True,
             )
         )
         self.addParameter(
             QgsProcessingParameterField(
-                self.GROUND_TRUTH_FIELD, "Photo path field of the ground truth", defaultValue="photo",
-                parentLayerParameterName=self.GROUND_TRUTH, optional=True,
+                self.GROUND_TRUTH_FIELD,
+                "Photo path field of the ground truth",
+                defaultValue="photo",
+                parentLayerParameterName=self.GROUND_TRUTH,
+                optional=True,
             )
         )
         self.addParameter(
@@ -133,7 +138,10 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
         )
         self.addParameter(
             QgsProcessingParameterFeatureSink(
-                self.ERROR_LINES, "Error lines", QgsProcessing.SourceType.TypeVectorLine, optional=True,
+                self.ERROR_LINES,
+                "Error lines",
+                QgsProcessing.SourceType.TypeVectorLine,
+                optional=True,
                 createByDefault=True,
             )
         )
@@ -172,14 +180,16 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
                 lat, lon = pt.y(), pt.x()
             # Without a status field the core decides from the coordinates alone.
             status = (_text(feature["status"]) or "no status") if "status" in names else None
-            rows.append({
-                "photo": _text(feature["photo"]) if "photo" in names else str(feature.id()),
-                "lat": lat,
-                "lon": lon,
-                "status": status,
-                "true_lat": _number(feature["true_lat"]) if has_truth else None,
-                "true_lon": _number(feature["true_lon"]) if has_truth else None,
-            })
+            rows.append(
+                {
+                    "photo": _text(feature["photo"]) if "photo" in names else str(feature.id()),
+                    "lat": lat,
+                    "lon": lon,
+                    "status": status,
+                    "true_lat": _number(feature["true_lat"]) if has_truth else None,
+                    "true_lon": _number(feature["true_lon"]) if has_truth else None,
+                }
+            )
         return rows, has_truth
 
     def _truth_index(self, source, field: str, folder: Optional[Path], context, feedback) -> Dict[str, tuple]:
@@ -189,8 +199,14 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
                 f"GROUND_TRUTH has no field {field!r} (its fields: {', '.join(sorted(names))})"
             )
         points = QgsWkbTypes.geometryType(source.wkbType()) == QgsWkbTypes.GeometryType.PointGeometry
-        pair = next(((a, b) for a, b in (("true_lat", "true_lon"), ("lat", "lon"), ("latitude", "longitude"))
-                     if a in names and b in names), None)
+        pair = next(
+            (
+                (a, b)
+                for a, b in (("true_lat", "true_lon"), ("lat", "lon"), ("latitude", "longitude"))
+                if a in names and b in names
+            ),
+            None,
+        )
         if not points and pair is None:
             raise QgsProcessingException(
                 "GROUND_TRUTH needs point geometry or true_lat/true_lon (or lat/lon) fields for the true locations"
@@ -258,7 +274,11 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
 
         results: Dict[str, object] = {}
         lines, lines_id = self.parameterAsSink(
-            parameters, self.ERROR_LINES, context, error_line_fields(), QgsWkbTypes.Type.LineString,
+            parameters,
+            self.ERROR_LINES,
+            context,
+            error_line_fields(),
+            QgsWkbTypes.Type.LineString,
             QgsCoordinateReferenceSystem(WGS84),
         )
         if lines is not None:
@@ -268,11 +288,14 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
             for index, (_, error_km) in zip(metrics["evaluated_rows"], metrics["errors_km"]):
                 row = rows[index]
                 f = QgsFeature(fields)
-                f.setGeometry(QgsGeometry.fromPolylineXY(
-                    [QgsPointXY(row["true_lon"], row["true_lat"]), QgsPointXY(row["lon"], row["lat"])]
-                ))
-                f.setAttributes([row["photo"], float(error_km), row["true_lat"], row["true_lon"], row["lat"],
-                                 row["lon"]])
+                f.setGeometry(
+                    QgsGeometry.fromPolylineXY(
+                        [QgsPointXY(row["true_lon"], row["true_lat"]), QgsPointXY(row["lon"], row["lat"])]
+                    )
+                )
+                f.setAttributes(
+                    [row["photo"], float(error_km), row["true_lat"], row["true_lon"], row["lat"], row["lon"]]
+                )
                 if not lines.addFeature(f, QgsFeatureSink.Flag.FastInsert):
                     raise QgsProcessingException(self.writeFeatureError(lines, parameters, self.ERROR_LINES))
             results[self.ERROR_LINES] = lines_id
@@ -280,8 +303,10 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
         html = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
         if html:
             title = f"HierGeo evaluation: {source.sourceName() or 'predictions'}"
-            details = {"Predictions": source.sourceName(),
-                       "Thresholds (km)": ", ".join(map(threshold_label, thresholds))}
+            details = {
+                "Predictions": source.sourceName(),
+                "Thresholds (km)": ", ".join(map(threshold_label, thresholds)),
+            }
             if truth_source is not None:
                 details["Ground truth"] = f"{truth_source.sourceName()} (joined on {field!r}: {joined} photos)"
             write_html_report(html, metrics, title, extra=details)

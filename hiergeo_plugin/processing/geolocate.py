@@ -139,7 +139,8 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
     def _add_search_parameters(self) -> None:
         self.addParameter(
             QgsProcessingParameterFeatureSource(
-                self.PHOTOS, "Photos (points, or a table with a photo path field)",
+                self.PHOTOS,
+                "Photos (points, or a table with a photo path field)",
                 [QgsProcessing.SourceType.TypeVector],
             )
         )
@@ -176,42 +177,60 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
         )
         self.addParameter(
             QgsProcessingParameterNumber(
-                self.TOP_K, "Tiles kept per zoom level (k)", QgsProcessingParameterNumber.Type.Integer, DEFAULT_TOP_K,
+                self.TOP_K,
+                "Tiles kept per zoom level (k)",
+                QgsProcessingParameterNumber.Type.Integer,
+                DEFAULT_TOP_K,
                 minValue=1,
             )
         )
         self.addParameter(zoom_levels_parameter(self.ZOOM_LEVELS))
         self.addParameter(device_parameter(self.DEVICE))
         self.addParameter(
-            QgsProcessingParameterExtent(self.SEARCH_EXTENT, "Search only within this extent (empty = the whole world)",
-                                         optional=True)
+            QgsProcessingParameterExtent(
+                self.SEARCH_EXTENT, "Search only within this extent (empty = the whole world)", optional=True
+            )
         )
 
     def _add_advanced_parameters(self) -> None:
         """Tuning and politeness: batch sizes, the path weight, the cache, connections and the rate limit."""
         advanced_params = [
             QgsProcessingParameterNumber(
-                self.BATCH_SIZE, "Batch size (images per model pass)", QgsProcessingParameterNumber.Type.Integer,
+                self.BATCH_SIZE,
+                "Batch size (images per model pass)",
+                QgsProcessingParameterNumber.Type.Integer,
                 DEFAULT_BATCH_SIZE,
                 minValue=1,
             ),
             QgsProcessingParameterNumber(
-                self.PATH_WEIGHT, "Path weight (0 = the paper: each zoom ranks by its own similarity)",
-                QgsProcessingParameterNumber.Type.Double, 0.0, minValue=0.0,
+                self.PATH_WEIGHT,
+                "Path weight (0 = the paper: each zoom ranks by its own similarity)",
+                QgsProcessingParameterNumber.Type.Double,
+                0.0,
+                minValue=0.0,
             ),
             QgsProcessingParameterNumber(
-                self.PHOTO_BATCH, "Photos searched together", QgsProcessingParameterNumber.Type.Integer,
-                DEFAULT_PHOTO_BATCH, minValue=1,
+                self.PHOTO_BATCH,
+                "Photos searched together",
+                QgsProcessingParameterNumber.Type.Integer,
+                DEFAULT_PHOTO_BATCH,
+                minValue=1,
             ),
             cache_dir_parameter(self.CACHE_DIR, "Cache folder (tiles and embeddings)"),
             QgsProcessingParameterNumber(
-                self.MAX_CONNECTIONS, "Parallel tile downloads", QgsProcessingParameterNumber.Type.Integer,
+                self.MAX_CONNECTIONS,
+                "Parallel tile downloads",
+                QgsProcessingParameterNumber.Type.Integer,
                 DEFAULT_MAX_CONNECTIONS,
-                minValue=1, maxValue=64,
+                minValue=1,
+                maxValue=64,
             ),
             QgsProcessingParameterNumber(
-                self.RATE_LIMIT, "Tile requests per second (0 = no limit)", QgsProcessingParameterNumber.Type.Double,
-                0.0, minValue=0.0,
+                self.RATE_LIMIT,
+                "Tile requests per second (0 = no limit)",
+                QgsProcessingParameterNumber.Type.Double,
+                0.0,
+                minValue=0.0,
             ),
         ]
         for param in advanced_params:
@@ -224,8 +243,11 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
         )
         self.addParameter(
             QgsProcessingParameterFile(
-                self.INDEX, "Region index (for the index methods)", behavior=QgsProcessingParameterFile.Behavior.File,
-                fileFilter="HierGeo index (*.hgindex);;All files (*.*)", optional=True,
+                self.INDEX,
+                "Region index (for the index methods)",
+                behavior=QgsProcessingParameterFile.Behavior.File,
+                fileFilter="HierGeo index (*.hgindex);;All files (*.*)",
+                optional=True,
             )
         )
 
@@ -237,7 +259,10 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
         )
         self.addParameter(
             QgsProcessingParameterFeatureSink(
-                self.CANDIDATES, "Candidate tiles", QgsProcessing.SourceType.TypeVectorPolygon, optional=True,
+                self.CANDIDATES,
+                "Candidate tiles",
+                QgsProcessing.SourceType.TypeVectorPolygon,
+                optional=True,
                 createByDefault=True,
             )
         )
@@ -286,20 +311,40 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
         from ..core.search import HierarchicalSearch
 
         if settings.method == "hierarchical":
-            return HierarchicalSearch(model, tile_source, cache, zooms=settings.zooms, top_k=settings.top_k,
-                                      batch_size=settings.batch_size, photo_batch=settings.photo_batch,
-                                      reporter=reporter, region=settings.region, path_weight=settings.path_weight)
+            return HierarchicalSearch(
+                model,
+                tile_source,
+                cache,
+                zooms=settings.zooms,
+                top_k=settings.top_k,
+                batch_size=settings.batch_size,
+                photo_batch=settings.photo_batch,
+                reporter=reporter,
+                region=settings.region,
+                path_weight=settings.path_weight,
+            )
         from ..core.index.index_file import IndexFileError
         from ..core.index.search import IndexSearch, load_index_for
 
         if not settings.index_path:
-            raise QgsProcessingException(f"METHOD {settings.method} needs INDEX: a .hgindex file from "
-                                         "Build region index")
+            raise QgsProcessingException(
+                f"METHOD {settings.method} needs INDEX: a .hgindex file from Build region index"
+            )
         try:
             index = load_index_for(settings.index_path, model, tile_source)
-            return IndexSearch(model, index, tile_source, cache, method=settings.method, zooms=settings.zooms,
-                               top_k=settings.top_k, batch_size=settings.batch_size, photo_batch=settings.photo_batch,
-                               reporter=reporter, path_weight=settings.path_weight)
+            return IndexSearch(
+                model,
+                index,
+                tile_source,
+                cache,
+                method=settings.method,
+                zooms=settings.zooms,
+                top_k=settings.top_k,
+                batch_size=settings.batch_size,
+                photo_batch=settings.photo_batch,
+                reporter=reporter,
+                path_weight=settings.path_weight,
+            )
         except (IndexFileError, ValueError) as exc:
             raise QgsProcessingException(f"INDEX: {exc}") from None
 
@@ -346,8 +391,10 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
                 f"CACHE_DIR {settings.cache_dir} is a file, not a folder: give a folder (or leave CACHE_DIR empty for "
                 "the default cache folder)"
             )
-        shared = _same_layer_destination(self.parameterAsOutputLayer(parameters, self.OUTPUT, context),
-                                         self.parameterAsOutputLayer(parameters, self.CANDIDATES, context))
+        shared = _same_layer_destination(
+            self.parameterAsOutputLayer(parameters, self.OUTPUT, context),
+            self.parameterAsOutputLayer(parameters, self.CANDIDATES, context),
+        )
         if shared:
             raise QgsProcessingException(
                 f"OUTPUT and CANDIDATES would both write {shared}: the second would replace the first and leave "
@@ -361,8 +408,9 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
         from ..core.progress import Cancelled
         from ..core.tile_source import TileSourceError
 
-        feedback.pushInfo(f"Tile source: {tile_source.display_name} (zoom {xyz.zmin}-{xyz.zmax}); "
-                          f"cache: {settings.cache_dir}")
+        feedback.pushInfo(
+            f"Tile source: {tile_source.display_name} (zoom {xyz.zmin}-{xyz.zmax}); cache: {settings.cache_dir}"
+        )
         outside = [z for z in settings.zooms if not xyz.zmin <= z <= xyz.zmax]
         if outside:
             feedback.pushWarning(
@@ -429,13 +477,15 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
 
     def _results(self, writer: PredictionWriter, totals, feedback) -> Dict[str, object]:
         results: Dict[str, object] = writer.outputs()
-        results.update({
-            "PHOTOS_OK": writer.located,
-            "PHOTOS_FAILED": writer.failed,
-            "TILES_ENCODED": totals.tile_encodes,
-            "TILES_DOWNLOADED": totals.downloaded,
-            "GAPS": totals.gaps,
-        })
+        results.update(
+            {
+                "PHOTOS_OK": writer.located,
+                "PHOTOS_FAILED": writer.failed,
+                "TILES_ENCODED": totals.tile_encodes,
+                "TILES_DOWNLOADED": totals.downloaded,
+                "GAPS": totals.gaps,
+            }
+        )
         feedback.pushInfo(
             f"Done: {writer.located} photos located, {writer.failed} failed; tiles: {totals.tiles_requested} "
             f"scored, {totals.downloaded} downloaded, {totals.tile_encodes} encoded, {totals.gaps} gaps"

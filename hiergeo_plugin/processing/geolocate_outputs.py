@@ -30,8 +30,16 @@ WGS84 = "EPSG:4326"
 def prediction_fields(with_truth: bool) -> QgsFields:
     """OUTPUT's fields (the public contract); true_lat, true_lon, error_km only for point inputs."""
     fields = QgsFields()
-    for field in (string_field("photo"), double_field("lat"), double_field("lon"), double_field("score"),
-                  int_field("zoom"), int_field("tile_x"), int_field("tile_y"), string_field("status")):
+    for field in (
+        string_field("photo"),
+        double_field("lat"),
+        double_field("lon"),
+        double_field("score"),
+        int_field("zoom"),
+        int_field("tile_x"),
+        int_field("tile_y"),
+        string_field("status"),
+    ):
         fields.append(field)
     if with_truth:
         for name in ("true_lat", "true_lon", "error_km"):
@@ -42,8 +50,16 @@ def prediction_fields(with_truth: bool) -> QgsFields:
 def candidate_fields() -> QgsFields:
     """CANDIDATES' fields (the public contract)."""
     fields = QgsFields()
-    for field in (string_field("photo"), int_field("zoom"), int_field("rank"), int_field("tile_x"),
-                  int_field("tile_y"), double_field("score"), bool_field("kept"), bool_field("chosen")):
+    for field in (
+        string_field("photo"),
+        int_field("zoom"),
+        int_field("rank"),
+        int_field("tile_x"),
+        int_field("tile_y"),
+        double_field("score"),
+        bool_field("kept"),
+        bool_field("chosen"),
+    ):
         fields.append(field)
     return fields
 
@@ -55,15 +71,24 @@ class PredictionWriter:
     them into the project.
     """
 
-    def __init__(self, alg, parameters, context, feedback, with_truth: bool,
-                 output_key: str = "OUTPUT", candidates_key: str = "CANDIDATES"):
+    def __init__(
+        self,
+        alg,
+        parameters,
+        context,
+        feedback,
+        with_truth: bool,
+        output_key: str = "OUTPUT",
+        candidates_key: str = "CANDIDATES",
+    ):
         self.alg, self.parameters, self.feedback = alg, parameters, feedback
         self.with_truth = with_truth
         self.output_key, self.candidates_key = output_key, candidates_key
         crs = QgsCoordinateReferenceSystem(WGS84)
         self.fields = prediction_fields(with_truth)
-        self.sink, self.output_id = alg.parameterAsSink(parameters, output_key, context, self.fields,
-                                                        QgsWkbTypes.Type.Point, crs)
+        self.sink, self.output_id = alg.parameterAsSink(
+            parameters, output_key, context, self.fields, QgsWkbTypes.Type.Point, crs
+        )
         if self.sink is None:
             raise QgsProcessingException(alg.invalidSinkError(parameters, output_key))
         self.candidate_fields = candidate_fields()
@@ -93,8 +118,14 @@ class PredictionWriter:
         feature = QgsFeature(self.fields)
         attrs = [record.photo, None, None, None, None, None, None, status]
         if prediction is not None:
-            attrs[1:7] = [prediction.lat, prediction.lon, prediction.score, prediction.tile.z, prediction.tile.x,
-                          prediction.tile.y]
+            attrs[1:7] = [
+                prediction.lat,
+                prediction.lon,
+                prediction.score,
+                prediction.tile.z,
+                prediction.tile.x,
+                prediction.tile.y,
+            ]
             feature.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(prediction.lon, prediction.lat)))
         if self.with_truth:
             error: Optional[float] = None
@@ -116,9 +147,18 @@ class PredictionWriter:
                 # QGIS's own GEOS inside qgis_process ("WKB output dimension must be 2 or 3").
                 west, south, east, north = tile_bounds(candidate.tile)
                 feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(west, south, east, north)))
-                feature.setAttributes([result.record.photo, candidate.tile.z, candidate.rank, candidate.tile.x,
-                                       candidate.tile.y, float(candidate.score), bool(candidate.kept),
-                                       bool(candidate.chosen)])
+                feature.setAttributes(
+                    [
+                        result.record.photo,
+                        candidate.tile.z,
+                        candidate.rank,
+                        candidate.tile.x,
+                        candidate.tile.y,
+                        float(candidate.score),
+                        bool(candidate.kept),
+                        bool(candidate.chosen),
+                    ]
+                )
                 batch.append(feature)
         if batch and not self.candidate_sink.addFeatures(batch, QgsFeatureSink.Flag.FastInsert):
             raise QgsProcessingException(

@@ -69,8 +69,10 @@ def unknown_enum_option(alg, parameters: dict) -> str:
         if value.strip().lstrip("-").isdigit() or getattr(param, "usesStaticStrings", lambda: False)():
             continue
         options = param.options()
-        return (f"{param.name()}: {value!r} is not one of {', '.join(options)} "
-                f"(give an option's name or its index 0-{len(options) - 1})")
+        return (
+            f"{param.name()}: {value!r} is not one of {', '.join(options)} "
+            f"(give an option's name or its index 0-{len(options) - 1})"
+        )
     return ""
 
 

@@ -35,6 +35,10 @@ class HierGeoProvider(QgsProcessingProvider):
         return __version__
 
     def loadAlgorithms(self):  # noqa: N802
-        for alg in (GeolocatePhotosAlgorithm(), EvaluateGeolocationAlgorithm(), TrainMapEncodersAlgorithm(),
-                    BuildRegionIndexAlgorithm()):
+        for alg in (
+            GeolocatePhotosAlgorithm(),
+            EvaluateGeolocationAlgorithm(),
+            TrainMapEncodersAlgorithm(),
+            BuildRegionIndexAlgorithm(),
+        ):
             self.addAlgorithm(alg)

@@ -91,7 +91,9 @@ class TrainMapEncodersAlgorithm(TileSourceAlgorithm):
         )
         self.addParameter(
             QgsProcessingParameterField(
-                self.PHOTO_FIELD, "Field with the photo path", defaultValue=DEFAULT_PHOTO_FIELD,
+                self.PHOTO_FIELD,
+                "Field with the photo path",
+                defaultValue=DEFAULT_PHOTO_FIELD,
                 parentLayerParameterName=self.PHOTOS,
             )
         )
@@ -106,23 +108,31 @@ class TrainMapEncodersAlgorithm(TileSourceAlgorithm):
             )
         )
         self.addParameter(
-            QgsProcessingParameterNumber(self.EPOCHS, "Epochs per zoom", QgsProcessingParameterNumber.Type.Integer,
-                                         DEFAULT_EPOCHS, minValue=1)
-        )
-        self.addParameter(
-            QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size", QgsProcessingParameterNumber.Type.Integer,
-                                         DEFAULT_BATCH_SIZE, minValue=2)
+            QgsProcessingParameterNumber(
+                self.EPOCHS, "Epochs per zoom", QgsProcessingParameterNumber.Type.Integer, DEFAULT_EPOCHS, minValue=1
+            )
         )
         self.addParameter(
             QgsProcessingParameterNumber(
-                self.LEARNING_RATE, "Learning rate", QgsProcessingParameterNumber.Type.Double, DEFAULT_LEARNING_RATE,
+                self.BATCH_SIZE, "Batch size", QgsProcessingParameterNumber.Type.Integer, DEFAULT_BATCH_SIZE, minValue=2
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.LEARNING_RATE,
+                "Learning rate",
+                QgsProcessingParameterNumber.Type.Double,
+                DEFAULT_LEARNING_RATE,
                 minValue=0.0,
             )
         )
         self.addParameter(
             QgsProcessingParameterNumber(
-                self.UNFROZEN_BLOCKS, "Unfrozen transformer blocks", QgsProcessingParameterNumber.Type.Integer,
-                DEFAULT_UNFROZEN_BLOCKS, minValue=0,
+                self.UNFROZEN_BLOCKS,
+                "Unfrozen transformer blocks",
+                QgsProcessingParameterNumber.Type.Integer,
+                DEFAULT_UNFROZEN_BLOCKS,
+                minValue=0,
             )
         )
         self.addParameter(zoom_levels_parameter(self.ZOOM_LEVELS))
@@ -136,8 +146,9 @@ class TrainMapEncodersAlgorithm(TileSourceAlgorithm):
                 0,
                 minValue=0,
             ),
-            QgsProcessingParameterNumber(self.SEED, "Random seed (split, shuffling)",
-                                         QgsProcessingParameterNumber.Type.Integer, 0),
+            QgsProcessingParameterNumber(
+                self.SEED, "Random seed (split, shuffling)", QgsProcessingParameterNumber.Type.Integer, 0
+            ),
             QgsProcessingParameterNumber(
                 self.SEARCH_NEGATIVES,
                 "Extra negative tiles per photo and zoom, from the tiles the search compares (0 = paper)",
@@ -176,12 +187,15 @@ class TrainMapEncodersAlgorithm(TileSourceAlgorithm):
         tile_source = open_tile_source(xyz, config.cache_dir, config.max_connections)
         reporter = FeedbackReporter(feedback, tile_source.redactor)
         try:
-            feedback.pushInfo(f"Tile source: {tile_source.display_name} (zoom {xyz.zmin}-{xyz.zmax}); "
-                              f"cache: {config.cache_dir}")
+            feedback.pushInfo(
+                f"Tile source: {tile_source.display_name} (zoom {xyz.zmin}-{xyz.zmax}); cache: {config.cache_dir}"
+            )
             summary = train_map_encoders(usable, tile_source, output, config, reporter=reporter)
         except Cancelled:
-            feedback.pushInfo("Training cancelled; the finished zooms are kept in the checkpoint next to the output: "
-                              "run the same training again to resume.")
+            feedback.pushInfo(
+                "Training cancelled; the finished zooms are kept in the checkpoint next to the output: "
+                "run the same training again to resume."
+            )
             return {self.OUTPUT_MODEL: None}
         except (TrainingError, TileSourceError, ModelError) as exc:
             raise QgsProcessingException(tile_source.redactor.redact(str(exc))) from None

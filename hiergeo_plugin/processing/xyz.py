@@ -91,8 +91,9 @@ def _from_xyz_uri(uri: str) -> XyzSource:
         ds = QgsDataSourceUri()
         ds.setEncodedUri(uri)
         parts = {k: ds.param(k) for k in ("url", "zmin", "zmax", "username", "password")}
-    url = _with_credentials(_fix_braces(str(parts.get("url") or "")), str(parts.get("username") or ""),
-                            str(parts.get("password") or ""))
+    url = _with_credentials(
+        _fix_braces(str(parts.get("url") or "")), str(parts.get("username") or ""), str(parts.get("password") or "")
+    )
     if not url:
         raise QgsProcessingException("the XYZ layer source has no url")
     return XyzSource(url, _to_int(parts.get("zmin"), DEFAULT_ZMIN), _to_int(parts.get("zmax"), DEFAULT_ZMAX))
@@ -159,7 +160,13 @@ def open_tile_source(xyz: XyzSource, cache_dir: str, max_connections: int, rate_
     from ..core.tile_source import TileSource, TileSourceError
 
     try:
-        return TileSource(xyz.template, cache_dir=cache_dir, max_connections=max_connections,
-                          rate_limit=rate_limit if rate_limit else None, zmin=xyz.zmin, zmax=xyz.zmax)
+        return TileSource(
+            xyz.template,
+            cache_dir=cache_dir,
+            max_connections=max_connections,
+            rate_limit=rate_limit if rate_limit else None,
+            zmin=xyz.zmin,
+            zmax=xyz.zmax,
+        )
     except TileSourceError as exc:
         raise QgsProcessingException(str(exc)) from None

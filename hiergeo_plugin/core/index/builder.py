@@ -258,8 +258,13 @@ def assemble_index(
         ann_kind=vectors.kind,
         dim=dim,
         prototype_zoom=protos.zoom if len(protos.parents) else None,
-        counts={"cells": len(tiles), "cells_with_prototypes": protos.cells_with_prototypes, "gaps": gaps,
-                "planned_cells": plan.count, "prototypes": len(protos.parents)},
+        counts={
+            "cells": len(tiles),
+            "cells_with_prototypes": protos.cells_with_prototypes,
+            "gaps": gaps,
+            "planned_cells": plan.count,
+            "prototypes": len(protos.parents),
+        },
         extra=dict(extra or {}, prototypes=protos.summary()),
     )
     index = RegionIndex(
@@ -296,13 +301,18 @@ class IndexBuilder:
         self.reporter = reporter or Reporter()
         self.batch_size = max(1, int(batch_size))
         # The search object is the encode path: its tile_embeddings and encode_photos, with its caches.
-        self.search = HierarchicalSearch(model, source, cache, zooms=[0], top_k=1, batch_size=self.batch_size,
-                                         reporter=self.reporter)
+        self.search = HierarchicalSearch(
+            model, source, cache, zooms=[0], top_k=1, batch_size=self.batch_size, reporter=self.reporter
+        )
 
     def estimate(self, plan: CellPlan) -> BuildEstimate:
         dim = int(self.model.photo_encoder.encode(_blank(self.model)).shape[1])
-        return BuildEstimate(plan.count, plan.shard_count, index_bytes_estimate(plan.count, dim),
-                             probe_seconds_per_tile(self.model, plan.zoom, self.batch_size))
+        return BuildEstimate(
+            plan.count,
+            plan.shard_count,
+            index_bytes_estimate(plan.count, dim),
+            probe_seconds_per_tile(self.model, plan.zoom, self.batch_size),
+        )
 
     def build(
         self,
@@ -362,16 +372,35 @@ class IndexBuilder:
         rep.check_cancelled()
         rep.progress(0.95)
         path, protos = assemble_index(
-            out_path, plan, cells, aerial, gaps, self.model, source_identity(self.source), photo_emb, photo_tiles,
-            kind=kind, seed=seed, reporter=rep,
+            out_path,
+            plan,
+            cells,
+            aerial,
+            gaps,
+            self.model,
+            source_identity(self.source),
+            photo_emb,
+            photo_tiles,
+            kind=kind,
+            seed=seed,
+            reporter=rep,
         )
         if not keep_parts:
             shutil.rmtree(parts, ignore_errors=True)
         after_fetch = self.source.stats.snapshot()
         result = BuildResult(
-            path, len(cells), protos.cells_with_prototypes, gaps, protos.kappa, path.stat().st_size,
-            time.perf_counter() - t0, built, resumed, self.search.totals.tile_encodes - before_encoded,
-            after_fetch["downloaded"] - before_fetch["downloaded"], protos.summary(),
+            path,
+            len(cells),
+            protos.cells_with_prototypes,
+            gaps,
+            protos.kappa,
+            path.stat().st_size,
+            time.perf_counter() - t0,
+            built,
+            resumed,
+            self.search.totals.tile_encodes - before_encoded,
+            after_fetch["downloaded"] - before_fetch["downloaded"],
+            protos.summary(),
         )
         rep.progress(1.0)
         rep.info(
@@ -420,8 +449,12 @@ def _blank(model: GeoModel):
 
 def _quiet(reporter: Reporter) -> Reporter:
     """The shard's reporter without the search's per-stage info line (one line per shard would flood the log)."""
-    return Reporter(on_progress=reporter.progress, is_cancelled=reporter.cancelled, on_warning=reporter.warning,
-                    on_info=lambda _m: None)
+    return Reporter(
+        on_progress=reporter.progress,
+        is_cancelled=reporter.cancelled,
+        on_warning=reporter.warning,
+        on_info=lambda _m: None,
+    )
 
 
 def read_photo_csv(path: os.PathLike) -> List[PhotoRecord]:
@@ -438,5 +471,3 @@ def read_photo_csv(path: os.PathLike) -> List[PhotoRecord]:
             full = p if os.path.isabs(p) else str(path.parent / p)
             out.append(PhotoRecord(p, full, float(row["lat"]), float(row["lon"])))
     return out
-
-

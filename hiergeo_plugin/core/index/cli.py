@@ -22,7 +22,9 @@ def _extent(text: str):
     try:
         w, s, e, n = (float(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError("--extent is W,S,E,N in degrees (west > east crosses the antimeridian)") from None
+        raise argparse.ArgumentTypeError(
+            "--extent is W,S,E,N in degrees (west > east crosses the antimeridian)"
+        ) from None
     return w, s, e, n
 
 
@@ -118,10 +120,22 @@ def build(args) -> dict:
             from .ray_build import RaySettings, build_with_ray
 
             result = build_with_ray(
-                area, args.zoom, args.out, args.tile_source, base, args.model, photos, batch_size=args.batch_size,
-                max_cells=max_cells, cache_dir=args.cache_dir, max_connections=args.max_connections, rate_limit=rate,
-                device=args.device, settings=RaySettings(args.ray, args.fetch_tasks, args.embed_actors),
-                reporter=reporter, seed=args.seed,
+                area,
+                args.zoom,
+                args.out,
+                args.tile_source,
+                base,
+                args.model,
+                photos,
+                batch_size=args.batch_size,
+                max_cells=max_cells,
+                cache_dir=args.cache_dir,
+                max_connections=args.max_connections,
+                rate_limit=rate,
+                device=args.device,
+                settings=RaySettings(args.ray, args.fetch_tasks, args.embed_actors),
+                reporter=reporter,
+                seed=args.seed,
             )
         else:
             from ..embedding_cache import EmbeddingCache
@@ -131,17 +145,25 @@ def build(args) -> dict:
 
             model = load_geo_model(base, args.model, [args.zoom], args.device)
             cache = EmbeddingCache(Path(args.cache_dir) / "embeddings.sqlite" if args.cache_dir else None)
-            with TileSource(args.tile_source, cache_dir=args.cache_dir, max_connections=args.max_connections,
-                            rate_limit=rate) as source:
+            with TileSource(
+                args.tile_source, cache_dir=args.cache_dir, max_connections=args.max_connections, rate_limit=rate
+            ) as source:
                 builder = IndexBuilder(model, source, cache, batch_size=args.batch_size, reporter=reporter)
                 result = builder.build(area, args.zoom, args.out, photos, max_cells=max_cells, seed=args.seed)
             cache.close()
     finally:
         progress.close()
-    return {"path": str(result.path), "cells": result.cells, "cells_with_prototypes": result.cells_with_prototypes,
-            "gaps": result.gaps, "kappa": result.kappa, "index_bytes": result.index_bytes,
-            "seconds": round(result.seconds, 1), "shards_built": result.shards_built,
-            "shards_resumed": result.shards_resumed}
+    return {
+        "path": str(result.path),
+        "cells": result.cells,
+        "cells_with_prototypes": result.cells_with_prototypes,
+        "gaps": result.gaps,
+        "kappa": result.kappa,
+        "index_bytes": result.index_bytes,
+        "seconds": round(result.seconds, 1),
+        "shards_built": result.shards_built,
+        "shards_resumed": result.shards_resumed,
+    }
 
 
 def main(argv: Optional[List[str]] = None) -> int:

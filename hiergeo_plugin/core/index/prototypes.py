@@ -224,7 +224,9 @@ def learn_prototypes(
         held, fit = order[:n_held], order[n_held:]
         fit_classes = sorted(set(labels[fit].tolist()))
         remap = {c: j for j, c in enumerate(fit_classes)}
-        fit_vecs, _, _ = train_prototypes(emb[fit], np.array([remap[c] for c in labels[fit]]), init[fit_classes], seed=seed)
+        fit_vecs, _, _ = train_prototypes(
+            emb[fit], np.array([remap[c] for c in labels[fit]]), init[fit_classes], seed=seed
+        )
         vecs = init.copy()  # classes without a fitting photo keep their aerial initialisation
         vecs[fit_classes] = fit_vecs
         fit_of = np.where(np.isin(prototype_of, fit_classes), prototype_of, -1).astype(np.int32)
@@ -241,5 +243,6 @@ def learn_prototypes(
         f"prototypes: {len(parents)} classes at zoom {pzoom} from {len(keep)} photos; proxy accuracy "
         f"{before:.0%} -> {after:.0%}; {int((prototype_of >= 0).sum())} cells get a prototype"
     )
-    return Prototypes(pzoom, parents, vectors, prototype_of, float(kappa), kappa_scores, len(keep), n_held_used,
-                      before, after)
+    return Prototypes(
+        pzoom, parents, vectors, prototype_of, float(kappa), kappa_scores, len(keep), n_held_used, before, after
+    )

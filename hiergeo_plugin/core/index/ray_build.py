@@ -85,8 +85,15 @@ def _connect(settings: RaySettings):
 class _FetchShard:
     """A fetch task's work: one shard's cells through a TileSource; one row per cell, gaps with empty pixels."""
 
-    def __init__(self, template: str, cache_dir: Optional[str], max_connections: int, rate_limit: Optional[float],
-                 zoom: int, area_wkb: bytes):
+    def __init__(
+        self,
+        template: str,
+        cache_dir: Optional[str],
+        max_connections: int,
+        rate_limit: Optional[float],
+        zoom: int,
+        area_wkb: bytes,
+    ):
         self.args = (template, cache_dir, max_connections, rate_limit)
         self.zoom = zoom
         self.area_wkb = area_wkb
@@ -105,11 +112,17 @@ class _FetchShard:
         with TileSource(template, cache_dir=cache_dir, max_connections=max_connections, rate_limit=rate_limit) as src:
             for result in src.fetch_many(cells):
                 pixels = np.asarray(result.image.convert("RGB"), dtype=np.uint8) if result.ok else None
-                out.append({
-                    "shard": shard.name, "planned": len(cells), "x": result.tile.x, "y": result.tile.y,
-                    "h": 0 if pixels is None else pixels.shape[0], "w": 0 if pixels is None else pixels.shape[1],
-                    "rgb": b"" if pixels is None else pixels.tobytes(),
-                })
+                out.append(
+                    {
+                        "shard": shard.name,
+                        "planned": len(cells),
+                        "x": result.tile.x,
+                        "y": result.tile.y,
+                        "h": 0 if pixels is None else pixels.shape[0],
+                        "w": 0 if pixels is None else pixels.shape[1],
+                        "rgb": b"" if pixels is None else pixels.tobytes(),
+                    }
+                )
         return out
 
 
@@ -143,8 +156,14 @@ class _Embedder:
             dim = emb.shape[1]
             for j, i in enumerate(ok):
                 vecs[i] = emb[j].tobytes()
-        return {"shard": batch["shard"], "planned": batch["planned"], "x": batch["x"], "y": batch["y"],
-                "vec": np.array(vecs, dtype=object), "dim": np.full(n, dim or 0, dtype=np.int32)}
+        return {
+            "shard": batch["shard"],
+            "planned": batch["planned"],
+            "x": batch["x"],
+            "y": batch["y"],
+            "vec": np.array(vecs, dtype=object),
+            "dim": np.full(n, dim or 0, dtype=np.int32),
+        }
 
 
 def build_with_ray(
@@ -192,27 +211,78 @@ def build_with_ray(
         rep.info(f"region index on Ray: {len(todo)} shards to build, {resumed} finished before")
         encoded = 0
         if todo:
-            encoded = _run_pipeline(plan, todo, parts, template, base_model, model_file, batch_size, cache_dir,
-                                    max_connections, rate_limit, device, settings, rep)
+            encoded = _run_pipeline(
+                plan,
+                todo,
+                parts,
+                template,
+                base_model,
+                model_file,
+                batch_size,
+                cache_dir,
+                max_connections,
+                rate_limit,
+                device,
+                settings,
+                rep,
+            )
         rep.check_cancelled()
         cells, aerial, gaps = collect_shards(parts, plan)
         photo_emb, photo_tiles = local.encode_prototype_photos(prototype_photos, zoom)
-        path, protos = assemble_index(out_path, plan, cells, aerial, gaps, model, source_identity(source), photo_emb,
-                                      photo_tiles, kind=kind, seed=seed, reporter=rep, extra={"built_with": "ray"})
+        path, protos = assemble_index(
+            out_path,
+            plan,
+            cells,
+            aerial,
+            gaps,
+            model,
+            source_identity(source),
+            photo_emb,
+            photo_tiles,
+            kind=kind,
+            seed=seed,
+            reporter=rep,
+            extra={"built_with": "ray"},
+        )
     finally:
         source.close()
     if not keep_parts:
         import shutil
 
         shutil.rmtree(parts, ignore_errors=True)
-    result = BuildResult(path, len(cells), protos.cells_with_prototypes, gaps, protos.kappa, path.stat().st_size,
-                         time.perf_counter() - t0, len(todo), resumed, encoded, 0, protos.summary())
+    result = BuildResult(
+        path,
+        len(cells),
+        protos.cells_with_prototypes,
+        gaps,
+        protos.kappa,
+        path.stat().st_size,
+        time.perf_counter() - t0,
+        len(todo),
+        resumed,
+        encoded,
+        0,
+        protos.summary(),
+    )
     rep.info(f"region index on Ray: {result.cells:,} cells, {gaps:,} gaps, {result.seconds:.0f} s")
     return result
 
 
-def _run_pipeline(plan, todo, parts, template, base_model, model_file, batch_size, cache_dir, max_connections,
-                  rate_limit, device, settings: RaySettings, rep: Reporter) -> int:
+def _run_pipeline(
+    plan,
+    todo,
+    parts,
+    template,
+    base_model,
+    model_file,
+    batch_size,
+    cache_dir,
+    max_connections,
+    rate_limit,
+    device,
+    settings: RaySettings,
+    rep: Reporter,
+) -> int:
     import shapely
 
     ray, started = _connect(settings)
@@ -229,8 +299,14 @@ def _run_pipeline(plan, todo, parts, template, base_model, model_file, batch_siz
         ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), max(1, settings.fetch_tasks * 4)))
         ds = ds.flat_map(
             _FetchShard,
-            fn_constructor_args=(template, cache_dir, max_connections, per_task_rate, plan.zoom,
-                                 shapely.to_wkb(plan.area.geometry)),
+            fn_constructor_args=(
+                template,
+                cache_dir,
+                max_connections,
+                per_task_rate,
+                plan.zoom,
+                shapely.to_wkb(plan.area.geometry),
+            ),
             concurrency=settings.fetch_tasks,
             num_cpus=1,
         )
@@ -252,8 +328,9 @@ def _run_pipeline(plan, todo, parts, template, base_model, model_file, batch_siz
                 name = str(batch["shard"][i])
                 entry = pending.setdefault(name, {"rows": [], "planned": int(batch["planned"][i])})
                 vec = batch["vec"][i]
-                entry["rows"].append((int(batch["x"][i]), int(batch["y"][i]),
-                                      np.frombuffer(vec, dtype=np.float16) if len(vec) else None))
+                entry["rows"].append(
+                    (int(batch["x"][i]), int(batch["y"][i]), np.frombuffer(vec, dtype=np.float16) if len(vec) else None)
+                )
                 if len(entry["rows"]) == entry["planned"]:
                     kept = sorted((x, y, v) for x, y, v in entry["rows"] if v is not None)
                     tiles = [Tile(plan.zoom, x, y) for x, y, _ in kept]
@@ -272,4 +349,3 @@ def _run_pipeline(plan, todo, parts, template, base_model, model_file, batch_siz
     finally:
         if started:
             ray.shutdown()
-

@@ -75,7 +75,9 @@ class IndexSearch:
         except ValueError as exc:
             from .index_file import IndexFileError
 
-            raise IndexFileError(f"{index.manifest.get('name', 'the index')}: its search structure is damaged ({exc})") from None
+            raise IndexFileError(
+                f"{index.manifest.get('name', 'the index')}: its search structure is damaged ({exc})"
+            ) from None
         self.refine_zooms = [int(z) for z in zooms if int(z) > index.zoom]
         if method == "index+refine":
             if not self.refine_zooms:

@@ -121,8 +121,16 @@ def _without_timings(log: Dict[str, dict]) -> Dict[str, dict]:
 class ModelWriter:
     """Writes the run's checkpoint and final model file; knows everything the manifest says about the run."""
 
-    def __init__(self, output: Path, config: TrainingConfig, spec: BaseModelSpec, device: str, source_id: str,
-                 split_names: Dict[str, List[str]], fingerprint: str):
+    def __init__(
+        self,
+        output: Path,
+        config: TrainingConfig,
+        spec: BaseModelSpec,
+        device: str,
+        source_id: str,
+        split_names: Dict[str, List[str]],
+        fingerprint: str,
+    ):
         self.output = Path(output)
         self.checkpoint = checkpoint_path(self.output)
         self.config = config

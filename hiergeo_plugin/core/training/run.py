@@ -29,8 +29,14 @@ from .split import photo_id, split_records
 class TrainingRun:
     """What every stage of one run shares. `photo_tiles[z][i]` is photo i's tile at zoom z."""
 
-    def __init__(self, records: Sequence[PhotoRecord], source: TileSource, output: Path, config: TrainingConfig,
-                 reporter: Reporter):
+    def __init__(
+        self,
+        records: Sequence[PhotoRecord],
+        source: TileSource,
+        output: Path,
+        config: TrainingConfig,
+        reporter: Reporter,
+    ):
         self.config = config
         self.reporter = reporter
         self.source = source
@@ -71,7 +77,9 @@ class TrainingRun:
     def split_names(self) -> Dict[str, List[str]]:
         return {part: [photo_id(self.records[i]) for i in idx] for part, idx in self.split.items()}
 
-    def embed_photos(self, visual, indices: Sequence[int], reporter: Reporter, name: str = "photo") -> Dict[int, object]:
+    def embed_photos(
+        self, visual, indices: Sequence[int], reporter: Reporter, name: str = "photo"
+    ) -> Dict[int, object]:
         """{index: normalised embedding} for photos that load, computed once, streamed in chunks."""
         import torch
 
