@@ -383,7 +383,10 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
         from ..core.search import check_search_size
 
         try:
-            check_search_size(settings.zooms, settings.top_k, settings.region)
+            # index+refine starts from the index's hits, not from every tile of the first zoom: only the steps count.
+            check_search_size(
+                settings.zooms, settings.top_k, settings.region, first_stage=settings.method == "hierarchical"
+            )
         except ValueError as exc:
             raise QgsProcessingException(f"ZOOM_LEVELS: {exc}") from None
         if os.path.exists(settings.cache_dir) and not os.path.isdir(settings.cache_dir):
