@@ -29,11 +29,18 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
-from ..core.defaults import DEFAULT_BASE_MODEL, DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONNECTIONS
+from ..core.defaults import DEFAULT_BASE_MODEL, DEFAULT_BATCH_SIZE
 from .algorithm import TileSourceAlgorithm
 from .dependencies import check_dependencies
 from .feedback import FeedbackReporter
-from .params import advanced, cache_dir_parameter, cache_dir_value, device_parameter, device_value
+from .params import (
+    advanced,
+    cache_dir_parameter,
+    cache_dir_value,
+    device_parameter,
+    device_value,
+    download_parameters,
+)
 from .photo_layers import DEFAULT_PHOTO_FIELD, layer_folder, photo_records, photo_source
 from .xyz import open_tile_source
 
@@ -149,21 +156,7 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
                 minValue=1,
             ),
             cache_dir_parameter(self.CACHE_DIR, "Cache folder (tiles and embeddings, shared with Geolocate photos)"),
-            QgsProcessingParameterNumber(
-                self.MAX_CONNECTIONS,
-                "Parallel tile downloads",
-                QgsProcessingParameterNumber.Type.Integer,
-                DEFAULT_MAX_CONNECTIONS,
-                minValue=1,
-                maxValue=64,
-            ),
-            QgsProcessingParameterNumber(
-                self.RATE_LIMIT,
-                "Tile requests per second (0 = no limit)",
-                QgsProcessingParameterNumber.Type.Double,
-                0.0,
-                minValue=0.0,
-            ),
+            *download_parameters(self.MAX_CONNECTIONS, self.RATE_LIMIT),
         ):
             self.addParameter(advanced(param))
         self.addParameter(

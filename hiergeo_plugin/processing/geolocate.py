@@ -34,7 +34,6 @@ from qgis.core import (
 from ..core.defaults import (
     DEFAULT_BASE_MODEL,
     DEFAULT_BATCH_SIZE,
-    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_PHOTO_BATCH,
     DEFAULT_TOP_K,
 )
@@ -48,6 +47,7 @@ from .params import (
     cache_dir_value,
     device_parameter,
     device_value,
+    download_parameters,
     enum_option,
     zoom_levels_parameter,
     zoom_levels_value,
@@ -217,21 +217,7 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
                 minValue=1,
             ),
             cache_dir_parameter(self.CACHE_DIR, "Cache folder (tiles and embeddings)"),
-            QgsProcessingParameterNumber(
-                self.MAX_CONNECTIONS,
-                "Parallel tile downloads",
-                QgsProcessingParameterNumber.Type.Integer,
-                DEFAULT_MAX_CONNECTIONS,
-                minValue=1,
-                maxValue=64,
-            ),
-            QgsProcessingParameterNumber(
-                self.RATE_LIMIT,
-                "Tile requests per second (0 = no limit)",
-                QgsProcessingParameterNumber.Type.Double,
-                0.0,
-                minValue=0.0,
-            ),
+            *download_parameters(self.MAX_CONNECTIONS, self.RATE_LIMIT),
         ]
         for param in advanced_params:
             self.addParameter(advanced(param))

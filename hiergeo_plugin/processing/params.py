@@ -16,10 +16,11 @@ from qgis.core import (
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
     QgsProcessingParameterString,
 )
 
-from ..core.defaults import DEFAULT_ZOOMS_TEXT
+from ..core.defaults import DEFAULT_MAX_CONNECTIONS, DEFAULT_ZOOMS_TEXT
 
 #: DEVICE's options, in this order (index 0 is the default): torch picks CUDA when it sees a GPU, else the CPU.
 DEVICE_OPTIONS = ("auto", "cpu", "cuda")
@@ -148,3 +149,27 @@ def default_cache_dir() -> Path:
         return Path(base) / "hiergeo" / "cache"
     xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(xdg) / "hiergeo"
+
+
+def download_parameters(connections_key: str, rate_key: str) -> List[QgsProcessingParameterNumber]:
+    """MAX_CONNECTIONS and RATE_LIMIT: how hard an algorithm that downloads tiles may press the tile server.
+
+    Written once so that Geolocate photos and Build region index are equally polite to the same server.
+    """
+    return [
+        QgsProcessingParameterNumber(
+            connections_key,
+            "Parallel tile downloads",
+            QgsProcessingParameterNumber.Type.Integer,
+            DEFAULT_MAX_CONNECTIONS,
+            minValue=1,
+            maxValue=64,
+        ),
+        QgsProcessingParameterNumber(
+            rate_key,
+            "Tile requests per second (0 = no limit)",
+            QgsProcessingParameterNumber.Type.Double,
+            0.0,
+            minValue=0.0,
+        ),
+    ]
