@@ -18,7 +18,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .defaults import DEFAULT_BASE_MODEL
 
@@ -241,7 +241,7 @@ class ImageEncoder:
             return functional_call(self.visual, self.overrides, (batch,), strict=False)
         return self.visual(batch)
 
-    def encode(self, batch) -> object:
+    def encode(self, batch) -> Any:  # a torch.Tensor (torch is imported lazily)
         """L2-normalised float32 embeddings of a preprocessed batch (N, 3, H, W); no gradients."""
         import torch
 
