@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from .encoders import BaseModelSpec, ModelError
+from .safetensors_sniff import describe_refused_file as _sniff
 
 FORMAT = "hiergeo-model"
 VERSION = "1"
@@ -94,34 +95,6 @@ def _sort_metadata_in_place(path: str) -> None:
             return
         fh.seek(8)
         fh.write(text + b" " * (n - len(text)))
-
-
-def _sniff(path: Path) -> str:
-    """What a file that safetensors refused looks like; starts with "truncated" for a cut-off safetensors file."""
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        head = fh.read(9)
-        if size == 0:
-            return "an empty file (0 bytes)"
-        if head[:2] == b"PK":
-            return "a zip archive (a torch.save checkpoint?)"
-        if head[:1] == b"\x80":
-            return "a Python pickle"
-        if len(head) == 9 and head[8:9] == b"{":
-            # safetensors: 8-byte little-endian header length, a JSON header, then the tensor bytes. A file cut
-            # off by an interrupted copy or download keeps its start, so the header tells how long it should be.
-            n = int.from_bytes(head[:8], "little")
-            if 8 + n > size:
-                return f"truncated: its header alone needs {8 + n} bytes, the file has {size}"
-            try:
-                fh.seek(8)
-                header = json.loads(fh.read(n))
-                end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
-            except (ValueError, TypeError, KeyError, AttributeError):
-                return "a safetensors file with a damaged header"
-            if 8 + n + end > size:
-                return f"truncated: it needs {8 + n + end} bytes, the file has {size}"
-    return "not a safetensors file"
 
 
 def read_manifest(path: os.PathLike) -> dict:

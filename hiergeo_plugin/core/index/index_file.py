@@ -29,6 +29,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from ..safetensors_sniff import describe_refused_file as _sniff
 from ..tiles import Tile
 
 FORMAT = "hiergeo-index"
@@ -168,32 +169,6 @@ def write_index(path: os.PathLike, index: RegionIndex) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
-
-
-def _sniff(path: Path) -> str:
-    """What a file that safetensors refused looks like; starts with "truncated" for a cut-off index."""
-    size = path.stat().st_size
-    if size == 0:
-        return "an empty file (0 bytes)"
-    with open(path, "rb") as fh:
-        head = fh.read(9)
-        if head[:2] == b"PK":
-            return "a zip archive"
-        if head[:1] == b"\x80":
-            return "a Python pickle"
-        if len(head) == 9 and head[8:9] == b"{":
-            n = int.from_bytes(head[:8], "little")
-            if 8 + n > size:
-                return f"truncated: its header alone needs {8 + n} bytes, the file has {size}"
-            try:
-                fh.seek(8)
-                header = json.loads(fh.read(n))
-                end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
-            except (ValueError, TypeError, KeyError, AttributeError):
-                return "a safetensors file with a damaged header"
-            if 8 + n + end > size:
-                return f"truncated: it needs {8 + n + end} bytes, the file has {size}"
-    return "not a safetensors file"
 
 
 def read_manifest(path: os.PathLike) -> dict:
