@@ -77,7 +77,11 @@ def test_cancel_while_fetching_from_a_slow_server(provider, photos_dir, tmp_path
         finally:
             release.set()  # let the held server threads finish
         assert returned_while_held  # the run did not wait for the server's answers
-        assert feedback.requests_at_cancel is not None and at_return == feedback.requests_at_cancel
+        # A request sent just before Cancel may reach the server just after it: at most one per connection.
+        from hiergeo_plugin.core.defaults import DEFAULT_MAX_CONNECTIONS
+
+        assert feedback.requests_at_cancel is not None
+        assert 0 <= at_return - feedback.requests_at_cancel <= DEFAULT_MAX_CONNECTIONS
         assert any(w.startswith("Cancelled: 0 of 2") for w in feedback.warnings)
         assert res["OUTPUT"].featureCount() == 0
         fetched = {k for k in cached_tiles(cache, server.template) if k[0] == 4}
