@@ -37,7 +37,7 @@ from .algorithm import HierGeoAlgorithm
 from .fields import double_field, string_field
 from .geolocate_outputs import WGS84
 from .photo_layers import layer_folder
-from .styles import apply_style_on_load
+from .styles import apply_style_on_load, close_sink, store_default_style
 
 
 def parse_thresholds(text: str) -> List[float]:
@@ -298,6 +298,9 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
                 )
                 if not lines.addFeature(f, QgsFeatureSink.Flag.FastInsert):
                     raise QgsProcessingException(self.writeFeatureError(lines, parameters, self.ERROR_LINES))
+            close_sink(lines)
+            lines = None
+            store_default_style(lines_id, "error_lines", feedback)  # opens styled wherever it is opened later
             results[self.ERROR_LINES] = lines_id
 
         html = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)

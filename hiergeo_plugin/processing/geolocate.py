@@ -465,6 +465,7 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
                 writer.write(PhotoResult(record, status=f"not searched: {reason}"))
 
     def _results(self, writer: PredictionWriter, totals, feedback) -> Dict[str, object]:
+        writer.close()  # complete files, with the styles stored in them
         results: Dict[str, object] = writer.outputs()
         results.update(
             {

@@ -22,7 +22,7 @@ from qgis.core import (
 )
 
 from .fields import bool_field, double_field, int_field, string_field
-from .styles import apply_style_on_load
+from .styles import apply_style_on_load, close_sink, store_default_style
 
 WGS84 = "EPSG:4326"
 
@@ -67,8 +67,8 @@ def candidate_fields() -> QgsFields:
 class PredictionWriter:
     """Opens the OUTPUT and (optional) CANDIDATES sinks and writes one core PhotoResult at a time.
 
-    Counts located and failed photos, warns about each failed one, and styles both outputs when Processing loads
-    them into the project.
+    Counts located and failed photos, warns about each failed one, and styles both outputs: when Processing loads
+    them into the project, and (close()) as the default style stored in an output GeoPackage.
     """
 
     def __init__(
@@ -95,6 +95,7 @@ class PredictionWriter:
         self.candidate_sink, self.candidates_id = alg.parameterAsSink(
             parameters, candidates_key, context, self.candidate_fields, QgsWkbTypes.Type.Polygon, crs
         )
+        self.has_candidates = self.candidate_sink is not None
         apply_style_on_load(context, self.output_id, "predictions")
         apply_style_on_load(context, self.candidates_id, "candidates")
         self.located = 0
@@ -165,9 +166,22 @@ class PredictionWriter:
                 self.alg.writeFeatureError(self.candidate_sink, self.parameters, self.candidates_key)
             )
 
+    def close(self) -> None:
+        """Close both sinks and store the plugin's styles in the written GeoPackages (their default style)."""
+        for attr, dest_id, style in (
+            ("sink", self.output_id, "predictions"),
+            ("candidate_sink", self.candidates_id, "candidates"),
+        ):
+            sink = getattr(self, attr)
+            if sink is None:
+                continue
+            close_sink(sink)
+            setattr(self, attr, None)
+            store_default_style(dest_id, style, self.feedback)
+
     def outputs(self) -> dict:
         """The sink results of processAlgorithm (CANDIDATES only when it was written)."""
         results = {self.output_key: self.output_id}
-        if self.candidate_sink is not None:
+        if self.has_candidates:
             results[self.candidates_key] = self.candidates_id
         return results

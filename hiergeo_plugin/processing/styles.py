@@ -1,7 +1,10 @@
-"""Styles of the outputs that Processing loads into the project (resources/styles/*.qml)."""
+"""Styles of the outputs (resources/styles/*.qml): applied when Processing loads an output into the project, and
+stored in output GeoPackages as their default style, so that they open styled wherever they are opened later."""
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -40,3 +43,65 @@ def apply_style_on_load(context, dest_id: Optional[str], style: str) -> bool:
         processor = _POST_PROCESSORS[style] = StylePostProcessor(style_path(style))
     context.layerToLoadOnCompletionDetails(dest_id).setPostProcessor(processor)
     return True
+
+
+def close_sink(sink) -> None:
+    """Flush and close a sink from parameterAsSink, so its file is complete before anything else opens it.
+
+    QGIS 3.40+ sinks have finalize(); before that the file is closed when the (Python-owned) sink is destroyed,
+    which the caller makes happen by dropping its last reference after this call.
+    """
+    finalize = getattr(sink, "finalize", None)
+    if callable(finalize):
+        finalize()
+    from qgis.PyQt import sip
+
+    if sip.ispyowned(sink):
+        sip.delete(sink)
+
+
+def ogr_layer_uri(dest_id: Optional[str]) -> Optional[str]:
+    """The OGR layer URI ("file.gpkg|layername=t") of a sink destination id, or None when it is not a file.
+
+    Destination ids come as "file.gpkg", "file.gpkg|layername=t" or "ogr:dbname='file.gpkg' table=\"t\" ...";
+    memory layers and other providers give None.
+    """
+    dest = (dest_id or "").strip()
+    if not dest or dest.startswith("memory:"):
+        return None
+    if dest.startswith("ogr:"):
+        db = re.search(r"dbname='([^']*)'", dest) or re.search(r"dbname=(\S+)", dest)
+        table = re.search(r'table="([^"]*)"', dest) or re.search(r"table=(\S+)", dest)
+        if not db:
+            return None
+        return db.group(1) + (f"|layername={table.group(1)}" if table else "")
+    path = dest.split("|", 1)[0]
+    return dest if os.path.isfile(path) else None
+
+
+def store_default_style(dest_id: Optional[str], style: str, feedback=None) -> bool:
+    """Store resources/styles/<style>.qml in the output GeoPackage as its layer's default style.
+
+    A GeoPackage keeps styles in its layer_styles table, and QGIS applies a layer's default style whenever the
+    layer is opened, in any project, dragged from the Browser or loaded by a script: the output opens styled
+    wherever it goes later, not only when Processing loads it at the end of the run. Call it after the sink is
+    closed (close_sink). Other formats (Shapefile, memory layers) keep their plain look: False, nothing written.
+    """
+    uri = ogr_layer_uri(dest_id)
+    if uri is None:
+        return False
+    layer = QgsVectorLayer(uri, style, "ogr", QgsVectorLayer.LayerOptions(False))  # no default style loaded
+    try:
+        if not layer.isValid() or layer.dataProvider().storageType().upper() != "GPKG":
+            return False
+        _, ok = layer.loadNamedStyle(str(style_path(style)))
+        error = layer.saveStyleToDatabase(style, "HierGeo output style", True, "") if ok else "style not read"
+        if isinstance(error, tuple):  # bindings that return (message, ...)
+            error = error[0]
+        if error:
+            if feedback is not None:
+                feedback.pushWarning(f"could not store style {style} in {uri.split('|', 1)[0]}: {error}")
+            return False
+        return True
+    finally:
+        del layer
