@@ -14,6 +14,7 @@ from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
 from .processing.dependencies import dependency_message, missing_dependencies, use_private_packages
+from .processing.i18n import install_translator, remove_translator
 from .processing.resources import ICON_PATH
 
 MENU = "&HierGeo"
@@ -33,6 +34,7 @@ class HierGeoPlugin:
         self.actions: List[QAction] = []
         self.toolbar_action: Optional[QAction] = None
         self.dependency_note: Optional[str] = None
+        self.translator = install_translator()  # QGIS's locale; None when HierGeo has no translation for it
 
     # -- Processing -------------------------------------------------------------------------------------------
     def initProcessing(self):  # noqa: N802 (QGIS API name)
@@ -91,3 +93,5 @@ class HierGeoPlugin:
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
+        remove_translator(self.translator)
+        self.translator = None

@@ -1,4 +1,4 @@
-"""Base classes of the HierGeo algorithms: toolbox group, icon, help page, dependency gate, TILE_SOURCE.
+"""Base classes of the HierGeo algorithms: tr(), toolbox group, icon, help page, dependency gate, TILE_SOURCE.
 
 An algorithm subclass declares its parameters and runs; what every algorithm shows in the toolbox (group, icon,
 the help page from resources/help/<name>.html) and how torch-dependent algorithms refuse to start without torch
@@ -12,13 +12,18 @@ from typing import Optional
 from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
 
 from . import dependencies
+from .i18n import tr, translatable
 from .params import unknown_enum_option, with_enum_indexes
 from .resources import ICON_PATH, help_text
 from .xyz import XyzSource, resolve_tile_source
 
-#: Shared toolbox group of all HierGeo algorithms.
-GROUP = "HierGeo"
-GROUP_ID = "hiergeo"
+#: Toolbox groups by task (ids are stable: QGIS stores them in models and the toolbox's state). The provider is
+#: already called HierGeo, so a group of that name would read "HierGeo > HierGeo".
+GROUPS = {
+    "geolocation": translatable("Geolocation"),
+    "regionindex": translatable("Region index"),
+    "trainingevaluation": translatable("Training and evaluation"),
+}
 
 
 class HierGeoAlgorithm(QgsProcessingAlgorithm):
@@ -29,12 +34,18 @@ class HierGeoAlgorithm(QgsProcessingAlgorithm):
     """
 
     NEEDS_TORCH = False
+    #: The toolbox group (a key of GROUPS) of the algorithm.
+    GROUP_ID = "geolocation"
+
+    def tr(self, text: str) -> str:
+        """`text` translated (QGIS's convention for algorithms; one context for all of HierGeo, see i18n)."""
+        return tr(text)
 
     def group(self) -> str:
-        return GROUP
+        return self.tr(GROUPS[self.GROUP_ID])
 
     def groupId(self) -> str:  # noqa: N802 (QGIS API name)
-        return GROUP_ID
+        return self.GROUP_ID
 
     def icon(self):
         from qgis.PyQt.QtGui import QIcon

@@ -33,6 +33,7 @@ from ..core.defaults import DEFAULT_BASE_MODEL, DEFAULT_BATCH_SIZE
 from .algorithm import TileSourceAlgorithm
 from .dependencies import check_dependencies
 from .feedback import FeedbackReporter
+from .i18n import translatable
 from .params import (
     advanced,
     cache_dir_parameter,
@@ -49,14 +50,15 @@ WGS84 = "EPSG:4326"
 DEFAULT_MAX_CELLS = 250_000
 
 RESULTS = {
-    "CELLS": "Cells in the index",
-    "CELLS_WITH_PROTOTYPES": "Cells with a prototype from ground photos",
-    "INDEX_BYTES": "Size of the index file (bytes)",
-    "KAPPA": "Weight of the prototypes in the cell codes (kappa)",
+    "CELLS": translatable("Cells in the index"),
+    "CELLS_WITH_PROTOTYPES": translatable("Cells with a prototype from ground photos"),
+    "INDEX_BYTES": translatable("Size of the index file (bytes)"),
+    "KAPPA": translatable("Weight of the prototypes in the cell codes (kappa)"),
 }
 
 
 class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
+    GROUP_ID = "regionindex"
     EXTENT = "EXTENT"
     AREA = "AREA"
     ZOOM = "ZOOM"
@@ -77,7 +79,7 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
         return "buildregionindex"
 
     def displayName(self) -> str:  # noqa: N802
-        return "Build region index"
+        return self.tr("Build region index")
 
     def tags(self):
         return ["index", "region", "faiss", "prototype", "geolocation", "satellite", "xyz", "retrieval"]
@@ -86,44 +88,45 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
         return super().flags() | QgsProcessingAlgorithm.Flag.FlagCanCancel
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Extent to index", optional=True))
+        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, self.tr("Extent to index"), optional=True))
         self.addParameter(
             QgsProcessingParameterFeatureSource(
                 self.AREA,
-                "Area to index (polygons: only cells that intersect them)",
+                self.tr("Area to index (polygons: only cells that intersect them)"),
                 [QgsProcessing.SourceType.TypeVectorPolygon],
                 optional=True,
             )
         )
         self.addParameter(
             QgsProcessingParameterNumber(
-                self.ZOOM, "Cell zoom", QgsProcessingParameterNumber.Type.Integer, 16, minValue=0, maxValue=22
+                self.ZOOM, self.tr("Cell zoom"), QgsProcessingParameterNumber.Type.Integer, 16, minValue=0, maxValue=22
             )
         )
         self.addParameter(
             QgsProcessingParameterString(
-                self.TILE_SOURCE, "Satellite tiles (XYZ URL template, saved XYZ connection name or XYZ layer)"
+                self.TILE_SOURCE,
+                self.tr("Satellite tiles (XYZ URL template, saved XYZ connection name or XYZ layer)"),
             )
         )
         self.addParameter(
             QgsProcessingParameterFile(
                 self.MODEL,
-                "Trained model file (empty: the base model)",
+                self.tr("Trained model file (empty: the base model)"),
                 behavior=QgsProcessingParameterFile.Behavior.File,
-                fileFilter="HierGeo model (*.safetensors);;All files (*.*)",
+                fileFilter=self.tr("HierGeo model (*.safetensors);;All files (*.*)"),
                 optional=True,
             )
         )
         self.addParameter(
             QgsProcessingParameterString(
-                self.BASE_MODEL, "Base model (open_clip architecture/pretrained tag)", DEFAULT_BASE_MODEL
+                self.BASE_MODEL, self.tr("Base model (open_clip architecture/pretrained tag)"), DEFAULT_BASE_MODEL
             )
         )
         self.addParameter(device_parameter(self.DEVICE))
         self.addParameter(
             QgsProcessingParameterFeatureSource(
                 self.PROTOTYPE_PHOTOS,
-                "Ground photos for cell prototypes (points, optional)",
+                self.tr("Ground photos for cell prototypes (points, optional)"),
                 [QgsProcessing.SourceType.TypeVectorPoint],
                 optional=True,
             )
@@ -131,7 +134,7 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
         self.addParameter(
             QgsProcessingParameterField(
                 self.PHOTO_FIELD,
-                "Field with the photo path",
+                self.tr("Field with the photo path"),
                 defaultValue=DEFAULT_PHOTO_FIELD,
                 parentLayerParameterName=self.PROTOTYPE_PHOTOS,
                 type=QgsProcessingParameterField.DataType.Any,
@@ -141,7 +144,7 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
         self.addParameter(
             QgsProcessingParameterNumber(
                 self.MAX_CELLS,
-                "Refuse areas with more cells than",
+                self.tr("Refuse areas with more cells than"),
                 QgsProcessingParameterNumber.Type.Integer,
                 DEFAULT_MAX_CELLS,
                 minValue=1,
@@ -150,20 +153,24 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
         for param in (
             QgsProcessingParameterNumber(
                 self.BATCH_SIZE,
-                "Batch size (images per model pass)",
+                self.tr("Batch size (images per model pass)"),
                 QgsProcessingParameterNumber.Type.Integer,
                 DEFAULT_BATCH_SIZE,
                 minValue=1,
             ),
-            cache_dir_parameter(self.CACHE_DIR, "Cache folder (tiles and embeddings, shared with Geolocate photos)"),
+            cache_dir_parameter(
+                self.CACHE_DIR, self.tr("Cache folder (tiles and embeddings, shared with Geolocate photos)")
+            ),
             *download_parameters(self.MAX_CONNECTIONS, self.RATE_LIMIT),
         ):
             self.addParameter(advanced(param))
         self.addParameter(
-            QgsProcessingParameterFileDestination(self.OUTPUT_INDEX, "Region index", "HierGeo index (*.hgindex)")
+            QgsProcessingParameterFileDestination(
+                self.OUTPUT_INDEX, self.tr("Region index"), self.tr("HierGeo index (*.hgindex)")
+            )
         )
         for key, description in RESULTS.items():
-            self.addOutput(QgsProcessingOutputNumber(key, description))
+            self.addOutput(QgsProcessingOutputNumber(key, self.tr(description)))
 
     # -- run ------------------------------------------------------------------------------------------------------
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
@@ -190,7 +197,11 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
             from ..core.progress import Cancelled
             from ..core.tile_source import TileSourceError
 
-            feedback.pushInfo(f"Tile source: {tile_source.display_name}; cache: {cache_dir}")
+            feedback.pushInfo(
+                self.tr("Tile source: {source}; cache: {cache}").format(
+                    source=tile_source.display_name, cache=cache_dir
+                )
+            )
             try:
                 tile_source.check_reachable()
             except TileSourceError as exc:
@@ -199,7 +210,9 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
             model_file = (self.parameterAsFile(parameters, self.MODEL, context) or "").strip()
             base = (self.parameterAsString(parameters, self.BASE_MODEL, context) or "").strip() or DEFAULT_BASE_MODEL
             device = device_value(self, parameters, self.DEVICE, context)
-            feedback.pushInfo(f"Loading model {model_file or base} on {device}")
+            feedback.pushInfo(
+                self.tr("Loading model {model} on {device}").format(model=model_file or base, device=device)
+            )
             try:
                 model = load_geo_model(base, model_file or None, [zoom], device)
             except ModelError as exc:
@@ -222,8 +235,10 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
                 raise QgsProcessingException(redactor.redact(str(exc))) from None
             except Cancelled:
                 raise QgsProcessingException(
-                    "Cancelled: the finished shards are kept beside the output; run the algorithm again with the "
-                    "same parameters to resume"
+                    self.tr(
+                        "Cancelled: the finished shards are kept beside the output; run the algorithm again with the "
+                        "same parameters to resume"
+                    )
                 ) from None
             return {
                 self.OUTPUT_INDEX: str(result.path),
@@ -253,7 +268,7 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
                 extent = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
         polygon = self._polygons(parameters, context, feedback) if parameters.get(self.AREA) else None
         if extent is None and polygon is None:
-            raise QgsProcessingException("give EXTENT and/or AREA: the index covers that area")
+            raise QgsProcessingException(self.tr("give EXTENT and/or AREA: the index covers that area"))
         try:
             return Area.make(extent=extent, polygon=polygon)
         except AreaError as exc:
@@ -284,7 +299,7 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
                 if rings:
                     parts.append(shapely.Polygon(_coords(rings[0]), [_coords(r) for r in rings[1:]]))
         if not parts:
-            raise QgsProcessingException("AREA has no polygons")
+            raise QgsProcessingException(self.tr("AREA has no polygons"))
         return shapely.union_all(parts)
 
     def _prototype_photos(self, parameters, context, feedback):
@@ -293,7 +308,9 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
         source, field = photo_source(self, parameters, context, self.PROTOTYPE_PHOTOS, self.PHOTO_FIELD)
         folder = layer_folder(parameters.get(self.PROTOTYPE_PHOTOS), context)
         records = [r for r in photo_records(source, field, folder, context, feedback, with_truth=True) if r.has_truth]
-        feedback.pushInfo(f"{len(records)} ground photos with a location for the cell prototypes")
+        feedback.pushInfo(
+            self.tr("{count} ground photos with a location for the cell prototypes").format(count=len(records))
+        )
         return records
 
 

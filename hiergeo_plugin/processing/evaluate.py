@@ -91,6 +91,7 @@ def _path_keys(photo: str, folder: Optional[Path]) -> List[str]:
 
 
 class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
+    GROUP_ID = "trainingevaluation"
     PREDICTIONS = "PREDICTIONS"
     GROUND_TRUTH = "GROUND_TRUTH"
     GROUND_TRUTH_FIELD = "GROUND_TRUTH_FIELD"
@@ -102,7 +103,7 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
         return "evaluategeolocation"
 
     def displayName(self) -> str:  # noqa: N802
-        return "Evaluate geolocation"
+        return self.tr("Evaluate geolocation")
 
     def tags(self):
         return ["photo", "geolocation", "accuracy", "error", "evaluation", "report", "distance"]
@@ -110,13 +111,15 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(
             QgsProcessingParameterFeatureSource(
-                self.PREDICTIONS, "Predictions (OUTPUT of Geolocate photos)", [QgsProcessing.SourceType.TypeVector]
+                self.PREDICTIONS,
+                self.tr("Predictions (OUTPUT of Geolocate photos)"),
+                [QgsProcessing.SourceType.TypeVector],
             )
         )
         self.addParameter(
             QgsProcessingParameterFeatureSource(
                 self.GROUND_TRUTH,
-                "Ground truth (when the predictions have no true_lat/true_lon)",
+                self.tr("Ground truth (when the predictions have no true_lat/true_lon)"),
                 [QgsProcessing.SourceType.TypeVector],
                 optional=True,
             )
@@ -124,35 +127,41 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
         self.addParameter(
             QgsProcessingParameterField(
                 self.GROUND_TRUTH_FIELD,
-                "Photo path field of the ground truth",
+                self.tr("Photo path field of the ground truth"),
                 defaultValue="photo",
                 parentLayerParameterName=self.GROUND_TRUTH,
                 optional=True,
             )
         )
         self.addParameter(
-            QgsProcessingParameterString(self.THRESHOLDS_KM, "Distance thresholds (km)", DEFAULT_THRESHOLDS_TEXT)
+            QgsProcessingParameterString(
+                self.THRESHOLDS_KM, self.tr("Distance thresholds (km)"), DEFAULT_THRESHOLDS_TEXT
+            )
         )
         self.addParameter(
-            QgsProcessingParameterFileDestination(self.OUTPUT_HTML, "Evaluation report", "HTML files (*.html)")
+            QgsProcessingParameterFileDestination(
+                self.OUTPUT_HTML, self.tr("Evaluation report"), self.tr("HTML files (*.html)")
+            )
         )
         self.addParameter(
             QgsProcessingParameterFeatureSink(
                 self.ERROR_LINES,
-                "Error lines",
+                self.tr("Error lines"),
                 QgsProcessing.SourceType.TypeVectorLine,
                 optional=True,
                 createByDefault=True,
             )
         )
-        self.addOutput(QgsProcessingOutputNumber("MEDIAN_KM", "Median error (km)"))
-        self.addOutput(QgsProcessingOutputNumber("MEAN_KM", "Mean error (km)"))
-        self.addOutput(QgsProcessingOutputNumber("EVALUATED", "Photos evaluated"))
-        self.addOutput(QgsProcessingOutputNumber("WITHOUT_TRUTH", "Located photos without a true location"))
-        self.addOutput(QgsProcessingOutputNumber("FAILED", "Photos that were not located"))
+        self.addOutput(QgsProcessingOutputNumber("MEDIAN_KM", self.tr("Median error (km)")))
+        self.addOutput(QgsProcessingOutputNumber("MEAN_KM", self.tr("Mean error (km)")))
+        self.addOutput(QgsProcessingOutputNumber("EVALUATED", self.tr("Photos evaluated")))
+        self.addOutput(QgsProcessingOutputNumber("WITHOUT_TRUTH", self.tr("Located photos without a true location")))
+        self.addOutput(QgsProcessingOutputNumber("FAILED", self.tr("Photos that were not located")))
         # Declared for the default thresholds (so the Modeler can wire them); others are returned all the same.
         for label in DEFAULT_THRESHOLDS_TEXT.split(","):  # the core's threshold keys, without importing numpy
-            self.addOutput(QgsProcessingOutputNumber(f"WITHIN_{label}KM", f"Share within {label} km"))
+            self.addOutput(
+                QgsProcessingOutputNumber(f"WITHIN_{label}KM", self.tr("Share within {km} km").format(km=label))
+            )
 
     # -- reading ----------------------------------------------------------------------------------------------------
     @staticmethod
@@ -196,7 +205,9 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
         names = set(source.fields().names())
         if field not in names:
             raise QgsProcessingException(
-                f"GROUND_TRUTH has no field {field!r} (its fields: {', '.join(sorted(names))})"
+                self.tr("GROUND_TRUTH has no field {field} (its fields: {fields})").format(
+                    field=repr(field), fields=", ".join(sorted(names))
+                )
             )
         points = QgsWkbTypes.geometryType(source.wkbType()) == QgsWkbTypes.GeometryType.PointGeometry
         pair = next(
@@ -209,7 +220,9 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
         )
         if not points and pair is None:
             raise QgsProcessingException(
-                "GROUND_TRUTH needs point geometry or true_lat/true_lon (or lat/lon) fields for the true locations"
+                self.tr(
+                    "GROUND_TRUTH needs point geometry or true_lat/true_lon (or lat/lon) fields for the true locations"
+                )
             )
         transform = self._to_wgs84(source, context) if points else None
         index: Dict[str, tuple] = {}
@@ -263,11 +276,17 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
                         row["true_lat"], row["true_lon"] = index[key]
                         joined += 1
                         break
-            feedback.pushInfo(f"Ground truth joined to {joined} of {len(rows)} predictions on {field!r}")
+            feedback.pushInfo(
+                self.tr("Ground truth joined to {joined} of {total} predictions on {field}").format(
+                    joined=joined, total=len(rows), field=repr(field)
+                )
+            )
         elif not has_truth:
             feedback.pushWarning(
-                "PREDICTIONS has no true_lat/true_lon (its input was not a point layer) and no GROUND_TRUTH was given: "
-                "nothing can be evaluated"
+                self.tr(
+                    "PREDICTIONS has no true_lat/true_lon (its input was not a point layer) and no GROUND_TRUTH was "
+                    "given: nothing can be evaluated"
+                )
             )
 
         metrics = evaluate(rows, thresholds)
@@ -305,13 +324,15 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
 
         html = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
         if html:
-            title = f"HierGeo evaluation: {source.sourceName() or 'predictions'}"
+            title = self.tr("HierGeo evaluation: {layer}").format(layer=source.sourceName() or self.tr("predictions"))
             details = {
-                "Predictions": source.sourceName(),
-                "Thresholds (km)": ", ".join(map(threshold_label, thresholds)),
+                self.tr("Predictions"): source.sourceName(),
+                self.tr("Thresholds (km)"): ", ".join(map(threshold_label, thresholds)),
             }
             if truth_source is not None:
-                details["Ground truth"] = f"{truth_source.sourceName()} (joined on {field!r}: {joined} photos)"
+                details[self.tr("Ground truth")] = self.tr("{layer} (joined on {field}: {joined} photos)").format(
+                    layer=truth_source.sourceName(), field=repr(field), joined=joined
+                )
             write_html_report(html, metrics, title, extra=details)
             results[self.OUTPUT_HTML] = html
 
@@ -325,8 +346,8 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
             results[f"WITHIN_{threshold_label(t)}KM"] = within.get(float(t))
         median = metrics.get("median_km")
         feedback.pushInfo(
-            f"{results['EVALUATED']} photos evaluated"
-            + (f": median error {median:.1f} km" if median is not None else "")
+            self.tr("{count} photos evaluated").format(count=results["EVALUATED"])
+            + (self.tr(": median error {km} km").format(km=f"{median:.1f}") if median is not None else "")
             + "; "
             + ", ".join(
                 f"{threshold_label(t)} km: {within[float(t)]:.1%}"

@@ -41,6 +41,7 @@ from .algorithm import TileSourceAlgorithm
 from .dependencies import check_dependencies
 from .feedback import FeedbackReporter
 from .geolocate_outputs import WGS84, PredictionWriter
+from .i18n import translatable
 from .params import (
     advanced,
     cache_dir_parameter,
@@ -57,11 +58,11 @@ from .xyz import XyzSource, open_tile_source
 
 #: Counts returned as results, with their descriptions.
 COUNT_OUTPUTS = {
-    "PHOTOS_OK": "Photos located",
-    "PHOTOS_FAILED": "Photos that could not be located",
-    "TILES_ENCODED": "Tiles encoded by the model",
-    "TILES_DOWNLOADED": "Tiles downloaded",
-    "GAPS": "Tiles missing from the source (skipped)",
+    "PHOTOS_OK": translatable("Photos located"),
+    "PHOTOS_FAILED": translatable("Photos that could not be located"),
+    "TILES_ENCODED": translatable("Tiles encoded by the model"),
+    "TILES_DOWNLOADED": translatable("Tiles downloaded"),
+    "GAPS": translatable("Tiles missing from the source (skipped)"),
 }
 
 #: METHOD's options, in this order (index 0 is the default): the paper's search, or a region index (.hgindex from
@@ -121,7 +122,7 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
         return "geolocatephotos"
 
     def displayName(self) -> str:  # noqa: N802
-        return "Geolocate photos"
+        return self.tr("Geolocate photos")
 
     def tags(self):
         return ["photo", "geolocation", "geolocalization", "satellite", "xyz", "clip", "image retrieval", "exif"]
@@ -140,14 +141,14 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
         self.addParameter(
             QgsProcessingParameterFeatureSource(
                 self.PHOTOS,
-                "Photos (points, or a table with a photo path field)",
+                self.tr("Photos (points, or a table with a photo path field)"),
                 [QgsProcessing.SourceType.TypeVector],
             )
         )
         self.addParameter(
             QgsProcessingParameterField(
                 self.PHOTO_FIELD,
-                "Field with the photo path",
+                self.tr("Field with the photo path"),
                 defaultValue=DEFAULT_PHOTO_FIELD,
                 parentLayerParameterName=self.PHOTOS,
                 type=QgsProcessingParameterField.DataType.Any,
@@ -158,27 +159,28 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
         )
         self.addParameter(
             QgsProcessingParameterString(
-                self.TILE_SOURCE, "Satellite tiles (XYZ URL template, saved XYZ connection name or XYZ layer)"
+                self.TILE_SOURCE,
+                self.tr("Satellite tiles (XYZ URL template, saved XYZ connection name or XYZ layer)"),
             )
         )
         self.addParameter(
             QgsProcessingParameterFile(
                 self.MODEL,
-                "Trained model file (empty: the base model)",
+                self.tr("Trained model file (empty: the base model)"),
                 behavior=QgsProcessingParameterFile.Behavior.File,
-                fileFilter="HierGeo model (*.safetensors);;All files (*.*)",
+                fileFilter=self.tr("HierGeo model (*.safetensors);;All files (*.*)"),
                 optional=True,
             )
         )
         self.addParameter(
             QgsProcessingParameterString(
-                self.BASE_MODEL, "Base model (open_clip architecture/pretrained tag)", DEFAULT_BASE_MODEL
+                self.BASE_MODEL, self.tr("Base model (open_clip architecture/pretrained tag)"), DEFAULT_BASE_MODEL
             )
         )
         self.addParameter(
             QgsProcessingParameterNumber(
                 self.TOP_K,
-                "Tiles kept per zoom level (k)",
+                self.tr("Tiles kept per zoom level (k)"),
                 QgsProcessingParameterNumber.Type.Integer,
                 DEFAULT_TOP_K,
                 minValue=1,
@@ -188,7 +190,7 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
         self.addParameter(device_parameter(self.DEVICE))
         self.addParameter(
             QgsProcessingParameterExtent(
-                self.SEARCH_EXTENT, "Search only within this extent (empty = the whole world)", optional=True
+                self.SEARCH_EXTENT, self.tr("Search only within this extent (empty = the whole world)"), optional=True
             )
         )
 
@@ -197,26 +199,26 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
         advanced_params = [
             QgsProcessingParameterNumber(
                 self.BATCH_SIZE,
-                "Batch size (images per model pass)",
+                self.tr("Batch size (images per model pass)"),
                 QgsProcessingParameterNumber.Type.Integer,
                 DEFAULT_BATCH_SIZE,
                 minValue=1,
             ),
             QgsProcessingParameterNumber(
                 self.PATH_WEIGHT,
-                "Path weight (0 = the paper: each zoom ranks by its own similarity)",
+                self.tr("Path weight (0 = the paper: each zoom ranks by its own similarity)"),
                 QgsProcessingParameterNumber.Type.Double,
                 0.0,
                 minValue=0.0,
             ),
             QgsProcessingParameterNumber(
                 self.PHOTO_BATCH,
-                "Photos searched together",
+                self.tr("Photos searched together"),
                 QgsProcessingParameterNumber.Type.Integer,
                 DEFAULT_PHOTO_BATCH,
                 minValue=1,
             ),
-            cache_dir_parameter(self.CACHE_DIR, "Cache folder (tiles and embeddings)"),
+            cache_dir_parameter(self.CACHE_DIR, self.tr("Cache folder (tiles and embeddings)")),
             *download_parameters(self.MAX_CONNECTIONS, self.RATE_LIMIT),
         ]
         for param in advanced_params:
@@ -225,14 +227,14 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
     def _add_index_parameters(self) -> None:
         """METHOD and INDEX: a region index instead of (or before) the hierarchical search."""
         self.addParameter(
-            QgsProcessingParameterEnum(self.METHOD, "Method", options=list(METHOD_OPTIONS), defaultValue=0)
+            QgsProcessingParameterEnum(self.METHOD, self.tr("Method"), options=list(METHOD_OPTIONS), defaultValue=0)
         )
         self.addParameter(
             QgsProcessingParameterFile(
                 self.INDEX,
-                "Region index (for the index methods)",
+                self.tr("Region index (for the index methods)"),
                 behavior=QgsProcessingParameterFile.Behavior.File,
-                fileFilter="HierGeo index (*.hgindex);;All files (*.*)",
+                fileFilter=self.tr("HierGeo index (*.hgindex);;All files (*.*)"),
                 optional=True,
             )
         )
@@ -240,20 +242,20 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
     def _add_outputs(self) -> None:
         self.addParameter(
             QgsProcessingParameterFeatureSink(
-                self.OUTPUT, "Predicted locations", QgsProcessing.SourceType.TypeVectorPoint
+                self.OUTPUT, self.tr("Predicted locations"), QgsProcessing.SourceType.TypeVectorPoint
             )
         )
         self.addParameter(
             QgsProcessingParameterFeatureSink(
                 self.CANDIDATES,
-                "Candidate tiles",
+                self.tr("Candidate tiles"),
                 QgsProcessing.SourceType.TypeVectorPolygon,
                 optional=True,
                 createByDefault=True,
             )
         )
         for key, description in COUNT_OUTPUTS.items():
-            self.addOutput(QgsProcessingOutputNumber(key, description))
+            self.addOutput(QgsProcessingOutputNumber(key, self.tr(description)))
 
     # -- run ----------------------------------------------------------------------------------------------------------
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
@@ -291,8 +293,7 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
             tile_source.close()
 
     # -- the steps of a run -------------------------------------------------------------------------------------------
-    @staticmethod
-    def _make_search(settings: SearchSettings, model, tile_source, cache, reporter):
+    def _make_search(self, settings: SearchSettings, model, tile_source, cache, reporter):
         """The hierarchical search, or a region index search (METHOD index / index+refine) over INDEX."""
         from ..core.search import HierarchicalSearch
 
@@ -314,7 +315,9 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
 
         if not settings.index_path:
             raise QgsProcessingException(
-                f"METHOD {settings.method} needs INDEX: a .hgindex file from Build region index"
+                self.tr("METHOD {method} needs INDEX: a .hgindex file from Build region index").format(
+                    method=settings.method
+                )
             )
         try:
             index = load_index_for(settings.index_path, model, tile_source)
@@ -361,7 +364,9 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
         if extent.isNull() or extent.isEmpty():
             return None
         region = (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
-        feedback.pushInfo("Search extent (EPSG:4326): " + ", ".join(f"{v:.4f}" for v in region))
+        feedback.pushInfo(
+            self.tr("Search extent (EPSG:4326): {extent}").format(extent=", ".join(f"{v:.4f}" for v in region))
+        )
         return region
 
     def _refuse_before_fetching(self, parameters, context, settings: SearchSettings) -> None:
@@ -377,8 +382,10 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
             raise QgsProcessingException(f"ZOOM_LEVELS: {exc}") from None
         if os.path.exists(settings.cache_dir) and not os.path.isdir(settings.cache_dir):
             raise QgsProcessingException(
-                f"CACHE_DIR {settings.cache_dir} is a file, not a folder: give a folder (or leave CACHE_DIR empty for "
-                "the default cache folder)"
+                self.tr(
+                    "CACHE_DIR {path} is a file, not a folder: give a folder (or leave CACHE_DIR empty for the "
+                    "default cache folder)"
+                ).format(path=settings.cache_dir)
             )
         shared = _same_layer_destination(
             self.parameterAsOutputLayer(parameters, self.OUTPUT, context),
@@ -386,24 +393,29 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
         )
         if shared:
             raise QgsProcessingException(
-                f"OUTPUT and CANDIDATES would both write {shared}: the second would replace the first and leave "
-                "the file empty. Give two files, or two tables of one GeoPackage (ogr:dbname='file.gpkg' "
-                'table="predictions" and table="candidates").'
+                self.tr(
+                    "OUTPUT and CANDIDATES would both write {path}: the second would replace the first and leave "
+                    "the file empty. Give two files, or two tables of one GeoPackage (ogr:dbname='file.gpkg' "
+                    'table="predictions" and table="candidates").'
+                ).format(path=shared)
             )
 
-    @staticmethod
-    def _check_tile_source(tile_source, xyz: XyzSource, settings: SearchSettings, feedback) -> None:
+    def _check_tile_source(self, tile_source, xyz: XyzSource, settings: SearchSettings, feedback) -> None:
         """Log the source, warn about zooms it lacks, and fail fast when it cannot be reached."""
         from ..core.progress import Cancelled
         from ..core.tile_source import TileSourceError
 
         feedback.pushInfo(
-            f"Tile source: {tile_source.display_name} (zoom {xyz.zmin}-{xyz.zmax}); cache: {settings.cache_dir}"
+            self.tr("Tile source: {source} (zoom {zmin}-{zmax}); cache: {cache}").format(
+                source=tile_source.display_name, zmin=xyz.zmin, zmax=xyz.zmax, cache=settings.cache_dir
+            )
         )
         outside = [z for z in settings.zooms if not xyz.zmin <= z <= xyz.zmax]
         if outside:
             feedback.pushWarning(
-                f"zoom levels {outside} lie outside the source's range {xyz.zmin}-{xyz.zmax}: expect gaps there"
+                self.tr("zoom levels {zooms} lie outside the source's range {zmin}-{zmax}: expect gaps there").format(
+                    zooms=outside, zmin=xyz.zmin, zmax=xyz.zmax
+                )
             )
         try:  # before any model work: a wrong URL fails in seconds, not minutes; Cancel ends the probe at once
             tile_source.check_reachable(cancelled=feedback.isCanceled)
@@ -412,12 +424,13 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
         except Cancelled:
             return  # the caller sees the cancel and returns empty results
 
-    @staticmethod
-    def _load_model(settings: SearchSettings, feedback):
+    def _load_model(self, settings: SearchSettings, feedback):
         from ..core.encoders import ModelError
         from ..core.factory import load_geo_model
 
-        feedback.pushInfo(f"Loading model {settings.model_name} on {settings.device}")
+        feedback.pushInfo(
+            self.tr("Loading model {model} on {device}").format(model=settings.model_name, device=settings.device)
+        )
         try:
             model = load_geo_model(settings.base_model, settings.model_file or None, settings.zooms, settings.device)
         except ModelError as exc:
@@ -426,8 +439,10 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
             untrained = [z for z in settings.zooms if z not in model.map_encoders]
             if untrained:
                 feedback.pushWarning(
-                    f"the model has no map encoder for zoom {untrained}; the nearest trained zoom is used there "
-                    f"(trained: {model.zooms})"
+                    self.tr(
+                        "the model has no map encoder for zoom {zooms}; the nearest trained zoom is used there "
+                        "(trained: {trained})"
+                    ).format(zooms=untrained, trained=model.zooms)
                 )
         return model
 
@@ -435,14 +450,13 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
         folder = layer_folder(parameters.get(self.PHOTOS), context)
         records = photo_records(photos, field, folder, context, feedback, with_truth=with_truth)
         feedback.pushInfo(
-            f"{len(records)} photos from {field!r}"
-            + (f" (relative paths from {folder})" if folder else "")
-            + ("; input points are the true locations" if with_truth else "")
+            self.tr("{count} photos from {field}").format(count=len(records), field=repr(field))
+            + (self.tr(" (relative paths from {folder})").format(folder=folder) if folder else "")
+            + (self.tr("; input points are the true locations") if with_truth else "")
         )
         return records
 
-    @staticmethod
-    def _write_results(results, records, writer: PredictionWriter, redactor, feedback) -> None:
+    def _write_results(self, results, records, writer: PredictionWriter, redactor, feedback) -> None:
         """Write each photo's result as it comes; on cancel keep what was written, on a lost server give every
         remaining photo its reason."""
         from ..core.progress import Cancelled
@@ -457,7 +471,11 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
                 if feedback.isCanceled():
                     raise Cancelled("cancelled by the user")
         except Cancelled:
-            feedback.pushWarning(f"Cancelled: {done} of {len(records)} photos were searched; their rows are written.")
+            feedback.pushWarning(
+                self.tr("Cancelled: {done} of {total} photos were searched; their rows are written.").format(
+                    done=done, total=len(records)
+                )
+            )
         except TileSourceError as exc:
             reason = redactor.redact(str(exc))
             feedback.reportError(reason, False)
@@ -477,8 +495,17 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
             }
         )
         feedback.pushInfo(
-            f"Done: {writer.located} photos located, {writer.failed} failed; tiles: {totals.tiles_requested} "
-            f"scored, {totals.downloaded} downloaded, {totals.tile_encodes} encoded, {totals.gaps} gaps"
+            self.tr(
+                "Done: {located} photos located, {failed} failed; tiles: {scored} scored, {downloaded} downloaded, "
+                "{encoded} encoded, {gaps} gaps"
+            ).format(
+                located=writer.located,
+                failed=writer.failed,
+                scored=totals.tiles_requested,
+                downloaded=totals.downloaded,
+                encoded=totals.tile_encodes,
+                gaps=totals.gaps,
+            )
         )
         return results
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 from qgis.core import (
     QgsApplication,
@@ -21,6 +21,7 @@ from qgis.core import (
 )
 
 from ..core.defaults import DEFAULT_MAX_CONNECTIONS, DEFAULT_ZOOMS_TEXT
+from .i18n import tr
 
 #: DEVICE's options, in this order (index 0 is the default): torch picks CUDA when it sees a GPU, else the CPU.
 DEVICE_OPTIONS = ("auto", "cpu", "cuda")
@@ -70,9 +71,8 @@ def unknown_enum_option(alg, parameters: dict) -> str:
         if value.strip().lstrip("-").isdigit() or getattr(param, "usesStaticStrings", lambda: False)():
             continue
         options = param.options()
-        return (
-            f"{param.name()}: {value!r} is not one of {', '.join(options)} "
-            f"(give an option's name or its index 0-{len(options) - 1})"
+        return tr("{name}: {value} is not one of {options} (give an option's name or its index 0-{last})").format(
+            name=param.name(), value=repr(value), options=", ".join(options), last=len(options) - 1
         )
     return ""
 
@@ -97,9 +97,9 @@ def option_name(options: Sequence[str], index) -> str:
 # -- DEVICE -----------------------------------------------------------------------------------------------------
 
 
-def device_parameter(name: str = "DEVICE", description: str = "Device") -> QgsProcessingParameterEnum:
+def device_parameter(name: str = "DEVICE", description: Optional[str] = None) -> QgsProcessingParameterEnum:
     """auto, cpu or cuda; by name or index on the command line."""
-    return QgsProcessingParameterEnum(name, description, options=list(DEVICE_OPTIONS), defaultValue=0)
+    return QgsProcessingParameterEnum(name, description or tr("Device"), options=list(DEVICE_OPTIONS), defaultValue=0)
 
 
 def device_value(alg, parameters, name: str, context) -> str:
@@ -110,8 +110,8 @@ def device_value(alg, parameters, name: str, context) -> str:
 # -- ZOOM_LEVELS ------------------------------------------------------------------------------------------------
 
 
-def zoom_levels_parameter(name: str = "ZOOM_LEVELS", description: str = "Zoom levels") -> QgsProcessingParameterString:
-    return QgsProcessingParameterString(name, description, DEFAULT_ZOOMS_TEXT)
+def zoom_levels_parameter(name: str = "ZOOM_LEVELS", description: Optional[str] = None) -> QgsProcessingParameterString:
+    return QgsProcessingParameterString(name, description or tr("Zoom levels"), DEFAULT_ZOOMS_TEXT)
 
 
 def zoom_levels_value(alg, parameters, name: str, context, any_order: bool = False) -> List[int]:
@@ -128,9 +128,9 @@ def zoom_levels_value(alg, parameters, name: str, context, any_order: bool = Fal
 # -- CACHE_DIR --------------------------------------------------------------------------------------------------
 
 
-def cache_dir_parameter(name: str = "CACHE_DIR", description: str = "Cache folder") -> QgsProcessingParameterFile:
+def cache_dir_parameter(name: str = "CACHE_DIR", description: Optional[str] = None) -> QgsProcessingParameterFile:
     return QgsProcessingParameterFile(
-        name, description, behavior=QgsProcessingParameterFile.Behavior.Folder, optional=True
+        name, description or tr("Cache folder"), behavior=QgsProcessingParameterFile.Behavior.Folder, optional=True
     )
 
 
@@ -159,7 +159,7 @@ def download_parameters(connections_key: str, rate_key: str) -> List[QgsProcessi
     return [
         QgsProcessingParameterNumber(
             connections_key,
-            "Parallel tile downloads",
+            tr("Parallel tile downloads"),
             QgsProcessingParameterNumber.Type.Integer,
             DEFAULT_MAX_CONNECTIONS,
             minValue=1,
@@ -167,7 +167,7 @@ def download_parameters(connections_key: str, rate_key: str) -> List[QgsProcessi
         ),
         QgsProcessingParameterNumber(
             rate_key,
-            "Tile requests per second (0 = no limit)",
+            tr("Tile requests per second (0 = no limit)"),
             QgsProcessingParameterNumber.Type.Double,
             0.0,
             minValue=0.0,

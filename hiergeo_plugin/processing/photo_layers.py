@@ -16,6 +16,8 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
+from .i18n import tr
+
 #: The photo path field that QGIS's "Import geotagged photos" writes.
 DEFAULT_PHOTO_FIELD = "photo"
 
@@ -101,8 +103,10 @@ def photo_source(alg, parameters, context, layer_key: str = "PHOTOS", field_key:
         raise QgsProcessingException(alg.invalidSourceError(parameters, layer_key))
     field = alg.parameterAsString(parameters, field_key, context) or DEFAULT_PHOTO_FIELD
     if source.fields().lookupField(field) < 0:
-        names = ", ".join(source.fields().names()) or "none"
+        names = ", ".join(source.fields().names()) or tr("none")
         raise QgsProcessingException(
-            f"{layer_key} has no field {field!r} with the photo paths (its fields: {names}); set {field_key}"
+            tr("{layer} has no field {field} with the photo paths (its fields: {fields}); set {field_key}").format(
+                layer=layer_key, field=repr(field), fields=names, field_key=field_key
+            )
         )
     return source, field

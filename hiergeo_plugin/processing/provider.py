@@ -9,6 +9,7 @@ from .. import __version__
 from .build_index import BuildRegionIndexAlgorithm
 from .evaluate import EvaluateGeolocationAlgorithm
 from .geolocate import GeolocatePhotosAlgorithm
+from .i18n import tr
 from .resources import ICON_PATH
 from .train import TrainMapEncodersAlgorithm
 
@@ -23,7 +24,7 @@ class HierGeoProvider(QgsProcessingProvider):
         return "HierGeo"
 
     def longName(self) -> str:  # noqa: N802
-        return f"HierGeo {__version__}: photo geolocation on satellite tiles"
+        return tr("HierGeo {version}: photo geolocation on satellite tiles").format(version=__version__)
 
     def icon(self):
         return QIcon(str(ICON_PATH))

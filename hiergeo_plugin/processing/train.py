@@ -53,6 +53,7 @@ DECLARED_RESULT_ZOOMS = tuple(range(0, 23))
 
 
 class TrainMapEncodersAlgorithm(TileSourceAlgorithm):
+    GROUP_ID = "trainingevaluation"
     PHOTOS = "PHOTOS"
     PHOTO_FIELD = "PHOTO_FIELD"
     TILE_SOURCE = "TILE_SOURCE"
@@ -74,7 +75,7 @@ class TrainMapEncodersAlgorithm(TileSourceAlgorithm):
         return "trainmapencoders"
 
     def displayName(self) -> str:  # noqa: N802
-        return "Train map encoders"
+        return self.tr("Train map encoders")
 
     def tags(self):
         return ["train", "fine-tune", "map encoder", "clip", "satellite", "xyz", "geolocation", "photo"]
@@ -86,41 +87,49 @@ class TrainMapEncodersAlgorithm(TileSourceAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(
             QgsProcessingParameterFeatureSource(
-                self.PHOTOS, "Photos with true locations (points)", [QgsProcessing.SourceType.TypeVectorPoint]
+                self.PHOTOS, self.tr("Photos with true locations (points)"), [QgsProcessing.SourceType.TypeVectorPoint]
             )
         )
         self.addParameter(
             QgsProcessingParameterField(
                 self.PHOTO_FIELD,
-                "Field with the photo path",
+                self.tr("Field with the photo path"),
                 defaultValue=DEFAULT_PHOTO_FIELD,
                 parentLayerParameterName=self.PHOTOS,
             )
         )
         self.addParameter(
             QgsProcessingParameterString(
-                self.TILE_SOURCE, "Tile source (XYZ URL template or saved XYZ connection name)"
+                self.TILE_SOURCE, self.tr("Tile source (XYZ URL template or saved XYZ connection name)")
             )
         )
         self.addParameter(
             QgsProcessingParameterString(
-                self.BASE_MODEL, "Base model (open_clip architecture/pretrained tag)", DEFAULT_BASE_MODEL
+                self.BASE_MODEL, self.tr("Base model (open_clip architecture/pretrained tag)"), DEFAULT_BASE_MODEL
             )
         )
         self.addParameter(
             QgsProcessingParameterNumber(
-                self.EPOCHS, "Epochs per zoom", QgsProcessingParameterNumber.Type.Integer, DEFAULT_EPOCHS, minValue=1
+                self.EPOCHS,
+                self.tr("Epochs per zoom"),
+                QgsProcessingParameterNumber.Type.Integer,
+                DEFAULT_EPOCHS,
+                minValue=1,
             )
         )
         self.addParameter(
             QgsProcessingParameterNumber(
-                self.BATCH_SIZE, "Batch size", QgsProcessingParameterNumber.Type.Integer, DEFAULT_BATCH_SIZE, minValue=2
+                self.BATCH_SIZE,
+                self.tr("Batch size"),
+                QgsProcessingParameterNumber.Type.Integer,
+                DEFAULT_BATCH_SIZE,
+                minValue=2,
             )
         )
         self.addParameter(
             QgsProcessingParameterNumber(
                 self.LEARNING_RATE,
-                "Learning rate",
+                self.tr("Learning rate"),
                 QgsProcessingParameterNumber.Type.Double,
                 DEFAULT_LEARNING_RATE,
                 minValue=0.0,
@@ -129,7 +138,7 @@ class TrainMapEncodersAlgorithm(TileSourceAlgorithm):
         self.addParameter(
             QgsProcessingParameterNumber(
                 self.UNFROZEN_BLOCKS,
-                "Unfrozen transformer blocks",
+                self.tr("Unfrozen transformer blocks"),
                 QgsProcessingParameterNumber.Type.Integer,
                 DEFAULT_UNFROZEN_BLOCKS,
                 minValue=0,
@@ -137,21 +146,21 @@ class TrainMapEncodersAlgorithm(TileSourceAlgorithm):
         )
         self.addParameter(zoom_levels_parameter(self.ZOOM_LEVELS))
         self.addParameter(device_parameter(self.DEVICE))
-        self.addParameter(cache_dir_parameter(self.CACHE_DIR, "Cache folder (tiles)"))
+        self.addParameter(cache_dir_parameter(self.CACHE_DIR, self.tr("Cache folder (tiles)")))
         advanced_params = [
             QgsProcessingParameterNumber(
                 self.BASE_TRAINING_EPOCHS,
-                "Base training epochs (train photo and map towers from scratch first; 0 = off)",
+                self.tr("Base training epochs (train photo and map towers from scratch first; 0 = off)"),
                 QgsProcessingParameterNumber.Type.Integer,
                 0,
                 minValue=0,
             ),
             QgsProcessingParameterNumber(
-                self.SEED, "Random seed (split, shuffling)", QgsProcessingParameterNumber.Type.Integer, 0
+                self.SEED, self.tr("Random seed (split, shuffling)"), QgsProcessingParameterNumber.Type.Integer, 0
             ),
             QgsProcessingParameterNumber(
                 self.SEARCH_NEGATIVES,
-                "Extra negative tiles per photo and zoom, from the tiles the search compares (0 = paper)",
+                self.tr("Extra negative tiles per photo and zoom, from the tiles the search compares (0 = paper)"),
                 QgsProcessingParameterNumber.Type.Integer,
                 DEFAULT_SEARCH_NEGATIVES,
                 minValue=0,
@@ -161,11 +170,15 @@ class TrainMapEncodersAlgorithm(TileSourceAlgorithm):
         for param in advanced_params:
             self.addParameter(advanced(param))
         self.addParameter(
-            QgsProcessingParameterFileDestination(self.OUTPUT_MODEL, "Trained model", "HierGeo model (*.safetensors)")
+            QgsProcessingParameterFileDestination(
+                self.OUTPUT_MODEL, self.tr("Trained model"), self.tr("HierGeo model (*.safetensors)")
+            )
         )
         for zoom in DECLARED_RESULT_ZOOMS:
-            self.addOutput(QgsProcessingOutputNumber(f"VAL_TOP1_Z{zoom}", f"Validation top-1 accuracy, zoom {zoom}"))
-            self.addOutput(QgsProcessingOutputNumber(f"VAL_TOP5_Z{zoom}", f"Validation top-5 accuracy, zoom {zoom}"))
+            top1 = self.tr("Validation top-1 accuracy, zoom {zoom}").format(zoom=zoom)
+            top5 = self.tr("Validation top-5 accuracy, zoom {zoom}").format(zoom=zoom)
+            self.addOutput(QgsProcessingOutputNumber(f"VAL_TOP1_Z{zoom}", top1))
+            self.addOutput(QgsProcessingOutputNumber(f"VAL_TOP5_Z{zoom}", top5))
 
     # -- run ------------------------------------------------------------------------------------------------
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
@@ -188,13 +201,17 @@ class TrainMapEncodersAlgorithm(TileSourceAlgorithm):
         reporter = FeedbackReporter(feedback, tile_source.redactor)
         try:
             feedback.pushInfo(
-                f"Tile source: {tile_source.display_name} (zoom {xyz.zmin}-{xyz.zmax}); cache: {config.cache_dir}"
+                self.tr("Tile source: {source} (zoom {zmin}-{zmax}); cache: {cache}").format(
+                    source=tile_source.display_name, zmin=xyz.zmin, zmax=xyz.zmax, cache=config.cache_dir
+                )
             )
             summary = train_map_encoders(usable, tile_source, output, config, reporter=reporter)
         except Cancelled:
             feedback.pushInfo(
-                "Training cancelled; the finished zooms are kept in the checkpoint next to the output: "
-                "run the same training again to resume."
+                self.tr(
+                    "Training cancelled; the finished zooms are kept in the checkpoint next to the output: "
+                    "run the same training again to resume."
+                )
             )
             return {self.OUTPUT_MODEL: None}
         except (TrainingError, TileSourceError, ModelError) as exc:
@@ -228,12 +245,18 @@ class TrainMapEncodersAlgorithm(TileSourceAlgorithm):
         records = photo_records(photos, field, folder, context, feedback, with_truth=True)
         for r in records:
             if not r.path:
-                feedback.pushWarning(f"feature {r.key}: no photo path in field {field!r}; skipped")
+                feedback.pushWarning(
+                    self.tr("feature {id}: no photo path in field {field}; skipped").format(id=r.key, field=repr(field))
+                )
             elif not r.has_truth:
-                feedback.pushWarning(f"{r.photo}: no point geometry (true location unknown); skipped")
+                feedback.pushWarning(
+                    self.tr("{photo}: no point geometry (true location unknown); skipped").format(photo=r.photo)
+                )
         usable = [r for r in records if r.path and r.has_truth]
         if not usable:
-            raise QgsProcessingException("no usable photos: every feature lacks a photo path or a point geometry")
+            raise QgsProcessingException(
+                self.tr("no usable photos: every feature lacks a photo path or a point geometry")
+            )
         return usable
 
     def _results(self, summary, feedback) -> Dict[str, object]:
@@ -243,7 +266,11 @@ class TrainMapEncodersAlgorithm(TileSourceAlgorithm):
             results[f"VAL_TOP5_Z{zoom}"] = info.get("val_top5")
             if info.get("val_top1") is not None:
                 feedback.pushInfo(
-                    f"zoom {zoom}: validation top-1 {info['val_top1']:.3f} (untrained "
-                    f"{info.get('val_top1_untrained', float('nan')):.3f}), top-5 {info['val_top5']:.3f}"
+                    self.tr("zoom {zoom}: validation top-1 {top1} (untrained {untrained}), top-5 {top5}").format(
+                        zoom=zoom,
+                        top1=f"{info['val_top1']:.3f}",
+                        untrained=f"{info.get('val_top1_untrained', float('nan')):.3f}",
+                        top5=f"{info['val_top5']:.3f}",
+                    )
                 )
         return results

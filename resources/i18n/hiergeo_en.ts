@@ -1,0 +1,573 @@
+<?xml version="1.0" encoding="utf-8"?>
+<!DOCTYPE TS>
+<TS version="2.1" language="en" sourcelanguage="en">
+<context>
+    <name>HierGeo</name>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source> (relative paths from {folder})</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <source>: median error {km} km</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>; input points are the true locations</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <source>AREA has no polygons</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <source>Area to index (polygons: only cells that intersect them)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <location filename="../../hiergeo_plugin/processing/train.py"/>
+        <source>Base model (open_clip architecture/pretrained tag)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/train.py"/>
+        <source>Base training epochs (train photo and map towers from scratch first; 0 = off)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/train.py"/>
+        <source>Batch size</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>Batch size (images per model pass)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <source>Build region index</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>CACHE_DIR {path} is a file, not a folder: give a folder (or leave CACHE_DIR empty for the default cache folder)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/params.py"/>
+        <source>Cache folder</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>Cache folder (tiles and embeddings)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <source>Cache folder (tiles and embeddings, shared with Geolocate photos)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/train.py"/>
+        <source>Cache folder (tiles)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <source>Cancelled: the finished shards are kept beside the output; run the algorithm again with the same parameters to resume</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>Cancelled: {done} of {total} photos were searched; their rows are written.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>Candidate tiles</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <source>Cell zoom</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <source>Cells in the index</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <source>Cells with a prototype from ground photos</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/params.py"/>
+        <source>Device</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <source>Distance thresholds (km)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>Done: {located} photos located, {failed} failed; tiles: {scored} scored, {downloaded} downloaded, {encoded} encoded, {gaps} gaps</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/train.py"/>
+        <source>Epochs per zoom</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <source>Error lines</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <source>Evaluate geolocation</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <source>Evaluation report</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <source>Extent to index</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/train.py"/>
+        <source>Extra negative tiles per photo and zoom, from the tiles the search compares (0 = paper)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <location filename="../../hiergeo_plugin/processing/train.py"/>
+        <source>Field with the photo path</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <source>GROUND_TRUTH has no field {field} (its fields: {fields})</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <source>GROUND_TRUTH needs point geometry or true_lat/true_lon (or lat/lon) fields for the true locations</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>Geolocate photos</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/algorithm.py"/>
+        <source>Geolocation</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <source>Ground photos for cell prototypes (points, optional)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <source>Ground truth</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <source>Ground truth (when the predictions have no true_lat/true_lon)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <source>Ground truth joined to {joined} of {total} predictions on {field}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <source>HTML files (*.html)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <source>HierGeo evaluation: {layer}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <source>HierGeo index (*.hgindex)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>HierGeo index (*.hgindex);;All files (*.*)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/train.py"/>
+        <source>HierGeo model (*.safetensors)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>HierGeo model (*.safetensors);;All files (*.*)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/provider.py"/>
+        <source>HierGeo {version}: photo geolocation on satellite tiles</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/train.py"/>
+        <source>Learning rate</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>Loading model {model} on {device}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <source>Located photos without a true location</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>METHOD {method} needs INDEX: a .hgindex file from Build region index</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <source>Mean error (km)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <source>Median error (km)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>Method</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>OUTPUT and CANDIDATES would both write {path}: the second would replace the first and leave the file empty. Give two files, or two tables of one GeoPackage (ogr:dbname='file.gpkg' table="predictions" and table="candidates").</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <source>PREDICTIONS has no true_lat/true_lon (its input was not a point layer) and no GROUND_TRUTH was given: nothing can be evaluated</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/params.py"/>
+        <source>Parallel tile downloads</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>Path weight (0 = the paper: each zoom ranks by its own similarity)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <source>Photo path field of the ground truth</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>Photos (points, or a table with a photo path field)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <source>Photos evaluated</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>Photos located</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>Photos searched together</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>Photos that could not be located</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <source>Photos that were not located</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/train.py"/>
+        <source>Photos with true locations (points)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>Predicted locations</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <source>Predictions</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <source>Predictions (OUTPUT of Geolocate photos)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/train.py"/>
+        <source>Random seed (split, shuffling)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <source>Refuse areas with more cells than</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/algorithm.py"/>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <source>Region index</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>Region index (for the index methods)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>Satellite tiles (XYZ URL template, saved XYZ connection name or XYZ layer)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>Search extent (EPSG:4326): {extent}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>Search only within this extent (empty = the whole world)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <source>Share within {km} km</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <source>Size of the index file (bytes)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <source>Thresholds (km)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/params.py"/>
+        <source>Tile requests per second (0 = no limit)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/train.py"/>
+        <source>Tile source (XYZ URL template or saved XYZ connection name)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <location filename="../../hiergeo_plugin/processing/train.py"/>
+        <source>Tile source: {source} (zoom {zmin}-{zmax}); cache: {cache}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <source>Tile source: {source}; cache: {cache}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>Tiles downloaded</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>Tiles encoded by the model</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>Tiles kept per zoom level (k)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>Tiles missing from the source (skipped)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/train.py"/>
+        <source>Train map encoders</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/train.py"/>
+        <source>Trained model</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>Trained model file (empty: the base model)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/algorithm.py"/>
+        <source>Training and evaluation</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/train.py"/>
+        <source>Training cancelled; the finished zooms are kept in the checkpoint next to the output: run the same training again to resume.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/train.py"/>
+        <source>Unfrozen transformer blocks</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/train.py"/>
+        <source>Validation top-1 accuracy, zoom {zoom}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/train.py"/>
+        <source>Validation top-5 accuracy, zoom {zoom}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <source>Weight of the prototypes in the cell codes (kappa)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/params.py"/>
+        <source>Zoom levels</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/train.py"/>
+        <source>feature {id}: no photo path in field {field}; skipped</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <source>give EXTENT and/or AREA: the index covers that area</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/train.py"/>
+        <source>no usable photos: every feature lacks a photo path or a point geometry</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/photo_layers.py"/>
+        <source>none</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <source>predictions</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>the model has no map encoder for zoom {zooms}; the nearest trained zoom is used there (trained: {trained})</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>zoom levels {zooms} lie outside the source's range {zmin}-{zmax}: expect gaps there</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/train.py"/>
+        <source>zoom {zoom}: validation top-1 {top1} (untrained {untrained}), top-5 {top5}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <source>{count} ground photos with a location for the cell prototypes</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <source>{count} photos evaluated</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>{count} photos from {field}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <source>{layer} (joined on {field}: {joined} photos)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/photo_layers.py"/>
+        <source>{layer} has no field {field} with the photo paths (its fields: {fields}); set {field_key}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/params.py"/>
+        <source>{name}: {value} is not one of {options} (give an option's name or its index 0-{last})</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/train.py"/>
+        <source>{photo}: no point geometry (true location unknown); skipped</source>
+        <translation type="unfinished"></translation>
+    </message>
+</context>
+</TS>
