@@ -460,8 +460,8 @@ def test_help_explains_every_parameter_and_output_field(provider):
         "PATH_WEIGHT",
         "PHOTO_BATCH",
     ]
-    for key in keys:
-        assert f"<b>{key}</b>" in help_text, key
+    for key in keys:  # the dialog's name in bold (tests/test_help.py), the key beside it for the command line
+        assert f"<code>{key}</code>" in help_text, key
     for field in set(OUTPUT_FIELDS + TRUTH_FIELDS + CANDIDATE_FIELDS):
         assert f"<b>{field}</b>" in help_text, field
     defaults = {p.name(): p.defaultValue() for p in alg.parameterDefinitions()}

@@ -14,7 +14,7 @@ from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
 from . import dependencies
 from .i18n import tr, translatable
 from .params import unknown_enum_option, with_enum_indexes
-from .resources import ICON_PATH, help_text
+from .resources import ICON_PATH, help_text, help_url
 from .xyz import XyzSource, resolve_tile_source
 
 #: Toolbox groups by task (ids are stable: QGIS stores them in models and the toolbox's state). The provider is
@@ -36,6 +36,8 @@ class HierGeoAlgorithm(QgsProcessingAlgorithm):
     NEEDS_TORCH = False
     #: The toolbox group (a key of GROUPS) of the algorithm.
     GROUP_ID = "geolocation"
+    #: The README section of the algorithm (GitHub's anchor of its heading; tests/test_help.py checks it exists).
+    HELP_ANCHOR = ""
 
     def tr(self, text: str) -> str:
         """`text` translated (QGIS's convention for algorithms; one context for all of HierGeo, see i18n)."""
@@ -54,6 +56,10 @@ class HierGeoAlgorithm(QgsProcessingAlgorithm):
 
     def shortHelpString(self) -> str:  # noqa: N802
         return help_text(self.name())
+
+    def helpUrl(self) -> str:  # noqa: N802
+        """The dialog's Help button: the algorithm's section of the README at the homepage of metadata.txt."""
+        return help_url(self.HELP_ANCHOR)
 
     def createInstance(self):  # noqa: N802
         return type(self)()

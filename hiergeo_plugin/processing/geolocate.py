@@ -96,6 +96,7 @@ class SearchSettings:
 
 
 class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
+    HELP_ANCHOR = "geolocate-photos-hiergeogeolocatephotos"
     PHOTOS = "PHOTOS"
     PHOTO_FIELD = "PHOTO_FIELD"
     TILE_SOURCE = "TILE_SOURCE"

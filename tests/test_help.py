@@ -1,0 +1,116 @@
+"""The help of every algorithm: the Help button's URL, and help texts that read as prose in QGIS's help panel and
+name each parameter as the dialog shows it.
+
+Why: QGIS's dialog splits the help text at every newline and makes each piece a paragraph
+(QgsProcessingAlgorithmDialogBase::formatHelp), so a wrapped source line broke sentences apart ("the photo is" /
+"encoded with..."); and a help that names parameters by key leaves a dialog user guessing which field is meant.
+"""
+
+from __future__ import annotations
+
+import configparser
+import html
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HELP_DIR = ROOT / "resources" / "help"
+BLOCKS = {"p", "li", "h1", "h2", "h3", "h4", "td", "th", "dt", "dd"}
+
+
+def _plain(text: str) -> str:
+    """Help HTML as the reader sees its words: no tags, entities decoded, whitespace collapsed."""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", text)).split())
+
+
+def _github_slug(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+class _Blocks(HTMLParser):
+    """The text of each block element (paragraph, list item, heading), with the newlines it contains."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack, self.blocks = [], []
+
+    def handle_starttag(self, tag, attrs):
+        if tag in BLOCKS:
+            self.stack.append([tag, ""])
+
+    def handle_endtag(self, tag):
+        if tag in BLOCKS and self.stack and self.stack[-1][0] == tag:
+            self.blocks.append(tuple(self.stack.pop()))
+
+    def handle_data(self, data):
+        for block in self.stack:
+            block[1] += data
+
+
+def test_help_files_have_no_line_break_inside_a_paragraph():
+    """The shipped files themselves: one paragraph, list item or heading per line."""
+    files = sorted(HELP_DIR.glob("*.html"))
+    assert len(files) >= 4
+    for path in files:
+        parser = _Blocks()
+        parser.feed(path.read_text(encoding="utf-8"))
+        assert not parser.stack, f"{path.name}: unclosed {[b[0] for b in parser.stack]}"
+        broken = [text for _, text in parser.blocks if "\n" in text]
+        assert not broken, f"{path.name}: line breaks inside {broken[:2]}"
+
+
+def test_help_panel_text_is_one_line_and_names_every_parameter_as_the_dialog_does(provider):
+    for alg in provider.algorithms():
+        text = alg.shortHelpString()
+        assert text and "\n" not in text, alg.id()  # QGIS would make every line a paragraph
+        words = _plain(text)
+        for param in alg.parameterDefinitions():
+            assert _plain(param.description()) in words, (alg.id(), param.name(), param.description())
+
+
+def test_help_text_joins_wrapped_lines_into_sentences(tmp_path, monkeypatch):
+    from hiergeo_plugin.processing import resources
+
+    (tmp_path / "wrapped.html").write_text(
+        "<p>the photo is\nencoded with a CLIP\n  image encoder.</p>\n<ul>\n<li>a</li>\n</ul>\n"
+    )
+    monkeypatch.setattr(resources, "HELP_DIR", tmp_path)
+    resources.help_text.cache_clear()
+    try:
+        assert (
+            resources.help_text("wrapped")
+            == "<p>the photo is encoded with a CLIP image encoder.</p> <ul> <li>a</li> </ul>"
+        )
+    finally:
+        resources.help_text.cache_clear()
+
+
+def test_help_url_of_every_algorithm_is_its_readme_section_at_the_homepage(provider):
+    metadata = configparser.ConfigParser(interpolation=None)
+    metadata.read(ROOT / "metadata.txt", encoding="utf-8")
+    homepage = metadata.get("general", "homepage").rstrip("/")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    anchors = {_github_slug(m.group(1)) for m in re.finditer(r"^#+\s+(.+)$", readme, re.MULTILINE)}
+    urls = {}
+    for alg in provider.algorithms():
+        url = alg.helpUrl()
+        assert url.startswith(homepage + "#"), (alg.id(), url)
+        anchor = url.split("#", 1)[1]
+        assert anchor in anchors, f"{alg.id()}: README has no heading with the anchor {anchor!r}"
+        assert alg.name() in anchor  # the README's headings name the algorithm id
+        urls[alg.id()] = url
+    assert len(set(urls.values())) == len(urls)
+
+
+def test_toolbox_does_not_read_hiergeo_twice(provider):
+    """Provider HierGeo, groups by task; ids stay as the public contract (DESIGN.md) has them."""
+    assert provider.id() == "hiergeo" and provider.name() == "HierGeo"
+    groups = {alg.id(): (alg.groupId(), alg.group()) for alg in provider.algorithms()}
+    assert all(group != "HierGeo" for _, group in groups.values())
+    assert groups["hiergeo:geolocatephotos"] == ("geolocation", "Geolocation")
+    assert groups["hiergeo:buildregionindex"] == ("regionindex", "Region index")
+    assert (
+        groups["hiergeo:trainmapencoders"][1] == groups["hiergeo:evaluategeolocation"][1] == "Training and evaluation"
+    )
