@@ -202,6 +202,7 @@ def test_gui_adds_menu_and_toolbar_opens_the_dialog_and_unload_removes_everythin
         (MENU, "Geolocate photos…"),
         (MENU, "Evaluate geolocation…"),
         (MENU, "Train map encoders…"),
+        (MENU, "Install Python dependencies…"),
     ]
     assert [a.text() for a in iface.toolbar] == ["Geolocate photos…"]
     assert not iface.toolbar[0].icon().isNull()
@@ -237,7 +238,7 @@ def test_plugin_loads_and_explains_itself_when_torch_is_hidden(plugins_dir, phot
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
         sys.path.insert(0, {str(plugins_dir)!r})
         from qgis.core import QgsApplication, QgsProcessingException, QgsVectorLayer
-        app = QgsApplication([], False)
+        app = QgsApplication([], True)  # with widgets: the start-up message carries an "Install…" button
         app.initQgis()
         sys.path.append(os.path.join(QgsApplication.pkgDataPath(), "python", "plugins"))
         from processing.core.Processing import Processing
@@ -256,6 +257,8 @@ def test_plugin_loads_and_explains_itself_when_torch_is_hidden(plugins_dir, phot
             messages = []
             def pushMessage(self, title, text, level, duration):
                 self.messages.append((title, text))
+            def pushWidget(self, widget, level, duration):
+                self.messages.append(("widget", widget.text()))
 
         class Iface:
             bar = Bar()
@@ -264,7 +267,7 @@ def test_plugin_loads_and_explains_itself_when_torch_is_hidden(plugins_dir, phot
 
         gui = hiergeo.classFactory(Iface())
         print("NOTE", repr(gui.check_dependencies()))
-        print("BAR", len(Iface.bar.messages))
+        print("BAR", len(Iface.bar.messages), repr(Iface.bar.messages))
         try:
             processing.run("hiergeo:geolocatephotos", {{
                 "PHOTOS": {str(table)!r}, "TILE_SOURCE": "http://127.0.0.1:9/{{z}}/{{x}}/{{y}}.png",
@@ -285,34 +288,38 @@ def test_plugin_loads_and_explains_itself_when_torch_is_hidden(plugins_dir, phot
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"ALGORITHMS {sorted(ALGORITHMS)}" in out
     error = next(line for line in out.splitlines() if line.startswith("ERROR "))
-    assert "pip install torch torchvision open_clip_torch" in error
-    assert "torch" in error and "open_clip" in error and " -m pip install" in error
+    install = "Install Python dependencies"
+    assert install in error and " -m pip install " in error and "torch==" in error and "open_clip_torch==" in error
+    assert "torch" in error and "open_clip" in error
     note = next(line for line in out.splitlines() if line.startswith("NOTE "))
-    assert "pip install torch torchvision open_clip_torch" in note
-    assert "BAR 1" in out
+    assert install in note and " -m pip install " in note
+    bar = next(line for line in out.splitlines() if line.startswith("BAR "))
+    assert bar.startswith("BAR 1 ") and "torch, torchvision, open_clip_torch" in bar
     can = next(line for line in out.splitlines() if line.startswith("CAN_EXECUTE "))
-    assert can.startswith("CAN_EXECUTE False") and "pip install torch torchvision open_clip_torch" in can
+    assert can.startswith("CAN_EXECUTE False") and install in can and " -m pip install " in can
     assert "RAN" not in out.splitlines()
     assert "TORCH_IMPORTED False" in out
 
 
-def test_dependency_message_installs_into_the_plugins_own_folder_on_every_platform(monkeypatch):
+def test_dependency_message_names_the_dialog_and_the_command_it_runs(monkeypatch):
+    from hiergeo_plugin.core import installer
     from hiergeo_plugin.processing import dependencies
 
     missing = [("torch", "torch", "No module named 'torch'")]
     message = dependencies.dependency_message(missing)
     folder = str(dependencies.private_packages_dir())
     assert folder.endswith(f"python{sys.version_info.major}.{sys.version_info.minor}")
-    # Debian 12+ refuses `python3 -m pip install X` (externally managed); --target into a folder of our own works.
-    command = f"{dependencies.qgis_python()} -m pip install torch torchvision open_clip_torch --upgrade --target"
-    assert command in message
-    assert folder in message and "sudo apt install python3-pip" in message
-    assert "pip install --break-system-packages" not in message and "--user" not in message
+    assert "Plugins > HierGeo > Install Python dependencies" in message
+    # The command is the dialog's (CPU build): QGIS's own interpreter, not a PATH lookup, into the private folder.
+    python = installer.find_qgis_python().path
+    assert dependencies.qgis_python() == python
+    assert f"{python} -m pip install --upgrade --target {folder}" in message
+    assert all(req in message for req in installer.requirements_for(sys.version_info))
+    assert installer.TORCH_CPU_INDEX in message and "sudo apt install python3-pip" in message
+    assert "--break-system-packages" not in message.replace("never add --break-system-packages", "")
+    assert "--user" not in message
     monkeypatch.setattr(sys, "platform", "win32")
-    windows = dependencies.dependency_message(missing)
-    assert "OSGeo4W Shell" in windows and "python -m pip install torch torchvision open_clip_torch" in windows
-    monkeypatch.setattr(sys, "executable", "/Applications/QGIS.app/Contents/MacOS/QGIS")
-    assert dependencies.qgis_python() != "/Applications/QGIS.app/Contents/MacOS/QGIS"
+    assert "OSGeo4W Shell" in dependencies.dependency_message(missing)
 
 
 def test_packages_in_the_private_folder_are_importable_after_the_systems(tmp_path, monkeypatch):

@@ -1,34 +1,28 @@
-"""Is torch & co. usable in QGIS's Python, and if not, what exactly to type to install it.
+"""Is torch & co. usable in QGIS's Python; if not, how to install it (the dialog, or the command it runs).
 
 Nothing here imports torch: QGIS must be able to load the plugin, list the algorithms and say what to install when
 torch or open_clip are missing. The GUI only looks the modules up (fast, at start-up); an algorithm about to run
-imports them, which also catches installs that are present but broken.
+imports them, which also catches installs that are present but broken. The installing itself (which interpreter,
+which folder, which pip command, the check afterwards) is core/installer.py; this module gives it QGIS's values:
+the profile folder and the proxy.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from qgis.core import QgsApplication, QgsProcessingException
 
-#: (module to import, pip package that provides it). The torch trio is always installed together: open_clip
-#: needs torchvision, and a torchvision built for another torch fails to import.
-DEPENDENCIES: Tuple[Tuple[str, str], ...] = (
-    ("torch", "torch"),
-    ("torchvision", "torchvision"),
-    ("open_clip", "open_clip_torch"),
-    ("numpy", "numpy"),
-    ("PIL", "pillow"),
-    ("requests", "requests"),
-    ("safetensors", "safetensors"),
-)
-_ALWAYS_TOGETHER = ("torch", "torchvision", "open_clip_torch")
+from ..core import installer
+from ..core.installer import DEPENDENCIES
 
+__all__ = ["DEPENDENCIES", "check_dependencies", "dependency_message", "missing_dependencies"]
 
 # -- dependencies -----------------------------------------------------------------------------------------------
 
@@ -54,38 +48,28 @@ def missing_dependencies(import_modules: bool = True) -> List[Tuple[str, str, st
     return missing
 
 
-def qgis_python() -> str:
-    """The Python interpreter that QGIS runs (where pip must install), as a command to type."""
-    exe = sys.executable or ""
-    name = os.path.basename(exe).lower()
-    if name.startswith("python"):
-        return exe
-    # Inside QGIS desktop sys.executable is often the QGIS binary itself; its Python lives next to it.
-    for candidate in (
-        Path(sys.exec_prefix) / "bin" / "python3",
-        Path(sys.exec_prefix) / "python.exe",
-        Path(sys.exec_prefix) / "python3.exe",
-    ):
-        if candidate.exists():
-            return str(candidate)
-    return "python3"
+@functools.lru_cache(maxsize=1)
+def qgis_python() -> Optional[str]:
+    """The Python interpreter that QGIS runs (where pip must install), or None when none matches this Python.
+
+    Looked up once per session: it starts a few interpreters to check their versions, and the algorithms' dialogs
+    ask for the message (canExecute) each time they open.
+    """
+    try:
+        return installer.find_qgis_python().path
+    except installer.InterpreterNotFound:
+        return None
 
 
 def private_packages_dir(base: Optional[str] = None) -> Path:
-    """<QGIS profile>/hiergeo/python3.X: the plugin's own folder for torch & co.
-
-    The install command puts the packages here rather than into QGIS's Python: Debian 12+ and Ubuntu 23.04+ mark
-    the system Python as externally managed and pip refuses to install into it, Windows keeps QGIS's Python under
-    Program Files (administrator rights), and a private folder never breaks another program's packages. One folder
-    per Python version, since the wheels are built for one.
-    """
+    """<QGIS profile>/hiergeo/python3.X: the plugin's own folder for torch & co. (core/installer.py says why)."""
     if base is None:
         try:
             base = QgsApplication.qgisSettingsDirPath()
         except Exception:
             base = ""
         base = base or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "hiergeo" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    return installer.private_packages_dir(base)
 
 
 def use_private_packages(folder: Optional[Path] = None) -> bool:
@@ -99,52 +83,75 @@ def use_private_packages(folder: Optional[Path] = None) -> bool:
         return False
     if path not in sys.path:
         sys.path.append(path)
-        importlib.invalidate_caches()
+    importlib.invalidate_caches()
     return True
 
 
-def _quoted(text: str) -> str:
-    return f'"{text}"' if " " in text else text
+def qgis_proxies() -> Dict[str, str]:
+    """QGIS's proxy (Settings > Options > Network) as plain values for pip: {"http": url, "https": url, "no": hosts}.
+
+    Empty when QGIS uses no proxy or the system's (pip then reads the system's settings itself). A SOCKS proxy is
+    passed as socks5:// (pip needs PySocks for it, and says so in its log).
+    """
+    try:
+        from qgis.core import QgsNetworkAccessManager
+        from qgis.PyQt.QtNetwork import QNetworkProxy
+    except ImportError:
+        return {}
+    manager = QgsNetworkAccessManager.instance()
+    proxy = manager.fallbackProxy()
+    kinds = {
+        QNetworkProxy.ProxyType.HttpProxy: "http",
+        QNetworkProxy.ProxyType.HttpCachingProxy: "http",
+        QNetworkProxy.ProxyType.Socks5Proxy: "socks5",
+    }
+    scheme = kinds.get(proxy.type())
+    if scheme is None or not proxy.hostName():
+        return {}
+    login = ""
+    if proxy.user():
+        from urllib.parse import quote
+
+        login = quote(proxy.user(), safe="") + (":" + quote(proxy.password(), safe="") if proxy.password() else "")
+        login += "@"
+    url = f"{scheme}://{login}{proxy.hostName()}" + (f":{proxy.port()}" if proxy.port() > 0 else "")
+    proxies = {"http": url, "https": url}
+    excluded = [u for u in list(manager.excludeList()) + list(getattr(manager, "noProxyList", list)()) if u]
+    if excluded:
+        from urllib.parse import urlsplit
+
+        proxies["no"] = ",".join(sorted({urlsplit(u).hostname or u for u in excluded}))
+    return proxies
 
 
-def pip_command(
-    packages: Optional[List[str]] = None, python: Optional[str] = None, target: Optional[Path] = None
-) -> str:
-    """The command that installs `packages` for QGIS's Python into the plugin's private folder."""
-    packages = list(packages or _ALWAYS_TOGETHER)
-    folder = target or private_packages_dir()
-    return (
-        f"{_quoted(python or qgis_python())} -m pip install {' '.join(packages)} "
-        f"--upgrade --target {_quoted(str(folder))}"
+def install_command(python: Optional[str] = None, target: Optional[Path] = None, variant: str = "cpu") -> str:
+    """The command the install dialog runs (CPU build of torch), as one line for a shell: for qgis_process users."""
+    command = installer.pip_command(
+        python or qgis_python() or ("python" if sys.platform.startswith("win") else "python3"),
+        target or private_packages_dir(),
+        installer.requirements_for(sys.version_info),
+        variant,
     )
+    return installer.command_text(command)
 
 
 def dependency_message(missing: List[Tuple[str, str, str]]) -> str:
-    """What is missing and, per platform, the exact command that installs it for QGIS's Python."""
-    packages = list(_ALWAYS_TOGETHER)
-    packages += [pkg for _, pkg, _ in missing if pkg not in packages]
+    """What is missing, where to install it in QGIS (the menu), and the command for those without the GUI."""
     what = "; ".join(f"{module} ({reason})" for module, _, reason in missing)
     lines = [
         f"HierGeo cannot run: these Python packages are missing or broken in QGIS's Python: {what}.",
-        "Install them into HierGeo's own package folder (no administrator rights needed; QGIS's and the system's "
-        "Python packages stay untouched), then restart QGIS:",
+        "In QGIS: menu Plugins > HierGeo > Install Python dependencies… installs them (a few minutes; no "
+        "administrator rights; QGIS's and the system's Python packages stay untouched).",
+        "Without the QGIS window (qgis_process), this command does the same; run it, then start again:",
+        f"    {install_command()}",
     ]
     if sys.platform.startswith("win"):
-        lines.append("On Windows, open the 'OSGeo4W Shell' from the Start menu (QGIS's own Python) and run:")
-        lines.append(f"    {pip_command(packages, python='python')}")
-    elif sys.platform == "darwin":
-        lines.append(f"    {pip_command(packages)}")
-        lines.append("On macOS this is the python3 inside QGIS.app (Contents/MacOS/bin/python3).")
-    else:
-        lines.append(f"    {pip_command(packages)}")
+        lines.append("On Windows run it in the 'OSGeo4W Shell' (Start menu), where QGIS's Python finds its DLLs.")
+    elif sys.platform != "darwin":
         lines.append(
             "On Debian or Ubuntu, if that says 'No module named pip', first run: sudo apt install python3-pip "
             "(never add --break-system-packages: the command above does not need it)."
         )
-    lines.append(
-        "torch from PyPI runs on the CPU everywhere; on Linux it includes the CUDA libraries (a download of "
-        "a few GB) and uses an NVIDIA GPU when there is one."
-    )
     return "\n".join(lines)
 
 

@@ -62,6 +62,11 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
+        <source>CPU only (smaller download, a few hundred MB; runs everywhere)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/params.py"/>
         <source>Cache folder</source>
         <translation type="unfinished"></translation>
@@ -82,6 +87,16 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
+        <source>Cancel</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
+        <source>Cancelled.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/build_index.py"/>
         <source>Cancelled: the finished shards are kept beside the output; run the algorithm again with the same parameters to resume</source>
         <translation type="unfinished"></translation>
@@ -89,6 +104,11 @@
     <message>
         <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
         <source>Cancelled: {done} of {total} photos were searched; their rows are written.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
+        <source>Cancelling…</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -112,6 +132,11 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
+        <source>Close</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/params.py"/>
         <source>Device</source>
         <translation type="unfinished"></translation>
@@ -119,6 +144,11 @@
     <message>
         <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
         <source>Distance thresholds (km)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
+        <source>Done.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -147,6 +177,11 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
+        <source>Every module imports: {versions}.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/build_index.py"/>
         <source>Extent to index</source>
         <translation type="unfinished"></translation>
@@ -154,6 +189,11 @@
     <message>
         <location filename="../../hiergeo_plugin/processing/train.py"/>
         <source>Extra negative tiles per photo and zoom, from the tiles the search compares (0 = paper)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
+        <source>Failed.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -235,8 +275,33 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
+        <source>HierGeo needs torch, open_clip and a few other Python packages. They are installed for QGIS's own Python into a folder of HierGeo's in your QGIS profile: no administrator rights, nothing else changes, and running this again repairs a broken install.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/provider.py"/>
         <source>HierGeo {version}: photo geolocation on satellite tiles</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
+        <source>HierGeo: install Python dependencies</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
+        <source>Install</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/plugin.py"/>
+        <source>Install Python dependencies…</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/plugin.py"/>
+        <source>Install…</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -273,6 +338,11 @@
     <message>
         <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
         <source>Method</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
+        <source>NVIDIA GPU (CUDA; a download of several GB)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -351,8 +421,29 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/plugin.py"/>
+        <source>Python packages installed: restart QGIS to use them.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
+        <source>Python: {python}
+Folder: {target}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
+        <source>QGIS's Python was not found: {why}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/train.py"/>
         <source>Random seed (split, shuffling)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
+        <source>Ready.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -369,6 +460,11 @@
     <message>
         <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
         <source>Region index (for the index methods)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
+        <source>Reinstall / repair</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -395,6 +491,16 @@
     <message>
         <location filename="../../hiergeo_plugin/processing/build_index.py"/>
         <source>Size of the index file (bytes)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
+        <source>Starting pip…</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
+        <source>There is no CUDA on macOS; the CPU build uses Apple's GPU (MPS).</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -470,6 +576,11 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
+        <source>Try again</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/train.py"/>
         <source>Unfrozen transformer blocks</source>
         <translation type="unfinished"></translation>
@@ -505,6 +616,11 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/plugin.py"/>
+        <source>needs Python packages that are missing: {packages}.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/train.py"/>
         <source>no usable photos: every feature lacks a photo path or a point geometry</source>
         <translation type="unfinished"></translation>
@@ -522,6 +638,16 @@
     <message>
         <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
         <source>the model has no map encoder for zoom {zooms}; the nearest trained zoom is used there (trained: {trained})</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
+        <source>torch runs on the CPU.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
+        <source>torch sees a CUDA GPU.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>

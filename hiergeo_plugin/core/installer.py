@@ -1,0 +1,625 @@
+"""Install HierGeo's Python dependencies for QGIS's own Python, into a private folder, and check that they import.
+
+QGIS-free on purpose (plain subprocess + threading): the Qt dialog (gui/install_dialog.py) and the message that an
+algorithm shows without a GUI (processing/dependencies.py) are thin adapters over the same four steps:
+
+1. `find_qgis_python`: the interpreter QGIS runs. `sys.executable` inside QGIS is the QGIS binary (Windows, macOS)
+   or whatever a PATH lookup found (a pyenv shim: another Python, another ABI), so it is derived from
+   `sys.exec_prefix` / `sys.base_exec_prefix` and the platform's layout instead, and every candidate's version is
+   checked against the running one before it is used.
+2. `private_packages_dir`: <QGIS profile>/hiergeo/python3.X. The profile is outside the application (survives QGIS
+   upgrades, notably the QGIS.app bundle replaced on macOS), needs no administrator rights (Windows keeps QGIS's
+   Python under Program Files) and is not the system's Python (Debian 12+ refuses pip there, "externally
+   managed"). One folder per Python version, since binary wheels are built for one.
+3. `pip_command` + `run_pip`: pip of that interpreter with `--target`, the pinned requirements, a CPU or CUDA
+   build of torch, QGIS's proxy as environment variables, each log line passed to a callback, Cancel kills pip.
+4. `verify_imports`: a fresh process of that interpreter, the folder appended to sys.path exactly as the plugin
+   does at load time, imports every module: what the user gets after restarting QGIS, not what this process
+   (with half-imported modules of a previous install) believes.
+
+Running it again repairs: with `--target` pip ignores what is installed anywhere and installs every requirement
+afresh, and `--upgrade` replaces the copies already in the folder (a half-deleted or mismatched torch included).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shlex
+import signal
+
+# Running pip of QGIS's own Python is this module's job (bandit: B404).
+import subprocess  # nosec B404
+import sys
+import threading
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Deque, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+#: The pinned runtime requirements, exactly the lines of requirements.txt (tests/test_installer.py keeps them equal;
+#: requirements.txt is not in the plugin zip). Markers are evaluated by the target interpreter's own pip.
+RUNTIME_REQUIREMENTS: Tuple[str, ...] = (
+    "torch==2.14.1",
+    "torchvision==0.29.1",
+    "open_clip_torch==3.3.0",
+    'numpy==1.26.4; python_version < "3.12"',
+    'numpy==2.2.6; python_version >= "3.12" and python_version < "3.14"',
+    'numpy==2.4.6; python_version >= "3.14"',
+    "pillow==11.3.0",
+    "shapely==2.1.2",
+    "pyproj==3.7.2",
+    "requests==2.32.5",
+    "safetensors==0.6.2",
+    "tqdm==4.67.1",
+    "faiss-cpu==1.15.1",
+)
+
+#: (module to import, pip package that provides it): what the algorithms need at run time, checked after an
+#: install and before every run (processing/dependencies.py). The torch trio is always installed together: open_clip
+#: needs torchvision, and a torchvision built for another torch fails to import.
+DEPENDENCIES: Tuple[Tuple[str, str], ...] = (
+    ("torch", "torch"),
+    ("torchvision", "torchvision"),
+    ("open_clip", "open_clip_torch"),
+    ("numpy", "numpy"),
+    ("PIL", "pillow"),
+    ("requests", "requests"),
+    ("safetensors", "safetensors"),
+)
+
+#: PyTorch's own index of CPU-only builds: on Linux PyPI's torch carries the CUDA libraries (several GB of nvidia-*
+#: wheels); these builds are a few hundred MB. Given as an extra index, so the other packages still come from PyPI
+#: (or the user's configured index); pip picks torch 2.x.y+cpu over PyPI's 2.x.y for the same `==2.x.y` pin.
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+#: PyPI's torch for Windows is CPU-only; CUDA builds for Windows are on PyTorch's index for one CUDA release.
+#: Check that it carries the pinned torch when the pin changes.
+TORCH_CUDA_INDEX_WINDOWS = "https://download.pytorch.org/whl/cu128"
+
+DEPENDENCY_MODULES: Tuple[str, ...] = tuple(module for module, _ in DEPENDENCIES)
+
+VARIANTS = ("cpu", "cuda")
+LOG_TAIL_LINES = 40
+_VERIFY_MARK = "HIERGEO-VERIFY "
+
+
+class InterpreterNotFound(RuntimeError):
+    """No candidate interpreter runs the same Python as QGIS; the message lists what was tried and why not."""
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    path: str
+    version: Tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Which modules import in a fresh interpreter with the private folder on its path."""
+
+    ok: bool
+    missing: Tuple[Tuple[str, str], ...] = ()  # (module, why)
+    versions: Tuple[Tuple[str, str], ...] = ()  # (module, __version__) of those that import
+    files: Tuple[Tuple[str, str], ...] = ()  # (module, __file__) of those that import
+    torch_cuda: Optional[bool] = None  # torch.cuda.is_available() when torch imports
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    """What an install run ended with; `message` is the one line for the user, `log_tail` the evidence."""
+
+    ok: bool
+    cancelled: bool
+    returncode: Optional[int]
+    message: str
+    command: Tuple[str, ...]
+    missing: Tuple[Tuple[str, str], ...] = ()
+    log_tail: Tuple[str, ...] = ()
+    verify: Optional[VerifyResult] = None
+
+
+# -- the interpreter ----------------------------------------------------------------------------------------------
+
+
+def _unique(items: Iterable[Path]) -> List[Path]:
+    seen, out = set(), []
+    for item in items:
+        key = os.path.normcase(str(item))
+        if key not in seen:
+            seen.add(key)
+            out.append(item)
+    return out
+
+
+def interpreter_candidates(
+    exec_prefix: str,
+    base_exec_prefix: str,
+    executable: str,
+    platform: str,
+    version: Sequence[int],
+) -> List[Path]:
+    """Where QGIS's Python lives for these prefixes, most specific first (not yet checked to exist).
+
+    * Windows (OSGeo4W and the standalone installer): exec_prefix is <QGIS>/apps/Python3xx, which holds python.exe
+      and python3.exe; a venv on Windows keeps it in Scripts.
+    * macOS QGIS.app: the bundle's interpreter is Contents/MacOS/bin/python3 whatever exec_prefix points to inside
+      the bundle (Contents/MacOS, or a Python.framework under Contents/Frameworks).
+    * Linux and the rest: <exec_prefix>/bin/python3.X (a venv's exec_prefix is the venv: its python is QGIS's).
+    * `sys.executable` last, and only when it is called python*: inside QGIS it may be the QGIS binary or a shim.
+    """
+    major, minor = int(version[0]), int(version[1])
+    posix_names = (f"python{major}.{minor}", f"python{major}", "python")
+    found: List[Path] = []
+    for prefix in (exec_prefix, base_exec_prefix):
+        if not prefix:
+            continue
+        root = Path(prefix)
+        if platform.startswith("win"):
+            found += [root / "python.exe", root / "python3.exe", root / "Scripts" / "python.exe"]
+            if root.parent.name.lower() == "apps":  # <QGIS>/apps/Python312 -> <QGIS>/bin/python.exe
+                found += [root.parent.parent / "bin" / "python.exe", root.parent.parent / "bin" / "python3.exe"]
+            continue
+        found += [root / "bin" / name for name in posix_names]
+        if platform == "darwin":
+            for parent in (root, *root.parents):
+                if parent.name == "Contents":
+                    found += [parent / "MacOS" / "bin" / name for name in posix_names]
+                    break
+    if executable and os.path.basename(executable).lower().startswith("python"):
+        found.append(Path(executable))
+    return _unique(found)
+
+
+#: No console window flashing up for each subprocess started from the QGIS GUI on Windows (0 elsewhere).
+_NO_WINDOW: int = getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform.startswith("win") else 0
+
+
+def probe_version(path: Path, timeout: float = 60.0) -> Optional[Tuple[int, int, int]]:
+    """The (major, minor, micro) that `path` reports when run, or None when it does not run or answer."""
+    try:
+        # A fixed script, no shell (bandit: B603).
+        proc = subprocess.run(  # nosec B603
+            [str(path), "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            creationflags=_NO_WINDOW,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"(\d+)\.(\d+)\.(\d+)", proc.stdout or "")
+    if proc.returncode != 0 or not match:
+        return None
+    return (int(match.group(1)), int(match.group(2)), int(match.group(3)))
+
+
+def find_qgis_python(
+    exec_prefix: Optional[str] = None,
+    base_exec_prefix: Optional[str] = None,
+    executable: Optional[str] = None,
+    platform: Optional[str] = None,
+    version: Optional[Sequence[int]] = None,
+) -> Interpreter:
+    """The interpreter that runs the same Python as this process (QGIS's), from the platform's layout.
+
+    The first candidate of the same major.minor (the ABI that wheels and the private folder are made for) whose
+    micro version also matches wins; failing that, the first of the same major.minor. Anything else is refused:
+    packages installed by another Python would not import in QGIS. Defaults: this process's `sys` values.
+    """
+    exec_prefix = sys.exec_prefix if exec_prefix is None else exec_prefix
+    base_exec_prefix = sys.base_exec_prefix if base_exec_prefix is None else base_exec_prefix
+    executable = (sys.executable or "") if executable is None else executable
+    platform = sys.platform if platform is None else platform
+    want = tuple(int(v) for v in (version if version is not None else sys.version_info[:3]))
+    tried: List[str] = []
+    same_minor: Optional[Interpreter] = None
+    for path in interpreter_candidates(exec_prefix, base_exec_prefix, executable, platform, want):
+        if not path.is_file():
+            continue
+        if not platform.startswith("win") and not os.access(str(path), os.X_OK):
+            tried.append(f"{path} (not executable)")
+            continue
+        got = probe_version(path)
+        if got is None:
+            tried.append(f"{path} (does not run)")
+            continue
+        if got[:2] != want[:2]:
+            tried.append(f"{path} (Python {'.'.join(map(str, got))})")
+            continue
+        if got == want[:3]:
+            return Interpreter(str(path), got)
+        if same_minor is None:
+            same_minor = Interpreter(str(path), got)
+    if same_minor is not None:
+        return same_minor
+    wanted = ".".join(map(str, want))
+    raise InterpreterNotFound(
+        f"Could not find the Python {wanted} that QGIS runs (looked in {exec_prefix}"
+        + (f" and {base_exec_prefix}" if base_exec_prefix and base_exec_prefix != exec_prefix else "")
+        + "). "
+        + ("Refused: " + "; ".join(tried) + "." if tried else "No python executable there.")
+    )
+
+
+# -- the folder ---------------------------------------------------------------------------------------------------
+
+
+def private_packages_dir(settings_dir: str, version: Optional[Sequence[int]] = None) -> Path:
+    """<settings_dir>/hiergeo/python3.X: the plugin's own folder for torch & co. (settings_dir: the QGIS profile)."""
+    major, minor = (version or sys.version_info)[:2]
+    return Path(settings_dir) / "hiergeo" / f"python{major}.{minor}"
+
+
+# -- the command --------------------------------------------------------------------------------------------------
+
+_MARKER = re.compile(r"""^python_version\s*(<=|>=|==|!=|<|>)\s*["']([0-9.]+)["']$""")
+
+
+def requirements_for(version: Sequence[int], requirements: Sequence[str] = RUNTIME_REQUIREMENTS) -> List[str]:
+    """The requirements that apply to Python `version`, markers removed (the numpy pin per Python version).
+
+    Evaluated here rather than by pip so that the command shown to the user is one that can be typed as it is,
+    and the log has no "Ignoring numpy" noise. Only `python_version` comparisons joined by `and` are understood
+    (all that requirements.txt uses); anything else raises ValueError, so a new kind of marker fails the tests,
+    not a user.
+    """
+    have = tuple(int(v) for v in version[:2])
+    out = []
+    for line in requirements:
+        spec, _, marker = line.partition(";")
+        applies = True
+        for clause in filter(None, (c.strip() for c in marker.split(" and "))):
+            match = _MARKER.match(clause)
+            if not match:
+                raise ValueError(f"unsupported marker in {line!r}: {clause!r}")
+            want = tuple(int(v) for v in match.group(2).split("."))[:2]
+            compare = {
+                "<": have < want,
+                "<=": have <= want,
+                ">": have > want,
+                ">=": have >= want,
+                "==": have == want,
+                "!=": have != want,
+            }
+            applies = applies and compare[match.group(1)]
+        if applies:
+            out.append(spec.strip())
+    return out
+
+
+def torch_index(variant: str, platform: Optional[str] = None) -> Optional[str]:
+    """The extra index that provides the chosen torch build, None for PyPI's.
+
+    CPU: PyTorch's CPU index on Linux and Windows; macOS's PyPI wheels are CPU (+ Apple's MPS) builds already.
+    CUDA: PyPI's torch on Linux (it includes the CUDA libraries); PyTorch's CUDA index on Windows; none on macOS.
+    """
+    platform = sys.platform if platform is None else platform
+    if variant not in VARIANTS:
+        raise ValueError(f"torch build must be one of {VARIANTS}, not {variant!r}")
+    if platform == "darwin":
+        return None
+    if variant == "cpu":
+        return TORCH_CPU_INDEX
+    return TORCH_CUDA_INDEX_WINDOWS if platform.startswith("win") else None
+
+
+def pip_command(
+    python: str,
+    target: Path,
+    requirements: Sequence[str] = RUNTIME_REQUIREMENTS,
+    variant: str = "cpu",
+    platform: Optional[str] = None,
+    configured_extra_indexes: Sequence[str] = (),
+) -> List[str]:
+    """The pip command line (a list: no shell, no quoting) that installs `requirements` into `target`.
+
+    An extra index given on the command line replaces the ones in the user's pip configuration (pip's rule: the
+    command line wins over the configuration), so those are passed on too (`configured_pip_extra_indexes`).
+    """
+    command = [
+        python,
+        "-m",
+        "pip",
+        "install",
+        "--upgrade",  # replace what a previous run left in the folder: running it again repairs
+        "--target",
+        str(target),
+        "--prefer-binary",  # never compile numpy & co. inside QGIS when an older wheel exists
+        "--no-input",  # a prompt for credentials would wait forever with no terminal
+        "--progress-bar",
+        "off",  # one line per step, not a bar redrawn thousands of times
+        "--disable-pip-version-check",
+    ]
+    index = torch_index(variant, platform)
+    if index:
+        for url in [index, *[u for u in configured_extra_indexes if u != index]]:
+            command += ["--extra-index-url", url]
+    return command + list(requirements)
+
+
+def command_text(command: Sequence[str], platform: Optional[str] = None) -> str:
+    """The command as one line to paste into the platform's shell (cmd.exe quoting on Windows)."""
+    platform = sys.platform if platform is None else platform
+    if platform.startswith("win"):
+        return subprocess.list2cmdline(list(command))
+    return " ".join(shlex.quote(part) for part in command)
+
+
+def configured_pip_extra_indexes(python: str, env: Optional[Mapping[str, str]] = None) -> List[str]:
+    """The extra indexes in the user's pip configuration and PIP_EXTRA_INDEX_URL, as `pip config list` says."""
+    try:
+        # Fixed arguments, no shell (bandit: B603).
+        proc = subprocess.run(  # nosec B603
+            [python, "-m", "pip", "config", "list"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=dict(env) if env is not None else None,
+            stdin=subprocess.DEVNULL,
+            creationflags=_NO_WINDOW,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return []
+    urls: List[str] = []
+    for line in proc.stdout.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip().endswith(".extra-index-url"):
+            for url in value.strip().strip("'\"").split():
+                if url not in urls:
+                    urls.append(url)
+    return urls
+
+
+def pip_environment(
+    proxies: Optional[Mapping[str, str]] = None, base: Optional[Mapping[str, str]] = None
+) -> Dict[str, str]:
+    """The environment for pip: the current one plus QGIS's proxy as plain values.
+
+    `proxies` maps "http"/"https"/"no" to a proxy URL (or the hosts that bypass it), as the adapter reads them from
+    QGIS's settings; pip (requests) reads both spellings of the variables. PIP_USER=0: a user-wide `user = true`
+    in pip's configuration cannot be combined with --target.
+    """
+    env = dict(os.environ if base is None else base)
+    for scheme, value in (proxies or {}).items():
+        if not value:
+            continue
+        name = f"{scheme.lower()}_proxy"
+        env[name] = value
+        env[name.upper()] = value
+    env["PIP_USER"] = "0"
+    env.setdefault("PYTHONIOENCODING", "utf-8")
+    env["PYTHONUNBUFFERED"] = "1"  # log lines arrive as pip writes them, not in 8 KB blocks
+    return env
+
+
+_USERINFO = re.compile(r"(?<=://)[^/\s@]+@")
+
+
+def redact_line(line: str) -> str:
+    """Mask credentials in URLs (a proxy or an index with a login) before a line reaches the log or the screen."""
+    return _USERINFO.sub("***@", line)
+
+
+# -- running pip -------------------------------------------------------------------------------------------------
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """Kill pip and whatever it started (a build backend compiling an sdist)."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):  # it may have ended by itself meanwhile
+        if sys.platform.startswith("win"):
+            # The system's taskkill on a pid we started (bandit: B603, B607).
+            subprocess.run(  # nosec B603 B607
+                ["taskkill", "/F", "/T", "/PID", str(proc.pid)], capture_output=True, creationflags=_NO_WINDOW
+            )
+        else:
+            os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        proc.kill()
+
+
+def run_pip(
+    command: Sequence[str],
+    env: Optional[Mapping[str, str]] = None,
+    on_line: Optional[Callable[[str], None]] = None,
+    cancel: Optional[threading.Event] = None,
+    tail_lines: int = LOG_TAIL_LINES,
+) -> Tuple[Optional[int], bool, Tuple[str, ...]]:
+    """Run `command`, pass each output line (redacted) to `on_line`; (returncode, cancelled, last lines).
+
+    Setting `cancel` kills the process (and its children) at once, whatever it is doing: a watcher thread waits
+    on the event, so Cancel does not wait for pip's next line (a download can be silent for minutes).
+    """
+    cancel = cancel or threading.Event()
+    tail: Deque[str] = deque(maxlen=tail_lines)
+    if cancel.is_set():
+        return None, True, ()
+    # A list, no shell (bandit: B603).
+    proc = subprocess.Popen(  # nosec B603
+        list(command),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=dict(env) if env is not None else None,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        bufsize=1,
+        creationflags=_NO_WINDOW,
+        start_new_session=True,  # POSIX: its own process group, so the kill reaches pip's children too
+    )
+    finished = threading.Event()
+
+    def watch() -> None:
+        while not finished.is_set():
+            if cancel.wait(0.2):
+                if not finished.is_set():
+                    _kill(proc)
+                return
+
+    watcher = threading.Thread(target=watch, name="hiergeo-pip-cancel", daemon=True)
+    watcher.start()
+    try:
+        for raw in proc.stdout or ():
+            line = redact_line(raw.rstrip("\r\n"))
+            if not line.strip():
+                continue
+            tail.append(line)
+            if on_line is not None:
+                on_line(line)
+        returncode = proc.wait()
+    finally:
+        finished.set()
+        if proc.poll() is None:
+            _kill(proc)
+            proc.wait()
+        watcher.join()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    return returncode, cancel.is_set(), tuple(tail)
+
+
+# -- verifying -------------------------------------------------------------------------------------------------
+
+_VERIFY_SCRIPT = r"""
+import importlib, json, sys
+target, modules = sys.argv[1], sys.argv[2:]
+sys.path.append(target)  # after the interpreter's own packages, as the plugin does at load time
+out = {"modules": {}, "torch_cuda": None}
+for name in modules:
+    try:
+        module = importlib.import_module(name)
+        if getattr(module, "__file__", None) is None:  # a folder without __init__.py: a half-deleted package
+            raise ImportError("only an empty namespace package of that name was found (incomplete install?)")
+        out["modules"][name] = {"ok": True, "version": str(getattr(module, "__version__", "")),
+                                "file": str(module.__file__)}
+    except BaseException as exc:
+        text = str(exc).strip().splitlines()
+        out["modules"][name] = {"ok": False, "error": type(exc).__name__ + (": " + text[0] if text else "")}
+if out["modules"].get("torch", {}).get("ok"):
+    try:
+        import torch
+        out["torch_cuda"] = bool(torch.cuda.is_available())
+    except BaseException:
+        pass
+print("%MARK%" + json.dumps(out))
+""".replace("%MARK%", _VERIFY_MARK)
+
+
+def verify_imports(
+    python: str,
+    target: Path,
+    modules: Iterable[str] = DEPENDENCY_MODULES,
+    env: Optional[Mapping[str, str]] = None,
+    timeout: float = 600.0,
+) -> VerifyResult:
+    """Import `modules` in a fresh `python` with `target` appended to sys.path; which import and which do not."""
+    modules = list(modules)
+    try:
+        # A fixed script, no shell (bandit: B603).
+        proc = subprocess.run(  # nosec B603
+            [python, "-c", _VERIFY_SCRIPT, str(target), *modules],
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            timeout=timeout,
+            env=dict(env) if env is not None else None,
+            stdin=subprocess.DEVNULL,
+            creationflags=_NO_WINDOW,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return VerifyResult(False, tuple((m, f"the check did not run: {exc}") for m in modules))
+    line = next((x for x in proc.stdout.splitlines() if x.startswith(_VERIFY_MARK)), None)
+    if line is None:  # the interpreter died (a crashing native library): say so for every module
+        last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        return VerifyResult(False, tuple((m, f"the check crashed: {last}") for m in modules))
+    data = json.loads(line[len(_VERIFY_MARK) :])
+    results = data["modules"]
+    missing = tuple((m, results[m]["error"]) for m in modules if not results[m]["ok"])
+    versions = tuple((m, results[m]["version"]) for m in modules if results[m]["ok"])
+    files = tuple((m, results[m]["file"]) for m in modules if results[m]["ok"])
+    return VerifyResult(not missing, missing, versions, files, data.get("torch_cuda"))
+
+
+# -- the whole install -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class PipProgress:
+    """A rough 0-100 from pip's log lines: pip announces no total, so collecting approaches 60 step by step, then
+    installing (80) and verifying (90). Enough to show that something moves, honest about being an estimate."""
+
+    collected: int = 0
+    percent: int = 0
+    phase: str = "Starting pip"
+
+    def update(self, line: str) -> int:
+        text = line.strip()
+        if text.startswith("Collecting "):
+            self.collected += 1
+            self.percent = max(self.percent, int(5 + 55 * (1 - 0.9**self.collected)))
+            self.phase = "Resolving: " + text[len("Collecting ") :].split()[0]
+        elif text.startswith("Downloading ") or text.startswith("Using cached "):
+            self.phase = text.split(" (")[0]
+        elif text.startswith("Installing collected packages"):
+            self.percent, self.phase = max(self.percent, 80), "Installing"
+        elif text.startswith("Successfully installed"):
+            self.percent, self.phase = max(self.percent, 90), "Checking the imports"
+        return self.percent
+
+
+def _failure_message(tail: Sequence[str], returncode: Optional[int]) -> str:
+    text = "\n".join(tail)
+    if "No module named pip" in text:
+        return (
+            "This Python has no pip. On Debian or Ubuntu: sudo apt install python3-pip (then run this again; "
+            "never --break-system-packages, the install goes to HierGeo's own folder)."
+        )
+    errors = [line for line in tail if line.startswith("ERROR:")]
+    if errors:
+        return "pip failed: " + errors[-1][len("ERROR:") :].strip()
+    return f"pip failed (exit code {returncode}); the last lines of its log say why."
+
+
+def install(
+    python: str,
+    target: Path,
+    requirements: Sequence[str] = RUNTIME_REQUIREMENTS,
+    variant: str = "cpu",
+    proxies: Optional[Mapping[str, str]] = None,
+    on_line: Optional[Callable[[str], None]] = None,
+    cancel: Optional[threading.Event] = None,
+    modules: Iterable[str] = DEPENDENCY_MODULES,
+    platform: Optional[str] = None,
+    base_env: Optional[Mapping[str, str]] = None,
+    python_version: Optional[Sequence[int]] = None,
+) -> InstallResult:
+    """pip-install `requirements` into `target` for `python`, then verify `modules` import: one typed result.
+
+    `python_version` (default: this process's, which `find_qgis_python` matched) selects the requirements whose
+    markers apply. `base_env` (default: os.environ) is the environment pip starts from, `proxies` go on top of it.
+    """
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    env = pip_environment(proxies, base_env)
+    extra = configured_pip_extra_indexes(python, env) if torch_index(variant, platform) else []
+    wanted = requirements_for(tuple(python_version or sys.version_info[:3]), requirements)
+    command = pip_command(python, target, wanted, variant, platform, extra)
+    if on_line is not None:
+        on_line("$ " + command_text(command))
+    returncode, cancelled, tail = run_pip(command, env, on_line, cancel)
+    if cancelled:
+        return InstallResult(
+            False, True, returncode, "Cancelled: pip was stopped; run it again to finish.", tuple(command), (), tail
+        )
+    if returncode != 0:
+        return InstallResult(False, False, returncode, _failure_message(tail, returncode), tuple(command), (), tail)
+    verified = verify_imports(python, target, modules, env)
+    if verified.ok:
+        message = "Installed; every module imports."
+    else:
+        message = "Installed, but these do not import: " + "; ".join(f"{m} ({why})" for m, why in verified.missing)
+    return InstallResult(verified.ok, False, returncode, message, tuple(command), verified.missing, tail, verified)

@@ -1,0 +1,320 @@
+"""core/installer.py for real: pip of the interpreter the finder picks installs a small package from this machine's
+package index into a temporary folder, a fresh interpreter imports it from there; Cancel kills pip (triggered by
+pip's own request reaching a local server, not by a clock); an unknown package fails with pip's reason; QGIS's
+proxy reaches pip; the finder picks the right file in Windows, macOS and Linux layouts built here and refuses
+another Python."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from hiergeo_plugin.core import installer
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Small pure-python packages on this machine's index; the first one that this interpreter does not already have
+#: is used, so that the import check can only find it in the target folder.
+SMALL = (("colorama", "0.4.6"), ("zipp", "3.23.0"))  # packages (folders), not single modules
+
+
+@pytest.fixture(scope="module")
+def python() -> str:
+    return installer.find_qgis_python().path
+
+
+@pytest.fixture(scope="module")
+def small_package():
+    import importlib.util
+
+    for name, version in SMALL:
+        if importlib.util.find_spec(name) is None:
+            return name, version
+    pytest.skip("every small test package is already installed in this interpreter")
+
+
+# -- the requirements -------------------------------------------------------------------------------------------
+
+
+def test_the_pinned_list_is_requirements_txt_and_every_marker_is_understood():
+    lines = [
+        line.strip()
+        for line in (ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    normalise = lambda s: re.sub(r"\s+", " ", s.replace("'", '"'))  # noqa: E731
+    assert [normalise(x) for x in installer.RUNTIME_REQUIREMENTS] == [normalise(x) for x in lines]
+    for minor in range(9, 16):
+        chosen = installer.requirements_for((3, minor))
+        assert sum(r.startswith("numpy==") for r in chosen) == 1, (minor, chosen)
+        assert all(";" not in r for r in chosen)
+    assert "numpy==1.26.4" in installer.requirements_for((3, 11))
+    assert "numpy==2.2.6" in installer.requirements_for((3, 13))
+    assert "numpy==2.4.6" in installer.requirements_for((3, 14))
+    with pytest.raises(ValueError, match="platform_system"):
+        installer.requirements_for((3, 11), ['pywin32==311; platform_system == "Windows"'])
+    # Everything the algorithms import is in the pinned list.
+    pinned = {r.split("==")[0].lower().replace("_", "-") for r in installer.RUNTIME_REQUIREMENTS}
+    assert {p.lower().replace("_", "-") for _, p in installer.DEPENDENCIES} <= pinned
+
+
+def test_the_command_installs_into_the_target_with_the_chosen_torch_build(tmp_path):
+    target = tmp_path / "QGIS profile" / "hiergeo" / "python3.11"
+    cpu = installer.pip_command("/q/python3", target, ["torch==2.14.1"], "cpu", "linux", ["file:///local/simple"])
+    assert cpu[:4] == ["/q/python3", "-m", "pip", "install"]
+    assert cpu[cpu.index("--target") + 1] == str(target) and "--upgrade" in cpu
+    extra = [cpu[i + 1] for i, part in enumerate(cpu) if part == "--extra-index-url"]
+    # The user's configured extra indexes survive: the command line replaces pip's configured value.
+    assert extra == [installer.TORCH_CPU_INDEX, "file:///local/simple"]
+    assert "--index-url" not in cpu and cpu[-1] == "torch==2.14.1"
+    assert "--extra-index-url" not in installer.pip_command("py", target, ["torch"], "cuda", "linux")
+    assert "--extra-index-url" not in installer.pip_command("py", target, ["torch"], "cpu", "darwin")
+    windows_cuda = installer.pip_command("py", target, ["torch"], "cuda", "win32")
+    assert installer.TORCH_CUDA_INDEX_WINDOWS in windows_cuda
+    with pytest.raises(ValueError):
+        installer.pip_command("py", target, ["torch"], "rocm", "linux")
+    # One line to paste, quoted for the shell it is pasted into.
+    assert f"'{target}'" in installer.command_text(cpu, "linux")
+    assert f'"{target}"' in installer.command_text(cpu, "win32")
+
+
+def test_proxies_reach_the_environment_and_credentials_never_reach_the_log():
+    env = installer.pip_environment({"http": "http://proxy:3128", "https": "http://proxy:3128", "no": "localhost"}, {})
+    assert env["HTTP_PROXY"] == env["http_proxy"] == "http://proxy:3128"
+    assert env["HTTPS_PROXY"] == env["https_proxy"] == "http://proxy:3128"
+    assert env["NO_PROXY"] == "localhost" and env["PIP_USER"] == "0"
+    line = "Looking in indexes: https://alice:s3cret@mirror.example/simple"
+    assert "s3cret" not in installer.redact_line(line) and "mirror.example/simple" in installer.redact_line(line)
+
+
+def test_private_folder_is_per_python_version_under_the_profile(tmp_path):
+    assert installer.private_packages_dir(str(tmp_path), (3, 12, 1)) == tmp_path / "hiergeo" / "python3.12"
+
+
+def test_progress_moves_forward_with_pips_lines():
+    meter = installer.PipProgress()
+    seen = [meter.update(line) for line in ("Collecting a", "Collecting b", "Downloading b-1.whl (3 kB)")]
+    assert 0 < seen[0] < seen[1] == seen[2] < 60
+    assert meter.update("Installing collected packages: a, b") == 80
+    assert meter.update("Successfully installed a-1 b-1") == 90
+
+
+# -- the interpreter ----------------------------------------------------------------------------------------------
+
+
+def _fake_python(path: Path, version: str, executable: bool = True) -> Path:
+    """A real file that answers the finder's version probe like a Python of `version` would."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\necho {version}\n")
+    path.chmod(0o755 if executable else 0o644)
+    return path
+
+
+@pytest.mark.skipif(sys.platform.startswith("win"), reason="the fake interpreters are shell scripts")
+def test_finder_windows_osgeo4w_layout(tmp_path):
+    root = tmp_path / "QGIS 3.40.1"
+    prefix = root / "apps" / "Python312"
+    _fake_python(prefix / "python.exe", "3.11.9")  # another Python: refused
+    good = _fake_python(prefix / "python3.exe", "3.12.4")
+    qgis_bin = _fake_python(root / "bin" / "qgis-bin.exe", "3.12.4")
+    found = installer.find_qgis_python(str(prefix), str(prefix), str(qgis_bin), "win32", (3, 12, 4))
+    assert found == installer.Interpreter(str(good), (3, 12, 4))
+
+
+@pytest.mark.skipif(sys.platform.startswith("win"), reason="the fake interpreters are shell scripts")
+def test_finder_macos_bundle_layout(tmp_path):
+    contents = tmp_path / "QGIS.app" / "Contents"
+    framework = contents / "Frameworks" / "Python.framework" / "Versions" / "3.11"
+    framework.mkdir(parents=True)
+    good = _fake_python(contents / "MacOS" / "bin" / "python3", "3.11.9")
+    qgis = _fake_python(contents / "MacOS" / "QGIS", "3.11.9")  # the QGIS binary is never taken for Python
+    found = installer.find_qgis_python(str(framework), str(framework), str(qgis), "darwin", (3, 11, 9))
+    assert found.path == str(good)
+
+
+@pytest.mark.skipif(sys.platform.startswith("win"), reason="the fake interpreters are shell scripts")
+def test_finder_linux_prefers_the_prefix_over_a_pyenv_shim_and_refuses_other_pythons(tmp_path):
+    usr = tmp_path / "usr"
+    good = _fake_python(usr / "bin" / "python3.11", "3.11.2")
+    shim = _fake_python(tmp_path / ".pyenv" / "shims" / "python3", "3.11.7")
+    assert installer.find_qgis_python(str(usr), str(usr), str(shim), "linux", (3, 11, 2)).path == str(good)
+    # Only a shim of the same minor version: taken, but only as the last resort.
+    other = tmp_path / "other"
+    other.mkdir()
+    assert installer.find_qgis_python(str(other), str(other), str(shim), "linux", (3, 11, 2)).path == str(shim)
+    # Another minor version (wheels and the private folder are per minor version), a file that does not run,
+    # and a file without exec bit: refused, each named with its reason.
+    _fake_python(usr / "bin" / "python3.11", "3.12.0")
+    _fake_python(usr / "bin" / "python3", "3.11.2", executable=False)
+    (usr / "bin" / "python").write_text("#!/bin/sh\nexit 3\n")
+    (usr / "bin" / "python").chmod(0o755)
+    with pytest.raises(installer.InterpreterNotFound) as refused:
+        installer.find_qgis_python(str(usr), str(usr), "", "linux", (3, 11, 2))
+    text = str(refused.value)
+    assert "Python 3.12.0" in text and "not executable" in text and "does not run" in text
+    assert "3.11.2" in text
+
+
+def test_finder_picks_this_interpreter_here(python):
+    got = installer.probe_version(Path(python))
+    assert got == tuple(sys.version_info[:3])
+    assert Path(python).resolve() != Path("/root/.pyenv/shims/python3").resolve()
+
+
+# -- pip for real -------------------------------------------------------------------------------------------------
+
+
+def test_installs_a_small_package_that_a_fresh_interpreter_imports_from_the_target(python, small_package, tmp_path):
+    name, version = small_package
+    target = tmp_path / "hiergeo" / "python3.x"
+    lines = []
+    result = installer.install(
+        python, target, requirements=[f"{name}=={version}"], modules=[name], variant="cuda", on_line=lines.append
+    )
+    assert result.ok, (result.message, result.log_tail)
+    assert not result.cancelled and result.returncode == 0 and result.missing == ()
+    assert lines[0].startswith("$ ") and any(line.startswith("Successfully installed") for line in lines)
+    assert result.verify is not None and dict(result.verify.files)[name].startswith(str(target))
+    assert dict(result.verify.versions)[name] in (version, "")  # not every package has __version__
+    assert any(p.name.startswith(name) for p in target.iterdir())
+    # Running it again repairs: a half-deleted package (folder left, __init__.py gone) is reported, then comes back.
+    module_file = target / name / "__init__.py"
+    module_file.unlink()
+    broken = installer.verify_imports(python, target, [name])
+    assert not broken.ok and "incomplete install" in dict(broken.missing)[name]
+    again = installer.install(python, target, requirements=[f"{name}=={version}"], modules=[name], variant="cuda")
+    assert again.ok and module_file.exists(), again.message
+
+
+def test_an_unknown_package_fails_with_pips_reason_and_the_log_tail(python, tmp_path):
+    result = installer.install(
+        python, tmp_path / "t", requirements=["hiergeo-no-such-package==0.0.1"], modules=[], variant="cuda"
+    )
+    assert not result.ok and not result.cancelled and result.returncode not in (0, None)
+    assert "hiergeo-no-such-package" in result.message and result.message.startswith("pip failed")
+    assert any("No matching distribution" in line for line in result.log_tail)
+
+
+class _HoldingIndex:
+    """An index on 127.0.0.1 that never answers: it sets `asked` when pip's request arrives and holds it."""
+
+    def __init__(self):
+        self.asked = threading.Event()
+        self.release = threading.Event()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/simple"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        conns = []
+        while not self.release.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                break
+            conns.append(conn)
+            conn.recv(4096)
+            self.asked.set()
+        for conn in conns:
+            conn.close()
+
+    def close(self):
+        self.release.set()
+        self.sock.close()
+
+
+def test_cancel_kills_pip_while_it_waits_for_the_index(python, tmp_path):
+    server = _HoldingIndex()
+    cancel = threading.Event()
+    server_asked = threading.Thread(target=lambda: server.asked.wait() and cancel.set(), daemon=True)
+    server_asked.start()
+    env = dict(os.environ, PIP_CONFIG_FILE=os.devnull, PIP_INDEX_URL=server.url, PIP_DEFAULT_TIMEOUT="600")
+    env.pop("PIP_FIND_LINKS", None)
+    try:
+        result = installer.install(
+            python, tmp_path / "t", requirements=["colorama==0.4.6"], modules=[], variant="cuda", cancel=cancel,
+            base_env=env,
+        )  # fmt: skip
+    finally:
+        server.close()
+    # Without the kill pip would wait 600 s for the answer, past the suite's timeout.
+    assert server.asked.is_set() and result.cancelled and not result.ok
+    assert result.returncode is not None and result.returncode < 0  # killed by a signal
+    assert "Cancelled" in result.message
+
+
+def test_a_cancel_before_the_start_runs_nothing(tmp_path):
+    cancel = threading.Event()
+    cancel.set()
+    marker = tmp_path / "ran"
+    code, cancelled, tail = installer.run_pip([sys.executable, "-c", f"open({str(marker)!r}, 'w')"], cancel=cancel)
+    assert cancelled and code is None and not marker.exists()
+
+
+class _IndexProxy(BaseHTTPRequestHandler):
+    """A forward proxy that knows one host, hiergeo-index.invalid, and serves a one-package index for it."""
+
+    wheel: Path
+    seen: list
+
+    def do_GET(self):
+        type(self).seen.append(self.path)
+        if not self.path.startswith("http://hiergeo-index.invalid/"):
+            self.send_error(502)
+            return
+        path = self.path[len("http://hiergeo-index.invalid") :]
+        if path.rstrip("/") == "/simple/colorama":
+            body = f'<a href="/files/{self.wheel.name}">{self.wheel.name}</a>'.encode()
+            kind = "text/html"
+        elif path == f"/files/{self.wheel.name}":
+            body, kind = self.wheel.read_bytes(), "application/octet-stream"
+        else:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_qgis_proxy_is_what_pip_uses(python, tmp_path):
+    wheels = [p for p in Path("/opt/pypi/files").glob("colorama-0.4.6-*.whl")] if Path("/opt/pypi").is_dir() else []
+    if not wheels:
+        pytest.skip("this machine's package index (/opt/pypi) has no colorama wheel")
+    handler = type("Proxy", (_IndexProxy,), {"wheel": wheels[0], "seen": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    proxy = f"http://127.0.0.1:{server.server_address[1]}"
+    # Only the proxy knows the index's host: the install succeeds only through it.
+    env = dict(
+        os.environ,
+        PIP_CONFIG_FILE=os.devnull,
+        PIP_INDEX_URL="http://hiergeo-index.invalid/simple",
+        PIP_TRUSTED_HOST="hiergeo-index.invalid",
+        PIP_NO_CACHE_DIR="1",
+    )
+    for name in ("PIP_FIND_LINKS", "NO_PROXY", "no_proxy"):
+        env.pop(name, None)
+    try:
+        result = installer.install(
+            python, tmp_path / "t", requirements=["colorama==0.4.6"], modules=["colorama"], variant="cuda",
+            proxies={"http": proxy, "https": proxy}, base_env=env,
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.ok, (result.message, result.log_tail)
+    assert any(p.endswith(".whl") for p in handler.seen) and any("/simple/colorama" in p for p in handler.seen)
