@@ -49,37 +49,38 @@ def start_qgis():
 
 
 class ConsoleFeedback:
-    """Processing feedback printing stage lines and a progress bar (tqdm)."""
+    """Processing feedback printing stage lines and progress on stdout (beside the demo's own lines): an updating
+    line on a terminal, one line per 10 % when stdout is a file (`make demo > log`)."""
 
     @staticmethod
     def make(title: str):
         from qgis.core import QgsProcessingFeedback
-        from tqdm import tqdm
+
+        from hiergeo_plugin.core.progress import ConsoleProgress
 
         class _Feedback(QgsProcessingFeedback):
             def __init__(self):
                 super().__init__()
-                self.bar = tqdm(total=100, desc=title, leave=False, unit="%")
+                self.console = ConsoleProgress(title, sys.stdout)
                 self.progressChanged.connect(self._progress)
 
             def _progress(self, value):
-                self.bar.n = int(value)
-                self.bar.refresh()
+                self.console.update(float(value) / 100.0)
 
             def pushInfo(self, info):  # noqa: N802
                 super().pushInfo(info)
-                self.bar.write(f"  {info}")
+                self.console.message(f"  {info}")
 
             def pushWarning(self, warning):  # noqa: N802
                 super().pushWarning(warning)
-                self.bar.write(f"  warning: {warning}")
+                self.console.message(f"  warning: {warning}")
 
             def reportError(self, error, fatalError=False):  # noqa: N802, N803
                 super().reportError(error, fatalError)
-                self.bar.write(f"  error: {error}")
+                self.console.message(f"  error: {error}")
 
             def close(self):
-                self.bar.close()
+                self.console.close()
 
         return _Feedback()
 

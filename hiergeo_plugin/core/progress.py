@@ -1,12 +1,14 @@
 """Progress and cancellation, as two small callbacks that QGIS feedback and a CLI progress bar both fit.
 
-The core never knows who listens: a QgsProcessingFeedback adapter, a tqdm bar, or nothing at all.
+The core never knows who listens: a QgsProcessingFeedback adapter, a command-line progress line (ConsoleProgress:
+an updating line on a terminal, clean lines in a log file), or nothing at all.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Callable, Optional
+import sys
+from typing import Callable, Optional, TextIO
 
 log = logging.getLogger("hiergeo")
 
@@ -67,24 +69,93 @@ class Reporter:
         )
 
 
-class TqdmReporter(Reporter):
-    """A command-line progress bar."""
+class ConsoleProgress:
+    """Progress and log lines on a text stream, written for whoever reads that stream.
 
-    def __init__(self, desc: str = "hiergeo", is_cancelled=None):
-        from tqdm import tqdm
+    On a terminal: one line that updates in place (carriage return), log lines printed above it. Anywhere else (a
+    file, a pipe, `make demo > log 2>&1`, a CI log): plain lines only, one per `step_percent` of progress and one
+    per message, never a carriage return, so the log reads top to bottom and no update repeats. tqdm is not used
+    here because it writes carriage-return updates to files too.
+    """
 
-        self._bar = tqdm(total=1000, desc=desc, unit="‰", leave=True)
-        self._done = 0
-        super().__init__(on_progress=self._update, on_info=self._write, is_cancelled=is_cancelled)
+    def __init__(self, desc: str = "hiergeo", stream: Optional[TextIO] = None, step_percent: int = 10, width: int = 30):
+        self.desc = desc
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = _is_terminal(self.stream)
+        self.step = max(1, int(step_percent))
+        self.width = width
+        self._percent = -1  # last percent drawn on the terminal line / last step written as a line
+        self._line_len = 0  # characters of the progress line now on the terminal (0: none)
 
-    def _update(self, fraction: float) -> None:
-        target = int(fraction * 1000)
-        if target > self._done:
-            self._bar.update(target - self._done)
-            self._done = target
+    def update(self, fraction: float) -> None:
+        percent = int(max(0.0, min(1.0, float(fraction))) * 100)
+        if self.tty:
+            if percent != self._percent:
+                self._percent = percent
+                self._draw()
+            return
+        reached = percent - percent % self.step
+        if reached > self._percent and reached > 0:
+            self._percent = reached
+            self._write_line(f"{self.desc}: {reached}%")
 
-    def _write(self, message: str) -> None:
-        self._bar.write(message)
+    def message(self, text: str) -> None:
+        if self.tty and self._line_len:
+            self.stream.write("\r" + " " * self._line_len + "\r")
+            self._line_len = 0
+            self._write_line(text)
+            self._draw()
+        else:
+            self._write_line(text)
 
     def close(self) -> None:
-        self._bar.close()
+        """End the terminal line (the last state stays visible); nothing more to write otherwise."""
+        if self.tty and self._line_len:
+            self.stream.write("\n")
+            self._line_len = 0
+        self.stream.flush()
+
+    def _draw(self) -> None:
+        filled = self.width * max(self._percent, 0) // 100
+        line = f"{self.desc}: [{'#' * filled}{'.' * (self.width - filled)}] {max(self._percent, 0):3d}%"
+        pad = " " * max(0, self._line_len - len(line))
+        self.stream.write("\r" + line + pad)
+        self.stream.flush()
+        self._line_len = len(line)
+
+    def _write_line(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):  # closed, or not a real stream
+        return False
+
+
+class ConsoleReporter(Reporter):
+    """A command-line Reporter: progress and messages through a ConsoleProgress (terminal or clean lines)."""
+
+    def __init__(self, desc: str = "hiergeo", is_cancelled=None, stream: Optional[TextIO] = None, step_percent=10):
+        self.console = ConsoleProgress(desc, stream, step_percent)
+        super().__init__(
+            on_progress=self.console.update,
+            is_cancelled=is_cancelled,
+        )
+
+    def info(self, message: str) -> None:
+        self.console.message(message)
+
+    def warning(self, message: str) -> None:
+        # Not through `log` as well: without a logging setup, Python's last-resort handler would print the warning a
+        # second time on stderr, in the middle of the progress line.
+        self.console.message(f"warning: {message}")
+
+    def close(self) -> None:
+        self.console.close()
+
+
+#: The former name (a tqdm bar, which wrote carriage returns into log files).
+TqdmReporter = ConsoleReporter

@@ -74,26 +74,15 @@ def info(path: str) -> dict:
 
 
 class _StderrReporter:
-    """Progress bar and log lines on stderr, so stdout carries only the JSON result."""
+    """Progress and log lines on stderr, so stdout carries only the JSON result (clean lines when stderr is a file)."""
 
     def __init__(self):
-        from tqdm import tqdm
+        from ..progress import ConsoleReporter
 
-        from ..progress import Reporter
-
-        self.bar = tqdm(total=1000, desc="hiergeo index build", unit="‰", file=sys.stderr, leave=False)
-        self.reporter = Reporter(on_progress=self._progress, on_info=self._write)
-
-    def _progress(self, fraction: float) -> None:
-        target = int(fraction * 1000)
-        if target > self.bar.n:
-            self.bar.update(target - self.bar.n)
-
-    def _write(self, message: str) -> None:
-        self.bar.write(message, file=sys.stderr)
+        self.reporter = ConsoleReporter("hiergeo index build", stream=sys.stderr)
 
     def close(self) -> None:
-        self.bar.close()
+        self.reporter.close()
 
 
 def build(args) -> dict:
