@@ -154,7 +154,7 @@ def sweep(kind: str, index, queries: np.ndarray, truth: np.ndarray, n_single: in
 
     out = {}
     if kind == "hnsw":
-        for ef in (16, 32, 64, 128):
+        for ef in (16, 32, 64, 128, 256, 512):
             index._index.hnsw.efSearch = ef
             out[f"ef{ef}"] = timed_search(index, queries, truth, n_single)
         index._index.hnsw.efSearch = ann.HNSW_EF_SEARCH
