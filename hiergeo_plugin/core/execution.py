@@ -121,7 +121,11 @@ def native_bf16() -> bool:
     try:  # macOS on Apple silicon (M2 and later have bf16)
         import subprocess
 
-        out = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True, timeout=5)
+        # A fixed argument list with the tool's absolute path, no shell, nothing from the user; bandit's B603 flags
+        # every subprocess call for review, and this one is reviewed.
+        out = subprocess.run(  # nosec B603
+            ["/usr/sbin/sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True, timeout=5
+        )
         return out.stdout.strip() == "1"
     except Exception:
         return False

@@ -7,10 +7,13 @@ named .jpg, 16-bit PNGs, decompression bombs. Each of those must become either a
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
+
+log = logging.getLogger("hiergeo.photos")
 
 #: Photos above this many pixels are refused before decoding (a 100 MP camera is fine, a bomb is not).
 MAX_PIXELS = 150_000_000
@@ -78,8 +81,8 @@ def load_photo(path, max_pixels: int = MAX_PIXELS):
             im.load()
             try:
                 im = ImageOps.exif_transpose(im)
-            except Exception:
-                pass  # a broken EXIF block must not cost the photo; it stays as stored
+            except Exception as exc:  # a broken EXIF block must not cost the photo: it stays as stored
+                log.debug("%s: EXIF orientation not applied (%s)", p.name, exc)
             return _to_rgb(im)
     except PhotoError:
         raise

@@ -201,7 +201,8 @@ _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@:]+(?::[^/\
 
 
 def _mask_userinfo(text: str) -> str:
-    """Any scheme://user:pass@ left in free text (e.g. a URL we were not told about) loses its credentials."""
+    """Any URL left in free text (e.g. one we were not told about) loses the user name and password written
+    before its host: the part between the scheme's slashes and the at sign becomes the mask."""
     return _USERINFO.sub(lambda m: m.group("scheme") + MASK + "@", text)
 
 

@@ -259,7 +259,7 @@ class HierarchicalSearch:
         # Per photo, the ranking score of each kept tile (the path score its children inherit).
         inherited: Dict[int, Dict[Tile, float]] = {i: {} for i in alive}
         if self.start_candidates is not None:
-            candidates = self._seed_candidates(results, alive, photo_emb, inherited)
+            candidates = self._seed_candidates(self.start_candidates, results, alive, photo_emb, inherited)
             alive = [i for i in alive if results[i].ok]
         else:
             check_search_size(self.zooms, self.top_k, self.region)  # before listing 4**zoom tiles
@@ -327,10 +327,11 @@ class HierarchicalSearch:
         return self._tile_embeddings(zoom, list(tiles), reporter or self.reporter)
 
     # -- internals ----------------------------------------------------------------------------------------------
-    def _seed_candidates(self, results, alive, photo_emb, inherited) -> Dict[int, List[Tile]]:
-        """First-stage candidates from `start_candidates`: the children of each photo's kept start tiles."""
-        assert self.start_candidates is not None  # only called when the search has a start hook
-        seeds = self.start_candidates(photo_emb[alive])
+    def _seed_candidates(
+        self, start_candidates: StartCandidates, results, alive, photo_emb, inherited
+    ) -> Dict[int, List[Tile]]:
+        """First-stage candidates from the `start_candidates` hook: the children of each photo's kept start tiles."""
+        seeds = start_candidates(photo_emb[alive])
         candidates: Dict[int, List[Tile]] = {}
         for i, stage in zip(alive, seeds):
             kept = [c for c in stage if c.kept]
