@@ -24,7 +24,7 @@ Behaviour = Callable[[BaseHTTPRequestHandler, str], None]
 
 
 class HostileServer:
-    def __init__(self, behaviour: Behaviour):
+    def __init__(self, behaviour: Behaviour, host: str = "127.0.0.1", port: int = 0):
         self.behaviour = behaviour
         self.lock = threading.Lock()
         self.requests: List[Tuple[str, float]] = []
@@ -50,13 +50,17 @@ class HostileServer:
                     server.hung_up.set()
                     self.close_connection = True
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = ThreadingHTTPServer((host, port), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        return f"http://{self._httpd.server_address[0]}:{self.port}"
 
     @property
     def template(self) -> str:

@@ -8,8 +8,9 @@ the same numbers computed the same way, so they live here, in plain Python (+ nu
 Conventions:
 - Distances are great-circle distances on a sphere of the mean Earth radius (IUGG R1 = 6371.0088 km); the
   ellipsoidal difference (< 0.5 %) is irrelevant next to geolocation errors.
-- A row counts as *predicted* when it has both predicted coordinates and its status (if any) is "ok"; it
-  counts as *evaluated* when it is predicted and has both true coordinates. Shares within a threshold are over
+- A row counts as *predicted* when it has both predicted coordinates and its status (if any) is "ok" or
+  "ok: ..." (an answer from a coarser zoom, core.status); it counts as *evaluated* when it is predicted and has
+  both true coordinates. Shares within a threshold are over
   the evaluated rows; `within_including_failed` also counts rows with truth but no prediction as misses, so a
   method cannot look better by failing on hard photos.
 """
@@ -24,6 +25,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from .defaults import DEFAULT_THRESHOLDS_KM
+from .status import is_located
 
 __all__ = [
     "EARTH_RADIUS_KM",
@@ -114,7 +116,7 @@ def evaluate(
       count            number of rows
       evaluated        rows with both prediction and truth
       without_truth    photos lacking a true position
-      failed           photos without a usable prediction (status not "ok", or coordinates missing)
+      failed           photos without a usable prediction (status neither "ok" nor "ok: ...", or no coordinates)
       median_km, mean_km   over evaluated rows (None when there are none)
       within           {threshold_key: share 0..1 of evaluated rows with error <= threshold}
       within_including_failed  the same over rows with truth, counting failed ones as misses
@@ -136,7 +138,7 @@ def evaluate(
         status = row.get("status")
         lat, lon = finite_number(row.get("lat")), finite_number(row.get("lon"))
         tlat, tlon = finite_number(row.get("true_lat")), finite_number(row.get("true_lon"))
-        ok = (status is None or str(status) == "ok") and lat is not None and lon is not None
+        ok = (status is None or is_located(status)) and lat is not None and lon is not None
         has_truth = tlat is not None and tlon is not None
         if not has_truth:
             without_truth.append(photo)

@@ -8,6 +8,9 @@ Per stage (zoom 4, 6, ..., 16 by default):
   3. one matrix product scores every photo against the union; each photo keeps its own top k;
   4. the kept tiles' children at the next zoom (4x4 for a step of 2) are the next candidates.
 At the last zoom the best tile's centre is the prediction. Tiles that cannot be had are gaps: skipped, counted.
+When the finest zooms have no imagery for a photo (beyond the source's maximum zoom `source.zmax`, which are then
+not fetched at all, or every candidate tile a gap), the deepest zoom that had imagery gives the answer and the
+status says so ("ok: answer from zoom 12: ...", core.status) instead of the photo failing.
 
 A tile's score is the cosine similarity between the photo embedding and the tile's embedding. The
 `extra_scorers` hook adds further similarity terms per tile (e.g. per-cell prototypes learned from ground photos,
@@ -30,6 +33,7 @@ from .embedding_cache import EmbeddingCache
 from .encoders import GeoModel, describe_device, make_tensor_preprocessor, stack
 from .photos import PhotoError, PhotoRecord, load_photo
 from .progress import Reporter
+from .status import OK, coarse, is_located
 from .tile_source import TileOutcome, TileSource, TileSourceError
 from .tiles import (
     MAX_ZOOM_STEP,
@@ -126,14 +130,15 @@ class Prediction:
 @dataclass
 class PhotoResult:
     record: PhotoRecord
-    status: str = "ok"
+    status: str = OK
     prediction: Optional[Prediction] = None
     stages: Dict[int, List[Candidate]] = field(default_factory=dict)
     gaps: int = 0
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        """Located: "ok", or "ok: ..." for an answer from a coarser zoom than the last one (core.status)."""
+        return is_located(self.status)
 
 
 @dataclass
@@ -255,6 +260,9 @@ class HierarchicalSearch:
         if not alive:
             self.totals.failed += len(results)
             return results
+        # Zooms beyond the source's maximum have no imagery: not fetched; the deepest zoom within answers.
+        zmax = getattr(self.source, "zmax", None)
+        zooms = [z for z in self.zooms if zmax is None or z <= zmax]
         first = self.zooms[0]
         # Per photo, the ranking score of each kept tile (the path score its children inherit).
         inherited: Dict[int, Dict[Tile, float]] = {i: {} for i in alive}
@@ -265,10 +273,10 @@ class HierarchicalSearch:
             check_search_size(self.zooms, self.top_k, self.region)  # before listing 4**zoom tiles
             start = all_tiles(first) if self.region is None else tiles_in_bbox(first, self.region)
             candidates = {i: list(start) for i in alive}
-        for s, zoom in enumerate(self.zooms):
+        for s, zoom in enumerate(zooms):
             reporter.check_cancelled()
-            last = s == len(self.zooms) - 1
-            stage_rep = reporter.scaled(0.05 + 0.95 * s / len(self.zooms), 0.05 + 0.95 * (s + 1) / len(self.zooms))
+            last = s == len(zooms) - 1
+            stage_rep = reporter.scaled(0.05 + 0.95 * s / len(zooms), 0.05 + 0.95 * (s + 1) / len(zooms))
             union = sorted({t for i in alive for t in candidates[i]})
             emb = self._tile_embeddings(zoom, union, stage_rep)
             index = {t: j for j, t in enumerate(union)}
@@ -284,7 +292,7 @@ class HierarchicalSearch:
                 scores = matrix[row, cols]
                 ranking = scores
                 if self.path_weight and inherited[i]:
-                    dz = zoom - self.zooms[s - 1]
+                    dz = zoom - zooms[s - 1]
                     parents = inherited[i]
                     # float64: the path score grows like w**stage, and in float32 a heavy weight would round
                     # away the child's own similarity (siblings would then rank by rounding noise).
@@ -302,18 +310,19 @@ class HierarchicalSearch:
                     inherited[i] = {tiles_i[j]: float(ranking[j]) for j in order[:keep]}
                 results[i].stages[zoom] = stage
                 if not stage:
-                    results[i].status = f"no imagery at zoom {zoom} (all {len(cands)} candidate tiles are gaps)"
+                    self._finish(results[i], f"no imagery at zoom {zoom} (all {len(cands)} candidate tiles are gaps)")
                     continue
                 if not last:
-                    dz = self.zooms[s + 1] - zoom
+                    dz = zooms[s + 1] - zoom
                     next_candidates[i] = [c for cand in stage[:keep] for c in tile_children(cand.tile, dz)]
-            alive = [i for i in alive if results[i].ok]
+            alive = [i for i in alive if results[i].status == OK]  # answered early (coarse) or failed: done
             candidates = next_candidates
             stage_rep.progress(1.0)
             if not alive:
                 break
+        beyond = None if zooms == self.zooms else f"no imagery beyond zoom {zmax} (the source's maximum zoom)"
         for i in alive:
-            self._finish(results[i])
+            self._finish(results[i], beyond)
         self.totals.failed += sum(1 for r in results if not r.ok)
         return results
 
@@ -346,13 +355,23 @@ class HierarchicalSearch:
                 inherited[i] = {c.tile: c.score for c in kept}
         return candidates
 
-    def _finish(self, result: PhotoResult) -> None:
-        """The prediction is the best final tile's centre; its ancestors at each zoom are the chosen path."""
-        last = self.zooms[-1]
-        best = result.stages[last][0]
+    def _finish(self, result: PhotoResult, no_imagery: Optional[str] = None) -> None:
+        """The prediction is the best tile's centre at the deepest zoom with candidates; its ancestors at each zoom
+        are the chosen path.
+
+        `no_imagery`: why the zooms after that one gave nothing. The answer is then coarser than asked, and the
+        status says from which zoom and why; a photo with no zoom at all to answer from fails with that reason.
+        """
+        with_imagery = [z for z, stage in result.stages.items() if stage]
+        if not with_imagery:
+            result.status = no_imagery or "no imagery at any zoom"
+            return
+        deepest = max(with_imagery)
+        best = min(result.stages[deepest], key=lambda c: c.rank)
         lat, lon = tile_center(best.tile)
         result.prediction = Prediction(lat, lon, best.score, best.tile)
-        for zoom in sorted(result.stages):
+        result.status = OK if no_imagery is None else coarse(deepest, no_imagery)
+        for zoom in sorted(z for z in result.stages if z <= deepest):
             ancestor = tile_parent(best.tile, best.tile.z - zoom)
             for cand in result.stages.get(zoom, []):
                 if cand.tile == ancestor:

@@ -1,13 +1,16 @@
 """XYZ tile fetching that is polite to servers, survives their faults and never fetches a tile twice.
 
-A TileSource turns a URL template ({z} {x} {y}, {-y} for TMS rows, {q} for quadkeys; http, https or file://)
+A TileSource turns a URL template ({z} {x} {y}, {-y} for TMS rows, {q} for quadkeys, {s} subdomains, {r}; http,
+https or file://, see core.tile_url for every placeholder and why the others are refused before any request)
 into decoded RGB tiles. Design choices, each for a reason:
 
 * one requests.Session with a bounded connection pool and a bounded thread pool: connection reuse is most of
   the speed on real servers, and the bound keeps public servers from being hammered;
 * a shared token bucket (`rate_limit` requests per second) for providers with usage policies;
 * retries with exponential backoff and jitter on 429, 5xx, resets, timeouts and bodies that do not decode
-  (truncated transfers), honouring Retry-After; after that the tile is skipped, counted, never fatal;
+  (truncated transfers), honouring Retry-After; after that the tile is skipped, counted, never fatal. The jitter
+  is a hash of the tile and the attempt, not a random draw: it spreads the retries of different tiles just as
+  well, and a run with the same faults waits the same way twice;
 * every request bounded in time (an overall deadline, not per byte), bytes and pixels (core.tile_http and
   `decode_tile`); each result carries a typed `TileOutcome` that callers branch on;
 * a persistent disk cache (one file per tile, written atomically) keyed by a hash of the template, so a
@@ -22,15 +25,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import random
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Generator, Iterable, Optional
-from urllib.parse import unquote, urlsplit
+from typing import Callable, Generator, Iterable, Optional, Sequence, Union
+from urllib.parse import urlsplit
 
 from .redact import Redactor, guard_library_logs, mask_url
 from .tile_http import (
@@ -45,6 +47,7 @@ from .tile_http import (
 )
 from .tile_image import MAX_TILE_PIXELS, MAX_TILE_SIDE, TileTooLarge, decode_tile, is_placeholder
 from .tile_probe import check_reachable
+from .tile_url import TileUrlTemplate, UnsupportedTemplate, file_url_to_path
 from .tiles import Tile
 
 __all__ = [
@@ -126,19 +129,6 @@ class FetchStats:
             }
 
 
-def _quadkey(tile: Tile) -> str:
-    digits = []
-    for i in range(tile.z, 0, -1):
-        digit = 0
-        mask = 1 << (i - 1)
-        if tile.x & mask:
-            digit += 1
-        if tile.y & mask:
-            digit += 2
-        digits.append(str(digit))
-    return "".join(digits)
-
-
 class TileSource:
     """Decoded tiles from an XYZ template, through a disk cache, with retries, bounds and redaction."""
 
@@ -159,23 +149,29 @@ class TileSource:
         request_deadline: Optional[float] = None,
         max_bytes: int = MAX_TILE_BYTES,
         on_warning: Optional[Callable[[str], None]] = None,
+        subdomains: Optional[Union[str, Sequence[str]]] = None,
+        retina: bool = False,
     ):
         template = (template or "").strip()
         if not template:
             raise TileSourceError("the tile source is empty: give an XYZ URL template with {z}, {x} and {y}")
         self.redactor = Redactor([template])
         guard_library_logs(template)
-        has_y = "{y}" in template or "{-y}" in template
-        if not (("{z}" in template and "{x}" in template and has_y) or "{q}" in template):
-            raise TileSourceError(
-                f"tile source {self.redactor.redact(template)!r} is not an XYZ template: it needs {{z}}, {{x}} and "
-                "{y} (or {-y} for TMS, {q} for quadkeys)"
-            )
         scheme = urlsplit(template).scheme.lower()
         if scheme not in ("http", "https", "file"):
+            hint = ""
+            if len(scheme) == 1:  # C:\tiles\{z}\... : a Windows folder pasted without file://
+                hint = " (for a folder of tiles write file:///C:/tiles/{z}/{x}/{y}.png)"
             raise TileSourceError(
-                f"tile source scheme {scheme or '(none)'!r} is not supported: use http, https or file"
+                f"tile source scheme {scheme or '(none)'!r} is not supported: use http, https or file{hint}"
             )
+        try:
+            self._url = TileUrlTemplate(template, subdomains=subdomains, retina=retina)
+        except UnsupportedTemplate as exc:
+            raise TileSourceError(
+                self.redactor.redact(f"tile source {self.redactor.redact(template)!r}: {exc}")
+            ) from None
+        template = self._url.template
         self.template = template
         self.is_file = scheme == "file"
         self.max_connections = max(1, int(max_connections))
@@ -186,6 +182,9 @@ class TileSource:
         self.max_bytes = int(max_bytes)
         self.policy = RetryPolicy(max(0, int(retries)), float(backoff), float(max_backoff), float(max_backoff))
         self.detect_placeholders = detect_placeholders
+        #: The zooms with imagery: a saved connection's zmin/zmax, or lower when the user gives a maximum zoom
+        #: (Geolocate's MAX_ZOOM). Tiles outside are gaps without a request, and the search answers from the
+        #: deepest zoom within (core.search).
         self.zmin, self.zmax = int(zmin), int(zmax)
         self.stats = FetchStats()
         self._limiter = RateLimiter(rate_limit)
@@ -198,7 +197,9 @@ class TileSource:
 
         self.user_agent = user_agent or USER_AGENT.format(version=__version__)
         #: Identifies the imagery in cache keys; the hash never reveals the key it contains.
-        self.source_id = hashlib.sha256(template.encode("utf-8")).hexdigest()[:16]
+        #: Retina tiles are other images than the plain ones: another source; the subdomain is only the host.
+        key = template + ("\n@2x" if self._url.retina and "{r}" in template else "")
+        self.source_id = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
         self.cache_dir = Path(cache_dir) / "tiles" / self.source_id if cache_dir else None
         self._session = None
         self._session_lock = threading.Lock()
@@ -226,14 +227,7 @@ class TileSource:
         return mask_url(self.template)
 
     def url_for(self, tile: Tile) -> str:
-        n = 1 << tile.z
-        return (
-            self.template.replace("{z}", str(tile.z))
-            .replace("{x}", str(tile.x))
-            .replace("{-y}", str(n - 1 - tile.y))
-            .replace("{y}", str(tile.y))
-            .replace("{q}", _quadkey(tile))
-        )
+        return self._url.url(tile)
 
     @property
     def on_warning(self) -> Optional[Callable[[str], None]]:
@@ -315,7 +309,7 @@ class TileSource:
     ) -> bytes:
         url = self.url_for(tile)
         if self.is_file:
-            path = Path(unquote(urlsplit(url).path))
+            path = Path(file_url_to_path(url))
             try:
                 if path.stat().st_size > self.max_bytes:
                     raise FetchFailure(TileOutcome.FATAL, f"file is over the {self.max_bytes}-byte limit")
@@ -396,7 +390,7 @@ class TileSource:
                         f"tile {tile} from {self.display_name} refused: {failure.reason}",
                     )
                     return TileResult.failed(tile, outcome, failure.reason, failure.status)
-                delay = min(policy.max_backoff, policy.backoff * (2**attempt)) * (0.5 + random.random())
+                delay = min(policy.max_backoff, policy.backoff * (2**attempt)) * (0.5 + _jitter(tile, attempt))
                 if failure.retry_after is not None:
                     delay = max(delay, min(policy.max_retry_after, failure.retry_after))
                 if attempt >= policy.retries or (deadline is not None and time.monotonic() + delay >= deadline):
@@ -487,6 +481,12 @@ class TileSource:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _jitter(tile: Tile, attempt: int) -> float:
+    """A fraction in [0, 1) that differs from tile to tile and attempt to attempt, the same in every run."""
+    digest = hashlib.blake2b(f"{tile.z}/{tile.x}/{tile.y}/{attempt}".encode("ascii"), digest_size=4).digest()
+    return int.from_bytes(digest, "big") / 2**32
 
 
 def _wait_any(events, delay: float) -> bool:

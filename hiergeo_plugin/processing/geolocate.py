@@ -89,6 +89,8 @@ class SearchSettings:
     region: Optional[Tuple[float, float, float, float]]
     method: str = METHOD_OPTIONS[0]
     index_path: str = ""
+    #: MAX_ZOOM: the deepest zoom with imagery, when the user knows it (None: the source's own maximum).
+    max_zoom: Optional[int] = None
 
     @property
     def model_name(self) -> str:
@@ -114,6 +116,7 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
     PATH_WEIGHT = "PATH_WEIGHT"
     METHOD = "METHOD"
     INDEX = "INDEX"
+    MAX_ZOOM = "MAX_ZOOM"
     OUTPUT = "OUTPUT"
     CANDIDATES = "CANDIDATES"
     COUNTS = tuple(COUNT_OUTPUTS)
@@ -221,6 +224,14 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
             ),
             cache_dir_parameter(self.CACHE_DIR, self.tr("Cache folder (tiles and embeddings)")),
             *download_parameters(self.MAX_CONNECTIONS, self.RATE_LIMIT),
+            QgsProcessingParameterNumber(
+                self.MAX_ZOOM,
+                self.tr("Maximum zoom with imagery (empty = the source's own; finer zoom levels answer from this one)"),
+                QgsProcessingParameterNumber.Type.Integer,
+                None,
+                optional=True,
+                minValue=0,
+            ),
         ]
         for param in advanced_params:
             self.addParameter(advanced(param))
@@ -267,6 +278,8 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
         settings = self._settings(parameters, context, feedback)
         self._refuse_before_fetching(parameters, context, settings)
         tile_source = open_tile_source(xyz, settings.cache_dir, settings.max_connections, settings.rate_limit)
+        if settings.max_zoom is not None:  # below a saved connection's zmax only: the source knows its own best
+            tile_source.zmax = min(tile_source.zmax, settings.max_zoom)
         redactor = tile_source.redactor
         cache = None
         try:
@@ -355,7 +368,15 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
             region=self._search_region(parameters, context, feedback),
             method=enum_option(self, parameters, self.METHOD, context),
             index_path=(self.parameterAsFile(parameters, self.INDEX, context) or "").strip(),
+            max_zoom=self._max_zoom(parameters, context),
         )
+
+    def _max_zoom(self, parameters, context) -> Optional[int]:
+        """MAX_ZOOM, or None when it is not given (parameterAsInt would read an empty optional number as 0)."""
+        value = parameters.get(self.MAX_ZOOM)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return self.parameterAsInt(parameters, self.MAX_ZOOM, context)
 
     def _search_region(self, parameters, context, feedback) -> Optional[Tuple[float, float, float, float]]:
         """SEARCH_EXTENT in EPSG:4326, or None (the whole world) when it is not set or empty."""
@@ -406,17 +427,34 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
         from ..core.progress import Cancelled
         from ..core.tile_source import TileSourceError
 
+        zmin, zmax = tile_source.zmin, tile_source.zmax  # zmax: MAX_ZOOM when it is lower than the source's
         feedback.pushInfo(
             self.tr("Tile source: {source} (zoom {zmin}-{zmax}); cache: {cache}").format(
-                source=tile_source.display_name, zmin=xyz.zmin, zmax=xyz.zmax, cache=settings.cache_dir
+                source=tile_source.display_name, zmin=zmin, zmax=zmax, cache=settings.cache_dir
             )
         )
-        outside = [z for z in settings.zooms if not xyz.zmin <= z <= xyz.zmax]
-        if outside:
+        below = [z for z in settings.zooms if z < zmin]
+        if below:
             feedback.pushWarning(
-                self.tr("zoom levels {zooms} lie outside the source's range {zmin}-{zmax}: expect gaps there").format(
-                    zooms=outside, zmin=xyz.zmin, zmax=xyz.zmax
+                self.tr("zoom levels {zooms} lie below the source's range {zmin}-{zmax}: expect gaps there").format(
+                    zooms=below, zmin=zmin, zmax=zmax
                 )
+            )
+        beyond = [z for z in settings.zooms if z > zmax]
+        within = [z for z in settings.zooms if z <= zmax]
+        if beyond and within:
+            feedback.pushWarning(
+                self.tr(
+                    "zoom levels {zooms} lie beyond the source's maximum zoom {zmax}: they are not fetched, and the "
+                    "answers come from zoom {deepest} (status 'ok: answer from zoom {deepest}: ...')"
+                ).format(zooms=beyond, zmax=zmax, deepest=max(within))
+            )
+        elif beyond:
+            feedback.pushWarning(
+                self.tr(
+                    "every zoom level {zooms} lies beyond the source's maximum zoom {zmax}: nothing can be searched; "
+                    "give ZOOM_LEVELS up to {zmax}"
+                ).format(zooms=beyond, zmax=zmax)
             )
         try:  # before any model work: a wrong URL fails in seconds, not minutes; Cancel ends the probe at once
             tile_source.check_reachable(cancelled=feedback.isCanceled)
