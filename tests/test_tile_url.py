@@ -23,6 +23,7 @@ from hiergeo_plugin.core.tile_url import TileUrlTemplate, UnsupportedTemplate, f
 from hiergeo_plugin.core.tiles import Tile, all_tiles
 
 T = Tile(3, 1, 2)  # quadkey "021"; (x + y) % 3 == 0
+BACKSLASH = "\\"
 
 
 @pytest.mark.parametrize(
@@ -234,3 +235,21 @@ def test_a_refused_template_sends_no_request(three_hosts):
         with pytest.raises(TileSourceError):
             TileSource(template).check_reachable()
     assert sum(s.count for s in servers) == 0
+
+
+def test_the_probe_looks_for_the_windows_folder_the_url_names(monkeypatch):
+    """The reachability probe of a file:// source checks the folder by Windows' conversion on Windows: C:\\tiles,
+    not "/C:/tiles" (which no Windows system has). Run here with Windows' url2pathname injected."""
+    import hiergeo_plugin.core.tile_probe as tile_probe
+
+    def windows(url):
+        return file_url_to_path(url, url2pathname=nturl2path.url2pathname, windows=True)
+
+    monkeypatch.setattr(tile_probe, "file_url_to_path", windows)
+    for template, folder in (
+        ("file:///C:/hiergeo-no-such/{z}/{x}/{y}.png", "C:\\hiergeo-no-such\\"),
+        ("file://nas/share/{z}/{x}/{y}.png", "\\\\nas\\share\\"),
+    ):
+        with pytest.raises(TileSourceError) as err:
+            TileSource(template).check_reachable()
+        assert f"folder {folder.rstrip(BACKSLASH)}" in str(err.value), str(err.value)

@@ -13,8 +13,11 @@ from __future__ import annotations
 import re
 import warnings
 from collections import Counter
+from urllib.parse import unquote, urlsplit
 
 import pytest
+from helpers import hashed_tile_png
+from hostile_server import HostileServer, send
 
 from hiergeo_plugin.core.tile_source import TileSource, TileSourceError
 from hiergeo_plugin.core.tiles import Tile
@@ -98,6 +101,45 @@ def test_templates_as_build_url_makes_them():
         _check(built, provider, kwargs, counts, refused_by)
     assert counts["accepted"] >= 900  # build_url fills the provider's own placeholders
     SUMMARY["as build_url() makes them"] = (dict(counts), dict(refused_by.most_common()))
+
+
+def _path_and_query(url: str) -> str:
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def test_what_is_sent_is_what_xyzservices_builds():
+    """Every accepted template, its host swapped for a real local server: the request that arrives is xyzservices'
+    own URL for the tile (no brace, no %7B; only what HTTP itself escapes, such as a space, is escaped)."""
+
+    def serve(h, path):
+        send(h, 200, hashed_tile_png(3, 1, 2))
+
+    tile = Tile(3, 1, 2)
+    sent = 0
+    with HostileServer(serve) as server:
+        for _name, provider in _providers():
+            kwargs = _token_kwargs(provider)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                built = provider.build_url(**kwargs)
+            for template in {built, provider.url}:
+                parts = urlsplit(template)
+                local = server.url + template[len(f"{parts.scheme}://{parts.netloc}") :]
+                try:
+                    source = TileSource(local, timeout=30.0, retries=2, backoff=0.05, detect_placeholders=False)
+                except TileSourceError:
+                    continue  # refused: covered above, and nothing is sent
+                before = server.count
+                assert source.fetch(tile).ok, provider.name
+                source.close()
+                (path, _t) = server.requests[before]
+                # requests writes a space in a query value (a French layer's style) as %20: the same URL on the wire
+                expected = {unquote(_path_and_query(u)) for u in _expected_urls(provider, tile, kwargs)}
+                assert unquote(path) in expected, (provider.name, path, sorted(expected))
+                assert "{" not in path and "%7b" not in path.lower()
+                sent += 1
+    assert sent >= 937  # every build_url() template, and the published ones that differ from it
 
 
 def test_zzz_report_counts():

@@ -18,10 +18,10 @@ import threading
 import time
 from pathlib import Path
 from typing import Callable, Optional
-from urllib.parse import unquote, urlsplit
 
 from .progress import Cancelled
 from .tile_http import RetryPolicy, TileOutcome, TileSourceError
+from .tile_url import file_url_to_path
 from .tiles import Tile
 
 #: Retries start within this many seconds, and a Retry-After up to PROBE_MAX_WAIT is waited for (a longer one
@@ -33,7 +33,7 @@ PROBE_MAX_WAIT = 5.0
 def check_reachable(source, cancelled: Optional[Callable[[], bool]] = None) -> None:
     """Raises TileSourceError when `source` (a TileSource) cannot be used, progress.Cancelled on a cancel."""
     if source.is_file:
-        root = Path(unquote(urlsplit(source.template.split("{")[0]).path))
+        root = Path(file_url_to_path(source.template.split("{")[0]))  # C:\tiles, \\server\share on Windows
         if not root.exists():
             raise TileSourceError(f"tile source {source.display_name} is not usable: folder {root} does not exist")
         return
