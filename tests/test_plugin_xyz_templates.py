@@ -79,7 +79,7 @@ def test_max_zoom_is_an_optional_advanced_integer(provider):
     param = alg.parameterDefinition("MAX_ZOOM")
     assert param is not None and param.defaultValue() is None
     assert param.flags() & param.FlagOptional and param.flags() & param.FlagAdvanced
-    assert "<b>MAX_ZOOM</b>" in alg.shortHelpString()
+    assert "<code>MAX_ZOOM</code>" in alg.shortHelpString()
 
 
 def test_max_zoom_answers_from_the_deepest_zoom_within_and_never_asks_beyond(provider, server, one_photo, tmp_path):

@@ -326,6 +326,11 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>Maximum zoom with imagery (empty = the source's own; finer zoom levels answer from this one)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
         <source>Mean error (km)</source>
         <translation type="unfinished"></translation>
@@ -606,6 +611,11 @@ Folder: {target}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>every zoom level {zooms} lies beyond the source's maximum zoom {zmax}: nothing can be searched; give ZOOM_LEVELS up to {zmax}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/train.py"/>
         <source>feature {id}: no photo path in field {field}; skipped</source>
         <translation type="unfinished"></translation>
@@ -652,7 +662,12 @@ Folder: {target}</source>
     </message>
     <message>
         <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
-        <source>zoom levels {zooms} lie outside the source's range {zmin}-{zmax}: expect gaps there</source>
+        <source>zoom levels {zooms} lie below the source's range {zmin}-{zmax}: expect gaps there</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <source>zoom levels {zooms} lie beyond the source's maximum zoom {zmax}: they are not fetched, and the answers come from zoom {deepest} (status 'ok: answer from zoom {deepest}: ...')</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
