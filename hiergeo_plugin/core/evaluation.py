@@ -186,7 +186,16 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 th { background: #f2f2f2; }
 .note { color: #555; }
 svg text { font-size: 11px; font-family: inherit; }
+.side { display: flex; flex-wrap: wrap; gap: 2em; align-items: flex-start; }
+.legend { font-size: 0.9em; color: #555; }
+.thumbs { display: flex; flex-wrap: wrap; gap: 1em; }
+.thumbs figure { margin: 0; max-width: 170px; font-size: 0.85em; }
+.thumbs img { display: block; max-width: 160px; max-height: 160px; border: 1px solid #ccc; }
+.credit { color: #555; font-size: 0.9em; }
 """
+
+#: How many of the worst photos get a thumbnail in the report (bounded: the page stays small enough to mail).
+REPORT_THUMBNAILS = 6
 
 
 def _fmt_km(value: Optional[float]) -> str:
@@ -282,14 +291,67 @@ def _photo_list(title: str, photos: Sequence[str], explanation: str) -> str:
     return f'<h2>{html.escape(title)} ({len(photos)})</h2>\n<p class="note">{html.escape(explanation)}</p>\n<ul>{items}</ul>'
 
 
+def _map_points(rows: Sequence[Mapping[str, Any]], metrics: Mapping[str, Any]):
+    """The evaluated rows as map points, paired through evaluated_rows (never by re-applying the rule)."""
+    from .report_media import MapPoint
+
+    points = []
+    for index, (photo, error_km) in zip(metrics.get("evaluated_rows") or [], metrics.get("errors_km") or []):
+        row = rows[index]
+        tlat, tlon = finite_number(row.get("true_lat")), finite_number(row.get("true_lon"))
+        lat, lon = finite_number(row.get("lat")), finite_number(row.get("lon"))
+        if tlat is not None and tlon is not None and lat is not None and lon is not None:
+            points.append(MapPoint(str(photo), tlat, tlon, lat, lon, float(error_km)))
+    return points
+
+
+def _positions_html(rows: Optional[Sequence[Mapping[str, Any]]], metrics: Mapping[str, Any]) -> str:
+    from .report_media import positions_map_svg
+
+    if not rows:
+        return ""
+    points = _map_points(rows, metrics)
+    if not points:
+        return ""
+    legend = (
+        '<p class="legend"><span style="color:#2e8b57">&#9679;</span> true position, '
+        '<span style="color:#c0392b">&#9679;</span> prediction, grey line: the error (Web Mercator; no basemap)</p>'
+    )
+    return f"<div><h2>Positions ({len(points)} photos)</h2>\n{positions_map_svg(points)}\n{legend}</div>"
+
+
+def _worst_photos_html(rows: Optional[Sequence[Mapping[str, Any]]], metrics: Mapping[str, Any], limit: int) -> str:
+    """Thumbnails of the worst evaluated photos whose file can be read (rows carry it as "path")."""
+    from .report_media import thumbnails_html
+
+    if not rows or limit <= 0:
+        return ""
+    pairs = list(zip(metrics.get("evaluated_rows") or [], metrics.get("errors_km") or []))
+    pairs.sort(key=lambda ie: ie[1][1], reverse=True)
+    worst = [(photo, error_km, rows[index].get("path")) for index, (photo, error_km) in pairs]
+    figures = thumbnails_html(worst, limit)
+    if not figures:
+        return ""
+    return f'<h2>Largest errors ({len(figures)} photos)</h2>\n<div class="thumbs">{"".join(figures)}</div>'
+
+
 def write_html_report(
-    path: str, metrics: Mapping[str, Any], title: str = "Geolocation report", extra: Any = None
+    path: str,
+    metrics: Mapping[str, Any],
+    title: str = "Geolocation report",
+    extra: Any = None,
+    rows: Optional[Sequence[Mapping[str, Any]]] = None,
+    credit: Optional[str] = None,
+    thumbnails: int = REPORT_THUMBNAILS,
 ) -> str:
     """Write a self-contained HTML page (no scripts, no external assets) for `metrics` from evaluate().
 
-    Sections: summary table, error histogram (inline SVG, log-km axis with threshold lines), photos without
-    truth, failed photos, per-photo errors (worst first). `extra` (a mapping or a string) is shown as a
-    details table, e.g. the model and zoom levels. Every string from the data is escaped. Returns path.
+    Sections: summary table with, beside it, a map of true and predicted positions (inline SVG; needs `rows`, the
+    rows given to evaluate()), error histogram (inline SVG, log-km axis with threshold lines), thumbnails of the
+    `thumbnails` worst photos whose file can be read (a row's "path"; inline JPEGs), photos without truth, failed
+    photos, per-photo errors (worst first), and `credit` for the imagery (the caller redacts it: the report is
+    shared). `extra` (a mapping or a string) is shown as a details table, e.g. the model and zoom levels. Every
+    string from the data is escaped. Returns path.
     """
     thresholds = list(metrics.get("thresholds_km") or [])
     within = metrics.get("within") or {}
@@ -331,6 +393,7 @@ def write_html_report(
         )
         per_photo = ""
 
+    credit_html = f'<p class="credit">Imagery: {esc(credit)}</p>' if credit else ""
     page = f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -341,10 +404,17 @@ def write_html_report(
 </head>
 <body>
 <h1>{esc(title)}</h1>
+<div class="side">
+<div>
 <h2>Summary</h2>
 <table>{summary}</table>
 <p class="note">Shares are over evaluated photos; errors are great-circle distances (R = {EARTH_RADIUS_KM} km).</p>
+</div>
+{_positions_html(rows, metrics)}
+</div>
+{credit_html}
 {histo_html}
+{_worst_photos_html(rows, metrics, thumbnails)}
 {_extra_html(extra)}
 {_photo_list("Photos without a true position", metrics.get("without_truth") or [], "These photos have no true coordinates, so their predictions could not be scored.")}
 {_photo_list("Failed photos", metrics.get("failed") or [], "No usable prediction was made for these photos (see their status in the predictions layer).")}

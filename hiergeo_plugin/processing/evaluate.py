@@ -38,6 +38,7 @@ from .fields import double_field, string_field
 from .geolocate_outputs import WGS84
 from .photo_layers import layer_folder
 from .styles import apply_style_on_load, close_sink, store_default_style
+from .xyz import resolve_tile_source
 
 
 def parse_thresholds(text: str) -> List[float]:
@@ -97,6 +98,8 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
     GROUND_TRUTH = "GROUND_TRUTH"
     GROUND_TRUTH_FIELD = "GROUND_TRUTH_FIELD"
     THRESHOLDS_KM = "THRESHOLDS_KM"
+    TILE_SOURCE = "TILE_SOURCE"
+    IMAGERY_CREDIT = "IMAGERY_CREDIT"
     OUTPUT_HTML = "OUTPUT_HTML"
     ERROR_LINES = "ERROR_LINES"
 
@@ -137,6 +140,18 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
         self.addParameter(
             QgsProcessingParameterString(
                 self.THRESHOLDS_KM, self.tr("Distance thresholds (km)"), DEFAULT_THRESHOLDS_TEXT
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterString(
+                self.TILE_SOURCE,
+                self.tr("Satellite tiles of the predictions (for the report's imagery credit)"),
+                optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterString(
+                self.IMAGERY_CREDIT, self.tr("Imagery credit (e.g. the provider's attribution)"), optional=True
             )
         )
         self.addParameter(
@@ -251,10 +266,31 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
                 index.pop(key, None)
         return index
 
+    def _credit(self, parameters, context) -> str:
+        """The report's imagery credit: the user's text and the tile source, redacted (the report is shared: a key
+        in a template or a saved connection's credentials must never reach it)."""
+        from ..core.redact import mask_url
+
+        text = (self.parameterAsString(parameters, self.IMAGERY_CREDIT, context) or "").strip()
+        source = (self.parameterAsString(parameters, self.TILE_SOURCE, context) or "").strip()
+        template = ""
+        if source:
+            try:
+                template = resolve_tile_source(source, context).template
+            except QgsProcessingException:
+                template = source
+            template = mask_url(template)
+        if text and template:
+            return self.tr("{credit}; tiles from {source}").format(credit=text, source=template)
+        if template:
+            return self.tr("tiles from {source}").format(source=template)
+        return text
+
     # -- run ----------------------------------------------------------------------------------------------------------
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         feedback = feedback if feedback is not None else QgsProcessingFeedback()
         from ..core.evaluation import evaluate, write_html_report
+        from ..core.photos import resolve_photo_path
 
         thresholds = parse_thresholds(self.parameterAsString(parameters, self.THRESHOLDS_KM, context))
         source = self.parameterAsSource(parameters, self.PREDICTIONS, context)
@@ -262,12 +298,12 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
             raise QgsProcessingException(self.invalidSourceError(parameters, self.PREDICTIONS))
         rows, has_truth = self._prediction_rows(source, context, feedback)
 
+        pred_folder = layer_folder(parameters.get(self.PREDICTIONS), context)  # base of relative photo paths
         truth_source = self.parameterAsSource(parameters, self.GROUND_TRUTH, context)
         field, joined = "", 0
         if truth_source is not None:
             field = self.parameterAsString(parameters, self.GROUND_TRUTH_FIELD, context) or "photo"
             truth_folder = layer_folder(parameters.get(self.GROUND_TRUTH), context)
-            pred_folder = layer_folder(parameters.get(self.PREDICTIONS), context)
             index = self._truth_index(truth_source, field, truth_folder, context, feedback)
             for row in rows:
                 if row["true_lat"] is not None and row["true_lon"] is not None:
@@ -334,7 +370,9 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
                 details[self.tr("Ground truth")] = self.tr("{layer} (joined on {field}: {joined} photos)").format(
                     layer=truth_source.sourceName(), field=repr(field), joined=joined
                 )
-            write_html_report(html, metrics, title, extra=details)
+            for row in rows:  # the photo files, for the thumbnails of the worst photos
+                row["path"] = resolve_photo_path(row["photo"], pred_folder)
+            write_html_report(html, metrics, title, extra=details, rows=rows, credit=self._credit(parameters, context))
             results[self.OUTPUT_HTML] = html
 
         results["MEDIAN_KM"] = metrics.get("median_km")

@@ -290,6 +290,11 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <source>Imagery credit (e.g. the provider's attribution)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
         <source>Install</source>
         <translation type="unfinished"></translation>
@@ -479,6 +484,11 @@ Folder: {target}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <source>Satellite tiles of the predictions (for the report's imagery credit)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
         <source>Search extent (EPSG:4326): {extent}</source>
         <translation type="unfinished"></translation>
@@ -651,6 +661,11 @@ Folder: {target}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <source>tiles from {source}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
         <source>torch runs on the CPU.</source>
         <translation type="unfinished"></translation>
@@ -688,6 +703,11 @@ Folder: {target}</source>
     <message>
         <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
         <source>{count} photos from {field}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <source>{credit}; tiles from {source}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
