@@ -228,6 +228,8 @@ def main() -> int:
                 {
                     "PREDICTIONS": geo["OUTPUT"],
                     "THRESHOLDS_KM": THRESHOLDS,
+                    "TILE_SOURCE": server.template,
+                    "IMAGERY_CREDIT": "HierGeo synthetic demo world (hiergeo_demo)",
                     "OUTPUT_HTML": str(report),
                     "ERROR_LINES": error_lines,
                 },
