@@ -6,7 +6,7 @@ export QT_QPA_PLATFORM ?= offscreen
 # Tests and the demo never download weights: keep hub libraries offline so a mistake fails loudly.
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup setup-dev demo test test-matrix lint format bench zip clean
+.PHONY: setup setup-dev demo test test-matrix lint format bench zip check-zip clean
 
 setup:
 	@bash scripts/setup.sh
@@ -44,6 +44,12 @@ bench: setup-dev
 
 zip:
 	@bash scripts/make_zip.sh
+
+# The zip as the QGIS plugin repository checks an upload: its zip rules, then bandit and detect-secrets on the
+# unpacked zip with the site's rules (scripts/check_zip.py). CHECK_ZIP_ARGS=--publish also fails on placeholder
+# links/email in metadata.txt; --online fetches the links as the site does.
+check-zip: setup-dev
+	$(PY) scripts/check_zip.py $(CHECK_ZIP_ARGS)
 
 clean:
 	rm -rf demo_output dist .pytest_cache .ruff_cache
