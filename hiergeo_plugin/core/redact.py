@@ -241,3 +241,39 @@ def guard_library_logs(template: str) -> None:
         logger = logging.getLogger(name)
         if _LIBRARY_LOG_FILTER not in logger.filters:
             logger.addFilter(_LIBRARY_LOG_FILTER)
+
+
+#: Request headers whose values are not secret (they may be shown); every other configured header (X-Api-Key,
+#: Authorization, a provider's token header) is treated as a secret, whatever its name.
+HARMLESS_HEADERS = {"referer", "user-agent", "accept", "accept-language"}
+
+
+def header_secrets(headers: Iterable[Tuple[str, str]]) -> List[str]:
+    """The values of configured request headers that must be masked: all but HARMLESS_HEADERS'. A Basic or Bearer
+    value is given whole and without its scheme word, so that either form found in a message is masked."""
+    found: List[str] = []
+    for name, value in headers:
+        if name.strip().lower() in HARMLESS_HEADERS or not value:
+            continue
+        found.append(value)
+        scheme, _, token = value.partition(" ")
+        if token and scheme.isalpha():
+            found.append(token.strip())
+    return found
+
+
+def mask_headers(headers: Iterable[Tuple[str, str]]) -> dict:
+    """Headers as they may be printed: names kept, values masked except HARMLESS_HEADERS' (URLs still masked)."""
+    return {name: (mask_url(value) if name.strip().lower() in HARMLESS_HEADERS else MASK) for name, value in headers}
+
+
+def guard_library_log_secrets(secrets: Iterable[str]) -> None:
+    """Like guard_library_logs, for secrets that are not in a URL (header values, credentials, proxy passwords)."""
+    secrets = [s for s in secrets if s]
+    if not secrets:
+        return
+    _LIBRARY_LOG_FILTER.redactor.add(secrets, min_length=2)
+    for name in _RedactingFilter.LOGGERS:
+        logger = logging.getLogger(name)
+        if _LIBRARY_LOG_FILTER not in logger.filters:
+            logger.addFilter(_LIBRARY_LOG_FILTER)

@@ -14,6 +14,11 @@ server sends (a 10 GB Content-Length, an endless chunked body, a gzip bomb). Her
 Failures come out as `FetchFailure` with a typed `TileOutcome`, never as text for callers to parse. The
 request-level policy lives here too: `RetryPolicy` (how hard one tile is tried) and `RateLimiter` (requests
 per second, shared by all workers); `TileSourceError` is the error of a source that cannot be used at all.
+
+How requests reach the server (proxy, trusted CA certificates, extra headers, Basic credentials) is one plain
+`HttpSettings` value: the QGIS adapter (processing/network.py) resolves QGIS's proxy, certificate store and
+authentication database into it, so this module never asks QGIS anything. Headers and credentials go to the
+template's own server only: a redirect to another host gets the Referer, never the Authorization or API headers.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ import enum
 import socket
 import threading
 import time
-from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import urljoin, urlsplit
 
 #: A tile is at most a few MB; anything larger is refused while streaming (decoded bytes are counted).
@@ -100,6 +105,69 @@ class RetryPolicy:
     backoff: float = 0.25
     max_backoff: float = 20.0
     max_retry_after: float = 20.0
+
+
+#: Headers that may follow a redirect to another host; every other configured header (API keys) may not.
+_PORTABLE_HEADERS = frozenset({"referer"})
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """How this source's requests travel, as plain values (see processing/network.py for where they come from).
+
+    proxies: scheme -> proxy URL ("http://user:pass@proxy:3128"), as pairs; empty: connect directly.
+    verify: True (the bundled certifi roots), or the path of a PEM bundle of trusted CA certificates.
+    headers: extra request headers (Referer, API keys), as pairs. auth: Basic (user, password), or None.
+    `repr()` masks everything secret (header values, credentials, proxy passwords): a settings object that
+    lands in a traceback or a log line shows no secret.
+    """
+
+    proxies: Tuple[Tuple[str, str], ...] = ()
+    verify: Union[bool, str] = True
+    headers: Tuple[Tuple[str, str], ...] = field(default=(), repr=False)
+    auth: Optional[Tuple[str, str]] = field(default=None, repr=False)
+
+    @classmethod
+    def make(
+        cls,
+        proxies: Optional[Mapping[str, str]] = None,
+        verify: Union[bool, str] = True,
+        headers: Optional[Mapping[str, str]] = None,
+        auth: Optional[Tuple[str, str]] = None,
+    ) -> HttpSettings:
+        """From dicts, the form callers have them in (the fields are tuples so the value stays immutable)."""
+        return cls(
+            tuple(sorted((proxies or {}).items())),
+            verify,
+            tuple((str(k), str(v)) for k, v in (headers or {}).items()),
+            (str(auth[0]), str(auth[1])) if auth else None,
+        )
+
+    @property
+    def proxy_map(self) -> Dict[str, str]:
+        return dict(self.proxies)
+
+    def secrets(self) -> List[str]:
+        """Every value that must never be printed: header values, credentials, proxy user and password."""
+        from .redact import header_secrets, secrets_in_url
+
+        found = header_secrets(self.headers)
+        if self.auth:
+            found.extend(self.auth)
+        for _scheme, proxy in self.proxies:
+            found.extend(secrets_in_url(proxy))
+        return [s for s in found if s]
+
+    def __repr__(self) -> str:
+        from .redact import mask_headers, mask_url
+
+        proxies = {k: mask_url(v) for k, v in self.proxies}
+        auth = "***" if self.auth else None
+        return f"HttpSettings(proxies={proxies}, verify={self.verify!r}, headers={mask_headers(self.headers)}, auth={auth})"
+
+
+#: What a TileSource uses when it is given nothing: no proxy, certifi's roots, no extra headers.
+DIRECT = HttpSettings()
 
 
 # -- the deadline watchdog --------------------------------------------------------------------------------------
@@ -209,8 +277,12 @@ def _make_watched_connection_classes():
     return WatchedHTTPConnection, WatchedHTTPSConnection
 
 
-def make_session(max_connections: int, user_agent: str):
-    """A requests.Session with a bounded pool of watched connections, no automatic retries, few redirects."""
+def make_session(max_connections: int, user_agent: str, http: Optional[HttpSettings] = None):
+    """A requests.Session with a bounded pool of watched connections, no automatic retries, few redirects.
+
+    `http` (proxy, CA bundle) is kept on the session for `get_tile_bytes`; connections through a proxy are
+    watched too (the proxy manager gets the same pool classes), so a slow proxy is bounded by the deadline.
+    """
     import requests
     from requests.adapters import HTTPAdapter
 
@@ -228,13 +300,22 @@ def make_session(max_connections: int, user_agent: str):
                 ConnectionCls = https_cls
 
             self.poolmanager.pool_classes_by_scheme = {"http": Pool, "https": SPool}
+            self._watched_pools = {"http": Pool, "https": SPool}
+
+        def proxy_manager_for(self, proxy, **proxy_kwargs):
+            manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+            if not proxy.lower().startswith("socks"):
+                manager.pool_classes_by_scheme = dict(self._watched_pools)
+            return manager
 
     session = requests.Session()
+    session.trust_env = False  # the proxy and the CA bundle are the caller's (QGIS's), not the environment's
     adapter = WatchedAdapter(pool_connections=1, pool_maxsize=max_connections, pool_block=True, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers["User-Agent"] = user_agent
     session.max_redirects = MAX_REDIRECTS
+    session.hiergeo_http = http or DIRECT
     return session
 
 
@@ -285,13 +366,22 @@ def get_tile_bytes(
     try:
         # Redirects are followed here, not by requests, which reads a redirect's whole body (unbounded, even with
         # allow_redirects=False) and would follow one to any scheme: each hop is closed unread, stays on http(s).
+        origin = _origin(url)
         for _hop in range(MAX_REDIRECTS + 1):
             try:
-                resp = _send(session, url, timeout)
+                resp = _send(session, url, timeout, same_origin=_origin(url) == origin)
             except requests.RequestException as exc:
                 late = interrupted()
                 if late is not None:
                     raise late from None
+                if _is_untrusted_certificate(exc):
+                    raise FetchFailure(
+                        TileOutcome.FATAL,
+                        "the server's TLS certificate is not trusted or not for this host (a private CA: add its "
+                        "certificate in QGIS, Settings > Options > Authentication > Certificate Manager)",
+                    ) from None
+                if isinstance(exc, requests.exceptions.ProxyError):
+                    raise FetchFailure(TileOutcome.TRANSIENT, "proxy error (check QGIS's proxy settings)") from None
                 if isinstance(exc, requests.Timeout):
                     raise FetchFailure(TileOutcome.TRANSIENT, "timeout") from None
                 if isinstance(exc, requests.ConnectionError):
@@ -355,13 +445,41 @@ def get_tile_bytes(
             resp.close()
 
 
-def _send(session, url: str, timeout: float):
-    """One GET through the session's adapter, without requests' redirect machinery (see get_tile_bytes)."""
+def _send(session, url: str, timeout: float, same_origin: bool = True):
+    """One GET through the session's adapter, without requests' redirect machinery (see get_tile_bytes).
+
+    The session's HttpSettings give the proxy, the CA bundle, and the headers and credentials, which go to the
+    template's own server only (`same_origin`); another host gets the Referer and nothing else.
+    """
     import requests
 
-    prepared = session.prepare_request(requests.Request("GET", url))
+    http: HttpSettings = getattr(session, "hiergeo_http", DIRECT)
+    headers = {k: v for k, v in http.headers if same_origin or k.lower() in _PORTABLE_HEADERS}
+    auth = http.auth if same_origin else None
+    prepared = session.prepare_request(requests.Request("GET", url, headers=headers, auth=auth))
     adapter = session.get_adapter(prepared.url)
-    return adapter.send(prepared, stream=True, timeout=(min(timeout, 5.0), timeout))
+    return adapter.send(
+        prepared, stream=True, timeout=(min(timeout, 5.0), timeout), verify=http.verify, proxies=http.proxy_map
+    )
+
+
+def _origin(url: str) -> Tuple[str, Optional[int]]:
+    """(host, port) that headers and credentials are bound to; http -> https on the same host stays the same."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    default = {"http": 80, "https": 443}.get(scheme)
+    return ((parts.hostname or "").lower(), None if port in (None, default) else port)
+
+
+def _is_untrusted_certificate(exc: BaseException) -> bool:
+    """A TLS verification failure (not a reset during the handshake): retrying cannot help, trusting the CA can."""
+    import requests
+
+    return isinstance(exc, requests.exceptions.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
 def _content_length(value: Optional[str]) -> Optional[int]:

@@ -34,10 +34,11 @@ from pathlib import Path
 from typing import Callable, Generator, Iterable, Optional, Sequence, Union
 from urllib.parse import urlsplit
 
-from .redact import Redactor, guard_library_logs, mask_url
+from .redact import Redactor, guard_library_log_secrets, guard_library_logs, mask_url
 from .tile_http import (
     MAX_TILE_BYTES,
     FetchFailure,
+    HttpSettings,
     RateLimiter,
     RetryPolicy,
     TileOutcome,
@@ -151,12 +152,17 @@ class TileSource:
         on_warning: Optional[Callable[[str], None]] = None,
         subdomains: Optional[Union[str, Sequence[str]]] = None,
         retina: bool = False,
+        http: Optional[HttpSettings] = None,
     ):
         template = (template or "").strip()
         if not template:
             raise TileSourceError("the tile source is empty: give an XYZ URL template with {z}, {x} and {y}")
+        #: Proxy, CA bundle, extra headers, credentials (plain values; the QGIS adapter resolves them).
+        self.http = http or HttpSettings()
         self.redactor = Redactor([template])
+        self.redactor.add(self.http.secrets(), min_length=2)
         guard_library_logs(template)
+        guard_library_log_secrets(self.http.secrets())
         scheme = urlsplit(template).scheme.lower()
         if scheme not in ("http", "https", "file"):
             hint = ""
@@ -301,7 +307,7 @@ class TileSource:
     def _get_session(self):
         with self._session_lock:
             if self._session is None:
-                self._session = make_session(self.max_connections, self.user_agent)
+                self._session = make_session(self.max_connections, self.user_agent, self.http)
             return self._session
 
     def _download_once(
