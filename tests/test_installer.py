@@ -21,6 +21,7 @@ from hiergeo_plugin.core import installer
 ROOT = Path(__file__).resolve().parents[1]
 #: Small pure-python packages on this machine's index; the first one that this interpreter does not already have
 #: is used, so that the import check can only find it in the target folder.
+PINNED_SIX_WHEEL_DIR = "/opt/pypi/files"
 SMALL = (("colorama", "0.4.6"), ("zipp", "3.23.0"))  # packages (folders), not single modules
 
 
@@ -95,6 +96,16 @@ def test_proxies_reach_the_environment_and_credentials_never_reach_the_log():
 
 def test_private_folder_is_per_python_version_under_the_profile(tmp_path):
     assert installer.private_packages_dir(str(tmp_path), (3, 12, 1)) == tmp_path / "hiergeo" / "python3.12"
+
+
+def test_private_path_goes_after_the_standard_library_and_before_installed_packages():
+    path = ["", "/usr/lib/python311.zip", "/usr/lib/python3.11", "/usr/local/lib/python3.11/dist-packages", "/x"]
+    assert installer.add_private_path(path, "/p") == 3 and path[3] == "/p"
+    assert installer.add_private_path(path, "/p") == 3 and path.count("/p") == 1
+    windows = [r"C:\QGIS\apps\qgis\python", r"C:\QGIS\apps\Python312\Lib", r"C:\QGIS\apps\Python312\Lib\site-packages"]
+    assert installer.add_private_path(windows, r"C:\profile\hiergeo\python3.12") == 2
+    bare = ["/usr/lib/python3.11"]
+    assert installer.add_private_path(bare, "/p") == 1 and bare == ["/usr/lib/python3.11", "/p"]
 
 
 def test_progress_moves_forward_with_pips_lines():
@@ -190,6 +201,19 @@ def test_installs_a_small_package_that_a_fresh_interpreter_imports_from_the_targ
     assert not broken.ok and "incomplete install" in dict(broken.missing)[name]
     again = installer.install(python, target, requirements=[f"{name}=={version}"], modules=[name], variant="cuda")
     assert again.ok and module_file.exists(), again.message
+
+
+def test_the_folders_copy_wins_over_an_installed_one(python, tmp_path):
+    """six is installed in this interpreter (dist-packages); the check imports the folder's copy, as the plugin will."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("six")
+    if spec is None or not os.path.isfile(f"{PINNED_SIX_WHEEL_DIR}/six-1.17.0-py2.py3-none-any.whl"):
+        pytest.skip("needs six installed here and six 1.17.0 on this machine's index")
+    target = tmp_path / "t"
+    result = installer.install(python, target, requirements=["six==1.17.0"], modules=["six"], variant="cuda")
+    assert result.ok, (result.message, result.log_tail)
+    assert dict(result.verify.files)["six"] == str(target / "six.py") != spec.origin
 
 
 def test_an_unknown_package_fails_with_pips_reason_and_the_log_tail(python, tmp_path):

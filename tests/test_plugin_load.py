@@ -322,7 +322,9 @@ def test_dependency_message_names_the_dialog_and_the_command_it_runs(monkeypatch
     assert "OSGeo4W Shell" in dependencies.dependency_message(missing)
 
 
-def test_packages_in_the_private_folder_are_importable_after_the_systems(tmp_path, monkeypatch):
+def test_packages_in_the_private_folder_come_after_the_standard_library_and_before_installed_ones(
+    tmp_path, monkeypatch
+):
     from hiergeo_plugin.processing import dependencies
 
     folder = dependencies.private_packages_dir(str(tmp_path))
@@ -331,16 +333,24 @@ def test_packages_in_the_private_folder_are_importable_after_the_systems(tmp_pat
     assert str(folder) not in sys.path
     folder.mkdir(parents=True)
     (folder / "hiergeo_private_probe.py").write_text("WHERE = 'private'\n")
-    # A module of the same name as one of the system's must not win (QGIS's numpy over a private numpy).
+    # The standard library is never shadowed by the folder.
     (folder / "colorsys.py").write_text("raise ImportError('the private folder shadowed colorsys')\n")
+    # An installed package is: the folder's copy of six wins over the one in site-/dist-packages (a system's old
+    # sympy in front of the folder's broke torchvision on Debian 12).
+    (folder / "six.py").write_text("WHERE = 'private'\n")
     assert dependencies.use_private_packages(folder) and dependencies.use_private_packages(folder)
-    assert sys.path[-1] == str(folder) and sys.path.count(str(folder)) == 1
+    assert sys.path.count(str(folder)) == 1
+    position = sys.path.index(str(folder))
+    assert all(Path(p).name not in ("site-packages", "dist-packages") for p in sys.path[:position])
     import importlib
 
     assert importlib.import_module("hiergeo_private_probe").WHERE == "private"
     monkeypatch.delitem(sys.modules, "colorsys", raising=False)
     assert importlib.import_module("colorsys").__file__ != str(folder / "colorsys.py")
+    monkeypatch.delitem(sys.modules, "six", raising=False)
+    assert importlib.import_module("six").WHERE == "private"
     sys.modules.pop("hiergeo_private_probe", None)
+    sys.modules.pop("six", None)
 
 
 # -- styles ------------------------------------------------------------------------------------------------------

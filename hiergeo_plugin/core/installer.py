@@ -13,9 +13,9 @@ algorithm shows without a GUI (processing/dependencies.py) are thin adapters ove
    managed"). One folder per Python version, since binary wheels are built for one.
 3. `pip_command` + `run_pip`: pip of that interpreter with `--target`, the pinned requirements, a CPU or CUDA
    build of torch, QGIS's proxy as environment variables, each log line passed to a callback, Cancel kills pip.
-4. `verify_imports`: a fresh process of that interpreter, the folder appended to sys.path exactly as the plugin
-   does at load time, imports every module: what the user gets after restarting QGIS, not what this process
-   (with half-imported modules of a previous install) believes.
+4. `verify_imports`: a fresh process of that interpreter, the folder put on sys.path exactly as the plugin
+   does at load time (`add_private_path`), imports every module: what the user gets after restarting QGIS, not
+   what this process (with half-imported modules of a previous install) believes.
 
 Running it again repairs: with `--target` pip ignores what is installed anywhere and installs every requirement
 afresh, and `--upgrade` replaces the copies already in the folder (a half-deleted or mismatched torch included).
@@ -253,6 +253,27 @@ def private_packages_dir(settings_dir: str, version: Optional[Sequence[int]] = N
     return Path(settings_dir) / "hiergeo" / f"python{major}.{minor}"
 
 
+def add_private_path(path: List[str], folder: str) -> int:
+    """Put `folder` into `path` (sys.path) after the standard library, before the installed packages; its index.
+
+    Before site-packages / dist-packages: pip resolved the pinned set together, and an older copy that the system
+    installed must not win. Measured on Debian 12: with the folder at the end, python3-sympy 1.11 from
+    /usr/lib/python3/dist-packages came first and `import torchvision` failed (torch 2.14 needs a newer sympy,
+    which was in the folder). numpy is pinned to the major that the system's GDAL bindings were built with
+    (requirements.txt), so GDAL keeps working with the folder's numpy. After the standard library: an installed
+    package never shadows it. Modules already imported (what QGIS loaded at start-up) stay as they are.
+    The plugin (processing/dependencies.py) and the import check in a fresh interpreter both use this function.
+    """
+    if folder in path:
+        return path.index(folder)
+    for index, entry in enumerate(path):
+        if re.split(r"[\\/]", (entry or "").rstrip("\\/"))[-1].lower() in ("site-packages", "dist-packages"):
+            path.insert(index, folder)
+            return index
+    path.append(folder)
+    return len(path) - 1
+
+
 # -- the command --------------------------------------------------------------------------------------------------
 
 _MARKER = re.compile(r"""^python_version\s*(<=|>=|==|!=|<|>)\s*["']([0-9.]+)["']$""")
@@ -484,9 +505,14 @@ def run_pip(
 # -- verifying -------------------------------------------------------------------------------------------------
 
 _VERIFY_SCRIPT = r"""
-import importlib, json, sys
-target, modules = sys.argv[1], sys.argv[2:]
-sys.path.append(target)  # after the interpreter's own packages, as the plugin does at load time
+import importlib, importlib.util, json, sys
+installer_file, target, modules = sys.argv[1], sys.argv[2], sys.argv[3:]
+# installer.py imports only the standard library: loaded from its file, it places the folder on the path exactly
+# as the plugin does at load time (one definition: add_private_path).
+spec = importlib.util.spec_from_file_location("hiergeo_installer_check", installer_file)
+policy = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(policy)
+policy.add_private_path(sys.path, target)
 out = {"modules": {}, "torch_cuda": None}
 for name in modules:
     try:
@@ -513,14 +539,14 @@ def verify_imports(
     target: Path,
     modules: Iterable[str] = DEPENDENCY_MODULES,
     env: Optional[Mapping[str, str]] = None,
-    timeout: float = 600.0,
+    timeout: float = 1800.0,  # torch imports in seconds on a desktop, in minutes on a loaded machine
 ) -> VerifyResult:
-    """Import `modules` in a fresh `python` with `target` appended to sys.path; which import and which do not."""
+    """Import `modules` in a fresh `python` with `target` on sys.path as the plugin puts it: which import, which not."""
     modules = list(modules)
     try:
         # A fixed script, no shell (bandit: B603).
         proc = subprocess.run(  # nosec B603
-            [python, "-c", _VERIFY_SCRIPT, str(target), *modules],
+            [python, "-c", _VERIFY_SCRIPT, os.path.abspath(__file__), str(target), *modules],
             capture_output=True,
             text=True,
             encoding="utf-8",
@@ -530,8 +556,10 @@ def verify_imports(
             stdin=subprocess.DEVNULL,
             creationflags=_NO_WINDOW,
         )
+    except subprocess.TimeoutExpired:
+        return VerifyResult(False, tuple((m, f"the check did not finish within {timeout:.0f} s") for m in modules))
     except (OSError, subprocess.SubprocessError) as exc:
-        return VerifyResult(False, tuple((m, f"the check did not run: {exc}") for m in modules))
+        return VerifyResult(False, tuple((m, f"the check did not run: {type(exc).__name__}") for m in modules))
     line = next((x for x in proc.stdout.splitlines() if x.startswith(_VERIFY_MARK)), None)
     if line is None:  # the interpreter died (a crashing native library): say so for every module
         last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]

@@ -73,16 +73,15 @@ def private_packages_dir(base: Optional[str] = None) -> Path:
 
 
 def use_private_packages(folder: Optional[Path] = None) -> bool:
-    """Put the private package folder (when it exists) at the end of sys.path; True when it is there.
+    """Put the private package folder (when it exists) on sys.path; True when it is there.
 
-    At the end, so that QGIS's own packages keep precedence: Debian 12's GDAL bindings need its numpy 1.x, which
-    a numpy 2 pulled into the private folder by torchvision must not replace.
+    After the standard library and before the installed packages (core/installer.py, `add_private_path`, says
+    why): a system's older copy of a package that torch needs must not shadow the folder's.
     """
     path = str(folder or private_packages_dir())
     if not os.path.isdir(path):
         return False
-    if path not in sys.path:
-        sys.path.append(path)
+    installer.add_private_path(sys.path, path)
     importlib.invalidate_caches()
     return True
 
