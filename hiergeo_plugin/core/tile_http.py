@@ -115,7 +115,7 @@ _PORTABLE_HEADERS = frozenset({"referer"})
 class HttpSettings:
     """How this source's requests travel, as plain values (see processing/network.py for where they come from).
 
-    proxies: scheme -> proxy URL ("http://user:pass@proxy:3128"), as pairs; empty: connect directly.
+    proxies: scheme -> proxy URL (the proxy's user and password in its userinfo), as pairs; empty: direct.
     verify: True (the bundled certifi roots), or the path of a PEM bundle of trusted CA certificates.
     headers: extra request headers (Referer, API keys), as pairs. auth: Basic (user, password), or None.
     `repr()` masks everything secret (header values, credentials, proxy passwords): a settings object that
