@@ -176,3 +176,17 @@ def test_install_runs_off_the_gui_thread(qgis_app, python, tmp_path):
     assert threads and set(threads) == {threading.get_ident()}  # delivered to this (the GUI) thread
     assert dialog.worker.isFinished()
     dialog.close()
+
+
+def test_qgis_proxy_settings_reach_the_dialog(qgis_app):
+    """The proxy of Settings > Options > Network is what the dialog hands to pip (resolved by processing/network.py)."""
+    from test_qgis_network import qgis_proxy
+
+    from hiergeo_plugin.processing.dependencies import qgis_proxies
+
+    assert qgis_proxies() == {}
+    with qgis_proxy(proxyEnabled=True, proxyType="HttpProxy", proxyHost="proxy.example", proxyPort="3128"):
+        assert qgis_proxies() == {"http": "http://proxy.example:3128", "https": "http://proxy.example:3128"}
+        env = installer.pip_environment(qgis_proxies(), {})
+        assert env["HTTPS_PROXY"] == env["https_proxy"] == "http://proxy.example:3128"
+    assert qgis_proxies() == {}

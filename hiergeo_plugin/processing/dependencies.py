@@ -87,40 +87,17 @@ def use_private_packages(folder: Optional[Path] = None) -> bool:
 
 
 def qgis_proxies() -> Dict[str, str]:
-    """QGIS's proxy (Settings > Options > Network) as plain values for pip: {"http": url, "https": url, "no": hosts}.
+    """QGIS's proxy for PyPI as plain values for pip: {"http": url, "https": url}, or {} for a direct connection.
 
-    Empty when QGIS uses no proxy or the system's (pip then reads the system's settings itself). A SOCKS proxy is
-    passed as socks5:// (pip needs PySocks for it, and says so in its log).
+    processing/network.py resolves it as it does for tiles (Options > Network: type, exclusions, the system's
+    proxy when QGIS uses it). A SOCKS5 proxy gives {}: pip cannot use one without PySocks.
     """
+    from .network import proxies_for
+
     try:
-        from qgis.core import QgsNetworkAccessManager
-        from qgis.PyQt.QtNetwork import QNetworkProxy
-    except ImportError:
+        return proxies_for("https://pypi.org/simple/")
+    except QgsProcessingException:
         return {}
-    manager = QgsNetworkAccessManager.instance()
-    proxy = manager.fallbackProxy()
-    kinds = {
-        QNetworkProxy.ProxyType.HttpProxy: "http",
-        QNetworkProxy.ProxyType.HttpCachingProxy: "http",
-        QNetworkProxy.ProxyType.Socks5Proxy: "socks5",
-    }
-    scheme = kinds.get(proxy.type())
-    if scheme is None or not proxy.hostName():
-        return {}
-    login = ""
-    if proxy.user():
-        from urllib.parse import quote
-
-        login = quote(proxy.user(), safe="") + (":" + quote(proxy.password(), safe="") if proxy.password() else "")
-        login += "@"
-    url = f"{scheme}://{login}{proxy.hostName()}" + (f":{proxy.port()}" if proxy.port() > 0 else "")
-    proxies = {"http": url, "https": url}
-    excluded = [u for u in list(manager.excludeList()) + list(getattr(manager, "noProxyList", list)()) if u]
-    if excluded:
-        from urllib.parse import urlsplit
-
-        proxies["no"] = ",".join(sorted({urlsplit(u).hostname or u for u in excluded}))
-    return proxies
 
 
 def install_command(python: Optional[str] = None, target: Optional[Path] = None, variant: str = "cpu") -> str:
