@@ -25,6 +25,9 @@ GROUPS = {
     "trainingevaluation": translatable("Training and evaluation"),
 }
 
+#: The widget wrapper of TILE_SOURCE, by dotted path from the plugin's own package (its name is the folder's).
+TILE_SOURCE_WIDGET = __name__.rsplit(".processing.", 1)[0] + ".gui.tile_source_widget.TileSourceWidgetWrapper"
+
 
 class HierGeoAlgorithm(QgsProcessingAlgorithm):
     """What every HierGeo algorithm shares: its toolbox group, icon and help page.
@@ -96,6 +99,18 @@ class TileSourceAlgorithm(HierGeoAlgorithm):
         #: The message only, never the exception: its traceback holds prepareAlgorithm's frames (the parameters,
         #: i.e. the user's layers), which this attribute would keep alive as long as the algorithm.
         self._prepare_error: Optional[str] = None
+
+    def addParameter(self, definition, createOutput=True):  # noqa: N802, N803 (QGIS API names)
+        """TILE_SOURCE gets the choice widget (gui/tile_source_widget.py) in the Processing dialogs.
+
+        By its dotted name, imported only when a dialog is built: qgis_process never loads the GUI module, and a
+        saved model keeps a plain string in the parameter's metadata. The value itself stays a string.
+        """
+        if definition.name() == self.TILE_SOURCE:
+            metadata = dict(definition.metadata())
+            metadata["widget_wrapper"] = {"class": TILE_SOURCE_WIDGET}
+            definition.setMetadata(metadata)
+        return super().addParameter(definition, createOutput)
 
     def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802
         self._prepare_error = None
