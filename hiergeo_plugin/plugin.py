@@ -49,6 +49,8 @@ class HierGeoPlugin:
         self.dependency_bar_item = None  # the start-up message with its "Install…" button
         self.install_action: Optional[QAction] = None
         self.install_dialog = None
+        self.inspector_action: Optional[QAction] = None
+        self.inspector = None  # the photo inspector dock, made at first use
 
     # -- Processing -------------------------------------------------------------------------------------------
     def initProcessing(self):  # noqa: N802 (QGIS API name)
@@ -73,6 +75,10 @@ class HierGeoPlugin:
             action.triggered.connect(lambda _checked=False, a=alg_id: self.open_dialog(a))
             self.iface.addPluginToMenu(MENU, action)
             self.actions.append(action)
+        self.inspector_action = QAction(icon, tr("Photo inspector"), parent)
+        self.inspector_action.setObjectName("hiergeo_photo_inspector")
+        self.inspector_action.triggered.connect(self.show_inspector)
+        self.iface.addPluginToMenu(MENU, self.inspector_action)
         self.toolbar_action = self.actions[0]
         self.toolbar_action.setToolTip("HierGeo: geolocate photos on satellite tiles")
         self.iface.addToolBarIcon(self.toolbar_action)
@@ -151,7 +157,37 @@ class HierGeoPlugin:
 
         return processing.execAlgorithmDialog(alg_id, {})
 
+    def show_inspector(self, _checked: bool = False):
+        """Open (or bring back) the photo inspector dock on the right."""
+        from qgis.PyQt.QtCore import Qt
+
+        from .gui.inspector import PhotoInspectorDock
+
+        if self.inspector is None:
+            self.inspector = PhotoInspectorDock(self.iface, self.iface.mainWindow())
+            self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.inspector)
+        self.inspector.refresh_layers()
+        self.inspector.show()
+        self.inspector.raise_()
+        return self.inspector
+
+    def _remove_inspector(self) -> None:
+        if self.inspector is not None:
+            self.inspector.restore()
+            self.inspector.disconnect_project()
+            remove = getattr(self.iface, "removeDockWidget", None)
+            if callable(remove):
+                remove(self.inspector)
+            self.inspector.deleteLater()
+            self.inspector = None
+        if self.inspector_action is not None:
+            if self.iface is not None:
+                self.iface.removePluginMenu(MENU, self.inspector_action)
+            self.inspector_action.deleteLater()
+            self.inspector_action = None
+
     def unload(self):
+        self._remove_inspector()
         if self.iface is not None:
             for action in self.actions:
                 self.iface.removePluginMenu(MENU, action)

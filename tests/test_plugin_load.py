@@ -202,6 +202,7 @@ def test_gui_adds_menu_and_toolbar_opens_the_dialog_and_unload_removes_everythin
         (MENU, "Geolocate photos…"),
         (MENU, "Evaluate geolocation…"),
         (MENU, "Train map encoders…"),
+        (MENU, "Photo inspector"),
         (MENU, "Install Python dependencies…"),
     ]
     assert [a.text() for a in iface.toolbar] == ["Geolocate photos…"]

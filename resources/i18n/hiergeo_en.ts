@@ -376,6 +376,11 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/plugin.py"/>
+        <source>Photo inspector</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
         <source>Photo path field of the ground truth</source>
         <translation type="unfinished"></translation>

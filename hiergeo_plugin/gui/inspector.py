@@ -1,0 +1,449 @@
+"""The photo inspector: a dock and a map tool to look at one photo's search at a time.
+
+Geolocate's CANDIDATES layer holds every photo's scored tiles on top of each other (15,520 polygons for the demo's
+40 photos). The inspector shows one photo: its picture (EXIF orientation applied), its score per zoom, its
+candidate tiles alone on the map (a subset string on the candidates layer, restored when the dock closes) with the
+chosen path selected, and, when the prediction carries the truth, the true location and the error line.
+
+What to show is decided by core/inspection.py (plain Python, tested without QGIS); this module only reads layers
+and draws. Pick a photo from the list or with the map tool (click on a prediction).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from qgis.core import (
+    Qgis,
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsFeatureRequest,
+    QgsGeometry,
+    QgsPointXY,
+    QgsProject,
+    QgsRectangle,
+    QgsVectorLayer,
+    QgsWkbTypes,
+)
+from qgis.gui import QgsDockWidget, QgsMapToolEmitPoint, QgsRubberBand, QgsVertexMarker
+from qgis.PyQt.QtCore import Qt, pyqtSignal
+from qgis.PyQt.QtGui import QColor, QImageReader, QPixmap
+from qgis.PyQt.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFormLayout,
+    QHeaderView,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.inspection import PhotoInspection, inspect_photo, photo_filter
+
+#: Fields that make a layer a Geolocate OUTPUT or CANDIDATES layer (the public contract).
+PREDICTION_FIELDS = {"photo", "lat", "lon", "score", "zoom", "status"}
+CANDIDATE_FIELDS = {"photo", "zoom", "rank", "score", "kept", "chosen"}
+WGS84 = "EPSG:4326"
+THUMBNAIL_PX = 320
+SCORE_COLUMNS = ("Zoom", "Best score", "Chosen score", "Chosen rank", "Tiles (kept)")
+
+
+def _line_geometry_type():
+    """The rubber band's line type: Qgis.GeometryType on QGIS 3.30+, QgsWkbTypes before."""
+    geometry_type = getattr(Qgis, "GeometryType", None)
+    return geometry_type.Line if geometry_type is not None else QgsWkbTypes.GeometryType.LineGeometry
+
+
+def _has_fields(layer, names) -> bool:
+    return isinstance(layer, QgsVectorLayer) and layer.isValid() and names <= set(layer.fields().names())
+
+
+def output_layers(project: QgsProject) -> Tuple[List[QgsVectorLayer], List[QgsVectorLayer]]:
+    """The project's layers that look like Geolocate's OUTPUT and CANDIDATES, by their fields."""
+    layers = list(project.mapLayers().values())
+    predictions = [la for la in layers if _has_fields(la, PREDICTION_FIELDS) and not _has_fields(la, {"chosen"})]
+    candidates = [la for la in layers if _has_fields(la, CANDIDATE_FIELDS)]
+    return predictions, candidates
+
+
+def _row(feature) -> Dict[str, object]:
+    """A feature's attributes as a dict, QGIS NULLs as None."""
+    values = {}
+    for name, value in zip(feature.fields().names(), feature.attributes()):
+        is_null = getattr(value, "isNull", None)
+        values[name] = None if value is None or (callable(is_null) and is_null()) else value
+    return values
+
+
+def photo_pixmap(path: Optional[str], size: int = THUMBNAIL_PX) -> Tuple[Optional[QPixmap], str]:
+    """A thumbnail of the photo, upright (EXIF orientation applied), or (None, why not).
+
+    core.photos.load_photo when Pillow is there (the same upright image the model saw); Qt's reader with its
+    EXIF auto-transform otherwise, so the inspector works before the dependencies are installed.
+    """
+    if not path:
+        return None, "no photo path"
+    try:
+        from ..core.photos import PhotoError, load_photo
+    except ImportError:
+        reader = QImageReader(path)
+        reader.setAutoTransform(True)
+        image = reader.read()
+        if image.isNull():
+            return None, reader.errorString()
+        pixmap = QPixmap.fromImage(image)
+        return (
+            pixmap.scaled(size, size, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation),
+            "",
+        )
+    try:
+        image = load_photo(path)
+    except PhotoError as exc:
+        return None, str(exc)
+    image.thumbnail((size, size))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    pixmap = QPixmap()
+    return (pixmap, "") if pixmap.loadFromData(buffer.getvalue(), "PNG") else (None, "could not show the photo")
+
+
+class PickPredictionTool(QgsMapToolEmitPoint):
+    """Click on the map to inspect the nearest prediction."""
+
+    picked = pyqtSignal(QgsPointXY)
+
+    def __init__(self, canvas):
+        super().__init__(canvas)
+        self.canvasClicked.connect(lambda point, _button: self.picked.emit(point))
+
+
+class PhotoInspectorDock(QgsDockWidget):
+    """The inspector dock: layers, photo list, the photo, its score per zoom, and what it draws on the canvas."""
+
+    photoShown = pyqtSignal(str)  # noqa: N815 (Qt signal naming)
+
+    def __init__(self, iface, parent=None):
+        super().__init__("HierGeo photo inspector", parent)
+        self.setObjectName("HierGeoPhotoInspector")
+        self.iface = iface
+        self.canvas = iface.mapCanvas()
+        self.inspection: Optional[PhotoInspection] = None
+        #: Candidates layer id -> its subset string before the inspector filtered it.
+        self._original_subsets: Dict[str, str] = {}
+        self._photo_fids: Dict[str, int] = {}
+        self.error_band: Optional[QgsRubberBand] = None
+        self.truth_marker: Optional[QgsVertexMarker] = None
+        self.tool = PickPredictionTool(self.canvas)
+        self.tool.picked.connect(self.pick_at)
+        self._build()
+        self.refresh_layers()
+        project = QgsProject.instance()
+        project.layersAdded.connect(self.refresh_layers)
+        project.layersRemoved.connect(self.refresh_layers)
+
+    # -- widgets ------------------------------------------------------------------------------------------------
+    def _build(self) -> None:
+        body = QWidget(self)
+        layout = QVBoxLayout(body)
+        form = QFormLayout()
+        self.predictions_box = QComboBox(body)
+        self.candidates_box = QComboBox(body)
+        form.addRow("Predictions", self.predictions_box)
+        form.addRow("Candidates", self.candidates_box)
+        layout.addLayout(form)
+        self.pick_button = QPushButton("Pick a prediction on the map", body)
+        self.pick_button.setCheckable(True)
+        self.pick_button.toggled.connect(self._toggle_tool)
+        layout.addWidget(self.pick_button)
+        self.photo_list = QListWidget(body)
+        self.photo_list.setMaximumHeight(120)
+        self.photo_list.currentItemChanged.connect(self._on_item)
+        layout.addWidget(self.photo_list)
+        self.photo_label = QLabel(body)
+        self.photo_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.photo_label.setMinimumHeight(160)
+        layout.addWidget(self.photo_label)
+        self.details = QLabel(body)
+        self.details.setWordWrap(True)
+        self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.details)
+        self.score_table = QTableWidget(0, len(SCORE_COLUMNS), body)
+        self.score_table.setHorizontalHeaderLabels(list(SCORE_COLUMNS))
+        self.score_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.score_table.verticalHeader().setVisible(False)
+        self.score_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        layout.addWidget(self.score_table)
+        self.setWidget(body)
+        self.predictions_box.currentIndexChanged.connect(self._on_predictions_layer)
+        self.candidates_box.currentIndexChanged.connect(self._on_candidates_layer)
+
+    # -- layers -------------------------------------------------------------------------------------------------
+    def refresh_layers(self, *_args) -> None:
+        """Offer the project's Geolocate outputs; keep the current choice when it is still there."""
+        predictions, candidates = output_layers(QgsProject.instance())
+        for box, layers in ((self.predictions_box, predictions), (self.candidates_box, candidates)):
+            current = box.currentData()
+            box.blockSignals(True)
+            box.clear()
+            for layer in layers:
+                box.addItem(layer.name(), layer.id())
+            index = box.findData(current)
+            box.setCurrentIndex(index if index >= 0 else (0 if layers else -1))
+            box.blockSignals(False)
+        self._on_candidates_layer()
+        self._on_predictions_layer()
+
+    def set_layers(self, predictions: QgsVectorLayer, candidates: Optional[QgsVectorLayer] = None) -> None:
+        """Choose the layers to inspect (they must be in the project)."""
+        self.refresh_layers()
+        self.predictions_box.setCurrentIndex(self.predictions_box.findData(predictions.id()))
+        if candidates is not None:
+            self.candidates_box.setCurrentIndex(self.candidates_box.findData(candidates.id()))
+
+    def predictions_layer(self) -> Optional[QgsVectorLayer]:
+        return QgsProject.instance().mapLayer(self.predictions_box.currentData() or "")
+
+    def candidates_layer(self) -> Optional[QgsVectorLayer]:
+        return QgsProject.instance().mapLayer(self.candidates_box.currentData() or "")
+
+    def _on_predictions_layer(self, *_args) -> None:
+        """List the photos of the predictions layer (each photo once, in the layer's order)."""
+        current = self.inspection.photo if self.inspection else None
+        self.photo_list.blockSignals(True)
+        self.photo_list.clear()
+        self._photo_fids = {}
+        layer = self.predictions_layer()
+        if layer is not None:
+            for feature in layer.getFeatures():
+                photo = str(_row(feature).get("photo") or "")
+                if photo and photo not in self._photo_fids:
+                    self._photo_fids[photo] = feature.id()
+                    item = QListWidgetItem(Path(photo).name or photo)
+                    item.setData(Qt.ItemDataRole.UserRole, photo)
+                    item.setToolTip(photo)
+                    self.photo_list.addItem(item)
+        self.photo_list.blockSignals(False)
+        if current in self._photo_fids:
+            self._select_in_list(current)  # the same photo stays shown; no new zoom for an unrelated layer
+
+    def _on_candidates_layer(self, *_args) -> None:
+        """A new candidates layer: the filter moves with the choice, the previous layer gets its own back."""
+        keep = self.candidates_box.currentData()
+        self._restore_subsets(except_id=keep)
+        if self.inspection is not None:
+            self._filter_candidates(self.inspection.photo)
+
+    # -- showing one photo --------------------------------------------------------------------------------------
+    def photos(self) -> List[str]:
+        return list(self._photo_fids)
+
+    def _on_item(self, item, _previous=None) -> None:
+        if item is not None:
+            self.show_photo(item.data(Qt.ItemDataRole.UserRole))
+
+    def show_photo(self, photo: str) -> Optional[PhotoInspection]:
+        """Show `photo`: its picture, scores, candidates alone on the map with the path selected, truth and error."""
+        predictions = self.predictions_layer()
+        if predictions is None or photo not in self._photo_fids:
+            return None
+        fid = self._photo_fids[photo]
+        prediction = predictions.getFeature(fid)
+        candidates = self.candidates_layer()
+        rows = []
+        if candidates is not None:
+            self._filter_candidates(photo)
+            rows = [(f.id(), _row(f)) for f in candidates.getFeatures()]
+        self.inspection = inspect_photo(_row(prediction), rows)
+        if candidates is not None:
+            candidates.selectByIds(list(self.inspection.path_ids))
+            candidates.triggerRepaint()
+        predictions.selectByIds([fid])
+        self._select_in_list(photo)
+        self._show_picture(photo, predictions)
+        self._show_details(self.inspection)
+        self._show_scores(self.inspection)
+        self._draw_truth(self.inspection)
+        self._zoom_to(self.inspection, candidates)
+        self.photoShown.emit(photo)
+        return self.inspection
+
+    def _select_in_list(self, photo: str) -> None:
+        for row in range(self.photo_list.count()):
+            item = self.photo_list.item(row)
+            if item.data(Qt.ItemDataRole.UserRole) == photo and self.photo_list.currentRow() != row:
+                self.photo_list.blockSignals(True)
+                self.photo_list.setCurrentRow(row)
+                self.photo_list.blockSignals(False)
+
+    def _filter_candidates(self, photo: str) -> None:
+        layer = self.candidates_layer()
+        if layer is None:
+            return
+        original = self._original_subsets.setdefault(layer.id(), layer.subsetString())
+        expression = photo_filter(photo)
+        layer.setSubsetString(f"({original}) AND {expression}" if original else expression)
+
+    def _show_picture(self, photo: str, predictions: QgsVectorLayer) -> None:
+        from ..core.photos import resolve_photo_path
+
+        source = predictions.source().split("|", 1)[0]
+        folder = Path(source).parent if Path(source).is_file() else None
+        pixmap, why = photo_pixmap(resolve_photo_path(photo, folder))
+        if pixmap is None:
+            self.photo_label.clear()
+            self.photo_label.setText(f"(photo not shown: {why})")
+        else:
+            self.photo_label.setPixmap(pixmap)
+
+    def _show_details(self, inspection: PhotoInspection) -> None:
+        lines = [f"<b>{Path(inspection.photo).name}</b>: {inspection.status or 'no status'}"]
+        if inspection.predicted is not None:
+            lines.append("Predicted: {:.5f}, {:.5f}".format(*inspection.predicted))
+        if inspection.truth is not None:
+            lines.append("True location: {:.5f}, {:.5f}".format(*inspection.truth))
+        if inspection.error_km is not None:
+            lines.append(f"Error: {inspection.error_km:.2f} km (red line)")
+        elif inspection.truth is None:
+            lines.append("True location unknown (the photos had no GPS position)")
+        self.details.setText("<br>".join(lines))
+
+    def _show_scores(self, inspection: PhotoInspection) -> None:
+        self.score_table.setRowCount(len(inspection.zooms))
+        for row, zoom in enumerate(inspection.zooms):
+            values = (
+                str(zoom.zoom),
+                f"{zoom.best_score:.3f}",
+                "" if zoom.chosen_score is None else f"{zoom.chosen_score:.3f}",
+                "" if zoom.chosen_rank is None else str(zoom.chosen_rank),
+                f"{zoom.tiles} ({zoom.kept})",
+            )
+            for column, text in enumerate(values):
+                self.score_table.setItem(row, column, QTableWidgetItem(text))
+
+    def _to_canvas(self) -> QgsCoordinateTransform:
+        return QgsCoordinateTransform(
+            QgsCoordinateReferenceSystem(WGS84), self.canvas.mapSettings().destinationCrs(), QgsProject.instance()
+        )
+
+    def _draw_truth(self, inspection: PhotoInspection) -> None:
+        self._clear_drawings()
+        if inspection.truth is None:
+            return
+        transform = self._to_canvas()
+        truth = transform.transform(QgsPointXY(inspection.truth[1], inspection.truth[0]))
+        self.truth_marker = QgsVertexMarker(self.canvas)
+        self.truth_marker.setCenter(truth)
+        self.truth_marker.setIconType(QgsVertexMarker.IconType.ICON_CROSS)
+        self.truth_marker.setIconSize(14)
+        self.truth_marker.setPenWidth(3)
+        self.truth_marker.setColor(QColor(20, 160, 60))
+        self.truth_marker.setToolTip("True location")
+        if inspection.predicted is not None:
+            predicted = transform.transform(QgsPointXY(inspection.predicted[1], inspection.predicted[0]))
+            self.error_band = QgsRubberBand(self.canvas, _line_geometry_type())
+            self.error_band.setColor(QColor(229, 57, 53))
+            self.error_band.setWidth(3)
+            self.error_band.setToGeometry(QgsGeometry.fromPolylineXY([truth, predicted]), None)
+
+    def _zoom_to(self, inspection: PhotoInspection, candidates: Optional[QgsVectorLayer]) -> None:
+        """The finest zoom's candidates, the prediction and the truth fill the canvas."""
+        extent = QgsRectangle()
+        extent.setMinimal()
+        if candidates is not None and inspection.zooms:
+            finest = inspection.zooms[-1].zoom
+            to_wgs84 = QgsCoordinateTransform(
+                candidates.crs(), QgsCoordinateReferenceSystem(WGS84), QgsProject.instance()
+            )
+            request = QgsFeatureRequest().setFilterExpression(f'"zoom" = {finest}')
+            for feature in candidates.getFeatures(request):
+                extent.combineExtentWith(to_wgs84.transformBoundingBox(feature.geometry().boundingBox()))
+        for lat_lon in (inspection.predicted, inspection.truth):
+            if lat_lon is not None:
+                extent.combineExtentWith(lat_lon[1], lat_lon[0])
+        if extent.isNull():
+            return
+        if extent.width() == 0 and extent.height() == 0:  # one point: show about a kilometre around it
+            extent.grow(0.01)
+        target = self._to_canvas().transformBoundingBox(extent)
+        target.scale(1.3)
+        self.canvas.setExtent(target)
+        self.canvas.refresh()
+
+    # -- the map tool -------------------------------------------------------------------------------------------
+    def _toggle_tool(self, checked: bool) -> None:
+        if checked:
+            self.canvas.setMapTool(self.tool)
+        elif self.canvas.mapTool() is self.tool:
+            self.canvas.unsetMapTool(self.tool)
+
+    def pick_at(self, point: QgsPointXY) -> Optional[str]:
+        """Show the prediction nearest to `point` (canvas CRS) within a few pixels; the photo, or None."""
+        layer = self.predictions_layer()
+        if layer is None:
+            return None
+        radius = self.canvas.mapUnitsPerPixel() * 8
+        area = QgsRectangle(point.x() - radius, point.y() - radius, point.x() + radius, point.y() + radius)
+        to_layer = QgsCoordinateTransform(
+            self.canvas.mapSettings().destinationCrs(), layer.crs(), QgsProject.instance()
+        )
+        area = to_layer.transformBoundingBox(area)
+        centre = QgsGeometry.fromPointXY(to_layer.transform(point))
+        best: Optional[Tuple[float, str]] = None
+        for feature in layer.getFeatures(QgsFeatureRequest().setFilterRect(area)):
+            photo = str(_row(feature).get("photo") or "")
+            if photo and feature.hasGeometry():
+                distance = feature.geometry().distance(centre)
+                if best is None or distance < best[0]:
+                    best = (distance, photo)
+        if best is None:
+            return None
+        self.show_photo(best[1])
+        return best[1]
+
+    # -- cleaning up --------------------------------------------------------------------------------------------
+    def _clear_drawings(self) -> None:
+        for item in (self.error_band, self.truth_marker):
+            if item is not None:
+                self.canvas.scene().removeItem(item)
+        self.error_band = self.truth_marker = None
+
+    def _restore_subsets(self, except_id: Optional[str] = None) -> None:
+        project = QgsProject.instance()
+        for layer_id in [i for i in self._original_subsets if i != except_id]:
+            original = self._original_subsets.pop(layer_id)
+            layer = project.mapLayer(layer_id)
+            if layer is not None:
+                layer.setSubsetString(original)
+                layer.removeSelection()
+
+    def restore(self) -> None:
+        """Leave the project as it was: subset strings, selections, canvas items and the map tool."""
+        self._restore_subsets()
+        predictions = self.predictions_layer()
+        if predictions is not None:
+            predictions.removeSelection()
+        self._clear_drawings()
+        self.pick_button.setChecked(False)
+        if self.canvas.mapTool() is self.tool:
+            self.canvas.unsetMapTool(self.tool)
+        self.inspection = None
+
+    def closeEvent(self, event):  # noqa: N802 (Qt API name)
+        self.restore()
+        super().closeEvent(event)
+
+    def disconnect_project(self) -> None:
+        """Before the dock is deleted (plugin unload): no more calls from the project's signals."""
+        project = QgsProject.instance()
+        for signal in (project.layersAdded, project.layersRemoved):
+            try:
+                signal.disconnect(self.refresh_layers)
+            except (TypeError, RuntimeError):
+                pass
