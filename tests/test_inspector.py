@@ -226,7 +226,7 @@ def test_screenshot(dock, layers, qgis_iface, tmp_path):
     canvas.freeze(False)
     canvas.resize(QSize(560, 620))
     canvas.show()
-    dock.resize(QSize(380, 620))
+    dock.resize(QSize(480, 620))
     dock.show()
     dock.photo_list.setCurrentRow(0)
     canvas.refreshAllLayers()
