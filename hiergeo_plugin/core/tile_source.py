@@ -68,7 +68,9 @@ __all__ = [
 
 log = logging.getLogger("hiergeo.tiles")
 
-USER_AGENT = "HierGeo/{version} (QGIS plugin; +https://github.com/hiergeo/hiergeo)"
+# No contact URL until the project has a public homepage (metadata.txt's is a placeholder): an address that is not
+# ours would send a tile provider's questions to someone else.
+USER_AGENT = "HierGeo/{version} (QGIS plugin)"
 GAP_MARKER = b"HIERGEO-GAP\n"
 
 
