@@ -181,9 +181,75 @@ class ForwardProxy(_Server):
 
 
 class PrivateCA:
-    """A self-signed CA and a server certificate for 127.0.0.1 signed by it (cryptography), written to `folder`."""
+    """A self-signed CA and a server certificate for 127.0.0.1 signed by it, written to `folder` (with the
+    cryptography package, else with the openssl command)."""
 
     def __init__(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.cert_file = folder / "server.pem"
+        self.key_file = folder / "server.key"
+        try:
+            import cryptography  # noqa: F401
+        except ImportError:  # a venv without it (the test matrix): the openssl command does the same
+            self._with_openssl(folder)
+        else:
+            self._with_cryptography(folder)
+
+    def _with_openssl(self, folder: Path) -> None:
+        import shutil
+        import subprocess
+
+        if shutil.which("openssl") is None:
+            import pytest
+
+            pytest.skip("neither the cryptography package nor the openssl command is available to make a CA")
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        ca_key, ca_pem, csr = folder / "ca.key", folder / "ca.pem", folder / "server.csr"
+        (folder / "ext.cnf").write_text(
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\n"
+            "extendedKeyUsage=serverAuth\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
+        )
+        for args in (
+            [
+                "req",
+                "-x509",
+                *ec,
+                "-keyout",
+                ca_key,
+                "-out",
+                ca_pem,
+                "-days",
+                "30",
+                "-subj",
+                "/CN=HierGeo test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE,pathlen:0",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+            ["req", *ec, "-keyout", self.key_file, "-out", csr, "-subj", "/CN=127.0.0.1"],
+            [
+                "x509",
+                "-req",
+                "-in",
+                csr,
+                "-CA",
+                ca_pem,
+                "-CAkey",
+                ca_key,
+                "-CAcreateserial",
+                "-out",
+                self.cert_file,
+                "-days",
+                "30",
+                "-extfile",
+                folder / "ext.cnf",
+            ],
+        ):
+            subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+        self.ca_pem = ca_pem.read_bytes()
+
+    def _with_cryptography(self, folder: Path) -> None:
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import ec
@@ -193,7 +259,7 @@ class PrivateCA:
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "HierGeo test CA")])
         ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-        self.ca_cert = (
+        ca_cert = (
             x509.CertificateBuilder()
             .subject_name(ca_name)
             .issuer_name(ca_name)
@@ -227,10 +293,7 @@ class PrivateCA:
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
             .sign(ca_key, hashes.SHA256())
         )
-        folder.mkdir(parents=True, exist_ok=True)
-        self.ca_pem = self.ca_cert.public_bytes(serialization.Encoding.PEM)
-        self.cert_file = folder / "server.pem"
-        self.key_file = folder / "server.key"
+        self.ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)
         self.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         self.key_file.write_bytes(
             key.private_bytes(
