@@ -216,6 +216,22 @@ def test_the_folders_copy_wins_over_an_installed_one(python, tmp_path):
     assert dict(result.verify.files)["six"] == str(target / "six.py") != spec.origin
 
 
+def test_an_unreachable_torch_index_is_left_out_and_the_log_says_so(python, tmp_path):
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there: connection refused at once
+    index = f"http://127.0.0.1:{port}/whl/cpu"
+    assert not installer.index_reachable(index, {})
+    lines = []
+    result = installer.install(
+        python, tmp_path / "t", requirements=["colorama==0.4.6"], modules=["colorama"], variant="cpu",
+        torch_index_url=index, on_line=lines.append,
+    )  # fmt: skip
+    assert result.ok, (result.message, result.log_tail)
+    assert index not in result.command and any("cannot be reached" in line and index in line for line in lines)
+
+
 def test_an_unknown_package_fails_with_pips_reason_and_the_log_tail(python, tmp_path):
     result = installer.install(
         python, tmp_path / "t", requirements=["hiergeo-no-such-package==0.0.1"], modules=[], variant="cuda"

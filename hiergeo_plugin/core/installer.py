@@ -334,11 +334,13 @@ def pip_command(
     variant: str = "cpu",
     platform: Optional[str] = None,
     configured_extra_indexes: Sequence[str] = (),
+    torch_index_url: Optional[str] = "",
 ) -> List[str]:
     """The pip command line (a list: no shell, no quoting) that installs `requirements` into `target`.
 
     An extra index given on the command line replaces the ones in the user's pip configuration (pip's rule: the
     command line wins over the configuration), so those are passed on too (`configured_pip_extra_indexes`).
+    `torch_index_url` replaces the variant's index ("" = the variant's, None = none).
     """
     command = [
         python,
@@ -354,7 +356,7 @@ def pip_command(
         "off",  # one line per step, not a bar redrawn thousands of times
         "--disable-pip-version-check",
     ]
-    index = torch_index(variant, platform)
+    index = torch_index(variant, platform) if torch_index_url == "" else torch_index_url  # None: no extra index
     if index:
         for url in [index, *[u for u in configured_extra_indexes if u != index]]:
             command += ["--extra-index-url", url]
@@ -392,6 +394,27 @@ def configured_pip_extra_indexes(python: str, env: Optional[Mapping[str, str]] =
                 if url not in urls:
                     urls.append(url)
     return urls
+
+
+def index_reachable(url: str, env: Mapping[str, str], timeout: float = 20.0) -> bool:
+    """Whether `url` answers at all (any HTTP status counts), through the proxy in `env` as pip would use it.
+
+    Measured on a machine that cannot reach download.pytorch.org: pip retried the CPU index 5 times for every
+    one of the 57 packages, about 430 s of a 700 s install spent waiting. One probe first saves that.
+    """
+    import urllib.error
+    import urllib.request
+
+    proxies = {k: env[f"{k}_proxy"] for k in ("http", "https") if env.get(f"{k}_proxy")}
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler(proxies))
+    try:
+        # The URL is PyPI's or PyTorch's index (https), or one the caller chose (bandit: B310).
+        with opener.open(urllib.request.Request(url, method="HEAD"), timeout=timeout):  # nosec B310
+            return True
+    except urllib.error.HTTPError:
+        return True  # it answered
+    except (OSError, ValueError):
+        return False
 
 
 def pip_environment(
@@ -624,19 +647,32 @@ def install(
     platform: Optional[str] = None,
     base_env: Optional[Mapping[str, str]] = None,
     python_version: Optional[Sequence[int]] = None,
+    torch_index_url: Optional[str] = "",
 ) -> InstallResult:
     """pip-install `requirements` into `target` for `python`, then verify `modules` import: one typed result.
 
     `python_version` (default: this process's, which `find_qgis_python` matched) selects the requirements whose
     markers apply. `base_env` (default: os.environ) is the environment pip starts from, `proxies` go on top of it.
+    `torch_index_url` replaces the variant's torch index ("" = the variant's); one that does not answer is left
+    out, and the log says so.
     """
     target = Path(target)
     target.mkdir(parents=True, exist_ok=True)
     env = pip_environment(proxies, base_env)
-    extra = configured_pip_extra_indexes(python, env) if torch_index(variant, platform) else []
+    index = torch_index(variant, platform) if torch_index_url == "" else torch_index_url
+    notes = []
+    if index and not index_reachable(index, env):
+        notes.append(
+            f"PyTorch's index {index} cannot be reached (network or proxy): torch comes from the default index "
+            "instead (on Linux that is the CUDA build, several GB)."
+        )
+        index = None
+    extra = configured_pip_extra_indexes(python, env) if index else []
     wanted = requirements_for(tuple(python_version or sys.version_info[:3]), requirements)
-    command = pip_command(python, target, wanted, variant, platform, extra)
+    command = pip_command(python, target, wanted, variant, platform, extra, index)
     if on_line is not None:
+        for note in notes:
+            on_line(note)
         on_line("$ " + command_text(command))
     returncode, cancelled, tail = run_pip(command, env, on_line, cancel)
     if cancelled:
