@@ -45,7 +45,7 @@ def test_choices_list_project_xyz_layers_then_saved_connections(provider, imager
 
 
 @pytest.mark.parametrize("alg_id", ALGORITHMS)
-@pytest.mark.parametrize("dialog", ["AlgorithmDialog", "BatchAlgorithmDialog", "ModelerParametersDialog"])
+@pytest.mark.parametrize("dialog", ["AlgorithmDialog", "BatchAlgorithmDialog"])
 def test_every_dialog_gets_the_combo_and_a_string_value(provider, imagery, alg_id, dialog):
     from qgis.PyQt.QtWidgets import QComboBox
 
@@ -70,6 +70,20 @@ def test_every_dialog_gets_the_combo_and_a_string_value(provider, imagery, alg_i
     assert combo.currentText() == "Saved imagery (saved connection)" and wrapper.value() == "Saved imagery"
     wrapper.setValue(TEMPLATE)
     assert combo.currentText() == TEMPLATE and wrapper.value() == TEMPLATE
+
+
+def test_the_modeler_keeps_qgis_own_widget_for_model_inputs(provider, imagery):
+    from qgis.core import QgsProcessingContext, QgsProcessingModelAlgorithm
+    from qgis.gui import QgsProcessingModelerParameterWidget
+
+    model, context = QgsProcessingModelAlgorithm("m", "g"), QgsProcessingContext()
+    dialog = type("ModelerParametersDialog", (), {"model": model, "childId": "", "context": context})()
+    from processing.gui.wrappers import WidgetWrapperFactory
+
+    for alg_id in ALGORITHMS:
+        param = QgsApplication.processingRegistry().algorithmById(alg_id).parameterDefinition("TILE_SOURCE")
+        wrapper = WidgetWrapperFactory.create_wrapper(param, dialog)
+        assert isinstance(wrapper, QgsProcessingModelerParameterWidget)
 
 
 def test_the_widget_is_named_by_a_string_the_parameter_serialises(provider):

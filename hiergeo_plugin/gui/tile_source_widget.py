@@ -2,8 +2,8 @@
 
 An editable combo box offers the project's XYZ layers and the XYZ connections saved in QGIS (Browser > XYZ
 Tiles, read by processing/xyz.py); typing or pasting a URL template still works. The value stays a plain string
-(a layer or connection name, or a template), so batch mode, the Modeler and qgis_process see the same parameter as
-before: only the dialog changes. The algorithms attach it through parameter metadata (processing/algorithm.py).
+(a layer or connection name, or a template), so batch mode and qgis_process see the same parameter as before:
+only the dialog changes. The Modeler keeps QGIS's own widget (model inputs and expressions). The algorithms attach it through parameter metadata (processing/algorithm.py).
 """
 
 from __future__ import annotations
@@ -53,6 +53,19 @@ def tile_source_choices(project: Optional[QgsProject] = None) -> List[TileSource
 
 class TileSourceWidgetWrapper(WidgetWrapper):
     """Processing's widget wrapper for TILE_SOURCE: the combo box above, in every dialog type."""
+
+    def __new__(cls, param, dialog, *args, **kwargs):
+        """In the Modeler, QGIS's own modeler widget instead: it also binds TILE_SOURCE to a model input, a child
+        output or an expression, which a combo box of names cannot."""
+        if type(dialog).__name__ == "ModelerParametersDialog":
+            from qgis.gui import QgsGui
+
+            widget = QgsGui.processingGuiRegistry().createModelerParameterWidget(
+                dialog.model, dialog.childId, param, dialog.context
+            )
+            if widget is not None:
+                return widget
+        return super().__new__(cls)
 
     PLACEHOLDER = "XYZ URL template with {z}/{x}/{y}, or choose a layer or saved connection"
 
