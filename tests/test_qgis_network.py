@@ -283,9 +283,12 @@ def test_tiles_go_through_qgis_proxy_with_its_credentials(qgis_app, tmp_path):
             proxyType="HttpProxy",
             proxyHost="127.0.0.1",
             proxyPort=str(proxy.port),
-            noProxyUrls=[server.url + "/"],
+            noProxyUrls=[server.url + "/0/0/0.png", server.url + "/a/"],  # QGIS compares URL prefixes
         ):
             excluded = resolve_tile_source(server.template)
+            # QGIS is asked about the URL the core will request: {s} filled with a real subdomain ("a").
+            assert resolve_tile_source(server.url + "/{s}/{z}/{x}/{y}.png").http.proxies == ()
+            assert resolve_tile_source(server.url.replace("127.0.0.1", "localhost") + "/{z}/{x}/{y}.png").http.proxies
         assert excluded.http.proxies == ()
         assert fetch(excluded, tmp_path / "direct")[0].ok
         assert len(proxy.forwarded) == through_proxy and server.served > served  # straight to the server

@@ -52,8 +52,15 @@ def http_settings(template: str, headers: Optional[Mapping[str, str]] = None, au
 
 
 def _sample_url(template: str) -> str:
-    """A concrete URL of the template, for asking QGIS which proxy it would use (placeholders filled)."""
-    return re.sub(r"\{[^{}]*\}", "0", template)
+    """A concrete URL of the template, for asking QGIS which proxy it would use: the world tile as the core will
+    request it ({s} as a real subdomain), or, for a template the core refuses anyway, placeholders as 0."""
+    try:
+        from ..core.tile_url import TileUrlTemplate
+        from ..core.tiles import Tile
+
+        return TileUrlTemplate(template).url(Tile(0, 0, 0))
+    except Exception:  # the core gives the refusal with its own message when the source is opened
+        return re.sub(r"\{[^{}]*\}", "0", template)
 
 
 def proxies_for(template: str) -> Dict[str, str]:
