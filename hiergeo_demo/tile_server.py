@@ -49,12 +49,27 @@ class ServerLog:
     times: List[float] = field(default_factory=list)
     open_connections: int = 0
     peak_connections: int = 0
+    # Requests received and not yet answered. Unlike open connections (the server notices a client's close a little
+    # later, so a client that replaces a dropped connection is briefly seen with one too many), this count drops
+    # before the answer's first byte, and a client with N connections cannot send an (N+1)th request before one
+    # answer has reached it: its peak is a race-free server-side check of a client's connection bound.
+    requests_in_flight: int = 0
+    peak_requests_in_flight: int = 0
     user_agents: set = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def total(self) -> int:
         return sum(self.requests.values())
+
+
+def _answering(h) -> None:
+    """The request on handler h is being answered: it leaves ServerLog.requests_in_flight (once per request)."""
+    log = getattr(h, "_hg_log", None)
+    if log is not None:
+        h._hg_log = None
+        with log.lock:
+            log.requests_in_flight -= 1
 
 
 _PATH = re.compile(r"^/(\d+)/(\d+)/(\d+)(?:\.\w+)?(?:\?.*)?$")
@@ -111,7 +126,15 @@ class TileServer:
                 pass
 
             def do_GET(self):
-                server._handle(self)
+                log = server.log
+                with log.lock:
+                    log.requests_in_flight += 1
+                    log.peak_requests_in_flight = max(log.peak_requests_in_flight, log.requests_in_flight)
+                self._hg_log = log
+                try:
+                    server._handle(self)
+                finally:
+                    _answering(self)
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._httpd.daemon_threads = True
@@ -193,6 +216,7 @@ class TileServer:
             self._send(h, 404, b"no tile", "text/plain")
             return
         if fault == "truncated":
+            _answering(h)
             h.send_response(200)
             h.send_header("Content-Type", self.content_type)
             h.send_header("Content-Length", str(len(body)))
@@ -205,6 +229,7 @@ class TileServer:
 
     @staticmethod
     def _send(h, status: int, body: bytes, ctype: str, headers: Optional[dict] = None) -> None:
+        _answering(h)
         try:
             h.send_response(status)
             h.send_header("Content-Type", ctype)
@@ -219,6 +244,7 @@ class TileServer:
     @staticmethod
     def _reset(h) -> None:
         """Close with RST (SO_LINGER 0), which clients see as 'connection reset by peer'."""
+        _answering(h)
         try:
             h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         except OSError:
