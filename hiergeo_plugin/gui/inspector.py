@@ -12,6 +12,7 @@ and draws. Pick a photo from the list or with the map tool (click on a predictio
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -19,6 +20,7 @@ from qgis.core import (
     Qgis,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
+    QgsCsException,
     QgsFeatureRequest,
     QgsGeometry,
     QgsPointXY,
@@ -384,24 +386,35 @@ class PhotoInspectorDock(QgsDockWidget):
             self.canvas.unsetMapTool(self.tool)
 
     def pick_at(self, point: QgsPointXY) -> Optional[str]:
-        """Show the prediction nearest to `point` (canvas CRS) within a few pixels; the photo, or None."""
+        """Show the prediction nearest to `point` (canvas CRS) within a few pixels; the photo, or None.
+
+        Distances are taken in the canvas CRS, each prediction transformed there: a search box transformed the
+        other way (canvas to layer CRS) breaks on a zoomed-out Web Mercator canvas, whose box can reach past the
+        antimeridian (QGIS 3.44 then selected nothing). A predictions layer holds one point per photo, so a click
+        looks at a few thousand points at most."""
         layer = self.predictions_layer()
         if layer is None:
             return None
-        radius = self.canvas.mapUnitsPerPixel() * 8
-        area = QgsRectangle(point.x() - radius, point.y() - radius, point.x() + radius, point.y() + radius)
-        to_layer = QgsCoordinateTransform(
-            self.canvas.mapSettings().destinationCrs(), layer.crs(), QgsProject.instance()
+        units_per_pixel = self.canvas.mapUnitsPerPixel()
+        if not (units_per_pixel > 0 and math.isfinite(units_per_pixel)):
+            # A canvas that has not been laid out (no size yet) has no pixel scale; its extent says what is in view.
+            units_per_pixel = max(self.canvas.extent().width(), self.canvas.extent().height()) / 512 or 1e-6
+        radius = units_per_pixel * 8
+        to_canvas = QgsCoordinateTransform(
+            layer.crs(), self.canvas.mapSettings().destinationCrs(), QgsProject.instance()
         )
-        area = to_layer.transformBoundingBox(area)
-        centre = QgsGeometry.fromPointXY(to_layer.transform(point))
         best: Optional[Tuple[float, str]] = None
-        for feature in layer.getFeatures(QgsFeatureRequest().setFilterRect(area)):
+        for feature in layer.getFeatures():
             photo = str(_row(feature).get("photo") or "")
-            if photo and feature.hasGeometry():
-                distance = feature.geometry().distance(centre)
-                if best is None or distance < best[0]:
-                    best = (distance, photo)
+            if not photo or not feature.hasGeometry():
+                continue
+            try:
+                where = to_canvas.transform(feature.geometry().asPoint())
+            except QgsCsException:  # a point the canvas CRS cannot show
+                continue
+            distance = math.hypot(where.x() - point.x(), where.y() - point.y())
+            if distance <= radius and (best is None or distance < best[0]):
+                best = (distance, photo)
         if best is None:
             return None
         self.show_photo(best[1])
