@@ -9,7 +9,6 @@ The help page is resources/help/geolocatephotos.html.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -39,6 +38,7 @@ from ..core.defaults import (
 )
 from .algorithm import TileSourceAlgorithm
 from .dependencies import check_dependencies
+from .destinations import split_sink_destination
 from .feedback import FeedbackReporter
 from .geolocate_outputs import WGS84, PredictionWriter
 from .i18n import translatable
@@ -560,18 +560,8 @@ def _same_layer_destination(first: str, second: str) -> Optional[str]:
     """
 
     def split(dest: str):
-        dest = (dest or "").strip()
-        if not dest or dest == "TEMPORARY_OUTPUT" or dest.startswith("memory:"):
-            return None
-        if dest.startswith("ogr:"):
-            db = re.search(r"dbname='([^']*)'", dest) or re.search(r"dbname=(\S+)", dest)
-            table = re.search(r'table="([^"]*)"', dest) or re.search(r"table=(\S+)", dest)
-            if not db:
-                return None
-            return os.path.realpath(db.group(1)), table.group(1) if table else None
-        path, _, options = dest.partition("|")
-        layer = re.search(r"layername=([^|]*)", options)
-        return os.path.realpath(path), layer.group(1) if layer else None
+        parts = split_sink_destination(dest)
+        return None if parts is None else (os.path.realpath(parts[0]), parts[1])
 
     a, b = split(first), split(second)
     return a[0] if a is not None and a == b else None

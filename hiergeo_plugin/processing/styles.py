@@ -4,12 +4,12 @@ stored in output GeoPackages as their default style, so that they open styled wh
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Dict, Optional
 
 from qgis.core import QgsProcessingLayerPostProcessorInterface, QgsVectorLayer
 
+from .destinations import split_sink_destination
 from .resources import style_path
 
 
@@ -67,15 +67,12 @@ def ogr_layer_uri(dest_id: Optional[str]) -> Optional[str]:
     memory layers and other providers give None.
     """
     dest = (dest_id or "").strip()
-    if not dest or dest.startswith("memory:"):
+    parts = split_sink_destination(dest)
+    if parts is None:
         return None
+    path, table = parts
     if dest.startswith("ogr:"):
-        db = re.search(r"dbname='([^']*)'", dest) or re.search(r"dbname=(\S+)", dest)
-        table = re.search(r'table="([^"]*)"', dest) or re.search(r"table=(\S+)", dest)
-        if not db:
-            return None
-        return db.group(1) + (f"|layername={table.group(1)}" if table else "")
-    path = dest.split("|", 1)[0]
+        return path + (f"|layername={table}" if table else "")
     return dest if os.path.isfile(path) else None
 
 
