@@ -100,7 +100,7 @@ def run_alg(alg_id: str, params: dict, title: str):
 
 def metrics_row(name: str, m: dict) -> str:
     within = "  ".join(f"{float(v) * 100:5.1f}%" for v in m["within"].values())
-    return f"{name:16s} {within}   median {m['median_km']:8.1f} km"
+    return f"{name:20s} {within}   median {m['median_km']:8.1f} km"
 
 
 def main() -> int:
@@ -310,12 +310,12 @@ def main() -> int:
         server.stop()
         app.exitQgis()
 
-    header = " " * 17 + "  ".join(f"{t:>6s}" for t in (f"{x}km" for x in THRESHOLDS.split(",")))
+    header = " " * 21 + "  ".join(f"{t:>6s}" for t in (f"{x}km" for x in THRESHOLDS.split(",")))
     print("\n[demo] share of held-out photos within each distance:")
     print(header)
     print(metrics_row("untrained", metrics["untrained"]))
     print(metrics_row("trained", metrics["trained"]))
-    for key in ("index_aerial", "index_prototypes", "index_refine"):
+    for key in ("index_aerial", "index_prototypes", "index_prototypes_own", "index_refine"):
         if key in metrics:
             print(metrics_row(key, metrics[key]) + f"   {metrics[key]['s_per_photo']:.3f} s/photo")
     if "index_build" in metrics:

@@ -27,11 +27,18 @@ def run_index_methods(
     path_weight: float,
     n_test: int,
 ) -> Dict[str, dict]:
-    """Metrics keyed index_aerial / index_prototypes / index_refine, plus index_build (seconds, cells, kappa)."""
+    """Metrics keyed index_aerial / index_prototypes / index_prototypes_own / index_refine, plus index_build
+    (seconds, cells, kappa per build)."""
     folder = work / "index"
     folder.mkdir(parents=True, exist_ok=True)
     builds = {}
-    for label, prototype_photos in (("aerial", None), ("prototypes", photos["train"])):
+    # The codes carry the path context at the hierarchical search's path weight (core/index/context.py); the
+    # "prototypes_own" build is the paper's codes (each cell's own code alone), for the comparison.
+    for label, prototype_photos, weight in (
+        ("aerial", None, path_weight),
+        ("prototypes", photos["train"], path_weight),
+        ("prototypes_own", photos["train"], 0.0),
+    ):
         out = folder / f"demo_{label}.hgindex"
         t0 = time.time()
         params = dict(
@@ -41,6 +48,7 @@ def run_index_methods(
             MODEL=model_path,
             BASE_MODEL="hiergeo-tiny",
             BATCH_SIZE=64,
+            PATH_WEIGHT=weight,
             OUTPUT_INDEX=str(out),
         )
         if prototype_photos:
@@ -53,11 +61,13 @@ def run_index_methods(
             "kappa": res["KAPPA"],
             "index_bytes": res["INDEX_BYTES"],
             "zoom": index_zoom,
+            "path_weight": weight,
             "path": str(out),
         }
     runs = (
         ("index_aerial", "index", builds["aerial"]["path"], None),
         ("index_prototypes", "index", builds["prototypes"]["path"], None),
+        ("index_prototypes_own", "index", builds["prototypes_own"]["path"], None),
         ("index_refine", "index+refine", builds["prototypes"]["path"], refine_zooms),
     )
     metrics: Dict[str, dict] = {}

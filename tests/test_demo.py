@@ -29,7 +29,7 @@ def test_quick_demo_leaves_every_output(tmp_path):
         assert set(m["within"]) == {"1", "25", "200", "750", "2500"}
         assert all(0.0 <= v <= 1.0 for v in m["within"].values())
         assert m["median_km"] >= 0 and m["evaluated"] == metrics["setup"]["test_photos"]
-    for key in ("index_aerial", "index_prototypes", "index_refine"):  # the region index methods
+    for key in ("index_aerial", "index_prototypes", "index_prototypes_own", "index_refine"):  # region index methods
         m = metrics[key]
         assert (
             set(m["within"]) == {"1", "25", "200", "750", "2500"} and m["evaluated"] == metrics["setup"]["test_photos"]
@@ -37,7 +37,10 @@ def test_quick_demo_leaves_every_output(tmp_path):
         assert m["s_per_photo"] > 0 and metrics["trained"]["s_per_photo"] > 0
     assert metrics["index_aerial"]["tiles_encoded"] == 0 and metrics["index_refine"]["tiles_encoded"] > 0
     build = metrics["index_build"]
-    assert build["aerial"]["cells"] == build["prototypes"]["cells"] > 0
+    assert build["aerial"]["cells"] == build["prototypes"]["cells"] == build["prototypes_own"]["cells"] > 0
+    # the demo's index codes carry the path context at the search's path weight; "prototypes_own" has none
+    assert build["prototypes"]["path_weight"] == metrics["setup"]["path_weight"] > 0
+    assert build["prototypes_own"]["path_weight"] == 0
     assert build["aerial"]["cells_with_prototypes"] == 0 and build["prototypes"]["cells_with_prototypes"] > 0
     from osgeo import ogr
 

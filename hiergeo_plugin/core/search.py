@@ -117,6 +117,9 @@ class Candidate:
     rank: int  # 1 = best at its stage
     kept: bool  # descended into (its children are the next stage's candidates)
     chosen: bool = False  # on the path to the final answer
+    #: The score that ranked it, where that is not `score` alone: a region index with a path context ranks by the
+    #: path score (index/context.py), which the refinement's next stage inherits. None: `score` ranked it.
+    ranking: Optional[float] = None
 
 
 @dataclass
@@ -222,7 +225,7 @@ class HierarchicalSearch:
         self._prepare = make_tensor_preprocessor(model.preprocess)
         # Cache trouble (a full disk, a read-only folder) costs speed, not the run; the user hears of it once,
         # through this search's reporter (the Processing log), unless the caller already chose a listener.
-        if getattr(self.source, "on_warning", None) is None:
+        if self.source is not None and getattr(self.source, "on_warning", None) is None:  # None: `index` alone
             self.source.on_warning = self.reporter.warning
         if getattr(self.cache, "on_warning", None) is None:
             self.cache.on_warning = self.reporter.warning
@@ -292,8 +295,10 @@ class HierarchicalSearch:
                 scores = matrix[row, cols]
                 ranking = scores
                 if self.path_weight and inherited[i]:
-                    dz = zoom - zooms[s - 1]
                     parents = inherited[i]
+                    # The parents' zoom: the previous stage's, or for the first stage of index+refine the index's
+                    # (its hits seed the path scores; zooms[s - 1] would be the last zoom there).
+                    dz = zoom - next(iter(parents)).z
                     # float64: the path score grows like w**stage, and in float32 a heavy weight would round
                     # away the child's own similarity (siblings would then rank by rounding noise).
                     ranking = scores.astype(np.float64) + self.path_weight * np.fromiter(
@@ -303,7 +308,13 @@ class HierarchicalSearch:
                 order = np.lexsort((np.arange(len(scores)), -ranking))
                 keep = 1 if last else self.top_k
                 stage = [
-                    Candidate(tiles_i[j], float(scores[j]), rank + 1, kept=(not last and rank < keep))
+                    Candidate(
+                        tiles_i[j],
+                        float(scores[j]),
+                        rank + 1,
+                        kept=(not last and rank < keep),
+                        ranking=float(ranking[j]) if ranking is not scores else None,
+                    )
                     for rank, j in enumerate(order)
                 ]
                 if self.path_weight:
@@ -352,7 +363,7 @@ class HierarchicalSearch:
             dz = self.zooms[0] - kept[0].tile.z
             candidates[i] = [t for c in kept for t in tile_children(c.tile, dz)]
             if self.path_weight:
-                inherited[i] = {c.tile: c.score for c in kept}
+                inherited[i] = {c.tile: (c.score if c.ranking is None else c.ranking) for c in kept}
         return candidates
 
     def _finish(self, result: PhotoResult, no_imagery: Optional[str] = None) -> None:

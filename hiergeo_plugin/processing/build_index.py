@@ -74,6 +74,7 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
     PROTOTYPE_PHOTOS = "PROTOTYPE_PHOTOS"
     PHOTO_FIELD = "PHOTO_FIELD"
     MAX_CELLS = "MAX_CELLS"
+    PATH_WEIGHT = "PATH_WEIGHT"
     OUTPUT_INDEX = "OUTPUT_INDEX"
 
     def name(self) -> str:
@@ -149,6 +150,19 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
                 QgsProcessingParameterNumber.Type.Integer,
                 DEFAULT_MAX_CELLS,
                 minValue=1,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.PATH_WEIGHT,
+                self.tr(
+                    "Path weight (0 = each cell's own code, the paper; > 0 adds its ancestors at zooms 4, 6, ... "
+                    "as Geolocate photos' path weight does)"
+                ),
+                QgsProcessingParameterNumber.Type.Double,
+                0.0,
+                minValue=0.0,
+                maxValue=16.0,
             )
         )
         for param in (
@@ -228,7 +242,12 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
             )
             try:
                 result = builder.build(
-                    area, zoom, out, photos, max_cells=self.parameterAsInt(parameters, self.MAX_CELLS, context)
+                    area,
+                    zoom,
+                    out,
+                    photos,
+                    max_cells=self.parameterAsInt(parameters, self.MAX_CELLS, context),
+                    path_weight=self.parameterAsDouble(parameters, self.PATH_WEIGHT, context),
                 )
             except IndexTooLarge as exc:
                 raise QgsProcessingException(f"{exc} (MAX_CELLS)") from None

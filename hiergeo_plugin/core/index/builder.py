@@ -27,6 +27,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..defaults import DEFAULT_ZOOMS
 from ..embedding_cache import EmbeddingCache
 from ..encoders import GeoModel, describe_device
 from ..photos import PhotoRecord
@@ -35,6 +36,7 @@ from ..search import HierarchicalSearch, PhotoResult
 from ..tile_source import TileSource
 from ..tiles import Tile, lonlat_to_tile
 from .cells import Area, CellPlan, Shard, plan_cells
+from .context import PathContext, context_weights, embed_context
 from .index_file import RegionIndex, make_manifest, write_index
 from .prototypes import PROTOTYPE_DZ, Prototypes, combine_codes, learn_prototypes, no_prototypes
 from .search import model_fingerprints
@@ -232,8 +234,13 @@ def assemble_index(
     seed: int = 0,
     reporter: Optional[Reporter] = None,
     extra: Optional[dict] = None,
+    context: Optional[PathContext] = None,
 ) -> Tuple[Path, Prototypes]:
-    """Prototypes (when photos are given), codes, ANN index and the .hgindex file."""
+    """Prototypes (when photos are given), codes, ANN index and the .hgindex file.
+
+    `context`: the cells' ancestors' embeddings and weights (context.py); the codes then carry them and the index
+    ranks by the hierarchical search's path score. Kappa is calibrated on the cells' own codes: the context is the
+    same for every cell of a prototype class, so it does not change which kappa ranks a class's cells best."""
     from .ann import VectorIndex
 
     reporter = reporter or Reporter()
@@ -246,7 +253,19 @@ def assemble_index(
     else:
         protos = no_prototypes(len(tiles), max(0, zoom - PROTOTYPE_DZ), dim)
     codes = combine_codes(a32, protos.vectors, protos.prototype_of, protos.kappa)
+    context = context if context else None
+    if context is not None:
+        codes = (codes + context.matrix(tiles)) / context.scale
     vectors = VectorIndex.build(codes, kind=kind, seed=seed)
+    ctx_manifest = (
+        {
+            "zooms": sorted(context.weights),
+            "weights": {str(z): w for z, w in sorted(context.weights.items())},
+            "ancestors": int(len(context.tiles)),
+        }
+        if context is not None
+        else None
+    )
     fps = model_fingerprints(model, zoom)
     fps["description"] = str(model.manifest.get("name") or model.base)
     manifest = make_manifest(
@@ -265,7 +284,7 @@ def assemble_index(
             "planned_cells": plan.count,
             "prototypes": len(protos.parents),
         },
-        extra=dict(extra or {}, prototypes=protos.summary()),
+        extra=dict(extra or {}, prototypes=protos.summary(), context=ctx_manifest),
     )
     index = RegionIndex(
         manifest,
@@ -275,6 +294,8 @@ def assemble_index(
         np.array([[p.x, p.y] for p in protos.parents], dtype=np.int32).reshape(-1, 2),
         protos.prototype_of.astype(np.int32),
         vectors.to_bytes(),
+        context.tiles if context is not None else None,
+        context.vectors.astype(np.float16) if context is not None else None,
     )
     return write_index(out_path, index), protos
 
@@ -324,7 +345,11 @@ class IndexBuilder:
         kind: str = "auto",
         seed: int = 0,
         keep_parts: bool = False,
+        path_weight: float = 0.0,
+        context_zooms: Sequence[int] = DEFAULT_ZOOMS,
     ) -> BuildResult:
+        """Build OUT.hgindex; `path_weight` > 0 adds the cells' ancestors at `context_zooms` (those coarser than
+        `zoom`) to their codes, weighted as the hierarchical search's PATH_WEIGHT weighs a path (context.py)."""
         t0 = time.perf_counter()
         rep = self.reporter
         out_path = Path(out_path)
@@ -368,6 +393,7 @@ class IndexBuilder:
                 )
         rep.check_cancelled()
         cells, aerial, gaps = collect_shards(parts, plan)
+        context = self.path_context(cells, zoom, path_weight, context_zooms)
         photo_emb, photo_tiles = self.encode_prototype_photos(prototype_photos, zoom)
         rep.check_cancelled()
         rep.progress(0.95)
@@ -384,6 +410,7 @@ class IndexBuilder:
             kind=kind,
             seed=seed,
             reporter=rep,
+            context=context,
         )
         if not keep_parts:
             shutil.rmtree(parts, ignore_errors=True)
@@ -409,6 +436,26 @@ class IndexBuilder:
             f"({result.seconds:.0f} s)"
         )
         return result
+
+    def path_context(
+        self, cells: np.ndarray, zoom: int, path_weight: float, context_zooms: Sequence[int]
+    ) -> Optional[PathContext]:
+        """The ancestors' embeddings for a path-weighted index (None without a path weight), through the same
+        caches as the cells: the hierarchical search's coarse stages embedded them already where it ran."""
+        weights = context_weights(zoom, context_zooms, path_weight)
+        if not weights:
+            return None
+        tiles = [Tile(zoom, int(x), int(y)) for x, y in cells]
+        rep = self.reporter
+        rep.info(f"region index: path context from zooms {sorted(weights)} (path weight {path_weight:g})")
+
+        def embed(z: int, ancestors: Sequence[Tile]):
+            rep.check_cancelled()
+            return self.search.tile_embeddings(z, ancestors, _quiet(rep))
+
+        ctx_tiles, ctx_vectors = embed_context(tiles, weights, embed)
+        rep.info(f"region index: {len(ctx_tiles):,} ancestor tiles embedded for the path context")
+        return PathContext(ctx_tiles, ctx_vectors, weights)
 
     def embed_shard(self, plan: CellPlan, shard: Shard, path: Path, reporter: Reporter) -> None:
         """Embed one shard's cells (through the caches) and write its file; gaps are left out and counted."""

@@ -52,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--fetch-tasks", type=int, default=4, help="Ray: concurrent fetch tasks")
     b.add_argument("--embed-actors", type=int, default=None, help="Ray: embedding actors (default one per GPU)")
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument(
+        "--path-weight",
+        type=float,
+        default=0.0,
+        help="add each cell's ancestors (zooms 4, 6, ... coarser than --zoom) to its code, weighted as the "
+        "hierarchical search's PATH_WEIGHT (0 = the cell's own code only, the paper)",
+    )
     i = isub.add_parser("info", help="print an index's manifest and counts as JSON")
     i.add_argument("path")
     return ap
@@ -125,6 +132,7 @@ def build(args) -> dict:
                 settings=RaySettings(args.ray, args.fetch_tasks, args.embed_actors),
                 reporter=reporter,
                 seed=args.seed,
+                path_weight=args.path_weight,
             )
         else:
             from ..embedding_cache import EmbeddingCache
@@ -138,7 +146,9 @@ def build(args) -> dict:
                 args.tile_source, cache_dir=args.cache_dir, max_connections=args.max_connections, rate_limit=rate
             ) as source:
                 builder = IndexBuilder(model, source, cache, batch_size=args.batch_size, reporter=reporter)
-                result = builder.build(area, args.zoom, args.out, photos, max_cells=max_cells, seed=args.seed)
+                result = builder.build(
+                    area, args.zoom, args.out, photos, max_cells=max_cells, seed=args.seed, path_weight=args.path_weight
+                )
             cache.close()
     finally:
         progress.close()

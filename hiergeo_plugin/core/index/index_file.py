@@ -14,7 +14,13 @@ Layout:
             "prototype_cells" int32 (p, 2) x, y of each prototype's cell at the prototype zoom
             "prototype_of"   int32 (n,)    the prototype row each cell uses, -1 = aerial only
             "ann"            uint8 (b,)    the serialised FAISS index over the cell codes
+            "context_tiles"  int32 (m, 3)  z, x, y of each ancestor in the path context (optional, see below)
+            "context_vectors" fp16 (m, d)  the map encoder's embedding of each such ancestor
 Codes are not stored twice: the ANN index holds them, and `codes()` recomputes them from the parts.
+
+An index built with a path weight (manifest "context": {"zooms", "weights", "path_weight"}) adds its cells'
+ancestors' embeddings to their codes (context.py: the index then ranks by the hierarchical search's path score);
+files without the two context tensors are indexes without a context, as every file written before it existed.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ SUFFIX = ".hgindex"
 #: Bounds checked before any tensor is read: a header may claim anything.
 MAX_DIM = 8192
 MAX_CELLS_IN_FILE = 2_000_000_000
+#: A path weight of 4 over 7 stages gives 4**7 = 16384; far beyond that, the coarse zooms alone would rank.
+MAX_CONTEXT_WEIGHT = 1e6
 
 
 class IndexFileError(RuntimeError):
@@ -59,6 +67,8 @@ class RegionIndex:
     prototype_cells: np.ndarray  # int32 (p, 2)
     prototype_of: np.ndarray  # int32 (n,)
     ann_bytes: bytes
+    context_tiles: Optional[np.ndarray] = None  # int32 (m, 3); None or empty: no path context
+    context_vectors: Optional[np.ndarray] = None  # float16 (m, d)
 
     @property
     def zoom(self) -> int:
@@ -79,12 +89,36 @@ class RegionIndex:
         x, y = self.cells[int(row)]
         return Tile(self.zoom, int(x), int(y))
 
-    def codes(self, kappa: Optional[float] = None) -> np.ndarray:
-        """float32 (n, d) cell codes: normalize(aerial + kappa * prototype), aerial alone without a prototype."""
+    def own_codes(self, kappa: Optional[float] = None, rows: Optional[np.ndarray] = None) -> np.ndarray:
+        """float32 cell codes without the path context: normalize(aerial + kappa * prototype), aerial alone
+        without a prototype; all cells, or the given rows."""
         from .prototypes import combine_codes
 
         k = self.kappa if kappa is None else float(kappa)
-        return combine_codes(self.aerial, self.prototypes, self.prototype_of, k)
+        if rows is None:
+            return combine_codes(self.aerial, self.prototypes, self.prototype_of, k)
+        rows = np.asarray(rows, dtype=np.int64)
+        return combine_codes(self.aerial[rows], self.prototypes, self.prototype_of[rows], k)
+
+    def path_context(self):
+        """The ancestors' embeddings and weights (context.PathContext; falsy when the index has no context)."""
+        from .context import PathContext
+
+        ctx = self.manifest.get("context") or {}
+        weights = {int(z): float(w) for z, w in (ctx.get("weights") or {}).items()}
+        if self.context_tiles is None or self.context_vectors is None or not weights:
+            return PathContext.empty(self.dim)
+        return PathContext(self.context_tiles, self.context_vectors, weights)
+
+    def codes(self, kappa: Optional[float] = None) -> np.ndarray:
+        """float32 (n, d): what the ANN index holds, (own code + path context) / path scale; the own code alone
+        when the index has no path context."""
+        own = self.own_codes(kappa)
+        ctx = self.path_context()
+        if not ctx:
+            return own
+        tiles = [self.tile(i) for i in range(len(self))]
+        return (own + ctx.matrix(tiles)) / ctx.scale
 
     def check_compatible(self, model_fingerprints: Optional[Dict[str, str]] = None, source_id: Optional[str] = None):
         """Refuse an index built with another model or tile source: its codes would not be comparable to the
@@ -157,6 +191,11 @@ def write_index(path: os.PathLike, index: RegionIndex) -> Path:
         "prototype_of": np.ascontiguousarray(index.prototype_of, dtype=np.int32).reshape(n),
         "ann": np.frombuffer(bytes(index.ann_bytes), dtype=np.uint8).copy(),
     }
+    if index.context_tiles is not None and index.context_vectors is not None and len(index.context_tiles):
+        tensors["context_tiles"] = np.ascontiguousarray(index.context_tiles, dtype=np.int32).reshape(-1, 3)
+        tensors["context_vectors"] = np.ascontiguousarray(index.context_vectors, dtype=np.float16).reshape(
+            len(tensors["context_tiles"]), index.aerial.shape[1]
+        )
     metadata = {"format": FORMAT, "version": VERSION, "manifest": json.dumps(index.manifest)}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -192,6 +231,8 @@ def read_index(
         arrays["prototype_cells"],
         arrays["prototype_of"],
         arrays["ann"].tobytes(),
+        arrays.get("context_tiles"),
+        arrays.get("context_vectors"),
     )
     index.check_compatible(model_fingerprints, source_id)
     return index
@@ -240,10 +281,13 @@ def _open(path: Path, tensors: bool):
         n = int(manifest["counts"]["cells"])
         float(manifest["kappa"])
         str(manifest["ann"]["kind"])
-    except (KeyError, ValueError, TypeError) as exc:
+        weights = {int(z): float(w) for z, w in ((manifest.get("context") or {}).get("weights") or {}).items()}
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise IndexFileError(f"{path.name}: damaged manifest ({type(exc).__name__}: {exc})") from None
     if not (0 <= zoom <= 30 and 0 < dim <= MAX_DIM and 0 < n <= MAX_CELLS_IN_FILE):
         raise IndexFileError(f"{path.name}: manifest out of bounds (zoom {zoom}, dim {dim}, cells {n})")
+    if any(not (0 <= z < zoom) or not (0.0 <= w <= MAX_CONTEXT_WEIGHT) for z, w in weights.items()):
+        raise IndexFileError(f"{path.name}: manifest's path context out of bounds ({weights})")
     manifest["name"] = path.name
     if not tensors:
         return manifest, {}
@@ -265,6 +309,20 @@ def _open(path: Path, tensors: bool):
     )
     if not shapes_ok:
         raise IndexFileError(f"{path.name}: tensor shapes do not match the manifest ({n} cells of dimension {dim})")
+    if ("context_tiles" in arrays) != ("context_vectors" in arrays):
+        raise IndexFileError(f"{path.name}: the path context is incomplete (one of its two tensors is missing)")
+    if "context_tiles" in arrays:
+        ct, cv = arrays["context_tiles"], arrays["context_vectors"]
+        m = ct.shape[0] if ct.ndim == 2 else -1
+        if str(ct.dtype) != "int32" or ct.shape != (m, 3) or str(cv.dtype) != "float16" or cv.shape != (m, dim):
+            raise IndexFileError(
+                f"{path.name}: the path context's tensors are {ct.dtype} {ct.shape} and {cv.dtype} {cv.shape}, "
+                f"expected int32 (m, 3) and float16 (m, {dim})"
+            )
+        if m and (ct[:, 0].min() < 0 or ct[:, 0].max() >= zoom or ct[:, 1:].min() < 0):
+            raise IndexFileError(f"{path.name}: path context tiles outside the zooms coarser than {zoom}")
+        if m and (ct[:, 1:] >= (1 << ct[:, :1].astype(np.int64))).any():
+            raise IndexFileError(f"{path.name}: path context tiles outside their zoom's grid")
     of = arrays["prototype_of"]
     if n and (of.min() < -1 or of.max() >= p):
         raise IndexFileError(f"{path.name}: prototype_of refers to prototypes that are not in the file")

@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..defaults import DEFAULT_ZOOMS
 from ..photos import PhotoRecord
 from ..progress import Reporter
 from ..tiles import Tile
@@ -185,8 +186,15 @@ def build_with_ray(
     kind: str = "auto",
     seed: int = 0,
     keep_parts: bool = False,
+    path_weight: float = 0.0,
+    context_zooms: Sequence[int] = DEFAULT_ZOOMS,
 ) -> BuildResult:
-    """Build OUT.hgindex on Ray; the same cells, part files and assembly as IndexBuilder.build."""
+    """Build OUT.hgindex on Ray; the same cells, part files and assembly as IndexBuilder.build.
+
+    The path context (path_weight > 0: the cells' ancestors, about 1/15 of the cells with zoom steps of 2) is
+    embedded by the driver, through its tile cache, after the pipeline: enough for a region; for a continent at a
+    fine zoom run the build once per coarse zoom on the cluster first, with a shared CACHE_DIR, or build without
+    a context."""
     from ..embedding_cache import EmbeddingCache
     from ..factory import load_geo_model
     from ..tile_source import TileSource
@@ -228,6 +236,7 @@ def build_with_ray(
             )
         rep.check_cancelled()
         cells, aerial, gaps = collect_shards(parts, plan)
+        context = local.path_context(cells, zoom, path_weight, context_zooms)
         photo_emb, photo_tiles = local.encode_prototype_photos(prototype_photos, zoom)
         path, protos = assemble_index(
             out_path,
@@ -243,6 +252,7 @@ def build_with_ray(
             seed=seed,
             reporter=rep,
             extra={"built_with": "ray"},
+            context=context,
         )
     finally:
         source.close()

@@ -4,7 +4,9 @@ Two methods, both giving the hierarchical search's result types (PhotoResult wit
 Processing outputs and the visual QA are the same whatever the method:
 
 * `index`: the best cells by cosine similarity of photo embedding and cell code; the prediction is the best
-  cell's centre; the hits are the stage at the index zoom (rank, score; the best one is chosen).
+  cell's centre; the hits are the stage at the index zoom (rank, score; the best one is chosen). An index built
+  with a path weight ranks by the hierarchical search's path score instead (context.py); each hit's score is still
+  its own cosine, its `ranking` the path score that the refinement inherits.
 * `index+refine`: the index's best TOP_K cells are the kept tiles of the index zoom and the paper's 4x4
   refinement runs on through the zoom levels finer than the index zoom, by HierarchicalSearch itself (its
   `start_candidates` hook, fed with the same photo embeddings: each photo is encoded once). An index at zoom 12
@@ -78,6 +80,9 @@ class IndexSearch:
             raise IndexFileError(
                 f"{index.manifest.get('name', 'the index')}: its search structure is damaged ({exc})"
             ) from None
+        #: The path context (index/context.py): the index ranks by path scores, stored divided by `scale`.
+        self.context = index.path_context()
+        self.scale = self.context.scale if self.context else 1.0
         self.refine_zooms = [int(z) for z in zooms if int(z) > index.zoom]
         if method == "index+refine":
             if not self.refine_zooms:
@@ -107,13 +112,24 @@ class IndexSearch:
         k = min(int(k or self.top_k), len(self.index))
         if not len(photo_emb):
             return []
-        scores, rows = self.vectors.search(np.asarray(photo_emb, dtype=np.float32), k)
+        queries = np.asarray(photo_emb, dtype=np.float32)
+        scores, rows = self.vectors.search(queries, k)
         out = []
-        for s_row, r_row in zip(scores, rows):
-            stage = [
-                Candidate(self.index.tile(int(r)), float(s), rank + 1, kept=True)
-                for rank, (s, r) in enumerate((s, r) for s, r in zip(s_row, r_row) if r >= 0)
-            ]
+        for q, s_row, r_row in zip(queries, scores, rows):
+            found = r_row >= 0
+            s_row, r_row = s_row[found], r_row[found]
+            if not self.context:
+                stage = [
+                    Candidate(self.index.tile(int(r)), float(s), rank + 1, kept=True)
+                    for rank, (s, r) in enumerate(zip(s_row, r_row))
+                ]
+            else:
+                # Ranked by the path score; each hit shows its own cosine, as a hierarchical stage does.
+                own = self.index.own_codes(rows=r_row) @ q
+                stage = [
+                    Candidate(self.index.tile(int(r)), float(o), rank + 1, kept=True, ranking=float(s) * self.scale)
+                    for rank, (s, r, o) in enumerate(zip(s_row, r_row, own))
+                ]
             out.append(stage)
         return out
 
@@ -123,6 +139,7 @@ class IndexSearch:
         self.reporter.info(
             f"HierGeo region index: {len(records)} photos, method {self.method}, {len(self.index):,} cells at zoom "
             f"{self.index.zoom} ({self.index.manifest['ann']['kind']}), kappa {self.index.kappa:g}"
+            + (f", path context from zooms {sorted(self.context.weights)}" if self.context else "")
             + (f", refinement through zooms {self.refine_zooms}" if self.method == "index+refine" else "")
         )
         batch = self.search.photo_batch
