@@ -17,13 +17,14 @@ from qgis.PyQt.QtWidgets import QPushButton
 from test_installer import _HoldingIndex
 
 from hiergeo_plugin.core import installer
+from hiergeo_plugin.core.qgis_python import find_qgis_python
 from hiergeo_plugin.gui.install_dialog import InstallDialog
 from hiergeo_plugin.plugin import MENU, HierGeoPlugin
 
 
 @pytest.fixture(scope="module")
 def python() -> str:
-    return installer.find_qgis_python().path
+    return find_qgis_python().path
 
 
 def _wait_for_result(dialog: InstallDialog) -> installer.InstallResult:

@@ -304,6 +304,7 @@ def test_plugin_loads_and_explains_itself_when_torch_is_hidden(plugins_dir, phot
 
 def test_dependency_message_names_the_dialog_and_the_command_it_runs(monkeypatch):
     from hiergeo_plugin.core import installer
+    from hiergeo_plugin.core.qgis_python import find_qgis_python
     from hiergeo_plugin.processing import dependencies
 
     missing = [("torch", "torch", "No module named 'torch'")]
@@ -312,7 +313,7 @@ def test_dependency_message_names_the_dialog_and_the_command_it_runs(monkeypatch
     assert folder.endswith(f"python{sys.version_info.major}.{sys.version_info.minor}")
     assert "Plugins > HierGeo > Install Python dependencies" in message
     # The command is the dialog's (CPU build): QGIS's own interpreter, not a PATH lookup, into the private folder.
-    python = installer.find_qgis_python().path
+    python = find_qgis_python().path
     assert dependencies.qgis_python() == python
     assert f"{python} -m pip install --upgrade --target {folder}" in message
     assert all(req in message for req in installer.requirements_for(sys.version_info))

@@ -2,9 +2,9 @@
 
 Nothing here imports torch: QGIS must be able to load the plugin, list the algorithms and say what to install when
 torch or open_clip are missing. The GUI only looks the modules up (fast, at start-up); an algorithm about to run
-imports them, which also catches installs that are present but broken. The installing itself (which interpreter,
-which folder, which pip command, the check afterwards) is core/installer.py; this module gives it QGIS's values:
-the profile folder and the proxy.
+imports them, which also catches installs that are present but broken. The installing itself (which folder, which
+pip command, the check afterwards) is core/installer.py, which interpreter is core/qgis_python.py; this module gives
+them QGIS's values: the profile folder and the proxy.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from qgis.core import QgsApplication, QgsProcessingException
 
 from ..core import installer
 from ..core.installer import DEPENDENCIES
+from ..core.qgis_python import InterpreterNotFound, find_qgis_python
 
 __all__ = ["DEPENDENCIES", "check_dependencies", "dependency_message", "missing_dependencies"]
 
@@ -56,8 +57,8 @@ def qgis_python() -> Optional[str]:
     ask for the message (canExecute) each time they open.
     """
     try:
-        return installer.find_qgis_python().path
-    except installer.InterpreterNotFound:
+        return find_qgis_python().path
+    except InterpreterNotFound:
         return None
 
 
