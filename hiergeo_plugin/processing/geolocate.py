@@ -2,16 +2,15 @@
 
 QGIS types in, core types through, QGIS sinks out: the photo layer becomes PhotoRecords, TILE_SOURCE a
 TileSource, the feedback a core Reporter; each PhotoResult becomes one OUTPUT row and its candidate tiles
-CANDIDATES rows (geolocate_outputs). The search itself, the tile fetching and the model all live in the core.
+CANDIDATES rows (geolocate_outputs). The checks before anything is fetched and the choice of search by METHOD
+are geolocate_search; the search itself, the tile fetching and the model all live in the core.
 The help page is resources/help/geolocatephotos.html.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,
@@ -38,9 +37,16 @@ from ..core.defaults import (
 )
 from .algorithm import TileSourceAlgorithm
 from .dependencies import check_dependencies
-from .destinations import split_sink_destination
 from .feedback import FeedbackReporter
 from .geolocate_outputs import WGS84, PredictionWriter
+from .geolocate_search import (
+    METHOD_OPTIONS,
+    SearchSettings,
+    check_tile_source,
+    make_search,
+    refuse_search_settings,
+    refuse_shared_destination,
+)
 from .i18n import translatable
 from .params import (
     advanced,
@@ -54,7 +60,7 @@ from .params import (
     zoom_levels_value,
 )
 from .photo_layers import DEFAULT_PHOTO_FIELD, has_point_geometry, layer_folder, photo_records, photo_source
-from .xyz import XyzSource, open_tile_source
+from .xyz import open_tile_source
 
 #: Counts returned as results, with their descriptions.
 COUNT_OUTPUTS = {
@@ -64,37 +70,6 @@ COUNT_OUTPUTS = {
     "TILES_DOWNLOADED": translatable("Tiles downloaded"),
     "GAPS": translatable("Tiles missing from the source (skipped)"),
 }
-
-#: METHOD's options, in this order (index 0 is the default): the paper's search, or a region index (.hgindex from
-#: "Build region index") alone or refined by the paper's search below the index zoom.
-METHOD_OPTIONS = ("hierarchical", "index", "index+refine")
-
-
-@dataclass
-class SearchSettings:
-    """The run's parameters as plain values, read once at the start of processAlgorithm."""
-
-    zooms: List[int]
-    top_k: int
-    batch_size: int
-    photo_batch: int
-    path_weight: float
-    device: str
-    model_file: str
-    base_model: str
-    cache_dir: str
-    max_connections: int
-    rate_limit: float
-    #: (west, south, east, north) in EPSG:4326, or None for the whole world.
-    region: Optional[Tuple[float, float, float, float]]
-    method: str = METHOD_OPTIONS[0]
-    index_path: str = ""
-    #: MAX_ZOOM: the deepest zoom with imagery, when the user knows it (None: the source's own maximum).
-    max_zoom: Optional[int] = None
-
-    @property
-    def model_name(self) -> str:
-        return self.model_file or self.base_model
 
 
 class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
@@ -284,7 +259,7 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
         cache = None
         try:
             if settings.method != "index":  # the index alone fetches no tiles
-                self._check_tile_source(tile_source, xyz, settings, feedback)
+                check_tile_source(tile_source, settings, feedback)
             if feedback.isCanceled():
                 return self._empty_results()
             model = self._load_model(settings, feedback)
@@ -294,7 +269,7 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
             with_truth = has_point_geometry(photos)
             records = self._photo_records(photos, field, with_truth, parameters, context, feedback)
             writer = PredictionWriter(self, parameters, context, feedback, with_truth, self.OUTPUT, self.CANDIDATES)
-            search = self._make_search(settings, model, tile_source, cache, FeedbackReporter(feedback, redactor))
+            search = make_search(settings, model, tile_source, cache, FeedbackReporter(feedback, redactor))
             self._write_results(search.run(records), records, writer, redactor, feedback)
             return self._results(writer, search.totals, feedback)
         except QgsProcessingException:
@@ -307,50 +282,6 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
             tile_source.close()
 
     # -- the steps of a run -------------------------------------------------------------------------------------------
-    def _make_search(self, settings: SearchSettings, model, tile_source, cache, reporter):
-        """The hierarchical search, or a region index search (METHOD index / index+refine) over INDEX."""
-        from ..core.search import HierarchicalSearch
-
-        if settings.method == "hierarchical":
-            return HierarchicalSearch(
-                model,
-                tile_source,
-                cache,
-                zooms=settings.zooms,
-                top_k=settings.top_k,
-                batch_size=settings.batch_size,
-                photo_batch=settings.photo_batch,
-                reporter=reporter,
-                region=settings.region,
-                path_weight=settings.path_weight,
-            )
-        from ..core.index.index_file import IndexFileError
-        from ..core.index.search import IndexSearch, load_index_for
-
-        if not settings.index_path:
-            raise QgsProcessingException(
-                self.tr("METHOD {method} needs INDEX: a .hgindex file from Build region index").format(
-                    method=settings.method
-                )
-            )
-        try:
-            index = load_index_for(settings.index_path, model, tile_source)
-            return IndexSearch(
-                model,
-                index,
-                tile_source,
-                cache,
-                method=settings.method,
-                zooms=settings.zooms,
-                top_k=settings.top_k,
-                batch_size=settings.batch_size,
-                photo_batch=settings.photo_batch,
-                reporter=reporter,
-                path_weight=settings.path_weight,
-            )
-        except (IndexFileError, ValueError) as exc:
-            raise QgsProcessingException(f"INDEX: {exc}") from None
-
     def _settings(self, parameters, context, feedback) -> SearchSettings:
         return SearchSettings(
             zooms=zoom_levels_value(self, parameters, self.ZOOM_LEVELS, context),
@@ -393,75 +324,11 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
 
     def _refuse_before_fetching(self, parameters, context, settings: SearchSettings) -> None:
         """Requests that cannot work are refused with what and why before the probe or anything else is fetched."""
-        from ..core.search import check_search_size
-
-        try:
-            # index+refine starts from the index's hits, not from every tile of the first zoom: only the steps count.
-            check_search_size(
-                settings.zooms, settings.top_k, settings.region, first_stage=settings.method == "hierarchical"
-            )
-        except ValueError as exc:
-            raise QgsProcessingException(f"ZOOM_LEVELS: {exc}") from None
-        if os.path.exists(settings.cache_dir) and not os.path.isdir(settings.cache_dir):
-            raise QgsProcessingException(
-                self.tr(
-                    "CACHE_DIR {path} is a file, not a folder: give a folder (or leave CACHE_DIR empty for the "
-                    "default cache folder)"
-                ).format(path=settings.cache_dir)
-            )
-        shared = _same_layer_destination(
+        refuse_search_settings(settings)
+        refuse_shared_destination(
             self.parameterAsOutputLayer(parameters, self.OUTPUT, context),
             self.parameterAsOutputLayer(parameters, self.CANDIDATES, context),
         )
-        if shared:
-            raise QgsProcessingException(
-                self.tr(
-                    "OUTPUT and CANDIDATES would both write {path}: the second would replace the first and leave "
-                    "the file empty. Give two files, or two tables of one GeoPackage (ogr:dbname='file.gpkg' "
-                    'table="predictions" and table="candidates").'
-                ).format(path=shared)
-            )
-
-    def _check_tile_source(self, tile_source, xyz: XyzSource, settings: SearchSettings, feedback) -> None:
-        """Log the source, warn about zooms it lacks, and fail fast when it cannot be reached."""
-        from ..core.progress import Cancelled
-        from ..core.tile_source import TileSourceError
-
-        zmin, zmax = tile_source.zmin, tile_source.zmax  # zmax: MAX_ZOOM when it is lower than the source's
-        feedback.pushInfo(
-            self.tr("Tile source: {source} (zoom {zmin}-{zmax}); cache: {cache}").format(
-                source=tile_source.display_name, zmin=zmin, zmax=zmax, cache=settings.cache_dir
-            )
-        )
-        below = [z for z in settings.zooms if z < zmin]
-        if below:
-            feedback.pushWarning(
-                self.tr("zoom levels {zooms} lie below the source's range {zmin}-{zmax}: expect gaps there").format(
-                    zooms=below, zmin=zmin, zmax=zmax
-                )
-            )
-        beyond = [z for z in settings.zooms if z > zmax]
-        within = [z for z in settings.zooms if z <= zmax]
-        if beyond and within:
-            feedback.pushWarning(
-                self.tr(
-                    "zoom levels {zooms} lie beyond the source's maximum zoom {zmax}: they are not fetched, and the "
-                    "answers come from zoom {deepest} (status 'ok: answer from zoom {deepest}: ...')"
-                ).format(zooms=beyond, zmax=zmax, deepest=max(within))
-            )
-        elif beyond:
-            feedback.pushWarning(
-                self.tr(
-                    "every zoom level {zooms} lies beyond the source's maximum zoom {zmax}: nothing can be searched; "
-                    "give ZOOM_LEVELS up to {zmax}"
-                ).format(zooms=beyond, zmax=zmax)
-            )
-        try:  # before any model work: a wrong URL fails in seconds, not minutes; Cancel ends the probe at once
-            tile_source.check_reachable(cancelled=feedback.isCanceled)
-        except TileSourceError as exc:
-            raise QgsProcessingException(tile_source.redactor.redact(str(exc))) from None
-        except Cancelled:
-            return  # the caller sees the cancel and returns empty results
 
     def _load_model(self, settings: SearchSettings, feedback):
         from ..core.encoders import ModelError
@@ -550,18 +417,3 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
 
     def _empty_results(self) -> Dict[str, object]:
         return {key: 0 for key in self.COUNTS}
-
-
-def _same_layer_destination(first: str, second: str) -> Optional[str]:
-    """The file two sink destinations share when they name the same layer of it (or no layer), else None.
-
-    "ogr:dbname='x.gpkg' table=\"a\"" and "x.gpkg|layername=a" forms are understood; temporary and memory
-    outputs never clash.
-    """
-
-    def split(dest: str):
-        parts = split_sink_destination(dest)
-        return None if parts is None else (os.path.realpath(parts[0]), parts[1])
-
-    a, b = split(first), split(second)
-    return a[0] if a is not None and a == b else None

@@ -57,7 +57,7 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <location filename="../../hiergeo_plugin/processing/geolocate_search.py"/>
         <source>CACHE_DIR {path} is a file, not a folder: give a folder (or leave CACHE_DIR empty for the default cache folder)</source>
         <translation type="unfinished"></translation>
     </message>
@@ -326,7 +326,7 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <location filename="../../hiergeo_plugin/processing/geolocate_search.py"/>
         <source>METHOD {method} needs INDEX: a .hgindex file from Build region index</source>
         <translation type="unfinished"></translation>
     </message>
@@ -356,7 +356,7 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <location filename="../../hiergeo_plugin/processing/geolocate_search.py"/>
         <source>OUTPUT and CANDIDATES would both write {path}: the second would replace the first and leave the file empty. Give two files, or two tables of one GeoPackage (ogr:dbname='file.gpkg' table="predictions" and table="candidates").</source>
         <translation type="unfinished"></translation>
     </message>
@@ -539,7 +539,7 @@ Folder: {target}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <location filename="../../hiergeo_plugin/processing/geolocate_search.py"/>
         <location filename="../../hiergeo_plugin/processing/train.py"/>
         <source>Tile source: {source} (zoom {zmin}-{zmax}); cache: {cache}</source>
         <translation type="unfinished"></translation>
@@ -626,7 +626,7 @@ Folder: {target}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <location filename="../../hiergeo_plugin/processing/geolocate_search.py"/>
         <source>every zoom level {zooms} lies beyond the source's maximum zoom {zmax}: nothing can be searched; give ZOOM_LEVELS up to {zmax}</source>
         <translation type="unfinished"></translation>
     </message>
@@ -681,12 +681,12 @@ Folder: {target}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <location filename="../../hiergeo_plugin/processing/geolocate_search.py"/>
         <source>zoom levels {zooms} lie below the source's range {zmin}-{zmax}: expect gaps there</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <location filename="../../hiergeo_plugin/processing/geolocate_search.py"/>
         <source>zoom levels {zooms} lie beyond the source's maximum zoom {zmax}: they are not fetched, and the answers come from zoom {deepest} (status 'ok: answer from zoom {deepest}: ...')</source>
         <translation type="unfinished"></translation>
     </message>
