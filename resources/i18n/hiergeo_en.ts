@@ -371,6 +371,11 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <source>Path weight (0 = each cell's own code, the paper; &gt; 0 adds its ancestors at zooms 4, 6, ... as Geolocate photos' path weight does)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
         <source>Path weight (0 = the paper: each zoom ranks by its own similarity)</source>
         <translation type="unfinished"></translation>
