@@ -97,6 +97,10 @@ def test_build_then_geolocate_with_the_index(provider, server, cache_dir, tmp_pa
     manifest = read_manifest(result["OUTPUT_INDEX"])
     assert result["KAPPA"] == manifest["kappa"] and result["INDEX_BYTES"] > 0
     assert manifest["counts"]["cells_with_prototypes"] == result["CELLS_WITH_PROTOTYPES"]
+    assert manifest["context"] is None  # PATH_WEIGHT 0: each cell's own code, the paper
+    weighted = read_manifest(build(server, cache_dir, tmp_path / "path.hgindex", PATH_WEIGHT=2)["OUTPUT_INDEX"])
+    # PATH_WEIGHT 2 on a zoom-10 index: ancestors at the search's zooms 4, 6 and 8, weighted as a path there
+    assert weighted["context"]["weights"] == {"4": 8.0, "6": 4.0, "8": 2.0} and weighted["context"]["ancestors"] > 0
     # Geolocation below uses an aerial-only index: a photo that *is* a tile's image then has that cell first.
     result = build(server, cache_dir, tmp_path / "aerial.hgindex")
     assert result["CELLS"] == 15 and result["CELLS_WITH_PROTOTYPES"] == 0

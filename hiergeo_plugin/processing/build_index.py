@@ -155,10 +155,7 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
         self.addParameter(
             QgsProcessingParameterNumber(
                 self.PATH_WEIGHT,
-                self.tr(
-                    "Path weight (0 = each cell's own code, the paper; > 0 adds its ancestors at zooms 4, 6, ... "
-                    "as Geolocate photos' path weight does)"
-                ),
+                self.tr("Path weight (0 = each cell's own code, the paper)"),
                 QgsProcessingParameterNumber.Type.Double,
                 0.0,
                 minValue=0.0,

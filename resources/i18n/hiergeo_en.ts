@@ -372,7 +372,7 @@
     </message>
     <message>
         <location filename="../../hiergeo_plugin/processing/build_index.py"/>
-        <source>Path weight (0 = each cell's own code, the paper; &gt; 0 adds its ancestors at zooms 4, 6, ... as Geolocate photos' path weight does)</source>
+        <source>Path weight (0 = each cell's own code, the paper)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
