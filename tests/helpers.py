@@ -23,3 +23,18 @@ def hashed_tile_png(z: int, x: int, y: int, size: int = 64) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(img, "RGB").save(buf, "PNG")
     return buf.getvalue()
+
+
+def tile_photos(folder, tiles, name: str = "p"):
+    """PhotoRecords of PNG photos that are exactly the tiles' images, at the tiles' centres: with the base model the
+    photo and map encoders are one, so a photo's best cell is its own tile."""
+    from hiergeo_plugin.core.photos import PhotoRecord
+    from hiergeo_plugin.core.tiles import tile_center
+
+    out = []
+    for t in tiles:
+        path = folder / f"{name}-{t.z}-{t.x}-{t.y}.png"
+        path.write_bytes(hashed_tile_png(t.z, t.x, t.y))
+        lat, lon = tile_center(t)
+        out.append(PhotoRecord(path.name, str(path), lat, lon))
+    return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import hashed_tile_png
+from helpers import hashed_tile_png, tile_photos
 
 from hiergeo_demo.tile_server import TileServer
 from hiergeo_plugin.core.embedding_cache import EmbeddingCache
@@ -52,18 +52,6 @@ def TileSource(template, **kwargs):  # noqa: N802 - the class, closed after each
     source = _TileSource(template, **kwargs)
     _OPEN.append(source)
     return source
-
-
-def tile_photos(tmp_path, tiles, name="p"):
-    """Photos that are exactly the tiles' images (PNG): with the base model the photo and map encoders are one,
-    so a photo's best cell is its own tile."""
-    out = []
-    for t in tiles:
-        path = tmp_path / f"{name}-{t.z}-{t.x}-{t.y}.png"
-        path.write_bytes(hashed_tile_png(t.z, t.x, t.y))
-        lat, lon = tile_center(t)
-        out.append(PhotoRecord(path.name, str(path), lat, lon))
-    return out
 
 
 def requests_for(server, tiles):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import hashed_tile_png
+from helpers import hashed_tile_png, tile_photos
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
@@ -15,10 +15,9 @@ from hiergeo_plugin.core.index.cells import Area
 from hiergeo_plugin.core.index.context import PathContext, context_weights, embed_context, path_scale
 from hiergeo_plugin.core.index.index_file import IndexFileError, read_index
 from hiergeo_plugin.core.index.search import IndexSearch, load_index_for
-from hiergeo_plugin.core.photos import PhotoRecord
 from hiergeo_plugin.core.search import HierarchicalSearch
 from hiergeo_plugin.core.tile_source import TileSource
-from hiergeo_plugin.core.tiles import Tile, tile_bounds, tile_center
+from hiergeo_plugin.core.tiles import Tile, tile_bounds
 
 ZOOM = 10
 FIRST, LAST = Tile(ZOOM, 542, 318), Tile(ZOOM, 545, 321)  # 16 cells; ancestors: 4 at zoom 8, 4 at zoom 6
@@ -30,16 +29,6 @@ CELLS = [Tile(ZOOM, x, y) for x in range(542, 546) for y in range(318, 322)]
 def source():
     with TileServer(hashed_tile_png) as server, TileSource(server.template) as src:
         yield src
-
-
-def photos_of(tmp_path, tiles):
-    out = []
-    for t in tiles:
-        path = tmp_path / f"p-{t.z}-{t.x}-{t.y}.png"
-        path.write_bytes(hashed_tile_png(t.z, t.x, t.y))
-        lat, lon = tile_center(t)
-        out.append(PhotoRecord(path.name, str(path), lat, lon))
-    return out
 
 
 def test_weights_are_the_search_discounted_sum():
@@ -70,7 +59,7 @@ def test_index_ranks_every_cell_by_the_hierarchical_path_score(tmp_path, source,
     index = load_index_for(out.path, tiny_model, source)
     assert index.manifest["context"]["weights"] == {"6": 4.0, "8": 2.0}
     assert index.manifest["context"]["ancestors"] == 8  # 4 at zoom 6, 4 at zoom 8
-    photos = photos_of(tmp_path, [CELLS[5], Tile(ZOOM, 520, 300)])  # one inside the area, one far outside
+    photos = tile_photos(tmp_path, [CELLS[5], Tile(ZOOM, 520, 300)])  # one inside the area, one far outside
     hits = IndexSearch(tiny_model, index, source, method="index", top_k=16)
     full = HierarchicalSearch(tiny_model, source, zooms=[6, 8, 10], top_k=64, path_weight=2.0, region=EXTENT)
     for got, ref in zip(hits.run(photos), full.run(photos)):
@@ -99,7 +88,7 @@ def test_refinement_inherits_the_path_scores(tmp_path, source, tiny_model):
         Area.make(extent=extent), coarse, tmp_path / "c.hgindex", path_weight=2.0, context_zooms=(6,)
     )
     index = read_index(out.path)
-    photo = photos_of(tmp_path, [CELLS[0]])
+    photo = tile_photos(tmp_path, [CELLS[0]])
     search = IndexSearch(tiny_model, index, source, method="index+refine", zooms=[6, 8, 10], top_k=2, path_weight=2.0)
     (r,) = list(search.run(photo))
     hits = {c.tile: c for c in r.stages[coarse]}
