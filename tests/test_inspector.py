@@ -101,24 +101,27 @@ def layers(outputs, qgis_iface):
     candidates = QgsVectorLayer(f"{outputs}|layername=candidates", "candidates", "ogr")
     assert predictions.isValid() and candidates.isValid()
     candidates.setSubsetString('"score" > -2')  # a filter of the user's own, to be kept
+    # pytest-qgis' iface puts every layer added to the project on its canvas, which renders them in threads
+    # beside the main thread's subset changes and layer removals: QGIS 3.22 and 3.40 crashed now and then
+    # (segfaults, in these tests and in later ones that load layers, once test_screenshot had given the canvas a
+    # size). The canvas stays frozen, here and for the rest of the session; test_screenshot thaws it briefly.
+    canvas = qgis_iface.mapCanvas()
+    canvas.freeze(True)
     QgsProject.instance().addMapLayers([predictions, candidates])
     yield predictions, candidates
-    # The canvas renders in threads: it lets go of the layers before they are deleted (the desktop's layer tree
-    # does this; pytest-qgis' iface keeps every layer it was ever given).
-    canvas = qgis_iface.mapCanvas()
     canvas.stopRendering()
+    canvas.setLayers([])  # it lets go of the layers before they are deleted, as the desktop's layer tree does
+    canvas.waitWhileRendering()
     qgis_iface.removeAllLayers()
     QgsProject.instance().removeMapLayers([predictions.id(), candidates.id()])
-    canvas.freeze(False)
+    canvas.freeze(True)  # removeAllLayers may have set layers again: never render them in a thread
 
 
 @pytest.fixture
 def dock(qgis_iface, layers):
     from hiergeo_plugin.gui.inspector import PhotoInspectorDock
 
-    # pytest-qgis' canvas renders every layer it was ever given in threads, beside the main thread's subset
-    # changes and layer removals, which crashed QGIS 3.22 now and then (GPKG "unable to open database file",
-    # segfaults). The desktop canvas follows the layer tree; here it stays frozen except for the screenshot.
+    # The canvas is frozen by `layers` (see there); the desktop canvas follows the layer tree instead.
     qgis_iface.mapCanvas().freeze(True)
     widget = PhotoInspectorDock(qgis_iface)
     widget.set_layers(*layers)
@@ -224,14 +227,20 @@ def test_screenshot(dock, layers, qgis_iface, tmp_path):
     canvas.setLayers([predictions, candidates])
     canvas.setCanvasColor(QColor(250, 250, 245))
     canvas.freeze(False)
-    canvas.resize(QSize(560, 620))
-    canvas.show()
-    dock.resize(QSize(480, 620))
-    dock.show()
-    dock.photo_list.setCurrentRow(0)
-    canvas.refreshAllLayers()
-    canvas.waitWhileRendering()
-    left, right = dock.grab(), canvas.grab()
+    try:
+        canvas.resize(QSize(560, 620))
+        canvas.show()
+        dock.resize(QSize(480, 620))
+        dock.show()
+        dock.photo_list.setCurrentRow(0)
+        canvas.refreshAllLayers()
+        canvas.waitWhileRendering()
+        left, right = dock.grab(), canvas.grab()
+    finally:  # frozen again before anything else touches the layers (see `layers`)
+        canvas.stopRendering()
+        canvas.waitWhileRendering()
+        canvas.freeze(True)
+        canvas.hide()
     image = QImage(left.width() + right.width(), max(left.height(), right.height()), QImage.Format.Format_RGB32)
     image.fill(QColor(255, 255, 255))
     painter = QPainter(image)
@@ -251,5 +260,3 @@ def test_screenshot(dock, layers, qgis_iface, tmp_path):
     keep = os.environ.get("HIERGEO_SCREENSHOT")
     if keep:
         shutil.copy(out, keep)
-    canvas.stopRendering()
-    canvas.hide()
