@@ -226,13 +226,15 @@ def test_screenshot(dock, layers, qgis_iface, tmp_path):
     canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:3857"))
     canvas.setLayers([predictions, candidates])
     canvas.setCanvasColor(QColor(250, 250, 245))
+    # The selection changes the layers' filters: done while the canvas is still frozen, so that no render thread
+    # reads a layer whose provider the main thread is reloading.
+    dock.photo_list.setCurrentRow(0)
     canvas.freeze(False)
     try:
         canvas.resize(QSize(560, 620))
         canvas.show()
         dock.resize(QSize(480, 620))
         dock.show()
-        dock.photo_list.setCurrentRow(0)
         canvas.refreshAllLayers()
         canvas.waitWhileRendering()
         left, right = dock.grab(), canvas.grab()
