@@ -3,7 +3,8 @@
 Run inside the project's environment:  .venv/bin/python benchmarks/bench_execution.py [--json] [--model ViT-B-32]
 
 The table behind core/execution.py's choice (issue 16): eager fp32 (the reference), autocast bf16, bf16 weights
-and inputs, dynamic int8, torch.compile, ONNX Runtime and OpenVINO (f32 hint and its default) where installed,
+and inputs, dynamic int8, torch.compile, ONNX Runtime and OpenVINO (f32 hint, its default, and int8 weights with
+dynamic int8 activations as core/int8_weights.py writes them) where installed,
 and what HierGeo's own choice picks on this machine. Random weights (no hub download): the timing of the
 architecture. `--train` adds a training step (the map encoders' fine-tuning: last 2 blocks, Adam) in fp32 and
 under bf16 autocast, the mixed precision HIERGEO_PRECISION=bf16 gives training.
@@ -98,14 +99,23 @@ def ways(visual, example, threads, compile_too):
     if openvino_available():
         import openvino as ov
 
+        from hiergeo_plugin.core.int8_weights import DYNAMIC_QUANTIZATION_GROUP, compress_weights_int8
+
         with torch.no_grad():
             model = ov.convert_model(visual, example_input=example[:1])
         core = ov.Core()
-        for name, config in (
-            ("OpenVINO, f32 hint", {"INFERENCE_PRECISION_HINT": "f32"}),
-            ("OpenVINO, default hint", {}),
+        int8_model = model.clone()
+        compress_weights_int8(int8_model)
+        for name, graph, config in (
+            ("OpenVINO, f32 hint", model, {"INFERENCE_PRECISION_HINT": "f32"}),
+            ("OpenVINO, default hint", model, {}),
+            (
+                "OpenVINO, int8 weights + dynamic int8 activations, default hint",
+                int8_model,
+                {"DYNAMIC_QUANTIZATION_GROUP_SIZE": DYNAMIC_QUANTIZATION_GROUP},
+            ),
         ):
-            cm = core.compile_model(model, "CPU", dict(config, INFERENCE_NUM_THREADS=threads))
+            cm = core.compile_model(graph, "CPU", dict(config, INFERENCE_NUM_THREADS=threads))
             hint = cm.get_property("INFERENCE_PRECISION_HINT").get_type_name()
             out[f"{name} ({hint})"] = (lambda c: lambda b: torch.from_numpy(c(b.numpy())[c.output(0)].copy()))(cm)
     else:

@@ -122,8 +122,9 @@ def configure_cpu_threads(visual=None) -> int:
 #: HIERGEO_PRECISION chooses the inference and training precision: "auto" (bf16 on CUDA GPUs that have it,
 #: fp16 on older ones, fp32 elsewhere), or "fp32", "bf16", "fp16" on any device. fp32 is the way out when a GPU
 #: misbehaves in half precision; bf16 on the CPU is slower for ViTs but runs the mixed-precision code path on
-#: machines without a GPU (the tests do that).
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: machines without a GPU (the tests do that). "int8" (int8 weights, activations quantized at run time) is a way of
+#: running on the CPU through OpenVINO only (execution.py); torch itself, training included, runs it in fp32.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 
 
 def autocast_dtype(device: str):
@@ -135,7 +136,7 @@ def autocast_dtype(device: str):
     choice = (os.environ.get("HIERGEO_PRECISION") or "auto").strip().lower()
     if choice not in PRECISIONS:
         raise ModelError(f"HIERGEO_PRECISION={choice!r} is not one of {', '.join(PRECISIONS)}")
-    if choice == "fp32":
+    if choice in ("fp32", "int8"):
         return None
     if choice == "bf16":
         return torch.bfloat16

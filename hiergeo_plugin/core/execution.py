@@ -4,8 +4,9 @@ Most analysts have no CUDA GPU, and with the real architecture (ViT-B-32) the se
 time in the map encoder. On a CPU the fastest way differs by machine (native bf16 or not, OpenVINO installed or
 not), so the choice is made by measurement on the machine itself:
 
-* the candidates: OpenVINO (when installed) with its default precision, torch with bf16 weights and inputs
-  (on CPUs with native bf16), and eager fp32, the reference;
+* the candidates: OpenVINO (when installed) with int8 weights (on CPUs with int8 dot products, int8_weights.py)
+  and with its default precision, torch with bf16 weights and inputs (on CPUs with native bf16), and eager fp32,
+  the reference;
 * each candidate runs a small probe batch next to eager fp32; one whose embeddings disagree with fp32 (minimum
   cosine below MIN_COSINE) or that fails is dropped, and the log and the search's Reporter say so;
 * "auto" takes the fastest agreeing candidate, if it beats fp32 by MIN_SPEEDUP on the probe;
@@ -20,7 +21,7 @@ What runs is part of each encoder's cache key (ImageEncoder.cache_key), so embed
 backends never mix in the embedding cache; the encoder's `fingerprint` stays the identity of its weights
 (a region index built on a GPU in bf16 stays usable on a laptop in fp32: the probe bounds the difference).
 
-HIERGEO_BACKEND (auto/torch/openvino) and HIERGEO_PRECISION (auto/fp32/bf16/fp16) force a choice for
+HIERGEO_BACKEND (auto/torch/openvino) and HIERGEO_PRECISION (auto/fp32/bf16/fp16/int8) force a choice for
 debugging; a forced way is still probed, and falls back to fp32 when it disagrees.
 """
 
@@ -103,32 +104,55 @@ class ExecutionReport:
         return text
 
 
-def native_bf16() -> bool:
-    """Whether the CPU computes bf16 natively (x86 avx512_bf16 or AMX, Arm bf16): then bf16 weights pay off.
-
-    Without it torch emulates bf16 through fp32 and gets slower, so bf16 is never a candidate there.
-    """
+def cpu_flags() -> frozenset:
+    """The CPU's feature flags from /proc/cpuinfo (x86 "flags", Arm "Features"); empty where there is none."""
+    flags: set = set()
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            flags = set()
             for line in fh:
                 if line.startswith(("flags", "Features")):
                     flags.update(line.split(":", 1)[1].split())
-        if flags:
-            return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
     except OSError:
         pass
-    try:  # macOS on Apple silicon (M2 and later have bf16)
+    return frozenset(flags)
+
+
+def _sysctl_flag(name: str) -> bool:
+    """A macOS hw.optional flag (Apple silicon), False elsewhere."""
+    try:
         import subprocess
 
         # A fixed argument list with the tool's absolute path, no shell, nothing from the user; bandit's B603 flags
         # every subprocess call for review, and this one is reviewed.
         out = subprocess.run(  # nosec B603
-            ["/usr/sbin/sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True, timeout=5
+            ["/usr/sbin/sysctl", "-n", name], capture_output=True, text=True, timeout=5
         )
         return out.stdout.strip() == "1"
     except Exception:
         return False
+
+
+def native_bf16() -> bool:
+    """Whether the CPU computes bf16 natively (x86 avx512_bf16 or AMX, Arm bf16): then bf16 weights pay off.
+
+    Without it torch emulates bf16 through fp32 and gets slower, so bf16 is never a candidate there.
+    """
+    flags = cpu_flags()
+    if flags:
+        return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    return _sysctl_flag("hw.optional.arm.FEAT_BF16")  # macOS on Apple silicon (M2 and later)
+
+
+def native_int8() -> bool:
+    """Whether the CPU has int8 dot products (x86 VNNI or AMX, Arm dotprod/i8mm): then int8 weights pay off.
+
+    Without them OpenVINO's int8 path widens to 16 bits and gains little over its fp32 kernels, so the probe
+    would only spend time on it.
+    """
+    flags = cpu_flags()
+    if flags:
+        return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"})
+    return _sysctl_flag("hw.optional.arm.FEAT_DotProd")
 
 
 def _choice(name: str, allowed: Tuple[str, ...]) -> str:
@@ -139,19 +163,28 @@ def _choice(name: str, allowed: Tuple[str, ...]) -> str:
 
 
 def candidates(
-    heavy: bool, backend: str, precision: str, has_bf16: bool, has_openvino: bool
+    heavy: bool, backend: str, precision: str, has_bf16: bool, has_openvino: bool, has_int8: bool = False
 ) -> Tuple[List[Execution], List[str]]:
     """The ways to try on a CPU, best first, and why some asked-for way is not among them.
 
     Eager fp32 is not listed: it is the reference every candidate is measured against, and the fall back.
+    int8 (weights; activations quantized at run time) runs on OpenVINO only.
     """
     notes: List[str] = []
     out: List[Execution] = []
     if backend == "openvino" and not has_openvino:
         notes.append("HIERGEO_BACKEND=openvino but openvino is not installed (pip install openvino): using torch")
         backend = "auto"
-    if has_openvino and (backend == "openvino" or (backend == "auto" and heavy and precision == "auto")):
+    if precision == "int8" and (backend == "torch" or not has_openvino):
+        notes.append("HIERGEO_PRECISION=int8 runs on OpenVINO only (pip install openvino): using eager fp32")
+        return out, notes
+    auto = backend == "auto" and heavy and precision == "auto"
+    if has_openvino and (backend == "openvino" or auto):
+        if auto and has_int8:
+            out.append(Execution("openvino", "int8"))
         out.append(Execution("openvino", precision if precision != "auto" else "default"))
+    elif has_openvino and precision == "int8":
+        out.append(Execution("openvino", "int8"))
     if backend in ("torch", "auto"):
         if precision in ("bf16", "fp16"):
             out.append(Execution("torch", precision))
@@ -258,7 +291,7 @@ def prepare_execution(geo: GeoModel) -> ExecutionReport:
     backend = _choice("HIERGEO_BACKEND", BACKENDS)
     precision = _choice("HIERGEO_PRECISION", PRECISIONS)
     heavy = gflops_per_image(geo.photo_encoder.visual) >= HEAVY_MODEL_GFLOPS
-    todo, notes = candidates(heavy, backend, precision, native_bf16(), openvino_available())
+    todo, notes = candidates(heavy, backend, precision, native_bf16(), openvino_available(), native_int8())
     for note in notes:
         _warn(report, note)
     forced = backend != "auto" or precision != "auto"

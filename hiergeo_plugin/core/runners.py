@@ -7,7 +7,9 @@ and by the last bits. Which runner an encoder gets is decided in execution.py; t
 Why these two: on CPUs with native bf16 (avx512_bf16/AMX, Armv8.6 bf16) the tower's matrix products run at
 several times the fp32 rate when the weights and activations are bf16 (torch autocast does not get there: it
 keeps casting back and forth); OpenVINO fuses the whole graph and picks bf16 itself on such CPUs, and on CPUs
-without bf16 its fp32 kernels still beat eager torch. Figures in docs/BENCHMARKS.md.
+without bf16 its fp32 kernels still beat eager torch. OpenVINO with int8 weights (int8_weights.py) multiplies in
+int8 on CPUs with int8 dot products, the fastest way where bf16 runs at only twice fp32. Figures in
+docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional
+
+from .int8_weights import DYNAMIC_QUANTIZATION_GROUP, compress_weights_int8
 
 log = logging.getLogger("hiergeo.execution")
 
@@ -113,12 +117,23 @@ class OpenVinoRunner:
         config: Dict[str, object] = {"INFERENCE_NUM_THREADS": int(threads)}
         if precision in OPENVINO_HINTS:
             config["INFERENCE_PRECISION_HINT"] = OPENVINO_HINTS[precision]
+        compiled_dir = "compiled"
+        if precision == "int8":
+            # int8 weights (a second of numpy on ViT-B-32, so not kept on disk) and int8 activations quantized
+            # at run time by the CPU plugin; everything else in OpenVINO's default precision.
+            if not compress_weights_int8(model):
+                raise RuntimeError("no matrix in this model is large enough for int8 weights")
+            config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = DYNAMIC_QUANTIZATION_GROUP
+            compiled_dir = "compiled-int8"
         if folder is not None:
-            config["CACHE_DIR"] = str(folder / "compiled")
+            config["CACHE_DIR"] = str(folder / compiled_dir)
         self.compiled = core.compile_model(model, "CPU", config)
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-        #: What OpenVINO actually runs in (its default follows the CPU: bf16 where it is native).
+        #: What OpenVINO actually runs in (its default follows the CPU: bf16 where it is native); int8 weights
+        #: are named with the precision of the rest, "int8-bf16" or "int8-fp32", since both differ in the last bits.
         self.precision = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(hint, hint)
+        if precision == "int8":
+            self.precision = f"int8-{self.precision}"
         self._output = self.compiled.output(0)
 
     @staticmethod
