@@ -117,8 +117,10 @@ def test_forced_int8_runs_agrees_with_fp32_and_keys_its_own_cache(clean_env, tmp
 
 def test_int8_is_offered_by_the_machine_and_refused_without_openvino():
     c = ex.candidates
-    i8, ov_default, tb = ex.Execution("openvino", "int8"), ex.Execution("openvino", "default"), ex.Execution(
-        "torch", "bf16"
+    i8, ov_default, tb = (
+        ex.Execution("openvino", "int8"),
+        ex.Execution("openvino", "default"),
+        ex.Execution("torch", "bf16"),
     )
     # auto, heavy model, int8 dot products and OpenVINO: int8 is tried first, then the others; the probe races them
     assert c(True, "auto", "auto", True, True, True) == ([i8, ov_default, tb], [])
