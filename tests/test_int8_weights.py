@@ -100,12 +100,8 @@ def test_forced_int8_runs_agrees_with_fp32_and_keys_its_own_cache(clean_env, tmp
     runner = model.photo_encoder.runner
     assert isinstance(runner, OpenVinoRunner) and runner.precision == report.execution.precision
     out = model.photo_encoder.encode(batch)
-    # Row by row against fp32: also proves that a batch split over OpenVINO's streams comes back in order.
-    assert len(batch) >= 2 * runner.streams  # the split path where there are several streams
     cos = (out * ref).sum(-1)
     assert float(cos.min()) >= ex.MIN_COSINE, cos
-    single = torch.cat([model.photo_encoder.encode(batch[i : i + 1]) for i in range(3)])
-    assert float((single * out[:3]).sum(-1).min()) >= 0.9999  # one request per image: the same embeddings
     assert not torch.equal(out, ref)  # it really ran quantized
     int8_key = model.photo_encoder.cache_key
     # Not the key of OpenVINO's own precision, nor of eager fp32: their embeddings never mix with these.

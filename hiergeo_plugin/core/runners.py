@@ -125,19 +125,9 @@ class OpenVinoRunner:
                 raise RuntimeError("no matrix in this model is large enough for int8 weights")
             config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = DYNAMIC_QUANTIZATION_GROUP
             compiled_dir = "compiled-int8"
-        if threads > 1:
-            # Streams: a batch is split over OpenVINO's throughput streams (2 single-threaded ones on 2 cores),
-            # which synchronise less than one stream with every thread and lose less when the tile workers take a
-            # core for a moment: ViT-B-32 int8 +5% alone, +6% beside decoding threads (docs/BENCHMARKS.md).
-            config["PERFORMANCE_HINT"] = "THROUGHPUT"
         if folder is not None:
             config["CACHE_DIR"] = str(folder / compiled_dir)
         self.compiled = core.compile_model(model, "CPU", config)
-        try:
-            self.streams = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-        except Exception:  # an OpenVINO without the property: one request at a time
-            self.streams = 1
-        self._queue = ov.AsyncInferQueue(self.compiled, self.streams) if self.streams > 1 else None
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         #: What OpenVINO actually runs in (its default follows the CPU: bf16 where it is native); int8 weights
         #: are named with the precision of the rest, "int8-bf16" or "int8-fp32", since both differ in the last bits.
@@ -193,20 +183,7 @@ class OpenVinoRunner:
         import torch
 
         arr = np.ascontiguousarray(batch.detach().to("cpu", dtype=torch.float32).numpy())
-        if self._queue is None or len(arr) < 2 * self.streams:
-            out = np.array(self.compiled(arr)[self._output], dtype=np.float32, copy=True)
-        else:
-            parts = np.array_split(arr, self.streams)
-            results: list = [None] * len(parts)
-
-            def keep(request, index):
-                results[index] = np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
-
-            self._queue.set_callback(keep)
-            for index, part in enumerate(parts):
-                self._queue.start_async(np.ascontiguousarray(part), index)
-            self._queue.wait_all()
-            out = np.concatenate(results)
+        out = np.array(self.compiled(arr)[self._output], dtype=np.float32, copy=True)
         return _normalized(torch.from_numpy(out))
 
 
