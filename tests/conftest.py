@@ -38,6 +38,15 @@ def tiny_model():
 
 
 @pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    """No precision or backend override from the environment; OpenVINO's converted models in tmp_path."""
+    for name in ("HIERGEO_PRECISION", "HIERGEO_BACKEND"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HIERGEO_OPENVINO_CACHE", str(tmp_path / "ov"))
+    return monkeypatch
+
+
+@pytest.fixture
 def tile_server():
     from hiergeo_demo.tile_server import TileServer
 

@@ -38,3 +38,10 @@ def tile_photos(folder, tiles, name: str = "p"):
         lat, lon = tile_center(t)
         out.append(PhotoRecord(path.name, str(path), lat, lon))
     return out
+
+
+def tiny_two_zooms():
+    """A fresh hiergeo-tiny on the CPU with map encoders for zooms 4 and 6 (its execution chosen as it loads)."""
+    from hiergeo_plugin.core.factory import load_geo_model
+
+    return load_geo_model("hiergeo-tiny", device="cpu", zooms=(4, 6))

@@ -9,27 +9,15 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_two_zooms
 
 from hiergeo_plugin.core import execution as ex
 from hiergeo_plugin.core.embedding_cache import EmbeddingCache
 from hiergeo_plugin.core.encoders import ModelError, stack
-from hiergeo_plugin.core.factory import load_geo_model
 from hiergeo_plugin.core.progress import Reporter
 from hiergeo_plugin.core.runners import openvino_available
 from hiergeo_plugin.core.search import HierarchicalSearch
 from hiergeo_plugin.core.tile_source import TileSource
-
-
-@pytest.fixture
-def clean_env(monkeypatch, tmp_path):
-    for name in ("HIERGEO_PRECISION", "HIERGEO_BACKEND"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HIERGEO_OPENVINO_CACHE", str(tmp_path / "ov"))
-    return monkeypatch
-
-
-def _tiny():
-    return load_geo_model("hiergeo-tiny", device="cpu", zooms=(4, 6))
 
 
 def _tile_batch(model, n=12):
@@ -48,7 +36,7 @@ def _eager(model, batch):
 
 
 def test_light_model_stays_in_eager_fp32_under_auto(clean_env):
-    model = _tiny()
+    model = tiny_two_zooms()
     report = ex.prepare_execution(model)
     assert report.execution == ex.EAGER_FP32 and "light model" in report.reason
     assert model.execution is report and not report.warnings
@@ -58,7 +46,7 @@ def test_light_model_stays_in_eager_fp32_under_auto(clean_env):
 
 def test_bf16_weights_agree_with_fp32_on_the_tiny_model(clean_env):
     clean_env.setenv("HIERGEO_PRECISION", "bf16")
-    model = _tiny()
+    model = tiny_two_zooms()
     batch = _tile_batch(model)
     ref = _eager(model, batch)
     report = ex.prepare_execution(model)
@@ -84,7 +72,7 @@ def test_a_way_that_disagrees_with_fp32_falls_back_with_a_message(clean_env, til
     it away, so its embeddings no longer follow the image. The probe must catch that and keep fp32.
     """
     clean_env.setenv("HIERGEO_PRECISION", "bf16")
-    model = _tiny()
+    model = tiny_two_zooms()
     with torch.no_grad():
         model.photo_encoder.visual.positional_embedding.add_(1024.0)
     report = ex.prepare_execution(model)
@@ -109,7 +97,7 @@ def test_a_way_that_disagrees_with_fp32_falls_back_with_a_message(clean_env, til
 def test_a_zoom_encoder_that_disagrees_falls_back_alone(clean_env):
     """Each distinct encoder is checked against its own fp32 output: a broken zoom does not take the others down."""
     clean_env.setenv("HIERGEO_PRECISION", "bf16")
-    model = _tiny()
+    model = tiny_two_zooms()
     visual = model.photo_encoder.visual
     bad = {"positional_embedding": visual.positional_embedding.detach() + 1024.0}
     good = {"proj": visual.proj.detach() * 1.5}
@@ -126,7 +114,7 @@ def test_cache_key_differs_per_precision_and_backend_and_embeddings_never_mix(cl
     keys = {}
     for precision in ("fp32", "bf16"):
         clean_env.setenv("HIERGEO_PRECISION", precision)
-        model = _tiny()
+        model = tiny_two_zooms()
         ex.prepare_execution(model)
         keys[precision] = model.map_encoders[4].cache_key
         assert model.map_encoders[4].fingerprint == model.photo_encoder.fingerprint  # the weights' identity
@@ -137,7 +125,7 @@ def test_cache_key_differs_per_precision_and_backend_and_embeddings_never_mix(cl
     encoded = []
     for precision in ("fp32", "bf16", "bf16"):
         clean_env.setenv("HIERGEO_PRECISION", precision)
-        model = _tiny()
+        model = tiny_two_zooms()
         ex.prepare_execution(model)
         source = TileSource(tile_server.template)
         try:
@@ -152,7 +140,7 @@ def test_cache_key_differs_per_precision_and_backend_and_embeddings_never_mix(cl
 def test_openvino_path_or_its_absence(clean_env, tmp_path):
     """Forced OpenVINO: where installed it runs, agrees with fp32 and is cached on disk; where not, torch runs."""
     clean_env.setenv("HIERGEO_BACKEND", "openvino")
-    model = _tiny()
+    model = tiny_two_zooms()
     batch = _tile_batch(model)
     ref = _eager(model, batch)
     report = ex.prepare_execution(model)
@@ -167,7 +155,7 @@ def test_openvino_path_or_its_absence(clean_env, tmp_path):
     entries = [p for p in (tmp_path / "ov").iterdir() if not p.name.startswith(".")]
     assert len(entries) == 1 and (entries[0] / "model.xml").is_file()
     # A second load reads the converted model back: same bytes out, no new entry.
-    again = _tiny()
+    again = tiny_two_zooms()
     ex.prepare_execution(again)
     assert again.photo_encoder.cache_key == model.photo_encoder.cache_key
     assert torch.equal(again.photo_encoder.encode(batch), out)
@@ -175,7 +163,7 @@ def test_openvino_path_or_its_absence(clean_env, tmp_path):
     # Keys: OpenVINO, torch bf16 and eager fp32 embeddings never share a cache key.
     clean_env.setenv("HIERGEO_BACKEND", "torch")
     clean_env.setenv("HIERGEO_PRECISION", "bf16")
-    other = _tiny()
+    other = tiny_two_zooms()
     ex.prepare_execution(other)
     assert len({other.photo_encoder.cache_key, model.photo_encoder.cache_key, model.photo_encoder.fingerprint}) == 3
 
@@ -186,7 +174,7 @@ def test_openvino_not_installed_means_torch(clean_env):
     assert not openvino_available()
     clean_env.setenv("HIERGEO_BACKEND", "openvino")
     clean_env.setenv("HIERGEO_PRECISION", "bf16")
-    model = _tiny()
+    model = tiny_two_zooms()
     report = ex.prepare_execution(model)
     assert report.execution == ex.Execution("torch", "bf16")
     assert report.warnings == [
@@ -215,7 +203,7 @@ def test_candidates_follow_the_machine_and_the_overrides():
 def test_unknown_backend_is_a_clear_error(clean_env):
     clean_env.setenv("HIERGEO_BACKEND", "onnx")
     with pytest.raises(ModelError, match="HIERGEO_BACKEND='onnx'.*auto, torch, openvino"):
-        ex.prepare_execution(_tiny())
+        ex.prepare_execution(tiny_two_zooms())
 
 
 def test_probe_batch_is_deterministic_and_varied():
@@ -230,8 +218,8 @@ def test_probe_batch_is_deterministic_and_varied():
 def test_loading_a_model_decides_how_it_runs(clean_env):
     """load_geo_model installs the execution itself: every search, index build and algorithm gets it."""
     clean_env.setenv("HIERGEO_PRECISION", "bf16")
-    model = _tiny()
+    model = tiny_two_zooms()
     assert model.execution is not None and model.execution.execution == ex.Execution("torch", "bf16")
     assert model.photo_encoder.runner is not None and model.map_encoders[6].runner is not None
     clean_env.delenv("HIERGEO_PRECISION")
-    assert _tiny().execution.execution == ex.EAGER_FP32
+    assert tiny_two_zooms().execution.execution == ex.EAGER_FP32

@@ -7,23 +7,11 @@ import numpy as np
 import openvino as ov
 import pytest
 import torch
+from helpers import tiny_two_zooms
 
 from hiergeo_plugin.core import execution as ex
-from hiergeo_plugin.core.factory import load_geo_model
 from hiergeo_plugin.core.int8_weights import MIN_WEIGHTS, compress_weights_int8
 from hiergeo_plugin.core.runners import OpenVinoRunner
-
-
-@pytest.fixture
-def clean_env(monkeypatch, tmp_path):
-    for name in ("HIERGEO_PRECISION", "HIERGEO_BACKEND"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HIERGEO_OPENVINO_CACHE", str(tmp_path / "ov"))
-    return monkeypatch
-
-
-def _tiny():
-    return load_geo_model("hiergeo-tiny", device="cpu", zooms=(4, 6))
 
 
 def _tiles(model, n=12):
@@ -42,7 +30,7 @@ def _element_types(model):
 
 def test_weights_become_int8_with_one_scale_per_output_channel():
     """The arithmetic: every large Linear of the tiny tower is int8 now, within half a step of its fp32 weight."""
-    model = _tiny()
+    model = tiny_two_zooms()
     visual = model.photo_encoder.visual
     linears = [m for m in visual.modules() if isinstance(m, torch.nn.Linear) and m.weight.numel() >= MIN_WEIGHTS]
     example = _tiles(model, 1)
@@ -91,7 +79,7 @@ def test_a_small_model_has_nothing_to_compress():
 
 def test_forced_int8_runs_agrees_with_fp32_and_keys_its_own_cache(clean_env, tmp_path):
     clean_env.setenv("HIERGEO_PRECISION", "int8")
-    model = _tiny()
+    model = tiny_two_zooms()
     batch = _tiles(model)
     ref = ex.eager_fp32(model.photo_encoder, batch)
     report = model.execution
@@ -107,7 +95,7 @@ def test_forced_int8_runs_agrees_with_fp32_and_keys_its_own_cache(clean_env, tmp
     # Not the key of OpenVINO's own precision, nor of eager fp32: their embeddings never mix with these.
     clean_env.setenv("HIERGEO_PRECISION", "auto")
     clean_env.setenv("HIERGEO_BACKEND", "openvino")
-    other = _tiny()
+    other = tiny_two_zooms()
     assert other.execution.execution.precision in ("bf16", "fp32")
     assert len({int8_key, other.photo_encoder.cache_key, model.photo_encoder.fingerprint}) == 3
     # The fp16 IR on disk is shared by both ways (one conversion), each compiled on its own.
@@ -150,7 +138,7 @@ def test_auto_on_a_heavy_model_races_int8_against_the_other_ways(clean_env, monk
     """With the heavy-model threshold lowered, auto probes int8 like any other way and reports its speed."""
     monkeypatch.setattr(ex, "HEAVY_MODEL_GFLOPS", 0.0)
     monkeypatch.setattr(ex, "native_int8", lambda: True)
-    model = _tiny()
+    model = tiny_two_zooms()
     report = model.execution
     assert any(name.startswith("openvino int8-") for name in report.speeds), report.speeds
     assert str(ex.EAGER_FP32) in report.speeds
