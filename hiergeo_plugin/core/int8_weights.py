@@ -11,7 +11,7 @@ Why this way of int8 and not another (measured on ViT-B-32, docs/BENCHMARKS.md, 
 * Here the weights alone are quantized (symmetric, one scale per output channel: data-free, deterministic) and
   the CPU plugin quantizes the activations itself at run time in groups of DYNAMIC_QUANTIZATION_GROUP columns
   (OpenVINO's DYNAMIC_QUANTIZATION_GROUP_SIZE), so their ranges follow each input: min cosine 0.9998 against
-  fp32 on tiles, flat colours and noise alike, at about 4x eager fp32. The rest of the graph runs in OpenVINO's
+  fp32 on tiles, flat colours and noise alike, at 3.4x eager fp32. The rest of the graph runs in OpenVINO's
   default precision (bf16 where the CPU has it).
 
 The decompression pattern (int8 Constant -> Convert -> Multiply by the scales -> MatMul) is the one the CPU
@@ -30,7 +30,7 @@ MIN_WEIGHTS = 4096
 
 
 def _constant_weight(node):
-    """(Constant node, its fp32 array) behind a MatMul's weight input, through one Convert (fp16 IR), or None."""
+    """The fp32 array of the constant behind a MatMul's weight input (through one Convert: fp16 IR), or None."""
     import numpy as np
 
     if node.get_type_name() == "Convert":
