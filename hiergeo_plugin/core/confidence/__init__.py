@@ -1,0 +1,37 @@
+"""Calibrated confidence for both search methods: a probability distribution over places from the scores a search
+computed (distribution.py), a temperature fitted on held-out photos (calibration.py), credible regions
+(regions.py) and the measures of how well the confidence is calibrated (metrics.py). Pure numpy; shapely only for
+`region_geometry`."""
+
+from .calibration import (
+    CONFIDENCE_WITHIN_KM,
+    DEFAULT_TEMPERATURE,
+    RADIUS_LEVEL,
+    Calibration,
+    HeldOut,
+    PhotoConfidence,
+    assess,
+    fit_temperature,
+)
+from .distribution import PlaceDistribution, Scored, tile_area_km2
+from .metrics import calibration_summary
+from .regions import LEVELS, CredibleRegion, credible_region, region_geometry
+
+__all__ = [
+    "CONFIDENCE_WITHIN_KM",
+    "DEFAULT_TEMPERATURE",
+    "LEVELS",
+    "RADIUS_LEVEL",
+    "Calibration",
+    "CredibleRegion",
+    "HeldOut",
+    "PhotoConfidence",
+    "PlaceDistribution",
+    "Scored",
+    "assess",
+    "calibration_summary",
+    "credible_region",
+    "fit_temperature",
+    "region_geometry",
+    "tile_area_km2",
+]

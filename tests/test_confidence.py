@@ -1,0 +1,194 @@
+"""Calibrated confidence (core/confidence): properties of the distribution, the credible regions, the temperature
+fit and the calibration measures, on synthetic searches whose true places are drawn from a known distribution."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from hiergeo_plugin.core.confidence import (
+    Calibration,
+    HeldOut,
+    PlaceDistribution,
+    Scored,
+    assess,
+    calibration_summary,
+    credible_region,
+    fit_temperature,
+    region_geometry,
+    tile_area_km2,
+)
+from hiergeo_plugin.core.confidence.distribution import radius_and_confidence
+from hiergeo_plugin.core.confidence.metrics import (
+    accuracy_vs_coverage,
+    expected_calibration_error,
+    top_half_ratio,
+)
+from hiergeo_plugin.core.tiles import Tile, all_tiles, lonlat_to_tile, tile_bounds, tile_children
+
+T_TRUE = 0.05
+
+
+def synthetic_search(rng: np.random.Generator, keep: int = 3):
+    """A two-stage search like the hierarchical one: every zoom-2 tile scored, the best `keep` descended into
+    (their 4x4 children at zoom 4 scored)."""
+    first = [Scored(t, float(s)) for t, s in zip(all_tiles(2), rng.normal(0.2, 0.05, 16))]
+    kept = sorted(first, key=lambda c: -c.score)[:keep]
+    second = [Scored(c, float(rng.normal(0.3, 0.08))) for k in kept for c in tile_children(k.tile, 2)]
+    return {2: first, 4: second}
+
+
+def draw_truth(rng: np.random.Generator, dist: PlaceDistribution, probs: np.ndarray):
+    """A true place drawn from the distribution: a leaf by its probability, then a point even in area inside it."""
+    leaves = np.flatnonzero(dist.leaf)
+    node = leaves[rng.choice(len(leaves), p=probs[leaves] / probs[leaves].sum())]
+    west, south, east, north = tile_bounds(dist.tiles[node])
+    s = rng.uniform(math.sin(math.radians(south)), math.sin(math.radians(north)))
+    return math.degrees(math.asin(s)), rng.uniform(west, east)
+
+
+def test_leaf_probabilities_sum_to_one_and_children_share_their_parent():
+    dist = PlaceDistribution(synthetic_search(np.random.default_rng(0)))
+    for temperature in (0.001, 0.05, 3.0):
+        probs = dist.probabilities(temperature)
+        assert probs[dist.leaf].sum() == pytest.approx(1.0)
+        for node in np.flatnonzero(~dist.leaf):
+            assert probs[dist.parents == node].sum() == pytest.approx(probs[node])
+
+
+def test_a_lower_temperature_concentrates_the_mass_on_the_best_tile():
+    dist = PlaceDistribution(synthetic_search(np.random.default_rng(1)))
+    best = [dist.probabilities(t)[dist.leaf].max() for t in (1.0, 0.1, 0.01, 0.001)]
+    assert best == sorted(best) and best[-1] > 0.9
+
+
+def test_truth_node_is_the_leaf_holding_the_place_or_none_outside_the_scored_tiles():
+    stages = {4: [Scored(Tile(4, 8, 5), 0.3), Scored(Tile(4, 8, 6), 0.2)]}
+    dist = PlaceDistribution(stages)
+    west, south, east, north = tile_bounds(Tile(4, 8, 6))
+    assert dist.truth_node((south + north) / 2, (west + east) / 2) == 1
+    assert dist.truth_node(-60.0, -120.0) is None
+
+
+def test_tile_areas_add_up_to_the_parent_and_the_whole_web_mercator_world():
+    parent = Tile(3, 2, 3)
+    assert sum(tile_area_km2(c) for c in tile_children(parent, 2)) == pytest.approx(tile_area_km2(parent))
+    world = sum(tile_area_km2(t) for t in all_tiles(2))
+    lat = math.radians(85.0511287798)
+    assert world == pytest.approx(4 * math.pi * 6371.0088**2 * math.sin(lat), rel=1e-9)  # the band within +-lat
+
+
+@pytest.mark.parametrize("level", [0.5, 0.9])
+def test_credible_region_is_the_smallest_set_of_leaves_that_holds_the_level(level):
+    stages = {4: [Scored(t, s) for t, s in zip(all_tiles(4)[100:108], np.linspace(0.1, 0.3, 8))]}
+    dist = PlaceDistribution(stages)
+    probs = dist.probabilities(0.05)
+    region = credible_region(dist, probs, level)
+    assert region.probability >= level - 1e-12
+    best = min(
+        dist.areas[list(s)].sum()
+        for r in range(1, 9)
+        for s in itertools.combinations(range(8), r)
+        if probs[list(s)].sum() >= level - 1e-12
+    )
+    assert region.area_km2 == pytest.approx(best)
+    assert credible_region(dist, probs, 0.5).area_km2 <= credible_region(dist, probs, 0.9).area_km2
+
+
+def test_region_geometry_is_the_union_of_the_region_tiles():
+    stages = {4: [Scored(Tile(4, 8, 5), 0.3), Scored(Tile(4, 9, 5), 0.29), Scored(Tile(4, 1, 1), 0.0)]}
+    dist = PlaceDistribution(stages)
+    region = credible_region(dist, dist.probabilities(0.05), 0.9)
+    geom = region_geometry(region)
+    assert geom.geom_type == "Polygon"  # two neighbours merge into one polygon
+    west, south, east, north = geom.bounds
+    assert (west, east) == pytest.approx((tile_bounds(Tile(4, 8, 5))[0], tile_bounds(Tile(4, 9, 5))[2]))
+
+
+def test_coverage_of_a_perfectly_calibrated_distribution_is_the_level():
+    """True places drawn from the distribution itself: the 50% and 90% regions hold them about half and nine
+    tenths of the time, and the confidence (P within 25 km) matches how often they are within 25 km."""
+    rng = np.random.default_rng(7)
+    conf, err, cov50, cov90, area90 = [], [], [], [], []
+    for _ in range(600):
+        stages = synthetic_search(rng)
+        dist = PlaceDistribution(stages)
+        probs = dist.probabilities(T_TRUE)
+        truth = draw_truth(rng, dist, probs)
+        best = dist.tiles[int(np.argmax(np.where(dist.leaf, probs, -1)))]
+        lat, lon = best.center
+        result = assess(stages, lat, lon, T_TRUE, truth=truth)
+        conf.append(result.confidence)
+        from hiergeo_plugin.core.evaluation import haversine_km
+
+        err.append(float(haversine_km(truth[0], truth[1], lat, lon)))
+        cov50.append(result.covered[0])
+        cov90.append(result.covered[1])
+        area90.append(result.area_km2[1])
+    summary = calibration_summary(conf, err, cov50, cov90, area90)
+    assert summary["coverage_50"] == pytest.approx(0.5, abs=0.07)
+    assert summary["coverage_90"] == pytest.approx(0.9, abs=0.05)
+    assert summary["median_area_90_km2"] > 0
+
+
+def test_temperature_fit_recovers_the_temperature_that_drew_the_places():
+    rng = np.random.default_rng(3)
+    photos = []
+    for _ in range(400):
+        dist = PlaceDistribution(synthetic_search(rng))
+        lat, lon = draw_truth(rng, dist, dist.probabilities(T_TRUE))
+        photos.append(HeldOut(dist, dist.truth_node(lat, lon)))
+    fitted = fit_temperature(photos, fitted_on="synthetic")
+    assert fitted.temperature == pytest.approx(T_TRUE, rel=0.2)
+    assert fitted.photos == 400 and fitted.fitted_on == "synthetic"
+    again = fit_temperature(photos, fitted_on="synthetic")
+    assert again == fitted  # same photos, same number
+
+
+def test_fit_without_usable_photos_keeps_the_default():
+    stages = {4: [Scored(Tile(4, 8, 5), 0.3)]}
+    dist = PlaceDistribution(stages)
+    assert fit_temperature([HeldOut(dist, None)]) == Calibration()
+    assert fit_temperature([]) == Calibration()
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [None, {}, {"calibration": None}, {"calibration": {"temperature": "x"}}, {"calibration": {"temperature": -1}}],
+)
+def test_a_missing_or_broken_temperature_means_the_default(manifest):
+    assert Calibration.from_manifest(manifest) == Calibration()
+
+
+def test_calibration_round_trips_through_a_manifest():
+    cal = Calibration(0.0123, 40, 3.2, "demo")
+    assert Calibration.from_manifest({"calibration": cal.to_manifest()}) == cal
+
+
+def test_one_fine_tile_gives_a_small_radius_and_full_confidence():
+    tile = lonlat_to_tile(10.0, 45.0, 16)
+    dist = PlaceDistribution({16: [Scored(tile, 0.5)]})
+    lat, lon = tile.center
+    radius, confidence = radius_and_confidence(dist, dist.probabilities(0.05), lat, lon, 0.9, 25.0)
+    assert 0 < radius < 1.0 and confidence == pytest.approx(1.0)
+
+
+def test_ece_is_small_for_outcomes_drawn_at_the_stated_confidence_and_large_for_overconfidence():
+    rng = np.random.default_rng(5)
+    conf = rng.uniform(0, 1, 20000)
+    hits = rng.uniform(0, 1, 20000) < conf
+    assert expected_calibration_error(conf, hits) < 0.02
+    assert expected_calibration_error(np.full(1000, 0.9), np.arange(1000) < 500) == pytest.approx(0.4)
+
+
+def test_accuracy_vs_coverage_and_the_top_half_ratio():
+    confidence = [0.9, 0.8, 0.2, 0.1]
+    error_km = [1.0, 10.0, 500.0, 20.0]
+    rows = accuracy_vs_coverage(confidence, error_km, coverages=(0.5, 1.0))
+    assert rows[0]["photos"] == 2 and rows[0]["within_25km"] == 1.0
+    assert rows[1]["within_25km"] == 0.75 and rows[1]["within_1km"] == 0.25
+    assert top_half_ratio(confidence, error_km) == pytest.approx(1.0 / 0.75)
+    assert top_half_ratio(confidence, [100.0] * 4) is None
