@@ -18,7 +18,8 @@ per second, shared by all workers); `TileSourceError` is the error of a source t
 How requests reach the server (proxy, trusted CA certificates, extra headers, Basic credentials) is one plain
 `HttpSettings` value: the QGIS adapter (processing/network.py) resolves QGIS's proxy, certificate store and
 authentication database into it, so this module never asks QGIS anything. Headers and credentials go to the
-template's own server only: a redirect to another host gets the Referer, never the Authorization or API headers.
+template's own origin only (scheme, host and port): a redirect to another host, another port or from https to
+http gets the Referer, never the Authorization or API headers.
 """
 
 from __future__ import annotations
@@ -369,7 +370,7 @@ def get_tile_bytes(
         origin = _origin(url)
         for _hop in range(MAX_REDIRECTS + 1):
             try:
-                resp = _send(session, url, timeout, same_origin=_origin(url) == origin)
+                resp = _send(session, url, timeout, same_origin=_keeps_credentials(origin, _origin(url)))
             except requests.RequestException as exc:
                 late = interrupted()
                 if late is not None:
@@ -463,16 +464,27 @@ def _send(session, url: str, timeout: float, same_origin: bool = True):
     )
 
 
-def _origin(url: str) -> Tuple[str, Optional[int]]:
-    """(host, port) that headers and credentials are bound to; http -> https on the same host stays the same."""
+def _origin(url: str) -> Tuple[str, str, Optional[int]]:
+    """(scheme, host, effective port) that headers and credentials are bound to. The scheme counts: https and
+    http on the same host are two origins, or a redirect to http would send the API key and password in clear."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     try:
         port = parts.port
     except ValueError:
         port = None
-    default = {"http": 80, "https": 443}.get(scheme)
-    return ((parts.hostname or "").lower(), None if port in (None, default) else port)
+    return (scheme, (parts.hostname or "").lower(), port or _DEFAULT_PORTS.get(scheme))
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _keeps_credentials(origin: Tuple[str, str, Optional[int]], target: Tuple[str, str, Optional[int]]) -> bool:
+    """Whether a request to `target` may carry the credentials meant for `origin`: the same origin, or the one
+    upgrade requests also allows, http on port 80 to https on port 443 of the same host (never the way back)."""
+    if target == origin:
+        return True
+    return origin == ("http", target[1], 80) and target == ("https", origin[1], 443)
 
 
 def _is_untrusted_certificate(exc: BaseException) -> bool:
