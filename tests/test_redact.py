@@ -15,3 +15,29 @@ def test_redactor_masks_secrets_in_free_text_also_percent_encoded():
     text = "failed GET https://h/1/2/3?token=a%2Fb%2Bc and token a/b+c; also ftp://u:p@x/"
     out = r.redact(text)
     assert "a/b+c" not in out and "a%2Fb%2Bc" not in out and "u:p@" not in out
+
+
+def test_redacting_is_linear_in_the_text_length():
+    """2 MB of adversarial text (long runs of letters, a scheme with nothing after it, query strings without
+    values) is redacted in a subprocess under a 60 s limit. Why a limit this loose is still a real test: the
+    redactor used to be quadratic (every position of a letter run started a scan to the run's end), 1.6 s for
+    20,000 characters on this machine, so 2 MB would take about 10,000 times as long (hours); linear, it takes
+    about a second. No clock is asserted, only that the work finishes at all within a bound 1,000 times too large
+    for a linear redactor and 100 times too small for the old one."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "from hiergeo_plugin.core.redact import Redactor\n"
+        "r = Redactor(['https://h/{z}/{x}/{y}.png?key=K3Yabc123'])\n"
+        "n = 2_000_000\n"
+        "for text in ('a' * n, '?' + 'a' * n, 'a://' + 'b' * n, 'x://u:' + 'p' * n, '?a' * (n // 2),\n"
+        "             'http://' + 'a/' * (n // 2), 'K3Yabc123 ' * (n // 10)):\n"
+        "    out = r.redact(text)\n"
+        "    assert 'K3Yabc123' not in out\n"
+        "print('done')\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr[-2000:]
