@@ -154,19 +154,19 @@ def test_the_folders_copy_wins_over_an_installed_one(python, tmp_path):
     assert dict(result.verify.files)["six"] == str(target / "six.py") != spec.origin
 
 
-def test_an_unreachable_torch_index_is_left_out_and_the_log_says_so(python, tmp_path):
+def test_an_unreachable_torch_index_stops_before_pip_and_the_choice_leaves_it_out(python, tmp_path):
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
     port = closed.getsockname()[1]
     closed.close()  # nothing listens there: connection refused at once
     index = f"http://127.0.0.1:{port}/whl/cpu"
     assert not installer.index_reachable(index, {})
+    args = dict(requirements=["colorama==0.4.6"], modules=["colorama"], variant="cpu", torch_index_url=index)
+    stopped = installer.install(python, tmp_path / "t", **args)
+    assert stopped.outcome is installer.Outcome.TORCH_INDEX_UNREACHABLE and stopped.returncode is None
     lines = []
-    result = installer.install(
-        python, tmp_path / "t", requirements=["colorama==0.4.6"], modules=["colorama"], variant="cpu",
-        torch_index_url=index, on_line=lines.append,
-    )  # fmt: skip
-    assert result.ok, (result.message, result.log_tail)
+    result = installer.install(python, tmp_path / "t", allow_default_torch=True, on_line=lines.append, **args)
+    assert result.ok and result.torch_from_default_index, (result.message, result.log_tail)
     assert index not in result.command and any("cannot be reached" in line and index in line for line in lines)
 
 

@@ -15,6 +15,7 @@ from qgis.gui import QgsMessageBar
 from qgis.PyQt.QtCore import QEventLoop, QTimer
 from qgis.PyQt.QtWidgets import QPushButton
 from test_installer import _HoldingIndex
+from test_installer_index import LocalIndex, build_wheel, closed_url, isolated_env
 
 from hiergeo_plugin.core import installer
 from hiergeo_plugin.core.qgis_python import find_qgis_python
@@ -82,6 +83,38 @@ def test_dialog_cancel_stops_pip_and_says_so(qgis_app, python, tmp_path):
     assert result.cancelled and not result.ok
     assert dialog.phase.text() == "Cancelled." and "Cancelled" in dialog.verdict.text()
     assert dialog.install_button.isEnabled() and dialog.install_button.text() == "Try again"
+    dialog.close()
+
+
+def test_dialog_stops_when_the_cpu_index_is_unreachable_and_only_the_explicit_choice_installs_pypis_torch(
+    qgis_app, python, tmp_path
+):
+    folder = tmp_path / "wheels"
+    folder.mkdir()
+    wheels = [build_wheel(folder, "torch", "2.14.1", ["triton==3.9.0"]), build_wheel(folder, "triton", "3.9.0")]
+    target = tmp_path / "t"
+    with LocalIndex(wheels) as pypi:
+        dialog = InstallDialog(
+            None, python=python, target=target, requirements=["torch==2.14.1"], modules=["torch"], platform="linux",
+            base_env=isolated_env(pypi.url), torch_index_url=closed_url(),
+        )  # fmt: skip
+        dialog.show()
+        dialog.cpu_button.setChecked(True)
+        assert not dialog.fallback_button.isVisible()
+        dialog.install_button.click()
+        stopped = _wait_for_result(dialog)
+        # Stopped before pip: nothing asked of the default index, nothing installed; the dialog says so itself.
+        assert stopped.outcome is installer.Outcome.TORCH_INDEX_UNREACHABLE
+        assert pypi.requests == [] and not (target / "torch").exists()
+        assert "5.7 GB" in dialog.verdict.text() and "triton" in dialog.verdict.text()
+        assert "Nothing was installed" in dialog.phase.text()
+        fallback = dialog.fallback_button
+        assert fallback.isVisible() and "5.7 GB" in fallback.text() and "triton" in fallback.text()
+        assert not fallback.isDefault() and not fallback.autoDefault()  # Enter never starts 5.7 GB
+        fallback.click()
+        chosen = _wait_for_result(dialog)
+    assert chosen.ok and chosen.torch_from_default_index, (chosen.message, chosen.log_tail)
+    assert (target / "torch").is_dir() and (target / "triton").is_dir() and not fallback.isVisible()
     dialog.close()
 
 

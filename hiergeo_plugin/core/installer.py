@@ -34,6 +34,7 @@ import sys
 import threading
 from collections import deque
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Callable, Deque, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -94,9 +95,26 @@ class VerifyResult:
     torch_cuda: Optional[bool] = None  # torch.cuda.is_available() when torch imports
 
 
+class Outcome(Enum):
+    """How an install ended, for code to act on (the dialog offers the next step from it, not from the text)."""
+
+    INSTALLED = "installed"
+    IMPORT_FAILED = "import_failed"  # pip succeeded, a module does not import
+    PIP_FAILED = "pip_failed"
+    CANCELLED = "cancelled"
+    #: The chosen torch build's index did not answer; pip did not run. The default index would give another build
+    #: (`default_torch_build`), so that takes the user's explicit choice (`install(allow_default_torch=True)`).
+    TORCH_INDEX_UNREACHABLE = "torch_index_unreachable"
+
+
 @dataclass(frozen=True)
 class InstallResult:
-    """What an install run ended with; `message` is the one line for the user, `log_tail` the evidence."""
+    """What an install run ended with; `message` is the one line for the user, `log_tail` the evidence.
+
+    `command` is the pip command with its credentials masked (what may be shown and kept, not what ran).
+    `outcome` defaults from `ok`/`cancelled`; `unreachable_index` (masked) says which index did not answer;
+    `torch_from_default_index` is True when the user chose the default index's torch after that.
+    """
 
     ok: bool
     cancelled: bool
@@ -106,6 +124,14 @@ class InstallResult:
     missing: Tuple[Tuple[str, str], ...] = ()
     log_tail: Tuple[str, ...] = ()
     verify: Optional[VerifyResult] = None
+    outcome: Optional[Outcome] = None
+    unreachable_index: str = ""
+    torch_from_default_index: bool = False
+
+    def __post_init__(self):
+        if self.outcome is None:
+            implied = Outcome.INSTALLED if self.ok else Outcome.CANCELLED if self.cancelled else Outcome.PIP_FAILED
+            object.__setattr__(self, "outcome", implied)
 
 
 #: No console window flashing up for each subprocess started from the QGIS GUI on Windows (0 elsewhere). Not
@@ -505,6 +531,26 @@ def _failure_message(tail: Sequence[str], returncode: Optional[int]) -> str:
     return f"pip failed (exit code {returncode}); the last lines of its log say why."
 
 
+def default_torch_build(platform: Optional[str] = None) -> str:
+    """What the default index (PyPI) gives for torch on `platform`: what the user agrees to when PyTorch's own
+    index cannot be reached. Linux: the CUDA build, 5.7 GB measured for the pinned torch with its nvidia-*
+    wheels and triton (which is also a build that QGIS's desktop must keep from loading)."""
+    platform = sys.platform if platform is None else platform
+    if platform.startswith("win"):
+        return "PyPI's torch for Windows (CPU only, a few hundred MB)"
+    return "PyPI's full torch (the CUDA build: about 5.7 GB with its nvidia-* libraries and triton)"
+
+
+def unreachable_index_message(index: str, variant: str, platform: Optional[str] = None) -> str:
+    """The user's line when the chosen build's index does not answer: nothing ran, and what the alternative is."""
+    build = "CPU-only" if variant == "cpu" else "CUDA"
+    return (
+        f"PyTorch's index {index} cannot be reached (network, proxy or firewall), so its {build} build of torch "
+        f"cannot be installed; nothing was installed. Check the connection and try again, or choose to install "
+        f"{default_torch_build(platform)} instead."
+    )
+
+
 def install(
     python: str,
     target: Path,
@@ -518,25 +564,35 @@ def install(
     base_env: Optional[Mapping[str, str]] = None,
     python_version: Optional[Sequence[int]] = None,
     torch_index_url: Optional[str] = "",
+    allow_default_torch: bool = False,
 ) -> InstallResult:
     """pip-install `requirements` into `target` for `python`, then verify `modules` import: one typed result.
 
     `python_version` (default: this process's, which `find_qgis_python` matched) selects the requirements whose
     markers apply. `base_env` (default: os.environ) is the environment pip starts from, `proxies` go on top of it.
-    `torch_index_url` replaces the variant's torch index ("" = the variant's); one that does not answer is left
-    out, and the log says so.
+    `torch_index_url` replaces the variant's torch index ("" = the variant's). When that index does not answer,
+    pip does not run (Outcome.TORCH_INDEX_UNREACHABLE): the default index's torch is another build (on Linux
+    5.7 GB of CUDA instead of a few hundred MB), which only `allow_default_torch=True`, the user's explicit
+    choice, installs.
     """
     target = Path(target)
     target.mkdir(parents=True, exist_ok=True)
     env = pip_environment(proxies, base_env)
     index = torch_index(variant, platform) if torch_index_url == "" else torch_index_url
-    notes = []
+    notes, fell_back = [], False
     if index and not index_reachable(index, env):
+        if not allow_default_torch:
+            message = unreachable_index_message(index, variant, platform)
+            if on_line is not None:
+                on_line(message)
+            return InstallResult(
+                False, False, None, message, (), outcome=Outcome.TORCH_INDEX_UNREACHABLE, unreachable_index=index
+            )
         notes.append(
-            f"PyTorch's index {index} cannot be reached (network or proxy): torch comes from the default index "
-            "instead (on Linux that is the CUDA build, several GB)."
+            f"{index} cannot be reached; as chosen, torch comes from the default index instead: "
+            f"{default_torch_build(platform)}."
         )
-        index = None
+        index, fell_back = None, True
     extra = configured_pip_extra_indexes(python, env) if index else []
     wanted = requirements_for(tuple(python_version or sys.version_info[:3]), requirements)
     command = pip_command(python, target, wanted, variant, platform, extra, index)
@@ -545,15 +601,17 @@ def install(
             on_line(note)
         on_line("$ " + command_text(command))
     returncode, cancelled, tail = run_pip(command, env, on_line, cancel)
+    ran = {"command": tuple(command), "log_tail": tail, "torch_from_default_index": fell_back}
     if cancelled:
-        return InstallResult(
-            False, True, returncode, "Cancelled: pip was stopped; run it again to finish.", tuple(command), (), tail
-        )
+        return InstallResult(False, True, returncode, "Cancelled: pip was stopped; run it again to finish.", **ran)
     if returncode != 0:
-        return InstallResult(False, False, returncode, _failure_message(tail, returncode), tuple(command), (), tail)
+        return InstallResult(False, False, returncode, _failure_message(tail, returncode), **ran)
     verified = verify_imports(python, target, modules, env)
     if verified.ok:
         message = "Installed; every module imports."
     else:
         message = "Installed, but these do not import: " + "; ".join(f"{m} ({why})" for m, why in verified.missing)
-    return InstallResult(verified.ok, False, returncode, message, tuple(command), verified.missing, tail, verified)
+    outcome = Outcome.INSTALLED if verified.ok else Outcome.IMPORT_FAILED
+    return InstallResult(
+        verified.ok, False, returncode, message, missing=verified.missing, verify=verified, outcome=outcome, **ran
+    )

@@ -94,6 +94,7 @@ class InstallDialog(QDialog):
         base_env: Optional[Mapping[str, str]] = None,
         platform: Optional[str] = None,
         python_error: str = "",
+        torch_index_url: Optional[str] = None,
     ):
         super().__init__(parent)
         self.setWindowTitle(tr("HierGeo: install Python dependencies"))
@@ -105,6 +106,8 @@ class InstallDialog(QDialog):
             self.options["requirements"] = list(requirements)
         if modules is not None:
             self.options["modules"] = list(modules)
+        if torch_index_url is not None:  # a mirror of PyTorch's index (and the tests' local one)
+            self.options["torch_index_url"] = torch_index_url
         self.worker: Optional[InstallWorker] = None
         self.result: Optional[installer.InstallResult] = None
 
@@ -168,6 +171,16 @@ class InstallDialog(QDialog):
         self.verdict.setObjectName("hiergeo_install_verdict")
         self.verdict.setWordWrap(True)
         layout.addWidget(self.verdict)
+        # Shown only when the chosen build's index did not answer: the default index's torch is another build (on
+        # Linux 5.7 GB of CUDA with triton), so it is a choice of its own, never the default button.
+        self.fallback_button = QPushButton(
+            tr("Install instead: {build}").format(build=installer.default_torch_build(self.platform))
+        )
+        self.fallback_button.setObjectName("hiergeo_install_default_torch")
+        self.fallback_button.setAutoDefault(False)
+        self.fallback_button.setVisible(False)
+        self.fallback_button.clicked.connect(lambda _checked=False: self.start(allow_default_torch=True))
+        layout.addWidget(self.fallback_button)
 
         self.buttons = QDialogButtonBox()
         self.install_button = QPushButton(tr("Install"))
@@ -195,19 +208,22 @@ class InstallDialog(QDialog):
     def is_running(self) -> bool:
         return self.worker is not None and self.worker.isRunning()
 
-    def start(self) -> None:
-        """Start pip in a worker thread (the button's action)."""
+    def start(self, allow_default_torch: bool = False) -> None:
+        """Start pip in a worker thread (the Install button's action; the fallback button's with
+        `allow_default_torch`, after the chosen build's index did not answer)."""
         if self.is_running() or not self.python or self.target is None:
             return
         self.result = None
         self.log.clear()
         self.verdict.setText("")
+        self.fallback_button.setVisible(False)
         self.progress.setValue(0)
         self.phase.setText(tr("Starting pip…"))
         for widget in (self.install_button, self.cpu_button, self.cuda_button, self.close_button):
             widget.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        self.worker = InstallWorker(self.python, self.target, self.variant(), self.options, self)
+        options = dict(self.options, allow_default_torch=allow_default_torch)
+        self.worker = InstallWorker(self.python, self.target, self.variant(), options, self)
         self.worker.line.connect(self._append)
         self.worker.progress.connect(self._progress)
         self.worker.done.connect(self._finished)
@@ -240,6 +256,10 @@ class InstallDialog(QDialog):
                     tr("torch sees a CUDA GPU.") if result.verify.torch_cuda else tr("torch runs on the CPU.")
                 )
             self.verdict.setText(text)
+        elif result.outcome is installer.Outcome.TORCH_INDEX_UNREACHABLE:
+            self.phase.setText(tr("Stopped: PyTorch's index cannot be reached. Nothing was installed."))
+            self.verdict.setText(result.message)
+            self.fallback_button.setVisible(True)
         else:
             self.phase.setText(tr("Cancelled.") if result.cancelled else tr("Failed."))
             self.verdict.setText(result.message)
