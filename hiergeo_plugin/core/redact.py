@@ -184,12 +184,12 @@ class Redactor:
         return _mask_userinfo(text)
 
 
-#: Longest URL scheme looked for in free text, less its first letter. Bounded on purpose: with `*`, every
+#: A URL scheme in free text, at most 32 characters. Bounded on purpose: with `*`, every
 #: position of a long run of letters and digits would start a scan to the run's end (quadratic in the text's
 #: length, seconds for a 40,000-character message); bounded, each position costs at most this many steps.
-_SCHEME_MAX = 31
+_SCHEME = r"[a-zA-Z][a-zA-Z0-9+.-]{0,31}"
 #: A URL in free text (exception messages quote them); stops at whitespace, quotes and brackets.
-_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]{0,%d}://[^\s'\"<>()\[\]]+" % _SCHEME_MAX)
+_URL = re.compile(_SCHEME + r"://[^\s'\"<>()\[\]]+")
 #: A query pair anywhere in free text, e.g. urllib3's request line "GET /1/2/3.png?api=KEY HTTP/1.1".
 _QUERY_PAIR = re.compile(r"(?P<sep>[?&])(?P<name>[^=&\s#'\"?]+)=(?P<value>[^&\s#'\"]*)")
 
@@ -201,7 +201,7 @@ def _mask_pair(m: re.Match) -> str:
     return f"{m.group('sep')}{name}={MASK}"
 
 
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]{0,%d}://)[^/\s@:]+(?::[^/\s@]*)?@" % _SCHEME_MAX)
+_USERINFO = re.compile(r"(?P<scheme>" + _SCHEME + r"://)[^/\s@:]+(?::[^/\s@]*)?@")
 
 
 def _mask_userinfo(text: str) -> str:
