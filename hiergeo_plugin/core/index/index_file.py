@@ -46,6 +46,10 @@ MAX_DIM = 8192
 MAX_CELLS_IN_FILE = 2_000_000_000
 #: A path weight of 4 over 7 stages gives 4**7 = 16384; far beyond that, the coarse zooms alone would rank.
 MAX_CONTEXT_WEIGHT = 1e6
+#: Prototype weights a build chooses lie in a small grid (prototypes.KAPPA_GRID); far beyond, a file is damaged.
+MAX_KAPPA = 1e6
+#: Rows checked at a time for NaN/inf, so the check's temporary stays small beside a large index.
+_FINITE_CHUNK_ROWS = 65536
 
 
 class IndexFileError(RuntimeError):
@@ -279,13 +283,16 @@ def _open(path: Path, tensors: bool):
         manifest = json.loads(metadata["manifest"])
         zoom, dim = int(manifest["zoom"]), int(manifest["ann"]["dim"])
         n = int(manifest["counts"]["cells"])
-        float(manifest["kappa"])
+        kappa = float(manifest["kappa"])
         str(manifest["ann"]["kind"])
         weights = {int(z): float(w) for z, w in ((manifest.get("context") or {}).get("weights") or {}).items()}
-    except (KeyError, ValueError, TypeError, AttributeError) as exc:
-        raise IndexFileError(f"{path.name}: damaged manifest ({type(exc).__name__}: {exc})") from None
+    except (KeyError, ValueError, TypeError, AttributeError, RecursionError) as exc:
+        # RecursionError: JSON nested thousands deep; the file is refused, the caller's stack is unharmed.
+        raise IndexFileError(f"{path.name}: damaged manifest ({type(exc).__name__}: {str(exc)[:200]})") from None
     if not (0 <= zoom <= 30 and 0 < dim <= MAX_DIM and 0 < n <= MAX_CELLS_IN_FILE):
         raise IndexFileError(f"{path.name}: manifest out of bounds (zoom {zoom}, dim {dim}, cells {n})")
+    if not (np.isfinite(kappa) and 0.0 <= kappa <= MAX_KAPPA):
+        raise IndexFileError(f"{path.name}: manifest's kappa {kappa} is not a finite weight in 0..{MAX_KAPPA:g}")
     if any(not (0 <= z < zoom) or not (0.0 <= w <= MAX_CONTEXT_WEIGHT) for z, w in weights.items()):
         raise IndexFileError(f"{path.name}: manifest's path context out of bounds ({weights})")
     manifest["name"] = path.name
@@ -323,6 +330,12 @@ def _open(path: Path, tensors: bool):
             raise IndexFileError(f"{path.name}: path context tiles outside the zooms coarser than {zoom}")
         if m and (ct[:, 1:] >= (1 << ct[:, :1].astype(np.int64))).any():
             raise IndexFileError(f"{path.name}: path context tiles outside their zoom's grid")
+    for key in ("aerial", "prototypes", "context_vectors"):
+        if key in arrays and not _all_finite(arrays[key]):
+            raise IndexFileError(
+                f"{path.name}: tensor {key} holds NaN or infinite values (a damaged file or a failed build): "
+                "build the index again"
+            )
     of = arrays["prototype_of"]
     if n and (of.min() < -1 or of.max() >= p):
         raise IndexFileError(f"{path.name}: prototype_of refers to prototypes that are not in the file")
@@ -330,3 +343,12 @@ def _open(path: Path, tensors: bool):
     if n and (arrays["cells"].min() < 0 or arrays["cells"].max() >= side):
         raise IndexFileError(f"{path.name}: cell ids outside the {side}x{side} grid of zoom {zoom}")
     return manifest, arrays
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    """Whether every value is finite, a slice of rows at a time: an all-NaN embedding would rank nothing and yet
+    give rows that look fine (status ok, NULL score)."""
+    for start in range(0, len(a), _FINITE_CHUNK_ROWS):
+        if not np.isfinite(a[start : start + _FINITE_CHUNK_ROWS]).all():
+            return False
+    return True

@@ -1,0 +1,61 @@
+"""The region index against hostile or damaged inputs: files whose parts lie about their sizes or values, areas
+too large to count, photos without a position, the command line's one-line contract, memory to open an index, and
+a local Ray bound to the loopback interface. Real files, real FAISS, real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from helpers import hashed_tile_png
+from test_index_build import EXTENT, ZOOM, render
+from test_index_file import small_index
+
+from hiergeo_demo.tile_server import TileServer
+from hiergeo_plugin.core.index.builder import IndexBuilder
+from hiergeo_plugin.core.index.cells import Area
+from hiergeo_plugin.core.index.index_file import IndexFileError, read_index, read_manifest, write_index
+from hiergeo_plugin.core.photos import PhotoRecord
+from hiergeo_plugin.core.progress import Reporter
+from hiergeo_plugin.core.tile_source import TileSource
+from hiergeo_plugin.core.tiles import Tile, tile_center
+
+
+def _rewrite(path, tensors=None, manifest=None):
+    """The index at `path` written again with some tensors or the manifest replaced (a forged or damaged file)."""
+    from safetensors.numpy import load_file, save_file
+
+    all_tensors = dict(load_file(str(path)), **(tensors or {}))
+    meta = {"format": "hiergeo-index", "version": "1", "manifest": json.dumps(manifest or read_manifest(path))}
+    save_file(all_tensors, str(path), metadata=meta)
+    return path
+
+
+# -- non-finite values -----------------------------------------------------------------------------------------------
+def test_non_finite_embeddings_or_kappa_are_refused_at_open(tmp_path):
+    path = write_index(tmp_path / "a.hgindex", small_index())
+    assert len(read_index(path)) == 20
+    aerial = np.full((20, 8), np.nan, np.float16)
+    with pytest.raises(IndexFileError, match="aerial holds NaN"):
+        read_index(_rewrite(write_index(tmp_path / "b.hgindex", small_index()), {"aerial": aerial}))
+    protos = np.full((3, 8), np.inf, np.float16)
+    with pytest.raises(IndexFileError, match="prototypes holds NaN"):
+        read_index(_rewrite(write_index(tmp_path / "c.hgindex", small_index()), {"prototypes": protos}))
+    for kappa in (math.nan, math.inf, -1.0):
+        manifest = dict(read_manifest(path), kappa=kappa)
+        with pytest.raises(IndexFileError, match="kappa"):
+            read_index(_rewrite(write_index(tmp_path / "d.hgindex", small_index()), manifest=manifest))
+
+
+def test_a_deeply_nested_manifest_is_a_damaged_file_not_a_recursion_error(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    path = write_index(tmp_path / "a.hgindex", small_index())
+    nested = "[" * 100_000 + "]" * 100_000
+    save_file(load_file(str(path)), str(path), metadata={"format": "hiergeo-index", "version": "1", "manifest": nested})
+    with pytest.raises(IndexFileError, match="damaged manifest"):
+        read_manifest(path)
+    with pytest.raises(IndexFileError, match="damaged manifest"):
+        read_index(path)
