@@ -32,6 +32,7 @@ from hiergeo_plugin.processing.xyz import resolve_tile_source
 ALG = "hiergeo:geolocatephotos"
 OUTPUT_FIELDS = ["photo", "lat", "lon", "score", "zoom", "tile_x", "tile_y", "status"]
 TRUTH_FIELDS = ["true_lat", "true_lon", "error_km"]
+CONFIDENCE_FIELDS = ["confidence", "radius_km"]  # last, whatever the input's geometry
 CANDIDATE_FIELDS = ["photo", "zoom", "rank", "tile_x", "tile_y", "score", "kept", "chosen"]
 SECRET = "S3CRETKEY42"
 
@@ -173,7 +174,7 @@ def test_point_layer_gives_one_located_row_per_photo_with_errors(provider, serve
     )
     out = QgsVectorLayer(str(out_gpkg), "out", "ogr")
     cands = QgsVectorLayer(str(cand_gpkg), "cands", "ogr")
-    assert names(out) == OUTPUT_FIELDS + TRUTH_FIELDS
+    assert names(out) == OUTPUT_FIELDS + TRUTH_FIELDS + CONFIDENCE_FIELDS
     assert names(cands) == CANDIDATE_FIELDS
     assert out.crs().authid() == "EPSG:4326" and cands.crs().authid() == "EPSG:4326"
     assert QgsWkbTypes.geometryType(out.wkbType()) == QgsWkbTypes.PointGeometry
@@ -202,6 +203,16 @@ def test_point_layer_gives_one_located_row_per_photo_with_errors(provider, serve
     assert len(per_photo) == 3
     for stages in per_photo.values():
         assert {z: len(v) for z, v in stages.items()} == {4: 256, 6: 32, 8: 32}
+    # confidence and radius_km: the default temperature's distribution over exactly the CANDIDATES rows.
+    from hiergeo_plugin.core.confidence import DEFAULT_TEMPERATURE, Scored, assess
+
+    for f in rows:
+        scored = {
+            z: [Scored(Tile(z, c["tile_x"], c["tile_y"]), c["score"]) for c in v] for z, v in per_photo[f["photo"]].items()
+        }
+        expect = assess(scored, f["lat"], f["lon"], DEFAULT_TEMPERATURE, levels=())
+        assert 0.0 <= f["confidence"] <= 1.0 and f["radius_km"] > 0
+        assert (f["confidence"], f["radius_km"]) == pytest.approx((expect.confidence, expect.radius_km), abs=1e-3)
 
     assert res["PHOTOS_OK"] == 3 and res["PHOTOS_FAILED"] == 0
     assert res["TILES_DOWNLOADED"] > 256 and res["TILES_ENCODED"] == res["TILES_DOWNLOADED"] and res["GAPS"] == 0
@@ -284,7 +295,7 @@ def test_path_weight_reaches_the_search(provider, server, photo_points, shared_c
 def test_table_without_geometry_with_relative_broken_and_missing_photos(provider, server, photo_table, shared_cache):
     res = processing.run(ALG, params(photo_table, server.template, shared_cache))
     out, cands = res["OUTPUT"], res["CANDIDATES"]
-    assert names(out) == OUTPUT_FIELDS  # no truth columns without point geometry
+    assert names(out) == OUTPUT_FIELDS + CONFIDENCE_FIELDS  # no truth columns without point geometry
     rows = features(out)
     assert [f["photo"] for f in rows] == ["img/04.jpg", "img/broken.jpg", "img/missing.jpg", ""]
     good, broken, missing, blank = rows
@@ -435,8 +446,9 @@ def test_outputs_loaded_into_the_project_get_the_plugin_styles(
         assert renderer.type() == "RuleRenderer"
         rules = renderer.rootRule().children()
         assert rules[0].filterExpression() == '"chosen"'
-        assert rules[0].symbol().symbolLayer(0).strokeWidth() >= 0.8  # the chosen path: a thick outline
-        assert any('"zoom" = 4' in r.filterExpression() for r in rules)
+        by_zoom = rules[0].children()  # the chosen path: a thick outline, one colour per zoom
+        assert all(r.symbol().symbolLayer(0).strokeWidth() >= 0.8 for r in by_zoom)
+        assert any('"zoom" = 4' in r.filterExpression() for r in by_zoom)
     finally:
         project.removeMapLayers([layer.id() for layer in added])
 
