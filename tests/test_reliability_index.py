@@ -59,3 +59,27 @@ def test_a_deeply_nested_manifest_is_a_damaged_file_not_a_recursion_error(tmp_pa
         read_manifest(path)
     with pytest.raises(IndexFileError, match="damaged manifest"):
         read_index(path)
+
+
+# -- prototype photos without a position --------------------------------------------------------------------------
+def test_a_prototype_photo_with_an_empty_point_is_left_out_up_front(tmp_path, tiny_model):
+    records = []
+    for k, cell in enumerate([Tile(ZOOM, x, y) for x in (542, 544) for y in (318, 320)]):
+        path = tmp_path / f"g{k}.png"
+        path.write_bytes(hashed_tile_png(3, k, 0))
+        lat, lon = tile_center(cell)
+        records.append(PhotoRecord(path.name, str(path), lat, lon))
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(hashed_tile_png(3, 9, 0))
+    records.append(PhotoRecord("empty.png", str(empty), math.nan, math.nan))  # POINT EMPTY as QGIS reads it
+    records.append(PhotoRecord("far.png", str(empty), 12.0, math.inf))
+    with TileServer(render) as server, TileSource(server.template) as source:
+        warned_at = []
+        reporter = Reporter(on_warning=lambda m: warned_at.append((m, server.log.total)))
+        result = IndexBuilder(tiny_model, source, reporter=reporter).build(
+            Area.make(extent=EXTENT), ZOOM, tmp_path / "p.hgindex", prototype_photos=records
+        )
+    assert result.cells == 15 and result.prototypes["photos"] == 4
+    (message, downloads), *_ = [w for w in warned_at if "prototype photos" in w[0]]
+    assert "2 of 6 prototype photos have no usable position" in message
+    assert downloads == 0  # said before any tile was fetched

@@ -216,6 +216,29 @@ def collect_shards(parts: Path, plan: CellPlan) -> Tuple[np.ndarray, np.ndarray,
     return np.concatenate(cells), np.concatenate(aerial), gaps
 
 
+def located_photos(records: Sequence[PhotoRecord], reporter: Optional[Reporter] = None) -> List[PhotoRecord]:
+    """The prototype photos with a usable position; the others (no point, an empty point read as NaN, infinite or
+    off-the-globe coordinates) are left out and counted in one warning before anything is embedded, rather than
+    failing the build once every shard is done."""
+    kept = [r for r in records if _has_position(r)]
+    if len(kept) < len(records) and reporter is not None:
+        reporter.warning(
+            f"region index: {len(records) - len(kept)} of {len(records)} prototype photos have no usable position "
+            "(no point, an empty point or coordinates off the globe) and are left out"
+        )
+    return kept
+
+
+def _has_position(record: PhotoRecord) -> bool:
+    if not record.has_truth:
+        return False
+    try:
+        lat, lon = float(record.true_lat), float(record.true_lon)
+    except (TypeError, ValueError):
+        return False
+    return bool(np.isfinite(lat) and np.isfinite(lon) and -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0)
+
+
 def photo_cells(records: Sequence[PhotoRecord], zoom: int) -> List[Tile]:
     return [lonlat_to_tile(float(r.true_lon), float(r.true_lat), zoom) for r in records]
 
@@ -353,6 +376,7 @@ class IndexBuilder:
         t0 = time.perf_counter()
         rep = self.reporter
         out_path = Path(out_path)
+        prototype_photos = located_photos(prototype_photos, rep)
         plan = plan_cells(area, zoom)
         device, precision = describe_device(self.model.device)
         est = self.estimate(plan)
@@ -470,7 +494,7 @@ class IndexBuilder:
         self, records: Sequence[PhotoRecord], zoom: int
     ) -> Tuple[Optional[np.ndarray], List[Tile]]:
         """Embeddings and cells of the prototype photos that load and have a position; the others are counted."""
-        records = [r for r in records if r.has_truth]
+        records = [r for r in records if _has_position(r)]
         if not records:
             return None, []
         results = [PhotoResult(r) for r in records]

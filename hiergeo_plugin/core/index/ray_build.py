@@ -34,6 +34,7 @@ from .builder import (
     IndexBuilder,
     assemble_index,
     collect_shards,
+    located_photos,
     parts_dir_for,
     prepare_parts,
     read_shard,
@@ -203,6 +204,7 @@ def build_with_ray(
     settings = settings or RaySettings()
     rep = reporter or Reporter()
     out_path = Path(out_path)
+    prototype_photos = located_photos(prototype_photos, rep)
     plan = plan_cells(area, zoom)
     # The driver's model: fingerprints for the manifest, the probe, and the prototype photos (few, local).
     model = load_geo_model(base_model, model_file, [zoom], "cpu")
