@@ -25,6 +25,8 @@ OUTPUT_FIELDS = [
     "true_lat",
     "true_lon",
     "error_km",
+    "confidence",
+    "radius_km",
 ]
 ZOOM = 10
 FIRST, LAST = Tile(ZOOM, 542, 318), Tile(ZOOM, 545, 321)  # 16 cells, one of them a gap

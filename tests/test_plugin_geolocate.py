@@ -208,7 +208,8 @@ def test_point_layer_gives_one_located_row_per_photo_with_errors(provider, serve
 
     for f in rows:
         scored = {
-            z: [Scored(Tile(z, c["tile_x"], c["tile_y"]), c["score"]) for c in v] for z, v in per_photo[f["photo"]].items()
+            z: [Scored(Tile(z, c["tile_x"], c["tile_y"]), c["score"]) for c in v]
+            for z, v in per_photo[f["photo"]].items()
         }
         expect = assess(scored, f["lat"], f["lon"], DEFAULT_TEMPERATURE, levels=())
         assert 0.0 <= f["confidence"] <= 1.0 and f["radius_km"] > 0

@@ -28,6 +28,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 import numpy as np
 
+from .confidence import Calibration, annotate
 from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K, DEFAULT_ZOOMS
 from .embedding_cache import EmbeddingCache
 from .encoders import GeoModel, describe_device, make_tensor_preprocessor, stack
@@ -128,6 +129,10 @@ class Prediction:
     lon: float
     score: float
     tile: Tile
+    #: P(the true place is within core.confidence.CONFIDENCE_WITHIN_KM of the point), from the calibrated
+    #: distribution over the scored tiles; radius_km: the disc around the point holding RADIUS_LEVEL of it.
+    confidence: Optional[float] = None
+    radius_km: Optional[float] = None
 
 
 @dataclass
@@ -221,6 +226,8 @@ class HierarchicalSearch:
         #: index+refine: the region index gives each photo its start (its hits become a stage of their own, at
         #: a zoom coarser than zooms[0]), from the same photo embeddings, so each photo is encoded once.
         self.start_candidates = start_candidates
+        #: The temperature that makes the scores probabilities: the model file's, else the documented default.
+        self.calibration = Calibration.from_manifest(getattr(model, "manifest", None))
         self.totals = SearchTotals()
         self._prepare = make_tensor_preprocessor(model.preprocess)
         # Cache trouble (a full disk, a read-only folder) costs speed, not the run; the user hears of it once,
@@ -381,6 +388,7 @@ class HierarchicalSearch:
         best = min(result.stages[deepest], key=lambda c: c.rank)
         lat, lon = tile_center(best.tile)
         result.prediction = Prediction(lat, lon, best.score, best.tile)
+        annotate(result, self.calibration)
         result.status = OK if no_imagery is None else coarse(deepest, no_imagery)
         for zoom in sorted(z for z in result.stages if z <= deepest):
             ancestor = tile_parent(best.tile, best.tile.z - zoom)

@@ -44,6 +44,10 @@ def prediction_fields(with_truth: bool) -> QgsFields:
     if with_truth:
         for name in ("true_lat", "true_lon", "error_km"):
             fields.append(double_field(name))
+    # Last, so the earlier fields keep their positions: P(true place within CONFIDENCE_WITHIN_KM of the point)
+    # and the radius of the disc around the point that holds RADIUS_LEVEL (core/confidence).
+    for name in ("confidence", "radius_km"):
+        fields.append(double_field(name))
     return fields
 
 
@@ -133,6 +137,7 @@ class PredictionWriter:
             if prediction is not None and record.has_truth:
                 error = float(haversine_km(record.true_lat, record.true_lon, prediction.lat, prediction.lon))
             attrs += [record.true_lat, record.true_lon, error]
+        attrs += [None, None] if prediction is None else [prediction.confidence, prediction.radius_km]
         feature.setAttributes(attrs)
         if not self.sink.addFeature(feature, QgsFeatureSink.Flag.FastInsert):
             raise QgsProcessingException(self.alg.writeFeatureError(self.sink, self.parameters, self.output_key))

@@ -10,6 +10,7 @@ from .calibration import (
     Calibration,
     HeldOut,
     PhotoConfidence,
+    annotate,
     assess,
     fit_temperature,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "PhotoConfidence",
     "PlaceDistribution",
     "Scored",
+    "annotate",
     "assess",
     "calibration_summary",
     "credible_region",

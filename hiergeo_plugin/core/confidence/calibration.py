@@ -127,3 +127,14 @@ def assess(
         areas.append(region.area_km2)
         covered.append(None if truth is None else region.contains_node(node))
     return PhotoConfidence(confidence, radius, tuple(areas), tuple(covered))
+
+
+def annotate(result, calibration: Calibration) -> None:
+    """Give a located core PhotoResult's prediction its `confidence` and `radius_km` from the result's stages."""
+    pred = getattr(result, "prediction", None)
+    if pred is None or not result.stages:
+        return
+    found = assess(result.stages, pred.lat, pred.lon, calibration.temperature, levels=())
+    if math.isfinite(found.confidence) and math.isfinite(found.radius_km):
+        pred.confidence = round(found.confidence, 6)
+        pred.radius_km = round(found.radius_km, 3)

@@ -19,6 +19,7 @@ from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
 
+from ..confidence import Calibration, annotate
 from ..embedding_cache import EmbeddingCache
 from ..encoders import GeoModel
 from ..photos import PhotoRecord
@@ -106,6 +107,8 @@ class IndexSearch:
             start_candidates=self.hits if method == "index+refine" else None,
         )
         self.totals = self.search.totals
+        #: The index's own temperature (its codes score differently from the map encoders), else the default.
+        self.search.calibration = Calibration.from_manifest(index.manifest)
 
     def hits(self, photo_emb: np.ndarray, k: Optional[int] = None) -> List[List[Candidate]]:
         """Per photo, the index's best k cells as ranked candidates (all kept: the refinement descends into them)."""
@@ -170,6 +173,7 @@ class IndexSearch:
             best.chosen = True
             lat, lon = tile_center(best.tile)
             results[i].prediction = Prediction(lat, lon, best.score, best.tile)
+            annotate(results[i], self.search.calibration)
         self.totals.failed += sum(1 for r in results if not r.ok)
         reporter.progress(1.0)
         return results
