@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, Optional
+from typing import List, Optional
 
 from qgis.core import QgsProcessingLayerPostProcessorInterface, QgsVectorLayer
 
@@ -29,20 +29,30 @@ class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
                 feedback.pushWarning(f"could not apply style {self.qml.name}")
 
 
-#: QGIS keeps only a raw pointer to a post-processor: the Python objects must outlive the run, so they are kept
-#: here for the session (one per style, they hold no per-run state).
-_POST_PROCESSORS: Dict[str, StylePostProcessor] = {}
+#: The post-processors of runs still in flight. QGIS owns a post-processor once it is set on a
+#: context (the context deletes it when it is destroyed or has loaded the layer), but calls back into the Python
+#: object: the Python side must keep it alive until then, and must never hand the same object to a second run, whose
+#: context would hold a pointer to a deleted object ("wrapped C/C++ object ... has been deleted"). Each run gets a
+#: fresh one; entries whose C++ side QGIS has deleted are dropped whenever a new one is set.
+_LIVE_POST_PROCESSORS: List[StylePostProcessor] = []
 
 
 def apply_style_on_load(context, dest_id: Optional[str], style: str) -> bool:
     """Style output `dest_id` with resources/styles/<style>.qml if it is loaded into the project at the end."""
     if not dest_id or context is None or not context.willLoadLayerOnCompletion(dest_id):
         return False
-    processor = _POST_PROCESSORS.get(style)
-    if processor is None:
-        processor = _POST_PROCESSORS[style] = StylePostProcessor(style_path(style))
+    _drop_deleted_post_processors()
+    processor = StylePostProcessor(style_path(style))
     context.layerToLoadOnCompletionDetails(dest_id).setPostProcessor(processor)
+    _LIVE_POST_PROCESSORS.append(processor)
     return True
+
+
+def _drop_deleted_post_processors() -> None:
+    """Forget the post-processors whose run is over (QGIS has deleted their C++ side)."""
+    from qgis.PyQt import sip
+
+    _LIVE_POST_PROCESSORS[:] = [processor for processor in _LIVE_POST_PROCESSORS if not sip.isdeleted(processor)]
 
 
 def close_sink(sink) -> None:
