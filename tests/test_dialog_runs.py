@@ -120,6 +120,26 @@ def test_two_runs_loading_temporary_outputs_through_processing_run(points, serve
 
 
 @pytest.mark.parametrize("kind", ["temporary", "geopackage"])
+def test_geolocate_twice_as_the_dialog_loads_every_output_styled(kind, points, server, tmp_path, project_layers):
+    for run in range(2):
+        if kind == "temporary":
+            output = candidates = "TEMPORARY_OUTPUT"
+        else:
+            output, candidates = str(tmp_path / f"predictions{run}.gpkg"), str(tmp_path / f"candidates{run}.gpkg")
+        before = set(project_layers.mapLayers())
+        ok, results, loaded, feedback = run_as_dialog(
+            GEOLOCATE, geolocate_params(points, server, tmp_path / "cache", output, candidates)
+        )
+        assert ok and results["PHOTOS_OK"] == 2, (run, feedback.errors)
+        assert loaded and not feedback.errors, (run, feedback.errors)  # no "not correctly generated"
+        added = [project_layers.mapLayer(i) for i in set(project_layers.mapLayers()) - before]
+        assert sorted(layer.name() for layer in added) == ["Candidate tiles", "Predicted locations"]
+        by_name = {layer.name(): layer for layer in added}
+        assert by_name["Predicted locations"].labelsEnabled()  # the plugin's style, applied on load
+        assert by_name["Candidate tiles"].renderer().type() == "RuleRenderer"
+
+
+@pytest.mark.parametrize("kind", ["temporary", "geopackage"])
 def test_evaluate_twice_as_the_dialog_loads_the_error_lines(kind, points, server, tmp_path, project_layers):
     import processing
 

@@ -38,7 +38,7 @@ from ..core.defaults import (
 from .algorithm import TileSourceAlgorithm
 from .dependencies import check_dependencies
 from .feedback import FeedbackReporter
-from .geolocate_outputs import WGS84, PredictionWriter
+from .geolocate_outputs import WGS84, PredictionWriter, sink_destination
 from .geolocate_search import (
     METHOD_OPTIONS,
     SearchSettings,
@@ -326,8 +326,8 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
         """Requests that cannot work are refused with what and why before the probe or anything else is fetched."""
         refuse_search_settings(settings)
         refuse_shared_destination(
-            self.parameterAsOutputLayer(parameters, self.OUTPUT, context),
-            self.parameterAsOutputLayer(parameters, self.CANDIDATES, context),
+            sink_destination(self, parameters, self.OUTPUT, context),
+            sink_destination(self, parameters, self.CANDIDATES, context),
         )
 
     def _load_model(self, settings: SearchSettings, feedback):

@@ -17,6 +17,7 @@ from qgis.core import (
     QgsGeometry,
     QgsPointXY,
     QgsProcessingException,
+    QgsProcessingOutputLayerDefinition,
     QgsRectangle,
     QgsWkbTypes,
 )
@@ -66,6 +67,21 @@ def candidate_fields() -> QgsFields:
     ):
         fields.append(field)
     return fields
+
+
+def sink_destination(alg, parameters, key: str, context) -> str:
+    """The destination sink parameter `key` names, read without asking QGIS to load anything.
+
+    parameterAsOutputLayer registers the destination, as given ("memory:Predicted locations" for a temporary
+    output), as a layer to load when the run ends, whenever the value carries a destination project (as the
+    dialog's does). The sink itself is registered later under its real layer id by parameterAsSink; the extra
+    entry names no layer, and QGIS's dialog then reported it as "not correctly generated" after every run. The
+    same string is read from a copy of the value without a project, which registers nothing.
+    """
+    value = parameters.get(key)
+    if isinstance(value, QgsProcessingOutputLayerDefinition) and value.destinationProject is not None:
+        parameters = {**parameters, key: QgsProcessingOutputLayerDefinition(value.sink)}
+    return alg.parameterAsOutputLayer(parameters, key, context)
 
 
 class PredictionWriter:
