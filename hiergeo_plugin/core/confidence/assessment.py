@@ -1,0 +1,102 @@
+"""The confidence of a set of located photos with known places: refit the temperature, measure the calibration.
+
+Why cross-fitting: a temperature fitted on the very photos it is then judged on looks better calibrated than it
+is. `cross_fitted` splits the photos into folds (by their order, so the same photos give the same numbers), fits
+on all folds but one and measures on that one, so each photo is judged by a temperature that never saw it; the
+temperature worth storing is the one fitted on all of them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from ..evaluation import haversine_km
+from ..tiles import Tile
+from .calibration import Calibration, HeldOut, assess, fit_temperature
+from .distribution import Scored
+from .metrics import calibration_summary
+
+
+@dataclass
+class LocatedPhoto:
+    """One located photo: its scored stages, predicted point and true place."""
+
+    photo: str
+    stages: Mapping[int, Sequence[Scored]]
+    lat: float
+    lon: float
+    true_lat: float
+    true_lon: float
+
+    @property
+    def error_km(self) -> float:
+        return float(haversine_km(self.true_lat, self.true_lon, self.lat, self.lon))
+
+
+def _collect(photos: Sequence[LocatedPhoto], temperature: float, into: Dict[str, list]) -> Dict[str, list]:
+    """Per photo: confidence, error, inside the 50% / 90% region, area of the 90% region."""
+    for p in photos:
+        found = assess(p.stages, p.lat, p.lon, temperature, truth=(p.true_lat, p.true_lon))
+        for key, value in zip(SERIES, (found.confidence, p.error_km, *found.covered, found.area_km2[1])):
+            into.setdefault(key, []).append(value)
+    return into
+
+
+SERIES = ("confidence", "error_km", "covered_50", "covered_90", "area_90_km2")
+
+
+def measure(photos: Sequence[LocatedPhoto], temperature: float) -> Dict[str, object]:
+    """calibration_summary of the photos' distributions at one temperature."""
+    series = _collect(photos, temperature, {k: [] for k in SERIES})
+    return calibration_summary(*(series[k] for k in SERIES))
+
+
+def refit(photos: Sequence[LocatedPhoto], fitted_on: str) -> Calibration:
+    return fit_temperature([HeldOut.of(p.stages, p.true_lat, p.true_lon) for p in photos], fitted_on)
+
+
+def cross_fitted(photos: Sequence[LocatedPhoto], folds: int = 2) -> Tuple[Dict[str, object], Calibration]:
+    """The calibration measures with each photo judged by a temperature fitted on the other folds, and the
+    temperature fitted on all photos (what a model or index file would store)."""
+    photos = list(photos)
+    folds = max(1, min(int(folds), len(photos)))
+    series: Dict[str, list] = {k: [] for k in SERIES}
+    fold_t = []
+    for f in range(folds):
+        train = [p for i, p in enumerate(photos) if i % folds != f] if folds > 1 else photos
+        temperature = refit(train, "fold").temperature
+        fold_t.append(temperature)
+        _collect(photos[f::folds], temperature, series)
+    summary = calibration_summary(*(series[k] for k in SERIES))
+    summary["fold_temperatures"] = fold_t
+    return summary, refit(photos, f"{len(photos)} held-out photos")
+
+
+def read_geopackage(path: str, predictions: str = "predictions", candidates: str = "candidates") -> List[LocatedPhoto]:
+    """Located photos with a known place from a GeoPackage written by "Geolocate photos" (OUTPUT and CANDIDATES
+    tables); plain sqlite3, so no GIS library is needed to measure a run."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        rows = db.execute(
+            f'SELECT photo, lat, lon, true_lat, true_lon FROM "{predictions}" '
+            "WHERE lat IS NOT NULL AND true_lat IS NOT NULL ORDER BY photo"
+        ).fetchall()
+        stages: Dict[str, Dict[int, List[Scored]]] = {}
+        query = f'SELECT photo, zoom, tile_x, tile_y, score FROM "{candidates}" ORDER BY photo, zoom, rank'
+        for photo, zoom, x, y, score in db.execute(query):
+            stages.setdefault(photo, {}).setdefault(int(zoom), []).append(
+                Scored(Tile(int(zoom), int(x), int(y)), score)
+            )
+    return [LocatedPhoto(photo, stages.get(photo, {}), *map(float, rest)) for photo, *rest in rows]
+
+
+def calibration_of_run(path: str, folds: int = 2) -> Optional[Dict[str, object]]:
+    """The `calibration` object of a run's GeoPackage (None without located photos with known places)."""
+    photos = read_geopackage(path)
+    if not photos:
+        return None
+    summary, fitted = cross_fitted(photos, folds)
+    summary["temperature"] = fitted.temperature
+    summary["folds"] = folds
+    return summary
