@@ -59,3 +59,32 @@ def test_candidate_legend_swatches_are_the_colours_drawn():
     assert zoom4.brushStyle() == 0 and zoom4.strokeWidth() >= 0.5  # Qt.NoBrush
     items = layer.renderer().legendSymbolItems()
     assert any("Zoom 16" in item.label() for item in items)
+
+
+PREDICTIONS_URI = (
+    "Point?crs=EPSG:4326&field=photo:string&field=lat:double&field=lon:double&field=score:double"
+    "&field=zoom:integer&field=tile_x:integer&field=tile_y:integer&field=status:string"
+)
+
+
+def test_predictions_are_labelled_with_the_photo_name_not_the_similarity():
+    layer = styled(PREDICTIONS_URI, "predictions")
+    assert layer.labelsEnabled()
+    expression = layer.labeling().settings().fieldName
+    assert "photo" in expression and "score" not in expression
+    assert "score" not in layer.mapTipTemplate().replace('"score"', "")  # the tip says "similarity"
+
+
+def test_score_reads_as_similarity_in_both_layers_and_keeps_its_field_name():
+    for uri, style in ((PREDICTIONS_URI, "predictions"), (CANDIDATES_URI, "candidates")):
+        layer = styled(uri, style)
+        index = layer.fields().indexOf("score")
+        assert index >= 0 and layer.attributeAlias(index) == "similarity", style
+        assert layer.fields().field(index).displayName() == "similarity"
+
+
+def test_help_says_the_similarity_is_not_a_confidence(provider):
+    from qgis.core import QgsApplication
+
+    text = QgsApplication.processingRegistry().algorithmById("hiergeo:geolocatephotos").shortHelpString()
+    assert "<b>score</b> (shown as <i>similarity</i>)" in text and "not a confidence" in text

@@ -532,7 +532,7 @@
     <alias name="" field="rank" index="2"/>
     <alias name="" field="tile_x" index="3"/>
     <alias name="" field="tile_y" index="4"/>
-    <alias name="" field="score" index="5"/>
+    <alias name="similarity" field="score" index="5"/>
     <alias name="" field="kept" index="6"/>
     <alias name="" field="chosen" index="7"/>
   </aliases>
@@ -589,6 +589,6 @@
   <dataDefinedFieldProperties/>
   <widgets/>
   <previewExpression></previewExpression>
-  <mapTip>&lt;b>[% "photo" %]&lt;/b>&lt;br>tile [% "zoom" %]/[% "tile_x" %]/[% "tile_y" %]&lt;br>rank [% "rank" %], score [% format_number("score", 4) %]&lt;br>kept [% "kept" %], chosen [% "chosen" %]</mapTip>
+  <mapTip>&lt;b>[% "photo" %]&lt;/b>&lt;br>tile [% "zoom" %]/[% "tile_x" %]/[% "tile_y" %]&lt;br>rank [% "rank" %], similarity [% format_number("score", 3) %]&lt;br>kept [% "kept" %], chosen [% "chosen" %]</mapTip>
   <layerGeometryType>2</layerGeometryType>
 </qgis>

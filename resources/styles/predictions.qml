@@ -127,7 +127,7 @@
   </renderer-v2>
   <labeling type="simple">
     <settings calloutType="simple">
-      <text-style fieldName="regexp_replace(&quot;photo&quot;, '^.*[/\\\\]', '') || if(&quot;score&quot; IS NOT NULL, '\n' || format_number(&quot;score&quot;, 3), '')" fontKerning="1" fontLetterSpacing="0" fontWordSpacing="0" multilineHeight="1" fontUnderline="0" fontWeight="75" isExpression="1" capitalization="0" fontSizeMapUnitScale="3x:0,0,0,0,0,0" fontFamily="DejaVu LGC Sans" fontStrikeout="0" textOpacity="1" fontSize="8.5" textColor="38,50,56,255" fontSizeUnit="Point" textOrientation="horizontal" previewBkgrdColor="255,255,255,255" allowHtml="0" blendMode="0" fontItalic="0" useSubstitutions="0" namedStyle="" legendString="Aa">
+      <text-style fieldName="regexp_replace(&quot;photo&quot;, '^.*[/\\\\]', '')" fontKerning="1" fontLetterSpacing="0" fontWordSpacing="0" multilineHeight="1" fontUnderline="0" fontWeight="75" isExpression="1" capitalization="0" fontSizeMapUnitScale="3x:0,0,0,0,0,0" fontFamily="DejaVu LGC Sans" fontStrikeout="0" textOpacity="1" fontSize="8.5" textColor="38,50,56,255" fontSizeUnit="Point" textOrientation="horizontal" previewBkgrdColor="255,255,255,255" allowHtml="0" blendMode="0" fontItalic="0" useSubstitutions="0" namedStyle="" legendString="Aa">
         <families/>
         <text-buffer bufferSizeMapUnitScale="3x:0,0,0,0,0,0" bufferOpacity="1" bufferSize="1" bufferSizeUnits="MM" bufferNoFill="1" bufferColor="255,255,255,255" bufferJoinStyle="128" bufferBlendMode="0" bufferDraw="1"/>
         <text-mask maskOpacity="1" maskType="0" maskSizeMapUnitScale="3x:0,0,0,0,0,0" maskSize="1.5" maskSizeUnits="MM" maskEnabled="0" maskedSymbolLayers="" maskJoinStyle="128"/>
@@ -297,7 +297,7 @@
     <alias name="" field="photo" index="0"/>
     <alias name="" field="lat" index="1"/>
     <alias name="" field="lon" index="2"/>
-    <alias name="" field="score" index="3"/>
+    <alias name="similarity" field="score" index="3"/>
     <alias name="" field="zoom" index="4"/>
     <alias name="" field="tile_x" index="5"/>
     <alias name="" field="tile_y" index="6"/>
@@ -356,6 +356,6 @@
   <dataDefinedFieldProperties/>
   <widgets/>
   <previewExpression>"photo"</previewExpression>
-  <mapTip>&lt;b>[% "photo" %]&lt;/b>&lt;br>[% "status" %]&lt;br>score [% format_number("score", 4) %]&lt;br>tile [% "zoom" %]/[% "tile_x" %]/[% "tile_y" %][% if("photo" IS NOT NULL, '&lt;br>&lt;img src="file://' || "photo" || '" width="240">', '') %]</mapTip>
+  <mapTip>&lt;b>[% "photo" %]&lt;/b>&lt;br>[% "status" %]&lt;br>similarity [% format_number("score", 3) %] (not a confidence)&lt;br>tile [% "zoom" %]/[% "tile_x" %]/[% "tile_y" %][% if("photo" IS NOT NULL, '&lt;br>&lt;img src="file://' || "photo" || '" width="240">', '') %]</mapTip>
   <layerGeometryType>0</layerGeometryType>
 </qgis>
