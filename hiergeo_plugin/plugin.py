@@ -153,6 +153,17 @@ class HierGeoPlugin:
                 self.dependency_bar_item = None
 
     def open_dialog(self, alg_id: str = "hiergeo:geolocatephotos"):
+        """The algorithm's dialog from the menu or toolbar, after the toolbox's own dependency check (canExecute):
+        with torch & co. missing, the install dialog and a word on what is missing instead of a dialog whose run
+        could only fail."""
+        algorithm = QgsApplication.processingRegistry().algorithmById(alg_id)
+        missing = missing_dependencies(import_modules=False) if getattr(algorithm, "NEEDS_TORCH", True) else []
+        if missing:
+            if self.iface is not None:
+                packages = ", ".join(dict.fromkeys(package for _, package, _ in missing))
+                text = tr("install the missing Python packages first: {packages}.").format(packages=packages)
+                self.iface.messageBar().pushMessage("HierGeo", text, Qgis.MessageLevel.Warning, 15)
+            return self.open_installer()
         import processing
 
         return processing.execAlgorithmDialog(alg_id, {})

@@ -4,6 +4,7 @@ the start-up message's "Install…" button open the dialog, a good install remov
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import threading
@@ -12,8 +13,9 @@ import types
 import pytest
 from qgis.core import QgsApplication
 from qgis.gui import QgsMessageBar
-from qgis.PyQt.QtCore import QEventLoop, QTimer
-from qgis.PyQt.QtWidgets import QPushButton
+from qgis.PyQt.QtCore import QEventLoop, Qt, QTimer
+from qgis.PyQt.QtTest import QTest
+from qgis.PyQt.QtWidgets import QLabel, QPlainTextEdit, QPushButton
 from test_installer import _HoldingIndex
 from test_installer_index import LocalIndex, build_wheel, closed_url, isolated_env
 
@@ -118,6 +120,48 @@ def test_dialog_stops_when_the_cpu_index_is_unreachable_and_only_the_explicit_ch
     dialog.close()
 
 
+def _wait_for_check(dialog: InstallDialog) -> installer.VerifyResult:
+    """Run Qt's event loop until the dialog's import check has reported (a fresh interpreter imports the modules)."""
+    if dialog.checked is None:
+        loop = QEventLoop()
+        dialog.checkFinished.connect(lambda _verified: loop.quit())
+        QTimer.singleShot(300_000, loop.quit)
+        loop.exec()
+    assert dialog.checked is not None, "the import check did not finish"
+    return dialog.checked
+
+
+def test_dialog_wraps_its_log_and_enter_installs_rather_than_closes(qgis_app, python, tmp_path):
+    dialog = InstallDialog(None, python=python, target=tmp_path / "t", requirements=[], modules=["json"])
+    dialog.cuda_button.setChecked(True)  # no probe of PyTorch's index
+    dialog.show()
+    QgsApplication.processEvents()
+    assert dialog.log.lineWrapMode() == QPlainTextEdit.LineWrapMode.WidgetWidth
+    assert dialog.install_button.isDefault() and not dialog.close_button.isDefault()
+    assert not dialog.close_button.autoDefault() and not dialog.cancel_button.autoDefault()
+    QTest.keyClick(dialog, Qt.Key.Key_Return)
+    assert dialog.isVisible() and (dialog.is_running() or dialog.result is not None)  # pip started, not Close
+    result = _wait_for_result(dialog)  # pip with no requirement fails at once: enough to show what Enter does
+    assert result.command and not result.ok
+    dialog.close()
+
+
+def test_dialog_names_only_the_packages_that_do_not_import(qgis_app, python, tmp_path):
+    """torch imports here (the test environment has it): the dialog must not say that it is needed."""
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("needs torch in this environment")
+    dialog = InstallDialog(None, python=python, target=tmp_path / "t", modules=["torch", "hiergeo_no_such_module"])
+    verified = _wait_for_check(dialog)
+    assert [m for m, _ in verified.missing] == ["hiergeo_no_such_module"]
+    assert "hiergeo_no_such_module" in dialog.needs.text()
+    texts = [label.text() for label in dialog.findChildren(QLabel)]
+    assert not any("torch" in text for text in texts), texts
+    dialog.close()
+    everything = InstallDialog(None, python=python, target=tmp_path / "t", modules=["json"])
+    assert _wait_for_check(everything).ok and "imports already" in everything.needs.text()
+    everything.close()
+
+
 def test_dialog_without_qgis_python_says_why_and_cannot_start(qgis_app, tmp_path):
     dialog = InstallDialog(None, python=None, target=tmp_path, python_error="looked in /nowhere")
     assert not dialog.install_button.isEnabled()
@@ -205,6 +249,38 @@ def test_startup_message_offers_the_dialog_and_a_good_install_removes_it(no_prov
     finally:
         plugin.unload()
     assert iface.menu == [] and plugin.install_dialog is None
+
+
+def test_menu_and_toolbar_check_dependencies_before_the_algorithm_dialog(no_provider, qgis_iface, monkeypatch):
+    """The menu path used to open Geolocate's dialog whatever was missing; now it checks as the toolbox does."""
+    import processing
+
+    from hiergeo_plugin.processing import dependencies
+
+    opened = []  # QGIS's algorithm dialog is modal (exec): recorded here instead of blocking the test
+    monkeypatch.setattr(processing, "execAlgorithmDialog", lambda alg_id, params: opened.append(alg_id))
+    iface = _Iface(qgis_iface)
+    plugin = HierGeoPlugin(iface)
+    plugin.initGui()
+    try:
+        if dependencies.missing_dependencies(import_modules=False):
+            pytest.skip("needs torch & co. in this environment")
+        geolocate = next(a for _, a in iface.menu if a.objectName() == "hiergeo_geolocatephotos")
+        geolocate.trigger()
+        assert opened == ["hiergeo:geolocatephotos"] and plugin.install_dialog is None
+        # A package that cannot be found (the same look-up as the toolbox's canExecute): no algorithm dialog.
+        absent = ("hiergeo_no_such_module", "hiergeo-no-such-package")
+        monkeypatch.setattr(dependencies, "DEPENDENCIES", (*dependencies.DEPENDENCIES, absent))
+        for action in (geolocate, plugin.toolbar_action):
+            action.trigger()
+            assert opened == ["hiergeo:geolocatephotos"]
+            assert isinstance(plugin.install_dialog, InstallDialog) and plugin.install_dialog.isVisible()
+            message = iface.bar.currentItem()
+            assert message is not None and "hiergeo-no-such-package" in message.text()
+            assert "torch" not in message.text()  # only what is really missing
+            plugin.install_dialog.hide()
+    finally:
+        plugin.unload()
 
 
 def test_install_runs_off_the_gui_thread(qgis_app, python, tmp_path):

@@ -13,7 +13,7 @@ import shutil
 import sys
 import threading
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence, Tuple
 
 from qgis.PyQt.QtCore import Qt, QThread, pyqtSignal
 from qgis.PyQt.QtGui import QFont, QTextCursor
@@ -73,6 +73,26 @@ class InstallWorker(QThread):
         self.done.emit(result)
 
 
+class CheckWorker(QThread):
+    """Which modules import now, in a fresh interpreter with the folder on its path (`installer.verify_imports`):
+    the dialog names only what is really missing. Off the GUI thread, since importing torch takes seconds."""
+
+    done = pyqtSignal(object)  # installer.VerifyResult
+
+    def __init__(
+        self, python: str, target: Path, modules: Sequence[str], env: Optional[Mapping[str, str]], parent=None
+    ):
+        super().__init__(parent)
+        self.python, self.target, self.modules, self.env = python, target, list(modules), env
+
+    def run(self):
+        try:
+            verified = installer.verify_imports(self.python, self.target, self.modules, self.env)
+        except Exception as exc:  # the dialog must still say something
+            verified = installer.VerifyResult(False, tuple((m, f"the check did not run: {exc}") for m in self.modules))
+        self.done.emit(verified)
+
+
 class InstallDialog(QDialog):
     """Choose the torch build, install, watch pip, see whether every module imports.
 
@@ -82,6 +102,7 @@ class InstallDialog(QDialog):
     """
 
     installFinished = pyqtSignal(object)  # noqa: N815 (Qt signal naming) installer.InstallResult
+    checkFinished = pyqtSignal(object)  # noqa: N815 (Qt signal naming) installer.VerifyResult
 
     def __init__(
         self,
@@ -110,6 +131,10 @@ class InstallDialog(QDialog):
             self.options["torch_index_url"] = torch_index_url
         self.worker: Optional[InstallWorker] = None
         self.result: Optional[installer.InstallResult] = None
+        self.check_worker: Optional[CheckWorker] = None
+        self.checked: Optional[installer.VerifyResult] = None
+        self.modules = list(modules) if modules is not None else list(installer.DEPENDENCY_MODULES)
+        self.base_env = base_env
 
         layout = QVBoxLayout(self)
         where = (
@@ -119,9 +144,9 @@ class InstallDialog(QDialog):
         )
         intro = QLabel(
             tr(
-                "HierGeo needs torch, open_clip and a few other Python packages. They are installed for QGIS's own "
-                "Python into a folder of HierGeo's in your QGIS profile: no administrator rights, nothing else "
-                "changes, and running this again repairs a broken install."
+                "HierGeo's Python packages are installed for QGIS's own Python into a folder of HierGeo's in your "
+                "QGIS profile: no administrator rights, nothing else changes, and running this again repairs a "
+                "broken install."
             )
             + "\n"
             + where
@@ -129,6 +154,12 @@ class InstallDialog(QDialog):
         intro.setWordWrap(True)
         intro.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)  # the paths can be copied
         layout.addWidget(intro)
+        # What is missing, from an import check in a fresh interpreter (not a fixed list: torch may be there).
+        self.needs = QLabel(tr("Checking which packages import…") if python else "")
+        self.needs.setObjectName("hiergeo_install_needs")
+        self.needs.setWordWrap(True)
+        self.needs.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.needs)
 
         self.cpu_button = QRadioButton(tr("CPU only (smaller download, a few hundred MB; runs everywhere)"))
         self.cuda_button = QRadioButton(tr("NVIDIA GPU (CUDA; a download of several GB)"))
@@ -163,7 +194,7 @@ class InstallDialog(QDialog):
         self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(5000)
         self.log.setFont(QFont("monospace"))
-        self.log.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.log.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)  # pip's long lines read whole
         self.log.setMinimumHeight(220)
         layout.addWidget(self.log)
 
@@ -193,6 +224,12 @@ class InstallDialog(QDialog):
         self.buttons.addButton(self.close_button, QDialogButtonBox.ButtonRole.AcceptRole)
         self.cancel_button.setEnabled(False)
         self.install_button.setEnabled(bool(python))
+        # Enter installs: Install is the default button; Close and Cancel never become it (QDialogButtonBox would
+        # make the first accept-role button, Close, the default).
+        self.install_button.setDefault(True)
+        for button in (self.cancel_button, self.close_button):
+            button.setAutoDefault(False)
+            button.setDefault(False)
         if self.target is not None and self.target.is_dir() and any(self.target.iterdir()):
             self.install_button.setText(tr("Reinstall / repair"))
         self.install_button.clicked.connect(self.start)
@@ -200,6 +237,26 @@ class InstallDialog(QDialog):
         self.close_button.clicked.connect(self.close)
         layout.addWidget(self.buttons)
         self.resize(760, 520)
+        if python and self.target is not None:
+            self.check_worker = CheckWorker(python, self.target, self.modules, base_env, self)
+            self.check_worker.done.connect(self._checked)
+            self.check_worker.start()
+
+    # -- what is missing ----------------------------------------------------------------------------------------
+    def _checked(self, verified: installer.VerifyResult) -> None:
+        self.checked = verified
+        if self.result is None:  # an install that finished meanwhile has said what imports now
+            self._show_missing(verified.missing)
+        self.checkFinished.emit(verified)
+
+    def _show_missing(self, missing: Sequence[Tuple[str, str]]) -> None:
+        """Name the pip packages of the modules that do not import, and only those."""
+        if not missing:
+            self.needs.setText(tr("Every package HierGeo needs imports already; install again only to repair."))
+            return
+        packages = dict(installer.DEPENDENCIES)
+        what = "; ".join(f"{packages.get(module, module)} ({why})" for module, why in missing)
+        self.needs.setText(tr("Missing or broken: {packages}.").format(packages=what))
 
     # -- running ------------------------------------------------------------------------------------------------
     def variant(self) -> str:
@@ -256,6 +313,7 @@ class InstallDialog(QDialog):
                     tr("torch sees a CUDA GPU.") if result.verify.torch_cuda else tr("torch runs on the CPU.")
                 )
             self.verdict.setText(text)
+            self._show_missing(())
         elif result.outcome is installer.Outcome.TORCH_INDEX_UNREACHABLE:
             self.phase.setText(tr("Stopped: PyTorch's index cannot be reached. Nothing was installed."))
             self.verdict.setText(result.message)
@@ -263,6 +321,8 @@ class InstallDialog(QDialog):
         else:
             self.phase.setText(tr("Cancelled.") if result.cancelled else tr("Failed."))
             self.verdict.setText(result.message)
+            if result.verify is not None:
+                self._show_missing(result.verify.missing)
         self.cancel_button.setEnabled(False)
         for widget in (self.install_button, self.cpu_button, self.close_button):
             widget.setEnabled(True)
@@ -275,4 +335,6 @@ class InstallDialog(QDialog):
         if self.is_running() and self.worker is not None:
             self.worker.cancel_event.set()
             self.worker.wait()
+        if self.check_worker is not None:
+            self.check_worker.wait()  # an import check in a subprocess: seconds at most
         super().closeEvent(event)

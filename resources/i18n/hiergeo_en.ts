@@ -133,6 +133,11 @@
     </message>
     <message>
         <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
+        <source>Checking which packages import…</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
         <source>Close</source>
         <translation type="unfinished"></translation>
     </message>
@@ -179,6 +184,11 @@
     <message>
         <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
         <source>Every module imports: {versions}.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
+        <source>Every package HierGeo needs imports already; install again only to repair.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -275,13 +285,13 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
-        <source>HierGeo needs torch, open_clip and a few other Python packages. They are installed for QGIS's own Python into a folder of HierGeo's in your QGIS profile: no administrator rights, nothing else changes, and running this again repairs a broken install.</source>
+        <location filename="../../hiergeo_plugin/processing/provider.py"/>
+        <source>HierGeo {version}: photo geolocation on satellite tiles</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../../hiergeo_plugin/processing/provider.py"/>
-        <source>HierGeo {version}: photo geolocation on satellite tiles</source>
+        <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
+        <source>HierGeo's Python packages are installed for QGIS's own Python into a folder of HierGeo's in your QGIS profile: no administrator rights, nothing else changes, and running this again repairs a broken install.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -302,6 +312,11 @@
     <message>
         <location filename="../../hiergeo_plugin/plugin.py"/>
         <source>Install Python dependencies…</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
+        <source>Install instead: {build}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -348,6 +363,11 @@
     <message>
         <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
         <source>Method</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
+        <source>Missing or broken: {packages}.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -525,6 +545,11 @@ Folder: {target}</source>
     </message>
     <message>
         <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
+        <source>Stopped: PyTorch's index cannot be reached. Nothing was installed.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
         <source>There is no CUDA on macOS; the CPU build uses Apple's GPU (MPS).</source>
         <translation type="unfinished"></translation>
     </message>
@@ -643,6 +668,11 @@ Folder: {target}</source>
     <message>
         <location filename="../../hiergeo_plugin/processing/build_index.py"/>
         <source>give EXTENT and/or AREA: the index covers that area</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/plugin.py"/>
+        <source>install the missing Python packages first: {packages}.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
