@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from hiergeo_plugin.core.confidence.assessment import calibration_of_run  # noqa: E402
 from hiergeo_plugin.core.defaults import DEFAULT_THRESHOLDS_TEXT as THRESHOLDS  # noqa: E402
 from hiergeo_plugin.core.defaults import DEFAULT_ZOOMS_TEXT  # noqa: E402
 
@@ -101,6 +102,15 @@ def run_alg(alg_id: str, params: dict, title: str):
 def metrics_row(name: str, m: dict) -> str:
     within = "  ".join(f"{float(v) * 100:5.1f}%" for v in m["within"].values())
     return f"{name:20s} {within}   median {m['median_km']:8.1f} km"
+
+
+def calibration_row(name: str, c: dict) -> str:
+    ratio = c["top_half_within_25km_ratio"]
+    return (
+        f"{name:20s} coverage 50% {c['coverage_50']:.2f}  90% {c['coverage_90']:.2f}  ECE {c['ece']:.3f}  "
+        f"top-half/all within 25 km {'n/a' if ratio is None else f'{ratio:.2f}'}  "
+        f"median 90% area {c['median_area_90_km2']:,.0f} km2"
+    )
 
 
 def main() -> int:
@@ -268,6 +278,7 @@ def main() -> int:
             report = out / "report.html" if label == "trained" else work / "report_untrained.html"
             metrics[label] = evaluate(geo, report, f"ogr:dbname='{target}' table=\"error_lines\" (geom)")
             metrics[label]["s_per_photo"] = round(s_per_photo, 4)
+            metrics[label]["calibration"] = calibration_of_run(str(target))
         if not args.no_index:
             from demo_index import run_index_methods
 
@@ -318,6 +329,10 @@ def main() -> int:
     for key in ("index_aerial", "index_prototypes", "index_prototypes_own", "index_refine"):
         if key in metrics:
             print(metrics_row(key, metrics[key]) + f"   {metrics[key]['s_per_photo']:.3f} s/photo")
+    print("\n[demo] confidence (temperature cross-fitted on the held-out photos, 2 folds):")
+    for key, m in metrics.items():
+        if isinstance(m, dict) and m.get("calibration"):
+            print(calibration_row(key, m["calibration"]))
     if "index_build" in metrics:
         print(
             f"[demo] index build: {metrics['index_build']['aerial']['cells']} cells at zoom {args.index_zoom} in "

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Callable, Dict
 
+from hiergeo_plugin.core.confidence.assessment import calibration_of_run
+
 
 def run_index_methods(
     run_alg: Callable[[str, dict, str], dict],
@@ -100,6 +102,7 @@ def run_index_methods(
             s_per_photo=round(seconds / max(1, n_test), 4),
             method=method,
             tiles_encoded=geo["TILES_ENCODED"],
+            calibration=calibration_of_run(str(target)),
         )
     metrics["index_build"] = {k: {kk: vv for kk, vv in v.items() if kk != "path"} for k, v in builds.items()}
     return metrics

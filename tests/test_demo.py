@@ -36,6 +36,11 @@ def test_quick_demo_leaves_every_output(tmp_path):
         )
         assert m["s_per_photo"] > 0 and metrics["trained"]["s_per_photo"] > 0
     assert metrics["index_aerial"]["tiles_encoded"] == 0 and metrics["index_refine"]["tiles_encoded"] > 0
+    for key in ("trained", "untrained", "index_aerial", "index_prototypes", "index_prototypes_own", "index_refine"):
+        c = metrics[key]["calibration"]  # the confidence of each method, measured on the held-out photos
+        assert c["photos"] == metrics["setup"]["test_photos"] and c["temperature"] > 0
+        assert 0.0 <= c["coverage_50"] <= c["coverage_90"] <= 1.0 and 0.0 <= c["ece"] <= 1.0
+        assert c["median_area_90_km2"] > 0 and "top_half_within_25km_ratio" in c
     build = metrics["index_build"]
     assert build["aerial"]["cells"] == build["prototypes"]["cells"] == build["prototypes_own"]["cells"] > 0
     # the demo's index codes carry the path context at the search's path weight; "prototypes_own" has none

@@ -34,6 +34,7 @@ from qgis.core import (
 
 from ..core.defaults import DEFAULT_THRESHOLDS_TEXT
 from .algorithm import HierGeoAlgorithm
+from .evaluate_confidence import CONFIDENCE_OUTPUTS, evaluate_confidence
 from .fields import double_field, string_field
 from .geolocate_outputs import WGS84
 from .photo_layers import layer_folder
@@ -102,6 +103,7 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
     IMAGERY_CREDIT = "IMAGERY_CREDIT"
     OUTPUT_HTML = "OUTPUT_HTML"
     ERROR_LINES = "ERROR_LINES"
+    CANDIDATES = "CANDIDATES"
 
     def name(self) -> str:
         return "evaluategeolocation"
@@ -134,6 +136,14 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
                 self.tr("Photo path field of the ground truth"),
                 defaultValue="photo",
                 parentLayerParameterName=self.GROUND_TRUTH,
+                optional=True,
+            )
+        )
+        self.addParameter(  # the scored tiles: the confidence is evaluated and its temperature refitted
+            QgsProcessingParameterFeatureSource(
+                self.CANDIDATES,
+                self.tr("Candidates (CANDIDATES of Geolocate photos, for the confidence)"),
+                [QgsProcessing.SourceType.TypeVectorPolygon],
                 optional=True,
             )
         )
@@ -173,6 +183,8 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("EVALUATED", self.tr("Photos evaluated")))
         self.addOutput(QgsProcessingOutputNumber("WITHOUT_TRUTH", self.tr("Located photos without a true location")))
         self.addOutput(QgsProcessingOutputNumber("FAILED", self.tr("Photos that were not located")))
+        for key, label in CONFIDENCE_OUTPUTS.items():
+            self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
         # Declared for the default thresholds (so the Modeler can wire them); others are returned all the same.
         for label in DEFAULT_THRESHOLDS_TEXT.split(","):  # the core's threshold keys, without importing numpy
             self.addOutput(
@@ -327,6 +339,8 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
             )
 
         metrics = evaluate(rows, thresholds)
+        candidates = self.parameterAsSource(parameters, self.CANDIDATES, context)
+        confidence = evaluate_confidence(rows, candidates, feedback) if candidates is not None else None
 
         results: Dict[str, object] = {}
         lines, lines_id = self.parameterAsSink(
@@ -373,6 +387,10 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
             for row in rows:  # the photo files, for the thumbnails of the worst photos
                 row["path"] = resolve_photo_path(row["photo"], pred_folder)
             write_html_report(html, metrics, title, extra=details, rows=rows, credit=self._credit(parameters, context))
+            if confidence is not None:
+                from ..core.confidence.report import confidence_html, insert_into_report
+
+                insert_into_report(html, confidence_html(confidence[0], confidence[1].temperature, confidence[2]))
             results[self.OUTPUT_HTML] = html
 
         results["MEDIAN_KM"] = metrics.get("median_km")
@@ -380,6 +398,10 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
         results["EVALUATED"] = metrics["evaluated"]
         results["WITHOUT_TRUTH"] = len(metrics["without_truth"])
         results["FAILED"] = len(metrics["failed"])
+        if confidence is not None:
+            summary, fitted, _ = confidence
+            results.update({k: summary[k.lower()] for k in ("COVERAGE_50", "COVERAGE_90", "ECE")})
+            results["TEMPERATURE"] = fitted.temperature
         within = {float(k): v for k, v in metrics["within"].items()}
         for t in thresholds:
             results[f"WITHIN_{threshold_label(t)}KM"] = within.get(float(t))

@@ -1,0 +1,89 @@
+"""hiergeo:evaluategeolocation with CANDIDATES: the confidence is evaluated (coverage of the credible regions,
+calibration error, a refitted temperature, a reliability table in the report), on real outputs of
+hiergeo:geolocatephotos (real QGIS, real tile server, tiny model)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from helpers import hashed_tile_png
+
+from hiergeo_demo.tile_server import TileServer
+from hiergeo_plugin.core.confidence.assessment import calibration_of_run
+
+PHOTOS = ("11.jpg", "12.jpg", "13.jpg", "14.jpg", "15.jpg")
+
+
+def run(alg_id, params):
+    import processing  # importable once the qgis_processing fixture ran
+
+    return processing.run(alg_id, params)
+
+
+@pytest.fixture(scope="module")
+def server():
+    with TileServer(hashed_tile_png) as srv:
+        yield srv
+
+
+@pytest.fixture()
+def located(provider, server, photos_dir, tmp_path):
+    """A geolocation of five photos with known places, OUTPUT and CANDIDATES as two tables of one GeoPackage."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in PHOTOS:
+        shutil.copy(photos_dir / "lund" / name, folder / name)
+    points = run("native:importphotos", {"FOLDER": str(folder), "OUTPUT": str(tmp_path / "points.gpkg")})["OUTPUT"]
+    gpkg = tmp_path / "run.gpkg"
+    run(
+        "hiergeo:geolocatephotos",
+        {
+            "PHOTOS": points,
+            "TILE_SOURCE": server.template,
+            "BASE_MODEL": "hiergeo-tiny",
+            "DEVICE": 1,
+            "TOP_K": 2,
+            "ZOOM_LEVELS": "4,6",
+            "CACHE_DIR": str(tmp_path / "cache"),
+            "OUTPUT": f"ogr:dbname='{gpkg}' table=\"predictions\" (geom)",
+            "CANDIDATES": f"ogr:dbname='{gpkg}' table=\"candidates\" (geom)",
+        },
+    )
+    return gpkg
+
+
+def evaluate(gpkg, report, with_candidates: bool):
+    params = {
+        "PREDICTIONS": f"{gpkg}|layername=predictions",
+        "THRESHOLDS_KM": "1,25,200",
+        "OUTPUT_HTML": str(report),
+        "ERROR_LINES": "TEMPORARY_OUTPUT",
+    }
+    if with_candidates:
+        params["CANDIDATES"] = f"{gpkg}|layername=candidates"
+    return run("hiergeo:evaluategeolocation", params)
+
+
+def test_candidates_give_coverage_calibration_error_temperature_and_a_reliability_table(located, tmp_path):
+    report = tmp_path / "report.html"
+    res = evaluate(located, report, with_candidates=True)
+    assert res["EVALUATED"] == len(PHOTOS)
+    assert 0.0 <= res["COVERAGE_50"] <= res["COVERAGE_90"] <= 1.0 and 0.0 <= res["ECE"] <= 1.0
+    assert res["TEMPERATURE"] > 0
+    # The same numbers as the core measures from the GeoPackage itself (the demo's metrics.json path).
+    core = calibration_of_run(str(located))
+    assert (res["COVERAGE_50"], res["COVERAGE_90"], res["ECE"], res["TEMPERATURE"]) == pytest.approx(
+        (core["coverage_50"], core["coverage_90"], core["ece"], core["temperature"])
+    )
+    page = report.read_text(encoding="utf-8")
+    assert "<h2>Reliability</h2>" in page and "Accuracy against coverage" in page
+    assert page.rstrip().endswith("</html>")
+
+
+def test_without_candidates_the_confidence_is_not_evaluated(located, tmp_path):
+    report = tmp_path / "report.html"
+    res = evaluate(located, report, with_candidates=False)
+    assert res["EVALUATED"] == len(PHOTOS)
+    assert not any(res.get(k) is not None for k in ("COVERAGE_50", "COVERAGE_90", "ECE", "TEMPERATURE"))
+    assert "Reliability" not in report.read_text(encoding="utf-8")
