@@ -198,6 +198,40 @@ def test_a_photo_that_cannot_be_read_says_why(dock, layers, tmp_path):
         os.replace(moved, photo)
 
 
+@pytest.fixture
+def memory_layers(layers):
+    """The same outputs as temporary (memory) layers, as Geolocate writes them by default."""
+    from qgis.core import QgsFeatureRequest, QgsProject
+
+    copies = [layer.materialize(QgsFeatureRequest()) for layer in layers]
+    for copy, name in zip(copies, ("Predicted locations", "Candidate tiles")):
+        copy.setName(name)
+    QgsProject.instance().addMapLayers(copies)
+    yield copies
+    QgsProject.instance().removeMapLayers([copy.id() for copy in copies])
+
+
+def test_temporary_outputs_show_the_photo_from_the_photo_field(dock, memory_layers):
+    """A memory layer's source is its definition, not a file: the photo comes from the photo field alone."""
+    predictions, candidates = memory_layers
+    assert predictions.providerType() == "memory" and len(predictions.source()) > 255  # too long for a file name
+    dock.set_layers(predictions, candidates)
+    photo = dock.photos()[0]
+    inspection = dock.show_photo(photo)
+    assert inspection is not None and inspection.photo == photo and Path(photo).is_absolute()
+    assert dock.photo_label.pixmap() is not None and not dock.photo_label.pixmap().isNull()
+    assert dock.score_table.rowCount() == 3
+    assert len(list(candidates.getFeatures())) == 256 + 2 * 16 * 2  # this photo's candidates alone
+
+
+def test_a_geopackage_output_resolves_a_relative_photo_path_from_its_folder(layers):
+    from hiergeo_plugin.gui.inspector import layer_folder
+
+    predictions, _ = layers
+    assert layer_folder(predictions) == Path(predictions.source().split("|")[0]).parent
+    assert layer_folder(None) is None
+
+
 def test_plugin_menu_opens_the_inspector_and_unload_restores_the_layers(qgis_iface, layers):
     from hiergeo_plugin.plugin import HierGeoPlugin
 

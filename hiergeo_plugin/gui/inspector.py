@@ -25,6 +25,7 @@ from qgis.core import (
     QgsGeometry,
     QgsPointXY,
     QgsProject,
+    QgsProviderRegistry,
     QgsRectangle,
     QgsVectorLayer,
     QgsWkbTypes,
@@ -73,6 +74,22 @@ def output_layers(project: QgsProject) -> Tuple[List[QgsVectorLayer], List[QgsVe
     predictions = [la for la in layers if _has_fields(la, PREDICTION_FIELDS) and not _has_fields(la, {"chosen"})]
     candidates = [la for la in layers if _has_fields(la, CANDIDATE_FIELDS)]
     return predictions, candidates
+
+
+def layer_folder(layer) -> Optional[Path]:
+    """The folder of a file layer (a photo path stored relative is relative to it), else None.
+
+    Only a file layer's source names a file: a memory layer's (the default temporary output) is its definition,
+    "Point?crs=EPSG:4326&field=photo...", which no path test may read (it can be too long for a file name). The
+    photo itself always comes from the layer's photo field.
+    """
+    if layer is None or layer.providerType() != "ogr":
+        return None
+    path = QgsProviderRegistry.instance().decodeUri("ogr", layer.source()).get("path") or ""
+    try:
+        return Path(path).parent if path and Path(path).is_file() else None
+    except (OSError, ValueError):
+        return None
 
 
 def _row(feature) -> Dict[str, object]:
@@ -295,9 +312,7 @@ class PhotoInspectorDock(QgsDockWidget):
     def _show_picture(self, photo: str, predictions: QgsVectorLayer) -> None:
         from ..core.photos import resolve_photo_path
 
-        source = predictions.source().split("|", 1)[0]
-        folder = Path(source).parent if Path(source).is_file() else None
-        pixmap, why = photo_pixmap(resolve_photo_path(photo, folder))
+        pixmap, why = photo_pixmap(resolve_photo_path(photo, layer_folder(predictions)))
         if pixmap is None:
             self.photo_label.clear()
             self.photo_label.setText(f"(photo not shown: {why})")
