@@ -232,6 +232,29 @@ def test_a_geopackage_output_resolves_a_relative_photo_path_from_its_folder(laye
     assert layer_folder(None) is None
 
 
+def test_field_values_are_shown_as_plain_text_never_rich_text(dock, memory_layers):
+    """A status or photo path with markup is data: shown literally, never rendered (an <img> would make Qt read
+    the file it names on the GUI thread)."""
+    from qgis.PyQt.QtCore import Qt
+
+    predictions, candidates = memory_layers
+    status = "<b>x</b><img src=/dev/zero>"
+    index = predictions.fields().indexOf("status")
+    photo = next(predictions.getFeatures())["photo"]
+    fid = next(f.id() for f in predictions.getFeatures() if f["photo"] == photo)
+    assert predictions.dataProvider().changeAttributeValues({fid: {index: status}})
+    dock.set_layers(predictions, candidates)
+    dock.show_photo(photo)
+    for label in (dock.details, dock.photo_label):
+        assert label.textFormat() == Qt.TextFormat.PlainText
+    assert status in dock.details.text()
+    tooltip = dock.photo_list.item(0).toolTip()
+    assert "<img" not in tooltip.replace("<qt>", "")  # escaped inside rich text: shown as written
+    missing = "/nowhere/<img src=x>.jpg"
+    dock._show_picture(missing, predictions)
+    assert dock.photo_label.textFormat() == Qt.TextFormat.PlainText and "<img src=x>" in dock.photo_label.text()
+
+
 def test_plugin_menu_opens_the_inspector_and_unload_restores_the_layers(qgis_iface, layers):
     from hiergeo_plugin.plugin import HierGeoPlugin
 

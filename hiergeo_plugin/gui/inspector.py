@@ -11,6 +11,7 @@ and draws. Pick a photo from the list or with the map tool (click on a predictio
 
 from __future__ import annotations
 
+import html
 import io
 import math
 from pathlib import Path
@@ -90,6 +91,19 @@ def layer_folder(layer) -> Optional[Path]:
         return Path(path).parent if path and Path(path).is_file() else None
     except (OSError, ValueError):
         return None
+
+
+def _plain_label(parent) -> QLabel:
+    """A label that shows its text as written: field values are data, never Qt rich text (an <img> in a status
+    would make Qt read whatever file it names, on the GUI thread)."""
+    label = QLabel(parent)
+    label.setTextFormat(Qt.TextFormat.PlainText)
+    return label
+
+
+def _plain_tooltip(text: str) -> str:
+    """A tooltip showing `text` literally: Qt guesses rich text in tooltips, so it is escaped inside rich text."""
+    return f"<qt>{html.escape(text)}</qt>"
 
 
 def _row(feature) -> Dict[str, object]:
@@ -185,11 +199,11 @@ class PhotoInspectorDock(QgsDockWidget):
         self.photo_list.setMaximumHeight(120)
         self.photo_list.currentItemChanged.connect(self._on_item)
         layout.addWidget(self.photo_list)
-        self.photo_label = QLabel(body)
+        self.photo_label = _plain_label(body)
         self.photo_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.photo_label.setMinimumHeight(160)
         layout.addWidget(self.photo_label)
-        self.details = QLabel(body)
+        self.details = _plain_label(body)
         self.details.setWordWrap(True)
         self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.details)
@@ -246,7 +260,7 @@ class PhotoInspectorDock(QgsDockWidget):
                     self._photo_fids[photo] = feature.id()
                     item = QListWidgetItem(Path(photo).name or photo)
                     item.setData(Qt.ItemDataRole.UserRole, photo)
-                    item.setToolTip(photo)
+                    item.setToolTip(_plain_tooltip(photo))
                     self.photo_list.addItem(item)
         self.photo_list.blockSignals(False)
         if current in self._photo_fids:
@@ -320,7 +334,7 @@ class PhotoInspectorDock(QgsDockWidget):
             self.photo_label.setPixmap(pixmap)
 
     def _show_details(self, inspection: PhotoInspection) -> None:
-        lines = [f"<b>{Path(inspection.photo).name}</b>: {inspection.status or 'no status'}"]
+        lines = [f"{Path(inspection.photo).name}: {inspection.status or 'no status'}"]
         if inspection.predicted is not None:
             lines.append("Predicted: {:.5f}, {:.5f}".format(*inspection.predicted))
         if inspection.truth is not None:
@@ -329,7 +343,7 @@ class PhotoInspectorDock(QgsDockWidget):
             lines.append(f"Error: {inspection.error_km:.2f} km (red line)")
         elif inspection.truth is None:
             lines.append("True location unknown (the photos had no GPS position)")
-        self.details.setText("<br>".join(lines))
+        self.details.setText("\n".join(lines))
 
     def _show_scores(self, inspection: PhotoInspection) -> None:
         self.score_table.setRowCount(len(inspection.zooms))
