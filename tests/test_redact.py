@@ -41,3 +41,32 @@ def test_redacting_is_linear_in_the_text_length():
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr[-2000:]
+
+
+def test_keys_without_a_name_are_masked_where_they_stand():
+    """A bare query string, `;` path parameters, tokens glued to a placeholder, long letter-only tokens: masked,
+    and known to the Redactor as secrets (a filled URL in a message holds them, not the template)."""
+    cases = {
+        "https://h/{z}/{x}/{y}.png?K3Yabc123": "https://h/{z}/{x}/{y}.png?***",
+        "https://h/{z}/{x}/{y}.png;key=K3Yabc123": "https://h/{z}/{x}/{y}.png;key=***",
+        "https://h/{z}/{x}/{y}.png;K3Yabc123": "https://h/{z}/{x}/{y}.png;***",
+        "https://h/{z}/{x}/{y}.png;key=K3Yabc123?Q9zz8877": "https://h/{z}/{x}/{y}.png;key=***?***",
+        "https://h/{z}/{x}/{y}K3Yabc123.png": "https://h/{z}/{x}/{y}***",
+        "https://h/qwhdkeuxmzpalrtyvbnsgf/{z}/{x}/{y}.png": "https://h/***/{z}/{x}/{y}.png",
+    }
+    for template, shown in cases.items():
+        assert mask_url(template) == shown, template
+        secret = next(s for s in ("K3Yabc123", "qwhdkeuxmzpalrtyvbnsgf") if s in template)
+        assert any(secret in s for s in secrets_in_url(template)), template
+        filled = template.replace("{z}", "4").replace("{x}", "3").replace("{y}", "5")
+        assert secret not in Redactor([template]).redact(f"GET {filled.split('/h', 1)[1]} failed: {filled}")
+
+
+def test_ordinary_templates_keep_their_words_and_placeholders():
+    for template in (
+        "https://h/tiles/{z}/{x}/{y}@2x.jpg?format=png",
+        "https://h/wmts/1.0.0/World_Imagery/MapServer/tile/{z}/{y}/{x}",
+        "https://h/NatGeo_World_Map/{z}/{y}/{x}.jpeg",
+        "https://{s}.h/{z}/{x}/{-y}.webp",
+    ):
+        assert mask_url(template) == template and not secrets_in_url(template), template

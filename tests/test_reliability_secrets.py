@@ -233,3 +233,57 @@ def test_keys_under_any_name_and_in_the_path_stay_secret(provider, photos_dir, t
     ):
         for secret in secrets:
             assert secret not in text, f"{secret!r} leaked into {where}"
+
+
+# Keys where no name marks them: a bare query string, a `;key=` path parameter, a long lower-case path token.
+BARE_KEY = "b4reK3y77Qx"
+SEMI_KEY = "s3miK3y55Zy"
+TOKEN_KEY = "qwhdkeuxmzpalrtyvbnsgf"  # letters only: reads as a word unless its length gives it away
+
+
+def unusual_key_template(port) -> str:
+    return f"http://127.0.0.1:{port}/{TOKEN_KEY}/{{z}}/{{x}}/{{y}}.png;key={SEMI_KEY}?{BARE_KEY}"
+
+
+def test_keys_in_unusual_template_positions_stay_out_of_the_log_and_the_index_manifest(
+    provider, photos_dir, tmp_path, watch_logs, capfd
+):
+    """The Processing log's "Tile source:" line (a real Geolocate run against a real server) and the manifest's
+    `source` block of a region index show the template with those keys masked, and no secret anywhere."""
+    from hostile_server import HostileServer, send
+
+    from hiergeo_plugin.core.index.builder import source_identity
+    from hiergeo_plugin.core.tile_source import TileSource
+
+    def serve(h, path):
+        parts = path.split("?")[0].split(";")[0].split("/")
+        z, x, y = int(parts[-3]), int(parts[-2]), int(parts[-1].split(".")[0])
+        send(h, 200, hashed_tile_png(z, x, y))
+
+    secrets = (BARE_KEY, SEMI_KEY, TOKEN_KEY)
+    Feedback = recording_feedback_class()
+    layer = point_layer([photos_dir / "lund" / n for n in ("14.jpg", "15.jpg")])
+    feedback = Feedback()
+    with HostileServer(serve) as server:
+        port = server.url.rsplit(":", 1)[1]
+        res = processing.run(
+            ALG, geolocate_params(layer, unusual_key_template(port), str(tmp_path / "cache")), feedback=feedback
+        )
+        seen = [p for p, _ in server.requests]
+    assert res["PHOTOS_OK"] == 2
+    assert any(SEMI_KEY in p and BARE_KEY in p and TOKEN_KEY in p for p in seen)  # the keys did reach the server
+    source_line = next(m for m in feedback.messages if m.startswith("Tile source:"))
+    assert "/***/{z}/{x}/{y}.png;key=***?***" in source_line, source_line
+    with TileSource(unusual_key_template(port)) as source:
+        manifest_source = repr(source_identity(source))
+    assert "/***/{z}/{x}/{y}.png;key=***?***" in manifest_source, manifest_source
+    captured = capfd.readouterr()
+    for text, where in (
+        (feedback.log, "the feedback log"),
+        (watch_logs(), "Python/QGIS logs"),
+        (captured.out + captured.err, "stdout/stderr"),
+        (repr(res), "the results"),
+        (manifest_source, "the manifest's source block"),
+    ):
+        for secret in secrets:
+            assert secret not in text, f"{secret!r} leaked into {where}"

@@ -79,30 +79,50 @@ def is_harmless_param(name: str, value: str) -> bool:
 
 
 def is_harmless_segment(segment: str) -> bool:
-    """A path segment HierGeo may print: empty, holding a tile placeholder, a word, or a version number."""
-    if not segment or "{" in segment:
-        return True
-    text = unquote(segment)
+    """A path segment HierGeo may print: empty, a word, a version number, or tile placeholders around short
+    words (`{y}.png`, `{y}@2x.jpg`); any `;name=value` path parameter must be harmless as a query pair would."""
+    return _mask_segment(segment) == segment
+
+
+def _mask_segment(segment: str) -> str:
+    """The segment as it may be printed: a plain segment whole or masked; around placeholders, each piece that is
+    not harmless masked (`{y}.png;key=***`, `{y}.***`); path parameters (`;key=KEY`) masked like query values."""
+    if not segment:
+        return segment
+    base, semi, params = segment.partition(";")
+    if "{" in base:
+        base = "".join(p if _is_placeholder(p) or _harmless_piece(p) else MASK for p in _PLACEHOLDERS.split(base))
+    elif base and not _harmless_word(unquote(base)):
+        base = MASK
+    if not semi:
+        return base
+    return base + ";" + ";".join(_mask_pair_text(p) for p in params.split(";"))
+
+
+def _harmless_word(text: str) -> bool:
+    """A word ("tiles", "World_Imagery", "MapServer") or a version ("v1", "1.0.0"), not a random token: no
+    digits mixed in, few capitals, no run of 16 letters or more (a lower-case key reads as one long word)."""
     if _VERSION.match(text):
         return True
-    if _WORD.match(text):
-        upper = sum(1 for c in text if c.isupper())
-        return upper <= 5 or (text.isupper() and len(text) <= 8)
-    return False
+    if not _WORD.match(text) or _LONG_RUN.search(text):
+        return False
+    upper = sum(1 for c in text if c.isupper())
+    return upper <= 5 or (text.isupper() and len(text) <= 8)
+
+
+def _harmless_piece(piece: str) -> bool:
+    """Text between placeholders: harmless when each of its letter-and-digit tokens is short (png, 2x, jpeg) or
+    a harmless word; judged after percent-decoding, so a key cannot hide as short escaped pieces."""
+    return all(len(t) <= 4 or _harmless_word(t) for t in _TOKEN_SEP.split(unquote(piece)) if t)
+
+
+_PLACEHOLDERS = re.compile(r"(\{[^{}]*\})")
+_TOKEN_SEP = re.compile(r"[^A-Za-z0-9]+")
+_LONG_RUN = re.compile(r"[A-Za-z]{16}")
 
 
 def _is_placeholder(value: str) -> bool:
     return bool(value) and value.startswith("{") and value.endswith("}") and value.count("{") == 1
-
-
-def _split_query(query: str) -> List[Tuple[str, str, bool]]:
-    """(name, value, had '=') per '&'-separated pair; split by hand: parse_qsl would turn '+' into ' ' and the
-    literal secret would no longer match."""
-    out = []
-    for pair in query.split("&"):
-        name, eq, value = pair.partition("=")
-        out.append((name, value, bool(eq)))
-    return out
 
 
 def secrets_in_url(url: str) -> List[str]:
@@ -113,18 +133,41 @@ def secrets_in_url(url: str) -> List[str]:
         parts = urlsplit(url)
     except ValueError:
         return found
-    for name, value, _ in _split_query(parts.query):
-        if value and not is_harmless_param(name, value):
-            found.extend({value, unquote(value)})
+    found.extend(_pair_secrets(parts.query.split("&")))
     if parts.scheme.lower() != "file":
         for segment in parts.path.split("/"):
-            if not is_harmless_segment(segment):
-                found.extend({segment, unquote(segment)})
+            found.extend(_segment_secrets(segment))
     if parts.username:
         found.append(parts.username)
     if parts.password:
         found.append(parts.password)
     return sorted(set(found), key=len, reverse=True)
+
+
+def _pair_secrets(pairs: Iterable[str]) -> List[str]:
+    """The secret values among `name=value` items, and bare items (the whole item is the secret)."""
+    found: List[str] = []
+    for pair in pairs:
+        name, eq, value = pair.partition("=")
+        secret = value if eq else name
+        if secret and _mask_pair_text(pair) != pair:
+            found.extend({secret, unquote(secret)})
+    return found
+
+
+def _segment_secrets(segment: str) -> List[str]:
+    """The secret parts of a path segment: the whole of a plain one, the pieces between placeholders, the values
+    of path parameters (a filled URL holds them, never the template's `{y}`)."""
+    if _mask_segment(segment) == segment:
+        return []
+    base, _, params = segment.partition(";")
+    found = _pair_secrets(params.split(";")) if params else []
+    pieces = [p for p in _PLACEHOLDERS.split(base) if p and not _is_placeholder(p) and not _harmless_piece(p)]
+    if "{" not in base and base and not _harmless_word(unquote(base)):
+        pieces = [base]
+    for piece in pieces:
+        found.extend({piece, unquote(piece)})
+    return found
 
 
 def mask_url(url: str) -> str:
@@ -138,19 +181,23 @@ def mask_url(url: str) -> str:
         netloc = MASK + "@" + netloc.rpartition("@")[2]
     path = parts.path
     if parts.scheme.lower() != "file":  # a local folder is the user's own, and shown so it can be found
-        path = "/".join(s if is_harmless_segment(s) else MASK for s in parts.path.split("/"))
+        path = "/".join(_mask_segment(s) for s in parts.path.split("/"))
     query = _mask_query(parts.query)
     return urlunsplit((parts.scheme, netloc, path, query, parts.fragment))
 
 
 def _mask_query(query: str) -> str:
-    pairs = []
-    for name, value, eq in _split_query(query):
-        if not eq:
-            pairs.append(name)
-        else:
-            pairs.append(f"{name}={value if not value or is_harmless_param(name, value) else MASK}")
-    return "&".join(pairs)
+    # Split by hand: parse_qsl would turn '+' into ' ' and the literal secret would no longer match.
+    return "&".join(_mask_pair_text(pair) for pair in query.split("&"))
+
+
+def _mask_pair_text(pair: str) -> str:
+    """One `name=value` (a query pair or a `;` path parameter) with its value masked unless harmless. A bare item
+    (`...png?KEY`, `;KEY`) has no name to judge it by: it is masked unless it is a placeholder."""
+    name, eq, value = pair.partition("=")
+    if not eq:
+        return name if not name or _is_placeholder(name) else MASK
+    return f"{name}={value if not value or is_harmless_param(name, value) else MASK}"
 
 
 class Redactor:
