@@ -87,3 +87,69 @@ def test_without_candidates_the_confidence_is_not_evaluated(located, tmp_path):
     assert res["EVALUATED"] == len(PHOTOS)
     assert not any(res.get(k) is not None for k in ("COVERAGE_50", "COVERAGE_90", "ECE", "TEMPERATURE"))
     assert "Reliability" not in report.read_text(encoding="utf-8")
+
+
+def test_the_refitted_temperature_stored_in_the_model_file_is_what_the_next_geolocation_uses(
+    provider, server, photos_dir, tmp_path
+):
+    from test_reliability_caches import write_model_file
+
+    from hiergeo_plugin.core.confidence import DEFAULT_TEMPERATURE, Scored, assess
+    from hiergeo_plugin.core.confidence.store import stored_calibration
+    from hiergeo_plugin.core.tiles import Tile
+
+    model = write_model_file(tmp_path / "model.safetensors", seed=4, zooms=(4, 6))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in PHOTOS:
+        shutil.copy(photos_dir / "lund" / name, folder / name)
+    points = run("native:importphotos", {"FOLDER": str(folder), "OUTPUT": str(tmp_path / "points.gpkg")})["OUTPUT"]
+
+    def geolocate(name):
+        gpkg = tmp_path / name
+        res = run(
+            "hiergeo:geolocatephotos",
+            {
+                "PHOTOS": points,
+                "TILE_SOURCE": server.template,
+                "MODEL": str(model),
+                "BASE_MODEL": "hiergeo-tiny",
+                "DEVICE": 1,
+                "TOP_K": 2,
+                "ZOOM_LEVELS": "4,6",
+                "CACHE_DIR": str(tmp_path / "cache"),
+                "OUTPUT": f"ogr:dbname='{gpkg}' table=\"predictions\" (geom)",
+                "CANDIDATES": f"ogr:dbname='{gpkg}' table=\"candidates\" (geom)",
+            },
+        )
+        return gpkg, res
+
+    first, _ = geolocate("first.gpkg")
+    res = run(
+        "hiergeo:evaluategeolocation",
+        {
+            "PREDICTIONS": f"{first}|layername=predictions",
+            "CANDIDATES": f"{first}|layername=candidates",
+            "CALIBRATION_FILE": str(model),
+            "OUTPUT_HTML": str(tmp_path / "r.html"),
+        },
+    )
+    stored = stored_calibration(model)
+    assert stored.temperature == pytest.approx(res["TEMPERATURE"]) and stored.photos == len(PHOTOS)
+    assert stored.temperature != DEFAULT_TEMPERATURE
+
+    second, again = geolocate("second.gpkg")
+    assert again["TILES_ENCODED"] == 0  # the model's fingerprint did not change: every embedding from the cache
+    from osgeo import ogr
+
+    ds = ogr.Open(str(second))
+    cands = {}
+    for f in ds.GetLayerByName("candidates"):
+        z = f.GetField("zoom")
+        tile = Tile(z, f.GetField("tile_x"), f.GetField("tile_y"))
+        cands.setdefault(f.GetField("photo"), {}).setdefault(z, []).append(Scored(tile, f.GetField("score")))
+    for f in ds.GetLayerByName("predictions"):
+        lat, lon = f.GetField("lat"), f.GetField("lon")
+        expect = assess(cands[f.GetField("photo")], lat, lon, stored.temperature, levels=())
+        assert f.GetField("confidence") == pytest.approx(expect.confidence, abs=1e-5)
+        assert f.GetField("radius_km") == pytest.approx(expect.radius_km, abs=1e-2)

@@ -26,6 +26,7 @@ from qgis.core import (
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
+    QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterString,
     QgsProject,
@@ -34,7 +35,7 @@ from qgis.core import (
 
 from ..core.defaults import DEFAULT_THRESHOLDS_TEXT
 from .algorithm import HierGeoAlgorithm
-from .evaluate_confidence import CONFIDENCE_OUTPUTS, evaluate_confidence
+from .evaluate_confidence import CONFIDENCE_OUTPUTS, evaluate_confidence, store_refit
 from .fields import double_field, string_field
 from .geolocate_outputs import WGS84
 from .photo_layers import layer_folder
@@ -104,6 +105,7 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
     OUTPUT_HTML = "OUTPUT_HTML"
     ERROR_LINES = "ERROR_LINES"
     CANDIDATES = "CANDIDATES"
+    CALIBRATION_FILE = "CALIBRATION_FILE"
 
     def name(self) -> str:
         return "evaluategeolocation"
@@ -144,6 +146,13 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
                 self.CANDIDATES,
                 self.tr("Candidates (CANDIDATES of Geolocate photos, for the confidence)"),
                 [QgsProcessing.SourceType.TypeVectorPolygon],
+                optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.CALIBRATION_FILE,
+                self.tr("Store the refitted temperature in (model file or region index)"),
                 optional=True,
             )
         )
@@ -341,6 +350,9 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
         metrics = evaluate(rows, thresholds)
         candidates = self.parameterAsSource(parameters, self.CANDIDATES, context)
         confidence = evaluate_confidence(rows, candidates, feedback) if candidates is not None else None
+        store_in = self.parameterAsFile(parameters, self.CALIBRATION_FILE, context)
+        if confidence is not None and store_in:
+            store_refit(store_in, confidence[1], feedback)
 
         results: Dict[str, object] = {}
         lines, lines_id = self.parameterAsSink(

@@ -81,3 +81,19 @@ def evaluate_confidence(rows: Sequence[dict], candidates, feedback) -> Optional[
         )
     )
     return summary, fitted, folds
+
+
+def store_refit(path: str, fitted, feedback) -> None:
+    """The refitted temperature into a model file or region index (its manifest; the tensors stay as they are)."""
+    from qgis.core import QgsProcessingException
+
+    from ..core.confidence.store import CalibrationStoreError, store_calibration
+
+    if not fitted.photos:
+        feedback.pushWarning(tr("no temperature could be fitted: {path} is left as it was").format(path=path))
+        return
+    try:
+        store_calibration(path, fitted)
+    except (CalibrationStoreError, OSError) as exc:
+        raise QgsProcessingException(tr("CALIBRATION_FILE: {error}").format(error=exc)) from None
+    feedback.pushInfo(tr("Temperature {t} stored in {path}").format(t=f"{fitted.temperature:.4g}", path=path))
