@@ -83,3 +83,88 @@ def test_a_prototype_photo_with_an_empty_point_is_left_out_up_front(tmp_path, ti
     (message, downloads), *_ = [w for w in warned_at if "prototype photos" in w[0]]
     assert "2 of 6 prototype photos have no usable position" in message
     assert downloads == 0  # said before any tile was fetched
+
+
+# -- the command line's contract: one line on stderr, exit 2 ---------------------------------------------------------
+def _refused(run):
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("hiergeo: ")
+    return last
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cli_refuses_damaged_input_in_one_line_with_exit_2(tmp_path):
+    from safetensors.numpy import load_file, save_file
+    from test_index_cli import EXTENT as CLI_EXTENT
+    from test_index_cli import hiergeo
+
+    path = write_index(tmp_path / "nested.hgindex", small_index())
+    nested = "[" * 100_000 + "]" * 100_000
+    save_file(load_file(str(path)), str(path), metadata={"format": "hiergeo-index", "version": "1", "manifest": nested})
+    info = hiergeo("index", "info", str(path))
+    assert "damaged manifest" in _refused(info) and len(info.stderr.strip().splitlines()) == 1
+
+    common = ["--zoom", "10", "--base-model", "hiergeo-tiny", "--device", "cpu", "--out", str(tmp_path / "o.hgindex")]
+    dead = f"http://127.0.0.1:{_closed_port()}/{{z}}/{{x}}/{{y}}.png"
+    _refused(hiergeo("index", "build", "--extent", CLI_EXTENT, "--tile-source", dead, *common))
+
+    area = tmp_path / "inf.geojson"
+    area.write_text('{"type": "Polygon", "coordinates": [[[0, 0], [1e999, 0], [1, 1], [0, 0]]]}')
+    line = _refused(hiergeo("index", "build", "--area", str(area), "--tile-source", dead, *common))
+    assert "infinite" in line or "area" in line.lower()
+
+
+def test_processing_refuses_an_area_with_an_infinite_coordinate(provider, tmp_path):
+    import processing
+    from qgis.core import (
+        QgsFeature,
+        QgsFeatureRequest,
+        QgsGeometry,
+        QgsPointXY,
+        QgsProcessingContext,
+        QgsProcessingException,
+        QgsVectorLayer,
+    )
+
+    # As in a project whose Processing settings do not filter invalid features: the algorithm sees the vertex.
+    context = QgsProcessingContext()
+    context.setInvalidGeometryCheck(QgsFeatureRequest.InvalidGeometryCheck.GeometryNoCheck)
+
+    area = QgsVectorLayer("Polygon?crs=EPSG:4326", "area", "memory")
+    f = QgsFeature()
+    f.setGeometry(QgsGeometry.fromPolygonXY([[QgsPointXY(0, 0), QgsPointXY(math.inf, 0), QgsPointXY(1, 1)]]))
+    area.dataProvider().addFeatures([f])
+    with TileServer(render) as server:
+        params = {
+            "AREA": area,
+            "ZOOM": ZOOM,
+            "TILE_SOURCE": server.template,
+            "BASE_MODEL": "hiergeo-tiny",
+            "DEVICE": 1,
+            "CACHE_DIR": str(tmp_path / "cache"),
+            "OUTPUT_INDEX": str(tmp_path / "inf.hgindex"),
+        }
+        with pytest.raises(QgsProcessingException, match="infinite or NaN coordinates"):
+            processing.run("hiergeo:buildregionindex", params, context=context)
+        assert server.log.total == 0
+
+
+def test_core_area_refuses_non_finite_polygons():
+    import shapely
+
+    from hiergeo_plugin.core.index.cells import AreaError
+
+    for bad in (math.inf, -math.inf, math.nan):
+        with pytest.raises(AreaError, match="infinite or NaN"):
+            Area.make(polygon=shapely.Polygon([(0, 0), (bad, 0), (1, 1)]))
+    with pytest.raises(AreaError, match="polygon geometry"):
+        Area.make(polygon="POLYGON ((0 0, 1 0, 1 1, 0 0))")

@@ -7,6 +7,7 @@ The help page is resources/help/buildregionindex.html.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import List, Tuple
 
@@ -31,7 +32,6 @@ from qgis.core import (
 
 from ..core.defaults import DEFAULT_BASE_MODEL, DEFAULT_BATCH_SIZE
 from .algorithm import TileSourceAlgorithm
-from .dependencies import check_dependencies
 from .feedback import FeedbackReporter
 from .i18n import translatable
 from .params import (
@@ -187,7 +187,8 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
     # -- run ------------------------------------------------------------------------------------------------------
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         feedback = feedback if feedback is not None else QgsProcessingFeedback()
-        check_dependencies()
+        if not self.load_dependencies(feedback):
+            raise QgsProcessingException(self.tr("Cancelled before the index build started"))
         xyz = self.xyz_source(parameters, context)
         area = self._area(parameters, context, feedback)
         zoom = self.parameterAsInt(parameters, self.ZOOM, context)
@@ -314,20 +315,38 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
             polys = geom.asMultiPolygon() if geom.isMultipart() else [geom.asPolygon()]
             for rings in polys:
                 if rings:
-                    parts.append(shapely.Polygon(_coords(rings[0]), [_coords(r) for r in rings[1:]]))
+                    coords = [_coords(r) for r in rings]
+                    if not all(math.isfinite(v) for ring in coords for p in ring for v in p):
+                        raise QgsProcessingException(
+                            self.tr("AREA: feature {fid} has infinite or NaN coordinates").format(fid=feature.id())
+                        )
+                    parts.append(shapely.Polygon(coords[0], coords[1:]))
         if not parts:
             raise QgsProcessingException(self.tr("AREA has no polygons"))
-        return shapely.union_all(parts)
+        try:
+            return shapely.union_all(parts)
+        except shapely.errors.ShapelyError as exc:  # GEOS refuses a geometry its checks let through
+            raise QgsProcessingException(f"AREA: {str(exc).splitlines()[0][:200]}") from None
 
     def _prototype_photos(self, parameters, context, feedback):
         if not parameters.get(self.PROTOTYPE_PHOTOS):
             return []
         source, field = photo_source(self, parameters, context, self.PROTOTYPE_PHOTOS, self.PHOTO_FIELD)
         folder = layer_folder(parameters.get(self.PROTOTYPE_PHOTOS), context)
-        records = [r for r in photo_records(source, field, folder, context, feedback, with_truth=True) if r.has_truth]
+        from ..core.index.builder import located_photos
+
+        read = list(photo_records(source, field, folder, context, feedback, with_truth=True))
+        records = located_photos(read)
         feedback.pushInfo(
             self.tr("{count} ground photos with a location for the cell prototypes").format(count=len(records))
         )
+        if len(records) < len(read):
+            feedback.pushWarning(
+                self.tr(
+                    "{count} ground photos have no usable location (no point, an empty point or coordinates off "
+                    "the globe) and are left out"
+                ).format(count=len(read) - len(records))
+            )
         return records
 
 

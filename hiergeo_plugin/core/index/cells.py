@@ -76,6 +76,17 @@ def normalise_polygon(geometry):
     return shapely.union_all(pieces) if pieces else shapely.Polygon()
 
 
+def _check_polygon(polygon) -> None:
+    """A polygon GEOS can work with: a shapely geometry with finite coordinates (an infinite or NaN vertex makes
+    GEOS's validity and overlay functions raise instead of answering)."""
+    shapely = _shapely()
+    if not isinstance(polygon, shapely.Geometry):
+        raise AreaError(f"the area must be a polygon geometry, got {type(polygon).__name__}")
+    coords = shapely.get_coordinates(polygon)
+    if coords.size and not np.isfinite(coords).all():
+        raise AreaError("the area polygon has infinite or NaN coordinates")
+
+
 @dataclass(frozen=True)
 class Area:
     """What to index, as one geometry in EPSG:4326 clipped to the Web Mercator square."""
@@ -92,9 +103,13 @@ class Area:
             raise AreaError("give an extent and/or a polygon for the index")
         geom = None
         if polygon is not None:
-            if not shapely.is_valid(polygon):
-                polygon = shapely.make_valid(polygon)
-            geom = normalise_polygon(polygon)
+            _check_polygon(polygon)
+            try:
+                if not shapely.is_valid(polygon):
+                    polygon = shapely.make_valid(polygon)
+                geom = normalise_polygon(polygon)
+            except shapely.errors.ShapelyError as exc:  # GEOS refuses what its own checks let through
+                raise AreaError(f"the area polygon cannot be used ({str(exc).splitlines()[0][:200]})") from None
         if extent is not None:
             box = extent_geometry(extent)
             geom = box if geom is None else shapely.intersection(geom, box)

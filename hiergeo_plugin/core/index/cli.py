@@ -95,15 +95,18 @@ class _StderrReporter:
 def build(args) -> dict:
     from ..encoders import DEFAULT_BASE_MODEL
     from .builder import MAX_CELLS, read_photo_csv
-    from .cells import Area
+    from .cells import Area, AreaError
 
     polygon = None
     if args.area:
         import shapely
 
-        polygon = shapely.from_geojson(Path(args.area).read_text())
-        if hasattr(polygon, "geoms") and polygon.geom_type == "GeometryCollection":
-            polygon = shapely.union_all(list(polygon.geoms))
+        try:
+            polygon = shapely.from_geojson(Path(args.area).read_text())
+            if hasattr(polygon, "geoms") and polygon.geom_type == "GeometryCollection":
+                polygon = shapely.union_all(list(polygon.geoms))
+        except shapely.errors.ShapelyError as exc:
+            raise AreaError(f"--area {args.area}: {str(exc).splitlines()[0][:200]}") from None
     area = Area.make(extent=args.extent, polygon=polygon)
     photos = read_photo_csv(args.prototype_photos) if args.prototype_photos else []
     base = args.base_model or DEFAULT_BASE_MODEL
@@ -166,6 +169,9 @@ def build(args) -> dict:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """The documented contract: the JSON result on stdout and 0, or one line on stderr and 2 (130 on Ctrl-C or
+    Cancel). Unforeseen errors keep to it too (with their type named), so scripts never parse a traceback."""
+    from ..progress import Cancelled
     from ..redact import Redactor
     from .builder import IndexBuildError, IndexTooLarge
     from .cells import AreaError
@@ -175,14 +181,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     redactor = Redactor([getattr(args, "tile_source", "") or ""])
     try:
         out = info(args.path) if args.command == "info" else build(args)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Cancelled):
         print("interrupted: run the same command again to resume from the finished shards", file=sys.stderr)
         return 130
     except (IndexTooLarge, AreaError, IndexFileError, IndexBuildError, ValueError, OSError) as exc:
-        print(f"hiergeo: {redactor.redact(exc)}", file=sys.stderr)
+        print(f"hiergeo: {_one_line(redactor.redact(str(exc)))}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the contract holds for what was not foreseen too
+        print(f"hiergeo: {type(exc).__name__}: {_one_line(redactor.redact(str(exc)))}", file=sys.stderr)
         return 2
     print(json.dumps(out, indent=2))
     return 0
+
+
+def _one_line(text: str, limit: int = 2000) -> str:
+    """A message as one line of bounded length (a server's error page or a C++ message can span many)."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 if __name__ == "__main__":
