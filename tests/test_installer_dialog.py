@@ -17,7 +17,16 @@ from qgis.PyQt.QtCore import QEventLoop, Qt, QTimer
 from qgis.PyQt.QtTest import QTest
 from qgis.PyQt.QtWidgets import QLabel, QPlainTextEdit, QPushButton
 from test_installer import _HoldingIndex
-from test_installer_index import LocalIndex, build_wheel, closed_url, isolated_env
+from test_installer_index import (
+    PASSWORD,
+    PATH_TOKEN,
+    QUERY_TOKEN,
+    LocalIndex,
+    build_wheel,
+    closed_url,
+    isolated_env,
+    token_setup,
+)
 
 from hiergeo_plugin.core import installer
 from hiergeo_plugin.core.qgis_python import find_qgis_python
@@ -160,6 +169,34 @@ def test_dialog_names_only_the_packages_that_do_not_import(qgis_app, python, tmp
     everything = InstallDialog(None, python=python, target=tmp_path / "t", modules=["json"])
     assert _wait_for_check(everything).ok and "imports already" in everything.needs.text()
     everything.close()
+
+
+def test_tokens_in_pip_config_never_reach_the_dialog_or_the_result(qgis_app, python, tmp_path):
+    """PIP_INDEX_URL with user:password and a pip.conf whose extra indexes carry tokens (path, ?token=): pip uses
+    them (the index sees them), the dialog's `$ ...` line, its log and verdict and InstallResult never show them."""
+    folder = tmp_path / "wheels"
+    folder.mkdir()
+    cpu_torch = build_wheel(folder, "torch", "2.14.1")
+    with LocalIndex([]) as pypi, LocalIndex([cpu_torch]) as cpu_index:
+        dialog = InstallDialog(
+            None, python=python, target=tmp_path / "t", requirements=["torch==2.14.1"], modules=["torch"],
+            platform="linux", base_env=token_setup(tmp_path, pypi), torch_index_url=cpu_index.url,
+        )  # fmt: skip
+        dialog.cpu_button.setChecked(True)
+        dialog.install_button.click()
+        result = _wait_for_result(dialog)
+    assert result.ok, (result.message, result.log_tail)
+    # The real credentials went to the index: pip ran with them.
+    assert any(a.startswith("Basic ") for a in pypi.authorizations)
+    assert any(f"/{PATH_TOKEN}/simple/" in r for r in pypi.requests)
+    shown = "\n".join(
+        [dialog.log.toPlainText(), dialog.verdict.text(), dialog.phase.text(), dialog.needs.text(), result.message]
+        + list(result.command) + list(result.log_tail)
+    )  # fmt: skip
+    assert dialog.log.toPlainText().startswith("$ ") and "--extra-index-url" in shown and "Looking in indexes" in shown
+    for secret in (PASSWORD, PATH_TOKEN, QUERY_TOKEN):
+        assert secret not in shown, secret
+    dialog.close()
 
 
 def test_dialog_without_qgis_python_says_why_and_cannot_start(qgis_app, tmp_path):

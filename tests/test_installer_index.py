@@ -182,3 +182,37 @@ def test_a_reachable_cpu_index_is_used_without_asking(python, torch_wheels, tmp_
 def test_the_default_build_is_described_per_platform():
     assert "5.7 GB" in installer.default_torch_build("linux") and "triton" in installer.default_torch_build("linux")
     assert "CPU only" in installer.default_torch_build("win32")
+
+
+# -- credentials in pip's configuration -----------------------------------------------------------------------------
+
+PASSWORD = "pw-Secret-9f8e7d"  # in PIP_INDEX_URL (user:password)
+PATH_TOKEN = "tok3nAbCdEf123456"  # a path segment of an extra index in pip.conf
+QUERY_TOKEN = "qT0kenZyX987"  # a query value of another extra index in pip.conf
+
+
+def token_setup(tmp_path: Path, pypi: LocalIndex) -> Dict[str, str]:
+    """pip's environment with a token in PIP_INDEX_URL and two in a pip.conf (as a path segment, as ?token=)."""
+    conf = tmp_path / "pip.conf"
+    conf.write_text(
+        f"[global]\nextra-index-url = {pypi.root}/{PATH_TOKEN}/simple/ {pypi.root}/q/simple/?token={QUERY_TOKEN}\n",
+        encoding="utf-8",
+    )
+    env = isolated_env(f"http://__token__:{PASSWORD}@127.0.0.1:{pypi.server.server_address[1]}/simple/")
+    env["PIP_CONFIG_FILE"] = str(conf)
+    return env
+
+
+def test_pips_configured_urls_are_what_the_masker_is_told(python, tmp_path):
+    with LocalIndex([]) as pypi:
+        env = token_setup(tmp_path, pypi)
+        settings = installer.configured_pip_settings(python, env)
+    urls = installer.pip_secret_urls(settings, env)
+    assert (
+        any(PASSWORD in u for u in urls) and any(PATH_TOKEN in u for u in urls) and any(QUERY_TOKEN in u for u in urls)
+    )
+    mask = installer.masker(urls)
+    line = f"Looking in indexes: {' '.join(urls)}; a message quoting {PATH_TOKEN} alone"
+    assert not any(secret in mask(line) for secret in (PASSWORD, PATH_TOKEN, QUERY_TOKEN)), mask(line)
+    public = installer.pip_command("py", tmp_path, ["torch"], "cuda", "win32")
+    assert installer.shown_command(public, mask) == tuple(public)  # PyTorch's cu128 index is shown as it is

@@ -267,8 +267,9 @@ def command_text(command: Sequence[str], platform: Optional[str] = None) -> str:
     return " ".join(shlex.quote(part) for part in command)
 
 
-def configured_pip_extra_indexes(python: str, env: Optional[Mapping[str, str]] = None) -> List[str]:
-    """The extra indexes in the user's pip configuration and PIP_EXTRA_INDEX_URL, as `pip config list` says."""
+def configured_pip_settings(python: str, env: Optional[Mapping[str, str]] = None) -> List[Tuple[str, str]]:
+    """(key, value) pairs of `pip config list`: the user's, the site's and the global files and the PIP_*
+    variables, as the pip that will run reads them ([] when pip cannot say)."""
     try:
         # Fixed arguments, no shell (bandit: B603).
         proc = subprocess.run(  # nosec B603
@@ -282,14 +283,63 @@ def configured_pip_extra_indexes(python: str, env: Optional[Mapping[str, str]] =
         )
     except (OSError, subprocess.SubprocessError):
         return []
-    urls: List[str] = []
+    settings = []
     for line in proc.stdout.splitlines():
         key, _, value = line.partition("=")
-        if key.strip().endswith(".extra-index-url"):
-            for url in value.strip().strip("'\"").split():
-                if url not in urls:
-                    urls.append(url)
+        settings.append((key.strip(), value.strip().strip("'\"")))
+    return settings
+
+
+def configured_pip_extra_indexes(
+    python: str, env: Optional[Mapping[str, str]] = None, settings: Optional[Sequence[Tuple[str, str]]] = None
+) -> List[str]:
+    """The extra indexes in the user's pip configuration and PIP_EXTRA_INDEX_URL, as `pip config list` says."""
+    urls: List[str] = []
+    for key, value in configured_pip_settings(python, env) if settings is None else settings:
+        if key.endswith(".extra-index-url"):
+            urls.extend(url for url in value.split() if url not in urls)
     return urls
+
+
+#: pip settings and variables whose values are URLs that may carry a credential (a token as user name, password,
+#: path segment or query value), wherever pip or HierGeo may print them.
+_URL_SETTINGS = ("index-url", "extra-index-url", "find-links", "proxy")
+_URL_VARIABLES = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_PROXY", "HTTP_PROXY", "HTTPS_PROXY")
+#: Public indexes shown as they are: they hold no credential, and a masker would take "cu128" for a token.
+_PUBLIC_INDEXES = (TORCH_CPU_INDEX, TORCH_CUDA_INDEX_WINDOWS)
+
+
+def pip_secret_urls(settings: Sequence[Tuple[str, str]], env: Mapping[str, str]) -> List[str]:
+    """Every URL in pip's configuration and environment that may carry a credential: what `masker` is told."""
+    urls = [url for key, value in settings if key.rpartition(".")[2] in _URL_SETTINGS for url in value.split()]
+    for name in _URL_VARIABLES:
+        urls += (env.get(name) or env.get(name.lower()) or "").split()
+    return [url for url in dict.fromkeys(urls) if "://" in url and url not in _PUBLIC_INDEXES]
+
+
+def masker(urls: Iterable[str] = ()) -> Callable[[str], str]:
+    """A function that masks credentials in a line before it is shown or kept: the core's redactor
+    (core/redact.py: every URL's user, password, token-like path segments and query values), told the secrets of
+    `urls` (pip's configured indexes) so that they are masked wherever they appear."""
+    from . import redact  # here, not at the top: this file must load alone for the import check (_VERIFY_SCRIPT)
+
+    redactor = redact.Redactor(list(urls))
+
+    def mask(text: str) -> str:
+        kept = [(f"\x00{i}\x00", url) for i, url in enumerate(_PUBLIC_INDEXES) if url in text]
+        for mark, url in kept:
+            text = text.replace(url, mark)
+        text = redactor.redact(text)
+        for mark, url in kept:
+            text = text.replace(mark, url)
+        return text
+
+    return mask
+
+
+def shown_command(command: Sequence[str], mask: Callable[[str], str]) -> Tuple[str, ...]:
+    """The command as it may be shown and kept: its URLs masked (an index's token); paths and pins as they are."""
+    return tuple(mask(part) if "://" in part else part for part in command)
 
 
 def index_reachable(url: str, env: Mapping[str, str], timeout: float = 20.0) -> bool:
@@ -366,8 +416,9 @@ def run_pip(
     on_line: Optional[Callable[[str], None]] = None,
     cancel: Optional[threading.Event] = None,
     tail_lines: int = LOG_TAIL_LINES,
+    mask: Callable[[str], str] = redact_line,
 ) -> Tuple[Optional[int], bool, Tuple[str, ...]]:
-    """Run `command`, pass each output line (redacted) to `on_line`; (returncode, cancelled, last lines).
+    """Run `command`, pass each output line (`mask`ed) to `on_line`; (returncode, cancelled, last lines).
 
     Setting `cancel` kills the process (and its children) at once, whatever it is doing: a watcher thread waits
     on the event, so Cancel does not wait for pip's next line (a download can be silent for minutes).
@@ -403,7 +454,7 @@ def run_pip(
     watcher.start()
     try:
         for raw in proc.stdout or ():
-            line = redact_line(raw.rstrip("\r\n"))
+            line = mask(raw.rstrip("\r\n"))
             if not line.strip():
                 continue
             tail.append(line)
@@ -578,30 +629,33 @@ def install(
     target = Path(target)
     target.mkdir(parents=True, exist_ok=True)
     env = pip_environment(proxies, base_env)
+    settings = configured_pip_settings(python, env)
+    mask = masker(pip_secret_urls(settings, env))  # pip's configured tokens never reach the screen or the result
     index = torch_index(variant, platform) if torch_index_url == "" else torch_index_url
     notes, fell_back = [], False
     if index and not index_reachable(index, env):
         if not allow_default_torch:
-            message = unreachable_index_message(index, variant, platform)
+            message = unreachable_index_message(mask(index), variant, platform)
             if on_line is not None:
                 on_line(message)
             return InstallResult(
-                False, False, None, message, (), outcome=Outcome.TORCH_INDEX_UNREACHABLE, unreachable_index=index
+                False, False, None, message, (), outcome=Outcome.TORCH_INDEX_UNREACHABLE, unreachable_index=mask(index)
             )
         notes.append(
-            f"{index} cannot be reached; as chosen, torch comes from the default index instead: "
+            f"{mask(index)} cannot be reached; as chosen, torch comes from the default index instead: "
             f"{default_torch_build(platform)}."
         )
         index, fell_back = None, True
-    extra = configured_pip_extra_indexes(python, env) if index else []
+    extra = configured_pip_extra_indexes(python, env, settings) if index else []
     wanted = requirements_for(tuple(python_version or sys.version_info[:3]), requirements)
     command = pip_command(python, target, wanted, variant, platform, extra, index)
+    shown = shown_command(command, mask)
     if on_line is not None:
         for note in notes:
             on_line(note)
-        on_line("$ " + command_text(command))
-    returncode, cancelled, tail = run_pip(command, env, on_line, cancel)
-    ran = {"command": tuple(command), "log_tail": tail, "torch_from_default_index": fell_back}
+        on_line("$ " + command_text(shown))
+    returncode, cancelled, tail = run_pip(command, env, on_line, cancel, mask=mask)
+    ran = {"command": shown, "log_tail": tail, "torch_from_default_index": fell_back}
     if cancelled:
         return InstallResult(False, True, returncode, "Cancelled: pip was stopped; run it again to finish.", **ran)
     if returncode != 0:

@@ -68,7 +68,8 @@ class InstallWorker(QThread):
                 **self.options,
             )
         except Exception as exc:  # the dialog must end with a verdict, whatever broke (a full disk, a bad path)
-            result = installer.InstallResult(False, False, None, f"The install could not run: {exc}", ())
+            why = installer.masker()(str(exc))  # an error may quote an index URL with its token
+            result = installer.InstallResult(False, False, None, f"The install could not run: {why}", ())
         self.result = result
         self.done.emit(result)
 
