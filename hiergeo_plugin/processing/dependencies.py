@@ -22,6 +22,7 @@ from qgis.core import QgsApplication, QgsProcessingException
 from ..core import installer
 from ..core.installer import DEPENDENCIES
 from ..core.qgis_python import InterpreterNotFound, find_qgis_python
+from .torch_loading import keep_triton_out
 
 __all__ = ["DEPENDENCIES", "check_dependencies", "dependency_message", "missing_dependencies"]
 
@@ -133,7 +134,11 @@ def dependency_message(missing: List[Tuple[str, str, str]]) -> str:
 
 
 def check_dependencies() -> None:
-    """Raise QgsProcessingException with the pip command when torch, open_clip & co. cannot be imported."""
+    """Raise QgsProcessingException with the pip command when torch, open_clip & co. cannot be imported.
+
+    Inside QGIS triton is kept out first (torch_loading.py says why): open_clip's import would load it.
+    """
+    keep_triton_out()
     missing = missing_dependencies(import_modules=True)
     if missing:
         raise QgsProcessingException(dependency_message(missing))
