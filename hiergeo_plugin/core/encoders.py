@@ -286,11 +286,20 @@ class GeoModel:
 
 
 def make_tensor_preprocessor(preprocess):
-    """PIL image -> model input tensor (resize, centre crop, normalise), safe to call from worker threads."""
+    """PIL image -> model input tensor (resize, centre crop, normalise), safe to call from worker threads.
+
+    The first use of this exact pipeline happens here, on the calling thread, before any worker may run it:
+    concurrent first uses of torch deadlocked (torch_warmup.py says how).
+    """
+    from PIL import Image
+
+    from .torch_warmup import warm_torch
 
     def prepare(image):
         return preprocess(image.convert("RGB"))
 
+    warm_torch()
+    prepare(Image.new("RGB", (8, 8)))
     return prepare
 
 
