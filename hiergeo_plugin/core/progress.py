@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import Callable, Optional, TextIO
 
 log = logging.getLogger("hiergeo")
@@ -66,6 +67,47 @@ class Reporter:
             on_info=parent.info,
             on_warning=parent.warning,
             is_cancelled=parent.cancelled,
+        )
+
+
+def human_duration(seconds: float) -> str:
+    """A duration as a reader wants it in a log line: "45 s", "12 min", "3.5 h", "2.1 days"."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+class CountLines:
+    """Log lines "what: done/total unit (percent), rate, ETA" for a long count, as Build region index writes them.
+
+    A line at every tenth of the total (at least `min_step` items apart): the count decides, so the same work
+    logs the same lines in every run, and a stage of thousands of tiles shows where it is between its first and
+    last line. Slow work also gets a line at least every `every_s` seconds, so the log never falls silent for
+    minutes. `update` returns the line to log, or None.
+    """
+
+    def __init__(self, what: str, total: int, unit: str = "tiles", min_step: int = 16, every_s: float = 30.0):
+        self.what, self.total, self.unit = what, int(total), unit
+        self.step = max(int(min_step), -(-self.total // 10))
+        self.every_s = float(every_s)
+        self._start = self._last = time.perf_counter()
+
+    def update(self, done: int) -> Optional[str]:
+        if done <= 0 or done >= self.total:
+            return None  # the caller's own summary line says the end
+        now = time.perf_counter()
+        if done % self.step and now - self._last < self.every_s:
+            return None
+        self._last = now
+        rate = done / max(now - self._start, 1e-9)
+        eta = (self.total - done) / rate
+        return (
+            f"{self.what}: {done:,}/{self.total:,} {self.unit} ({100 * done // self.total}%), "
+            f"{rate:.1f} {self.unit}/s, ETA {human_duration(eta)}"
         )
 
 

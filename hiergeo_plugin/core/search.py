@@ -33,7 +33,7 @@ from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K, DEFAULT_ZOOMS
 from .embedding_cache import EmbeddingCache
 from .encoders import GeoModel, describe_device, make_tensor_preprocessor, stack
 from .photos import PhotoError, PhotoRecord, load_photo
-from .progress import Reporter
+from .progress import CountLines, Reporter
 from .status import OK, coarse, is_located
 from .tile_source import TileOutcome, TileSource, TileSourceError
 from .tiles import (
@@ -160,12 +160,14 @@ class StageStats:
     encoded: int = 0
     gaps: int = 0
     seconds: float = 0.0
+    #: Ended early (a cancel, a lost server): the counts are what was done until then.
+    stopped: bool = False
 
     def line(self) -> str:
         return (
-            f"zoom {self.zoom}: {self.tiles} tiles, {self.memory_hits + self.disk_hits} embeddings from cache, "
-            f"{self.downloaded} downloaded, {self.tile_cache_hits} from tile cache, {self.encoded} encoded, "
-            f"{self.gaps} gaps ({self.seconds:.1f} s)"
+            f"zoom {self.zoom}{' (stopped)' if self.stopped else ''}: {self.tiles} tiles, "
+            f"{self.memory_hits + self.disk_hits} embeddings from cache, {self.downloaded} downloaded, "
+            f"{self.tile_cache_hits} from tile cache, {self.encoded} encoded, {self.gaps} gaps ({self.seconds:.1f} s)"
         )
 
 
@@ -452,40 +454,53 @@ class HierarchicalSearch:
         t_start = time.perf_counter()
         stats = StageStats(zoom, tiles=len(tiles))
         encoder = self.model.map_encoder(zoom)
-        source_id = self.source.source_id
+        source_id = self.source.cache_id  # the whole template's hash: templates that mask alike share nothing
         found, stats.memory_hits, stats.disk_hits = self.cache.get_many(encoder.cache_key, source_id, tiles)
         missing = [t for t in tiles if t not in found]
         before = self.source.stats.snapshot()
-        pending_tiles: List[Tile] = []
-        pending_tensors: List[object] = []
-        failed_in_a_row = 0
-        done = 0
+        pending: List[Tuple[Tile, object]] = []
 
         def flush() -> None:
-            if not pending_tensors:
+            if not pending:
                 return
             t0 = time.perf_counter()
-            vecs = encoder.encode(stack(pending_tensors)).numpy()
+            vecs = encoder.encode(stack([tensor for _, tensor in pending])).numpy()
             self.totals.model_seconds += time.perf_counter() - t0
-            items = list(zip(pending_tiles, vecs))
+            items = [(tile, vec) for (tile, _), vec in zip(pending, vecs)]
             self.cache.put_many(encoder.cache_key, source_id, items)
             found.update(items)
             stats.encoded += len(items)
-            pending_tiles.clear()
-            pending_tensors.clear()
+            pending.clear()
 
         window = max(2 * self.batch_size, 4 * self.source.max_connections)
+        lines = CountLines(f"fetching zoom {zoom}", len(missing), "tiles")
         fetched = self.source.fetch_many(missing, prepare=self._prepare, window=window, should_stop=reporter.cancelled)
+        try:
+            self._consume(fetched, stats, pending, flush, reporter, lines)
+            reporter.check_cancelled()
+            flush()
+            stats.gaps = len(tiles) - len(found)
+        except BaseException:
+            stats.stopped = True
+            raise
+        finally:  # a cancel or a lost server still counts what was fetched, cached and encoded up to then
+            self._account(stats, before, t_start, reporter)
+        return found
+
+    def _consume(self, fetched, stats: StageStats, pending: list, flush, reporter: Reporter, lines: CountLines) -> None:
+        """Takes the fetched tiles as they come into `pending`, encoding whenever a batch is full (flush); logs
+        "zoom z: done/total tiles ..., ETA" lines on the way; counts the gaps met (the total if it stops early)."""
+        failed_in_a_row = 0
         with contextlib.closing(fetched):  # leaving early (cancel, server gone) stops the fetching at once
-            for result in fetched:
-                done += 1
+            for done, result in enumerate(fetched, 1):
                 if result.ok:
                     failed_in_a_row = 0
-                    pending_tiles.append(result.tile)
-                    pending_tensors.append(result.payload)
-                    if len(pending_tensors) >= self.batch_size:
+                    pending.append((result.tile, result.payload))
+                    if len(pending) >= self.batch_size:
                         flush()
-                elif result.outcome in (TileOutcome.TRANSIENT, TileOutcome.FATAL):
+                else:
+                    stats.gaps += 1
+                if not result.ok and result.outcome in (TileOutcome.TRANSIENT, TileOutcome.FATAL):
                     # Retries exhausted (connection errors, timeouts, 5xx, 429, bodies that are not images) or refused
                     # outright (over a limit, redirect loop): one such tile is skipped, but many in a row are a server
                     # that went down, which must end the run with that reason (the caller gives every photo its row)
@@ -494,18 +509,21 @@ class HierarchicalSearch:
                     if failed_in_a_row >= FAILED_IN_A_ROW_LIMIT:
                         flush()  # what this stage did get stays cached for the next run
                         raise TileSourceError(
-                            f"tile source {self.source.display_name} stopped answering at zoom {zoom} "
+                            f"tile source {self.source.display_name} stopped answering at zoom {stats.zoom} "
                             f"({result.gap_reason}; {failed_in_a_row} tiles in a row)"
                         )
                 if done % 16 == 0:
-                    reporter.progress(done / max(1, len(missing)))
+                    reporter.progress(done / max(1, lines.total))
+                line = lines.update(done)
+                if line:
+                    reporter.info(line)
                 reporter.check_cancelled()
-        reporter.check_cancelled()
-        flush()
+
+    def _account(self, stats: StageStats, before: dict, t_start: float, reporter: Reporter) -> None:
+        """The stage's counts into the run's totals and one summary line, whether the stage finished or stopped."""
         after = self.source.stats.snapshot()
         stats.downloaded = after["downloaded"] - before["downloaded"]
         stats.tile_cache_hits = after["from_cache"] - before["from_cache"]
-        stats.gaps = len(tiles) - len(found)
         stats.seconds = time.perf_counter() - t_start
         self.totals.tile_encodes += stats.encoded
         self.totals.tiles_requested += stats.tiles
@@ -513,7 +531,6 @@ class HierarchicalSearch:
         self.totals.gaps += stats.gaps
         self.totals.stages.append(stats)
         reporter.info(stats.line())
-        return found
 
 
 def geolocate(
