@@ -168,3 +168,62 @@ def test_core_area_refuses_non_finite_polygons():
             Area.make(polygon=shapely.Polygon([(0, 0), (bad, 0), (1, 1)]))
     with pytest.raises(AreaError, match="polygon geometry"):
         Area.make(polygon="POLYGON ((0 0, 1 0, 1 1, 0 0))")
+
+
+# -- IVF ids past the end -----------------------------------------------------------------------------------------
+def _ivf_index_with_id(tmp_path, bad_id: int, refine: bool):
+    """A real IVF-PQ index (optionally with re-ranking codes) whose inverted lists name row `bad_id` for row 7."""
+    import faiss
+
+    from hiergeo_plugin.core.index.index_file import RegionIndex, make_manifest
+
+    n, d = 400, 64
+    x = np.random.default_rng(1).normal(size=(n, d)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ip = faiss.METRIC_INNER_PRODUCT
+    ivf = faiss.IndexIVFPQ(faiss.IndexFlatIP(d), d, 4, 8, 8, ip)
+    ivf.train(x)
+    ids = np.arange(n, dtype=np.int64)
+    ids[7] = bad_id
+    ivf.add_with_ids(x, ids)
+    index = ivf
+    if refine:
+        sq = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit, ip)
+        sq.train(x)
+        sq.add(x)
+        index = faiss.IndexRefine(ivf, sq)
+    manifest = make_manifest(
+        zoom=12,
+        area={"extent": [0, 0, 1, 1]},
+        model={"photo": "p" * 64, "map": "m" * 64},
+        source={"id": "abcd", "display": "x"},
+        kappa=0.0,
+        ann_kind="ivfpq",
+        dim=d,
+        prototype_zoom=None,
+        counts={"cells": n},
+    )
+    cells = np.stack([np.arange(n) % 4096, np.arange(n) // 4096], axis=1).astype(np.int32)
+    region = RegionIndex(
+        manifest,
+        cells,
+        x.astype(np.float16),
+        np.zeros((0, d), np.float16),
+        np.zeros((0, 2), np.int32),
+        np.full(n, -1, np.int32),
+        faiss.serialize_index(index).tobytes(),
+    )
+    return write_index(tmp_path / f"ivf-{bad_id}-{refine}.hgindex", region), x
+
+
+@pytest.mark.parametrize("refine", [False, True])
+def test_ivf_ids_past_the_end_say_the_index_is_damaged(tmp_path, tiny_model, refine):
+    from hiergeo_plugin.core.index.search import IndexSearch
+
+    good, x = _ivf_index_with_id(tmp_path, 7, refine)
+    search = IndexSearch(tiny_model, read_index(good), method="index")
+    assert search.hits(x[:3], 5)[0][0].tile == Tile(12, 0, 0)
+    for bad_id in (400, 10**9):
+        path, x = _ivf_index_with_id(tmp_path, bad_id, refine)
+        with pytest.raises(IndexFileError, match="damaged"):
+            IndexSearch(tiny_model, read_index(path), method="index").hits(x[:8], 5)

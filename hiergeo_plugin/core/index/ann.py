@@ -314,6 +314,8 @@ class VectorIndex:
             raise ValueError(f"index data holds a {type(base).__name__}, not a {kind} index")
         if index.d != dim or (ntotal is not None and index.ntotal != ntotal):
             raise ValueError(f"index has dimension {index.d} and {index.ntotal} rows; expected {dim} and {ntotal}")
+        if kind == "ivfpq":
+            _check_ivf_ids(faiss.extract_index_ivf(index), int(index.ntotal))
         return cls(index, kind, dim)
 
 
@@ -343,3 +345,20 @@ def _check_header(data: bytes, kind: str, dim: int, ntotal: Optional[int]) -> No
     per_row = {"flat": 2 * d, "hnsw": 2 * d + 8, "ivfpq": 8 + 8 + (d if refined else 0)}[kind]
     if len(data) < n * per_row:
         raise ValueError(f"index data truncated: {len(data)} bytes cannot hold {n} rows of a {kind} index")
+
+
+def _check_ivf_ids(ivf, ntotal: int) -> None:
+    """Every id in the inverted lists names a row of the index, and there are ntotal of them: a search would
+    otherwise return rows past the end (a raw IndexError in the caller, or a FAISS error in the re-ranking)."""
+    faiss = _faiss()
+    invlists, seen = ivf.invlists, 0
+    for i in range(ivf.nlist):
+        n = int(invlists.list_size(i))
+        if not n:
+            continue
+        ids = faiss.rev_swig_ptr(invlists.get_ids(i), n)
+        if int(ids.min()) < 0 or int(ids.max()) >= ntotal:
+            raise ValueError(f"inverted list {i} holds row ids outside 0..{ntotal - 1}")
+        seen += n
+    if seen != ntotal:
+        raise ValueError(f"the inverted lists hold {seen} rows, the index {ntotal}")

@@ -116,7 +116,7 @@ class IndexSearch:
         if not len(photo_emb):
             return []
         queries = np.asarray(photo_emb, dtype=np.float32)
-        scores, rows = self.vectors.search(queries, k)
+        scores, rows = self._search(queries, k)
         out = []
         for q, s_row, r_row in zip(queries, scores, rows):
             found = r_row >= 0
@@ -135,6 +135,24 @@ class IndexSearch:
                 ]
             out.append(stage)
         return out
+
+    def _search(self, queries: np.ndarray, k: int):
+        """The ANN search, with a damaged structure (FAISS errors, rows past the end) said as such: the file is
+        at fault, not the photos."""
+        from .index_file import IndexFileError
+
+        name = self.index.manifest.get("name", "the index")
+        try:
+            scores, rows = self.vectors.search(queries, k)
+        except RuntimeError as exc:
+            msg = (str(exc).splitlines() or [""])[0][:200]
+            raise IndexFileError(f"{name}: its search structure is damaged ({msg}): build the index again") from None
+        if rows.size and int(rows.max()) >= len(self.index):
+            raise IndexFileError(
+                f"{name}: its search structure is damaged (it names rows past the {len(self.index)} cells): "
+                "build the index again"
+            )
+        return scores, rows
 
     def run(self, records: Sequence[PhotoRecord]) -> Iterator[PhotoResult]:
         """Results in input order, one photo batch at a time."""
