@@ -153,3 +153,40 @@ def test_the_refitted_temperature_stored_in_the_model_file_is_what_the_next_geol
         expect = assess(cands[f.GetField("photo")], lat, lon, stored.temperature, levels=())
         assert f.GetField("confidence") == pytest.approx(expect.confidence, abs=1e-5)
         assert f.GetField("radius_km") == pytest.approx(expect.radius_km, abs=1e-2)
+
+
+def test_credible_regions_are_styled_unions_of_the_densest_tiles_holding_each_level(located, tmp_path):
+    from qgis.core import QgsVectorLayer
+
+    from hiergeo_plugin.core.confidence import DEFAULT_TEMPERATURE, credible_region
+    from hiergeo_plugin.core.confidence.assessment import read_geopackage
+    from hiergeo_plugin.core.confidence.distribution import PlaceDistribution
+
+    out = tmp_path / "regions.gpkg"
+    res = run("hiergeo:credibleregions", {"CANDIDATES": f"{located}|layername=candidates", "OUTPUT": str(out)})
+    assert res["PHOTOS"] == len(PHOTOS)
+    layer = QgsVectorLayer(str(out), "regions", "ogr")
+    assert layer.crs().authid() == "EPSG:4326" and layer.featureCount() == 2 * len(PHOTOS)
+    photos = {p.photo: p for p in read_geopackage(str(located))}
+    by_photo = {}
+    for f in layer.getFeatures():
+        by_photo.setdefault(f["photo"], {})[f["level"]] = f
+    for photo, regions in by_photo.items():
+        assert set(regions) == {0.5, 0.9}
+        dist = PlaceDistribution(photos[photo].stages)
+        for level, f in regions.items():
+            expect = credible_region(dist, dist.probabilities(DEFAULT_TEMPERATURE), level)
+            assert f["probability"] >= level - 1e-9 and f["tiles"] == len(expect.tiles)
+            assert f["area_km2"] == pytest.approx(expect.area_km2) and f["temperature"] == DEFAULT_TEMPERATURE
+            for tile in expect.tiles:  # every tile of the region is inside the drawn polygon
+                lat, lon = tile.center
+                from qgis.core import QgsPointXY
+
+                assert f.geometry().contains(QgsPointXY(lon, lat))
+        assert regions[0.5].geometry().area() <= regions[0.9].geometry().area() + 1e-12
+    assert layer.renderer().type() == "categorizedSymbol"  # the style stored in the GeoPackage
+    with pytest.raises(Exception, match="LEVELS"):
+        run(
+            "hiergeo:credibleregions",
+            {"CANDIDATES": f"{located}|layername=candidates", "LEVELS": "150", "OUTPUT": str(tmp_path / "x.gpkg")},
+        )

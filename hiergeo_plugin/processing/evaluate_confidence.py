@@ -22,7 +22,7 @@ CONFIDENCE_OUTPUTS = {
 MIN_PHOTOS_FOR_FOLDS = 4
 
 
-def _stages(source, feedback) -> Dict[str, Dict[int, list]]:
+def candidate_stages(source, feedback) -> Dict[str, Dict[int, list]]:
     """photo -> zoom -> scored tiles, from a CANDIDATES layer (fields photo, zoom, tile_x, tile_y, score)."""
     from ..core.confidence import Scored
     from ..core.tiles import Tile
@@ -53,7 +53,7 @@ def evaluate_confidence(rows: Sequence[dict], candidates, feedback) -> Optional[
     from ..core.confidence.assessment import LocatedPhoto, cross_fitted
     from ..core.status import is_located
 
-    stages = _stages(candidates, feedback)
+    stages = candidate_stages(candidates, feedback)
     photos: List[LocatedPhoto] = []
     for row in sorted(rows, key=lambda r: str(r["photo"])):
         values = (row.get("lat"), row.get("lon"), row.get("true_lat"), row.get("true_lon"))

@@ -7,6 +7,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from .. import __version__
 from .build_index import BuildRegionIndexAlgorithm
+from .credible_regions import CredibleRegionsAlgorithm
 from .evaluate import EvaluateGeolocationAlgorithm
 from .geolocate import GeolocatePhotosAlgorithm
 from .i18n import tr
@@ -41,5 +42,6 @@ class HierGeoProvider(QgsProcessingProvider):
             EvaluateGeolocationAlgorithm(),
             TrainMapEncodersAlgorithm(),
             BuildRegionIndexAlgorithm(),
+            CredibleRegionsAlgorithm(),
         ):
             self.addAlgorithm(alg)

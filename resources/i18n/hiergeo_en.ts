@@ -62,6 +62,16 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate_confidence.py"/>
+        <source>CALIBRATION_FILE: {error}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate_confidence.py"/>
+        <source>CANDIDATES lacks the fields {fields}: the confidence is not evaluated</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
         <source>CPU only (smaller download, a few hundred MB; runs everywhere)</source>
         <translation type="unfinished"></translation>
@@ -117,6 +127,16 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/credible_regions.py"/>
+        <source>Candidates (CANDIDATES of Geolocate photos)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <source>Candidates (CANDIDATES of Geolocate photos, for the confidence)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/build_index.py"/>
         <source>Cell zoom</source>
         <translation type="unfinished"></translation>
@@ -139,6 +159,16 @@
     <message>
         <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
         <source>Close</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate_confidence.py"/>
+        <source>Confidence over {n} photos: {c50} inside the 50% region, {c90} inside the 90% region, calibration error {ece}; refitted temperature {t}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/credible_regions.py"/>
+        <source>Credible regions</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -330,6 +360,11 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/credible_regions.py"/>
+        <source>Levels (%)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/build_index.py"/>
         <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
         <source>Loading model {model} on {device}</source>
@@ -441,6 +476,11 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/credible_regions.py"/>
+        <source>Photos with regions</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/train.py"/>
         <source>Photos with true locations (points)</source>
         <translation type="unfinished"></translation>
@@ -546,6 +586,26 @@ Folder: {target}</source>
     <message>
         <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
         <source>Stopped: PyTorch's index cannot be reached. Nothing was installed.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <source>Store the refitted temperature in (model file or region index)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/credible_regions.py"/>
+        <source>Temperature (0 = from the file above, or the default)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/credible_regions.py"/>
+        <source>Temperature from (model file or region index; empty = the default)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate_confidence.py"/>
+        <source>Temperature {t} stored in {path}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -681,6 +741,16 @@ Folder: {target}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate_confidence.py"/>
+        <source>no located photo with a true location has candidates: the confidence is not evaluated</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate_confidence.py"/>
+        <source>no temperature could be fitted: {path} is left as it was</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/train.py"/>
         <source>no usable photos: every feature lacks a photo path or a point geometry</source>
         <translation type="unfinished"></translation>
@@ -763,6 +833,16 @@ Folder: {target}</source>
     <message>
         <location filename="../../hiergeo_plugin/processing/params.py"/>
         <source>{name}: {value} is not one of {options} (give an option's name or its index 0-{last})</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/credible_regions.py"/>
+        <source>{n} photos, temperature {t:.4g}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/credible_regions.py"/>
+        <source>{path} holds no fitted temperature: the default is used</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
