@@ -1,4 +1,4 @@
-"""torch inside QGIS: triton kept out.
+"""torch inside QGIS: triton kept out, and a Cancel seen while torch and open_clip are still importing.
 
 triton kills a QGIS desktop that has loaded Mesa's libLLVM (signal 11) and comes with PyPI's torch; open_clip's
 import pulls it in (torchvision.ops -> torch._dynamo -> torch.utils._triton). The import checks run in fresh
@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,90 @@ def test_outside_qgis_the_same_path_loads_triton(tmp_path):
     does import triton on that path, so the test above proves the guard and not an accident of the install."""
     out = _run(LOAD_AND_ENCODE.format(root=str(ROOT), in_qgis=False), tmp_path)
     assert "TRITON_LOADED True" in out
+
+
+# -- Cancel while importing ----------------------------------------------------------------------------------------
+
+
+def test_cancel_during_the_import_leaves_at_once_and_the_import_is_shared_afterwards(qgis_app):
+    """A load that cannot finish until the test lets it: the waiting caller leaves with Cancelled as soon as the
+    feedback is canceled, the load goes on, and the next caller waits for that same load (no second import)."""
+    from qgis.core import QgsProcessingFeedback
+
+    from hiergeo_plugin.core.progress import Cancelled
+    from hiergeo_plugin.processing.torch_loading import BackgroundLoader
+
+    importing, release = threading.Event(), threading.Event()
+
+    def slow_import():
+        importing.set()
+        release.wait(60)
+        return []
+
+    loader = BackgroundLoader(slow_import)
+    feedback = QgsProcessingFeedback()
+    outcome = {}
+
+    def algorithm():
+        try:
+            outcome["missing"] = loader.wait(feedback.isCanceled)
+        except Cancelled as exc:
+            outcome["cancelled"] = str(exc)
+
+    thread = threading.Thread(target=algorithm)
+    thread.start()
+    assert importing.wait(60)
+    feedback.cancel()
+    thread.join(60)
+    assert not thread.is_alive() and "cancelled" in outcome and "missing" not in outcome
+    assert not release.is_set() and not loader.loaded  # it left while the import was still running
+    release.set()
+    assert loader.wait(QgsProcessingFeedback().isCanceled) == []
+    assert loader.starts == 1 and loader.loaded
+
+
+def test_a_load_that_found_packages_missing_is_tried_again():
+    """After "torch is missing" the user may install it in the dialog: the next run imports again."""
+    from hiergeo_plugin.processing.torch_loading import BackgroundLoader
+
+    answers = [[("torch", "torch", "No module named 'torch'")], []]
+    loader = BackgroundLoader(lambda: answers.pop(0))
+    assert loader.wait(lambda: False)[0][0] == "torch"
+    assert loader.wait(lambda: False) == [] and loader.starts == 2
+    assert loader.wait(lambda: False) == [] and loader.starts == 2
+
+
+CANCELLED_RUN = """
+import os, sys
+sys.path.insert(0, {root!r})
+from qgis.core import QgsApplication, QgsProcessingFeedback
+app = QgsApplication([], True)
+app.initQgis()
+sys.path.append(os.path.join(QgsApplication.pkgDataPath(), "python", "plugins"))
+from processing.core.Processing import Processing
+Processing.initialize()
+import processing
+from hiergeo_plugin.plugin import HierGeoPlugin
+plugin = HierGeoPlugin(None)
+plugin.initProcessing()
+feedback = QgsProcessingFeedback()
+feedback.cancel()
+results = processing.run("hiergeo:geolocatephotos", {{
+    "PHOTOS": {photos!r}, "TILE_SOURCE": "http://127.0.0.1:9/{{z}}/{{x}}/{{y}}.png", "BASE_MODEL": "hiergeo-tiny",
+    "OUTPUT": "TEMPORARY_OUTPUT", "CANDIDATES": "TEMPORARY_OUTPUT"}}, feedback=feedback)
+print("PHOTOS_OK", results["PHOTOS_OK"], "PHOTOS_FAILED", results["PHOTOS_FAILED"])
+print("TORCH_IMPORTED", "torch" in sys.modules, "open_clip" in sys.modules)
+plugin.unload()
+app.exitQgis()
+"""
+
+
+def test_a_run_cancelled_before_it_starts_returns_without_importing_torch(tmp_path, photos_dir):
+    """A real Processing run in a fresh QGIS: Cancel pressed before the run got to torch. The run ends with
+    geolocate's cancel outcome (no photo searched) and never started the import of torch or open_clip."""
+    photos = photos_dir / "lund" / "09.jpg"
+    table = tmp_path / "photos.csv"
+    table.write_text(f"id,photo\n1,{photos}\n")
+    out = _run(CANCELLED_RUN.format(root=str(ROOT), photos=str(table)), tmp_path)
+    assert "PHOTOS_OK 0 PHOTOS_FAILED 0" in out
+    assert "TORCH_IMPORTED False False" in out

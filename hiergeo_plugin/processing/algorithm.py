@@ -39,7 +39,8 @@ class HierGeoAlgorithm(QgsProcessingAlgorithm):
     NEEDS_TORCH = False
     #: The toolbox group (a key of GROUPS) of the algorithm.
     GROUP_ID = "geolocation"
-    #: The README section of the algorithm (GitHub's anchor of its heading; tests/test_help.py checks it exists).
+    #: The README section of the algorithm (GitHub's anchor of its heading; tests/test_help.py checks it exists, so
+    #: the README keeps a section per algorithm).
     HELP_ANCHOR = ""
 
     def tr(self, text: str) -> str:
@@ -61,8 +62,9 @@ class HierGeoAlgorithm(QgsProcessingAlgorithm):
         return help_text(self.name())
 
     def helpUrl(self) -> str:  # noqa: N802
-        """The dialog's Help button: the algorithm's section of the README at the homepage of metadata.txt."""
-        return help_url(self.HELP_ANCHOR)
+        """The dialog's Help button: a local page with the help text (resources.help_url), offline like QGIS's own
+        help panel; the project's homepage is a placeholder, and an analyst in the field may have no network."""
+        return help_url(self.name(), self.displayName())
 
     def createInstance(self):  # noqa: N802
         return type(self)()
@@ -80,6 +82,19 @@ class HierGeoAlgorithm(QgsProcessingAlgorithm):
             return True, ""
         missing = dependencies.missing_dependencies(import_modules=False)
         return (False, dependencies.dependency_message(missing)) if missing else (True, "")
+
+    def load_dependencies(self, feedback) -> bool:
+        """Import torch & co. first (triton kept out, Cancel polled: processing/torch_loading.py); False when the
+        user cancels meanwhile, so that the algorithm returns its own cancel outcome. QgsProcessingException with
+        the pip command when they are missing: without torch nothing else matters."""
+        from ..core.progress import Cancelled
+
+        try:
+            dependencies.check_dependencies(feedback)
+        except Cancelled:
+            feedback.pushInfo(self.tr("Cancelled while torch and open_clip were loading."))
+            return False
+        return True
 
 
 class TileSourceAlgorithm(HierGeoAlgorithm):

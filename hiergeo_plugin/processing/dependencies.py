@@ -22,7 +22,7 @@ from qgis.core import QgsApplication, QgsProcessingException
 from ..core import installer
 from ..core.installer import DEPENDENCIES
 from ..core.qgis_python import InterpreterNotFound, find_qgis_python
-from .torch_loading import keep_triton_out
+from .torch_loading import BackgroundLoader, keep_triton_out
 
 __all__ = ["DEPENDENCIES", "check_dependencies", "dependency_message", "missing_dependencies"]
 
@@ -133,12 +133,27 @@ def dependency_message(missing: List[Tuple[str, str, str]]) -> str:
     return "\n".join(lines)
 
 
-def check_dependencies() -> None:
-    """Raise QgsProcessingException with the pip command when torch, open_clip & co. cannot be imported.
+def _import_and_warm() -> List[Tuple[str, str, str]]:
+    """The helper thread's work: import the dependencies, then torch's first use (core/torch_warmup.py)."""
+    from ..core.torch_warmup import warm_torch
 
-    Inside QGIS triton is kept out first (torch_loading.py says why): open_clip's import would load it.
+    missing = missing_dependencies(import_modules=True)
+    if not missing:
+        warm_torch()
+    return missing
+
+
+#: The process's one load of torch & co. (torch_loading.py says why there is one, and why on a helper thread).
+TORCH_LOADER = BackgroundLoader(_import_and_warm)
+
+
+def check_dependencies(feedback=None) -> None:
+    """Import torch, open_clip & co. with triton kept out, polling `feedback` (a QgsProcessingFeedback) for Cancel.
+
+    QgsProcessingException with the pip command when they cannot be imported; core.progress.Cancelled when the
+    user cancels before the import is done (it finishes in the background, for the next run).
     """
     keep_triton_out()
-    missing = missing_dependencies(import_modules=True)
+    missing = TORCH_LOADER.wait(feedback.isCanceled if feedback is not None else (lambda: False))
     if missing:
         raise QgsProcessingException(dependency_message(missing))

@@ -36,7 +36,6 @@ from ..core.defaults import (
     DEFAULT_TOP_K,
 )
 from .algorithm import TileSourceAlgorithm
-from .dependencies import check_dependencies
 from .feedback import FeedbackReporter
 from .geolocate_outputs import WGS84, PredictionWriter, sink_destination
 from .geolocate_search import (
@@ -247,7 +246,8 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
     # -- run ----------------------------------------------------------------------------------------------------------
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         feedback = feedback if feedback is not None else QgsProcessingFeedback()
-        check_dependencies()  # first: without torch nothing else matters, and the message says why
+        if not self.load_dependencies(feedback):
+            return self._empty_results()
         xyz = self.xyz_source(parameters, context)
         photos, field = photo_source(self, parameters, context)
         settings = self._settings(parameters, context, feedback)

@@ -33,7 +33,6 @@ from ..core.defaults import (
     DEFAULT_UNFROZEN_BLOCKS,
 )
 from .algorithm import TileSourceAlgorithm
-from .dependencies import check_dependencies
 from .feedback import FeedbackReporter
 from .params import (
     advanced,
@@ -184,7 +183,8 @@ class TrainMapEncodersAlgorithm(TileSourceAlgorithm):
     # -- run ------------------------------------------------------------------------------------------------
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         feedback = feedback if feedback is not None else QgsProcessingFeedback()
-        check_dependencies()
+        if not self.load_dependencies(feedback):
+            return {self.OUTPUT_MODEL: None}
         xyz = self.xyz_source(parameters, context)
         from ..core.encoders import ModelError
         from ..core.progress import Cancelled
