@@ -8,7 +8,6 @@ Why: QGIS's dialog splits the help text at every newline and makes each piece a 
 
 from __future__ import annotations
 
-import configparser
 import html
 import re
 from html.parser import HTMLParser
@@ -87,21 +86,48 @@ def test_help_text_joins_wrapped_lines_into_sentences(tmp_path, monkeypatch):
         resources.help_text.cache_clear()
 
 
-def test_help_url_of_every_algorithm_is_its_readme_section_at_the_homepage(provider):
-    metadata = configparser.ConfigParser(interpolation=None)
-    metadata.read(ROOT / "metadata.txt", encoding="utf-8")
-    homepage = metadata.get("general", "homepage").rstrip("/")
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    anchors = {_github_slug(m.group(1)) for m in re.finditer(r"^#+\s+(.+)$", readme, re.MULTILINE)}
-    urls = {}
+def test_help_button_opens_a_local_page_with_the_algorithms_help(provider):
+    """Help opened https://hiergeo.invalid#... (a placeholder homepage, and no network in the field): now a page
+    on disk, made from the same help text as the dialog's help panel."""
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
     for alg in provider.algorithms():
         url = alg.helpUrl()
-        assert url.startswith(homepage + "#"), (alg.id(), url)
-        anchor = url.split("#", 1)[1]
-        assert anchor in anchors, f"{alg.id()}: README has no heading with the anchor {anchor!r}"
-        assert alg.name() in anchor  # the README's headings name the algorithm id
-        urls[alg.id()] = url
-    assert len(set(urls.values())) == len(urls)
+        assert url.startswith("file://") and "invalid" not in url, (alg.id(), url)
+        page = Path(url2pathname(urlparse(url).path))
+        assert page.is_file(), (alg.id(), page)
+        text = page.read_text(encoding="utf-8")
+        assert f"<title>HierGeo: {html.escape(alg.displayName())}</title>" in text
+        assert _plain(alg.shortHelpString()) in _plain(text)
+        assert not re.search(r"""(src|href)=["']?https?:""", text)  # nothing in the page is fetched online
+
+
+def test_help_page_is_remade_when_the_help_changes_and_empty_without_help(tmp_path, monkeypatch):
+    from hiergeo_plugin.processing import resources
+
+    help_dir = tmp_path / "help"
+    help_dir.mkdir()
+    (help_dir / "alg.html").write_text("<p>first</p>\n")
+    monkeypatch.setattr(resources, "HELP_DIR", help_dir)
+    url = resources.help_url("alg", "An algorithm", tmp_path / "pages")
+    page = tmp_path / "pages" / "alg.html"
+    assert url == page.resolve().as_uri() and "<p>first</p>" in page.read_text()
+    (help_dir / "alg.html").write_text("<p>second</p>\n")
+    assert resources.help_url("alg", "An algorithm", tmp_path / "pages") == url
+    assert "<p>second</p>" in page.read_text()
+    assert resources.help_url("none", "No help", tmp_path / "pages") == ""
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a file where the folder should be: not writable, no URL, no exception
+    assert resources.help_url("alg", "An algorithm", blocked) == ""
+
+
+def test_readme_keeps_a_section_per_algorithm(provider):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    anchors = {_github_slug(m.group(1)) for m in re.finditer(r"^#+\s+(.+)$", readme, re.MULTILINE)}
+    for alg in provider.algorithms():
+        assert alg.HELP_ANCHOR in anchors, f"{alg.id()}: README has no heading with the anchor {alg.HELP_ANCHOR!r}"
+        assert alg.name() in alg.HELP_ANCHOR  # the README's headings name the algorithm id
 
 
 def test_toolbox_does_not_read_hiergeo_twice(provider):
