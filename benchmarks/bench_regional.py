@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-FULL = dict(km=12.0, train=2000, test=400, base_epochs=8, epochs=2, hier_photos=100, region_epochs=4, tile_px=128)
+FULL = dict(km=10.0, train=1500, test=400, base_epochs=6, epochs=2, hier_photos=100, region_epochs=4, tile_px=128)
 QUICK = dict(km=2.0, train=80, test=24, base_epochs=1, epochs=1, hier_photos=6, region_epochs=1, tile_px=64)
 PATH_WEIGHT = 2.0
 TOP_K = 4

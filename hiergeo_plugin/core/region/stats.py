@@ -34,7 +34,9 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> Tuple[float, floa
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    low = 0.0 if successes <= 0 else max(0.0, centre - half)  # exact ends: rounding must not exclude p = 0 or 1
+    high = 1.0 if successes >= n else min(1.0, centre + half)
+    return (low, high)
 
 
 def within_shares(errors_m: Sequence[float], radii: Sequence[float] = RADII_M) -> Dict[str, float]:

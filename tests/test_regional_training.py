@@ -1,0 +1,98 @@
+"""The region model (core/region/training.py) on real photos and a real tile server of the demo world: it writes a
+model file the search and the index builder load, changes only what it trains, is reproducible under a seed, and
+stops on Cancel without writing anything."""
+
+import pytest
+
+from hiergeo_demo.regional import region_box, road_positions, write_photos
+from hiergeo_demo.tile_server import TileServer
+from hiergeo_demo.world import DemoWorld
+from hiergeo_plugin.core.photos import PhotoRecord
+from hiergeo_plugin.core.progress import Cancelled, Reporter
+
+ZOOMS = (14, 16)
+
+
+def _base_model(path):
+    """A hiergeo-tiny model file with its own heads per zoom (random, seeded), as training would write one."""
+    import torch
+
+    from hiergeo_plugin.core.encoders import BaseModelSpec, build_clip, head_parameter_names
+    from hiergeo_plugin.core.model_file import save_model_file
+
+    model, _ = build_clip(BaseModelSpec.parse("hiergeo-tiny"))
+    params = dict(model.visual.named_parameters())
+    gen = torch.Generator().manual_seed(3)
+    heads = {
+        z: {
+            n: params[n].detach() + 0.05 * torch.randn(params[n].shape, generator=gen)
+            for n in head_parameter_names(model.visual, 2)
+        }
+        for z in ZOOMS
+    }
+    return save_model_file(path, {"base_model": "hiergeo-tiny", "logit_scale": 100.0, "name": "base"}, heads)
+
+
+@pytest.fixture(scope="module")
+def setting(tmp_path_factory):
+    from hiergeo_plugin.core.tile_source import TileSource
+
+    root = tmp_path_factory.mktemp("region")
+    world = DemoWorld(0)
+    box = region_box(world, 2.0, seed=0)
+    rows = write_photos(world, str(root / "photos"), road_positions(world, box, 48, seed=1), seed=5, size=64)
+    records = [PhotoRecord(r["photo"], r["path"], r["lat"], r["lon"]) for r in rows]
+    server = TileServer(lambda z, x, y: world.tile_png(z, x, y, size=64)).start()
+    source = TileSource(server.template, cache_dir=root / "cache", max_connections=2)
+    yield root, _base_model(root / "base.safetensors"), records, source
+    source.close()
+    server.stop()
+
+
+def _config(**kw):
+    from hiergeo_plugin.core.region.training import RegionTrainingConfig
+
+    return RegionTrainingConfig(
+        **dict(dict(cell_zoom=16, epochs=2, aerial_epochs=2, batch_size=16, device="cpu"), **kw)
+    )
+
+
+def test_region_model_is_a_model_file_with_a_new_photo_tower_and_cell_zoom_head(setting):
+    from hiergeo_plugin.core.factory import load_geo_model
+    from hiergeo_plugin.core.region.training import train_region_model
+
+    root, base_path, records, source = setting
+    out = root / "region.safetensors"
+    summary = train_region_model(base_path, records, source, out, _config())
+    assert summary["photos"] == len(records) and summary["coarse_classes"] >= 1 and len(summary["photo_epochs"]) == 2
+    base = load_geo_model(model_file=str(base_path), device="cpu")
+    region = load_geo_model(model_file=str(out), device="cpu")
+    assert region.manifest["region_training"]["fine_classes"] == summary["fine_classes"]
+    assert region.photo_encoder.fingerprint != base.photo_encoder.fingerprint  # the photo tower was fine-tuned
+    assert region.map_encoder(16).fingerprint != base.map_encoder(16).fingerprint  # the cell zoom's aerial head
+    assert region.map_encoder(14).fingerprint == base.map_encoder(14).fingerprint  # other zooms untouched
+
+
+def test_region_model_is_reproducible_under_a_seed(setting):
+    from safetensors.torch import load_file
+
+    from hiergeo_plugin.core.region.training import train_region_model
+
+    root, base_path, records, source = setting
+    a, b = root / "a.safetensors", root / "b.safetensors"
+    train_region_model(base_path, records, source, a, _config(epochs=1, aerial_epochs=1))
+    train_region_model(base_path, records, source, b, _config(epochs=1, aerial_epochs=1))
+    ta, tb = load_file(str(a)), load_file(str(b))
+    assert set(ta) == set(tb) and all(bool((ta[k] == tb[k]).all()) for k in ta)
+
+
+def test_cancel_stops_training_and_writes_nothing(setting):
+    from hiergeo_plugin.core.region.training import train_region_model
+
+    root, base_path, records, source = setting
+    out = root / "cancelled.safetensors"
+    calls = []
+    reporter = Reporter(on_progress=calls.append, is_cancelled=lambda: len(calls) >= 3)
+    with pytest.raises(Cancelled):
+        train_region_model(base_path, records, source, out, _config(), reporter)
+    assert not out.exists() and len(calls) == 3  # stopped at the first check after the third progress report
