@@ -19,6 +19,13 @@ if ! /usr/bin/python3 -c "import qgis.core" >/dev/null 2>&1 || [ ! -x /usr/bin/q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq qgis python3-qgis python3-venv make >/dev/null
 fi
 
+# The desktop tests (tests/desktop) run the QGIS desktop under a virtual X server.
+if [ "$DEV" = 1 ] && ! command -v xvfb-run >/dev/null 2>&1; then
+  echo "[setup] installing xvfb (the desktop tests' X server)..."
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq xvfb xauth >/dev/null
+fi
+
 if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv (with system site-packages, so QGIS is importable)..."
   /usr/bin/python3 -m venv --system-site-packages .venv

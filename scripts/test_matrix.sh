@@ -87,6 +87,12 @@ EOF
 build_system() {
   local suite="$1" root="$CACHE/$1"
   if [ -f "$root/.hiergeo-system" ]; then
+    # Systems built before the desktop tests (tests/desktop) lack the X server they start QGIS under.
+    if [ ! -x "$root/usr/bin/xvfb-run" ]; then
+      log "$suite: apt-get install xvfb (the desktop tests' X server)"
+      in_chroot "$root" bash -c 'apt-get update -qq && apt-get install -y -qq xvfb xauth >/dev/null' \
+        >"$CACHE/$suite.xvfb.log" 2>&1 || { tail -30 "$CACHE/$suite.xvfb.log" >&2; return 1; }
+    fi
     return 0
   fi
   local part="$CACHE/$suite.partial"
@@ -110,7 +116,7 @@ build_system() {
   in_chroot "$part" bash -c '
     set -e
     apt-get update -qq
-    apt-get install -y -qq qgis python3-qgis python3-venv git make xauth >/dev/null
+    apt-get install -y -qq qgis python3-qgis python3-venv git make xauth xvfb >/dev/null
     update-ca-certificates >/dev/null 2>&1 || true
   ' >"$CACHE/$suite.apt.log" 2>&1 || { tail -30 "$CACHE/$suite.apt.log" >&2; return 1; }
   touch "$part/.hiergeo-system"

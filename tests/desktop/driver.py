@@ -1,0 +1,249 @@
+"""Drives a real QGIS desktop through what an analyst does with HierGeo; run by `qgis --code driver.py`.
+
+tests/desktop/test_desktop.py starts QGIS under Xvfb with a fresh profile holding the plugin from `make zip`, and
+passes a JSON config in $HIERGEO_DESKTOP_CONFIG (tile template, photo folder, output folders). The steps open
+Processing's own algorithm dialogs (processing.createAlgorithmDialog, the Run button), run Geolocate and Evaluate
+twice each with temporary and with GeoPackage outputs, open the photo inspector on both, and build a region index.
+Each step is screenshotted; QGIS's message log and each dialog's log are kept. The result goes to the config's
+"result" file as JSON, then QGIS quits. The steps are a generator that yields "wait until" conditions, checked on
+a timer: the event loop keeps running, as in a real session.
+"""
+
+import json
+import os
+import sys
+import time
+import traceback
+
+from qgis.core import Qgis, QgsApplication, QgsProject, QgsVectorLayer
+from qgis.PyQt.QtCore import QTimer
+from qgis.PyQt.QtWidgets import QTextEdit
+from qgis.utils import iface, plugins
+
+CONFIG = json.loads(open(os.environ["HIERGEO_DESKTOP_CONFIG"], encoding="utf-8").read())
+SHOTS = CONFIG["shots"]
+#: What must never appear in QGIS's message log or a dialog's log.
+BAD_WORDS = ("Traceback", "not correctly generated", "Execution failed", "has been deleted", "Error loading result")
+STATE = {"steps": [], "messages": [], "problems": [], "shots": [], "done": False}
+
+
+def log_message(message, tag, level):
+    STATE["messages"].append({"tag": tag, "level": int(level), "message": message})
+    if tag in ("Python error", "Python warning") or any(word in message for word in BAD_WORDS):
+        STATE["problems"].append(f"message log [{tag}]: {message[:2000]}")
+
+
+def shot(widget, name):
+    """Save a screenshot of `widget` (the whole main window when None) as NN_name.png."""
+    from qgis.PyQt.QtWidgets import QApplication
+
+    QApplication.processEvents()
+    target = widget if widget is not None else iface.mainWindow()
+    path = os.path.join(SHOTS, f"{len(STATE['shots']) + 1:02d}_{name}.png")
+    if target.grab().save(path):
+        STATE["shots"].append(path)
+
+
+def dialog_log(dialog) -> str:
+    text = dialog.findChild(QTextEdit, "txtLog")
+    return text.toPlainText() if text is not None else ""
+
+
+def run_in_dialog(alg_id, parameters, name):
+    """Open the algorithm's dialog with `parameters`, press Run, wait for the end; (dialog, new layers, log)."""
+    import processing
+
+    before = set(QgsProject.instance().mapLayers())
+    dialog = processing.createAlgorithmDialog(alg_id, parameters)
+    dialog.resize(1000, 760)
+    dialog.show()
+    yield lambda: True  # one turn of the event loop: the dialog is laid out
+    shot(dialog, f"{name}_parameters")
+    dialog.runButton().click()
+    seen = {"text": None, "stable": 0}
+
+    def finished():
+        text = dialog_log(dialog)
+        ended = "Execution completed in" in text or "Execution failed after" in text
+        busy = QgsApplication.taskManager().countActiveTasks() > 0
+        seen["stable"] = seen["stable"] + 1 if (ended and not busy and text == seen["text"]) else 0
+        seen["text"] = text
+        return seen["stable"] >= 3  # the loading of the results, which follows, is over too
+
+    yield finished
+    text = dialog_log(dialog)
+    shot(dialog, f"{name}_log")
+    added = [QgsProject.instance().mapLayer(i) for i in set(QgsProject.instance().mapLayers()) - before]
+    STATE["steps"].append(
+        {
+            "step": name,
+            "algorithm": alg_id,
+            "completed": "Execution completed in" in text,
+            "layers": sorted(layer.name() for layer in added),
+            "results": {k: str(v) for k, v in (dialog.results() or {}).items()},
+        }
+    )
+    for word in BAD_WORDS:
+        if word in text:
+            STATE["problems"].append(f"{name}: dialog log says {word!r}:\n{text[-3000:]}")
+    if "Execution completed in" not in text:
+        STATE["problems"].append(f"{name}: the run did not complete:\n{text[-3000:]}")
+    dialog.close()
+    dialog.deleteLater()
+    return added
+
+
+def by_name(layers, name):
+    return next((layer for layer in layers if layer.name() == name), None)
+
+
+def render_canvas():
+    canvas = iface.mapCanvas()
+    canvas.refreshAllLayers()
+    canvas.waitWhileRendering()
+
+
+def inspect(predictions, candidates, name):
+    dock = plugins["hiergeo"].show_inspector()
+    dock.set_layers(predictions, candidates)
+    photos = dock.photos()
+    inspection = dock.show_photo(photos[0]) if photos else None
+    yield lambda: True
+    render_canvas()
+    pixmap = dock.photo_label.pixmap()
+    STATE["steps"].append(
+        {
+            "step": name,
+            "photos": len(photos),
+            "shown": inspection is not None,
+            "picture": pixmap is not None and not pixmap.isNull(),
+            "score_rows": dock.score_table.rowCount(),
+            "details": dock.details.text(),
+        }
+    )
+    if inspection is None or pixmap is None or pixmap.isNull():
+        STATE["problems"].append(f"{name}: the inspector showed no photo ({dock.photo_label.text()})")
+    shot(None, name)
+    dock.restore()
+
+
+def geolocate_parameters(photos, output, candidates):
+    return {
+        "PHOTOS": photos.id(),
+        "TILE_SOURCE": CONFIG["template"],
+        "BASE_MODEL": "hiergeo-tiny",
+        "DEVICE": 1,
+        "TOP_K": 2,
+        "ZOOM_LEVELS": "4,6",
+        "CACHE_DIR": CONFIG["cache"],
+        "OUTPUT": output,
+        "CANDIDATES": candidates,
+    }
+
+
+def steps():
+    import processing
+    from processing.core.ProcessingConfig import ProcessingConfig
+
+    yield lambda: "hiergeo" in plugins and QgsApplication.processingRegistry().algorithmById("hiergeo:geolocatephotos")
+    ProcessingConfig.setSettingValue(ProcessingConfig.KEEP_DIALOG_OPEN, True)
+    out = CONFIG["out"]
+    points = processing.run(
+        "native:importphotos",
+        {"FOLDER": CONFIG["photos"], "RECURSIVE": False, "OUTPUT": os.path.join(out, "photos.gpkg")},
+    )["OUTPUT"]
+    photos = QgsVectorLayer(points, "photos", "ogr")
+    QgsProject.instance().addMapLayer(photos)
+    shot(None, "photos_loaded")
+
+    outputs = {}
+    for kind in ("temporary", "geopackage"):
+        for run in (1, 2):
+            if kind == "temporary":
+                output = candidates = "TEMPORARY_OUTPUT"
+            else:
+                output = os.path.join(out, f"predictions{run}.gpkg")
+                candidates = os.path.join(out, f"candidates{run}.gpkg")
+            added = yield from run_in_dialog(
+                "hiergeo:geolocatephotos",
+                geolocate_parameters(photos, output, candidates),
+                f"geolocate_{kind}_run{run}",
+            )
+            outputs.setdefault(kind, added)
+    for kind in ("temporary", "geopackage"):
+        predictions = by_name(outputs[kind], "Predicted locations")
+        for run in (1, 2):
+            lines = "TEMPORARY_OUTPUT" if kind == "temporary" else os.path.join(out, f"error_lines{run}.gpkg")
+            yield from run_in_dialog(
+                "hiergeo:evaluategeolocation",
+                {
+                    "PREDICTIONS": predictions.id(),
+                    "OUTPUT_HTML": os.path.join(out, f"report_{kind}{run}.html"),
+                    "ERROR_LINES": lines,
+                },
+                f"evaluate_{kind}_run{run}",
+            )
+    for kind in ("temporary", "geopackage"):
+        layers = outputs[kind]
+        yield from inspect(
+            by_name(layers, "Predicted locations"), by_name(layers, "Candidate tiles"), f"inspector_{kind}"
+        )
+    if CONFIG.get("build_index", True):
+        yield from run_in_dialog(
+            "hiergeo:buildregionindex",
+            {
+                "TILE_SOURCE": CONFIG["template"],
+                "BASE_MODEL": "hiergeo-tiny",
+                "EXTENT": "13.1,13.3,55.65,55.75 [EPSG:4326]",
+                "ZOOM": 12,
+                "DEVICE": 1,
+                "CACHE_DIR": CONFIG["cache"],
+                "OUTPUT_INDEX": os.path.join(out, "lund.hgindex"),
+            },
+            "build_region_index",
+        )
+
+
+class Runner:
+    """Advances the steps whenever the condition they wait for holds; writes the result and quits at the end."""
+
+    def __init__(self):
+        self.generator = steps()
+        self.waiting = None
+        self.deadline = time.monotonic() + float(CONFIG.get("timeout_s", 480))
+        self.timer = QTimer()
+        self.timer.setInterval(200)
+        self.timer.timeout.connect(self.tick)
+        self.timer.start()
+
+    def tick(self):
+        if STATE["done"]:
+            return
+        try:
+            if time.monotonic() > self.deadline:
+                raise TimeoutError(f"the desktop steps did not finish in {CONFIG.get('timeout_s', 480)} s")
+            if self.waiting is None or self.waiting():
+                self.waiting = next(self.generator)
+        except StopIteration:
+            self.finish()
+        except Exception:  # the driver's own failure is reported, never left hanging
+            STATE["problems"].append("driver: " + traceback.format_exc())
+            try:
+                shot(None, "driver_failure")
+            finally:
+                self.finish()
+
+    def finish(self):
+        STATE["done"] = True
+        self.timer.stop()
+        STATE["qgis_version"] = Qgis.version()
+        STATE["python"] = sys.version
+        with open(CONFIG["result"], "w", encoding="utf-8") as handle:
+            json.dump(STATE, handle, indent=1)
+        QgsProject.instance().clear()
+        QgsProject.instance().setDirty(False)
+        QTimer.singleShot(500, QgsApplication.instance().quit)
+
+
+QgsApplication.messageLog().messageReceived.connect(log_message)
+RUNNER = Runner()
