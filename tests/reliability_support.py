@@ -161,7 +161,7 @@ def core_summary(results) -> List[Tuple]:
 def tile_cache_root(cache_dir: os.PathLike, template: str) -> Path:
     from hiergeo_plugin.core.tile_source import TileSource
 
-    return Path(cache_dir) / "tiles" / TileSource(template).source_id
+    return TileSource(template, cache_dir=cache_dir).cache_dir
 
 
 def cached_tiles(cache_dir: os.PathLike, template: str) -> Dict[Tuple[int, int, int], bytes]:

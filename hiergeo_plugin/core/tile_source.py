@@ -204,11 +204,17 @@ class TileSource:
         from .. import __version__
 
         self.user_agent = user_agent or USER_AGENT.format(version=__version__)
-        #: Identifies the imagery in cache keys; the hash never reveals the key it contains.
         #: Retina tiles are other images than the plain ones: another source; the subdomain is only the host.
-        key = template + ("\n@2x" if self._url.retina and "{r}" in template else "")
-        self.source_id = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
-        self.cache_dir = Path(cache_dir) / "tiles" / self.source_id if cache_dir else None
+        retina_mark = "\n@2x" if self._url.retina and "{r}" in template else ""
+        #: Identifies the imagery where others may see it (a region index's manifest, a training checkpoint) and
+        #: in the embedding cache: a hash of the template with its secrets masked (`mask_url`). A hash of the
+        #: whole template would be a key oracle (a 6-digit key is found from the hash in a second), and the same
+        #: imagery behind another key (a colleague's, a rotated one) has the same id.
+        self.source_id = _short_hash(mask_url(template) + retina_mark)
+        #: The tile cache's folder: a hash of the whole template, so two templates that differ only where the
+        #: mask hides (a layer id that reads as a token) never share tiles. It stays on this machine.
+        self.cache_id = _short_hash(template + retina_mark)
+        self.cache_dir = Path(cache_dir) / "tiles" / self.cache_id if cache_dir else None
         self._session = None
         self._session_lock = threading.Lock()
         self._pool: Optional[ThreadPoolExecutor] = None
@@ -489,6 +495,10 @@ class TileSource:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def _jitter(tile: Tile, attempt: int) -> float:
