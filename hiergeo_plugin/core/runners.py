@@ -163,9 +163,12 @@ class OpenVinoRunner:
         model = self._convert(ov, visual, overrides, example)
         tmp = None
         try:
+            if folder.exists() and not _is_own_entry(folder):
+                raise OSError(f"{folder.name} exists and is not HierGeo's")  # someone else's: left alone
             root.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
             ov.save_model(model, str(tmp / "model.xml"))
+            (tmp / OPENVINO_ENTRY_MARKER).write_text(_MARKER_TEXT, encoding="utf-8")
             if folder.exists():
                 shutil.rmtree(folder, ignore_errors=True)
             os.replace(tmp, folder)  # atomic: another run sees the whole entry or none
@@ -187,9 +190,22 @@ class OpenVinoRunner:
         return _normalized(torch.from_numpy(out))
 
 
+#: Written into every cache entry HierGeo creates; pruning touches nothing else. HIERGEO_OPENVINO_CACHE may name a
+#: folder shared with other programs, whose sub-folders are not ours to delete, however old.
+OPENVINO_ENTRY_MARKER = ".hiergeo-openvino-entry"
+_MARKER_TEXT = "A converted model kept by HierGeo (QGIS plugin); HierGeo deletes this folder when it is old.\n"
+
+
+def _is_own_entry(folder: Path) -> bool:
+    """A real folder (not a link) holding HierGeo's marker as a plain file."""
+    marker = folder / OPENVINO_ENTRY_MARKER
+    return folder.is_dir() and not folder.is_symlink() and marker.is_file() and not marker.is_symlink()
+
+
 def _prune(root: Path, keep: int) -> None:
+    """Keep the `keep` most recently used of HierGeo's own entries; everything else in `root` is left alone."""
     entries = sorted(
-        (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        (p for p in root.iterdir() if not p.name.startswith(".") and _is_own_entry(p)),
         key=lambda p: p.stat().st_mtime,
         reverse=True,
     )
