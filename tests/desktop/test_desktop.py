@@ -139,6 +139,8 @@ def test_an_analysts_session_in_the_qgis_desktop(tmp_path, photos_dir, shots):
     state = json.loads(result.read_text(encoding="utf-8"))
     assert state["problems"] == [], "\n\n".join(state["problems"])
     steps = {step["step"]: step for step in state["steps"]}
+    cancelled = steps["geolocate_cancelled_first_run"]  # Cancel pressed as the session's first run started
+    assert "Cancel" in cancelled["log"] and cancelled["layers"] == [], cancelled["log"]
     for kind in ("temporary", "geopackage"):
         for run in (1, 2):
             geolocate = steps[f"geolocate_{kind}_run{run}"]
@@ -148,5 +150,5 @@ def test_an_analysts_session_in_the_qgis_desktop(tmp_path, photos_dir, shots):
         inspector = steps[f"inspector_{kind}"]
         assert inspector["photos"] == len(PHOTOS) and inspector["picture"] and inspector["score_rows"] == 2
     assert steps["build_region_index"]["completed"] and (out / "lund.hgindex").is_file()
-    assert len(state["shots"]) >= 20 and all(Path(p).is_file() for p in state["shots"])
+    assert len(state["shots"]) >= 30 and all(Path(p).is_file() for p in state["shots"])
     assert done.returncode == 0, f"QGIS exit status {done.returncode}\n{tail}"
