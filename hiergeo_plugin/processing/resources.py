@@ -57,11 +57,16 @@ def help_page_html(name: str, title: str) -> str:
 def help_pages_dir() -> Path:
     """Where the help pages are written: <QGIS profile>/hiergeo/help, beside the tile cache.
 
-    Not the plugin folder: a system-wide or packaged install may not be writable there.
+    Not the plugin folder: a system-wide or packaged install may not be writable there. ~/.cache/hiergeo/help
+    when QGIS has no settings folder.
     """
-    from .params import default_cache_dir
+    from qgis.core import QgsApplication
 
-    return default_cache_dir().parent / "help"
+    base = QgsApplication.qgisSettingsDirPath()
+    if base:
+        return Path(base) / "hiergeo" / "help"
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(xdg) / "hiergeo" / "help"
 
 
 def help_url(name: str, title: str, folder: Optional[Path] = None) -> str:
