@@ -9,7 +9,12 @@ from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsSettings
 from hiergeo_plugin.processing.xyz import resolve_tile_source
 
 TEMPLATE = "http://127.0.0.1:9/tiles/{z}/{x}/{y}.png"
-ALGORITHMS = ("hiergeo:geolocatephotos", "hiergeo:trainmapencoders", "hiergeo:buildregionindex")
+ALGORITHMS = (
+    "hiergeo:geolocatephotos",
+    "hiergeo:trainmapencoders",
+    "hiergeo:buildregionindex",
+    "hiergeo:evaluategeolocation",
+)
 
 
 @pytest.fixture
@@ -52,9 +57,13 @@ def test_every_dialog_gets_the_combo_and_a_string_value(provider, imagery, alg_i
     from hiergeo_plugin.gui.tile_source_widget import TileSourceWidgetWrapper
 
     wrapper = make_wrapper(alg_id, dialog)
-    assert isinstance(wrapper, TileSourceWidgetWrapper) and isinstance(wrapper.widget, QComboBox)
-    combo = wrapper.widget
-    assert combo.isEditable() and combo.currentText() == "" and wrapper.value() == ""
+    assert isinstance(wrapper, TileSourceWidgetWrapper) and isinstance(wrapper.combo, QComboBox)
+    combo = wrapper.combo
+    assert combo.isEditable()
+    if dialog == "AlgorithmDialog":  # the imagery on the analyst's map is chosen to start with
+        assert wrapper.value() == "Project imagery"
+    else:  # batch rows start empty
+        assert combo.currentText() == "" and wrapper.value() == ""
     labels = [combo.itemText(i) for i in range(combo.count())]
     assert "Project imagery (project layer)" in labels and "Saved imagery (saved connection)" in labels
 
@@ -97,3 +106,73 @@ def test_the_widget_is_named_by_a_string_the_parameter_serialises(provider):
         assert hasattr(importlib.import_module(module), name)
         # A model file stores the definition as a variant map: the metadata survives as plain text.
         assert param.toVariantMap()["metadata"]["widget_wrapper"]["class"] == path
+
+
+OSM = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+
+
+@pytest.fixture
+def street_map(imagery):
+    """OpenStreetMap's standard tiles as a project layer, above the imagery layer."""
+    layer = QgsRasterLayer(f"type=xyz&url={OSM}&zmin=0&zmax=19", "OpenStreetMap", "wms")
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    yield layer
+    QgsProject.instance().removeMapLayer(layer.id())
+
+
+def test_a_street_map_is_marked_in_the_list_and_named_under_the_combo(provider, street_map):
+    wrapper = make_wrapper("hiergeo:geolocatephotos")
+    combo = wrapper.combo
+    labels = [combo.itemText(i) for i in range(combo.count())]
+    assert "OpenStreetMap (project layer, a map, not imagery)" in labels
+    assert "Project imagery (project layer)" in labels
+    wrapper.setValue("OpenStreetMap")
+    assert wrapper.value() == "OpenStreetMap"
+    assert not wrapper.hint.isHidden() and "not satellite or aerial imagery" in wrapper.hint.text()
+    wrapper.setValue("Project imagery")
+    assert wrapper.hint.isHidden()
+    combo.setEditText(OSM)  # a pasted template is judged too
+    assert not wrapper.hint.isHidden()
+
+
+def test_a_run_on_a_street_map_warns_before_it_starts(provider, street_map):
+    from qgis.core import QgsProcessingContext, QgsProcessingFeedback
+
+    class Recording(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.warnings = []
+
+        def pushWarning(self, warning):  # noqa: N802 (QGIS API name)
+            self.warnings.append(warning)
+
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    for value, warned in (("OpenStreetMap", True), (OSM, True), ("Project imagery", False), (TEMPLATE, False)):
+        alg = QgsApplication.processingRegistry().createAlgorithmById("hiergeo:geolocatephotos")
+        feedback = Recording()
+        assert alg.prepareAlgorithm({"TILE_SOURCE": value}, context, feedback)
+        assert any("not satellite or aerial imagery" in w for w in feedback.warnings) == warned, value
+
+
+@pytest.mark.parametrize(
+    ("name", "template", "hinted"),
+    [
+        ("OpenStreetMap", OSM, True),
+        ("", "https://tile.opentopomap.org/{z}/{x}/{y}.png", True),
+        ("Google Maps", "https://mt1.google.com/vt/lyrs=m&x={x}&y={y}&z={z}", True),
+        ("Google Satellite", "https://mt1.google.com/vt/lyrs=s&x={x}&y={y}&z={z}", False),
+        (
+            "Esri",
+            "https://server.arcgisonline.com/ArcGIS/rest/services/World_Imagery/MapServer/tile/{z}/{y}/{x}",
+            False,
+        ),
+        ("Lantmäteriet ortofoto", "https://example.test/ortho/{z}/{x}/{y}.jpg", False),
+        ("", TEMPLATE, False),  # unknown: no word
+    ],
+)
+def test_not_imagery_hint(name, template, hinted):
+    from hiergeo_plugin.core.imagery_hint import not_imagery_hint
+
+    assert bool(not_imagery_hint(name, template)) == hinted

@@ -12,18 +12,26 @@ from typing import List, NamedTuple, Optional
 
 from processing.gui.wrappers import WidgetWrapper
 from qgis.core import QgsProject, QgsRasterLayer
+from qgis.gui import QgsProcessingGui
 from qgis.PyQt.QtCore import Qt
-from qgis.PyQt.QtWidgets import QComboBox
+from qgis.PyQt.QtWidgets import QComboBox, QLabel, QVBoxLayout, QWidget
 
+from ..core.imagery_hint import not_imagery_hint
 from ..processing.xyz import saved_xyz_connections
 
 
 class TileSourceChoice(NamedTuple):
-    """One entry of the list: what it shows, the TILE_SOURCE value it gives, and where it comes from."""
+    """One entry of the list: what it shows, the TILE_SOURCE value it gives, and where it comes from.
+
+    `template` is the source's URL, only to judge whether it serves imagery: it is never shown (it may carry a
+    key). `kind` is "layer" or "connection".
+    """
 
     label: str
     value: str
     tooltip: str
+    template: str = ""
+    kind: str = ""
 
 
 def is_xyz_layer(layer) -> bool:
@@ -40,19 +48,46 @@ def tile_source_choices(project: Optional[QgsProject] = None) -> List[TileSource
     project = project or QgsProject.instance()
     choices: List[TileSourceChoice] = []
     seen = set()
-    for layer in project.mapLayers().values():
+    for layer in _layers_in_order(project):
         if is_xyz_layer(layer) and layer.name() not in seen:
             seen.add(layer.name())
             choices.append(
-                TileSourceChoice(f"{layer.name()} (project layer)", layer.name(), "XYZ layer of the project")
+                _choice(layer.name(), "project layer", "XYZ layer of the project", _layer_url(layer), "layer")
             )
-    for name in sorted(saved_xyz_connections(), key=str.casefold):
-        choices.append(TileSourceChoice(f"{name} (saved connection)", name, "XYZ connection saved in QGIS"))
+    for name, connection in sorted(saved_xyz_connections().items(), key=lambda item: item[0].casefold()):
+        choices.append(
+            _choice(name, "saved connection", "XYZ connection saved in QGIS", connection.get("url", ""), "connection")
+        )
     return choices
 
 
+def _choice(name: str, where: str, tooltip: str, template: str, kind: str) -> TileSourceChoice:
+    """An entry; one whose source looks like a drawn map says so in its label and tooltip."""
+    hint = not_imagery_hint(name, template)
+    label = f"{name} ({where}{', a map, not imagery' if hint else ''})"
+    return TileSourceChoice(label, name, f"{tooltip}. {hint}" if hint else tooltip, template, kind)
+
+
+def _layers_in_order(project: QgsProject):
+    """The project's layers as the Layers panel lists them (top first), then any not in the layer tree."""
+    ordered = [node.layer() for node in project.layerTreeRoot().findLayers() if node.layer() is not None]
+    ids = {layer.id() for layer in ordered}
+    return ordered + [layer for layer in project.mapLayers().values() if layer.id() not in ids]
+
+
+def _layer_url(layer) -> str:
+    """The url= part of an XYZ layer's source (percent-encoded as QGIS stores it), for not_imagery_hint only."""
+    from urllib.parse import parse_qs
+
+    return " ".join(parse_qs(layer.source()).get("url", []))
+
+
 class TileSourceWidgetWrapper(WidgetWrapper):
-    """Processing's widget wrapper for TILE_SOURCE: the combo box above, in every dialog type."""
+    """Processing's widget wrapper for TILE_SOURCE: the combo box above and a hint line under it, in every dialog.
+
+    In the algorithm dialog the project's first XYZ layer is chosen to start with (the imagery the analyst is
+    looking at); batch rows start empty. The hint line says when the chosen source looks like a drawn map.
+    """
 
     def __new__(cls, param, dialog, *args, **kwargs):
         """In the Modeler, QGIS's own modeler widget instead: it also binds TILE_SOURCE to a model input, a child
@@ -70,34 +105,65 @@ class TileSourceWidgetWrapper(WidgetWrapper):
     PLACEHOLDER = "XYZ URL template with {z}/{x}/{y}, or choose a layer or saved connection"
 
     def createWidget(self, **_kwargs):  # noqa: N802 (Processing API name)
-        combo = QComboBox()
+        container = QWidget()
+        layout = QVBoxLayout(container)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        self.combo = combo = QComboBox()
         combo.setEditable(True)
         combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
         combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         combo.setMinimumContentsLength(30)
-        for choice in tile_source_choices():
+        self.choices = tile_source_choices()
+        for choice in self.choices:
             combo.addItem(choice.label, choice.value)
             combo.setItemData(combo.count() - 1, choice.tooltip, Qt.ItemDataRole.ToolTipRole)
-        combo.setCurrentIndex(-1)
-        combo.setEditText("")
         combo.lineEdit().setPlaceholderText(self.PLACEHOLDER)
-        combo.currentTextChanged.connect(lambda _text: self.widgetValueHasChanged.emit(self))
-        return combo
+        self.hint = QLabel()
+        self.hint.setWordWrap(True)
+        self.hint.setStyleSheet("color: #b71c1c")
+        self.hint.setVisible(False)
+        layout.addWidget(combo)
+        layout.addWidget(self.hint)
+        combo.setCurrentIndex(self._first_project_layer() if self.dialogType == QgsProcessingGui.Standard else -1)
+        if combo.currentIndex() < 0:
+            combo.setEditText("")
+        combo.currentTextChanged.connect(self._changed)
+        self._show_hint()
+        return container
+
+    def _first_project_layer(self) -> int:
+        """The index of the project's first XYZ layer in the list, or -1."""
+        for index, choice in enumerate(self.choices):
+            if choice.kind == "layer":
+                return index
+        return -1
+
+    def _changed(self, _text: str) -> None:
+        self._show_hint()
+        self.widgetValueHasChanged.emit(self)
+
+    def _show_hint(self) -> None:
+        value = self.value()
+        known = {choice.value: choice.template for choice in self.choices}
+        hint = not_imagery_hint(value, known.get(value, value)) if value else ""
+        self.hint.setText(hint)
+        self.hint.setVisible(bool(hint))
 
     def setValue(self, value):  # noqa: N802
         """A listed name selects its entry; anything else (a template) is shown as typed."""
         text = "" if value is None else str(value)
-        index = self.widget.findData(text)
+        index = self.combo.findData(text)
         if index >= 0:
-            self.widget.setCurrentIndex(index)
+            self.combo.setCurrentIndex(index)
         else:
-            self.widget.setCurrentIndex(-1)
-            self.widget.setEditText(text)
+            self.combo.setCurrentIndex(-1)
+            self.combo.setEditText(text)
 
     def value(self):
         """The TILE_SOURCE string: the chosen entry's name, or the text as typed (trimmed)."""
-        text = self.widget.currentText()
-        index = self.widget.findText(text)
-        if index >= 0 and self.widget.itemData(index):
-            return str(self.widget.itemData(index))
+        text = self.combo.currentText()
+        index = self.combo.findText(text)
+        if index >= 0 and self.combo.itemData(index):
+            return str(self.combo.itemData(index))
         return text.strip()

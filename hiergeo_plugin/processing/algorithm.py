@@ -11,6 +11,7 @@ from typing import Optional
 
 from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
 
+from ..core.imagery_hint import not_imagery_hint
 from . import dependencies
 from .i18n import tr, translatable
 from .params import unknown_enum_option, with_enum_indexes
@@ -69,6 +70,19 @@ class HierGeoAlgorithm(QgsProcessingAlgorithm):
     def createInstance(self):  # noqa: N802
         return type(self)()
 
+    def addParameter(self, definition, createOutput=True):  # noqa: N802, N803 (QGIS API names)
+        """TILE_SOURCE, in every algorithm that has one, gets the choice widget (gui/tile_source_widget.py) in the
+        Processing dialogs, so the four dialogs offer the same list.
+
+        By its dotted name, imported only when a dialog is built: qgis_process never loads the GUI module, and a
+        saved model keeps a plain string in the parameter's metadata. The value itself stays a string.
+        """
+        if definition.name() == "TILE_SOURCE":
+            metadata = dict(definition.metadata())
+            metadata["widget_wrapper"] = {"class": TILE_SOURCE_WIDGET}
+            definition.setMetadata(metadata)
+        return super().addParameter(definition, createOutput)
+
     def checkParameterValues(self, parameters, context):  # noqa: N802
         """QGIS's checks, with enum options given by name ("DEVICE=cpu") as well as by index."""
         normalized = with_enum_indexes(self, parameters)
@@ -115,24 +129,19 @@ class TileSourceAlgorithm(HierGeoAlgorithm):
         #: i.e. the user's layers), which this attribute would keep alive as long as the algorithm.
         self._prepare_error: Optional[str] = None
 
-    def addParameter(self, definition, createOutput=True):  # noqa: N802, N803 (QGIS API names)
-        """TILE_SOURCE gets the choice widget (gui/tile_source_widget.py) in the Processing dialogs.
-
-        By its dotted name, imported only when a dialog is built: qgis_process never loads the GUI module, and a
-        saved model keeps a plain string in the parameter's metadata. The value itself stays a string.
-        """
-        if definition.name() == self.TILE_SOURCE:
-            metadata = dict(definition.metadata())
-            metadata["widget_wrapper"] = {"class": TILE_SOURCE_WIDGET}
-            definition.setMetadata(metadata)
-        return super().addParameter(definition, createOutput)
-
     def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802
         self._prepare_error = None
         try:
             self._xyz_source = self._resolve(parameters, context)
         except QgsProcessingException as exc:
             self._prepare_error = str(exc)
+            return True
+        if feedback is not None:  # a street map runs without error and locates nothing: say so before the run
+            value = (self.parameterAsString(parameters, self.TILE_SOURCE, context) or "").strip()
+            name = "" if "{" in value or "://" in value else value
+            hint = not_imagery_hint(name, self._xyz_source.template)
+            if hint:
+                feedback.pushWarning(hint)
         return True
 
     def xyz_source(self, parameters, context) -> XyzSource:
