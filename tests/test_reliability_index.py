@@ -227,3 +227,84 @@ def test_ivf_ids_past_the_end_say_the_index_is_damaged(tmp_path, tiny_model, ref
         path, x = _ivf_index_with_id(tmp_path, bad_id, refine)
         with pytest.raises(IndexFileError, match="damaged"):
             IndexSearch(tiny_model, read_index(path), method="index").hits(x[:8], 5)
+
+
+# -- counting large areas ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def tiles_tested(monkeypatch):
+    """How many tiles the cell walk tested against the area (a spy on the real test, which still runs)."""
+    from hiergeo_plugin.core.index import cells
+
+    seen = {"tiles": 0}
+    real = cells._meets
+
+    def counting(geometry, tiles):
+        seen["tiles"] += len(tiles)
+        return real(geometry, tiles)
+
+    monkeypatch.setattr(cells, "_meets", counting)
+    return seen
+
+
+def test_the_whole_world_at_zoom_22_is_refused_without_walking_it(tiles_tested):
+    from hiergeo_plugin.core.index.cells import TooManyCells, plan_cells
+
+    with pytest.raises(TooManyCells, match="17,592,186,044,416 cells at zoom 22") as err:
+        plan_cells(Area.make(extent=(-180, -90, 180, 90)), 22, max_cells=250_000)
+    assert err.value.exact and tiles_tested["tiles"] == 0  # closed form: nothing walked
+    import shapely
+
+    # A polygon (no closed form): the walk stops once the cells found pass the limit.
+    world_ish = shapely.Polygon([(-179, -80), (179, -80), (179, 80), (0, 85), (-179, 80)])
+    with pytest.raises(TooManyCells, match="more than 250,000 cells at zoom 22") as err:
+        plan_cells(Area.make(polygon=world_ish), 22, max_cells=250_000)
+    assert not err.value.exact and tiles_tested["tiles"] < 5_000
+
+
+def test_counting_a_long_outline_honours_cancel(tiles_tested):
+    import shapely
+
+    from hiergeo_plugin.core.index.cells import plan_cells
+    from hiergeo_plugin.core.progress import Cancelled
+
+    polls = {"n": 0}
+
+    def cancelled_after_five():
+        polls["n"] += 1
+        return polls["n"] > 5
+
+    coast = shapely.Point(10.0, 50.0).buffer(20.0, quad_segs=64)  # an outline crossing millions of zoom-22 tiles
+    with pytest.raises(Cancelled):
+        plan_cells(Area.make(polygon=coast), 22, max_cells=10**15, reporter=Reporter(is_cancelled=cancelled_after_five))
+    assert polls["n"] == 6  # stopped at the first poll after Cancel
+    assert tiles_tested["tiles"] < 6 * 4096 * 4  # at most a chunk of tiles per poll
+
+
+@pytest.mark.parametrize(
+    "extent,zoom",
+    [
+        (EXTENT, ZOOM),
+        ((13.0, 55.5, 13.5, 55.8), 14),
+        ((179.5, -17.0, -179.5, -16.5), 12),
+        ((-10.0, 80.0, 10.0, 90.0), 8),
+        ((-180, -90, 180, 90), 5),
+        ((2.0, 48.0, 2.0001, 48.0001), 16),
+    ],
+)
+def test_the_closed_form_count_of_an_extent_equals_the_walk(extent, zoom):
+    from hiergeo_plugin.core.index.cells import extent_cell_count, plan_cells
+
+    area = Area.make(extent=extent)
+    assert extent_cell_count(area, zoom) == plan_cells(area, zoom).count == len(plan_cells(area, zoom).all_cells())
+
+
+def test_build_refuses_the_world_at_zoom_22_before_any_download(tmp_path, tiny_model, tiles_tested):
+    from hiergeo_plugin.core.index.builder import IndexTooLarge
+
+    lines = []
+    with TileServer(render) as server, TileSource(server.template) as source:
+        builder = IndexBuilder(tiny_model, source, reporter=Reporter(on_info=lines.append))
+        with pytest.raises(IndexTooLarge, match="17,592,186,044,416 cells at zoom 22.*limit of 250,000"):
+            builder.build(Area.make(extent=(-180, -90, 180, 90)), 22, tmp_path / "w.hgindex", max_cells=250_000)
+        assert server.log.total == 0
+    assert tiles_tested["tiles"] == 0 and any("tiles/s" in line for line in lines)

@@ -35,7 +35,7 @@ from ..progress import Reporter
 from ..search import HierarchicalSearch, PhotoResult
 from ..tile_source import TileSource
 from ..tiles import Tile, lonlat_to_tile
-from .cells import Area, CellPlan, Shard, plan_cells
+from .cells import SHARD_DZ, Area, CellPlan, Shard, TooManyCells, plan_cells
 from .context import PathContext, context_weights, embed_context
 from .index_file import RegionIndex, make_manifest, write_index
 from .prototypes import PROTOTYPE_DZ, Prototypes, combine_codes, learn_prototypes, no_prototypes
@@ -132,14 +132,35 @@ def probe_seconds_per_tile(model: GeoModel, zoom: int, batch_size: int) -> float
     return (time.perf_counter() - t0) / n
 
 
+def plan_or_refuse(area: Area, zoom: int, max_cells: int, estimate, reporter: Reporter, device: str) -> CellPlan:
+    """The cell plan, or IndexTooLarge as soon as the count passes `max_cells` (the walk stops there: the whole
+    world at zoom 22 is refused at once, and Cancel is honoured while counting). The estimate line is logged
+    either way, before anything is downloaded; `estimate(cells, shards)` gives the BuildEstimate."""
+    try:
+        plan = plan_cells(area, zoom, max_cells=max_cells, reporter=reporter)
+    except TooManyCells as exc:
+        est = estimate(exc.count, -(-exc.count // 4**SHARD_DZ))
+        reporter.info(est.line(zoom, device) if exc.exact else "region index: " + str(exc))
+        raise _too_large(exc.count, zoom, max_cells, est, exc.exact) from None
+    est = estimate(plan.count, plan.shard_count)
+    reporter.info(est.line(zoom, device))
+    refuse_if_too_large(plan, max_cells, est)
+    return plan
+
+
 def refuse_if_too_large(plan: CellPlan, max_cells: int, est: BuildEstimate) -> None:
     if plan.count > max_cells:
-        raise IndexTooLarge(
-            f"the area has {plan.count:,} cells at zoom {plan.zoom}, above the limit of {max_cells:,} (index about "
-            f"{_human_bytes(est.index_bytes)}, {_human_time(est.seconds)} of embedding alone, plus every "
-            "tile's download): choose a smaller area or a coarser zoom (each zoom level less is 4x fewer "
-            "cells; index+refine refines from a coarse index), or raise the limit if you mean it"
-        )
+        raise _too_large(plan.count, plan.zoom, max_cells, est)
+
+
+def _too_large(count: int, zoom: int, max_cells: int, est: BuildEstimate, exact: bool = True) -> IndexTooLarge:
+    what = f"{count:,}" if exact else f"more than {count:,}"
+    return IndexTooLarge(
+        f"the area has {what} cells at zoom {zoom}, above the limit of {max_cells:,} (index about "
+        f"{_human_bytes(est.index_bytes)}, {_human_time(est.seconds)} of embedding alone, plus every "
+        "tile's download): choose a smaller area or a coarser zoom (each zoom level less is 4x fewer "
+        "cells; index+refine refines from a coarse index), or raise the limit if you mean it"
+    )
 
 
 # -- shard files -----------------------------------------------------------------------------------------------
@@ -349,13 +370,10 @@ class IndexBuilder:
             model, source, cache, zooms=[0], top_k=1, batch_size=self.batch_size, reporter=self.reporter
         )
 
-    def estimate(self, plan: CellPlan) -> BuildEstimate:
+    def estimate(self, cells: int, shards: int, zoom: int) -> BuildEstimate:
         dim = int(self.model.photo_encoder.encode(_blank(self.model)).shape[1])
         return BuildEstimate(
-            plan.count,
-            plan.shard_count,
-            index_bytes_estimate(plan.count, dim),
-            probe_seconds_per_tile(self.model, plan.zoom, self.batch_size),
+            cells, shards, index_bytes_estimate(cells, dim), probe_seconds_per_tile(self.model, zoom, self.batch_size)
         )
 
     def build(
@@ -377,11 +395,10 @@ class IndexBuilder:
         rep = self.reporter
         out_path = Path(out_path)
         prototype_photos = located_photos(prototype_photos, rep)
-        plan = plan_cells(area, zoom)
         device, precision = describe_device(self.model.device)
-        est = self.estimate(plan)
-        rep.info(est.line(zoom, f"{device} ({precision})"))
-        refuse_if_too_large(plan, max_cells, est)
+        plan = plan_or_refuse(
+            area, zoom, max_cells, lambda n, s: self.estimate(n, s, zoom), rep, f"{device} ({precision})"
+        )
         if plan.count == 0:
             raise IndexBuildError("the area holds no cell at this zoom: nothing to index")
         parts = parts_dir_for(out_path)

@@ -24,7 +24,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..tiles import MAX_LATITUDE, Tile, tile_bounds
+from ..tiles import MAX_LATITUDE, Tile, _lat_to_unit_y, tile_bounds
 
 #: Cells per shard is at most 4**SHARD_DZ (256).
 SHARD_DZ = 4
@@ -228,36 +228,105 @@ def _covered(geometry, tiles: Sequence[Tile]) -> np.ndarray:
     return np.asarray(shapely.covers(geometry, _boxes(tiles)), dtype=bool)
 
 
-def plan_cells(area: Area, zoom: int, shard_dz: int = SHARD_DZ) -> CellPlan:
+class TooManyCells(AreaError):
+    """The area holds more cells than the caller's limit: `count` is exact, or with `exact` False a lower bound
+    (the walk stopped as soon as the count passed the limit)."""
+
+    def __init__(self, count: int, exact: bool, zoom: int, limit: int):
+        self.count, self.exact, self.zoom, self.limit = int(count), bool(exact), int(zoom), int(limit)
+        what = f"{self.count:,}" if exact else f"more than {self.count:,}"
+        super().__init__(f"the area has {what} cells at zoom {zoom}, above the limit of {limit:,}")
+
+
+#: Tiles tested against the area per shapely call between two cancellation checks.
+_CHUNK = 4096
+
+
+def plan_cells(
+    area: Area, zoom: int, shard_dz: int = SHARD_DZ, max_cells: Optional[int] = None, reporter=None
+) -> CellPlan:
     """Count the area's cells at `zoom`, by shard, without listing the cells.
 
     The walk keeps only tiles that cross the area's outline ("partial"); tiles wholly inside become "full" at
     once and are expanded arithmetically (a full tile at zoom a holds 4**(b-a) tiles at zoom b).
+
+    With `max_cells`, an area above it raises TooManyCells without the whole walk: an extent is counted in closed
+    form first, and the walk stops once the cells found (full tiles plus one per crossing tile) pass the limit, so
+    the work is bounded by the limit and not by the area (the whole world at zoom 22 is refused at once). The
+    `reporter`'s Cancel is polled between chunks of tiles.
     """
     zoom = int(zoom)
     if not 0 <= zoom <= MAX_CELL_ZOOM:
         raise AreaError(f"cell zoom must lie in 0..{MAX_CELL_ZOOM}, got {zoom}")
+    check = reporter.check_cancelled if reporter is not None else (lambda: None)
+    if max_cells is not None:
+        boxed = extent_cell_count(area, zoom)
+        if boxed is not None and boxed > max_cells:
+            raise TooManyCells(boxed, True, zoom, max_cells)
     shard_zoom = max(0, zoom - int(shard_dz))
     geom = area.geometry
     _shapely().prepare(geom)
     partial = [Tile(0, 0, 0)]
     full: List[Shard] = []
+    full_cells = 0
     for z in range(0, shard_zoom + 1):
         if z > 0:
             partial = [c for t in partial for c in _children(t)]
-        meets = _meets(geom, partial)
+        meets = _chunked(_meets, geom, partial, check)
         partial = [t for t, m in zip(partial, meets) if m]
-        inside = _covered(geom, partial)
+        inside = _chunked(_covered, geom, partial, check)
         full += [Shard(t, 4 ** (zoom - z), True) for t, i in zip(partial, inside) if i]
+        full_cells += int(inside.sum()) * 4 ** (zoom - z)
         partial = [t for t, i in zip(partial, inside) if not i]
+        if max_cells is not None and full_cells + len(partial) > max_cells:
+            raise TooManyCells(max_cells, False, zoom, max_cells)
     blocks = list(full)
+    counted = full_cells
     for t in partial:
-        n = _count_partial(geom, t, zoom)
+        check()
+        n = _count_partial(geom, t, zoom, check)
         if n:
             blocks.append(Shard(t, n, False))
+            counted += n
+            if max_cells is not None and counted > max_cells:
+                raise TooManyCells(max_cells, False, zoom, max_cells)
     # Build order: west to east, north to south, coarse blocks before their neighbours' shards.
     blocks.sort(key=lambda b: (b.parent.x / (1 << b.parent.z), b.parent.y / (1 << b.parent.z), b.parent.z))
     return CellPlan(area, zoom, shard_zoom, blocks)
+
+
+def _chunked(test, geom, tiles: Sequence[Tile], check) -> np.ndarray:
+    """`test` (_meets or _covered) over `tiles` a chunk at a time, polling Cancel between chunks."""
+    out = []
+    for start in range(0, len(tiles), _CHUNK):
+        check()
+        out.append(test(geom, tiles[start : start + _CHUNK]))
+    return np.concatenate(out) if out else np.zeros(0, dtype=bool)
+
+
+def extent_cell_count(area: Area, zoom: int) -> Optional[int]:
+    """The cells of an area that is an extent alone (no polygon), in closed form: columns times rows of the tiles
+    whose interior meets the box (an edge on a tile border takes no tile beyond it); None for other areas, whose
+    count needs the walk."""
+    if area.has_polygon or area.extent is None or not area.geometry.area > 0:
+        return None
+    n = 1 << zoom
+    total = 0
+    for part in getattr(area.geometry, "geoms", [area.geometry]):
+        west, south, east, north = part.bounds
+        x0, x1 = _tile_span((west + 180.0) / 360.0 * n, (east + 180.0) / 360.0 * n, n)
+        y0, y1 = _tile_span(_lat_to_unit_y(north) * n, _lat_to_unit_y(south) * n, n)
+        total += max(0, x1 - x0) * max(0, y1 - y0)
+    return total
+
+
+def _tile_span(lo: float, hi: float, n: int) -> Tuple[int, int]:
+    """Tile indices [first, end) whose interior meets the open interval (lo, hi) of fractional tile coordinates;
+    coordinates within 1e-9 of a border count as on it (degrees to tiles and back round)."""
+    lo_r, hi_r = round(lo), round(hi)
+    lo = lo_r if abs(lo - lo_r) < 1e-9 else lo
+    hi = hi_r if abs(hi - hi_r) < 1e-9 else hi
+    return max(0, int(np.floor(lo))), min(n, int(np.ceil(hi)))
 
 
 def _children(tile: Tile) -> List[Tile]:
@@ -265,17 +334,17 @@ def _children(tile: Tile) -> List[Tile]:
     return [Tile(z, x, y), Tile(z, x + 1, y), Tile(z, x, y + 1), Tile(z, x + 1, y + 1)]
 
 
-def _count_partial(geom, tile: Tile, zoom: int) -> int:
+def _count_partial(geom, tile: Tile, zoom: int, check=lambda: None) -> int:
     """Cells of `zoom` under `tile` that meet the area, by the same inside/outside/crossing walk."""
     count = 0
     frontier = [tile]
     for z in range(tile.z, zoom):
         frontier = [c for t in frontier for c in _children(t)]
-        meets = _meets(geom, frontier)
+        meets = _chunked(_meets, geom, frontier, check)
         frontier = [t for t, m in zip(frontier, meets) if m]
         if z + 1 == zoom:
             break
-        inside = _covered(geom, frontier)
+        inside = _chunked(_covered, geom, frontier, check)
         count += int(inside.sum()) * 4 ** (zoom - z - 1)
         frontier = [t for t, i in zip(frontier, inside) if not i]
     if tile.z == zoom:

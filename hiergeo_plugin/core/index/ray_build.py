@@ -29,20 +29,19 @@ from ..progress import Reporter
 from ..tiles import Tile
 from .builder import (
     MAX_CELLS,
-    BuildEstimate,
     BuildResult,
     IndexBuilder,
     assemble_index,
     collect_shards,
     located_photos,
     parts_dir_for,
+    plan_or_refuse,
     prepare_parts,
     read_shard,
-    refuse_if_too_large,
     source_identity,
     write_shard,
 )
-from .cells import Area, CellPlan, Shard, plan_cells
+from .cells import Area, CellPlan, Shard
 from .search import model_fingerprints
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -205,15 +204,19 @@ def build_with_ray(
     rep = reporter or Reporter()
     out_path = Path(out_path)
     prototype_photos = located_photos(prototype_photos, rep)
-    plan = plan_cells(area, zoom)
     # The driver's model: fingerprints for the manifest, the probe, and the prototype photos (few, local).
     model = load_geo_model(base_model, model_file, [zoom], "cpu")
     source = TileSource(template, cache_dir=cache_dir, max_connections=max_connections, rate_limit=rate_limit)
     try:
         local = IndexBuilder(model, source, EmbeddingCache(None), batch_size=batch_size, reporter=rep)
-        est: BuildEstimate = local.estimate(plan)
-        rep.info(est.line(zoom, "the driver's CPU (cluster GPUs are faster)") + f"; {plan.shard_count:,} shards")
-        refuse_if_too_large(plan, max_cells, est)
+        plan = plan_or_refuse(
+            area,
+            zoom,
+            max_cells,
+            lambda n, s: local.estimate(n, s, zoom),
+            rep,
+            "the driver's CPU (cluster GPUs are faster)",
+        )
         parts = parts_dir_for(out_path)
         prepare_parts(parts, plan, {"model": model_fingerprints(model, zoom), "source": source.source_id}, rep)
         todo = [s for s in plan.shards() if read_shard(parts / f"{s.name}.safetensors") is None]
