@@ -26,8 +26,11 @@ GROUPS = {
     "trainingevaluation": translatable("Training and evaluation"),
 }
 
-#: The widget wrapper of TILE_SOURCE, by dotted path from the plugin's own package (its name is the folder's).
-TILE_SOURCE_WIDGET = __name__.rsplit(".processing.", 1)[0] + ".gui.tile_source_widget.TileSourceWidgetWrapper"
+#: The widget wrappers of TILE_SOURCE and BASE_MODEL in the dialogs, by dotted path from the plugin's own package
+#: (its name is the folder's).
+_GUI = __name__.rsplit(".processing.", 1)[0] + ".gui."
+TILE_SOURCE_WIDGET = _GUI + "tile_source_widget.TileSourceWidgetWrapper"
+WIDGETS = {"TILE_SOURCE": TILE_SOURCE_WIDGET, "BASE_MODEL": _GUI + "base_model_widget.BaseModelWidgetWrapper"}
 
 
 class HierGeoAlgorithm(QgsProcessingAlgorithm):
@@ -71,15 +74,15 @@ class HierGeoAlgorithm(QgsProcessingAlgorithm):
         return type(self)()
 
     def addParameter(self, definition, createOutput=True):  # noqa: N802, N803 (QGIS API names)
-        """TILE_SOURCE, in every algorithm that has one, gets the choice widget (gui/tile_source_widget.py) in the
-        Processing dialogs, so the four dialogs offer the same list.
+        """TILE_SOURCE and BASE_MODEL, in every algorithm that has them, get their choice widgets (WIDGETS:
+        gui/tile_source_widget.py, gui/base_model_widget.py) in the Processing dialogs, the same in every dialog.
 
-        By its dotted name, imported only when a dialog is built: qgis_process never loads the GUI module, and a
-        saved model keeps a plain string in the parameter's metadata. The value itself stays a string.
+        By dotted name, imported only when a dialog is built: qgis_process never loads the GUI modules, and a saved
+        model keeps a plain string in the parameter's metadata. The values themselves stay strings.
         """
-        if definition.name() == "TILE_SOURCE":
+        if definition.name() in WIDGETS:
             metadata = dict(definition.metadata())
-            metadata["widget_wrapper"] = {"class": TILE_SOURCE_WIDGET}
+            metadata["widget_wrapper"] = {"class": WIDGETS[definition.name()]}
             definition.setMetadata(metadata)
         return super().addParameter(definition, createOutput)
 

@@ -20,6 +20,8 @@ RESOURCES = PLUGIN_ROOT / "resources"
 STYLES_DIR = RESOURCES / "styles"
 HELP_DIR = RESOURCES / "help"
 ICON_PATH = RESOURCES / "icon.svg"
+#: The model architectures defined by the plugin (open_clip JSON configs; the name is the file's stem).
+MODELS_DIR = RESOURCES / "models"
 
 
 @cache
