@@ -211,7 +211,7 @@ def test_pips_configured_urls_are_what_the_masker_is_told(python, tmp_path):
     assert (
         any(PASSWORD in u for u in urls) and any(PATH_TOKEN in u for u in urls) and any(QUERY_TOKEN in u for u in urls)
     )
-    mask = installer.masker(urls)
+    mask = installer.pip_masker(settings, env)
     line = f"Looking in indexes: {' '.join(urls)}; a message quoting {PATH_TOKEN} alone"
     assert not any(secret in mask(line) for secret in (PASSWORD, PATH_TOKEN, QUERY_TOKEN)), mask(line)
     public = installer.pip_command("py", tmp_path, ["torch"], "cuda", "win32")

@@ -5,12 +5,13 @@ algorithm shows without a GUI (processing/dependencies.py) are thin adapters ove
 
 1. `qgis_python.find_qgis_python` (a module of its own): the interpreter QGIS runs, from the platform's layout,
    its version checked against the running one. Everything here takes that interpreter as given.
-2. `private_packages_dir`: <QGIS profile>/hiergeo/python3.X. The profile is outside the application (survives QGIS
-   upgrades, notably the QGIS.app bundle replaced on macOS), needs no administrator rights (Windows keeps QGIS's
-   Python under Program Files) and is not the system's Python (Debian 12+ refuses pip there, "externally
-   managed"). One folder per Python version, since binary wheels are built for one.
-3. `pip_command` + `run_pip`: pip of that interpreter with `--target`, the pinned requirements, a CPU or CUDA
-   build of torch, QGIS's proxy as environment variables, each log line passed to a callback, Cancel kills pip.
+2. `private_packages_dir` (private_path.py): <QGIS profile>/hiergeo/python3.X. The profile is outside the
+   application (survives QGIS upgrades, notably the QGIS.app bundle replaced on macOS), needs no administrator
+   rights (Windows keeps QGIS's Python under Program Files) and is not the system's Python (Debian 12+ refuses pip
+   there, "externally managed"). One folder per Python version, since binary wheels are built for one.
+3. `pip_command` + `run_pip` (pip_run.py): pip of that interpreter with `--target`, the pinned requirements, a CPU
+   or CUDA build of torch, QGIS's proxy as environment variables (pip_env.py, which also masks pip's configured
+   credentials), each log line passed to a callback, Cancel kills pip.
 4. `verify_imports`: a fresh process of that interpreter, the folder put on sys.path exactly as the plugin
    does at load time (`add_private_path`), imports every module: what the user gets after restarting QGIS, not
    what this process (with half-imported modules of a previous install) believes.
@@ -21,22 +22,37 @@ afresh, and `--upgrade` replaces the copies already in the folder (a half-delete
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shlex
-import signal
 
-# Running pip of QGIS's own Python is this module's job (bandit: B404).
+# Running QGIS's own Python (the import check) is this module's job (bandit: B404).
 import subprocess  # nosec B404
 import sys
 import threading
-from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Callable, Deque, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from . import private_path
+from .pip_env import (
+    configured_pip_extra_indexes,
+    configured_pip_settings,
+    index_reachable,
+    masker,
+    pip_environment,
+    pip_secret_urls,
+    shown_command,
+)
+from .pip_run import NO_WINDOW, failure_message, run_pip
+
+# Re-exported (`X as X`): the dialog, processing/dependencies.py and the tests use them through this module.
+from .pip_run import PipProgress as PipProgress
+from .pip_run import redact_line as redact_line
+from .private_path import add_private_path as add_private_path
+from .private_path import private_packages_dir as private_packages_dir
 
 #: The pinned runtime requirements, exactly the lines of requirements.txt (tests/test_installer.py keeps them equal;
 #: requirements.txt is not in the plugin zip). Markers are evaluated by the target interpreter's own pip.
@@ -80,7 +96,6 @@ TORCH_CUDA_INDEX_WINDOWS = "https://download.pytorch.org/whl/cu128"
 DEPENDENCY_MODULES: Tuple[str, ...] = tuple(module for module, _ in DEPENDENCIES)
 
 VARIANTS = ("cpu", "cuda")
-LOG_TAIL_LINES = 40
 _VERIFY_MARK = "HIERGEO-VERIFY "
 
 
@@ -134,40 +149,8 @@ class InstallResult:
             object.__setattr__(self, "outcome", implied)
 
 
-#: No console window flashing up for each subprocess started from the QGIS GUI on Windows (0 elsewhere). Not
-#: imported from qgis_python.py: this module imports only the standard library, so that the import check can load
-#: it from its file alone (`_VERIFY_SCRIPT`).
-_NO_WINDOW: int = getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform.startswith("win") else 0
-
-
-# -- the folder ---------------------------------------------------------------------------------------------------
-
-
-def private_packages_dir(settings_dir: str, version: Optional[Sequence[int]] = None) -> Path:
-    """<settings_dir>/hiergeo/python3.X: the plugin's own folder for torch & co. (settings_dir: the QGIS profile)."""
-    major, minor = (version or sys.version_info)[:2]
-    return Path(settings_dir) / "hiergeo" / f"python{major}.{minor}"
-
-
-def add_private_path(path: List[str], folder: str) -> int:
-    """Put `folder` into `path` (sys.path) after the standard library, before the installed packages; its index.
-
-    Before site-packages / dist-packages: pip resolved the pinned set together, and an older copy that the system
-    installed must not win. Measured on Debian 12: with the folder at the end, python3-sympy 1.11 from
-    /usr/lib/python3/dist-packages came first and `import torchvision` failed (torch 2.14 needs a newer sympy,
-    which was in the folder). numpy is pinned to the major that the system's GDAL bindings were built with
-    (requirements.txt), so GDAL keeps working with the folder's numpy. After the standard library: an installed
-    package never shadows it. Modules already imported (what QGIS loaded at start-up) stay as they are.
-    The plugin (processing/dependencies.py) and the import check in a fresh interpreter both use this function.
-    """
-    if folder in path:
-        return path.index(folder)
-    for index, entry in enumerate(path):
-        if re.split(r"[\\/]", (entry or "").rstrip("\\/"))[-1].lower() in ("site-packages", "dist-packages"):
-            path.insert(index, folder)
-            return index
-    path.append(folder)
-    return len(path) - 1
+#: Public indexes, shown as they are in the command and the log: they hold no credential.
+_PUBLIC_INDEXES = (TORCH_CPU_INDEX, TORCH_CUDA_INDEX_WINDOWS)
 
 
 # -- the command --------------------------------------------------------------------------------------------------
@@ -267,219 +250,14 @@ def command_text(command: Sequence[str], platform: Optional[str] = None) -> str:
     return " ".join(shlex.quote(part) for part in command)
 
 
-def configured_pip_settings(python: str, env: Optional[Mapping[str, str]] = None) -> List[Tuple[str, str]]:
-    """(key, value) pairs of `pip config list`: the user's, the site's and the global files and the PIP_*
-    variables, as the pip that will run reads them ([] when pip cannot say)."""
-    try:
-        # Fixed arguments, no shell (bandit: B603).
-        proc = subprocess.run(  # nosec B603
-            [python, "-m", "pip", "config", "list"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=dict(env) if env is not None else None,
-            stdin=subprocess.DEVNULL,
-            creationflags=_NO_WINDOW,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return []
-    settings = []
-    for line in proc.stdout.splitlines():
-        key, _, value = line.partition("=")
-        settings.append((key.strip(), value.strip().strip("'\"")))
-    return settings
-
-
-def configured_pip_extra_indexes(
-    python: str, env: Optional[Mapping[str, str]] = None, settings: Optional[Sequence[Tuple[str, str]]] = None
-) -> List[str]:
-    """The extra indexes in the user's pip configuration and PIP_EXTRA_INDEX_URL, as `pip config list` says."""
-    urls: List[str] = []
-    for key, value in configured_pip_settings(python, env) if settings is None else settings:
-        if key.endswith(".extra-index-url"):
-            urls.extend(url for url in value.split() if url not in urls)
-    return urls
-
-
-#: pip settings and variables whose values are URLs that may carry a credential (a token as user name, password,
-#: path segment or query value), wherever pip or HierGeo may print them.
-_URL_SETTINGS = ("index-url", "extra-index-url", "find-links", "proxy")
-_URL_VARIABLES = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_PROXY", "HTTP_PROXY", "HTTPS_PROXY")
-#: Public indexes shown as they are: they hold no credential, and a masker would take "cu128" for a token.
-_PUBLIC_INDEXES = (TORCH_CPU_INDEX, TORCH_CUDA_INDEX_WINDOWS)
-
-
-def pip_secret_urls(settings: Sequence[Tuple[str, str]], env: Mapping[str, str]) -> List[str]:
-    """Every URL in pip's configuration and environment that may carry a credential: what `masker` is told."""
-    urls = [url for key, value in settings if key.rpartition(".")[2] in _URL_SETTINGS for url in value.split()]
-    for name in _URL_VARIABLES:
-        urls += (env.get(name) or env.get(name.lower()) or "").split()
-    return [url for url in dict.fromkeys(urls) if "://" in url and url not in _PUBLIC_INDEXES]
-
-
-def masker(urls: Iterable[str] = ()) -> Callable[[str], str]:
-    """A function that masks credentials in a line before it is shown or kept: the core's redactor
-    (core/redact.py: every URL's user, password, token-like path segments and query values), told the secrets of
-    `urls` (pip's configured indexes) so that they are masked wherever they appear."""
-    from . import redact  # here, not at the top: this file must load alone for the import check (_VERIFY_SCRIPT)
-
-    redactor = redact.Redactor(list(urls))
-
-    def mask(text: str) -> str:
-        kept = [(f"\x00{i}\x00", url) for i, url in enumerate(_PUBLIC_INDEXES) if url in text]
-        for mark, url in kept:
-            text = text.replace(url, mark)
-        text = redactor.redact(text)
-        for mark, url in kept:
-            text = text.replace(mark, url)
-        return text
-
-    return mask
-
-
-def shown_command(command: Sequence[str], mask: Callable[[str], str]) -> Tuple[str, ...]:
-    """The command as it may be shown and kept: its URLs masked (an index's token); paths and pins as they are."""
-    return tuple(mask(part) if "://" in part else part for part in command)
-
-
-def index_reachable(url: str, env: Mapping[str, str], timeout: float = 20.0) -> bool:
-    """Whether `url` answers at all (any HTTP status counts), through the proxy in `env` as pip would use it.
-
-    Measured on a machine that cannot reach download.pytorch.org: pip retried the CPU index 5 times for every
-    one of the 57 packages, about 430 s of a 700 s install spent waiting. One probe first saves that.
-    """
-    import urllib.error
-    import urllib.request
-
-    proxies = {k: env[f"{k}_proxy"] for k in ("http", "https") if env.get(f"{k}_proxy")}
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler(proxies))
-    try:
-        # The URL is PyPI's or PyTorch's index (https), or one the caller chose (bandit: B310).
-        with opener.open(urllib.request.Request(url, method="HEAD"), timeout=timeout):  # nosec B310
-            return True
-    except urllib.error.HTTPError:
-        return True  # it answered
-    except (OSError, ValueError):
-        return False
-
-
-def pip_environment(
-    proxies: Optional[Mapping[str, str]] = None, base: Optional[Mapping[str, str]] = None
-) -> Dict[str, str]:
-    """The environment for pip: the current one plus QGIS's proxy as plain values.
-
-    `proxies` maps "http"/"https"/"no" to a proxy URL (or the hosts that bypass it), as the adapter reads them from
-    QGIS's settings; pip (requests) reads both spellings of the variables. PIP_USER=0: a user-wide `user = true`
-    in pip's configuration cannot be combined with --target.
-    """
-    env = dict(os.environ if base is None else base)
-    for scheme, value in (proxies or {}).items():
-        if not value:
-            continue
-        name = f"{scheme.lower()}_proxy"
-        env[name] = value
-        env[name.upper()] = value
-    env["PIP_USER"] = "0"
-    env.setdefault("PYTHONIOENCODING", "utf-8")
-    env["PYTHONUNBUFFERED"] = "1"  # log lines arrive as pip writes them, not in 8 KB blocks
-    return env
-
-
-_USERINFO = re.compile(r"(?<=://)[^/\s@]+@")
-
-
-def redact_line(line: str) -> str:
-    """Mask credentials in URLs (a proxy or an index with a login) before a line reaches the log or the screen."""
-    return _USERINFO.sub("***@", line)
-
-
-# -- running pip -------------------------------------------------------------------------------------------------
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    """Kill pip and whatever it started (a build backend compiling an sdist)."""
-    with contextlib.suppress(OSError, subprocess.SubprocessError):  # it may have ended by itself meanwhile
-        if sys.platform.startswith("win"):
-            # The system's taskkill on a pid we started (bandit: B603, B607).
-            subprocess.run(  # nosec B603 B607
-                ["taskkill", "/F", "/T", "/PID", str(proc.pid)], capture_output=True, creationflags=_NO_WINDOW
-            )
-        else:
-            os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(OSError):
-        proc.kill()
-
-
-def run_pip(
-    command: Sequence[str],
-    env: Optional[Mapping[str, str]] = None,
-    on_line: Optional[Callable[[str], None]] = None,
-    cancel: Optional[threading.Event] = None,
-    tail_lines: int = LOG_TAIL_LINES,
-    mask: Callable[[str], str] = redact_line,
-) -> Tuple[Optional[int], bool, Tuple[str, ...]]:
-    """Run `command`, pass each output line (`mask`ed) to `on_line`; (returncode, cancelled, last lines).
-
-    Setting `cancel` kills the process (and its children) at once, whatever it is doing: a watcher thread waits
-    on the event, so Cancel does not wait for pip's next line (a download can be silent for minutes).
-    """
-    cancel = cancel or threading.Event()
-    tail: Deque[str] = deque(maxlen=tail_lines)
-    if cancel.is_set():
-        return None, True, ()
-    # A list, no shell (bandit: B603).
-    proc = subprocess.Popen(  # nosec B603
-        list(command),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=dict(env) if env is not None else None,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        bufsize=1,
-        creationflags=_NO_WINDOW,
-        start_new_session=True,  # POSIX: its own process group, so the kill reaches pip's children too
-    )
-    finished = threading.Event()
-
-    def watch() -> None:
-        while not finished.is_set():
-            if cancel.wait(0.2):
-                if not finished.is_set():
-                    _kill(proc)
-                return
-
-    watcher = threading.Thread(target=watch, name="hiergeo-pip-cancel", daemon=True)
-    watcher.start()
-    try:
-        for raw in proc.stdout or ():
-            line = mask(raw.rstrip("\r\n"))
-            if not line.strip():
-                continue
-            tail.append(line)
-            if on_line is not None:
-                on_line(line)
-        returncode = proc.wait()
-    finally:
-        finished.set()
-        if proc.poll() is None:
-            _kill(proc)
-            proc.wait()
-        watcher.join()
-        if proc.stdout is not None:
-            proc.stdout.close()
-    return returncode, cancel.is_set(), tuple(tail)
-
-
 # -- verifying -------------------------------------------------------------------------------------------------
 
 _VERIFY_SCRIPT = r"""
 import importlib, importlib.util, json, sys
-installer_file, target, modules = sys.argv[1], sys.argv[2], sys.argv[3:]
-# installer.py imports only the standard library: loaded from its file, it places the folder on the path exactly
+policy_file, target, modules = sys.argv[1], sys.argv[2], sys.argv[3:]
+# private_path.py imports only the standard library: loaded from its file, it places the folder on the path exactly
 # as the plugin does at load time (one definition: add_private_path).
-spec = importlib.util.spec_from_file_location("hiergeo_installer_check", installer_file)
+spec = importlib.util.spec_from_file_location("hiergeo_private_path_check", policy_file)
 policy = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(policy)
 policy.add_private_path(sys.path, target)
@@ -516,7 +294,7 @@ def verify_imports(
     try:
         # A fixed script, no shell (bandit: B603).
         proc = subprocess.run(  # nosec B603
-            [python, "-c", _VERIFY_SCRIPT, os.path.abspath(__file__), str(target), *modules],
+            [python, "-c", _VERIFY_SCRIPT, os.path.abspath(private_path.__file__), str(target), *modules],
             capture_output=True,
             text=True,
             encoding="utf-8",
@@ -524,7 +302,7 @@ def verify_imports(
             timeout=timeout,
             env=dict(env) if env is not None else None,
             stdin=subprocess.DEVNULL,
-            creationflags=_NO_WINDOW,
+            creationflags=NO_WINDOW,
         )
     except subprocess.TimeoutExpired:
         return VerifyResult(False, tuple((m, f"the check did not finish within {timeout:.0f} s") for m in modules))
@@ -545,43 +323,6 @@ def verify_imports(
 # -- the whole install -----------------------------------------------------------------------------------------
 
 
-@dataclass
-class PipProgress:
-    """A rough 0-100 from pip's log lines: pip announces no total, so collecting approaches 60 step by step, then
-    installing (80) and verifying (90). Enough to show that something moves, honest about being an estimate."""
-
-    collected: int = 0
-    percent: int = 0
-    phase: str = "Starting pip"
-
-    def update(self, line: str) -> int:
-        text = line.strip()
-        if text.startswith("Collecting "):
-            self.collected += 1
-            self.percent = max(self.percent, int(5 + 55 * (1 - 0.9**self.collected)))
-            self.phase = "Resolving: " + text[len("Collecting ") :].split()[0]
-        elif text.startswith("Downloading ") or text.startswith("Using cached "):
-            self.phase = text.split(" (")[0]
-        elif text.startswith("Installing collected packages"):
-            self.percent, self.phase = max(self.percent, 80), "Installing"
-        elif text.startswith("Successfully installed"):
-            self.percent, self.phase = max(self.percent, 90), "Checking the imports"
-        return self.percent
-
-
-def _failure_message(tail: Sequence[str], returncode: Optional[int]) -> str:
-    text = "\n".join(tail)
-    if "No module named pip" in text:
-        return (
-            "This Python has no pip. On Debian or Ubuntu: sudo apt install python3-pip (then run this again; "
-            "never --break-system-packages, the install goes to HierGeo's own folder)."
-        )
-    errors = [line for line in tail if line.startswith("ERROR:")]
-    if errors:
-        return "pip failed: " + errors[-1][len("ERROR:") :].strip()
-    return f"pip failed (exit code {returncode}); the last lines of its log say why."
-
-
 def default_torch_build(platform: Optional[str] = None) -> str:
     """What the default index (PyPI) gives for torch on `platform`: what the user agrees to when PyTorch's own
     index cannot be reached. Linux: the CUDA build, 5.7 GB measured for the pinned torch with its nvidia-*
@@ -600,6 +341,12 @@ def unreachable_index_message(index: str, variant: str, platform: Optional[str] 
         f"cannot be installed; nothing was installed. Check the connection and try again, or choose to install "
         f"{default_torch_build(platform)} instead."
     )
+
+
+def pip_masker(settings: Sequence[Tuple[str, str]], env: Mapping[str, str]) -> Callable[[str], str]:
+    """What every line shown or kept goes through: pip's configured credentials masked (pip_env.py), PyTorch's
+    public indexes shown as they are."""
+    return masker(pip_secret_urls(settings, env), _PUBLIC_INDEXES)
 
 
 def install(
@@ -630,7 +377,7 @@ def install(
     target.mkdir(parents=True, exist_ok=True)
     env = pip_environment(proxies, base_env)
     settings = configured_pip_settings(python, env)
-    mask = masker(pip_secret_urls(settings, env))  # pip's configured tokens never reach the screen or the result
+    mask = pip_masker(settings, env)  # pip's configured tokens never reach the screen or the result
     index = torch_index(variant, platform) if torch_index_url == "" else torch_index_url
     notes, fell_back = [], False
     if index and not index_reachable(index, env):
@@ -659,7 +406,7 @@ def install(
     if cancelled:
         return InstallResult(False, True, returncode, "Cancelled: pip was stopped; run it again to finish.", **ran)
     if returncode != 0:
-        return InstallResult(False, False, returncode, _failure_message(tail, returncode), **ran)
+        return InstallResult(False, False, returncode, failure_message(tail, returncode), **ran)
     verified = verify_imports(python, target, modules, env)
     if verified.ok:
         message = "Installed; every module imports."
