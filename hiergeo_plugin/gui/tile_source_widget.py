@@ -14,10 +14,13 @@ from processing.gui.wrappers import WidgetWrapper
 from qgis.core import QgsProject, QgsRasterLayer
 from qgis.gui import QgsProcessingGui
 from qgis.PyQt.QtCore import Qt
-from qgis.PyQt.QtWidgets import QComboBox, QLabel, QVBoxLayout, QWidget
+from qgis.PyQt.QtWidgets import QComboBox, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from ..core.imagery_hint import not_imagery_hint
 from ..processing.xyz import saved_xyz_connections
+
+#: The combo box's minimum width in characters: a layer name fits, a whole URL template need not.
+MIN_CHARACTERS = 16
 
 
 class TileSourceChoice(NamedTuple):
@@ -112,8 +115,11 @@ class TileSourceWidgetWrapper(WidgetWrapper):
         self.combo = combo = QComboBox()
         combo.setEditable(True)
         combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        # Narrow at least, as wide as the dialog allows: 30 characters at least (410 px) made the parameter panel
+        # wider than QGIS's default dialog, which then hid the arrows and "..." buttons at its right edge.
         combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        combo.setMinimumContentsLength(30)
+        combo.setMinimumContentsLength(MIN_CHARACTERS)
+        combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.choices = tile_source_choices()
         for choice in self.choices:
             combo.addItem(choice.label, choice.value)
@@ -131,6 +137,24 @@ class TileSourceWidgetWrapper(WidgetWrapper):
         combo.currentTextChanged.connect(self._changed)
         self._show_hint()
         return container
+
+    def createLabel(self):  # noqa: N802 (Processing API name)
+        """The parameter's description, wrapped rather than widening the panel (no label in batch mode)."""
+        label = super().createLabel()
+        if isinstance(label, QLabel):
+            label.setWordWrap(True)
+        return label
+
+    def postInitialize(self, wrappers):  # noqa: N802 (Processing API name)
+        """Every parameter label of the dialog wraps too: QGIS's own labels do not, and one long description (with
+        its " [optional]") made the panel wider than the default dialog. TILE_SOURCE is in every HierGeo dialog,
+        so this is the one place that sees all of them."""
+        super().postInitialize(wrappers)
+        for wrapper in wrappers:
+            wrapped = getattr(wrapper, "wrappedLabel", None)  # QGIS's wrappers; Processing's Python ones: .label
+            label = (wrapped() if callable(wrapped) else None) or getattr(wrapper, "label", None)
+            if isinstance(label, QLabel):
+                label.setWordWrap(True)
 
     def _first_project_layer(self) -> int:
         """The index of the project's first XYZ layer in the list, or -1."""
