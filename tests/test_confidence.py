@@ -192,3 +192,35 @@ def test_accuracy_vs_coverage_and_the_top_half_ratio():
     assert rows[1]["within_25km"] == 0.75 and rows[1]["within_1km"] == 0.25
     assert top_half_ratio(confidence, error_km) == pytest.approx(1.0 / 0.75)
     assert top_half_ratio(confidence, [100.0] * 4) is None
+
+
+def test_density_grid_holds_the_probability_of_the_map_extent():
+    from hiergeo_plugin.core.confidence.density import density_grid, grid_size, map_extent
+    from hiergeo_plugin.core.evaluation import EARTH_RADIUS_KM
+
+    stages = {
+        8: [
+            Scored(t, s)
+            for t, s in zip([Tile(8, 130 + i, 90 + j) for i in range(4) for j in range(4)], np.linspace(0, 0.3, 16))
+        ]
+    }
+    dist = PlaceDistribution(stages)
+    probs = dist.probabilities(0.05)
+    extent = map_extent(dist, probs, level=1.0)
+    width, height = grid_size(extent, 400)
+    assert max(width, height) == 400
+    grid = density_grid(dist, probs, extent, width, height)
+    west, south, east, north = extent
+    # Sum of density x pixel area (on the sphere) = the probability inside the extent (all of it here).
+    lats = north - (np.arange(height) + 0.5) * (north - south) / height
+    pixel_km2 = (
+        EARTH_RADIUS_KM**2
+        * math.radians((east - west) / width)
+        * math.radians((north - south) / height)
+        * np.cos(np.radians(lats))
+    )
+    assert (grid * pixel_km2[:, None]).sum() == pytest.approx(1.0, rel=0.02)
+    best = dist.tiles[int(np.argmax(probs))]
+    lat, lon = best.center
+    row, col = int((north - lat) / (north - south) * height), int((lon - west) / (east - west) * width)
+    assert grid[row, col] == pytest.approx(grid.max())

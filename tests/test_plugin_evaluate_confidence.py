@@ -190,3 +190,39 @@ def test_credible_regions_are_styled_unions_of_the_densest_tiles_holding_each_le
             "hiergeo:credibleregions",
             {"CANDIDATES": f"{located}|layername=candidates", "LEVELS": "150", "OUTPUT": str(tmp_path / "x.gpkg")},
         )
+
+
+def test_probability_map_is_a_styled_geotiff_of_the_photo_density(located, tmp_path):
+    import math
+
+    import numpy as np
+    from osgeo import gdal
+    from qgis.core import QgsRasterLayer
+
+    from hiergeo_plugin.core.confidence import DEFAULT_TEMPERATURE
+    from hiergeo_plugin.core.confidence.assessment import read_geopackage
+    from hiergeo_plugin.core.confidence.distribution import PlaceDistribution
+    from hiergeo_plugin.core.evaluation import EARTH_RADIUS_KM
+
+    photo = read_geopackage(str(located))[0]
+    out = tmp_path / "map.tif"
+    params = {"CANDIDATES": f"{located}|layername=candidates", "PHOTO": photo.photo, "MAX_PIXELS": 1200}
+    res = run("hiergeo:probabilitymap", dict(params, OUTPUT=str(out)))
+    ds = gdal.Open(str(out))
+    grid = ds.GetRasterBand(1).ReadAsArray().astype(np.float64)
+    west, dx, _, north, _, dy = ds.GetGeoTransform()
+    assert max(grid.shape) == 1200 and "4326" in ds.GetProjection() and ds.GetRasterBand(1).GetNoDataValue() == 0
+    assert res["PEAK"] == pytest.approx(grid.max(), rel=1e-6)
+    # Density x pixel area over the map: the probability of the tiles it covers (at least 99%), up to the pixel
+    # rows that straddle tile edges (a few per cent at a whole-world extent).
+    lats = north + (np.arange(grid.shape[0]) + 0.5) * dy
+    pixel_km2 = EARTH_RADIUS_KM**2 * math.radians(dx) * math.radians(-dy) * np.cos(np.radians(lats))
+    assert 0.97 <= (grid * pixel_km2[:, None]).sum() <= 1.02
+    dist = PlaceDistribution(photo.stages)
+    probs = dist.probabilities(DEFAULT_TEMPERATURE)
+    densest = int(np.argmax(np.where(dist.leaf, probs / dist.areas, -1)))
+    assert grid.max() == pytest.approx(probs[densest] / dist.areas[densest], rel=1e-5)
+    layer = QgsRasterLayer(str(out), "map", "gdal")  # opens with the heat-map style stored beside it
+    assert (tmp_path / "map.qml").is_file() and layer.renderer().type() == "singlebandpseudocolor"
+    with pytest.raises(Exception, match="PHOTO"):
+        run("hiergeo:probabilitymap", dict(params, PHOTO="nowhere.jpg", OUTPUT=str(tmp_path / "x.tif")))

@@ -60,6 +60,44 @@ def parse_levels(text: str) -> List[float]:
     return levels
 
 
+def calibration_parameters(alg) -> list:
+    """CALIBRATION_FILE and TEMPERATURE: where the temperature comes from (shared with the probability map)."""
+    return [
+        QgsProcessingParameterFile(
+            "CALIBRATION_FILE",
+            alg.tr("Temperature from (model file or region index; empty = the default)"),
+            optional=True,
+        ),
+        QgsProcessingParameterNumber(
+            "TEMPERATURE",
+            alg.tr("Temperature (0 = from the file above, or the default)"),
+            QgsProcessingParameterNumber.Type.Double,
+            0.0,
+            minValue=0.0,
+        ),
+    ]
+
+
+def temperature_from(alg, parameters, context, feedback) -> float:
+    """TEMPERATURE when given, else the one stored in CALIBRATION_FILE, else the documented default."""
+    from ..core.confidence import Calibration
+    from ..core.confidence.store import CalibrationStoreError, stored_calibration
+
+    given = alg.parameterAsDouble(parameters, "TEMPERATURE", context)
+    if given > 0:
+        return given
+    path = alg.parameterAsFile(parameters, "CALIBRATION_FILE", context)
+    if not path:
+        return Calibration().temperature
+    try:
+        calibration = stored_calibration(path)
+    except (CalibrationStoreError, OSError) as exc:
+        raise QgsProcessingException(f"CALIBRATION_FILE: {exc}") from None
+    if not calibration.photos:
+        feedback.pushWarning(alg.tr("{path} holds no fitted temperature: the default is used").format(path=path))
+    return calibration.temperature
+
+
 class CredibleRegionsAlgorithm(HierGeoAlgorithm):
     HELP_ANCHOR = "credible-regions-hiergeocredibleregions"
     CANDIDATES = "CANDIDATES"
@@ -86,46 +124,14 @@ class CredibleRegionsAlgorithm(HierGeoAlgorithm):
             )
         )
         self.addParameter(QgsProcessingParameterString(self.LEVELS, self.tr("Levels (%)"), "50,90"))
-        self.addParameter(
-            QgsProcessingParameterFile(
-                self.CALIBRATION_FILE,
-                self.tr("Temperature from (model file or region index; empty = the default)"),
-                optional=True,
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.TEMPERATURE,
-                self.tr("Temperature (0 = from the file above, or the default)"),
-                QgsProcessingParameterNumber.Type.Double,
-                0.0,
-                minValue=0.0,
-            )
-        )
+        for param in calibration_parameters(self):
+            self.addParameter(param)
         self.addParameter(
             QgsProcessingParameterFeatureSink(
                 self.OUTPUT, self.tr("Credible regions"), QgsProcessing.SourceType.TypeVectorPolygon
             )
         )
         self.addOutput(QgsProcessingOutputNumber("PHOTOS", self.tr("Photos with regions")))
-
-    def _temperature(self, parameters, context, feedback) -> float:
-        from ..core.confidence import Calibration
-        from ..core.confidence.store import CalibrationStoreError, stored_calibration
-
-        given = self.parameterAsDouble(parameters, self.TEMPERATURE, context)
-        if given > 0:
-            return given
-        path = self.parameterAsFile(parameters, self.CALIBRATION_FILE, context)
-        if not path:
-            return Calibration().temperature
-        try:
-            calibration = stored_calibration(path)
-        except (CalibrationStoreError, OSError) as exc:
-            raise QgsProcessingException(f"CALIBRATION_FILE: {exc}") from None
-        if not calibration.photos:
-            feedback.pushWarning(self.tr("{path} holds no fitted temperature: the default is used").format(path=path))
-        return calibration.temperature
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..core.confidence import PlaceDistribution, credible_region
@@ -134,7 +140,7 @@ class CredibleRegionsAlgorithm(HierGeoAlgorithm):
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, self.CANDIDATES))
         levels = parse_levels(self.parameterAsString(parameters, self.LEVELS, context))
-        temperature = self._temperature(parameters, context, feedback)
+        temperature = temperature_from(self, parameters, context, feedback)
         fields = region_fields()
         sink, dest_id = self.parameterAsSink(
             parameters, self.OUTPUT, context, fields, QgsWkbTypes.Type.MultiPolygon, QgsCoordinateReferenceSystem(WGS84)

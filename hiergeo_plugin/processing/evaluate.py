@@ -35,7 +35,7 @@ from qgis.core import (
 
 from ..core.defaults import DEFAULT_THRESHOLDS_TEXT
 from .algorithm import HierGeoAlgorithm
-from .evaluate_confidence import CONFIDENCE_OUTPUTS, evaluate_confidence, store_refit
+from .evaluate_confidence import confidence_outputs, evaluate_confidence, store_refit
 from .fields import double_field, string_field
 from .geolocate_outputs import WGS84
 from .photo_layers import layer_folder
@@ -192,8 +192,8 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("EVALUATED", self.tr("Photos evaluated")))
         self.addOutput(QgsProcessingOutputNumber("WITHOUT_TRUTH", self.tr("Located photos without a true location")))
         self.addOutput(QgsProcessingOutputNumber("FAILED", self.tr("Photos that were not located")))
-        for key, label in CONFIDENCE_OUTPUTS.items():
-            self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
+        for output in confidence_outputs():
+            self.addOutput(output)
         # Declared for the default thresholds (so the Modeler can wire them); others are returned all the same.
         for label in DEFAULT_THRESHOLDS_TEXT.split(","):  # the core's threshold keys, without importing numpy
             self.addOutput(

@@ -11,13 +11,19 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from .i18n import tr
 
-#: The results the confidence adds (with CANDIDATES and true places), and their labels.
-CONFIDENCE_OUTPUTS = {
-    "COVERAGE_50": "Share of photos inside their 50% region",
-    "COVERAGE_90": "Share of photos inside their 90% region",
-    "ECE": "Expected calibration error of the confidence",
-    "TEMPERATURE": "Refitted temperature",
-}
+
+def confidence_outputs() -> list:
+    """The results the confidence adds (with CANDIDATES and true places)."""
+    from qgis.core import QgsProcessingOutputNumber
+
+    return [
+        QgsProcessingOutputNumber("COVERAGE_50", tr("Share of photos inside their 50% region")),
+        QgsProcessingOutputNumber("COVERAGE_90", tr("Share of photos inside their 90% region")),
+        QgsProcessingOutputNumber("ECE", tr("Expected calibration error of the confidence")),
+        QgsProcessingOutputNumber("TEMPERATURE", tr("Refitted temperature")),
+    ]
+
+
 #: Fewer photos than this: one fold (the measure then judges the temperature on the photos it was fitted on).
 MIN_PHOTOS_FOR_FOLDS = 4
 

@@ -11,6 +11,7 @@ from .credible_regions import CredibleRegionsAlgorithm
 from .evaluate import EvaluateGeolocationAlgorithm
 from .geolocate import GeolocatePhotosAlgorithm
 from .i18n import tr
+from .probability_map import ProbabilityMapAlgorithm
 from .resources import ICON_PATH
 from .train import TrainMapEncodersAlgorithm
 
@@ -43,5 +44,6 @@ class HierGeoProvider(QgsProcessingProvider):
             TrainMapEncodersAlgorithm(),
             BuildRegionIndexAlgorithm(),
             CredibleRegionsAlgorithm(),
+            ProbabilityMapAlgorithm(),
         ):
             self.addAlgorithm(alg)

@@ -128,6 +128,7 @@
     </message>
     <message>
         <location filename="../../hiergeo_plugin/processing/credible_regions.py"/>
+        <location filename="../../hiergeo_plugin/processing/probability_map.py"/>
         <source>Candidates (CANDIDATES of Geolocate photos)</source>
         <translation type="unfinished"></translation>
     </message>
@@ -219,6 +220,11 @@
     <message>
         <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
         <source>Every package HierGeo needs imports already; install again only to repair.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate_confidence.py"/>
+        <source>Expected calibration error of the confidence</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -330,6 +336,11 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/probability_map.py"/>
+        <source>Highest probability per km²</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
         <source>Imagery credit (e.g. the provider's attribution)</source>
         <translation type="unfinished"></translation>
@@ -416,6 +427,11 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/probability_map.py"/>
+        <source>PHOTO: {photo!r} is not among the {n} photos of CANDIDATES (give one of them)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
         <source>PREDICTIONS has no true_lat/true_lon (its input was not a point layer) and no GROUND_TRUTH was given: nothing can be evaluated</source>
         <translation type="unfinished"></translation>
@@ -433,6 +449,11 @@
     <message>
         <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
         <source>Path weight (0 = the paper: each zoom ranks by its own similarity)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/probability_map.py"/>
+        <source>Photo (as in the photo field; empty when the layer has one photo)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -486,6 +507,11 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/probability_map.py"/>
+        <source>Pixels along the longer side</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
         <source>Predicted locations</source>
         <translation type="unfinished"></translation>
@@ -498,6 +524,11 @@
     <message>
         <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
         <source>Predictions (OUTPUT of Geolocate photos)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/probability_map.py"/>
+        <source>Probability map</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -524,6 +555,11 @@ Folder: {target}</source>
     <message>
         <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
         <source>Ready.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate_confidence.py"/>
+        <source>Refitted temperature</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -566,6 +602,16 @@ Folder: {target}</source>
     <message>
         <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
         <source>Search only within this extent (empty = the whole world)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate_confidence.py"/>
+        <source>Share of photos inside their 50% region</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/evaluate_confidence.py"/>
+        <source>Share of photos inside their 90% region</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -848,6 +894,11 @@ Folder: {target}</source>
     <message>
         <location filename="../../hiergeo_plugin/processing/train.py"/>
         <source>{photo}: no point geometry (true location unknown); skipped</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/probability_map.py"/>
+        <source>{photo}: {w} x {h} pixels, temperature {t}, peak {p} per km²</source>
         <translation type="unfinished"></translation>
     </message>
 </context>
