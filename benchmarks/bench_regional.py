@@ -54,6 +54,7 @@ def parse_args(argv):
     ap.add_argument("--zoom", type=int, default=16, help="cell zoom of the region indexes")
     ap.add_argument("--zoom17", action="store_true", help="also a prototypes index at zoom 17")
     ap.add_argument("--work", default=None, help="folder for photos, tiles, models (kept between runs)")
+    ap.add_argument("--workers", type=int, default=2, help="processes rendering the photos")
     ap.add_argument("--no-region-model", action="store_true", help="skip the region model row")
     for key, value in FULL.items():
         ap.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=None)
@@ -80,7 +81,9 @@ def make_photos(args, work: Path):
     sets = {}
     for name, n, salt in (("train", args.train, 1), ("test", args.test, 2)):
         locations = road_positions(world, box, n, seed=args.seed * 10 + salt)
-        rows = write_photos(world, str(work / f"photos_{name}"), locations, seed=args.seed * 10 + salt + 100, workers=2)
+        rows = write_photos(
+            world, str(work / f"photos_{name}"), locations, seed=args.seed * 10 + salt + 100, workers=args.workers
+        )
         sets[name] = [PhotoRecord(r["photo"], r["path"], r["lat"], r["lon"]) for r in rows]
     log(f"box {[round(v, 4) for v in box]}: {args.train} + {args.test} photos ready ({time.time() - t0:.0f} s)")
     return world, box, sets

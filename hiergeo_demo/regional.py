@@ -42,6 +42,16 @@ Box = Tuple[float, float, float, float]  # west, south, east, north (degrees)
 PHOTO_ROADS = ("highways", "tracks")
 
 
+class StreetWorld(DemoWorld):
+    """The demo world with a lighter photo renderer: a 128-px texture patch per pyramid level instead of 192.
+
+    Why: the benchmark renders thousands of photos, and the model sees 64 px of each; a smaller patch halves the
+    rendering time (0.06 s instead of 0.11 s a photo on one core) and only shortens how far each texture level
+    reaches before the next coarser one takes over. Tiles are the same as DemoWorld's."""
+
+    _PHOTO_PATCH = 128
+
+
 def _u_to_lon(u):
     return np.asarray(u, dtype=np.float64) * 360.0 - 180.0
 
@@ -115,7 +125,7 @@ def write_photos(
     folder: str,
     locations: Sequence[Tuple[float, float]],
     seed: int,
-    size: int = 128,
+    size: int = 64,
     workers: int = 1,
 ) -> List[dict]:
     """Geotagged JPEGs photo_00000.jpg... and photos.csv; skipped when the folder already holds this exact set.
@@ -151,5 +161,5 @@ def write_photos(
 
 def _write_one(job) -> None:
     world_seed, path, lat, lon, photo_seed, size = job
-    photo = DemoWorld(world_seed).render_ground_photo(lat, lon, photo_seed=photo_seed, size=size)
+    photo = StreetWorld(world_seed).render_ground_photo(lat, lon, photo_seed=photo_seed, size=size)
     photo.save(path, format="JPEG", quality=90, exif=photo_exif(lat, lon))
