@@ -131,3 +131,19 @@ def test_processing_report_credits_the_source_without_its_key(provider, tmp_path
     assert re.search(r"Imagery: Imagery \(c\) Example; tiles from https://tiles\.example\.com/", page)
     assert page.count('class="predicted"') == 6
     assert len(_imgs(page)) == 6  # fewer photos than the thumbnail limit: all of them
+
+
+def test_thumbnail_captions_show_the_file_name_wrapped_and_the_full_path_as_tooltip(tmp_path):
+    """Captions of full paths ran into each other: the name shows, wrapped; the whole value is the tooltip."""
+    rows = _rows(DATA)
+    for i, row in enumerate(rows[:6]):
+        row["photo"] = f"/data/survey_2024/a_long_folder_name/camera_{i}/IMG_{i:04d}_with_a_long_name.jpg"
+    rows[5]["photo"] = "C:\\photos\\field trip\\IMG_0005.jpg"
+    metrics = evaluate(rows)
+    page = Path(write_html_report(str(tmp_path / "r.html"), metrics, rows=rows, thumbnails=3)).read_text()
+    figures = re.findall(r'<figure title="([^"]*)"><img [^>]*><figcaption>([^<]*)<br>', page)
+    assert figures[0] == ("C:\\photos\\field trip\\IMG_0005.jpg", "IMG_0005.jpg")
+    assert figures[1] == (rows[4]["photo"], "IMG_0004_with_a_long_name.jpg")
+    assert "<figcaption>/data" not in page
+    assert re.search(r"\.thumbs figcaption \{[^}]*overflow-wrap: anywhere", page)
+    assert re.search(r"\.thumbs figure \{[^}]*width: 170px", page)

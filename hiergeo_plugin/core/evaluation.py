@@ -189,7 +189,8 @@ svg text { font-size: 11px; font-family: inherit; }
 .side { display: flex; flex-wrap: wrap; gap: 2em; align-items: flex-start; }
 .legend { font-size: 0.9em; color: #555; }
 .thumbs { display: flex; flex-wrap: wrap; gap: 1em; }
-.thumbs figure { margin: 0; max-width: 170px; font-size: 0.85em; }
+.thumbs figure { margin: 0; width: 170px; font-size: 0.85em; }
+.thumbs figcaption { overflow-wrap: anywhere; word-break: break-word; }
 .thumbs img { display: block; max-width: 160px; max-height: 160px; border: 1px solid #ccc; }
 .credit { color: #555; font-size: 0.9em; }
 """

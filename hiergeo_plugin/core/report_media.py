@@ -12,6 +12,7 @@ import base64
 import html
 import io
 import math
+import re
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
@@ -126,9 +127,20 @@ def thumbnails_html(worst: Sequence[tuple], limit: int) -> List[str]:
         uri = thumbnail_data_uri(path)
         if uri is None:
             continue
-        name = html.escape(str(photo))
+        full = html.escape(str(photo), quote=True)
+        name = html.escape(photo_base_name(photo))
         figures.append(
-            f'<figure><img src="{uri}" alt="{name}" loading="lazy">'
+            f'<figure title="{full}"><img src="{uri}" alt="{name}" loading="lazy">'
             f"<figcaption>{name}<br>{error_km:,.1f} km</figcaption></figure>"
         )
     return figures
+
+
+def photo_base_name(photo) -> str:
+    """The file name of a photo value (a path with / or \\ separators, as the photo field holds it).
+
+    A caption of the whole path ran into its neighbours: the caption shows the name, the figure's tooltip
+    (title) the whole value.
+    """
+    text = str(photo).rstrip("/\\")
+    return re.split(r"[/\\]", text)[-1] or str(photo)
