@@ -17,6 +17,10 @@ log = logging.getLogger("hiergeo.photos")
 
 #: Photos above this many pixels are refused before decoding (a 100 MP camera is fine, a bomb is not).
 MAX_PIXELS = 150_000_000
+#: ...and above this many decoded bytes (core.tile_image.decoded_bytes: Pillow's pixels plus the float64 copy that
+#: 16-bit and float photos are converted through). An RGB photo of MAX_PIXELS fits; a float TIFF of 140 MP (889 KB
+#: on disk, 3.2 GB decoded the old way) does not. The search decodes a few photos at once: this bounds each.
+MAX_DECODED_BYTES = 640 * 1024 * 1024
 
 _heif_registered = None
 
@@ -54,9 +58,12 @@ class PhotoRecord:
         return self.true_lat is not None and self.true_lon is not None
 
 
-def load_photo(path, max_pixels: int = MAX_PIXELS):
-    """Open a photo as an upright RGB PIL image, or raise PhotoError saying why not."""
+def load_photo(path, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_DECODED_BYTES):
+    """Open a photo as an upright RGB PIL image, or raise PhotoError saying why not. The size in pixels and in
+    decoded bytes is checked from the header, before anything is decoded."""
     from PIL import Image, ImageOps, UnidentifiedImageError
+
+    from .tile_image import decoded_bytes, describe_decoded
 
     if path is None or str(path).strip() == "":
         raise PhotoError("no photo path")
@@ -78,6 +85,8 @@ def load_photo(path, max_pixels: int = MAX_PIXELS):
             w, h = im.size
             if w * h > max_pixels:
                 raise PhotoError(f"too large: {w}x{h} pixels exceeds the limit of {max_pixels} (decompression bomb?)")
+            if decoded_bytes(im.mode, w, h) > max_bytes:
+                raise PhotoError("too large: " + describe_decoded(im.mode, w, h, max_bytes))
             im.load()
             try:
                 im = ImageOps.exif_transpose(im)
@@ -108,7 +117,12 @@ def _to_rgb(im):
 
         arr = np.asarray(im, dtype=np.float64)
         lo, hi = float(arr.min()), float(arr.max())
-        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        if hi > lo:  # in place: one float64 copy in all (decoded_bytes counts on it), same numbers as before
+            arr -= lo
+            arr /= hi - lo
+            arr *= 255.0
+        else:
+            arr.fill(0.0)
         im = Image.fromarray(arr.astype("uint8"), "L")
     if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
         rgba = im.convert("RGBA")
