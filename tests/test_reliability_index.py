@@ -308,3 +308,72 @@ def test_build_refuses_the_world_at_zoom_22_before_any_download(tmp_path, tiny_m
             builder.build(Area.make(extent=(-180, -90, 180, 90)), 22, tmp_path / "w.hgindex", max_cells=250_000)
         assert server.log.total == 0
     assert tiles_tested["tiles"] == 0 and any("tiles/s" in line for line in lines)
+
+
+# -- size claims in the FAISS part ------------------------------------------------------------------------------------
+_PEAK_SCRIPT = r"""
+import resource, sys
+import faiss, numpy as np
+from hiergeo_plugin.core.index.ann import VectorIndex
+from hiergeo_plugin.core.index.index_file import IndexFileError, read_index
+
+def peak_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+before = peak_mb()
+index = read_index(sys.argv[1])
+ann = index.manifest["ann"]
+try:
+    VectorIndex.from_bytes(index.ann_bytes, ann["kind"], ann["dim"], ntotal=len(index))
+    print("accepted")
+except ValueError as exc:
+    print("refused:", str(exc).splitlines()[0][:300])
+print(f"growth_mb={peak_mb() - before:.0f}")
+"""
+
+
+def _lying_flat_index(tmp_path, claim: int):
+    """A real 20-row flat (fp16 SQ) index whose codes vector claims `claim` bytes; the file is a few KB."""
+    import faiss
+
+    from hiergeo_plugin.core.index.index_file import RegionIndex
+
+    base = small_index()
+    n, d = len(base), base.dim
+    sq = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+    x = base.aerial.astype(np.float32)
+    sq.add(x / np.linalg.norm(x, axis=1, keepdims=True))
+    data = bytearray(faiss.serialize_index(sq).tobytes())
+    at = len(data) - n * sq.code_size - 8  # the codes vector's length field, right before the codes
+    assert int.from_bytes(data[at : at + 8], "little") == n * sq.code_size
+    data[at : at + 8] = int(claim).to_bytes(8, "little")
+    lying = RegionIndex(
+        base.manifest, base.cells, base.aerial, base.prototypes, base.prototype_cells, base.prototype_of, bytes(data)
+    )
+    return write_index(tmp_path / "lying.hgindex", lying)
+
+
+def _peak_growth(path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run(
+        [sys.executable, "-c", _PEAK_SCRIPT, str(path)], capture_output=True, text=True, cwd=root, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = run.stdout.strip().splitlines()
+    return lines[0], float(lines[-1].split("=")[1])
+
+
+def test_a_faiss_part_claiming_2_gib_is_refused_before_it_is_allocated(tmp_path, tiny_model):
+    path = _lying_flat_index(tmp_path, 2 * 1024**3)
+    assert path.stat().st_size < 20_000
+    verdict, growth_mb = _peak_growth(path)
+    assert verdict.startswith("refused:")
+    assert growth_mb < 200, f"peak RSS grew by {growth_mb:.0f} MB for a {path.stat().st_size} byte file"
+    from hiergeo_plugin.core.index.search import IndexSearch
+
+    with pytest.raises(IndexFileError, match="damaged"):
+        IndexSearch(tiny_model, read_index(path), method="index")

@@ -27,6 +27,7 @@ the body, so a foreign or truncated file is refused with a ValueError rather tha
 from __future__ import annotations
 
 import struct
+import threading
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
@@ -60,6 +61,8 @@ _KMEANS_SEED_OFFSET = 1234
 _FOURCC = {"flat": (b"IxSQ",), "hnsw": (b"IHNs",), "ivfpq": (b"IvPQ", b"IwPQ")}
 _REFINE_FOURCC = b"IxRF"
 _METRIC_INNER_PRODUCT = 0
+#: FAISS's deserialisation limits are process-wide: one bounded read at a time.
+_READ_LOCK = threading.Lock()
 _HEADER = struct.Struct("<4siqqq?i")  # fourcc, d, ntotal, dummy, dummy, is_trained, metric_type
 
 
@@ -298,12 +301,14 @@ class VectorIndex:
         faiss = _faiss()
         if kind not in KINDS:
             raise ValueError(f"unknown index kind {kind!r}")
+        if isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 1:
+            data = memoryview(np.ascontiguousarray(data))  # a view (e.g. of a memory-mapped file), not a copy
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise ValueError(f"index data must be bytes, got {type(data).__name__}")
-        data = data if isinstance(data, bytes) else bytes(data)  # no second copy of a big index
-        _check_header(data, kind, dim, ntotal)
+        view = memoryview(data).cast("B")
+        _check_header(bytes(view[: 2 * _HEADER.size]), kind, dim, ntotal, len(view))
         try:
-            index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+            index = _read_bounded(view)
         except Exception as exc:  # faiss raises RuntimeError with the C++ message on a corrupt body
             raise ValueError(f"corrupt {kind} index data ({len(data)} bytes): {str(exc).splitlines()[0]}") from exc
         expected_type = {"flat": faiss.IndexScalarQuantizer, "hnsw": faiss.IndexHNSWSQ, "ivfpq": faiss.IndexIVFPQ}
@@ -319,9 +324,51 @@ class VectorIndex:
         return cls(index, kind, dim)
 
 
-def _check_header(data: bytes, kind: str, dim: int, ntotal: Optional[int]) -> None:
+def _read_bounded(view: memoryview):
+    """FAISS's reader over `view`, streamed a chunk at a time (no second copy of the data, as
+    faiss.deserialize_index makes), with every size FAISS reads bounded by the bytes actually there: FAISS checks
+    each vector's claimed length against its deserialisation limit *before* allocating it, and that limit (1 TB by
+    default) is set to the data's length for this read, as is the limit on list counts. So a 14 KB file claiming a
+    2 GiB vector is refused at the claim instead of after the allocation. The limits are process-wide in FAISS,
+    hence the lock; the pre-computed IVF-PQ table (used only with L2 coarse quantizers, never by HierGeo's inner
+    product indexes) is not built from the file's word either."""
+    faiss = _faiss()
+    pos = 0
+
+    def read(n: int) -> bytes:
+        nonlocal pos
+        chunk = view[pos : pos + n]
+        pos += len(chunk)
+        return chunk.tobytes()
+
+    reader = faiss.PyCallbackIOReader(read)
+    limits = hasattr(faiss, "set_deserialization_vector_byte_limit") and hasattr(
+        faiss, "set_deserialization_loop_limit"
+    )
+    with _READ_LOCK:
+        if limits:
+            byte_limit, loop_limit = (
+                faiss.get_deserialization_vector_byte_limit(),
+                faiss.get_deserialization_loop_limit(),
+            )
+            faiss.set_deserialization_vector_byte_limit(len(view) + 1)
+            faiss.set_deserialization_loop_limit(len(view) + 1)
+        try:
+            index = faiss.read_index(reader, faiss.IO_FLAG_SKIP_PRECOMPUTE_TABLE)
+        finally:
+            if limits:
+                faiss.set_deserialization_vector_byte_limit(byte_limit)
+                faiss.set_deserialization_loop_limit(loop_limit)
+    if pos != len(view):
+        raise ValueError(f"{len(view) - pos} bytes after the end of the FAISS index")
+    return index
+
+
+def _check_header(data: bytes, kind: str, dim: int, ntotal: Optional[int], size: Optional[int] = None) -> None:
     """Refuses data whose FAISS header does not describe the expected index, before FAISS parses (and allocates
-    for) the body; then a lower bound on the size its codes need, which catches truncation."""
+    for) the body; then a lower bound on the size its codes need (`size`: the whole data's length, when `data` is
+    only its start), which catches truncation."""
+    size = len(data) if size is None else int(size)
     if len(data) < _HEADER.size:
         raise ValueError(f"index data too short ({len(data)} bytes) to be a FAISS index")
     fourcc, d, n, _, _, _, metric = _HEADER.unpack_from(data)
@@ -343,8 +390,8 @@ def _check_header(data: bytes, kind: str, dim: int, ntotal: Optional[int]) -> No
         raise ValueError(f"index metric {metric} is not inner product")
     # codes a row needs at least: fp16 (+ a graph link), or the smallest PQ code + its id (+ an 8-bit re-ranking code)
     per_row = {"flat": 2 * d, "hnsw": 2 * d + 8, "ivfpq": 8 + 8 + (d if refined else 0)}[kind]
-    if len(data) < n * per_row:
-        raise ValueError(f"index data truncated: {len(data)} bytes cannot hold {n} rows of a {kind} index")
+    if size < n * per_row:
+        raise ValueError(f"index data truncated: {size} bytes cannot hold {n} rows of a {kind} index")
 
 
 def _check_ivf_ids(ivf, ntotal: int) -> None:
