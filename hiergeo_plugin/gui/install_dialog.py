@@ -196,8 +196,7 @@ class InstallDialog(QDialog):
         self.log.setMaximumBlockCount(5000)
         self.log.setFont(QFont("monospace"))
         self.log.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)  # pip's long lines read whole
-        self.log.setMinimumHeight(220)
-        layout.addWidget(self.log)
+        self.log.setMinimumHeight(160)
 
         self.verdict = QLabel("")
         self.verdict.setObjectName("hiergeo_install_verdict")
@@ -213,6 +212,7 @@ class InstallDialog(QDialog):
         self.fallback_button.setVisible(False)
         self.fallback_button.clicked.connect(lambda _checked=False: self.start(allow_default_torch=True))
         layout.addWidget(self.fallback_button)
+        layout.addWidget(self.log, 1)  # the verdict stays above it, in view; the log takes what is left
 
         self.buttons = QDialogButtonBox()
         self.install_button = QPushButton(tr("Install"))
@@ -237,7 +237,7 @@ class InstallDialog(QDialog):
         self.cancel_button.clicked.connect(self.cancel)
         self.close_button.clicked.connect(self.close)
         layout.addWidget(self.buttons)
-        self.resize(760, 520)
+        self.resize(820, 600)
         if python and self.target is not None:
             self.check_worker = CheckWorker(python, self.target, self.modules, base_env, self)
             self.check_worker.done.connect(self._checked)
@@ -246,7 +246,7 @@ class InstallDialog(QDialog):
     # -- what is missing ----------------------------------------------------------------------------------------
     def _checked(self, verified: installer.VerifyResult) -> None:
         self.checked = verified
-        if self.result is None:  # an install that finished meanwhile has said what imports now
+        if self.result is None or self.result.verify is None:  # else an install's own check is newer
             self._show_missing(verified.missing)
         self.checkFinished.emit(verified)
 
