@@ -61,3 +61,15 @@ def test_other_imagery_still_has_another_id():
         )
     }
     assert len(ids) == 4
+
+
+def test_templates_without_secrets_keep_the_id_they_had():
+    """Indexes built from a source with nothing to mask (no key: public imagery, a folder of tiles) recorded the
+    hash of the whole template; that is still their id, so they open as before."""
+    for template in (
+        "https://server.example/arcgis/rest/services/World_Imagery/MapServer/tile/{z}/{y}/{x}",
+        "https://{s}.tiles.example/{z}/{x}/{y}.png",
+        "file:///data/tiles/{z}/{x}/{y}.png",
+    ):
+        old_id = hashlib.sha256(template.encode()).hexdigest()[:16]
+        assert identity(template)["id"] == old_id, template
