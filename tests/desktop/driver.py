@@ -2,8 +2,9 @@
 
 tests/desktop/test_desktop.py starts QGIS under Xvfb with a fresh profile holding the plugin from `make zip`, and
 passes a JSON config in $HIERGEO_DESKTOP_CONFIG (tile template, photo folder, output folders). The steps open
-Processing's own algorithm dialogs (processing.createAlgorithmDialog, the Run button), run Geolocate and Evaluate
-twice each with temporary and with GeoPackage outputs, open the photo inspector on both, and build a region index.
+Processing's own algorithm dialogs (processing.createAlgorithmDialog, the Run button): Cancel as the first run
+starts, Geolocate and Evaluate twice each with temporary and with GeoPackage outputs, the photo inspector on both,
+a Modeler model (Geolocate into Evaluate, saved to the profile's models) twice, and a region index build.
 Each step is screenshotted; QGIS's message log and each dialog's log are kept. The result goes to the config's
 "result" file as JSON, then QGIS quits. The steps are a generator that yields "wait until" conditions, checked on
 a timer: the event loop keeps running, as in a real session.
@@ -87,11 +88,12 @@ def run_in_dialog(alg_id, parameters, name, cancel=False):
 
     yield finished
     text = dialog_log(dialog)
+    dialog.showLog()
     shot(dialog, f"{name}_log")
     added = [QgsProject.instance().mapLayer(i) for i in set(QgsProject.instance().mapLayers()) - before]
     step = {
         "step": name,
-        "algorithm": alg_id,
+        "algorithm": alg_id if isinstance(alg_id, str) else alg_id.id(),
         "completed": "Execution completed in" in text,
         "layers": sorted(layer.name() for layer in added),
         "results": {k: str(v) for k, v in (dialog.results() or {}).items()},
@@ -146,9 +148,13 @@ def inspect(predictions, candidates, name):
     dock.restore()
 
 
+#: What changes from one Geolocate run to the next.
+PER_RUN = ("PHOTOS", "OUTPUT", "CANDIDATES")
+
+
 def geolocate_parameters(photos, output, candidates):
     return {
-        "PHOTOS": photos.id(),
+        "PHOTOS": photos.id() if photos is not None else None,
         "TILE_SOURCE": CONFIG["template"],
         "BASE_MODEL": "hiergeo-tiny",
         "DEVICE": 1,
@@ -158,6 +164,62 @@ def geolocate_parameters(photos, output, candidates):
         "OUTPUT": output,
         "CANDIDATES": candidates,
     }
+
+
+def geolocate_then_evaluate_model(out):
+    """A Processing model, as built in the Modeler: Geolocate photos, its predictions into Evaluate."""
+    from qgis.core import (
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildAlgorithm,
+        QgsProcessingModelChildParameterSource,
+        QgsProcessingModelOutput,
+        QgsProcessingModelParameter,
+        QgsProcessingParameterFeatureSource,
+    )
+
+    model = QgsProcessingModelAlgorithm("geolocate_and_evaluate", "HierGeo desktop tests")
+    model.addModelParameter(
+        QgsProcessingParameterFeatureSource("photos", "Photos"), QgsProcessingModelParameter("photos")
+    )
+    steps = (
+        ("geolocate", "hiergeo:geolocatephotos", "OUTPUT", "Predictions"),
+        ("evaluate", "hiergeo:evaluategeolocation", "ERROR_LINES", "Error lines"),
+    )
+    fixed = {
+        "geolocate": {k: v for k, v in geolocate_parameters(None, None, None).items() if k not in PER_RUN},
+        "evaluate": {"OUTPUT_HTML": os.path.join(out, "report_model.html")},
+    }
+    for child_id, alg_id, output, name in steps:
+        child = QgsProcessingModelChildAlgorithm(alg_id)
+        child.setChildId(child_id)
+        child.setDescription(child_id)
+        for key, value in fixed[child_id].items():
+            child.addParameterSources(key, [QgsProcessingModelChildParameterSource.fromStaticValue(value)])
+        model_output = QgsProcessingModelOutput(name, name)
+        model_output.setChildId(child_id)
+        model_output.setChildOutputName(output)
+        child.setModelOutputs({name: model_output})
+        model.addChildAlgorithm(child)
+    source = QgsProcessingModelChildParameterSource
+    model.childAlgorithm("geolocate").addParameterSources("PHOTOS", [source.fromModelParameter("photos")])
+    model.childAlgorithm("evaluate").addParameterSources("PREDICTIONS", [source.fromChildOutput("geolocate", "OUTPUT")])
+    model.updateDestinationParameters()
+    return save_model(model)
+
+
+def save_model(model) -> str:
+    """Save `model` into the profile's models folder and reload the model provider, as the Modeler's Save does;
+    its algorithm id (a model dialog needs the model in the toolbox: QGIS 3.22 crashed on a bare one)."""
+    from processing.modeler.ModelerUtils import ModelerUtils
+
+    path = os.path.join(ModelerUtils.modelsFolders()[0], f"{model.name()}.model3")
+    if not model.toFile(path):
+        raise RuntimeError(f"could not save the model to {path}")
+    QgsApplication.processingRegistry().providerById("model").refreshAlgorithms()
+    alg_id = f"model:{model.name()}"
+    if QgsApplication.processingRegistry().algorithmById(alg_id) is None:
+        raise RuntimeError(f"the saved model is not in the Processing toolbox as {alg_id}")
+    return alg_id
 
 
 def steps():
@@ -214,6 +276,17 @@ def steps():
         yield from inspect(
             by_name(layers, "Predicted locations"), by_name(layers, "Candidate tiles"), f"inspector_{kind}"
         )
+    model_id = geolocate_then_evaluate_model(out)
+    for run in (1, 2):
+        yield from run_in_dialog(
+            model_id,
+            {
+                "photos": photos.id(),
+                "geolocate:Predictions": "TEMPORARY_OUTPUT",
+                "evaluate:Error lines": "TEMPORARY_OUTPUT",
+            },
+            f"model_run{run}",
+        )
     if CONFIG.get("build_index", True):
         yield from run_in_dialog(
             "hiergeo:buildregionindex",
@@ -236,6 +309,7 @@ class Runner:
     def __init__(self):
         self.generator = steps()
         self.waiting = None
+        self.busy = False
         self.deadline = time.monotonic() + float(CONFIG.get("timeout_s", 480))
         self.timer = QTimer()
         self.timer.setInterval(200)
@@ -243,8 +317,9 @@ class Runner:
         self.timer.start()
 
     def tick(self):
-        if STATE["done"]:
+        if STATE["done"] or self.busy:  # a step that processes events (a synchronous run) must not re-enter
             return
+        self.busy = True
         try:
             if time.monotonic() > self.deadline:
                 raise TimeoutError(f"the desktop steps did not finish in {CONFIG.get('timeout_s', 480)} s")
@@ -258,6 +333,8 @@ class Runner:
                 shot(None, "driver_failure")
             finally:
                 self.finish()
+        finally:
+            self.busy = False
 
     def finish(self):
         STATE["done"] = True

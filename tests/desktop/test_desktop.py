@@ -133,7 +133,8 @@ def test_an_analysts_session_in_the_qgis_desktop(tmp_path, photos_dir, shots):
             )
         except subprocess.TimeoutExpired as exc:
             pytest.fail(f"QGIS did not finish in {TIMEOUT_S} s; screenshots in {shots}\n{exc.stderr}")
-    print(f"desktop screenshots: {shots}", file=sys.stderr)
+    print(f"desktop screenshots and QGIS's output: {shots}", file=sys.stderr)
+    (shots / "qgis-output.txt").write_text(done.stdout + done.stderr, encoding="utf-8")
     tail = (done.stdout + done.stderr)[-4000:]
     assert result.is_file(), f"QGIS ended (exit {done.returncode}) without a result: a crash?\n{tail}"
     state = json.loads(result.read_text(encoding="utf-8"))
@@ -149,6 +150,9 @@ def test_an_analysts_session_in_the_qgis_desktop(tmp_path, photos_dir, shots):
             assert evaluate["completed"] and len(evaluate["layers"]) == 1
         inspector = steps[f"inspector_{kind}"]
         assert inspector["photos"] == len(PHOTOS) and inspector["picture"] and inspector["score_rows"] == 2
+    for run in (1, 2):  # a Modeler model chaining Geolocate into Evaluate, saved and run from its dialog
+        model = steps[f"model_run{run}"]
+        assert model["completed"] and model["layers"] == ["Error lines", "Predictions"]
     assert steps["build_region_index"]["completed"] and (out / "lund.hgindex").is_file()
     assert len(state["shots"]) >= 30 and all(Path(p).is_file() for p in state["shots"])
     assert done.returncode == 0, f"QGIS exit status {done.returncode}\n{tail}"
