@@ -47,7 +47,7 @@ def test_round_trip_keeps_every_part(tmp_path):
     back = read_index(path)
     assert back.zoom == 12 and back.kappa == 0.5 and len(back) == 20 and back.dim == 8
     assert np.array_equal(back.cells, idx.cells) and np.array_equal(back.aerial, idx.aerial)
-    assert np.array_equal(back.prototype_of, idx.prototype_of) and back.ann_bytes == idx.ann_bytes
+    assert np.array_equal(back.prototype_of, idx.prototype_of) and bytes(back.ann_bytes) == idx.ann_bytes
     assert back.tile(3) == Tile(12, 103, 200)
     assert read_manifest(path)["counts"] == {"cells": 20, "cells_with_prototypes": 6}
     assert read_manifest(path)["hiergeo_version"]

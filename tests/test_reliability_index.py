@@ -377,3 +377,17 @@ def test_a_faiss_part_claiming_2_gib_is_refused_before_it_is_allocated(tmp_path,
 
     with pytest.raises(IndexFileError, match="damaged"):
         IndexSearch(tiny_model, read_index(path), method="index")
+
+
+# -- memory to open an index ------------------------------------------------------------------------------------------
+def test_an_open_index_holds_its_data_once(tmp_path):
+    from benchmarks.bench_index_open import measure, write_flat_index
+
+    path = write_flat_index(tmp_path / "m.hgindex", 40_000, 256)  # ~40 MB: half aerial codes, half FAISS codes
+    got = measure(path)
+    file_mb = path.stat().st_size / 2**20
+    # FAISS's own copy of its half is what stays; the aerial codes and FAISS bytes are memory maps of the file.
+    assert got["rss_after_open_mb"] < 0.75 * file_mb, got
+    assert got["peak_growth_mb"] < 1.5 * file_mb, got
+    index = read_index(path)
+    assert isinstance(index.aerial, np.memmap) and not index.aerial.flags.writeable

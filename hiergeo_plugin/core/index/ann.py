@@ -26,6 +26,7 @@ the body, so a foreign or truncated file is refused with a ValueError rather tha
 
 from __future__ import annotations
 
+import mmap
 import struct
 import threading
 from typing import Optional, Sequence, Tuple
@@ -63,6 +64,8 @@ _REFINE_FOURCC = b"IxRF"
 _METRIC_INNER_PRODUCT = 0
 #: FAISS's deserialisation limits are process-wide: one bounded read at a time.
 _READ_LOCK = threading.Lock()
+#: A memory-mapped FAISS part is dropped from the process every this many bytes read.
+_RELEASE_EVERY = 64 << 20
 _HEADER = struct.Struct("<4siqqq?i")  # fourcc, d, ntotal, dummy, dummy, is_trained, metric_type
 
 
@@ -301,6 +304,7 @@ class VectorIndex:
         faiss = _faiss()
         if kind not in KINDS:
             raise ValueError(f"unknown index kind {kind!r}")
+        mapped = data if isinstance(data, np.memmap) else None
         if isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 1:
             data = memoryview(np.ascontiguousarray(data))  # a view (e.g. of a memory-mapped file), not a copy
         if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -308,7 +312,7 @@ class VectorIndex:
         view = memoryview(data).cast("B")
         _check_header(bytes(view[: 2 * _HEADER.size]), kind, dim, ntotal, len(view))
         try:
-            index = _read_bounded(view)
+            index = _read_bounded(view, (lambda: release_pages(mapped)) if mapped is not None else None)
         except Exception as exc:  # faiss raises RuntimeError with the C++ message on a corrupt body
             raise ValueError(f"corrupt {kind} index data ({len(data)} bytes): {str(exc).splitlines()[0]}") from exc
         expected_type = {"flat": faiss.IndexScalarQuantizer, "hnsw": faiss.IndexHNSWSQ, "ivfpq": faiss.IndexIVFPQ}
@@ -324,7 +328,20 @@ class VectorIndex:
         return cls(index, kind, dim)
 
 
-def _read_bounded(view: memoryview):
+def release_pages(array) -> None:
+    """Drops the resident pages of a read-only memory map from this process (they stay in the page cache and come
+    back when touched): after a one-off pass over it (checks, FAISS's read) the process holds no second copy.
+    Nothing happens for other arrays or where madvise is missing."""
+    mm = getattr(array, "_mmap", None)
+    if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    try:
+        mm.madvise(mmap.MADV_DONTNEED)
+    except (OSError, ValueError):
+        pass
+
+
+def _read_bounded(view: memoryview, release=None):
     """FAISS's reader over `view`, streamed a chunk at a time (no second copy of the data, as
     faiss.deserialize_index makes), with every size FAISS reads bounded by the bytes actually there: FAISS checks
     each vector's claimed length against its deserialisation limit *before* allocating it, and that limit (1 TB by
@@ -338,6 +355,8 @@ def _read_bounded(view: memoryview):
     def read(n: int) -> bytes:
         nonlocal pos
         chunk = view[pos : pos + n]
+        if release is not None and (pos + len(chunk)) // _RELEASE_EVERY != pos // _RELEASE_EVERY:
+            release()  # a memory-mapped source: what FAISS copied need not stay resident twice
         pos += len(chunk)
         return chunk.tobytes()
 
@@ -359,6 +378,8 @@ def _read_bounded(view: memoryview):
             if limits:
                 faiss.set_deserialization_vector_byte_limit(byte_limit)
                 faiss.set_deserialization_loop_limit(loop_limit)
+    if release is not None:
+        release()
     if pos != len(view):
         raise ValueError(f"{len(view) - pos} bytes after the end of the FAISS index")
     return index

@@ -31,12 +31,13 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Union
 
 import numpy as np
 
 from ..safetensors_sniff import describe_refused_file as _sniff
 from ..tiles import Tile
+from .ann import release_pages
 
 FORMAT = "hiergeo-index"
 VERSION = "1"
@@ -62,7 +63,8 @@ class IndexMismatchError(IndexFileError):
 
 @dataclass
 class RegionIndex:
-    """A region index in memory: the manifest plus its arrays (the ANN bytes stay bytes until searched)."""
+    """A region index: the manifest plus its arrays (the ANN bytes stay bytes until searched). Read from a file,
+    the arrays are read-only memory maps of it (read_index), so the data is held once, by the page cache."""
 
     manifest: dict
     cells: np.ndarray  # int32 (n, 2)
@@ -70,7 +72,7 @@ class RegionIndex:
     prototypes: np.ndarray  # float16 (p, d)
     prototype_cells: np.ndarray  # int32 (p, 2)
     prototype_of: np.ndarray  # int32 (n,)
-    ann_bytes: bytes
+    ann_bytes: Union[bytes, np.ndarray]  # bytes, or a uint8 memory map of the file's FAISS part
     context_tiles: Optional[np.ndarray] = None  # int32 (m, 3); None or empty: no path context
     context_vectors: Optional[np.ndarray] = None  # float16 (m, d)
 
@@ -234,7 +236,7 @@ def read_index(
         arrays["prototypes"],
         arrays["prototype_cells"],
         arrays["prototype_of"],
-        arrays["ann"].tobytes(),
+        arrays["ann"],
         arrays.get("context_tiles"),
         arrays.get("context_vectors"),
     )
@@ -261,7 +263,7 @@ def _open(path: Path, tensors: bool):
         with safe_open(str(path), framework="numpy") as fh:
             metadata = fh.metadata() or {}
             keys = set(fh.keys())
-            arrays = {k: fh.get_tensor(k) for k in keys} if tensors and metadata.get("format") == FORMAT else {}
+        arrays = _mapped(path, keys) if tensors and metadata.get("format") == FORMAT else {}
     except Exception as exc:
         what = _sniff(path)
         if what.startswith("truncated"):
@@ -342,7 +344,38 @@ def _open(path: Path, tensors: bool):
     side = 1 << zoom
     if n and (arrays["cells"].min() < 0 or arrays["cells"].max() >= side):
         raise IndexFileError(f"{path.name}: cell ids outside the {side}x{side} grid of zoom {zoom}")
+    for a in arrays.values():
+        release_pages(a)  # the checks read every value: leave the pages to the page cache, not to this process
     return manifest, arrays
+
+
+#: safetensors dtype names -> numpy (those an index may hold; others are refused by the dtype checks anyway).
+_DTYPES = {"F16": np.float16, "F32": np.float32, "F64": np.float64, "I32": np.int32, "I64": np.int64, "U8": np.uint8}
+
+
+def _mapped(path: Path, keys) -> Dict[str, np.ndarray]:
+    """The tensors as read-only memory maps of the file (called once safetensors validated the header's offsets
+    against the file): nothing is copied, so an open index holds its aerial codes and FAISS bytes once, in the page
+    cache, and FAISS's own copy of its part is the only one in the process (docs/BENCHMARKS.md, "Region index:
+    memory to open"). An unknown dtype maps to bytes and is refused by the caller's dtype check."""
+    with open(path, "rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(n))
+    out = {}
+    for key in keys:
+        entry = header[key]
+        start, end = (int(v) for v in entry["data_offsets"])
+        shape = tuple(int(v) for v in entry["shape"])
+        dtype = np.dtype(_DTYPES.get(entry["dtype"], np.uint8))
+        if dtype == np.uint8 and entry["dtype"] != "U8":
+            shape = (end - start,)
+        if end - start != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+            raise ValueError(f"tensor {key}: {end - start} bytes do not hold {shape} of {dtype}")
+        if end == start:
+            out[key] = np.zeros(shape, dtype)
+        else:
+            out[key] = np.memmap(path, dtype=dtype, mode="r", offset=8 + n + start, shape=shape)
+    return out
 
 
 def _all_finite(a: np.ndarray) -> bool:
@@ -351,4 +384,5 @@ def _all_finite(a: np.ndarray) -> bool:
     for start in range(0, len(a), _FINITE_CHUNK_ROWS):
         if not np.isfinite(a[start : start + _FINITE_CHUNK_ROWS]).all():
             return False
+        release_pages(a)
     return True
