@@ -4,7 +4,7 @@ tests/desktop/test_desktop.py starts QGIS under Xvfb with a fresh profile holdin
 passes a JSON config in $HIERGEO_DESKTOP_CONFIG (tile template, photo folder, output folders). The steps open
 Processing's own algorithm dialogs (processing.createAlgorithmDialog, the Run button): Cancel as the first run
 starts, Geolocate and Evaluate twice each with temporary and with GeoPackage outputs, the photo inspector on both,
-a Modeler model (Geolocate into Evaluate, saved to the profile's models) twice, and a region index build.
+Geolocate in the batch dialog (two rows), a Modeler model (Geolocate into Evaluate, saved to the profile's models) twice, and a region index build.
 Each step is screenshotted; QGIS's message log and each dialog's log are kept. The result goes to the config's
 "result" file as JSON, then QGIS quits. The steps are a generator that yields "wait until" conditions, checked on
 a timer: the event loop keeps running, as in a real session.
@@ -58,6 +58,66 @@ def show_outputs(dialog) -> None:
         area.verticalScrollBar().setValue(area.verticalScrollBar().maximum())
 
 
+def log_settled(dialog, end_words):
+    """A condition: the dialog's log shows one of `end_words`, no task runs, and the log stopped changing (the
+    loading of the results, which follows the end of the run, is over too)."""
+    seen = {"text": None, "stable": 0}
+
+    def settled():
+        text = dialog_log(dialog)
+        ended = any(word in text for word in end_words)
+        busy = QgsApplication.taskManager().countActiveTasks() > 0
+        seen["stable"] = seen["stable"] + 1 if (ended and not busy and text == seen["text"]) else 0
+        seen["text"] = text
+        return seen["stable"] >= 3
+
+    return settled
+
+
+def run_as_batch(alg_id, rows, name):
+    """Processing's batch dialog with one table row per dict of `rows` (outputs loaded on completion), Run, wait."""
+    from processing.gui.BatchAlgorithmDialog import BatchAlgorithmDialog
+    from processing.tools import dataobjects
+
+    before = set(QgsProject.instance().mapLayers())
+    alg = QgsApplication.processingRegistry().createAlgorithmById(alg_id)
+    dialog = BatchAlgorithmDialog(alg, parent=iface.mainWindow())
+    dialog.resize(1500, 700)
+    dialog.show()
+    panel = dialog.mainWidget()
+    panel.addRow(len(rows) - panel.batchRowCount())
+    context = dataobjects.createContext()
+    for row, values in enumerate(rows):
+        for key, value in values.items():
+            column = panel.parameter_to_column[key]
+            if alg.parameterDefinition(key).isDestination():
+                panel.tblParameters.cellWidget(row + 1, column).setValue(value)  # row 0 is the fill-down row
+            else:
+                panel.wrappers[row][column].setParameterValue(value, context)
+    panel.checkLoadLayersOnCompletion.setChecked(True)
+    yield lambda: True
+    shot(dialog, f"{name}_rows")
+    dialog.runButton().click()
+    yield log_settled(dialog, ("Batch execution completed",))
+    text = dialog_log(dialog)
+    dialog.showLog()
+    shot(dialog, f"{name}_log")
+    added = [QgsProject.instance().mapLayer(i) for i in set(QgsProject.instance().mapLayers()) - before]
+    STATE["steps"].append(
+        {
+            "step": name,
+            "algorithm": alg_id,
+            "completed": text.count("Execution completed in"),
+            "layers": sorted(layer.name() for layer in added),
+        }
+    )
+    for word in BAD_WORDS + ("executions failed",):
+        if word in text:
+            STATE["problems"].append(f"{name}: batch log says {word!r}:\n{text[-3000:]}")
+    dialog.close()
+    dialog.deleteLater()
+
+
 def run_in_dialog(alg_id, parameters, name, cancel=False):
     """Open the algorithm's dialog with `parameters`, press Run (and Cancel as soon as the run started, with
     `cancel`), wait for the end; the layers it added to the project."""
@@ -72,21 +132,12 @@ def run_in_dialog(alg_id, parameters, name, cancel=False):
     show_outputs(dialog)
     shot(dialog, f"{name}_outputs")
     dialog.runButton().click()
-    seen = {"text": None, "stable": 0}
     if cancel:
         yield lambda: QgsApplication.taskManager().countActiveTasks() > 0 or "Execution" in dialog_log(dialog)
         cancelled_at = time.monotonic()
         dialog.cancelButton().click()
 
-    def finished():
-        text = dialog_log(dialog)
-        ended = "Execution completed in" in text or "Execution failed after" in text
-        busy = QgsApplication.taskManager().countActiveTasks() > 0
-        seen["stable"] = seen["stable"] + 1 if (ended and not busy and text == seen["text"]) else 0
-        seen["text"] = text
-        return seen["stable"] >= 3  # the loading of the results, which follows, is over too
-
-    yield finished
+    yield log_settled(dialog, ("Execution completed in", "Execution failed after"))
     text = dialog_log(dialog)
     dialog.showLog()
     shot(dialog, f"{name}_log")
@@ -276,6 +327,18 @@ def steps():
         yield from inspect(
             by_name(layers, "Predicted locations"), by_name(layers, "Candidate tiles"), f"inspector_{kind}"
         )
+    yield from run_as_batch(
+        "hiergeo:geolocatephotos",
+        [
+            geolocate_parameters(
+                photos,
+                os.path.join(out, f"batch_predictions{row}.gpkg"),
+                os.path.join(out, f"batch_candidates{row}.gpkg"),
+            )
+            for row in (1, 2)
+        ],
+        "geolocate_batch",
+    )
     model_id = geolocate_then_evaluate_model(out)
     for run in (1, 2):
         yield from run_in_dialog(

@@ -150,6 +150,8 @@ def test_an_analysts_session_in_the_qgis_desktop(tmp_path, photos_dir, shots):
             assert evaluate["completed"] and len(evaluate["layers"]) == 1
         inspector = steps[f"inspector_{kind}"]
         assert inspector["photos"] == len(PHOTOS) and inspector["picture"] and inspector["score_rows"] == 2
+    batch = steps["geolocate_batch"]  # two rows in Processing's batch dialog, outputs loaded
+    assert batch["completed"] == 2 and batch["layers"] == ["Candidate tiles"] * 2 + ["Predicted locations"] * 2
     for run in (1, 2):  # a Modeler model chaining Geolocate into Evaluate, saved and run from its dialog
         model = steps[f"model_run{run}"]
         assert model["completed"] and model["layers"] == ["Error lines", "Predictions"]
