@@ -4,7 +4,8 @@ tests/desktop/test_desktop.py starts QGIS under Xvfb with a fresh profile holdin
 passes a JSON config in $HIERGEO_DESKTOP_CONFIG (tile template, photo folder, output folders). The steps open
 Processing's own algorithm dialogs (processing.createAlgorithmDialog, the Run button): Cancel as the first run
 starts, Geolocate and Evaluate twice each with temporary and with GeoPackage outputs, the photo inspector on both,
-Geolocate in the batch dialog (two rows), a Modeler model (Geolocate into Evaluate, saved to the profile's models) twice, and a region index build.
+Geolocate in the batch dialog (two rows), a Modeler model (Geolocate into Evaluate, saved to the profile's models)
+twice, a region index build and a training run.
 Each step is screenshotted; QGIS's message log and each dialog's log are kept. The result goes to the config's
 "result" file as JSON, then QGIS quits. The steps are a generator that yields "wait until" conditions, checked on
 a timer: the event loop keeps running, as in a real session.
@@ -364,6 +365,26 @@ def steps():
             },
             "build_region_index",
         )
+
+    model_file = os.path.join(out, "trained.safetensors")
+    yield from run_in_dialog(
+        "hiergeo:trainmapencoders",
+        {
+            "PHOTOS": photos.id(),
+            "TILE_SOURCE": CONFIG["template"],
+            "BASE_MODEL": "hiergeo-tiny",
+            "EPOCHS": 1,
+            "BATCH_SIZE": 8,
+            "ZOOM_LEVELS": "4,6",
+            "DEVICE": 1,
+            "CACHE_DIR": CONFIG["cache"],
+            "SEED": 0,
+            "OUTPUT_MODEL": model_file,
+        },
+        "train_map_encoders",
+    )
+    trained = geolocate_parameters(photos, "TEMPORARY_OUTPUT", "TEMPORARY_OUTPUT")
+    yield from run_in_dialog("hiergeo:geolocatephotos", {**trained, "MODEL": model_file}, "geolocate_trained_model")
 
 
 class Runner:

@@ -156,5 +156,8 @@ def test_an_analysts_session_in_the_qgis_desktop(tmp_path, photos_dir, shots):
         model = steps[f"model_run{run}"]
         assert model["completed"] and model["layers"] == ["Error lines", "Predictions"]
     assert steps["build_region_index"]["completed"] and (out / "lund.hgindex").is_file()
+    assert steps["train_map_encoders"]["completed"] and (out / "trained.safetensors").is_file()
+    trained = steps["geolocate_trained_model"]  # the trained model file, used by the next run
+    assert trained["completed"] and trained["results"]["PHOTOS_OK"] == str(len(PHOTOS))
     assert len(state["shots"]) >= 30 and all(Path(p).is_file() for p in state["shots"])
     assert done.returncode == 0, f"QGIS exit status {done.returncode}\n{tail}"
