@@ -395,6 +395,8 @@ class Runner:
         self.waiting = None
         self.busy = False
         self.deadline = time.monotonic() + float(CONFIG.get("timeout_s", 480))
+        self.wait_limit = float(CONFIG.get("wait_s", 150))  # one condition: a run that never ends fails fast
+        self.waiting_since = time.monotonic()
         self.timer = QTimer()
         self.timer.setInterval(200)
         self.timer.timeout.connect(self.tick)
@@ -405,16 +407,23 @@ class Runner:
             return
         self.busy = True
         try:
-            if time.monotonic() > self.deadline:
+            now = time.monotonic()
+            if now > self.deadline:
                 raise TimeoutError(f"the desktop steps did not finish in {CONFIG.get('timeout_s', 480)} s")
+            if now - self.waiting_since > self.wait_limit:
+                raise TimeoutError(f"a step waited more than {self.wait_limit:.0f} s (see the last screenshot)")
             if self.waiting is None or self.waiting():
                 self.waiting = next(self.generator)
+                self.waiting_since = time.monotonic()
         except StopIteration:
             self.finish()
         except Exception:  # the driver's own failure is reported, never left hanging
             STATE["problems"].append("driver: " + traceback.format_exc())
             try:
-                shot(None, "driver_failure")
+                from qgis.PyQt.QtWidgets import QApplication
+
+                for number, window in enumerate(w for w in QApplication.topLevelWidgets() if w.isVisible()):
+                    shot(window, f"driver_failure_window{number}")
             finally:
                 self.finish()
         finally:
