@@ -391,3 +391,52 @@ def test_an_open_index_holds_its_data_once(tmp_path):
     assert got["peak_growth_mb"] < 1.5 * file_mb, got
     index = read_index(path)
     assert isinstance(index.aerial, np.memmap) and not index.aerial.flags.writeable
+
+
+# -- a local Ray listens on the loopback interface only ---------------------------------------------------------------
+def _listening(pids):
+    """(address, port, process name) of every TCP socket listening in `pids`."""
+    import psutil
+
+    out = set()
+    for conn in psutil.net_connections(kind="inet"):
+        if conn.status == psutil.CONN_LISTEN and conn.pid in pids:
+            try:
+                name = psutil.Process(conn.pid).name()
+            except psutil.Error:
+                name = "?"
+            out.add((conn.laddr.ip, conn.laddr.port, name))
+    return out
+
+
+def test_a_local_ray_build_listens_on_the_loopback_interface_only(tmp_path):
+    ray = pytest.importorskip("ray", reason="Ray is a dev requirement (requirements-dev.txt)")
+    import psutil
+
+    from hiergeo_plugin.core.index.ray_build import RaySettings, build_with_ray
+
+    assert not ray.is_initialized()
+    me = psutil.Process()
+    seen = set()
+
+    def snapshot(_line):
+        # Taken while the build runs (Ray's services, workers and actors alive), from Ray's process tree.
+        seen.update(_listening({p.pid for p in [me, *me.children(recursive=True)]}))
+
+    one_shard = (EXTENT[0], EXTENT[1], (EXTENT[0] + EXTENT[2]) / 2 - 1e-6, (EXTENT[1] + EXTENT[3]) / 2 - 1e-6)
+    with TileServer(render) as server:
+        result = build_with_ray(
+            Area.make(extent=one_shard),
+            ZOOM,
+            tmp_path / "ray.hgindex",
+            server.template,
+            "hiergeo-tiny",
+            batch_size=8,
+            settings=RaySettings("local", fetch_tasks=1, embed_actors=1, num_cpus=2),
+            reporter=Reporter(on_info=snapshot),
+        )
+    assert result.cells == 4 and not ray.is_initialized()
+    ray_side = {s for s in seen if s[2] != "?" and (s[2].startswith(("ray", "gcs", "raylet")) or "ray::" in s[2])}
+    assert len(ray_side) >= 2, seen  # the GCS and the raylet at least were seen
+    exposed = {s for s in seen if s[0] not in ("127.0.0.1", "::ffff:127.0.0.1", "::1")}
+    assert not exposed, f"listening beyond the loopback interface: {sorted(exposed)}"

@@ -15,6 +15,7 @@ The pipeline is the local build's, spread out:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -70,6 +71,33 @@ def _runtime_env(address: str) -> dict:
     }
 
 
+LOOPBACK = "127.0.0.1"
+#: Ray's switch for "clusters" beyond one machine; off, its services take the loopback address as the node's.
+_RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextlib.contextmanager
+def _loopback_only():
+    """A local Ray needs no other machine, so its services listen on 127.0.0.1 only. Ray rewrites a node address
+    of 127.0.0.1 to the machine's routable IP (and its gRPC servers then listen on all interfaces) unless its
+    cluster switch is off, as it is by default on Windows and macOS: it is turned off for the start (the services
+    inherit it) and restored after, so a later connection to a real cluster from this process is unaffected."""
+    from ray._private import ray_constants
+
+    saved_env, saved_flag = os.environ.get(_RAY_CLUSTER_ENV), getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    os.environ[_RAY_CLUSTER_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if saved_env is None:
+            os.environ.pop(_RAY_CLUSTER_ENV, None)
+        else:
+            os.environ[_RAY_CLUSTER_ENV] = saved_env
+        if saved_flag is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+
+
 def _connect(settings: RaySettings):
     import ray
 
@@ -77,7 +105,14 @@ def _connect(settings: RaySettings):
         return ray, False
     env = _runtime_env(settings.address)
     if settings.address == "local":
-        ray.init(num_cpus=settings.num_cpus, include_dashboard=False, runtime_env=env, log_to_driver=False)
+        with _loopback_only():
+            ray.init(
+                num_cpus=settings.num_cpus,
+                include_dashboard=False,
+                runtime_env=env,
+                log_to_driver=False,
+                _node_ip_address=LOOPBACK,
+            )
     else:
         ray.init(address=settings.address, runtime_env=env)
     return ray, True
