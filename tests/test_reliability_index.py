@@ -380,6 +380,19 @@ def test_a_faiss_part_claiming_2_gib_is_refused_before_it_is_allocated(tmp_path,
         IndexSearch(tiny_model, read_index(path), method="index")
 
 
+def test_ivf_pq_re_ranking_codes_claiming_2_gib_are_refused_before_they_are_allocated(tmp_path):
+    path, _ = _ivf_index_with_id(tmp_path, 7, refine=True)  # 400 rows of 64-d: IVF-PQ + 8-bit re-ranking codes
+    data = bytearray(bytes(read_index(path).ann_bytes))
+    # IndexRefine ends with the re-ranking index's codes vector (length field, codes), then its k_factor (float32).
+    at = len(data) - 4 - 400 * 64 - 8
+    assert int.from_bytes(data[at : at + 8], "little") == 400 * 64
+    data[at : at + 8] = (2 * 1024**3).to_bytes(8, "little")
+    _rewrite(path, {"ann": np.frombuffer(bytes(data), np.uint8)})
+    verdict, growth_mb = _peak_growth(path)
+    assert verdict.startswith("refused:")
+    assert growth_mb < 200, f"peak RSS grew by {growth_mb:.0f} MB for a {path.stat().st_size} byte file"
+
+
 # -- memory to open an index ------------------------------------------------------------------------------------------
 def test_an_open_index_holds_its_data_once(tmp_path):
     from benchmarks.bench_index_open import measure, write_flat_index
