@@ -37,7 +37,7 @@ import numpy as np
 
 from ..safetensors_sniff import describe_refused_file as _sniff
 from ..tiles import Tile
-from .ann import release_pages
+from .ann_io import release_pages
 
 FORMAT = "hiergeo-index"
 VERSION = "1"
