@@ -237,6 +237,7 @@ def main() -> int:
                 "hiergeo:evaluategeolocation",
                 {
                     "PREDICTIONS": geo["OUTPUT"],
+                    "CANDIDATES": geo["CANDIDATES"],  # the report's confidence section
                     "THRESHOLDS_KM": THRESHOLDS,
                     "TILE_SOURCE": server.template,
                     "IMAGERY_CREDIT": "HierGeo synthetic demo world (hiergeo_demo)",
