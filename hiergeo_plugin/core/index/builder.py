@@ -16,10 +16,8 @@ The order of things is the point:
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,44 +33,34 @@ from ..progress import Reporter
 from ..search import HierarchicalSearch, PhotoResult
 from ..tile_source import TileSource
 from ..tiles import Tile, lonlat_to_tile
-from .cells import SHARD_DZ, Area, CellPlan, Shard, TooManyCells, plan_cells
+from .cells import Area, CellPlan, Shard
 from .context import PathContext, context_weights, embed_context
 from .index_file import RegionIndex, make_manifest, write_index
+from .parts import (  # noqa: F401 - re-exported: the build's public names stay importable from here
+    PARTS_SUFFIX,
+    IndexBuildError,
+    collect_shards,
+    parts_dir_for,
+    prepare_parts,
+    read_shard,
+    write_shard,
+)
+from .planning import (  # noqa: F401 - re-exported
+    BuildEstimate,
+    IndexTooLarge,
+    _human_bytes,
+    _human_time,
+    index_bytes_estimate,
+    plan_or_refuse,
+    probe_seconds_per_tile,
+    refuse_if_too_large,
+)
 from .prototypes import PROTOTYPE_DZ, Prototypes, combine_codes, learn_prototypes, no_prototypes
 from .search import model_fingerprints
 
 #: Cells a build accepts unless the caller raises the limit: 250,000 zoom-16 cells are ~15,000 km2 (a region),
 #: hours of downloads and embedding on a CPU.
 MAX_CELLS = 250_000
-PARTS_SUFFIX = ".parts"
-
-
-class IndexTooLarge(ValueError):
-    """The area has more cells than the limit; the message gives the count, the size and the time."""
-
-
-class IndexBuildError(RuntimeError):
-    """The build cannot produce an index (no imagery at all, nothing to index)."""
-
-
-@dataclass
-class BuildEstimate:
-    cells: int
-    shards: int
-    index_bytes: int
-    seconds_per_tile: float  # measured model time per tile on this device (downloads not included)
-
-    @property
-    def seconds(self) -> float:
-        return self.cells * self.seconds_per_tile
-
-    def line(self, zoom: int, device: str) -> str:
-        return (
-            f"region index: {self.cells:,} cells at zoom {zoom} in {self.shards:,} shards; index file about "
-            f"{_human_bytes(self.index_bytes)}; embedding them takes about {_human_time(self.seconds)} at the "
-            f"measured {1.0 / max(self.seconds_per_tile, 1e-9):.1f} tiles/s on {device} (downloads not included: "
-            "a public server at a polite rate adds far more)"
-        )
 
 
 @dataclass
@@ -89,152 +77,6 @@ class BuildResult:
     tiles_encoded: int = 0
     tiles_downloaded: int = 0
     prototypes: dict = field(default_factory=dict)
-
-
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
-
-
-def _human_time(s: float) -> str:
-    if s < 120:
-        return f"{s:.0f} s"
-    if s < 7200:
-        return f"{s / 60:.0f} min"
-    if s < 172800:
-        return f"{s / 3600:.1f} h"
-    return f"{s / 86400:.1f} days"
-
-
-def index_bytes_estimate(cells: int, dim: int) -> int:
-    """fp16 aerial codes + fp16 ANN codes (flat) + cell ids: ~4 bytes a dimension and 8 a cell."""
-    return int(cells * (4 * dim + 12) + 4096)
-
-
-def parts_dir_for(out_path: os.PathLike) -> Path:
-    out_path = Path(out_path)
-    return out_path.with_name(out_path.name + PARTS_SUFFIX)
-
-
-def probe_seconds_per_tile(model: GeoModel, zoom: int, batch_size: int) -> float:
-    """Times one batch of blank tiles through the zoom's map encoder (after a warm-up of one image)."""
-    import torch
-
-    encoder = model.map_encoder(zoom)
-    n = max(1, min(int(batch_size), 32))
-    blank = torch.zeros((n, 3, model.image_size, model.image_size))
-    encoder.encode(blank[:1])
-    t0 = time.perf_counter()
-    encoder.encode(blank)
-    return (time.perf_counter() - t0) / n
-
-
-def plan_or_refuse(area: Area, zoom: int, max_cells: int, estimate, reporter: Reporter, device: str) -> CellPlan:
-    """The cell plan, or IndexTooLarge as soon as the count passes `max_cells` (the walk stops there: the whole
-    world at zoom 22 is refused at once, and Cancel is honoured while counting). The estimate line is logged
-    either way, before anything is downloaded; `estimate(cells, shards)` gives the BuildEstimate."""
-    try:
-        plan = plan_cells(area, zoom, max_cells=max_cells, reporter=reporter)
-    except TooManyCells as exc:
-        est = estimate(exc.count, -(-exc.count // 4**SHARD_DZ))
-        reporter.info(est.line(zoom, device) if exc.exact else "region index: " + str(exc))
-        raise _too_large(exc.count, zoom, max_cells, est, exc.exact) from None
-    est = estimate(plan.count, plan.shard_count)
-    reporter.info(est.line(zoom, device))
-    refuse_if_too_large(plan, max_cells, est)
-    return plan
-
-
-def refuse_if_too_large(plan: CellPlan, max_cells: int, est: BuildEstimate) -> None:
-    if plan.count > max_cells:
-        raise _too_large(plan.count, plan.zoom, max_cells, est)
-
-
-def _too_large(count: int, zoom: int, max_cells: int, est: BuildEstimate, exact: bool = True) -> IndexTooLarge:
-    what = f"{count:,}" if exact else f"more than {count:,}"
-    return IndexTooLarge(
-        f"the area has {what} cells at zoom {zoom}, above the limit of {max_cells:,} (index about "
-        f"{_human_bytes(est.index_bytes)}, {_human_time(est.seconds)} of embedding alone, plus every "
-        "tile's download): choose a smaller area or a coarser zoom (each zoom level less is 4x fewer "
-        "cells; index+refine refines from a coarse index), or raise the limit if you mean it"
-    )
-
-
-# -- shard files -----------------------------------------------------------------------------------------------
-def write_shard(path: Path, cells: Sequence[Tile], vectors: np.ndarray, planned: int) -> None:
-    """One shard: its embedded cells (x, y) and fp16 aerial codes; written atomically (temp + rename)."""
-    from safetensors.numpy import save_file
-
-    dim = int(vectors.shape[1]) if vectors.ndim == 2 and vectors.shape[0] else 0
-    tensors = {
-        "cells": np.array([[t.x, t.y] for t in cells], dtype=np.int32).reshape(-1, 2),
-        "aerial": np.asarray(vectors, dtype=np.float16).reshape(len(cells), dim),
-    }
-    meta = {"planned": str(int(planned)), "gaps": str(int(planned - len(cells)))}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def read_shard(path: Path) -> Optional[Tuple[np.ndarray, np.ndarray, int]]:
-    """(cells int32 (m, 2), aerial fp16 (m, d), planned cells), or None when the file is unusable (redo it)."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="numpy") as fh:
-            meta = fh.metadata() or {}
-            cells, aerial = fh.get_tensor("cells"), fh.get_tensor("aerial")
-        planned = int(meta["planned"])
-    except Exception:
-        return None
-    if cells.ndim != 2 or cells.shape[1] != 2 or aerial.shape[0] != cells.shape[0]:
-        return None
-    return cells, aerial, planned
-
-
-def prepare_parts(parts: Path, plan: CellPlan, identity: dict, reporter: Reporter) -> None:
-    """The work folder: kept when it belongs to the same plan, model and source; emptied otherwise."""
-    stamp = parts / "plan.json"
-    want = dict(identity, plan=plan.fingerprint(), zoom=plan.zoom)
-    if parts.is_dir():
-        try:
-            have = json.loads(stamp.read_text())
-        except (OSError, ValueError):
-            have = None
-        if have != want:
-            reporter.info(f"region index: {parts.name} holds shards of another area, model or source; starting over")
-            shutil.rmtree(parts)
-    parts.mkdir(parents=True, exist_ok=True)
-    if not stamp.exists():
-        stamp.write_text(json.dumps(want))
-
-
-# -- assembly (shared with the Ray build) --------------------------------------------------------------------------
-def collect_shards(parts: Path, plan: CellPlan) -> Tuple[np.ndarray, np.ndarray, int]:
-    """All shard files of the plan, in plan order: (cells (n, 2), aerial fp16 (n, d), gaps)."""
-    cells, aerial, gaps = [], [], 0
-    for shard in plan.shards():
-        got = read_shard(parts / f"{shard.name}.safetensors")
-        if got is None:
-            raise IndexBuildError(f"shard {shard.name} is missing or damaged in {parts}; run the build again")
-        c, a, planned = got
-        gaps += planned - len(c)
-        if len(c):
-            cells.append(c)
-            aerial.append(a)
-    if not cells:
-        raise IndexBuildError(
-            f"the tile source delivered no imagery for any of the {plan.count:,} cells: nothing to index"
-        )
-    return np.concatenate(cells), np.concatenate(aerial), gaps
 
 
 def located_photos(records: Sequence[PhotoRecord], reporter: Optional[Reporter] = None) -> List[PhotoRecord]:
