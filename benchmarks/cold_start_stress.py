@@ -179,6 +179,9 @@ def environment() -> dict:
             return None
 
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    changed = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+    )
     cpu = next(
         (
             line.split(":", 1)[1].strip()
@@ -196,6 +199,7 @@ def environment() -> dict:
     return {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "commit": commit.stdout.strip() or None,
+        "uncommitted_changes": bool(changed.stdout.strip()),  # the runs load the working tree as it is
         "machine": f"{cpu}, {os.cpu_count()} cores",
         "qgis": qgis,
         "torch": version("torch"),
@@ -219,7 +223,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     world = DemoWorld(seed=0)
     render = functools.lru_cache(maxsize=None)(lambda z, x, y: world.tile_png(z, x, y, size=64))
     work = Path(args.workdir or tempfile.mkdtemp(prefix="hiergeo-stress-"))
-    started = time.monotonic()
+    started, setting = time.monotonic(), environment()  # the commit and date the runs start from
     results: Dict[str, List[dict]] = {a: [] for a in algorithms}
     with TileServer(render) as server:
         stress = Stress(work, server.template, args.timeout, args.photos)
@@ -230,7 +234,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print(f"{algorithm} #{i + 1}: {result['outcome']} in {result['seconds']} s", file=sys.stderr)
     per_algorithm = summary(results)
     report = {
-        **environment(),
+        **setting,
         "runs_per_algorithm": args.runs,
         "timeout_s": args.timeout,
         "total_minutes": round((time.monotonic() - started) / 60, 1),
