@@ -113,9 +113,11 @@ def test_cli_refuses_damaged_input_in_one_line_with_exit_2(tmp_path):
     info = hiergeo("index", "info", str(path))
     assert "damaged manifest" in _refused(info) and len(info.stderr.strip().splitlines()) == 1
 
-    common = ["--zoom", "10", "--base-model", "hiergeo-tiny", "--device", "cpu", "--out", str(tmp_path / "o.hgindex")]
+    common = ["--zoom", "12", "--base-model", "hiergeo-tiny", "--device", "cpu", "--out", str(tmp_path / "o.hgindex")]
     dead = f"http://127.0.0.1:{_closed_port()}/{{z}}/{{x}}/{{y}}.png"
-    _refused(hiergeo("index", "build", "--extent", CLI_EXTENT, "--tile-source", dead, *common))
+    # 192 cells at zoom 12: the search gives up on the source after 16 failed tiles in a row (TileSourceError).
+    run = hiergeo("index", "build", "--extent", CLI_EXTENT, "--tile-source", dead + "?key=SECRET123", *common)
+    assert "stopped answering" in _refused(run) and "SECRET123" not in run.stderr
 
     area = tmp_path / "inf.geojson"
     area.write_text('{"type": "Polygon", "coordinates": [[[0, 0], [1e999, 0], [1, 1], [0, 0]]]}')

@@ -173,6 +173,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     Cancel). Unforeseen errors keep to it too (with their type named), so scripts never parse a traceback."""
     from ..progress import Cancelled
     from ..redact import Redactor
+    from ..tile_http import TileSourceError
     from .builder import IndexBuildError, IndexTooLarge
     from .cells import AreaError
     from .index_file import IndexFileError
@@ -184,7 +185,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (KeyboardInterrupt, Cancelled):
         print("interrupted: run the same command again to resume from the finished shards", file=sys.stderr)
         return 130
-    except (IndexTooLarge, AreaError, IndexFileError, IndexBuildError, ValueError, OSError) as exc:
+    except (IndexTooLarge, AreaError, IndexFileError, IndexBuildError, TileSourceError, ValueError, OSError) as exc:
         print(f"hiergeo: {_one_line(redactor.redact(str(exc)))}", file=sys.stderr)
         return 2
     except Exception as exc:  # the contract holds for what was not foreseen too
