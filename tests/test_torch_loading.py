@@ -8,6 +8,7 @@ interpreters: this test process has imported torch long ago.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -69,6 +70,54 @@ def test_outside_qgis_the_same_path_loads_triton(tmp_path):
     does import triton on that path, so the test above proves the guard and not an accident of the install."""
     out = _run(LOAD_AND_ENCODE.format(root=str(ROOT), in_qgis=False), tmp_path)
     assert "TRITON_LOADED True" in out
+
+
+DESKTOP = """
+import sys
+sys.path.insert(0, {root!r})
+from qgis.core import QgsApplication
+from qgis.PyQt.QtWidgets import QOpenGLWidget
+app = QgsApplication([], True)
+app.initQgis()
+gl = QOpenGLWidget()  # as the desktop's map canvas and 3D views do: Mesa's OpenGL, with its libLLVM
+gl.resize(64, 64)
+gl.show()
+for _ in range(20):
+    app.processEvents()
+print("LLVM_LOADED", "libLLVM" in open("/proc/self/maps").read(), flush=True)
+if {guard}:
+    from hiergeo_plugin.processing.dependencies import check_dependencies
+    check_dependencies()
+else:
+    import open_clip
+from hiergeo_plugin.core.factory import load_geo_model
+load_geo_model("hiergeo-tiny", device="cpu")
+print("MODEL_OK", sys.modules.get("triton") is not None, flush=True)
+"""
+
+
+def _desktop(guard: bool, tmp_path: Path) -> subprocess.CompletedProcess:
+    path = tmp_path / f"desktop_{guard}.py"
+    path.write_text(textwrap.dedent(DESKTOP.format(root=str(ROOT), guard=guard)))
+    env = dict(os.environ, QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "profile"))
+    env.pop("QT_QPA_PLATFORM", None)  # a real X display (Xvfb), not the offscreen platform
+    cmd = ["xvfb-run", "-a", sys.executable, str(path)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="needs xvfb-run (Debian: xvfb)")
+def test_a_qgis_with_mesa_opengl_survives_loading_torch(tmp_path):
+    """The crash itself: a QGIS application that has loaded Mesa's libLLVM (an OpenGL widget under Xvfb) and then
+    loads torch & co. the plugin's way lives on, without triton; imported plainly, open_clip kills it here."""
+    proc = _desktop(True, tmp_path)
+    if "LLVM_LOADED True" not in proc.stdout:
+        pytest.skip("this machine's OpenGL does not load libLLVM")
+    assert proc.returncode == 0, proc.stdout[-1000:] + proc.stderr[-2000:]
+    assert "MODEL_OK False" in proc.stdout
+    control = _desktop(False, tmp_path)
+    if control.returncode == 0:
+        pytest.skip("this machine's Mesa and triton do not crash each other: the guard's effect cannot be shown")
+    assert control.returncode in (139, -11) and "MODEL_OK" not in control.stdout
 
 
 # -- Cancel while importing ----------------------------------------------------------------------------------------
