@@ -2,7 +2,7 @@
 
 Run inside the project's environment:  .venv/bin/python benchmarks/bench_execution.py [--json] [--model ViT-B-32]
 
-The table behind core/execution.py's choice (issue 16): eager fp32 (the reference), autocast bf16, bf16 weights
+The table behind core/execution.py's choice: eager fp32 (the reference), autocast bf16, bf16 weights
 and inputs, dynamic int8, torch.compile, ONNX Runtime and OpenVINO (f32 hint, its default, and int8 weights with
 dynamic int8 activations as core/int8_weights.py writes them) where installed,
 and what HierGeo's own choice picks on this machine. Random weights (no hub download): the timing of the

@@ -23,11 +23,6 @@ def _plain(text: str) -> str:
     return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", text)).split())
 
 
-def _github_slug(heading: str) -> str:
-    """The anchor GitHub gives a Markdown heading."""
-    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
-
-
 class _Blocks(HTMLParser):
     """The text of each block element (paragraph, list item, heading), with the newlines it contains."""
 
@@ -120,14 +115,6 @@ def test_help_page_is_remade_when_the_help_changes_and_empty_without_help(tmp_pa
     blocked = tmp_path / "file"
     blocked.write_text("")  # a file where the folder should be: not writable, no URL, no exception
     assert resources.help_url("alg", "An algorithm", blocked) == ""
-
-
-def test_readme_keeps_a_section_per_algorithm(provider):
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    anchors = {_github_slug(m.group(1)) for m in re.finditer(r"^#+\s+(.+)$", readme, re.MULTILINE)}
-    for alg in provider.algorithms():
-        assert alg.HELP_ANCHOR in anchors, f"{alg.id()}: README has no heading with the anchor {alg.HELP_ANCHOR!r}"
-        assert alg.name() in alg.HELP_ANCHOR  # the README's headings name the algorithm id
 
 
 def test_toolbox_does_not_read_hiergeo_twice(provider):

@@ -1,4 +1,4 @@
-"""Reliability, hostile tile servers (issue 13, items 1, 4, 5, 6 and the minor ones): every request has an overall
+"""Reliability, hostile tile servers: every request has an overall
 deadline, a byte limit and a pixel limit; a Cancel cuts the probe; an empty or truncated 200 is never remembered
 as "no imagery"; a redirect loop is not retried; the probe honours Retry-After; 16-bit tiles keep their contrast;
 tile-cache write failures reach the Reporter. All against real servers on 127.0.0.1 (tests/hostile_server.py).
@@ -235,7 +235,7 @@ def test_tile_cache_write_failures_reach_the_reporter_once(tmp_path):
 
 
 def test_the_search_branches_on_typed_outcomes(tiny_model, lund_records):
-    """Issue 14.4: the search reads TileResult.outcome, not message text. Tiles refused outright (FATAL, here a
+    """The search reads TileResult.outcome, not message text. Tiles refused outright (FATAL, here a
     501 to every tile: nothing to retry) end the run like exhausted retries do, with the reason; 404s (GAP) do not.
     """
     from helpers import hashed_tile_png

@@ -1,4 +1,4 @@
-"""Reliability, odd inputs and broken caches through QGIS Processing (issue 13, items 2, 7, 8 and 11).
+"""Reliability, odd inputs and broken caches through QGIS Processing.
 
 Real QGIS (offscreen), a real tile server on 127.0.0.1, the tiny in-repo model, real files. Each test fails on the
 code before its fix: a search too large is refused before the server sees a request; a non-finite coordinate in a

@@ -173,7 +173,7 @@ def test_key_and_credentials_stay_out_of_failures(provider, photos_dir, tmp_path
     assert not any(Path(p).name.count(KEY) for p in tmp_path.rglob("*"))
 
 
-# Issue 13 item 3: keys under names no list knows, and a key in the URL path.
+# Keys under names no list knows, and a key in the URL path.
 ODD_KEYS = {
     "api": "linz0c4f9e2a7b",
     "app_code": "hereAbC123xyz",

@@ -117,7 +117,7 @@ def test_tiles_in_bbox_cover_the_bbox(lon, lat, w, h, z):
 
 
 def test_tiles_in_bbox_at_and_beyond_the_antimeridian():
-    """Issue 13 item 10: an east edge of 180 is the world's east edge, and extents wider than the world (a
+    """An east edge of 180 is the world's east edge, and extents wider than the world (a
     zoomed-out canvas) are the whole world, not column 0 or nothing."""
     from hiergeo_plugin.core.tiles import bbox_tile_count, tiles_in_bbox
 
@@ -158,7 +158,7 @@ def test_tiles_in_bbox_any_longitudes(west, width, z, east_on_180):
 
 
 def test_zoom_steps_are_bounded_with_a_reason():
-    """Issue 13 item 2: "4,22" would make (2**18)**2 children per kept tile; refused, saying why and what to do."""
+    """ZOOM_LEVELS "4,22" would make (2**18)**2 children per kept tile; refused, saying why and what to do."""
     from hiergeo_plugin.core.tiles import MAX_ZOOM_STEP
 
     assert MAX_ZOOM_STEP == 4

@@ -1,6 +1,6 @@
 """int8 weights for an OpenVINO tower, so that its CPU plugin multiplies in int8 (VNNI, AMX) with no calibration.
 
-Why this way of int8 and not another (measured on ViT-B-32, docs/BENCHMARKS.md, issue 16):
+Why this way of int8 and not another (measured on ViT-B-32, docs/BENCHMARKS.md):
 
 * bf16 cannot give more than about 2x eager fp32 on CPUs that execute 512-bit bf16 dot products in two halves
   (AMD Zen 4): their bf16 rate is twice their fp32 FMA rate, no more. int8 dot products (VPDPBUSD) run at four

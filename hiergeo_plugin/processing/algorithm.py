@@ -43,9 +43,6 @@ class HierGeoAlgorithm(QgsProcessingAlgorithm):
     NEEDS_TORCH = False
     #: The toolbox group (a key of GROUPS) of the algorithm.
     GROUP_ID = "geolocation"
-    #: The README section of the algorithm (GitHub's anchor of its heading; tests/test_help.py checks it exists, so
-    #: the README keeps a section per algorithm).
-    HELP_ANCHOR = ""
 
     def tr(self, text: str) -> str:
         """`text` translated (QGIS's convention for algorithms; one context for all of HierGeo, see i18n)."""

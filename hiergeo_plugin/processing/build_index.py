@@ -59,7 +59,6 @@ RESULTS = {
 
 class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
     GROUP_ID = "regionindex"
-    HELP_ANCHOR = "region-index-build-once-per-area-then-geolocate-in-milliseconds-hiergeobuildregionindex"
     EXTENT = "EXTENT"
     AREA = "AREA"
     ZOOM = "ZOOM"

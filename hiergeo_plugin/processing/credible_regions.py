@@ -99,7 +99,6 @@ def temperature_from(alg, parameters, context, feedback) -> float:
 
 
 class CredibleRegionsAlgorithm(HierGeoAlgorithm):
-    HELP_ANCHOR = "credible-regions-hiergeocredibleregions"
     CANDIDATES = "CANDIDATES"
     LEVELS = "LEVELS"
     CALIBRATION_FILE = "CALIBRATION_FILE"

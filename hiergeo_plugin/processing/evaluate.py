@@ -95,7 +95,6 @@ def _path_keys(photo: str, folder: Optional[Path]) -> List[str]:
 
 class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
     GROUP_ID = "trainingevaluation"
-    HELP_ANCHOR = "evaluate-geolocation-hiergeoevaluategeolocation"
     PREDICTIONS = "PREDICTIONS"
     GROUND_TRUTH = "GROUND_TRUTH"
     GROUND_TRUTH_FIELD = "GROUND_TRUTH_FIELD"

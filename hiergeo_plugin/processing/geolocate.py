@@ -72,7 +72,6 @@ COUNT_OUTPUTS = {
 
 
 class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
-    HELP_ANCHOR = "geolocate-photos-hiergeogeolocatephotos"
     PHOTOS = "PHOTOS"
     PHOTO_FIELD = "PHOTO_FIELD"
     TILE_SOURCE = "TILE_SOURCE"

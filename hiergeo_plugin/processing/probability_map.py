@@ -35,7 +35,6 @@ DECADES = 4
 
 
 class ProbabilityMapAlgorithm(HierGeoAlgorithm):
-    HELP_ANCHOR = "probability-map-hiergeoprobabilitymap"
     CANDIDATES = "CANDIDATES"
     PHOTO = "PHOTO"
     MAX_PIXELS = "MAX_PIXELS"

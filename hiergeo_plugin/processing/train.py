@@ -53,7 +53,6 @@ DECLARED_RESULT_ZOOMS = tuple(range(0, 23))
 
 class TrainMapEncodersAlgorithm(TileSourceAlgorithm):
     GROUP_ID = "trainingevaluation"
-    HELP_ANCHOR = "train-map-encoders-hiergeotrainmapencoders"
     PHOTOS = "PHOTOS"
     PHOTO_FIELD = "PHOTO_FIELD"
     TILE_SOURCE = "TILE_SOURCE"
