@@ -336,6 +336,10 @@ def test_cancel_through_feedback_stops_early_and_keeps_written_rows(provider, se
             self.calls += 1
             return self.calls > self.limit
 
+    # torch imported first: while it imports, the algorithm polls Cancel too, and these counts are the search's.
+    from hiergeo_plugin.processing.dependencies import check_dependencies
+
+    check_dependencies()
     early = CancelAfterCalls(5)
     requests_before = server.log.total
     res = processing.run(ALG, params(table, server.template, str(tmp_path / "a"), PHOTO_BATCH=1), feedback=early)

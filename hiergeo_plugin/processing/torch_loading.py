@@ -88,7 +88,13 @@ class BackgroundLoader:
         self.starts = 0
 
     def wait(self, is_canceled: Callable[[], bool]) -> Missing:
-        """What is missing once the load has finished; Cancelled as soon as `is_canceled()` says so."""
+        """What is missing once the load has finished; Cancelled as soon as `is_canceled()` says so.
+
+        Once loaded, it returns at once without asking: there is nothing to wait for, and the caller's own checks
+        see a cancel at its next step.
+        """
+        if self.loaded:
+            return []
         if is_canceled():
             raise Cancelled("cancelled by the user before torch was loaded")
         attempt = self._current()
