@@ -213,3 +213,38 @@ def test_polygon_area_and_refusals(provider, server, cache_dir, tmp_path):
         processing.run(
             "hiergeo:geolocatephotos", dict(common, TILE_SOURCE=server.template, METHOD=1, INDEX=str(foreign))
         )
+
+
+def test_cancelled_build_ends_normally_with_no_index_and_says_how_to_resume(provider, server, tmp_path):
+    """Cancel is not an error (core/errors.py's cancel policy), as in Geolocate and Train: the build returns no
+    index and no counts, and its log says the finished shards are kept; it raised an error before."""
+    from qgis.core import QgsProcessingFeedback
+
+    class CancelOnProgress(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.warnings = []
+
+        def setProgress(self, value):  # noqa: N802 (QGIS API name)
+            super().setProgress(value)
+            self.cancel()  # the user presses Cancel once the build reports its first progress
+
+        def pushWarning(self, text):  # noqa: N802
+            self.warnings.append(text)
+            super().pushWarning(text)
+
+    feedback = CancelOnProgress()
+    out = tmp_path / "cancelled.hgindex"
+    params = {
+        "EXTENT": EXTENT,
+        "ZOOM": ZOOM,
+        "TILE_SOURCE": server.template,
+        "BASE_MODEL": "hiergeo-tiny",
+        "DEVICE": 1,
+        "CACHE_DIR": str(tmp_path / "cache"),
+        "OUTPUT_INDEX": str(out),
+    }
+    result = processing.run("hiergeo:buildregionindex", params, feedback=feedback)
+    assert result["OUTPUT_INDEX"] is None and result["CELLS"] is None
+    assert not out.exists()
+    assert any(w.startswith("Cancelled") for w in feedback.warnings), feedback.warnings

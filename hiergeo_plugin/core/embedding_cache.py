@@ -35,6 +35,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .errors import HierGeoError
 from .tiles import Tile
 
 log = logging.getLogger("hiergeo.cache")
@@ -48,7 +49,7 @@ _STOP = object()
 _CORRUPT = ("not a database", "malformed", "disk image", "file is encrypted", "unsupported file format")
 
 
-class CacheDirError(ValueError):
+class CacheDirError(HierGeoError, ValueError):
     """The cache folder cannot be a folder (a file is in the way): a message that names it and the fix."""
 
 

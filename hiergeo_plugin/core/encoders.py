@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .defaults import DEFAULT_BASE_MODEL
+from .errors import HierGeoError
 
 log = logging.getLogger("hiergeo.encoders")
 
@@ -30,7 +31,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "resources" / "models"
 RANDOM_INIT_SEED = 0
 
 
-class ModelError(RuntimeError):
+class ModelError(HierGeoError, RuntimeError):
     """A model cannot be built or loaded; the message says what to do."""
 
 

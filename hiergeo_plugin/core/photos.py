@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
+from .errors import HierGeoError
+
 log = logging.getLogger("hiergeo.photos")
 
 #: Photos above this many pixels are refused before decoding (a 100 MP camera is fine, a bomb is not).
@@ -39,7 +41,7 @@ def _register_heif() -> bool:
     return _heif_registered
 
 
-class PhotoError(Exception):
+class PhotoError(HierGeoError):
     """A photo that cannot be used; str() is the status written to its output row."""
 
 

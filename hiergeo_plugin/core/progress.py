@@ -11,10 +11,12 @@ import sys
 import time
 from typing import Callable, Optional, TextIO
 
+from .errors import HierGeoError
+
 log = logging.getLogger("hiergeo")
 
 
-class Cancelled(Exception):
+class Cancelled(HierGeoError):
     """Raised inside the core when the listener asked to stop; caches stay valid (writes are atomic)."""
 
 

@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple
 
+from .errors import HierGeoError
 
-class InterpreterNotFound(RuntimeError):
+
+class InterpreterNotFound(HierGeoError, RuntimeError):
     """No candidate interpreter runs the same Python as QGIS; the message lists what was tried and why not."""
 
 

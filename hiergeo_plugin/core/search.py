@@ -32,6 +32,7 @@ from .confidence import Calibration, annotate
 from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K, DEFAULT_ZOOMS
 from .embedding_cache import EmbeddingCache
 from .encoders import GeoModel, describe_device, make_tensor_preprocessor, stack
+from .errors import HierGeoError
 from .photos import PhotoError, PhotoRecord, load_photo
 from .progress import CountLines, Reporter
 from .status import OK, coarse, is_located
@@ -60,7 +61,7 @@ MAX_FIRST_STAGE_TILES = 4096
 MAX_STAGE_CANDIDATES = 16384
 
 
-class SearchTooLarge(ValueError):
+class SearchTooLarge(HierGeoError, ValueError):
     """The zoom list, TOP_K or region would make a stage larger than the bounds; said before anything is fetched."""
 
 

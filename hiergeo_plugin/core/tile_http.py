@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import urljoin, urlsplit
 
+from .errors import HierGeoError
+
 #: A tile is at most a few MB; anything larger is refused while streaming (decoded bytes are counted).
 MAX_TILE_BYTES = 8 * 1024 * 1024
 #: Redirects followed per request; a loop stops here and is not retried.
@@ -57,7 +59,7 @@ class TileOutcome(enum.Enum):
     CANCELLED = "cancelled"
 
 
-class FetchFailure(Exception):
+class FetchFailure(HierGeoError):
     """A tile that did not come: its outcome kind, a human reason, and the HTTP status when there was one."""
 
     def __init__(
@@ -94,7 +96,7 @@ class RateLimiter:
                 time.sleep(delay)
 
 
-class TileSourceError(RuntimeError):
+class TileSourceError(HierGeoError, RuntimeError):
     """The source as a whole cannot be used (bad template, unreachable server). Messages are redacted."""
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 
+from .errors import HierGeoError
+
 #: A tile is at most a few thousand pixels a side; the size is read from the header, before decoding.
 MAX_TILE_SIDE = 4096
 MAX_TILE_PIXELS = MAX_TILE_SIDE * MAX_TILE_SIDE
@@ -45,7 +47,7 @@ def describe_decoded(mode: str, width: int, height: int, limit: int) -> str:
     return f"{width}x{height} pixels in mode {mode} would take {need // _MIB} MiB decoded, over the {limit // _MIB} MiB limit"
 
 
-class TileTooLarge(ValueError):
+class TileTooLarge(HierGeoError, ValueError):
     """The tile's header declares more pixels than MAX_TILE_PIXELS (or a side over MAX_TILE_SIDE), or more decoded
     bytes than MAX_TILE_DECODED_BYTES."""
 

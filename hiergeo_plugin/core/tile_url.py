@@ -26,6 +26,7 @@ from typing import Callable, List, Optional, Sequence, Union
 from urllib.parse import urlsplit
 from urllib.request import url2pathname as _url2pathname
 
+from .errors import HierGeoError
 from .tiles import Tile
 
 __all__ = ["DEFAULT_SUBDOMAINS", "TileUrlTemplate", "UnsupportedTemplate", "file_url_to_path", "quadkey"]
@@ -41,7 +42,7 @@ _KEY_LIKE = re.compile(r"key|token|secret|appid|access|subscription|password|aut
 _Filler = Callable[[Tile], str]
 
 
-class UnsupportedTemplate(ValueError):
+class UnsupportedTemplate(HierGeoError, ValueError):
     """The template cannot give a correct URL for every tile; the message says which placeholder and what to do.
 
     The message quotes placeholder names only; callers add the (redacted) template.

@@ -7,10 +7,11 @@ live here once.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
 
+from ..core.errors import HierGeoError
 from ..core.imagery_hint import not_imagery_hint
 from . import dependencies
 from .i18n import tr, translatable
@@ -31,6 +32,25 @@ GROUPS = {
 _GUI = __name__.rsplit(".processing.", 1)[0] + ".gui."
 TILE_SOURCE_WIDGET = _GUI + "tile_source_widget.TileSourceWidgetWrapper"
 WIDGETS = {"TILE_SOURCE": TILE_SOURCE_WIDGET, "BASE_MODEL": _GUI + "base_model_widget.BaseModelWidgetWrapper"}
+
+
+def processing_error(exc: BaseException, redact: Callable[[str], str] = str) -> QgsProcessingException:
+    """The one mapping from an exception to what QGIS shows (`raise processing_error(exc, redactor.redact) from
+    None` in an algorithm).
+
+    A HierGeoError's message is written for the user and stands as it is; anything else is a bug and names its
+    type, so a report says what broke. Every message goes through `redact` (tile-source keys). No traceback:
+    `from None` keeps the user's parameters out of QGIS's log. Cancelled is refused here: Cancel is not an error
+    (core/errors.py's cancel policy), the algorithm ends normally with what it finished.
+    """
+    from ..core.progress import Cancelled
+
+    if isinstance(exc, Cancelled):
+        raise TypeError("Cancelled is not an error: end the run with what was finished (core/errors.py)")
+    if isinstance(exc, QgsProcessingException):
+        return exc
+    text = str(exc) if isinstance(exc, HierGeoError) else f"{type(exc).__name__}: {exc}"
+    return QgsProcessingException(redact(text))
 
 
 class HierGeoAlgorithm(QgsProcessingAlgorithm):

@@ -31,7 +31,7 @@ from qgis.core import (
 )
 
 from ..core.defaults import DEFAULT_BASE_MODEL, DEFAULT_BATCH_SIZE
-from .algorithm import TileSourceAlgorithm
+from .algorithm import TileSourceAlgorithm, processing_error
 from .feedback import FeedbackReporter
 from .i18n import translatable
 from .params import (
@@ -187,7 +187,8 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         feedback = feedback if feedback is not None else QgsProcessingFeedback()
         if not self.load_dependencies(feedback):
-            raise QgsProcessingException(self.tr("Cancelled before the index build started"))
+            feedback.pushWarning(self.tr("Cancelled before the index build started"))
+            return self._cancelled_results()
         xyz = self.xyz_source(parameters, context)
         area = self._area(parameters, context, feedback)
         zoom = self.parameterAsInt(parameters, self.ZOOM, context)
@@ -203,21 +204,16 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
         cache = None
         try:
             from ..core.embedding_cache import EmbeddingCache
-            from ..core.encoders import ModelError
             from ..core.factory import load_geo_model
-            from ..core.index.builder import IndexBuilder, IndexBuildError, IndexTooLarge
+            from ..core.index.builder import IndexBuilder, IndexTooLarge
             from ..core.progress import Cancelled
-            from ..core.tile_source import TileSourceError
 
             feedback.pushInfo(
                 self.tr("Tile source: {source}; cache: {cache}").format(
                     source=tile_source.display_name, cache=cache_dir
                 )
             )
-            try:
-                tile_source.check_reachable()
-            except TileSourceError as exc:
-                raise QgsProcessingException(redactor.redact(str(exc))) from None
+            tile_source.check_reachable()
             photos = self._prototype_photos(parameters, context, feedback)
             model_file = (self.parameterAsFile(parameters, self.MODEL, context) or "").strip()
             base = (self.parameterAsString(parameters, self.BASE_MODEL, context) or "").strip() or DEFAULT_BASE_MODEL
@@ -225,10 +221,7 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
             feedback.pushInfo(
                 self.tr("Loading model {model} on {device}").format(model=model_file or base, device=device)
             )
-            try:
-                model = load_geo_model(base, model_file or None, [zoom], device)
-            except ModelError as exc:
-                raise QgsProcessingException(str(exc)) from None
+            model = load_geo_model(base, model_file or None, [zoom], device)
             cache = EmbeddingCache(Path(cache_dir) / "embeddings.sqlite")
             builder = IndexBuilder(
                 model,
@@ -248,15 +241,14 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
                 )
             except IndexTooLarge as exc:
                 raise QgsProcessingException(f"{exc} (MAX_CELLS)") from None
-            except IndexBuildError as exc:
-                raise QgsProcessingException(redactor.redact(str(exc))) from None
-            except Cancelled:
-                raise QgsProcessingException(
+            except Cancelled:  # not an error (core/errors.py): end normally, say what is kept
+                feedback.pushWarning(
                     self.tr(
                         "Cancelled: the finished shards are kept beside the output; run the algorithm again with the "
                         "same parameters to resume"
                     )
-                ) from None
+                )
+                return self._cancelled_results()
             return {
                 self.OUTPUT_INDEX: str(result.path),
                 "CELLS": result.cells,
@@ -264,16 +256,18 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
                 "INDEX_BYTES": result.index_bytes,
                 "KAPPA": result.kappa,
             }
-        except QgsProcessingException:
-            raise
-        except Exception as exc:  # anything unforeseen still reaches the user as a message, never a crash
-            raise QgsProcessingException(redactor.redact(f"{type(exc).__name__}: {exc}")) from None
+        except Exception as exc:  # refusals and anything unforeseen reach the user as a message, never a crash
+            raise processing_error(exc, redactor.redact) from None
         finally:
             if cache is not None:
                 cache.close()
             tile_source.close()
 
     # -- inputs -----------------------------------------------------------------------------------------------------
+    def _cancelled_results(self):
+        """A cancelled build's outputs: no index file yet, no counts (the cancel policy of core/errors.py)."""
+        return {self.OUTPUT_INDEX: None, **dict.fromkeys(RESULTS)}
+
     def _area(self, parameters, context, feedback):
         """EXTENT and/or AREA as a core Area in EPSG:4326 (both: the part of the polygons inside the extent)."""
         from ..core.index.cells import Area, AreaError

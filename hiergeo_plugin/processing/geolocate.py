@@ -35,7 +35,7 @@ from ..core.defaults import (
     DEFAULT_PHOTO_BATCH,
     DEFAULT_TOP_K,
 )
-from .algorithm import TileSourceAlgorithm
+from .algorithm import TileSourceAlgorithm, processing_error
 from .feedback import FeedbackReporter
 from .geolocate_outputs import WGS84, PredictionWriter, sink_destination
 from .geolocate_search import (
@@ -271,10 +271,8 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
             search = make_search(settings, model, tile_source, cache, FeedbackReporter(feedback, redactor))
             self._write_results(search.run(records), records, writer, redactor, feedback)
             return self._results(writer, search.totals, feedback)
-        except QgsProcessingException:
-            raise
-        except Exception as exc:  # anything unforeseen still reaches the user as a message, never a crash
-            raise QgsProcessingException(redactor.redact(f"{type(exc).__name__}: {exc}")) from None
+        except Exception as exc:  # refusals and anything unforeseen reach the user as a message, never a crash
+            raise processing_error(exc, redactor.redact) from None
         finally:
             if cache is not None:
                 cache.close()

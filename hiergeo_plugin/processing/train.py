@@ -32,7 +32,7 @@ from ..core.defaults import (
     DEFAULT_SEARCH_NEGATIVES,
     DEFAULT_UNFROZEN_BLOCKS,
 )
-from .algorithm import TileSourceAlgorithm
+from .algorithm import TileSourceAlgorithm, processing_error
 from .feedback import FeedbackReporter
 from .params import (
     advanced,
@@ -185,10 +185,8 @@ class TrainMapEncodersAlgorithm(TileSourceAlgorithm):
         if not self.load_dependencies(feedback):
             return {self.OUTPUT_MODEL: None}
         xyz = self.xyz_source(parameters, context)
-        from ..core.encoders import ModelError
         from ..core.progress import Cancelled
-        from ..core.tile_source import TileSourceError
-        from ..core.training import TrainingError, train_map_encoders
+        from ..core.training import train_map_encoders
 
         photos, field = photo_source(self, parameters, context)
         config = self._config(parameters, context)
@@ -214,8 +212,8 @@ class TrainMapEncodersAlgorithm(TileSourceAlgorithm):
                 )
             )
             return {self.OUTPUT_MODEL: None}
-        except (TrainingError, TileSourceError, ModelError) as exc:
-            raise QgsProcessingException(tile_source.redactor.redact(str(exc))) from None
+        except Exception as exc:  # refusals and anything unforeseen reach the user as a message, never a crash
+            raise processing_error(exc, tile_source.redactor.redact) from None
         finally:
             tile_source.close()
         return self._results(summary, feedback)

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..errors import HierGeoError
 from .calibration import Calibration
 
 #: The HierGeo files with a JSON manifest in their safetensors metadata.
@@ -22,7 +23,7 @@ FORMATS = ("hiergeo-model", "hiergeo-index")
 MAX_HEADER_BYTES = 100_000_000
 
 
-class CalibrationStoreError(ValueError):
+class CalibrationStoreError(HierGeoError, ValueError):
     """The file is not a HierGeo model file or region index; it was left as it was."""
 
 

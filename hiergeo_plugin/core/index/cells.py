@@ -24,6 +24,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..errors import HierGeoError
 from ..tiles import MAX_LATITUDE, Tile, _lat_to_unit_y, tile_bounds
 
 #: Cells per shard is at most 4**SHARD_DZ (256).
@@ -34,7 +35,7 @@ MAX_CELL_ZOOM = 22
 Extent = Tuple[float, float, float, float]
 
 
-class AreaError(ValueError):
+class AreaError(HierGeoError, ValueError):
     """The area cannot be indexed (empty, malformed, outside the map); the message says why."""
 
 

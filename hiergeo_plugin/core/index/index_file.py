@@ -35,6 +35,7 @@ from typing import Dict, Optional, Union
 
 import numpy as np
 
+from ..errors import HierGeoError
 from ..safetensors_sniff import describe_refused_file as _sniff
 from ..tiles import Tile
 from .ann_io import release_pages
@@ -53,7 +54,7 @@ MAX_KAPPA = 1e6
 _FINITE_CHUNK_ROWS = 65536
 
 
-class IndexFileError(RuntimeError):
+class IndexFileError(HierGeoError, RuntimeError):
     """The file is not a usable HierGeo index (foreign, truncated, damaged); nothing in it was executed."""
 
 

@@ -12,6 +12,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..errors import HierGeoError
 from ..progress import Reporter
 from ..tiles import Tile
 from .cells import CellPlan
@@ -19,7 +20,7 @@ from .cells import CellPlan
 PARTS_SUFFIX = ".parts"
 
 
-class IndexBuildError(RuntimeError):
+class IndexBuildError(HierGeoError, RuntimeError):
     """The build cannot produce an index (no imagery at all, nothing to index)."""
 
 

@@ -7,11 +7,12 @@ import time
 from dataclasses import dataclass
 
 from ..encoders import GeoModel
+from ..errors import HierGeoError
 from ..progress import Reporter
 from .cells import SHARD_DZ, Area, CellPlan, TooManyCells, plan_cells
 
 
-class IndexTooLarge(ValueError):
+class IndexTooLarge(HierGeoError, ValueError):
     """The area has more cells than the limit; the message gives the count, the size and the time."""
 
 

@@ -34,13 +34,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..encoders import head_parameter_names, make_tensor_preprocessor, resolve_device
+from ..errors import HierGeoError
 from ..photos import PhotoRecord
 from ..progress import Reporter
 from ..tile_source import TileSource
 from ..tiles import Tile, lonlat_to_tile, tile_parent
 
 
-class RegionTrainingError(RuntimeError):
+class RegionTrainingError(HierGeoError, RuntimeError):
     """The region model cannot be trained (no usable photos, a base model that does not fit)."""
 
 

@@ -20,9 +20,10 @@ from ..defaults import (
     DEFAULT_UNFROZEN_BLOCKS,
     DEFAULT_ZOOMS,
 )
+from ..errors import HierGeoError
 
 
-class TrainingError(RuntimeError):
+class TrainingError(HierGeoError, RuntimeError):
     """Training cannot run (no usable photos, bad configuration); the message says what to change."""
 
 
