@@ -65,18 +65,16 @@ def main() -> int:
             out["local_s"] = round(time.perf_counter() - t0, 2)
         out["local_cells_per_s"] = round(out["cells"] / out["local_s"], 2)
         if not args.no_ray:
-            from hiergeo_plugin.core.index.ray_build import RaySettings, build_with_ray
+            from hiergeo_plugin.core.index.ray_build import IndexBuildConfig, RaySettings, build_with_ray
 
             t0 = time.perf_counter()
             build_with_ray(
                 Area.make(extent=extent),
                 zoom,
                 Path(tmp) / "ray.hgindex",
-                server.template,
-                args.model,
-                batch_size=args.batch_size,
-                max_cells=10**7,
-                device="cpu",
+                IndexBuildConfig(
+                    server.template, args.model, batch_size=args.batch_size, max_cells=10**7, device="cpu"
+                ),
                 settings=RaySettings("local", args.fetch_tasks, 1, num_cpus=os.cpu_count()),
             )
             out["ray_s"] = round(time.perf_counter() - t0, 2)

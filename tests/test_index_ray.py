@@ -38,7 +38,7 @@ def local_ray():
 
 
 def test_ray_build_matches_the_local_build(tmp_path, tiny_model, local_ray):
-    from hiergeo_plugin.core.index.ray_build import RaySettings, build_with_ray
+    from hiergeo_plugin.core.index.ray_build import IndexBuildConfig, RaySettings, build_with_ray
 
     with TileServer(render) as server:
         with TileSource(server.template) as source:
@@ -50,10 +50,7 @@ def test_ray_build_matches_the_local_build(tmp_path, tiny_model, local_ray):
             Area.make(extent=EXTENT),
             ZOOM,
             tmp_path / "ray.hgindex",
-            server.template,
-            "hiergeo-tiny",
-            batch_size=8,
-            rate_limit=200.0,
+            IndexBuildConfig(server.template, "hiergeo-tiny", batch_size=8, rate_limit=200.0),
             settings=RaySettings(fetch_tasks=2, embed_actors=1),
             reporter=Reporter(on_info=lines.append),
         )

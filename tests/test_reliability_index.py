@@ -429,7 +429,7 @@ def test_a_local_ray_build_listens_on_the_loopback_interface_only(tmp_path):
     ray = pytest.importorskip("ray", reason="Ray is a dev requirement (requirements-dev.txt)")
     import psutil
 
-    from hiergeo_plugin.core.index.ray_build import RaySettings, build_with_ray
+    from hiergeo_plugin.core.index.ray_build import IndexBuildConfig, RaySettings, build_with_ray
 
     assert not ray.is_initialized()
     me = psutil.Process()
@@ -445,9 +445,7 @@ def test_a_local_ray_build_listens_on_the_loopback_interface_only(tmp_path):
             Area.make(extent=one_shard),
             ZOOM,
             tmp_path / "ray.hgindex",
-            server.template,
-            "hiergeo-tiny",
-            batch_size=8,
+            IndexBuildConfig(server.template, "hiergeo-tiny", batch_size=8),
             settings=RaySettings("local", fetch_tasks=1, embed_actors=1, num_cpus=2),
             reporter=Reporter(on_info=snapshot),
         )

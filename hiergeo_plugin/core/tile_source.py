@@ -155,6 +155,7 @@ class TileSource:
         subdomains: Optional[Union[str, Sequence[str]]] = None,
         retina: bool = False,
         http: Optional[HttpSettings] = None,
+        limiter: Optional[RateLimiter] = None,
     ):
         template = (template or "").strip()
         if not template:
@@ -195,7 +196,9 @@ class TileSource:
         #: deepest zoom within (core.search).
         self.zmin, self.zmax = int(zmin), int(zmax)
         self.stats = FetchStats()
-        self._limiter = RateLimiter(rate_limit)
+        #: `limiter`: a budget shared beyond this process (a Ray build's cluster-wide token bucket) replaces the
+        #: per-process one; anything with RateLimiter's wait(stop).
+        self._limiter = limiter if limiter is not None else RateLimiter(rate_limit)
         #: Where problems worth the user's attention go (a Reporter's warning: the Processing log); once each.
         #: Warnings given before a listener is set (e.g. during the probe) are handed to it when it is.
         self._on_warning = on_warning

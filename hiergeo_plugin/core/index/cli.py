@@ -12,7 +12,9 @@ foreign index), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -51,6 +53,21 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--rate-limit", type=float, default=0.0, help="tile requests per second (0 = no limit)")
     b.add_argument("--fetch-tasks", type=int, default=4, help="Ray: concurrent fetch tasks")
     b.add_argument("--embed-actors", type=int, default=None, help="Ray: embedding actors (default one per GPU)")
+    b.add_argument(
+        "--gpus-per-actor",
+        type=float,
+        default=None,
+        help="Ray: GPUs per embedding actor (default 1 "
+        "when the cluster has GPUs, else 0; 0.5 puts two actors on a GPU)",
+    )
+    b.add_argument("--cpus-per-actor", type=float, default=1.0, help="Ray: CPUs reserved per embedding actor")
+    b.add_argument(
+        "--stall-seconds",
+        type=float,
+        default=None,
+        help="Ray: stop (exit 2) after this long without "
+        "progress, e.g. lost capacity (default 600; 0 = never); re-running resumes",
+    )
     b.add_argument("--seed", type=int, default=0)
     b.add_argument(
         "--path-weight",
@@ -92,6 +109,21 @@ class _StderrReporter:
         self.reporter.close()
 
 
+@contextlib.contextmanager
+def stdout_to_stderr():
+    """File descriptor 1 points at stderr while Ray runs: Ray and its workers' libraries print to stdout (log
+    lines, warnings, progress bars), and the CLI's stdout carries only the JSON result."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def build(args) -> dict:
     from ..encoders import DEFAULT_BASE_MODEL
     from .builder import MAX_CELLS, read_photo_csv
@@ -116,12 +148,10 @@ def build(args) -> dict:
     reporter = progress.reporter
     try:
         if args.ray:
-            from .ray_build import RaySettings, build_with_ray
+            from .ray_build import IndexBuildConfig, RaySettings, build_with_ray
+            from .ray_config import DEFAULT_STALL_SECONDS
 
-            result = build_with_ray(
-                area,
-                args.zoom,
-                args.out,
+            config = IndexBuildConfig(
                 args.tile_source,
                 base,
                 args.model,
@@ -132,11 +162,19 @@ def build(args) -> dict:
                 max_connections=args.max_connections,
                 rate_limit=rate,
                 device=args.device,
-                settings=RaySettings(args.ray, args.fetch_tasks, args.embed_actors),
-                reporter=reporter,
                 seed=args.seed,
                 path_weight=args.path_weight,
             )
+            settings = RaySettings(
+                args.ray,
+                args.fetch_tasks,
+                args.embed_actors,
+                gpus_per_actor=args.gpus_per_actor,
+                cpus_per_actor=args.cpus_per_actor,
+                stall_seconds=DEFAULT_STALL_SECONDS if args.stall_seconds is None else args.stall_seconds,
+            )
+            with stdout_to_stderr():
+                result = build_with_ray(area, args.zoom, args.out, config, settings, reporter)
         else:
             from ..embedding_cache import EmbeddingCache
             from ..factory import load_geo_model

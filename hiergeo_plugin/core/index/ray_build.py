@@ -1,35 +1,37 @@
 """The region index built on a Ray cluster (Ray Data), for areas beyond one machine. Ray is optional: QGIS never
 imports this module, and `ray` is imported only when a build starts.
 
-The pipeline is the local build's, spread out:
-  shards (the cell plan, <= 256 cells under one parent tile)
-    -> fetch: CPU tasks, each a TileSource over the shard's cells (same retries, gaps, tile cache), with the
-       source's rate limit split between the concurrent tasks so the provider sees at most RATE_LIMIT requests/s;
-       decoded RGB pixels travel on (the same decode as the local build; no second JPEG/PNG pass);
-    -> embed: an actor pool (one model per actor, loaded once; a GPU each when the cluster has GPUs), explicit
-       batch size, the same preprocessing and map encoder as the local build, fp16 out;
-    -> the driver writes each finished shard's part file (the local build's format, so a build may be resumed
+The pipeline is the local build's, spread out (ray_tasks.py has the workers' side):
+  work rows (a shard of the cell plan, <= 256 cells under one parent tile, one block each; or a chunk of the
+  path context's ancestor tiles)
+    -> fetch: CPU tasks, each a TileSource over the row's tiles (same retries, gaps, tile cache), all of them
+       drawing on one cluster-wide token bucket; the tiles leave decoded, resized and cropped, as uint8 at the
+       model's resolution;
+    -> embed: an actor pool (one model per actor, loaded once; GPUs/CPUs per actor as asked) that normalises a
+       batch on its device and runs the map encoder of each row's zoom, fp16 out;
+    -> the driver writes each finished row's part file (the local build's format, so a build may be resumed
        locally or on Ray) and then assembles the index with builder.assemble_index: prototypes, kappa and FAISS
        are the local build's code.
+The path context (the cells' ancestors) goes through the same fetch tasks, actors and tile cache after the cells,
+with its own part files, so a re-run resumes it too. A watchdog stops a build that makes no progress for
+`RaySettings.stall_seconds` (ClusterStalled: re-run the same command to resume).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import queue
+import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 
-from ..defaults import DEFAULT_ZOOMS
-from ..photos import PhotoRecord
 from ..progress import Reporter
 from ..tiles import Tile
 from .builder import (
-    MAX_CELLS,
     BuildResult,
     IndexBuilder,
     assemble_index,
@@ -42,21 +44,23 @@ from .builder import (
     source_identity,
     write_shard,
 )
-from .cells import Area, CellPlan, Shard
+from .cells import Area
+from .context import PathContext, ancestors, context_weights
+from .parts import IndexBuildError
+from .ray_config import IndexBuildConfig, RaySettings
 from .search import model_fingerprints
 
+__all__ = ["ClusterStalled", "IndexBuildConfig", "RaySettings", "build_with_ray"]
+
+#: Ancestor tiles per context work row (a shard's worth).
+CONTEXT_CHUNK = 256
+
+
+class ClusterStalled(IndexBuildError):
+    """No tile finished for the watchdog's time: capacity or the head was lost, or the provider stopped answering."""
+
+
 ROOT = Path(__file__).resolve().parents[3]
-
-
-@dataclass
-class RaySettings:
-    """How the build uses the cluster. None = let Ray decide (fetch) or one actor per GPU / one on CPU (embed)."""
-
-    address: str = "local"  # "local" starts a Ray on this machine; else a cluster address ("ray://host:10001", "auto")
-    fetch_tasks: int = 4
-    embed_actors: Optional[int] = None
-    gpus_per_actor: Optional[float] = None  # None: 1 when the cluster has GPUs, else 0
-    num_cpus: Optional[int] = None  # only for address="local"
 
 
 def _runtime_env(address: str) -> dict:
@@ -114,122 +118,19 @@ def _connect(settings: RaySettings):
                 _node_ip_address=LOOPBACK,
             )
     else:
-        ray.init(address=settings.address, runtime_env=env)
+        ray.init(address=settings.address, runtime_env=env, log_to_driver=False)
     return ray, True
-
-
-class _FetchShard:
-    """A fetch task's work: one shard's cells through a TileSource; one row per cell, gaps with empty pixels."""
-
-    def __init__(
-        self,
-        template: str,
-        cache_dir: Optional[str],
-        max_connections: int,
-        rate_limit: Optional[float],
-        zoom: int,
-        area_wkb: bytes,
-    ):
-        self.args = (template, cache_dir, max_connections, rate_limit)
-        self.zoom = zoom
-        self.area_wkb = area_wkb
-
-    def __call__(self, row: Dict[str, object]) -> List[Dict[str, object]]:
-        import shapely
-
-        from ..tile_source import TileSource
-
-        template, cache_dir, max_connections, rate_limit = self.args
-        area = Area(shapely.from_wkb(self.area_wkb))
-        shard = Shard(Tile(int(row["z"]), int(row["x"]), int(row["y"])), int(row["cells"]), bool(row["full"]))
-        plan = CellPlan(area, self.zoom, shard.parent.z)
-        cells = plan.cells(shard)
-        out = []
-        with TileSource(template, cache_dir=cache_dir, max_connections=max_connections, rate_limit=rate_limit) as src:
-            for result in src.fetch_many(cells):
-                pixels = np.asarray(result.image.convert("RGB"), dtype=np.uint8) if result.ok else None
-                out.append(
-                    {
-                        "shard": shard.name,
-                        "planned": len(cells),
-                        "x": result.tile.x,
-                        "y": result.tile.y,
-                        "h": 0 if pixels is None else pixels.shape[0],
-                        "w": 0 if pixels is None else pixels.shape[1],
-                        "rgb": b"" if pixels is None else pixels.tobytes(),
-                    }
-                )
-        return out
-
-
-class _Embedder:
-    """An embedding actor: the model loaded once; batches of decoded tiles in, fp16 map-encoder embeddings out."""
-
-    def __init__(self, base_model: str, model_file: Optional[str], zoom: int, device: str):
-        from ..encoders import make_tensor_preprocessor
-        from ..factory import load_geo_model
-
-        self.model = load_geo_model(base_model, model_file, [zoom], device)
-        self.encoder = self.model.map_encoder(zoom)
-        self.prepare = make_tensor_preprocessor(self.model.preprocess)
-
-    def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        from PIL import Image
-
-        from ..encoders import stack
-
-        n = len(batch["x"])
-        ok = [i for i in range(n) if int(batch["h"][i]) > 0]
-        dim = None
-        vecs = [b""] * n
-        if ok:
-            tensors = []
-            for i in ok:
-                h, w = int(batch["h"][i]), int(batch["w"][i])
-                pixels = np.frombuffer(batch["rgb"][i], dtype=np.uint8).reshape(h, w, 3)
-                tensors.append(self.prepare(Image.fromarray(pixels, "RGB")))
-            emb = self.encoder.encode(stack(tensors)).numpy().astype(np.float16)
-            dim = emb.shape[1]
-            for j, i in enumerate(ok):
-                vecs[i] = emb[j].tobytes()
-        return {
-            "shard": batch["shard"],
-            "planned": batch["planned"],
-            "x": batch["x"],
-            "y": batch["y"],
-            "vec": np.array(vecs, dtype=object),
-            "dim": np.full(n, dim or 0, dtype=np.int32),
-        }
 
 
 def build_with_ray(
     area: Area,
     zoom: int,
     out_path: os.PathLike,
-    template: str,
-    base_model: str,
-    model_file: Optional[str] = None,
-    prototype_photos: Sequence[PhotoRecord] = (),
-    batch_size: int = 64,
-    max_cells: int = MAX_CELLS,
-    cache_dir: Optional[str] = None,
-    max_connections: int = 8,
-    rate_limit: Optional[float] = None,
-    device: str = "auto",
+    config: IndexBuildConfig,
     settings: Optional[RaySettings] = None,
     reporter: Optional[Reporter] = None,
-    kind: str = "auto",
-    seed: int = 0,
-    keep_parts: bool = False,
-    path_weight: float = 0.0,
-    context_zooms: Sequence[int] = DEFAULT_ZOOMS,
 ) -> BuildResult:
-    """Build OUT.hgindex on Ray; the same cells, part files and assembly as IndexBuilder.build.
-
-    The path context (path_weight > 0: the cells' ancestors, about 1/15 of the cells with zoom steps of 2) is
-    embedded by the driver, through its tile cache, after the pipeline: enough for a region; for a continent at a
-    fine zoom run the build once per coarse zoom on the cluster first, with a shared CACHE_DIR, or build without
-    a context."""
+    """Build OUT.hgindex on Ray; the same cells, part files, path context and assembly as IndexBuilder.build."""
     from ..embedding_cache import EmbeddingCache
     from ..factory import load_geo_model
     from ..tile_source import TileSource
@@ -238,16 +139,19 @@ def build_with_ray(
     settings = settings or RaySettings()
     rep = reporter or Reporter()
     out_path = Path(out_path)
-    prototype_photos = located_photos(prototype_photos, rep)
+    weights = context_weights(zoom, config.context_zooms, config.path_weight)
+    zooms = sorted({int(zoom), *weights})
+    prototype_photos = located_photos(config.prototype_photos, rep)
     # The driver's model: fingerprints for the manifest, the probe, and the prototype photos (few, local).
-    model = load_geo_model(base_model, model_file, [zoom], "cpu")
-    source = TileSource(template, cache_dir=cache_dir, max_connections=max_connections, rate_limit=rate_limit)
+    model = load_geo_model(config.base_model, config.model_file, zooms, "cpu")
+    source = TileSource(config.template, cache_dir=config.cache_dir, max_connections=config.max_connections)
+    pipeline = None
     try:
-        local = IndexBuilder(model, source, EmbeddingCache(None), batch_size=batch_size, reporter=rep)
+        local = IndexBuilder(model, source, EmbeddingCache(None), batch_size=config.batch_size, reporter=rep)
         plan = plan_or_refuse(
             area,
             zoom,
-            max_cells,
+            config.max_cells,
             lambda n, s: local.estimate(n, s, zoom),
             rep,
             "the driver's CPU (cluster GPUs are faster)",
@@ -257,26 +161,13 @@ def build_with_ray(
         todo = [s for s in plan.shards() if read_shard(parts / f"{s.name}.safetensors") is None]
         resumed = plan.shard_count - len(todo)
         rep.info(f"region index on Ray: {len(todo)} shards to build, {resumed} finished before")
-        encoded = 0
-        if todo:
-            encoded = _run_pipeline(
-                plan,
-                todo,
-                parts,
-                template,
-                base_model,
-                model_file,
-                batch_size,
-                cache_dir,
-                max_connections,
-                rate_limit,
-                device,
-                settings,
-                rep,
-            )
+        rows = [_shard_row(s, zoom) for s in todo]
+        pipeline = _Pipeline(plan, parts, config, settings, model.preprocess, zooms, rep)
+        encoded = pipeline.run(rows, "cells", 0.0, 0.85) if rows else 0
         rep.check_cancelled()
         cells, aerial, gaps = collect_shards(parts, plan)
-        context = local.path_context(cells, zoom, path_weight, context_zooms)
+        context = _path_context(pipeline, parts, cells, zoom, weights, rep) if weights else None
+        pipeline.close()
         photo_emb, photo_tiles = local.encode_prototype_photos(prototype_photos, zoom)
         path, protos = assemble_index(
             out_path,
@@ -288,15 +179,17 @@ def build_with_ray(
             source_identity(source),
             photo_emb,
             photo_tiles,
-            kind=kind,
-            seed=seed,
+            kind=config.kind,
+            seed=config.seed,
             reporter=rep,
             extra={"built_with": "ray"},
             context=context,
         )
     finally:
         source.close()
-    if not keep_parts:
+        if pipeline is not None:
+            pipeline.close()
+    if not config.keep_parts:
         import shutil
 
         shutil.rmtree(parts, ignore_errors=True)
@@ -318,84 +211,179 @@ def build_with_ray(
     return result
 
 
-def _run_pipeline(
-    plan,
-    todo,
-    parts,
-    template,
-    base_model,
-    model_file,
-    batch_size,
-    cache_dir,
-    max_connections,
-    rate_limit,
-    device,
-    settings: RaySettings,
-    rep: Reporter,
-) -> int:
-    import shapely
+def _shard_row(shard, zoom: int) -> dict:
+    p = shard.parent
+    return {
+        "name": shard.name,
+        "zoom": zoom,
+        "tiles": b"",
+        "pz": p.z,
+        "px": p.x,
+        "py": p.y,
+        "cells": shard.cells,
+        "full": shard.full,
+    }
 
-    ray, started = _connect(settings)
-    try:
-        import ray.data
 
-        gpus = settings.gpus_per_actor
+def _tiles_row(name: str, zoom: int, tiles: List[Tile]) -> dict:
+    xy = np.array([[t.x, t.y] for t in tiles], dtype=np.int32).reshape(-1, 2)
+    return {
+        "name": name,
+        "zoom": zoom,
+        "tiles": xy.tobytes(),
+        "pz": 0,
+        "px": 0,
+        "py": 0,
+        "cells": len(tiles),
+        "full": False,
+    }
+
+
+def _path_context(pipeline, parts: Path, cells: np.ndarray, zoom: int, weights: Dict[int, float], rep: Reporter):
+    """The ancestors' embeddings through the cluster (the same fetch tasks, tile cache and actors as the cells),
+    one part file per chunk of CONTEXT_CHUNK ancestors; in the local build's order (zoom, then tile)."""
+    tiles = [Tile(zoom, int(x), int(y)) for x, y in cells]
+    rep.info(f"region index on Ray: path context from zooms {sorted(weights)}")
+    chunks = []  # (zoom, part file name, tiles)
+    for z, anc in ancestors(tiles, sorted(weights)).items():
+        for i in range(0, len(anc), CONTEXT_CHUNK):
+            chunks.append((z, f"context-z{z}-{i // CONTEXT_CHUNK:06d}", anc[i : i + CONTEXT_CHUNK]))
+    todo = [_tiles_row(name, z, t) for z, name, t in chunks if read_shard(parts / f"{name}.safetensors") is None]
+    if todo:
+        pipeline.run(todo, "ancestor tiles", 0.85, 0.9)
+    keys, vecs = [], []
+    for z, name, _ in chunks:
+        got = read_shard(parts / f"{name}.safetensors")
+        if got is None:
+            raise IndexBuildError(f"context part {name} is missing or damaged in {parts}; run the build again")
+        keys += [(z, int(x), int(y)) for x, y in got[0]]
+        if len(got[0]):
+            vecs.append(got[1])
+    vectors = np.concatenate(vecs) if vecs else np.zeros((0, 0), np.float16)
+    rep.info(f"region index on Ray: {len(keys):,} ancestor tiles embedded for the path context")
+    return PathContext(np.array(keys, dtype=np.int32).reshape(-1, 3), vectors.astype(np.float16), weights)
+
+
+class _Pipeline:
+    """Fetch tasks and embedding actors over work rows; the driver writes a part file per finished row. Connected
+    on first use and kept for the context pass; one token bucket actor for every pass."""
+
+    def __init__(self, plan, parts: Path, config: IndexBuildConfig, settings: RaySettings, preprocess, zooms, rep):
+        self.plan, self.parts, self.config, self.settings = plan, parts, config, settings
+        self.preprocess, self.zooms, self.rep = preprocess, list(zooms), rep
+        self.ray, self.started, self.bucket = None, False, None
+
+    def _ensure(self):
+        if self.ray is None:
+            self.ray, self.started = _connect(self.settings)
+            if self.config.rate_limit:
+                from .ray_tasks import TokenBucket
+
+                self.bucket = self.ray.remote(num_cpus=0)(TokenBucket).remote(float(self.config.rate_limit))
+        return self.ray
+
+    def close(self) -> None:
+        if self.ray is not None and self.started:
+            self.ray.shutdown()
+        self.ray, self.started, self.bucket = None, False, None
+
+    def run(self, rows: List[dict], what: str, lo: float, hi: float) -> int:
+        import shapely
+
+        from .ray_tasks import Embedder, FetchWork
+
+        ray = self._ensure()
+        from ray import data as ray_data
+
+        cfg, st = self.config, self.settings
+        gpus = st.gpus_per_actor
         if gpus is None:
             gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
-        actors = settings.embed_actors or (max(1, int(ray.cluster_resources().get("GPU", 0))) if gpus else 1)
-        actor_device = "cuda" if gpus else ("cpu" if device == "auto" else device)
-        per_task_rate = (rate_limit / settings.fetch_tasks) if rate_limit else None
-        rows = [{"z": s.parent.z, "x": s.parent.x, "y": s.parent.y, "cells": s.cells, "full": s.full} for s in todo]
-        ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), max(1, settings.fetch_tasks * 4)))
+        actors = st.embed_actors or (
+            max(1, int(ray.cluster_resources().get("GPU", 0) // max(gpus, 1e-9))) if gpus else 1
+        )
+        device = "cuda" if gpus else ("cpu" if cfg.device == "auto" else cfg.device)
+        fetch_args = {"template": cfg.template, "cache_dir": cfg.cache_dir, "max_connections": cfg.max_connections}
+        if self.bucket is not None:
+            fetch_args["bucket"] = self.bucket
+        plan_args = (self.plan.zoom, shapely.to_wkb(self.plan.area.geometry))
+        ds = ray_data.from_items(rows, override_num_blocks=len(rows))  # one block per shard: a failure redoes one
         ds = ds.flat_map(
-            _FetchShard,
-            fn_constructor_args=(
-                template,
-                cache_dir,
-                max_connections,
-                per_task_rate,
-                plan.zoom,
-                shapely.to_wkb(plan.area.geometry),
-            ),
-            concurrency=settings.fetch_tasks,
+            FetchWork,
+            fn_constructor_args=(fetch_args, plan_args, self.preprocess),
+            concurrency=st.fetch_tasks,
             num_cpus=1,
         )
         ds = ds.map_batches(
-            _Embedder,
-            fn_constructor_args=(base_model, model_file, plan.zoom, actor_device),
-            batch_size=int(batch_size),
+            Embedder,
+            fn_constructor_args=(cfg.base_model, cfg.model_file, self.zooms, device),
+            batch_size=int(cfg.batch_size),
             concurrency=actors,
             num_gpus=gpus,
+            num_cpus=st.cpus_per_actor,
             batch_format="numpy",
         )
-        pending: Dict[str, Dict[str, object]] = {}
-        expected = {s.name: s for s in todo}
-        done_cells, total = 0, sum(s.cells for s in todo)
-        encoded = 0
-        for batch in ds.iter_batches(batch_size=256, batch_format="numpy"):
-            rep.check_cancelled()
+        batches = ds.iter_batches(batch_size=256, batch_format="numpy")
+        return self._collect(_watched(batches, st.stall_seconds, self.rep), rows, what, lo, hi)
+
+    def _collect(self, batches, rows: List[dict], what: str, lo: float, hi: float) -> int:
+        """Rows per work item until it is complete, then its part file (sorted tiles, gaps left out)."""
+        zoom_of = {r["name"]: int(r["zoom"]) for r in rows}
+        pending: Dict[str, List[tuple]] = {}
+        done, total, encoded = 0, sum(int(r["cells"]) for r in rows), 0
+        for batch in batches:
             for i in range(len(batch["x"])):
-                name = str(batch["shard"][i])
-                entry = pending.setdefault(name, {"rows": [], "planned": int(batch["planned"][i])})
+                name, planned = str(batch["name"][i]), int(batch["planned"][i])
                 vec = batch["vec"][i]
-                entry["rows"].append(
-                    (int(batch["x"][i]), int(batch["y"][i]), np.frombuffer(vec, dtype=np.float16) if len(vec) else None)
+                got = pending.setdefault(name, [])
+                got.append(
+                    (int(batch["x"][i]), int(batch["y"][i]), np.frombuffer(vec, np.float16) if len(vec) else None)
                 )
-                if len(entry["rows"]) == entry["planned"]:
-                    kept = sorted((x, y, v) for x, y, v in entry["rows"] if v is not None)
-                    tiles = [Tile(plan.zoom, x, y) for x, y, _ in kept]
-                    dim = len(kept[0][2]) if kept else 0
-                    vectors = np.stack([v for _, _, v in kept]) if kept else np.zeros((0, dim), np.float16)
-                    write_shard(parts / f"{name}.safetensors", tiles, vectors, entry["planned"])
-                    encoded += len(kept)
-                    done_cells += entry["planned"]
-                    del pending[name]
-                    expected.pop(name, None)
-                    rep.progress(0.9 * done_cells / max(1, total))
-            rep.info(f"region index on Ray: {done_cells:,}/{total:,} cells embedded")
-        if expected:
-            raise RuntimeError(f"the Ray pipeline ended with {len(expected)} shards unfinished")
+                if len(got) < planned:
+                    continue
+                kept = sorted((x, y, v) for x, y, v in got if v is not None)
+                tiles = [Tile(zoom_of[name], x, y) for x, y, _ in kept]
+                vectors = np.stack([v for _, _, v in kept]) if kept else np.zeros((0, 0), np.float16)
+                write_shard(self.parts / f"{name}.safetensors", tiles, vectors, planned)
+                encoded += len(kept)
+                done += planned
+                del pending[name]
+                zoom_of.pop(name)
+                self.rep.progress(lo + (hi - lo) * done / max(1, total))
+            self.rep.info(f"region index on Ray: {done:,}/{total:,} {what} embedded")
+        if zoom_of:
+            raise IndexBuildError(f"the Ray pipeline ended with {len(zoom_of)} work items unfinished")
         return encoded
-    finally:
-        if started:
-            ray.shutdown()
+
+
+def _watched(batches, stall_seconds: float, rep: Reporter) -> Iterator[dict]:
+    """The pipeline's batches, read by a helper thread, with a watchdog: no batch for `stall_seconds` raises
+    ClusterStalled (Ray would wait for lost capacity for ever); a cancel is seen within a second."""
+    box: queue.Queue = queue.Queue(maxsize=2)
+
+    def pump() -> None:
+        try:
+            for b in batches:
+                box.put(("batch", b))
+            box.put(("end", None))
+        except BaseException as exc:  # handed to the driver's thread, which raises it
+            box.put(("error", exc))
+
+    threading.Thread(target=pump, name="hiergeo-ray-results", daemon=True).start()
+    last = time.monotonic()
+    while True:
+        rep.check_cancelled()
+        try:
+            kind, item = box.get(timeout=1.0)
+        except queue.Empty:
+            if stall_seconds and time.monotonic() - last > stall_seconds:
+                raise ClusterStalled(
+                    f"no progress for {stall_seconds:g} s (capacity lost?): re-run the same command to resume"
+                ) from None
+            continue
+        if kind == "end":
+            return
+        if kind == "error":
+            raise item
+        last = time.monotonic()
+        yield item
