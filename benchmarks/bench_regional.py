@@ -109,7 +109,13 @@ def train_base(args, work: Path, source, train_records, zooms):
     if out.exists() and stamp.exists() and stamp.read_text() == want:
         return out, 0.0
     t0 = time.time()
-    train_map_encoders(train_records, source, out, config)
+    from hiergeo_plugin.core.progress import ConsoleReporter
+
+    reporter = ConsoleReporter("regional: training", stream=sys.stderr)
+    try:
+        train_map_encoders(train_records, source, out, config, reporter)
+    finally:
+        reporter.close()
     stamp.write_text(want)
     log(f"base model trained in {time.time() - t0:.0f} s")
     return out, time.time() - t0
