@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from . import environment
 from .defaults import DEFAULT_BASE_MODEL
 from .errors import HierGeoError
 
@@ -107,10 +108,10 @@ def configure_cpu_threads(visual=None) -> int:
 
     import torch
 
-    wanted = os.environ.get("HIERGEO_TORCH_THREADS")
+    wanted = environment.torch_threads()
     cores = os.cpu_count() or 2
-    if wanted and wanted.isdigit() and int(wanted) > 0:
-        n = int(wanted)
+    if wanted is not None:
+        n = wanted
     elif visual is not None and gflops_per_image(visual) >= HEAVY_MODEL_GFLOPS:
         n = cores
     else:
@@ -125,18 +126,14 @@ def configure_cpu_threads(visual=None) -> int:
 #: misbehaves in half precision; bf16 on the CPU is slower for ViTs but runs the mixed-precision code path on
 #: machines without a GPU (the tests do that). "int8" (int8 weights, activations quantized at run time) is a way of
 #: running on the CPU through OpenVINO only (execution.py); torch itself, training included, runs it in fp32.
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+PRECISIONS = environment.PRECISIONS
 
 
 def autocast_dtype(device: str):
     """The autocast dtype for `device` under HIERGEO_PRECISION, or None for plain fp32."""
-    import os
-
     import torch
 
-    choice = (os.environ.get("HIERGEO_PRECISION") or "auto").strip().lower()
-    if choice not in PRECISIONS:
-        raise ModelError(f"HIERGEO_PRECISION={choice!r} is not one of {', '.join(PRECISIONS)}")
+    choice = environment.precision()
     if choice in ("fp32", "int8"):
         return None
     if choice == "bf16":

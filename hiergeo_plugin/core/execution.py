@@ -28,17 +28,15 @@ debugging; a forced way is still probed, and falls back to fp32 when it disagree
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
+from . import environment
 from .encoders import (
     HEAVY_MODEL_GFLOPS,
-    PRECISIONS,
     GeoModel,
     ImageEncoder,
-    ModelError,
     autocast_dtype,
     gflops_per_image,
 )
@@ -46,7 +44,7 @@ from .runners import OpenVinoRunner, TorchLowPrecision, openvino_available
 
 log = logging.getLogger("hiergeo.execution")
 
-BACKENDS = ("auto", "torch", "openvino")
+BACKENDS = environment.BACKENDS
 #: Whatever runs must give embeddings within this cosine similarity of eager fp32 on every probe image.
 MIN_COSINE = 0.999
 #: "auto" takes a faster way only when it beats eager fp32 by this much on the probe batch (timing noise).
@@ -153,13 +151,6 @@ def native_int8() -> bool:
     if flags:
         return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"})
     return _sysctl_flag("hw.optional.arm.FEAT_DotProd")
-
-
-def _choice(name: str, allowed: Tuple[str, ...]) -> str:
-    value = (os.environ.get(name) or "auto").strip().lower()
-    if value not in allowed:
-        raise ModelError(f"{name}={value!r} is not one of {', '.join(allowed)}")
-    return value
 
 
 def candidates(
@@ -288,8 +279,8 @@ def prepare_execution(geo: GeoModel) -> ExecutionReport:
             _assign(enc, report.execution, None, report)
         report.reason = f"{geo.device}: torch autocast as HIERGEO_PRECISION says"
         return report
-    backend = _choice("HIERGEO_BACKEND", BACKENDS)
-    precision = _choice("HIERGEO_PRECISION", PRECISIONS)
+    backend = environment.backend()
+    precision = environment.precision()
     heavy = gflops_per_image(geo.photo_encoder.visual) >= HEAVY_MODEL_GFLOPS
     todo, notes = candidates(heavy, backend, precision, native_bf16(), openvino_available(), native_int8())
     for note in notes:

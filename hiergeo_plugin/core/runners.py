@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from . import environment
 from .int8_weights import DYNAMIC_QUANTIZATION_GROUP, compress_weights_int8
 
 log = logging.getLogger("hiergeo.execution")
@@ -83,12 +84,8 @@ def openvino_available() -> bool:
 
 
 def openvino_cache_dir() -> Optional[Path]:
-    """HIERGEO_OPENVINO_CACHE (empty = no disk cache), else <XDG cache>/hiergeo/openvino."""
-    value = os.environ.get("HIERGEO_OPENVINO_CACHE")
-    if value is not None:
-        return Path(value) if value.strip() else None
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "hiergeo" / "openvino"
+    """HIERGEO_OPENVINO_CACHE (empty = no disk cache), else <XDG cache>/hiergeo/openvino (environment.py)."""
+    return environment.openvino_cache_dir()
 
 
 class OpenVinoRunner:

@@ -29,7 +29,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 import numpy as np
 
 from .confidence import Calibration, annotate
-from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K, DEFAULT_ZOOMS
+from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_PHOTO_BATCH, DEFAULT_TOP_K, DEFAULT_ZOOMS
 from .embedding_cache import EmbeddingCache
 from .encoders import GeoModel, describe_device, make_tensor_preprocessor, stack
 from .errors import HierGeoError
@@ -198,7 +198,7 @@ class HierarchicalSearch:
         zooms: Sequence[int] = DEFAULT_ZOOMS,
         top_k: int = DEFAULT_TOP_K,
         batch_size: int = DEFAULT_BATCH_SIZE,
-        photo_batch: int = 64,
+        photo_batch: int = DEFAULT_PHOTO_BATCH,
         reporter: Optional[Reporter] = None,
         extra_scorers: Sequence[Tuple[ExtraScorer, float]] = (),
         region: Optional[Tuple[float, float, float, float]] = None,

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Callable, Generator, Iterable, Optional, Sequence, Union
 from urllib.parse import urlsplit
 
+from .defaults import DEFAULT_MAX_CONNECTIONS
 from .redact import Redactor, guard_library_log_secrets, guard_library_logs, mask_url
 from .tile_http import (
     MAX_TILE_BYTES,
@@ -139,7 +140,7 @@ class TileSource:
         self,
         template: str,
         cache_dir: Optional[os.PathLike] = None,
-        max_connections: int = 8,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
         timeout: float = 10.0,
         retries: int = 4,
         backoff: float = 0.25,

@@ -6,7 +6,6 @@ builder) gets the same behaviour as the others by calling these helpers.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -147,8 +146,9 @@ def default_cache_dir() -> Path:
         base = ""
     if base:
         return Path(base) / "hiergeo" / "cache"
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "hiergeo"
+    from ..core.environment import user_cache_dir
+
+    return user_cache_dir()
 
 
 def download_parameters(connections_key: str, rate_key: str) -> List[QgsProcessingParameterNumber]:

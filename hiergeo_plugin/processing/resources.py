@@ -67,8 +67,9 @@ def help_pages_dir() -> Path:
     base = QgsApplication.qgisSettingsDirPath()
     if base:
         return Path(base) / "hiergeo" / "help"
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "hiergeo" / "help"
+    from ..core.environment import user_cache_dir
+
+    return user_cache_dir() / "help"
 
 
 def help_url(name: str, title: str, folder: Optional[Path] = None) -> str:

@@ -25,7 +25,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..defaults import DEFAULT_ZOOMS
+from ..defaults import DEFAULT_BATCH_SIZE, DEFAULT_ZOOMS
 from ..embedding_cache import EmbeddingCache
 from ..encoders import GeoModel, describe_device
 from ..photos import PhotoRecord
@@ -200,7 +200,7 @@ class IndexBuilder:
         model: GeoModel,
         source: TileSource,
         cache: Optional[EmbeddingCache] = None,
-        batch_size: int = 64,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         reporter: Optional[Reporter] = None,
     ):
         self.model = model

@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from ..defaults import DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONNECTIONS
+
 
 def _extent(text: str):
     try:
@@ -45,11 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--prototype-photos", default=None, help="CSV of path,lat,lon: ground photos for prototypes")
     b.add_argument("--out", required=True, help="the .hgindex file to write")
     b.add_argument("--ray", default=None, metavar="ADDRESS|local", help="build on a Ray cluster (or a local Ray)")
-    b.add_argument("--batch-size", type=int, default=64)
+    b.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     b.add_argument("--device", default="auto")
     b.add_argument("--cache-dir", default=None, help="tile and embedding cache (shared with the search)")
     b.add_argument("--max-cells", type=int, default=None, help="refuse areas with more cells (default 250,000)")
-    b.add_argument("--max-connections", type=int, default=8)
+    b.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS)
     b.add_argument("--rate-limit", type=float, default=0.0, help="tile requests per second (0 = no limit)")
     b.add_argument("--fetch-tasks", type=int, default=4, help="Ray: concurrent fetch tasks")
     b.add_argument("--embed-actors", type=int, default=None, help="Ray: embedding actors (default one per GPU)")

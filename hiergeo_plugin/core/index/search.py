@@ -20,6 +20,7 @@ from typing import Iterator, List, Optional, Sequence
 import numpy as np
 
 from ..confidence import Calibration, annotate
+from ..defaults import DEFAULT_BATCH_SIZE, DEFAULT_PHOTO_BATCH
 from ..embedding_cache import EmbeddingCache
 from ..encoders import GeoModel
 from ..photos import PhotoRecord
@@ -57,8 +58,8 @@ class IndexSearch:
         method: str = "index",
         zooms: Sequence[int] = DEFAULT_ZOOMS,
         top_k: int = DEFAULT_TOP_K,
-        batch_size: int = 64,
-        photo_batch: int = 64,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        photo_batch: int = DEFAULT_PHOTO_BATCH,
         reporter: Optional[Reporter] = None,
         path_weight: float = 0.0,
     ):
