@@ -56,6 +56,7 @@ KMEANS_ITERATIONS = 10  # FAISS's default 25 costs 2.5x the training time for a 
 TRAIN_SAMPLE_PER_LIST = 40  # FAISS warns below 39 training points per centroid
 TRAIN_SAMPLE_MAX = 500_000
 _KMEANS_SEED_OFFSET = 1234
+_DEFAULT_REFINE = object()  # VectorIndex.empty's refine: IVFPQ_REFINE as it is at call time
 
 # FAISS's serialised type tags (fourcc) per kind; the body is only parsed when the tag matches the kind.
 
@@ -119,8 +120,15 @@ def training_sample(vectors: np.ndarray, n_cells: int, seed: int) -> np.ndarray:
     want = training_size(n_cells)
     if want >= len(vectors):
         return _as_matrix(vectors, None, "training vectors")
-    rows = np.sort(np.random.default_rng(seed).choice(len(vectors), size=want, replace=False))
-    return _as_matrix(vectors[rows], None, "training vectors")
+    return _as_matrix(vectors[sample_rows(len(vectors), want, seed)], None, "training vectors")
+
+
+def sample_rows(n: int, want: int, seed: int) -> np.ndarray:
+    """Sorted row numbers of the seeded training sample: the one-shot build draws them from its array, the streamed
+    assembly (assembly.py) from the row count of its shards, so both train on the same rows."""
+    if want >= n:
+        return np.arange(n, dtype=np.int64)
+    return np.sort(np.random.default_rng(seed).choice(n, size=want, replace=False))
 
 
 class VectorIndex:
@@ -136,10 +144,19 @@ class VectorIndex:
     # -- construction -------------------------------------------------------------------------------------------
     @classmethod
     def empty(
-        cls, kind: str, dim: int, n_expected: int, train_vectors: Optional[np.ndarray] = None, seed: int = 0
+        cls,
+        kind: str,
+        dim: int,
+        n_expected: int,
+        train_vectors: Optional[np.ndarray] = None,
+        seed: int = 0,
+        nlist: Optional[int] = None,
+        refine=_DEFAULT_REFINE,
     ) -> VectorIndex:
         """An index ready for :meth:`add`, for builds that stream shards instead of holding every code at once.
-        ``kind="auto"`` chooses by ``n_expected``; ``"ivfpq"`` trains on ``train_vectors`` (see training_sample)."""
+        ``kind="auto"`` chooses by ``n_expected``; ``"ivfpq"`` trains on ``train_vectors`` (see training_sample)
+        with ``nlist`` lists (default ivf_nlist) and ``refine`` re-ranking codes (default IVFPQ_REFINE; None for
+        the on-disk index, which re-ranks with the file's own aerial codes)."""
         faiss = _faiss()
         if kind == "auto":
             kind = choose_index_kind(n_expected)
@@ -158,7 +175,8 @@ class VectorIndex:
             if train_vectors is None:
                 raise ValueError("an ivfpq index needs training vectors")
             train = _as_matrix(train_vectors, dim, "training vectors")
-            nlist = ivf_nlist(n_expected)
+            nlist = int(nlist or ivf_nlist(n_expected))
+            refine = IVFPQ_REFINE if refine is _DEFAULT_REFINE else refine
             if dim % PQ_M:
                 raise ValueError(f"ivfpq needs a dimension divisible by {PQ_M}, got {dim}")
             if len(train) < max(nlist, 2**PQ_NBITS):
@@ -172,8 +190,8 @@ class VectorIndex:
             ivf.pq.cp.seed = seed + _KMEANS_SEED_OFFSET + 1
             ivf.pq.cp.niter = KMEANS_ITERATIONS
             index = ivf
-            if IVFPQ_REFINE:
-                qtype = {"sq8": faiss.ScalarQuantizer.QT_8bit, "fp16": faiss.ScalarQuantizer.QT_fp16}[IVFPQ_REFINE]
+            if refine:
+                qtype = {"sq8": faiss.ScalarQuantizer.QT_8bit, "fp16": faiss.ScalarQuantizer.QT_fp16}[refine]
                 refine = faiss.IndexScalarQuantizer(dim, qtype, ip)
                 index = faiss.IndexRefine(ivf, refine)
                 index.own_fields = True

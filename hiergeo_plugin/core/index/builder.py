@@ -33,6 +33,7 @@ from ..progress import Reporter
 from ..search import HierarchicalSearch, PhotoResult
 from ..tile_source import TileSource
 from ..tiles import Tile, lonlat_to_tile
+from .assembly import assemble_plan, wants_streamed
 from .cells import Area, CellPlan, Shard
 from .context import PathContext, context_weights, embed_context
 from .index_file import RegionIndex, make_manifest, write_index
@@ -275,6 +276,10 @@ class IndexBuilder:
                     f"({resumed} shards resumed), {rate:.1f} cells/s, ETA {_human_time(eta)}"
                 )
         rep.check_cancelled()
+        if wants_streamed(
+            kind, plan.count, bool(prototype_photos), bool(context_weights(zoom, context_zooms, path_weight))
+        ):
+            return self._streamed(parts, plan, kind, seed, keep_parts, built, resumed, before_encoded, before_fetch, t0)
         cells, aerial, gaps = collect_shards(parts, plan)
         context = self.path_context(cells, zoom, path_weight, context_zooms)
         photo_emb, photo_tiles = self.encode_prototype_photos(prototype_photos, zoom)
@@ -319,6 +324,31 @@ class IndexBuilder:
             f"({result.seconds:.0f} s)"
         )
         return result
+
+    def _streamed(self, parts, plan, kind, seed, keep_parts, built, resumed, encoded0, fetch0, t0) -> BuildResult:
+        """The streamed assembly (assembly.py) of an IVF-PQ index without prototypes or context."""
+        fps = dict(
+            model_fingerprints(self.model, plan.zoom),
+            description=str(self.model.manifest.get("name") or self.model.base),
+        )
+        res = assemble_plan(parts, plan, fps, source_identity(self.source), kind, seed, self.reporter.scaled(0.95, 1.0))
+        if not keep_parts:
+            shutil.rmtree(parts, ignore_errors=True)
+        downloaded = self.source.stats.snapshot()["downloaded"] - fetch0["downloaded"]
+        return BuildResult(
+            res.path,
+            res.cells,
+            0,
+            res.gaps,
+            0.0,
+            res.index_bytes,
+            time.perf_counter() - t0,
+            built,
+            resumed,
+            self.search.totals.tile_encodes - encoded0,
+            downloaded,
+            no_prototypes(0, max(0, plan.zoom - PROTOTYPE_DZ), 0).summary(),
+        )
 
     def path_context(
         self, cells: np.ndarray, zoom: int, path_weight: float, context_zooms: Sequence[int]

@@ -18,6 +18,12 @@ Layout:
             "context_vectors" fp16 (m, d)  the map encoder's embedding of each such ancestor
 Codes are not stored twice: the ANN index holds them, and `codes()` recomputes them from the parts.
 
+Version 2 (written by the streamed assembly, assembly.py, for IVF-PQ; manifest "ann": {"storage": "ondisk"}) adds
+            "ann_list_sizes" int64 (nlist,) rows of each inverted list
+            "ann_lists"      uint8 (b,)    the lists, searched in place (ondisk.py); "ann" is then the trained
+                                           IVF-PQ without rows, and the re-ranking reads the "aerial" codes
+Version 1 files open as before; a version-1 reader refuses version 2 with the version in its message.
+
 An index built with a path weight (manifest "context": {"zooms", "weights", "path_weight"}) adds its cells'
 ancestors' embeddings to their codes (context.py: the index then ranks by the hierarchical search's path score);
 files without the two context tensors are indexes without a context, as every file written before it existed.
@@ -42,6 +48,9 @@ from .ann_io import release_pages
 
 FORMAT = "hiergeo-index"
 VERSION = "1"
+#: The format with on-disk inverted lists; files without them stay version 1, so older readers keep opening them.
+VERSION_LISTS = "2"
+READABLE_VERSIONS = (VERSION, VERSION_LISTS)
 SUFFIX = ".hgindex"
 #: Bounds checked before any tensor is read: a header may claim anything.
 MAX_DIM = 8192
@@ -76,6 +85,12 @@ class RegionIndex:
     ann_bytes: Union[bytes, np.ndarray]  # bytes, or a uint8 memory map of the file's FAISS part
     context_tiles: Optional[np.ndarray] = None  # int32 (m, 3); None or empty: no path context
     context_vectors: Optional[np.ndarray] = None  # float16 (m, d)
+    ann_list_sizes: Optional[np.ndarray] = None  # int64 (nlist,): on-disk lists (version 2), else None
+    ann_lists: Optional[np.ndarray] = None  # uint8 memory map of the lists in the file
+
+    @property
+    def on_disk(self) -> bool:
+        return self.ann_lists is not None
 
     @property
     def zoom(self) -> int:
@@ -106,6 +121,16 @@ class RegionIndex:
             return combine_codes(self.aerial, self.prototypes, self.prototype_of, k)
         rows = np.asarray(rows, dtype=np.int64)
         return combine_codes(self.aerial[rows], self.prototypes, self.prototype_of[rows], k)
+
+    def codes_of(self, rows: np.ndarray) -> np.ndarray:
+        """float32 codes of ``rows`` as the ANN index ranks them (own code + path context, / path scale): what the
+        on-disk index re-ranks its candidates with, read from the memory-mapped parts."""
+        rows = np.asarray(rows, dtype=np.int64)
+        own = self.own_codes(rows=rows)
+        ctx = self.path_context()
+        if not ctx:
+            return own
+        return (own + ctx.matrix([self.tile(int(r)) for r in rows])) / ctx.scale
 
     def path_context(self):
         """The ancestors' embeddings and weights (context.PathContext; falsy when the index has no context)."""
@@ -189,6 +214,8 @@ def write_index(path: os.PathLike, index: RegionIndex) -> Path:
     """Write atomically (temp file + rename): a crash never leaves half an index under the final name."""
     from safetensors.numpy import save_file
 
+    if index.on_disk:
+        raise ValueError("an index with on-disk lists is written by assembly.assemble_streamed, not rewritten")
     n = len(index.cells)
     tensors = {
         "cells": np.ascontiguousarray(index.cells, dtype=np.int32).reshape(n, 2),
@@ -240,6 +267,8 @@ def read_index(
         arrays["ann"],
         arrays.get("context_tiles"),
         arrays.get("context_vectors"),
+        arrays.get("ann_list_sizes"),
+        arrays.get("ann_lists"),
     )
     index.check_compatible(model_fingerprints, source_id)
     return index
@@ -278,9 +307,10 @@ def _open(path: Path, tensors: bool):
         ) from None
     if metadata.get("format") != FORMAT:
         raise IndexFileError(f"{path.name} is a safetensors file but not a HierGeo index (no '{FORMAT}' header)")
-    if metadata.get("version") != VERSION:
+    if metadata.get("version") not in READABLE_VERSIONS:
         raise IndexFileError(
-            f"{path.name} has index format version {metadata.get('version')}; this HierGeo reads version {VERSION}"
+            f"{path.name} has index format version {metadata.get('version')}; this HierGeo reads versions "
+            f"{', '.join(READABLE_VERSIONS)}"
         )
     try:
         manifest = json.loads(metadata["manifest"])
@@ -333,6 +363,7 @@ def _open(path: Path, tensors: bool):
             raise IndexFileError(f"{path.name}: path context tiles outside the zooms coarser than {zoom}")
         if m and (ct[:, 1:] >= (1 << ct[:, :1].astype(np.int64))).any():
             raise IndexFileError(f"{path.name}: path context tiles outside their zoom's grid")
+    _check_lists(path, metadata, manifest, arrays)
     for key in ("aerial", "prototypes", "context_vectors"):
         if key in arrays and not _all_finite(arrays[key]):
             raise IndexFileError(
@@ -377,6 +408,19 @@ def _mapped(path: Path, keys) -> Dict[str, np.ndarray]:
         else:
             out[key] = np.memmap(path, dtype=dtype, mode="r", offset=8 + n + start, shape=shape)
     return out
+
+
+def _check_lists(path: Path, metadata: dict, manifest: dict, arrays: dict) -> None:
+    """On-disk lists come as a pair, in a version-2 file whose manifest says so; their content is checked when the
+    index is opened for search (ondisk.OnDiskIVF.open)."""
+    has = ("ann_lists" in arrays, "ann_list_sizes" in arrays)
+    ondisk = manifest["ann"].get("storage") == "ondisk"
+    if has[0] != has[1] or ondisk != has[0] or (ondisk and metadata.get("version") != VERSION_LISTS):
+        raise IndexFileError(f"{path.name}: the on-disk inverted lists are incomplete or not declared")
+    if ondisk:
+        lists, sizes = arrays["ann_lists"], arrays["ann_list_sizes"]
+        if str(lists.dtype) != "uint8" or lists.ndim != 1 or str(sizes.dtype) != "int64" or sizes.ndim != 1:
+            raise IndexFileError(f"{path.name}: the on-disk lists are {lists.dtype} {lists.shape}, {sizes.dtype}")
 
 
 def _all_finite(a: np.ndarray) -> bool:

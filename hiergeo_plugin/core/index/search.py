@@ -46,6 +46,35 @@ def load_index_for(path, model: GeoModel, source: Optional[TileSource] = None) -
     return read_index(path, model_fingerprints(model, zoom), source.source_id if source is not None else None)
 
 
+def open_vectors(index: RegionIndex):
+    """The index's nearest-neighbour structure: a VectorIndex read from its FAISS part, or for a file with on-disk
+    lists an OnDiskIVF searching them in place (re-ranked with the file's codes); IndexFileError when damaged."""
+    from .ann import VectorIndex
+    from .index_file import IndexFileError
+
+    ann = index.manifest["ann"]
+    try:
+        if index.on_disk:
+            from .ann_io import release_pages
+            from .ondisk import OnDiskIVF
+
+            return OnDiskIVF.open(
+                index.ann_lists.filename,
+                index.ann_bytes,
+                index.ann_list_sizes,
+                index.ann_lists,
+                int(ann["dim"]),
+                len(index),
+                index.codes_of,
+                lambda: release_pages(index.aerial),
+            )
+        return VectorIndex.from_bytes(index.ann_bytes, ann["kind"], int(ann["dim"]), ntotal=len(index))
+    except ValueError as exc:
+        raise IndexFileError(
+            f"{index.manifest.get('name', 'the index')}: its search structure is damaged ({exc})"
+        ) from None
+
+
 class IndexSearch:
     """Geolocates batches of photos with a RegionIndex (and, for index+refine, the tile source)."""
 
@@ -63,8 +92,6 @@ class IndexSearch:
         reporter: Optional[Reporter] = None,
         path_weight: float = 0.0,
     ):
-        from .ann import VectorIndex
-
         if method not in ("index", "index+refine"):
             raise ValueError(f"unknown index method {method!r}: use index or index+refine")
         if top_k < 1:
@@ -73,15 +100,7 @@ class IndexSearch:
         self.method = method
         self.top_k = int(top_k)
         self.reporter = reporter or Reporter()
-        ann = index.manifest["ann"]
-        try:
-            self.vectors = VectorIndex.from_bytes(index.ann_bytes, ann["kind"], int(ann["dim"]), ntotal=len(index))
-        except ValueError as exc:
-            from .index_file import IndexFileError
-
-            raise IndexFileError(
-                f"{index.manifest.get('name', 'the index')}: its search structure is damaged ({exc})"
-            ) from None
+        self.vectors = open_vectors(index)
         #: The path context (index/context.py): the index ranks by path scores, stored divided by `scale`.
         self.context = index.path_context()
         self.scale = self.context.scale if self.context else 1.0
