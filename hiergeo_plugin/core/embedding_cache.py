@@ -334,10 +334,6 @@ class EmbeddingCache:
         with self._lock:
             return len(self._memory)
 
-    def clear_memory(self) -> None:
-        with self._lock:
-            self._memory.clear()
-
     def close(self) -> None:
         """Flush the queued rows, stop the writer, close the file."""
         if self._writer is not None:

@@ -226,19 +226,6 @@ class TileSource:
         #: in flight are cut, instead of sending more requests after a cancel. A new event for each open period.
         self._closed = threading.Event()
 
-    # -- compatibility: the retry knobs live in `policy` ------------------------------------------------------
-    @property
-    def retries(self) -> int:
-        return self.policy.retries
-
-    @property
-    def backoff(self) -> float:
-        return self.policy.backoff
-
-    @property
-    def max_backoff(self) -> float:
-        return self.policy.max_backoff
-
     # -- naming ---------------------------------------------------------------------------------------------
     @property
     def display_name(self) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator, List, Tuple
+from typing import List, Tuple
 
 #: Latitude at which the Web Mercator square ends: atan(sinh(pi)) in degrees.
 MAX_LATITUDE = math.degrees(math.atan(math.sinh(math.pi)))  # 85.0511287798...
@@ -165,12 +165,6 @@ def tiles_in_bbox(z: int, bbox: Tuple[float, float, float, float]) -> List[Tile]
     return [Tile(z, x, y) for x in bbox_columns(z, west, east) for y in rows]
 
 
-def iter_path(tile: Tile, zooms: List[int]) -> Iterator[Tile]:
-    """The ancestors of `tile` at each of `zooms` (all <= tile.z), coarsest first."""
-    for z in sorted(zooms):
-        yield tile_parent(tile, tile.z - z)
-
-
 def tile_polygon(tile: Tile):
     """The tile footprint as a shapely Polygon in EPSG:4326.
 
@@ -181,12 +175,6 @@ def tile_polygon(tile: Tile):
 
     w, s, e, n = tile_bounds(tile)
     return box(w, s, e, n)
-
-
-def tile_size_m(tile: Tile) -> float:
-    """Approximate ground width of the tile at its centre latitude, in metres (for messages and reports)."""
-    lat, _ = tile_center(tile)
-    return 40075016.686 * math.cos(math.radians(lat)) / (1 << tile.z)
 
 
 #: The largest step between two search zooms: a kept tile has (2**step)**2 children, 256 at a step of 4. A step
