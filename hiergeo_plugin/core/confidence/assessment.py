@@ -50,7 +50,9 @@ SERIES = ("confidence", "error_km", "covered_50", "covered_90", "area_90_km2")
 def measure(photos: Sequence[LocatedPhoto], temperature: float) -> Dict[str, object]:
     """calibration_summary of the photos' distributions at one temperature."""
     series = _collect(photos, temperature, {k: [] for k in SERIES})
-    return calibration_summary(*(series[k] for k in SERIES))
+    return calibration_summary(
+        series["confidence"], series["error_km"], series["covered_50"], series["covered_90"], series["area_90_km2"]
+    )
 
 
 def refit(photos: Sequence[LocatedPhoto], fitted_on: str) -> Calibration:
@@ -69,22 +71,28 @@ def cross_fitted(photos: Sequence[LocatedPhoto], folds: int = 2) -> Tuple[Dict[s
         temperature = refit(train, "fold").temperature
         fold_t.append(temperature)
         _collect(photos[f::folds], temperature, series)
-    summary = calibration_summary(*(series[k] for k in SERIES))
+    summary = calibration_summary(
+        series["confidence"], series["error_km"], series["covered_50"], series["covered_90"], series["area_90_km2"]
+    )
     summary["fold_temperatures"] = fold_t
     return summary, refit(photos, f"{len(photos)} held-out photos")
 
 
-def read_geopackage(path: str, predictions: str = "predictions", candidates: str = "candidates") -> List[LocatedPhoto]:
-    """Located photos with a known place from a GeoPackage written by "Geolocate photos" (OUTPUT and CANDIDATES
-    tables); plain sqlite3, so no GIS library is needed to measure a run."""
+_PREDICTIONS_QUERY = (
+    'SELECT photo, lat, lon, true_lat, true_lon FROM "predictions" '
+    "WHERE lat IS NOT NULL AND true_lat IS NOT NULL ORDER BY photo"
+)
+_CANDIDATES_QUERY = 'SELECT photo, zoom, tile_x, tile_y, score FROM "candidates" ORDER BY photo, zoom, rank'
+
+
+def read_geopackage(path: str) -> List[LocatedPhoto]:
+    """Located photos with a known place from a GeoPackage written by "Geolocate photos" with its layer names
+    (`predictions`, `candidates`, as the demo writes them); plain sqlite3, so no GIS library is needed to measure
+    a run. The queries are fixed text: no table name comes from the caller."""
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-        rows = db.execute(
-            f'SELECT photo, lat, lon, true_lat, true_lon FROM "{predictions}" '
-            "WHERE lat IS NOT NULL AND true_lat IS NOT NULL ORDER BY photo"
-        ).fetchall()
+        rows = db.execute(_PREDICTIONS_QUERY).fetchall()
         stages: Dict[str, Dict[int, List[Scored]]] = {}
-        query = f'SELECT photo, zoom, tile_x, tile_y, score FROM "{candidates}" ORDER BY photo, zoom, rank'
-        for photo, zoom, x, y, score in db.execute(query):
+        for photo, zoom, x, y, score in db.execute(_CANDIDATES_QUERY):
             stages.setdefault(photo, {}).setdefault(int(zoom), []).append(
                 Scored(Tile(int(zoom), int(x), int(y)), score)
             )
