@@ -55,12 +55,16 @@ class BaseModelSpec:
         return f"{self.architecture}/{self.pretrained}" if self.pretrained else self.architecture
 
 
+#: Config folders already given to open_clip (registering twice would only repeat the work).
+_registered_configs: set = set()
+
+
 def register_builtin_configs() -> None:
     import open_clip
 
-    if CONFIG_DIR.is_dir() and CONFIG_DIR not in getattr(register_builtin_configs, "_done", set()):
+    if CONFIG_DIR.is_dir() and CONFIG_DIR not in _registered_configs:
         open_clip.add_model_config(CONFIG_DIR)
-        register_builtin_configs._done = {CONFIG_DIR}
+        _registered_configs.add(CONFIG_DIR)
 
 
 def resolve_device(name: str = "auto") -> str:
@@ -195,7 +199,7 @@ def head_parameter_names(visual, unfrozen_blocks: int) -> List[str]:
     return names
 
 
-def tensor_digest(tensors: Dict[str, object], seed: bytes = b"") -> str:
+def tensor_digest(tensors: Dict[str, Any], seed: bytes = b"") -> str:
     """A stable hash of named tensors: the cache key of 'these exact weights'."""
     h = hashlib.sha256(seed)
     for name in sorted(tensors):
@@ -210,7 +214,7 @@ def tensor_digest(tensors: Dict[str, object], seed: bytes = b"") -> str:
 class ImageEncoder:
     """An image tower, optionally with overriding parameters: the photo encoder or one zoom's map encoder."""
 
-    def __init__(self, visual, overrides: Optional[Dict[str, object]], device: str, fingerprint: str, name: str):
+    def __init__(self, visual, overrides: Optional[Dict[str, Any]], device: str, fingerprint: str, name: str):
         self.visual = visual
         self.overrides = overrides or {}
         self.device = device
@@ -301,7 +305,7 @@ def make_tensor_preprocessor(preprocess):
     return prepare
 
 
-def stack(tensors: Sequence[object]):
+def stack(tensors: Sequence[Any]):
     import torch
 
     return torch.stack(list(tensors))

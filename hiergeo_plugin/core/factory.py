@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 from .architecture import check_architecture
 from .defaults import DEFAULT_BASE_MODEL, DEFAULT_ZOOMS
@@ -36,7 +36,7 @@ def create_geo_model(
     model,
     preprocess,
     device: str,
-    zoom_overrides: Dict[int, Optional[Dict[str, object]]],
+    zoom_overrides: Mapping[int, Optional[Dict[str, Any]]],
     map_visual=None,
     logit_scale: Optional[float] = None,
     manifest: Optional[dict] = None,
@@ -77,7 +77,7 @@ def create_geo_model(
     )
 
 
-def load_model_file(path: os.PathLike, device: str = "cpu") -> GeoModel:
+def load_model_file(path: Union[str, os.PathLike], device: str = "cpu") -> GeoModel:
     """The GeoModel a HierGeo model file describes; ModelFileError (nothing executed) when it is not usable."""
     path = Path(path)
     _ensure_architecture(read_manifest(path))  # the size is checked before anything big is read or built
@@ -154,7 +154,7 @@ def _ensure_architecture(manifest: dict) -> None:
         open_clip.add_model_config(folder)
 
 
-def _load_state(module, state: Dict[str, object], what: str, path: Path) -> None:
+def _load_state(module, state: Dict[str, Any], what: str, path: Path) -> None:
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:

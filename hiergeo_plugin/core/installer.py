@@ -22,6 +22,7 @@ afresh, and `--upgrade` replaces the copies already in the folder (a half-delete
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -402,17 +403,15 @@ def install(
             on_line(note)
         on_line("$ " + command_text(shown))
     returncode, cancelled, tail = run_pip(command, env, on_line, cancel, mask=mask)
-    ran = {"command": shown, "log_tail": tail, "torch_from_default_index": fell_back}
+    ran = functools.partial(InstallResult, command=shown, log_tail=tail, torch_from_default_index=fell_back)
     if cancelled:
-        return InstallResult(False, True, returncode, "Cancelled: pip was stopped; run it again to finish.", **ran)
+        return ran(False, True, returncode, "Cancelled: pip was stopped; run it again to finish.")
     if returncode != 0:
-        return InstallResult(False, False, returncode, failure_message(tail, returncode), **ran)
+        return ran(False, False, returncode, failure_message(tail, returncode))
     verified = verify_imports(python, target, modules, env)
     if verified.ok:
         message = "Installed; every module imports."
     else:
         message = "Installed, but these do not import: " + "; ".join(f"{m} ({why})" for m, why in verified.missing)
     outcome = Outcome.INSTALLED if verified.ok else Outcome.IMPORT_FAILED
-    return InstallResult(
-        verified.ok, False, returncode, message, missing=verified.missing, verify=verified, outcome=outcome, **ran
-    )
+    return ran(verified.ok, False, returncode, message, missing=verified.missing, verify=verified, outcome=outcome)

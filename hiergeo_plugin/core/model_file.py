@@ -22,7 +22,7 @@ import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Any, Dict, Optional, Union
 
 from .encoders import BaseModelSpec, ModelError
 from .safetensors_sniff import describe_refused_file as _sniff
@@ -40,11 +40,11 @@ class ModelFileError(ModelError):
 
 
 def save_model_file(
-    path: os.PathLike,
+    path: Union[str, os.PathLike],
     manifest: dict,
-    zoom_overrides: Dict[int, Dict[str, object]],
-    photo_state: Optional[Dict[str, object]] = None,
-    map_state: Optional[Dict[str, object]] = None,
+    zoom_overrides: Dict[int, Dict[str, Any]],
+    photo_state: Optional[Dict[str, Any]] = None,
+    map_state: Optional[Dict[str, Any]] = None,
 ) -> Path:
     """Write atomically (temp file + rename), so a crash never leaves a half model under the final name."""
     from safetensors.torch import save_file
@@ -97,7 +97,7 @@ def _sort_metadata_in_place(path: str) -> None:
         fh.write(text + b" " * (n - len(text)))
 
 
-def read_manifest(path: os.PathLike) -> dict:
+def read_manifest(path: Union[str, os.PathLike]) -> dict:
     """The manifest of a model file, validated; raises ModelFileError with the reason."""
     from safetensors import safe_open
 
@@ -158,7 +158,7 @@ def _check_zooms(zooms, path: Path) -> None:
         )
 
 
-def _checked_weights(tensors: Dict[str, object], path: Path) -> Dict[str, object]:
+def _checked_weights(tensors: Dict[str, Any], path: Path) -> Dict[str, Any]:
     """Every tensor as float32, after checking it is a float tensor (float32/16, bfloat16) with finite values.
 
     Why: an int8 or bool tensor (or a float16 one left as it is) loads into a module and then fails the search
@@ -182,7 +182,7 @@ def _checked_weights(tensors: Dict[str, object], path: Path) -> Dict[str, object
     return out
 
 
-def _load_tensors(path: Path) -> Dict[str, object]:
+def _load_tensors(path: Path) -> Dict[str, Any]:
     from safetensors.torch import load_file
 
     try:
@@ -196,14 +196,14 @@ class ModelFileContents:
     """A model file's validated manifest and tensors, not yet built into a model (see factory.load_model_file)."""
 
     manifest: dict
-    tensors: Dict[str, object]
+    tensors: Dict[str, Any]
 
-    def section(self, prefix: str) -> Dict[str, object]:
+    def section(self, prefix: str) -> Dict[str, Any]:
         """The tensors stored under "<prefix>/", by their name inside the section."""
         return {k[len(prefix) + 1 :]: v for k, v in self.tensors.items() if k.startswith(prefix + "/")}
 
 
-def read_model_file(path: os.PathLike) -> ModelFileContents:
+def read_model_file(path: Union[str, os.PathLike]) -> ModelFileContents:
     """Manifest and tensors of a model file, validated; raises ModelFileError with the reason."""
     path = Path(path)
     manifest = read_manifest(path)

@@ -11,7 +11,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 from .errors import HierGeoError
 
@@ -165,7 +165,7 @@ def read_exif_gps(path) -> Optional[Tuple[float, float]]:
         return None
 
 
-def resolve_photo_path(value, base_dir: Optional[os.PathLike] = None) -> Optional[str]:
+def resolve_photo_path(value, base_dir: Optional[Union[str, os.PathLike]] = None) -> Optional[str]:
     """A path as stored in a layer: absolute stays, relative resolves against the layer's folder."""
     if value is None:
         return None

@@ -139,7 +139,7 @@ class TileSource:
     def __init__(
         self,
         template: str,
-        cache_dir: Optional[os.PathLike] = None,
+        cache_dir: Optional[Union[str, os.PathLike]] = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         timeout: float = 10.0,
         retries: int = 4,

@@ -44,6 +44,8 @@ class Calibration:
     def from_manifest(cls, manifest: Optional[Mapping]) -> Calibration:
         """The manifest's "calibration" entry; the default for files without one (or with a broken one)."""
         entry = (manifest or {}).get("calibration")
+        if not isinstance(entry, Mapping):
+            return cls()
         try:
             temperature = float(entry["temperature"])
             if not math.isfinite(temperature) or temperature <= 0:

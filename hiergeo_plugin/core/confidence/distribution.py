@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -58,7 +58,7 @@ class PlaceDistribution:
     tile that contains them; a stage tile with no scored ancestor starts a group of its own (the first stage).
     """
 
-    def __init__(self, stages: Mapping[int, Sequence[object]]):
+    def __init__(self, stages: Mapping[int, Sequence[Any]]):  # Candidate-like: .tile, .score
         tiles: List[Tile] = []
         scores: List[float] = []
         parents: List[int] = []

@@ -92,8 +92,8 @@ def calibration_summary(
 ) -> Dict[str, object]:
     """The `calibration` object of metrics.json and the evaluation's results, over photos with a known place."""
     err = np.asarray(error_km, dtype=np.float64)
-    correct = err <= CONFIDENCE_WITHIN_KM
-    ratio = top_half_ratio(confidence, err) if len(err) else None
+    correct = (err <= CONFIDENCE_WITHIN_KM).tolist()
+    ratio = top_half_ratio(confidence, err.tolist()) if len(err) else None
     return {
         "photos": int(len(err)),
         "coverage_50": float(np.mean(covered_50)) if len(err) else None,
@@ -102,5 +102,5 @@ def calibration_summary(
         "top_half_within_25km_ratio": ratio,
         "median_area_90_km2": float(np.median(area_90_km2)) if len(err) else None,
         "reliability": reliability(confidence, correct, bins),
-        "accuracy_vs_coverage": accuracy_vs_coverage(confidence, err) if len(err) else [],
+        "accuracy_vs_coverage": accuracy_vs_coverage(confidence, err.tolist()) if len(err) else [],
     }

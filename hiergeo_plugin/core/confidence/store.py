@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Union
 
 from ..errors import HierGeoError
 from .calibration import Calibration
@@ -41,14 +42,14 @@ def _read_header(fh, name: str) -> dict:
     return header
 
 
-def stored_calibration(path: os.PathLike) -> Calibration:
+def stored_calibration(path: Union[str, os.PathLike]) -> Calibration:
     """The calibration a model file or index holds (the default when it holds none)."""
     with open(path, "rb") as fh:
         header = _read_header(fh, Path(path).name)
     return Calibration.from_manifest(json.loads(header["__metadata__"]["manifest"]))
 
 
-def store_calibration(path: os.PathLike, calibration: Calibration) -> Path:
+def store_calibration(path: Union[str, os.PathLike], calibration: Calibration) -> Path:
     """Write `calibration` into the manifest of the model file or index at `path`; tensors stay byte for byte."""
     path = Path(path)
     with open(path, "rb") as src:

@@ -14,7 +14,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from ..encoders import BaseModelSpec, describe_device
 from ..photos import PhotoRecord
@@ -28,7 +28,7 @@ CHECKPOINT_SUFFIX = ".checkpoint.safetensors"
 TIMING_KEYS = ("seconds", "model_seconds", "photos_per_second", "pairs_per_second")
 
 
-def checkpoint_path(output: os.PathLike) -> Path:
+def checkpoint_path(output: Union[str, os.PathLike]) -> Path:
     """The checkpoint lives next to the output: model.safetensors -> model.checkpoint.safetensors."""
     output = Path(output)
     stem = output.name[: -len(".safetensors")] if output.name.endswith(".safetensors") else output.name
@@ -40,9 +40,9 @@ class TrainingState:
     """What a checkpoint holds: finished stages and their weights."""
 
     base_done: bool = False
-    photo_state: Optional[Dict[str, object]] = None
-    map_state: Optional[Dict[str, object]] = None
-    zoom_overrides: Dict[int, Dict[str, object]] = field(default_factory=dict)
+    photo_state: Optional[Dict[str, Any]] = None
+    map_state: Optional[Dict[str, Any]] = None
+    zoom_overrides: Dict[int, Dict[str, Any]] = field(default_factory=dict)
     log: Dict[str, dict] = field(default_factory=dict)
     logit_scale: Optional[float] = None
     resumed_zooms: List[int] = field(default_factory=list)
@@ -81,7 +81,7 @@ def load_checkpoint(path: Path, fingerprint: str, reporter: Reporter) -> Optiona
         )
         return None
 
-    def section(prefix: str) -> Dict[str, object]:
+    def section(prefix: str) -> Dict[str, Any]:
         return {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + "/")}
 
     state = TrainingState()
@@ -143,7 +143,7 @@ class ModelWriter:
     def manifest(self, state: TrainingState, final: bool) -> dict:
         c = self.config
         split = {"seed": int(c.seed), "ratio": [int(s) for s in c.split], **self.split_names}
-        m = {
+        m: Dict[str, Any] = {
             "base_model": str(self.spec),
             "architecture_config": _architecture_config(self.spec),
             "unfrozen_blocks": int(c.unfrozen_blocks),

@@ -13,7 +13,7 @@ import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 from ..photos import PhotoError, PhotoRecord, load_photo
 from ..progress import Reporter
@@ -34,7 +34,7 @@ class PhotoTileLoader:
         self.bad_photos: Dict[int, str] = {}
         self._lock = threading.Lock()
 
-    def photos(self, indices: Sequence[int], stop: Optional[threading.Event] = None) -> Dict[int, object]:
+    def photos(self, indices: Sequence[int], stop: Optional[threading.Event] = None) -> Dict[int, Any]:
         """{index: tensor} for the photos that load; failures are remembered (and reported once)."""
 
         def load(i: int):
@@ -47,7 +47,7 @@ class PhotoTileLoader:
             except Exception as exc:  # one odd photo must never end a training run
                 return i, PhotoError(f"unreadable image: {type(exc).__name__}: {exc}")
 
-        out: Dict[int, object] = {}
+        out: Dict[int, Any] = {}
         todo = [i for i in indices if i not in self.bad_photos]
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="hiergeo-train-photo") as pool:
             for i, item in pool.map(load, todo):
@@ -65,7 +65,7 @@ class PhotoTileLoader:
 
     def tiles(
         self, tiles: Iterable[Tile], should_stop: Optional[Callable[[], bool]] = None, prepare: bool = True
-    ) -> Iterable[Tuple[Tile, Optional[object], Optional[str]]]:
+    ) -> Iterable[Tuple[Tile, Optional[Any], Optional[str]]]:
         """(tile, tensor or None, gap reason) in completion order; at most a bounded window in flight."""
         for result in self.source.fetch_many(
             tiles,
@@ -78,7 +78,7 @@ class PhotoTileLoader:
             else:
                 yield result.tile, None, result.gap_reason or "gap"
 
-    def tile_tensors(self, tiles: Iterable[Tile], stop: Optional[threading.Event] = None) -> Dict[Tile, object]:
+    def tile_tensors(self, tiles: Iterable[Tile], stop: Optional[threading.Event] = None) -> Dict[Tile, Any]:
         """{tile: tensor} for the tiles that are not gaps."""
         should_stop = (lambda: stop.is_set()) if stop is not None else None
         return {tile: tensor for tile, tensor, _ in self.tiles(tiles, should_stop=should_stop) if tensor is not None}
@@ -141,8 +141,8 @@ class Block:
     """Consecutive batches of an epoch and the inputs they need: tiles (images or features) and photos."""
 
     batches: List[list]
-    tiles: Dict[Tile, object]
-    photos: Dict[int, object]
+    tiles: Dict[Tile, Any]
+    photos: Dict[int, Any]
 
 
 #: What a batch needs: (its tiles, its photos).
@@ -160,8 +160,8 @@ class TileStore:
     def __init__(self, loader: PhotoTileLoader, tiles: Sequence[Tile], resident: bool, reporter: Reporter):
         self.loader = loader
         self.resident = resident
-        self.images: Dict[Tile, object] = {}
-        self.photos: Dict[int, object] = {}
+        self.images: Dict[Tile, Any] = {}
+        self.photos: Dict[int, Any] = {}
         self.gaps: Set[Tile] = set()
         for tile, tensor, reason in loader.tiles(tiles, should_stop=reporter.cancelled, prepare=resident):
             if reason is not None:
@@ -176,7 +176,7 @@ class TileStore:
         if self.resident:
             self.photos = loaded
 
-    def transform_images(self, transform: Callable[[object], object], batch_size: int) -> None:
+    def transform_images(self, transform: Callable[[Any], Any], batch_size: int) -> None:
         """Replace resident images by `transform(stacked images)` rows, in sorted batches (e.g. trunk features)."""
         import torch
 
@@ -187,7 +187,7 @@ class TileStore:
             for t, row in zip(part, out):
                 self.images[t] = row
 
-    def blocks(self, batches: List[list], needs: Needs, images_per_batch: int, max_images: int) -> Iterator[Block]:
+    def blocks(self, batches: List[Any], needs: Needs, images_per_batch: int, max_images: int) -> Iterator[Block]:
         """Blocks of `batches` with their inputs; streamed blocks hold at most about max_images / 2 images."""
         if self.resident:
             yield Block(batches, self.images, self.photos)

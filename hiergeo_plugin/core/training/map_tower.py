@@ -10,7 +10,7 @@ not know).
 from __future__ import annotations
 
 import logging
-from typing import Dict
+from typing import Any, Dict
 
 from ..encoders import autocast, head_parameter_names
 
@@ -60,7 +60,7 @@ class MapTower:
         n_blocks = len(visual.transformer.resblocks)
         self.first_trainable_block = n_blocks - unfrozen_blocks
         self.split = False
-        self._head = None
+        self._head: Any = None
         try:
             self._head = _make_head_module(visual, self.first_trainable_block)
             size = getattr(visual, "image_size", 224)
@@ -88,7 +88,7 @@ class MapTower:
             x = x.transpose(0, 1)
         return x
 
-    def head_state(self) -> Dict[str, object]:
+    def head_state(self) -> Dict[str, Any]:
         params = dict(self.visual.named_parameters())
         return {n: params[n].detach().clone().float() for n in self.head_names}
 
@@ -102,7 +102,7 @@ class MapTower:
         with torch.no_grad(), autocast(self.device):
             return self._trunk(images)
 
-    def embed(self, params: Dict[str, object], features):
+    def embed(self, params: Dict[str, Any], features):
         """Unnormalised embeddings of `features` with the head `params` (gradients flow into params)."""
         from torch.func import functional_call
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 from ..encoders import ImageEncoder, build_clip, describe_device
 from ..photos import PhotoRecord
@@ -25,7 +25,7 @@ from .zoom_stage import train_zoom
 def train_map_encoders(
     records: Sequence[PhotoRecord],
     tile_source: Union[str, TileSource],
-    output: os.PathLike,
+    output: Union[str, os.PathLike],
     config: Optional[TrainingConfig] = None,
     reporter: Optional[Reporter] = None,
 ) -> dict:
@@ -43,7 +43,9 @@ def train_map_encoders(
     output = Path(output)
     own_source = not isinstance(tile_source, TileSource)
     source = (
-        TileSource(
+        tile_source
+        if isinstance(tile_source, TileSource)
+        else TileSource(
             tile_source,
             cache_dir=config.cache_dir,
             max_connections=config.max_connections,
@@ -51,8 +53,6 @@ def train_map_encoders(
             zmin=config.tile_zmin,
             zmax=config.tile_zmax,
         )
-        if own_source
-        else tile_source
     )
     try:
         source.check_reachable()
@@ -171,7 +171,7 @@ def _train(run: TrainingRun, output: Path, reporter: Reporter) -> dict:
     }
 
 
-def _on(params: Dict[str, object], device: str) -> Dict[str, object]:
+def _on(params: Dict[str, Any], device: str) -> Dict[str, Any]:
     return {n: t.to(device) for n, t in params.items()}
 
 

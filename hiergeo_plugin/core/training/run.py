@@ -5,7 +5,7 @@ tile of every photo at every zoom, and the loader. The stages read it; nothing h
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, cast
 
 from ..encoders import (
     BaseModelSpec,
@@ -60,7 +60,7 @@ class TrainingRun:
         self.loader = PhotoTileLoader(self.records, source, self.prepare, config.photo_workers, reporter)
         self.base_zooms = config.effective_base_zooms() if config.base_training_epochs else []
         self.photo_tiles: Dict[int, List[Tile]] = {
-            z: [lonlat_to_tile(r.true_lon, r.true_lat, z) for r in self.records]
+            z: [lonlat_to_tile(cast(float, r.true_lon), cast(float, r.true_lat), z) for r in self.records]
             for z in sorted(set(self.zooms_finest_first) | set(self.base_zooms))
         }
         self.autocast_dtype = autocast_dtype(self.device)
@@ -77,14 +77,12 @@ class TrainingRun:
     def split_names(self) -> Dict[str, List[str]]:
         return {part: [photo_id(self.records[i]) for i in idx] for part, idx in self.split.items()}
 
-    def embed_photos(
-        self, visual, indices: Sequence[int], reporter: Reporter, name: str = "photo"
-    ) -> Dict[int, object]:
+    def embed_photos(self, visual, indices: Sequence[int], reporter: Reporter, name: str = "photo") -> Dict[int, Any]:
         """{index: normalised embedding} for photos that load, computed once, streamed in chunks."""
         import torch
 
         encoder = ImageEncoder(visual, None, self.device, "", name)
-        out: Dict[int, object] = {}
+        out: Dict[int, Any] = {}
         chunk = max(self.config.val_batch, 1)
         indices = [i for i in indices if i not in self.loader.bad_photos]
         for s in range(0, len(indices), chunk):

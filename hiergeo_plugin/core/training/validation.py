@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 from ..encoders import ImageEncoder
 from ..progress import Reporter
@@ -10,7 +10,7 @@ from ..tiles import Tile
 from .run import TrainingRun
 
 #: name -> (photo embeddings by photo index, the map encoder to compare them with)
-Evaluations = Dict[str, Tuple[Dict[int, object], ImageEncoder]]
+Evaluations = Dict[str, Tuple[Dict[int, Any], ImageEncoder]]
 
 
 def retrieval_accuracy(photo_emb, tile_emb, target: Sequence[int], chunk: int = 1024) -> Tuple[float, float]:
@@ -47,7 +47,7 @@ def validate(run: TrainingRun, zoom: int, evaluations: Evaluations, reporter: Re
     tiles_of = run.photo_tiles[zoom]
     val = [i for i in run.split["val"] if all(i in emb for emb, _ in evaluations.values())]
     tiles = sorted({tiles_of[i] for i in val})
-    embs: Dict[str, Dict[Tile, object]] = {k: {} for k in evaluations}
+    embs: Dict[str, Dict[Tile, Any]] = {k: {} for k in evaluations}
     batch_size = run.config.val_batch
     # Batches of sorted tiles, not of tiles in arrival order: a tile's embedding must not depend on which other
     # tiles happened to share its batch (the last bits of a batched forward do).

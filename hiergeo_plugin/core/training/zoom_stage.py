@@ -8,7 +8,7 @@ Each photo's tile is its class among the batch's de-duplicated tiles plus the ph
 from __future__ import annotations
 
 import time
-from typing import Dict, List, Set, Tuple
+from typing import Any, Dict, List, Set, Tuple
 
 import numpy as np
 
@@ -27,12 +27,12 @@ def train_zoom(
     run: TrainingRun,
     zoom: int,
     tower: MapTower,
-    start: Dict[str, object],
-    photo_emb: Dict[int, object],
+    start: Dict[str, Any],
+    photo_emb: Dict[int, Any],
     scale: float,
     negatives: SearchNegatives,
     reporter: Reporter,
-) -> Tuple[Dict[str, object], dict]:
+) -> Tuple[Dict[str, Any], dict]:
     """Fine-tune one zoom's head from `start`; returns (its parameters, its log entry without validation)."""
     import torch
 
