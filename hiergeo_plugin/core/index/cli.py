@@ -80,6 +80,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     i = isub.add_parser("info", help="print an index's manifest and counts as JSON")
     i.add_argument("path")
+    g = sub.add_parser("geolocate", help="geolocate a list of photos with a region index (in order; resumable)")
+    g.add_argument("--photos", required=True, help="CSV, Parquet or GeoPackage: path (or photo)[, lat, lon]")
+    g.add_argument("--index", required=True, help="the .hgindex to search")
+    g.add_argument("--out", required=True, help="GeoPackage to write (OUTPUT's fields); photos in it are skipped")
+    g.add_argument("--model", default=None, help="model file the index was built with (empty: the base model)")
+    g.add_argument("--base-model", default=None, help="open_clip architecture/pretrained tag (default ViT-B-32/openai)")
+    g.add_argument("--ray", default=None, metavar="ADDRESS|local", help="run on a Ray cluster (or a local Ray)")
+    g.add_argument("--actors", type=int, default=1, help="Ray: actors, each one model and one index")
+    g.add_argument("--gpus-per-actor", type=float, default=0.0)
+    g.add_argument("--cpus-per-actor", type=float, default=1.0)
+    g.add_argument("--stall-seconds", type=float, default=None, help="Ray: stop after this long without progress")
+    g.add_argument("--top-k", type=int, default=None)
+    g.add_argument("--photo-batch", type=int, default=None, help="photos per batch (the same batches on Ray)")
+    g.add_argument("--device", default="auto")
     return ap
 
 
@@ -208,6 +222,31 @@ def build(args) -> dict:
     }
 
 
+def geolocate(args) -> dict:
+    from ..defaults import DEFAULT_BASE_MODEL, DEFAULT_PHOTO_BATCH, DEFAULT_TOP_K
+    from .ray_config import DEFAULT_STALL_SECONDS
+    from .ray_geolocate import GeolocateCluster, GeolocateConfig, geolocate
+
+    config = GeolocateConfig(
+        args.index,
+        args.base_model or DEFAULT_BASE_MODEL,
+        args.model,
+        device=args.device,
+        top_k=args.top_k or DEFAULT_TOP_K,
+        photo_batch=args.photo_batch or DEFAULT_PHOTO_BATCH,
+    )
+    cluster = None
+    if args.ray:
+        stall = DEFAULT_STALL_SECONDS if args.stall_seconds is None else args.stall_seconds
+        cluster = GeolocateCluster(args.ray, args.actors, args.gpus_per_actor, args.cpus_per_actor, stall)
+    progress = _StderrReporter()
+    try:
+        with stdout_to_stderr():
+            return geolocate(args.photos, args.out, config, cluster, progress.reporter)
+    finally:
+        progress.close()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """The documented contract: the JSON result on stdout and 0, or one line on stderr and 2 (130 on Ctrl-C or
     Cancel). Unforeseen errors keep to it too (with their type named), so scripts never parse a traceback."""
@@ -221,7 +260,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     redactor = Redactor([getattr(args, "tile_source", "") or ""])
     try:
-        out = info(args.path) if args.command == "info" else build(args)
+        if args.group == "geolocate":
+            out = geolocate(args)
+        else:
+            out = info(args.path) if args.command == "info" else build(args)
     except (KeyboardInterrupt, Cancelled):
         print("interrupted: run the same command again to resume from the finished shards", file=sys.stderr)
         return 130
