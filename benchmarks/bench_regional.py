@@ -54,6 +54,7 @@ def parse_args(argv):
     ap.add_argument("--zoom", type=int, default=16, help="cell zoom of the region indexes")
     ap.add_argument("--zoom17", action="store_true", help="also a prototypes index at zoom 17")
     ap.add_argument("--work", default=None, help="folder for photos, tiles, models (kept between runs)")
+    ap.add_argument("--base-photos", type=int, default=0, help="train the base model on the first N photos (0: all)")
     ap.add_argument("--workers", type=int, default=2, help="processes rendering the photos")
     ap.add_argument("--no-region-model", action="store_true", help="skip the region model row")
     for key, value in FULL.items():
@@ -216,7 +217,8 @@ def main(argv=None) -> int:
     cache = EmbeddingCache(work / "cache" / "embeddings.sqlite")
     rows, hits, extra = {}, {}, {}
     try:
-        base_path, _ = train_base(args, work, source, photos["train"], zooms)
+        base_records = photos["train"][: args.base_photos] if args.base_photos else photos["train"]
+        base_path, _ = train_base(args, work, source, base_records, zooms)
         model = load_geo_model(model_file=str(base_path), device="cpu")
         test, train = photos["test"], photos["train"]
         for label, protos, weight in (
@@ -277,7 +279,8 @@ def main(argv=None) -> int:
         "box_km": args.km,
         "seed": args.seed,
         "quick": bool(args.quick),
-        "settings": {k: getattr(args, k) for k in FULL} | {"path_weight": PATH_WEIGHT, "top_k": TOP_K},
+        "settings": {k: getattr(args, k) for k in FULL}
+        | {"path_weight": PATH_WEIGHT, "top_k": TOP_K, "base_photos": args.base_photos or len(photos["train"])},
         "rows": rows,
         "paired_200m": paired_tests(hits, pairs),
         "seconds": round(time.time() - t_start, 1),
