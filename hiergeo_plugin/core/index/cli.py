@@ -1,12 +1,17 @@
-"""`scripts/hiergeo index build|info`: the region index from the command line, locally or on a Ray cluster.
+"""`scripts/hiergeo index build|info` and `scripts/hiergeo geolocate`: the region index and batch geolocation from
+the command line, locally or on a Ray cluster.
 
     scripts/hiergeo index build --extent W,S,E,N --zoom 16 --tile-source URL [--model M] [--base-model B]
         [--prototype-photos photos.csv] --out area.hgindex [--ray ADDRESS|local] [--max-cells N]
+        [--fetch-tasks N --embed-actors N --gpus-per-actor G --cpus-per-actor C --stall-seconds S]
     scripts/hiergeo index info area.hgindex        # manifest and counts as JSON (key "cells")
+    scripts/hiergeo geolocate --photos list.csv|.parquet|.gpkg --index area.hgindex --out predictions.gpkg
+        [--ray ADDRESS|local --actors N --gpus-per-actor G]   # resumable: photos already in OUT are skipped
 
 Prototype photos: a CSV with columns path, lat, lon (paths relative to the CSV). Ctrl-C stops a build; running the
-same command again resumes from the finished shards. Exit status: 0 done, 2 refused (area too large, bad input,
-foreign index), 130 interrupted.
+same command again resumes from the finished shards (also after the Ray watchdog's "no progress for N s"). Exit
+status: 0 done, 2 refused or stopped (area too large, bad input, foreign index, a stalled cluster), 130 interrupted.
+Ray's own output goes to stderr: stdout carries only the JSON result.
 """
 
 from __future__ import annotations
