@@ -31,7 +31,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Generator, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Generator, Iterable, Optional, Sequence, Union
 from urllib.parse import urlsplit
 
 from .defaults import DEFAULT_MAX_CONNECTIONS
@@ -156,7 +156,7 @@ class TileSource:
         subdomains: Optional[Union[str, Sequence[str]]] = None,
         retina: bool = False,
         http: Optional[HttpSettings] = None,
-        limiter: Optional[RateLimiter] = None,
+        limiter: Optional[Any] = None,  # anything with RateLimiter's wait(stop), e.g. a Ray build's bucket
     ):
         template = (template or "").strip()
         if not template:

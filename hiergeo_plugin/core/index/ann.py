@@ -26,7 +26,7 @@ the body, so a foreign or truncated file is refused with a ValueError rather tha
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -288,8 +288,8 @@ class VectorIndex:
         """The stored codes of ``rows`` decoded to float32 (fp16 precision for flat and hnsw; approximate for ivfpq
         unless re-ranking codes are kept)."""
         faiss = _faiss()
-        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        if rows.size and (rows.min() < 0 or rows.max() >= self.ntotal):
+        ids = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.ntotal):
             raise IndexError(f"row ids must lie in [0, {self.ntotal})")
         source = self._index
         if self.kind == "ivfpq":
@@ -297,9 +297,9 @@ class VectorIndex:
                 source = faiss.downcast_index(source.refine_index)
             else:
                 source.make_direct_map()
-        if not rows.size:
+        if not ids.size:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return np.asarray(source.reconstruct_batch(rows), dtype=np.float32).reshape(rows.size, self.dim)
+        return np.asarray(source.reconstruct_batch(ids), dtype=np.float32).reshape(ids.size, self.dim)
 
     # -- serialisation ------------------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -307,7 +307,9 @@ class VectorIndex:
         return _faiss().serialize_index(self._index).tobytes()
 
     @classmethod
-    def from_bytes(cls, data: bytes, kind: str, dim: int, ntotal: Optional[int] = None) -> VectorIndex:
+    def from_bytes(
+        cls, data: Union[bytes, bytearray, memoryview, np.ndarray], kind: str, dim: int, ntotal: Optional[int] = None
+    ) -> VectorIndex:
         """The index serialised in ``data``, refused with ValueError unless it is a FAISS index of ``kind`` over
         ``dim``-d inner products (and of ``ntotal`` rows when given) whose size fits its stated content."""
         faiss = _faiss()
@@ -315,7 +317,7 @@ class VectorIndex:
             raise ValueError(f"unknown index kind {kind!r}")
         mapped = data if isinstance(data, np.memmap) else None
         if isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 1:
-            data = memoryview(np.ascontiguousarray(data))  # a view (e.g. of a memory-mapped file), not a copy
+            data = np.ascontiguousarray(data).data  # a view (e.g. of a memory-mapped file), not a copy
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise ValueError(f"index data must be bytes, got {type(data).__name__}")
         view = memoryview(data).cast("B")

@@ -54,7 +54,7 @@ def read_bounded(view: memoryview, release=None):
         pos += len(chunk)
         return chunk.tobytes()
 
-    reader = faiss.PyCallbackIOReader(read)
+    reader = faiss.PyCallbackIOReader(read)  # type: ignore[attr-defined]  # in faiss's SWIG module, not its stubs
     limits = hasattr(faiss, "set_deserialization_vector_byte_limit") and hasattr(
         faiss, "set_deserialization_loop_limit"
     )

@@ -27,7 +27,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
@@ -264,7 +264,7 @@ def assemble_streamed(
     out = _OutFile(out_path, specs, metadata, ann_max)
     try:
         _pass_two(shard_paths, out, n, ivf, vectors, reporter)
-        ann = trained_bytes(ivf, n) if ivf is not None else vectors.to_bytes()
+        ann = trained_bytes(ivf, n) if ivf is not None else cast(ann_mod.VectorIndex, vectors).to_bytes()
         path = out.finish(ann)
     except BaseException:
         out.abandon()

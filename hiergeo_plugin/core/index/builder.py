@@ -21,7 +21,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
@@ -97,14 +97,14 @@ def _has_position(record: PhotoRecord) -> bool:
     if not record.has_truth:
         return False
     try:
-        lat, lon = float(record.true_lat), float(record.true_lon)
+        lat, lon = float(cast(float, record.true_lat)), float(cast(float, record.true_lon))
     except (TypeError, ValueError):
         return False
     return bool(np.isfinite(lat) and np.isfinite(lon) and -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0)
 
 
 def photo_cells(records: Sequence[PhotoRecord], zoom: int) -> List[Tile]:
-    return [lonlat_to_tile(float(r.true_lon), float(r.true_lat), zoom) for r in records]
+    return [lonlat_to_tile(float(cast(float, r.true_lon)), float(cast(float, r.true_lat)), zoom) for r in records]
 
 
 def assemble_index(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Iterator, List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
@@ -92,7 +92,7 @@ def _check_polygon(polygon) -> None:
 class Area:
     """What to index, as one geometry in EPSG:4326 clipped to the Web Mercator square."""
 
-    geometry: object
+    geometry: Any  # a shapely geometry (shapely is imported lazily)
     extent: Optional[Extent] = None  # as the caller gave it (for the manifest)
     has_polygon: bool = False
 
@@ -117,11 +117,12 @@ class Area:
         geom = shapely.intersection(geom, _world_box())
         if geom.is_empty:
             raise AreaError("the area lies outside the Web Mercator map (beyond +-85.05 degrees latitude) or is empty")
-        return cls(geom, tuple(float(v) for v in extent) if extent is not None else None, polygon is not None)
+        box_given = cast(Extent, tuple(float(v) for v in extent)) if extent is not None else None
+        return cls(geom, box_given, polygon is not None)
 
     @property
     def bbox(self) -> Extent:
-        return tuple(float(v) for v in self.geometry.bounds)
+        return cast(Extent, tuple(float(v) for v in self.geometry.bounds))
 
     def describe(self) -> dict:
         """For the index manifest: the extent as given, the geometry's bbox, and a hash of its exact shape."""

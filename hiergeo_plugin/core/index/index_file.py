@@ -217,7 +217,7 @@ def write_index(path: os.PathLike, index: RegionIndex) -> Path:
     if index.on_disk:
         raise ValueError("an index with on-disk lists is written by assembly.assemble_streamed, not rewritten")
     n = len(index.cells)
-    tensors = {
+    tensors: Dict[str, np.ndarray] = {
         "cells": np.ascontiguousarray(index.cells, dtype=np.int32).reshape(n, 2),
         "aerial": np.ascontiguousarray(index.aerial, dtype=np.float16),
         "prototypes": np.ascontiguousarray(index.prototypes, dtype=np.float16).reshape(-1, index.aerial.shape[1]),
@@ -244,7 +244,7 @@ def write_index(path: os.PathLike, index: RegionIndex) -> Path:
     return path
 
 
-def read_manifest(path: os.PathLike) -> dict:
+def read_manifest(path: Union[str, os.PathLike]) -> dict:
     """The manifest alone (fast: the header only), validated; raises IndexFileError with the reason."""
     return _open(Path(path), tensors=False)[0]
 

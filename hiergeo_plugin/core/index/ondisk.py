@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional, Tuple, Union
 
 import numpy as np
 
@@ -93,8 +93,8 @@ class OnDiskIVF:
     @classmethod
     def open(
         cls,
-        path: os.PathLike,
-        ann: np.ndarray,
+        path: Union[str, os.PathLike],
+        ann: Union[bytes, np.ndarray],
         sizes: np.ndarray,
         lists: np.ndarray,
         dim: int,
@@ -106,7 +106,7 @@ class OnDiskIVF:
         (its offset in the file is where FAISS maps them); ValueError when the parts do not fit together."""
         faiss = _faiss()
         ann = np.asarray(ann) if not isinstance(ann, np.ndarray) else ann
-        view = memoryview(np.ascontiguousarray(ann)).cast("B")
+        view = np.ascontiguousarray(ann).data.cast("B")
         check_header(bytes(view[:HEADER_BYTES]), "ivfpq", dim, ntotal, len(view) + int(lists.size))
         sizes = np.asarray(sizes, dtype=np.int64)
         if sizes.ndim != 1 or (sizes.size and int(sizes.min()) < 0) or int(sizes.sum()) != ntotal:

@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -34,7 +34,7 @@ def write_shard(path: Path, cells: Sequence[Tile], vectors: np.ndarray, planned:
     from safetensors.numpy import save_file
 
     dim = int(vectors.shape[1]) if vectors.ndim == 2 and vectors.shape[0] else 0
-    tensors = {
+    tensors: Dict[str, np.ndarray] = {
         "cells": np.array([[t.x, t.y] for t in cells], dtype=np.int32).reshape(-1, 2),
         "aerial": np.asarray(vectors, dtype=np.float16).reshape(len(cells), dim),
     }

@@ -219,7 +219,8 @@ def learn_prototypes(
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(keep))
     n_held = int(round(HOLDOUT_SHARE * len(keep)))
-    kappa, kappa_scores, n_held_used = DEFAULT_KAPPA, {}, 0
+    kappa_scores: Dict[str, Tuple[float, float]] = {}
+    kappa, n_held_used = DEFAULT_KAPPA, 0
     if n_held >= MIN_HOLDOUT and len(keep) - n_held >= 1:
         held, fit = order[:n_held], order[n_held:]
         fit_classes = sorted(set(labels[fit].tolist()))

@@ -25,7 +25,7 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 
@@ -307,7 +307,7 @@ class _Pipeline:
         if self.bucket is not None:
             fetch_args["bucket"] = self.bucket
         plan_args = (self.plan.zoom, shapely.to_wkb(self.plan.area.geometry))
-        ds = ray_data.from_items(rows, override_num_blocks=len(rows))  # one block per shard: a failure redoes one
+        ds: Any = ray_data.from_items(rows, override_num_blocks=len(rows))  # one block per shard: a failure redoes one
         ds = ds.flat_map(
             FetchWork,
             fn_constructor_args=(fetch_args, plan_args, self.preprocess),

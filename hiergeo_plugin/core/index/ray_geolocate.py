@@ -14,7 +14,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from ..defaults import DEFAULT_BASE_MODEL, DEFAULT_BATCH_SIZE, DEFAULT_PHOTO_BATCH, DEFAULT_TOP_K
 from ..photos import PhotoRecord
@@ -124,7 +124,7 @@ def _on_ray(rows, config: GeolocateConfig, cluster: GeolocateCluster, with_truth
     ray, started = _connect(RaySettings(cluster.address))
     try:
         device = "cuda" if cluster.gpus_per_actor else ("cpu" if config.device == "auto" else config.device)
-        ds = ray_data.from_items(list(rows), override_num_blocks=len(rows))
+        ds: Any = ray_data.from_items(list(rows), override_num_blocks=len(rows))
         ds = ds.map(
             Searcher,
             fn_constructor_args=(config, with_truth, device),

@@ -13,7 +13,7 @@ a provider's "20 requests a second" holds however many fetch tasks run, wherever
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -107,7 +107,7 @@ class FetchWork:
         self.plan_args = plan_args
         self.prepare, _ = split_preprocess(preprocess)
 
-    def tiles(self, row: Dict[str, object]) -> List[Tile]:
+    def tiles(self, row: Dict[str, Any]) -> List[Tile]:
         z = int(row["zoom"])
         listed = bytes(row["tiles"])
         if listed:
@@ -121,7 +121,7 @@ class FetchWork:
         shard = Shard(Tile(int(row["pz"]), int(row["px"]), int(row["py"])), int(row["cells"]), bool(row["full"]))
         return CellPlan(Area(shapely.from_wkb(area_wkb)), zoom, shard.parent.z).cells(shard)
 
-    def __call__(self, row: Dict[str, object]) -> List[Dict[str, object]]:
+    def __call__(self, row: Dict[str, Any]) -> List[Dict[str, Any]]:
         from ..tile_source import TileSource
 
         tiles = self.tiles(row)

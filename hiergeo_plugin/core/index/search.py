@@ -15,7 +15,7 @@ Processing outputs and the visual QA are the same whatever the method:
 
 from __future__ import annotations
 
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, cast
 
 import numpy as np
 
@@ -54,12 +54,12 @@ def open_vectors(index: RegionIndex):
 
     ann = index.manifest["ann"]
     try:
-        if index.on_disk:
+        if index.ann_lists is not None and index.ann_list_sizes is not None:  # on disk (index.on_disk)
             from .ann_io import release_pages
             from .ondisk import OnDiskIVF
 
             return OnDiskIVF.open(
-                index.ann_lists.filename,
+                str(cast(np.memmap, index.ann_lists).filename),
                 index.ann_bytes,
                 index.ann_list_sizes,
                 index.ann_lists,
@@ -116,7 +116,7 @@ class IndexSearch:
         # runs the refinement stages from the index's hits.
         self.search = HierarchicalSearch(
             model,
-            source,
+            cast(TileSource, source),  # None only for METHOD=index, which fetches no tiles
             cache,
             zooms=self.refine_zooms or [index.zoom],
             top_k=top_k,

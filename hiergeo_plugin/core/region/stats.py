@@ -8,7 +8,7 @@ interval; two methods run on the *same* photos are compared on the photos where 
 from __future__ import annotations
 
 import math
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -39,7 +39,7 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> Tuple[float, floa
     return (low, high)
 
 
-def within_shares(errors_m: Sequence[float], radii: Sequence[float] = RADII_M) -> Dict[str, float]:
+def within_shares(errors_m: Union[Sequence[float], np.ndarray], radii: Sequence[float] = RADII_M) -> Dict[str, float]:
     """{"25": share, ...}: the share of photos within each radius; a failed photo (nan or inf) counts as a miss."""
     e = np.asarray(errors_m, dtype=float)
     e = np.where(np.isfinite(e), e, np.inf)
@@ -49,8 +49,8 @@ def within_shares(errors_m: Sequence[float], radii: Sequence[float] = RADII_M) -
 
 def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> Dict[str, float]:
     """Exact two-sided McNemar test of paired successes: b01 (only a), b10 (only b) and the p-value."""
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    x, y = np.asarray(a, bool), np.asarray(b, bool)
+    only_a, only_b = int((x & ~y).sum()), int((~x & y).sum())
     n = only_a + only_b
     if n == 0:
         return {"only_first": 0, "only_second": 0, "p_value": 1.0}
