@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import environment
 from .defaults import DEFAULT_BASE_MODEL
-from .errors import HierGeoError
+from .errors import ModelError
 
 log = logging.getLogger("hiergeo.encoders")
 
@@ -30,10 +30,6 @@ log = logging.getLogger("hiergeo.encoders")
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "resources" / "models"
 #: Seed for the weights of a base model without pretrained weights, so "untrained" is reproducible.
 RANDOM_INIT_SEED = 0
-
-
-class ModelError(HierGeoError, RuntimeError):
-    """A model cannot be built or loaded; the message says what to do."""
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ import os
 from pathlib import Path
 from typing import Optional, Tuple
 
+from .errors import ModelError
+
 #: HIERGEO_PRECISION's values (encoders.py says what each one does).
 PRECISIONS: Tuple[str, ...] = ("auto", "fp32", "bf16", "fp16", "int8")
 #: HIERGEO_BACKEND's values (execution.py).
@@ -33,8 +35,6 @@ def choice(name: str, allowed: Tuple[str, ...]) -> str:
     """
     value = (os.environ.get(name) or "auto").strip().lower()
     if value not in allowed:
-        from .encoders import ModelError  # lazily: encoders imports this module
-
         raise ModelError(f"{name}={value!r} is not one of {', '.join(allowed)}")
     return value
 

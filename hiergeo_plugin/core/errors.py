@@ -18,3 +18,7 @@ from __future__ import annotations
 
 class HierGeoError(Exception):
     """Base of every exception HierGeo raises on purpose; its message is meant for the user as it is."""
+
+
+class ModelError(HierGeoError, RuntimeError):
+    """A model cannot be built or loaded, or a model setting is refused; the message says what to do."""
