@@ -25,6 +25,8 @@ ALGORITHMS = {
     "hiergeo:evaluategeolocation",
     "hiergeo:trainmapencoders",
     "hiergeo:buildregionindex",
+    "hiergeo:credibleregions",
+    "hiergeo:probabilitymap",
 }
 CONTRACT_KEYS = {
     "hiergeo:geolocatephotos": [
@@ -60,7 +62,9 @@ CONTRACT_KEYS = {
         "MAX_CELLS",
         "OUTPUT_INDEX",
     ],
-    "hiergeo:evaluategeolocation": ["PREDICTIONS", "THRESHOLDS_KM"],
+    "hiergeo:evaluategeolocation": ["PREDICTIONS", "THRESHOLDS_KM", "CANDIDATES", "CALIBRATION_FILE"],
+    "hiergeo:credibleregions": ["CANDIDATES", "LEVELS", "CALIBRATION_FILE", "TEMPERATURE", "OUTPUT"],
+    "hiergeo:probabilitymap": ["CANDIDATES", "PHOTO", "MAX_PIXELS", "CALIBRATION_FILE", "TEMPERATURE", "OUTPUT"],
     "hiergeo:trainmapencoders": [
         "PHOTOS",
         "PHOTO_FIELD",

@@ -25,6 +25,11 @@
     </message>
     <message>
         <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <source>AREA: feature {fid} has infinite or NaN coordinates</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
         <source>Area to index (polygons: only cells that intersect them)</source>
         <translation type="unfinished"></translation>
     </message>
@@ -99,6 +104,16 @@
     <message>
         <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
         <source>Cancel</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <source>Cancelled before the index build started</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/algorithm.py"/>
+        <source>Cancelled while torch and open_clip were loading.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -844,6 +859,11 @@ Folder: {target}</source>
     <message>
         <location filename="../../hiergeo_plugin/processing/train.py"/>
         <source>zoom {zoom}: validation top-1 {top1} (untrained {untrained}), top-5 {top5}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <source>{count} ground photos have no usable location (no point, an empty point or coordinates off the globe) and are left out</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
