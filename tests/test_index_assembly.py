@@ -44,7 +44,7 @@ def write_shards(folder: Path, x: np.ndarray, size: int = 256):
     return paths
 
 
-def config(n_planned: int, kind: str, max_train_rows: int = 12_000) -> AssemblyConfig:
+def config(n_planned: int, kind: str, max_train_rows: int = 12_000, batch_rows: int = 4096) -> AssemblyConfig:
     return AssemblyConfig(
         zoom=16,
         area={"extent": [0.0, 0.0, 1.0, 1.0]},
@@ -53,6 +53,7 @@ def config(n_planned: int, kind: str, max_train_rows: int = 12_000) -> AssemblyC
         planned_cells=n_planned,
         kind=kind,
         max_train_rows=max_train_rows,
+        batch_rows=batch_rows,
     )
 
 
@@ -117,7 +118,7 @@ _WORKER = textwrap.dedent(
             sub = folder / f"slice-{s:08d}"
             sub.mkdir()
             paths += [p.rename(folder / f"{s:08d}-{p.name}") for p in write_shards(sub, clustered(min(2048, n - s), 512, s))]
-        assemble_streamed(sorted(paths), config(n, "ivfpq", 10_240), folder / "out.hgindex")
+        assemble_streamed(sorted(paths), config(n, "ivfpq", 10_240, 2048), folder / "out.hgindex")
         print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
     else:
         from hiergeo_plugin.core.index.index_file import read_index

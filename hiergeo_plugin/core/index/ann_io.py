@@ -5,9 +5,12 @@ kept out of the process's resident memory once read. Used by ann.VectorIndex.fro
 from __future__ import annotations
 
 import mmap
+import os
 import struct
 import threading
 from typing import Optional
+
+import numpy as np
 
 _FOURCC = {"flat": (b"IxSQ",), "hnsw": (b"IHNs",), "ivfpq": (b"IvPQ", b"IwPQ")}
 _REFINE_FOURCC = b"IxRF"
@@ -125,3 +128,24 @@ def check_ivf_ids(ivf, ntotal: int) -> None:
         seen += n
     if seen != ntotal:
         raise ValueError(f"the inverted lists hold {seen} rows, the index {ntotal}")
+
+
+def read_rows(array, rows) -> np.ndarray:
+    """Rows of a 2-d array; of a read-only memory map they are read with pread, not through the mapping: a mapping
+    keeps every page (or 2 MB folio, on file systems with large folios) a random row touches resident in this
+    process, so re-ranking a few rows per query would grow the searching process towards the whole file."""
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    if getattr(array, "filename", None) is None or getattr(array, "offset", None) is None or array.ndim != 2:
+        return np.asarray(array[rows])
+    if rows.size and (rows.min() < 0 or rows.max() >= array.shape[0]):
+        raise IndexError(f"rows must lie in [0, {array.shape[0]})")
+    width = array.shape[1] * array.dtype.itemsize
+    out = np.empty((rows.size, array.shape[1]), dtype=array.dtype)
+    buf = out.view(np.uint8).reshape(rows.size, width)
+    fd = os.open(array.filename, os.O_RDONLY)
+    try:
+        for i, r in enumerate(rows):
+            buf[i] = np.frombuffer(os.pread(fd, width, int(array.offset) + int(r) * width), np.uint8)
+    finally:
+        os.close(fd)
+    return out

@@ -61,6 +61,7 @@ class AssemblyConfig:
     seed: int = 0
     max_train_rows: int = MAX_TRAIN_ROWS
     extra: Optional[dict] = None
+    batch_rows: int = BATCH_ROWS  # rows read from the shards at a time in pass 2 (the memory bound's batch term)
 
 
 @dataclass
@@ -100,8 +101,8 @@ def _read(path: os.PathLike) -> Tuple[np.ndarray, np.ndarray]:
     return got[0], got[1]
 
 
-def _batches(shard_paths: Sequence[os.PathLike]):
-    """(first row, cells, aerial fp16) over the shards in order, several shards a batch up to BATCH_ROWS rows."""
+def _batches(shard_paths: Sequence[os.PathLike], batch_rows: int = BATCH_ROWS):
+    """(first row, cells, aerial fp16) over the shards in order, several shards a batch up to batch_rows rows."""
     start, cells, aerial, rows = 0, [], [], 0
     for path in shard_paths:
         c, a = _read(path)
@@ -109,7 +110,7 @@ def _batches(shard_paths: Sequence[os.PathLike]):
             cells.append(c)
             aerial.append(a)
             rows += len(c)
-        if rows >= BATCH_ROWS:
+        if rows >= batch_rows:
             yield start, np.concatenate(cells), np.concatenate(aerial)
             start, cells, aerial, rows = start + rows, [], [], 0
     if rows:
@@ -263,7 +264,7 @@ def assemble_streamed(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out = _OutFile(out_path, specs, metadata, ann_max)
     try:
-        _pass_two(shard_paths, out, n, ivf, vectors, reporter)
+        _pass_two(shard_paths, out, n, ivf, vectors, reporter, config.batch_rows)
         ann = trained_bytes(ivf, n) if ivf is not None else cast(ann_mod.VectorIndex, vectors).to_bytes()
         path = out.finish(ann)
     except BaseException:
@@ -273,7 +274,7 @@ def assemble_streamed(
     return AssemblyResult(path, n, gaps, kind, path.stat().st_size)
 
 
-def _pass_two(shard_paths, out: _OutFile, n: int, ivf, vectors, reporter: Reporter) -> None:
+def _pass_two(shard_paths, out: _OutFile, n: int, ivf, vectors, reporter: Reporter, batch_rows: int) -> None:
     """Cells and aerial codes to the file; codes into the index (flat/HNSW) or, for IVF-PQ, list numbers and PQ
     codes to scratch files that _scatter then places in the lists."""
     out.write("prototype_of", np.full(n, -1, np.int32))
@@ -282,7 +283,7 @@ def _pass_two(shard_paths, out: _OutFile, n: int, ivf, vectors, reporter: Report
         lists_f = open(os.path.join(scratch, "lists.i64"), "wb")
         codes_f = open(os.path.join(scratch, "codes.u8"), "wb")
         with lists_f, codes_f:
-            for start, cells, aerial in _batches(shard_paths):
+            for start, cells, aerial in _batches(shard_paths, batch_rows):
                 reporter.check_cancelled()
                 dim = aerial.shape[1]
                 out.write("cells", cells.astype(np.int32), start * 8)

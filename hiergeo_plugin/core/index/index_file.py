@@ -44,7 +44,7 @@ import numpy as np
 from ..errors import HierGeoError
 from ..safetensors_sniff import describe_refused_file as _sniff
 from ..tiles import Tile
-from .ann_io import release_pages
+from .ann_io import read_rows, release_pages
 
 FORMAT = "hiergeo-index"
 VERSION = "1"
@@ -120,7 +120,9 @@ class RegionIndex:
         if rows is None:
             return combine_codes(self.aerial, self.prototypes, self.prototype_of, k)
         rows = np.asarray(rows, dtype=np.int64)
-        return combine_codes(self.aerial[rows], self.prototypes, self.prototype_of[rows], k)
+        # without prototypes every row is -1: the per-row lookup (a random read of the file) is skipped
+        of = self.prototype_of[rows] if len(self.prototypes) else np.full(len(rows), -1, np.int32)
+        return combine_codes(read_rows(self.aerial, rows), self.prototypes, of, k)
 
     def codes_of(self, rows: np.ndarray) -> np.ndarray:
         """float32 codes of ``rows`` as the ANN index ranks them (own code + path context, / path scale): what the

@@ -29,7 +29,7 @@ STORAGE = "ondisk"
 #: Row ids checked at a time while validating the lists.
 _CHECK_ROWS = 1 << 20
 #: Re-ranked rows between two releases of the aerial codes' resident pages.
-_RELEASE_ROWS = 1 << 16
+_RELEASE_ROWS = 1 << 12
 
 
 def empty_lists_tail(nlist: int, code_size: int) -> bytes:
