@@ -105,7 +105,12 @@ def main() -> int:
                 runs[name] = sink.rows()
                 sink.close()
             out["photos"] = args.photos
-            out["ray_rows_identical"] = runs["one_process"] == runs["ray"]
+            a, b = runs["one_process"], runs["ray"]
+            out["ray_rows_identical"] = a == b
+            diff = [(x, y) for x, y in zip(a, b) if x != y]
+            out["rows_differing"] = len(diff) + abs(len(a) - len(b))
+            out["fields_differing"] = sorted({k for x, y in diff for k in x if x[k] != y.get(k)})
+            out["max_score_difference"] = max((abs((x["score"] or 0) - (y["score"] or 0)) for x, y in diff), default=0)
     print(json.dumps(out, indent=None if args.json else 2))
     return 0
 
