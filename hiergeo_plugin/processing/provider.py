@@ -14,6 +14,7 @@ from .i18n import tr
 from .probability_map import ProbabilityMapAlgorithm
 from .resources import ICON_PATH
 from .train import TrainMapEncodersAlgorithm
+from .train_region import TrainRegionModelAlgorithm
 
 PROVIDER_ID = "hiergeo"
 
@@ -42,6 +43,7 @@ class HierGeoProvider(QgsProcessingProvider):
             GeolocatePhotosAlgorithm(),
             EvaluateGeolocationAlgorithm(),
             TrainMapEncodersAlgorithm(),
+            TrainRegionModelAlgorithm(),
             BuildRegionIndexAlgorithm(),
             CredibleRegionsAlgorithm(),
             ProbabilityMapAlgorithm(),

@@ -29,6 +29,11 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/train_region.py"/>
+        <source>Aerial epochs (0 = photo side only)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/build_index.py"/>
         <source>Area to index (polygons: only cells that intersect them)</source>
         <translation type="unfinished"></translation>
@@ -47,6 +52,7 @@
     </message>
     <message>
         <location filename="../../hiergeo_plugin/processing/train.py"/>
+        <location filename="../../hiergeo_plugin/processing/train_region.py"/>
         <source>Batch size</source>
         <translation type="unfinished"></translation>
     </message>
@@ -98,6 +104,7 @@
     </message>
     <message>
         <location filename="../../hiergeo_plugin/processing/train.py"/>
+        <location filename="../../hiergeo_plugin/processing/train_region.py"/>
         <source>Cache folder (tiles)</source>
         <translation type="unfinished"></translation>
     </message>
@@ -119,6 +126,11 @@
     <message>
         <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
         <source>Cancelled.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/train_region.py"/>
+        <source>Cancelled: no model file was written (tiles stay in the cache); running the algorithm again starts the training from the beginning</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -154,6 +166,7 @@
     </message>
     <message>
         <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <location filename="../../hiergeo_plugin/processing/train_region.py"/>
         <source>Cell zoom</source>
         <translation type="unfinished"></translation>
     </message>
@@ -175,6 +188,16 @@
     <message>
         <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
         <source>Close</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/train_region.py"/>
+        <source>Coarse classes (parent cells)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/train_region.py"/>
+        <source>Coarse classes: zooms above the cell zoom</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -261,7 +284,13 @@
         <location filename="../../hiergeo_plugin/processing/build_index.py"/>
         <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
         <location filename="../../hiergeo_plugin/processing/train.py"/>
+        <location filename="../../hiergeo_plugin/processing/train_region.py"/>
         <source>Field with the photo path</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/train_region.py"/>
+        <source>Fine classes (cells with enough photos)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -326,12 +355,14 @@
     </message>
     <message>
         <location filename="../../hiergeo_plugin/processing/train.py"/>
+        <location filename="../../hiergeo_plugin/processing/train_region.py"/>
         <source>HierGeo model (*.safetensors)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
         <location filename="../../hiergeo_plugin/processing/build_index.py"/>
         <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <location filename="../../hiergeo_plugin/processing/train_region.py"/>
         <source>HierGeo model (*.safetensors);;All files (*.*)</source>
         <translation type="unfinished"></translation>
     </message>
@@ -382,6 +413,7 @@
     </message>
     <message>
         <location filename="../../hiergeo_plugin/processing/train.py"/>
+        <location filename="../../hiergeo_plugin/processing/train_region.py"/>
         <source>Learning rate</source>
         <translation type="unfinished"></translation>
     </message>
@@ -407,6 +439,11 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/train_region.py"/>
+        <source>MODEL: give the model file to start from</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
         <source>Maximum zoom with imagery (empty = the source's own; finer zoom levels answer from this one)</source>
         <translation type="unfinished"></translation>
@@ -429,6 +466,11 @@
     <message>
         <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
         <source>Missing or broken: {packages}.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/train_region.py"/>
+        <source>Model file to start from (written by Train map encoders)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -472,6 +514,11 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/train_region.py"/>
+        <source>Photo epochs</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/plugin.py"/>
         <source>Photo inspector</source>
         <translation type="unfinished"></translation>
@@ -482,8 +529,18 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/train_region.py"/>
+        <source>Photographed cells</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
         <source>Photos (points, or a table with a photo path field)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/train_region.py"/>
+        <source>Photos a cell needs to be a class of its own</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -512,12 +569,18 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/train_region.py"/>
+        <source>Photos trained on</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/credible_regions.py"/>
         <source>Photos with regions</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
         <location filename="../../hiergeo_plugin/processing/train.py"/>
+        <location filename="../../hiergeo_plugin/processing/train_region.py"/>
         <source>Photos with true locations (points)</source>
         <translation type="unfinished"></translation>
     </message>
@@ -563,6 +626,11 @@ Folder: {target}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/train_region.py"/>
+        <source>Random seed (shuffling)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/train.py"/>
         <source>Random seed (split, shuffling)</source>
         <translation type="unfinished"></translation>
@@ -594,6 +662,11 @@ Folder: {target}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/train_region.py"/>
+        <source>Region model</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
         <source>Reinstall / repair</source>
         <translation type="unfinished"></translation>
@@ -601,6 +674,7 @@ Folder: {target}</source>
     <message>
         <location filename="../../hiergeo_plugin/processing/build_index.py"/>
         <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <location filename="../../hiergeo_plugin/processing/train_region.py"/>
         <source>Satellite tiles (XYZ URL template, saved XYZ connection name or XYZ layer)</source>
         <translation type="unfinished"></translation>
     </message>
@@ -701,6 +775,11 @@ Folder: {target}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/train_region.py"/>
+        <source>Tile source: {source}; starting from {model} on {device}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
         <source>Tiles downloaded</source>
         <translation type="unfinished"></translation>
@@ -723,6 +802,11 @@ Folder: {target}</source>
     <message>
         <location filename="../../hiergeo_plugin/processing/train.py"/>
         <source>Train map encoders</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/train_region.py"/>
+        <source>Train region model</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -753,6 +837,7 @@ Folder: {target}</source>
     </message>
     <message>
         <location filename="../../hiergeo_plugin/processing/train.py"/>
+        <location filename="../../hiergeo_plugin/processing/train_region.py"/>
         <source>Unfrozen transformer blocks</source>
         <translation type="unfinished"></translation>
     </message>
@@ -813,6 +898,7 @@ Folder: {target}</source>
     </message>
     <message>
         <location filename="../../hiergeo_plugin/processing/train.py"/>
+        <location filename="../../hiergeo_plugin/processing/train_region.py"/>
         <source>no usable photos: every feature lacks a photo path or a point geometry</source>
         <translation type="unfinished"></translation>
     </message>
@@ -859,6 +945,11 @@ Folder: {target}</source>
     <message>
         <location filename="../../hiergeo_plugin/processing/train.py"/>
         <source>zoom {zoom}: validation top-1 {top1} (untrained {untrained}), top-5 {top5}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/train_region.py"/>
+        <source>{count} features have no photo path or no point geometry and are left out</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
