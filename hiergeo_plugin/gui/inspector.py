@@ -50,6 +50,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..core.inspection import PhotoInspection, inspect_photo, photo_filter
+from .inspector_confidence import ConfidencePanel
 
 #: Fields that make a layer a Geolocate OUTPUT or CANDIDATES layer (the public contract).
 PREDICTION_FIELDS = {"photo", "lat", "lon", "score", "zoom", "status"}
@@ -177,9 +178,8 @@ class PhotoInspectorDock(QgsDockWidget):
         self.tool.picked.connect(self.pick_at)
         self._build()
         self.refresh_layers()
-        project = QgsProject.instance()
-        project.layersAdded.connect(self.refresh_layers)
-        project.layersRemoved.connect(self.refresh_layers)
+        for signal in (QgsProject.instance().layersAdded, QgsProject.instance().layersRemoved):
+            signal.connect(self.refresh_layers)
 
     # -- widgets ------------------------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -213,6 +213,8 @@ class PhotoInspectorDock(QgsDockWidget):
         self.score_table.verticalHeader().setVisible(False)
         self.score_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         layout.addWidget(self.score_table)
+        self.confidence = ConfidencePanel(self, body)  # hidden for outputs without a confidence field
+        layout.addWidget(self.confidence)
         self.setWidget(body)
         self.predictions_box.currentIndexChanged.connect(self._on_predictions_layer)
         self.candidates_box.currentIndexChanged.connect(self._on_candidates_layer)
@@ -265,6 +267,7 @@ class PhotoInspectorDock(QgsDockWidget):
         self.photo_list.blockSignals(False)
         if current in self._photo_fids:
             self._select_in_list(current)  # the same photo stays shown; no new zoom for an unrelated layer
+        self.confidence.layer_changed()
 
     def _on_candidates_layer(self, *_args) -> None:
         """A new candidates layer: the filter moves with the choice, the previous layer gets its own back."""
@@ -327,8 +330,7 @@ class PhotoInspectorDock(QgsDockWidget):
         from ..core.photos import resolve_photo_path
 
         pixmap, why = photo_pixmap(resolve_photo_path(photo, layer_folder(predictions)))
-        if pixmap is None:
-            self.photo_label.clear()
+        if pixmap is None:  # setText drops the previous photo's pixmap
             self.photo_label.setText(f"(photo not shown: {why})")
         else:
             self.photo_label.setPixmap(pixmap)

@@ -29,6 +29,11 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/gui/inspector_confidence.py"/>
+        <source>Added {layer}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/train_region.py"/>
         <source>Aerial epochs (0 = photo side only)</source>
         <translation type="unfinished"></translation>
@@ -186,6 +191,11 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/gui/inspector_confidence.py"/>
+        <source>Choose a photo and its candidates layer first</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
         <source>Close</source>
         <translation type="unfinished"></translation>
@@ -206,8 +216,29 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/gui/inspector_confidence.py"/>
+        <source>Confidence: none for this photo (not located, or not computed)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/inspector_confidence.py"/>
+        <source>Confidence: {p} within {km} km</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/inspector_confidence.py"/>
+        <source>Could not draw it: {error}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/inspector_confidence.py"/>
         <location filename="../../hiergeo_plugin/processing/credible_regions.py"/>
         <source>Credible regions</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/inspector_confidence.py"/>
+        <source>Credible regions: {photo}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -228,6 +259,16 @@
     <message>
         <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
         <source>Done: {located} photos located, {failed} failed; tiles: {scored} scored, {downloaded} downloaded, {encoded} encoded, {gaps} gaps</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/inspector_confidence.py"/>
+        <source>Draw this photo's 50% and 90% credible regions</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/inspector_confidence.py"/>
+        <source>Draw this photo's probability map as a heat map</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -418,8 +459,23 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/gui/inspector_confidence.py"/>
+        <source>Least confident first</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/inspector_confidence.py"/>
+        <source>Less confident</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/credible_regions.py"/>
         <source>Levels (%)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/inspector_confidence.py"/>
+        <source>List the photos from the least to the most confident, empty ones last</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -471,6 +527,11 @@
     <message>
         <location filename="../../hiergeo_plugin/processing/train_region.py"/>
         <source>Model file to start from (written by Train map encoders)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/inspector_confidence.py"/>
+        <source>More confident</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -526,6 +587,11 @@
     <message>
         <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
         <source>Photo path field of the ground truth</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/inspector_confidence.py"/>
+        <source>Photo {n} of {total}, least confident first</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -605,8 +671,14 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/gui/inspector_confidence.py"/>
         <location filename="../../hiergeo_plugin/processing/probability_map.py"/>
         <source>Probability map</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/inspector_confidence.py"/>
+        <source>Probability map: {photo}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -709,6 +781,16 @@ Folder: {target}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/gui/inspector_confidence.py"/>
+        <source>Show the next less confident photo</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/inspector_confidence.py"/>
+        <source>Show the next more confident photo</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/build_index.py"/>
         <source>Size of the index file (bytes)</source>
         <translation type="unfinished"></translation>
@@ -734,6 +816,7 @@ Folder: {target}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/gui/inspector_confidence.py"/>
         <location filename="../../hiergeo_plugin/processing/credible_regions.py"/>
         <source>Temperature from (model file or region index; empty = the default)</source>
         <translation type="unfinished"></translation>
@@ -1010,6 +1093,11 @@ Folder: {target}</source>
     <message>
         <location filename="../../hiergeo_plugin/processing/probability_map.py"/>
         <source>{photo}: {w} x {h} pixels, temperature {t}, peak {p} per km²</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/inspector_confidence.py"/>
+        <source>{p} within {r} km of the prediction</source>
         <translation type="unfinished"></translation>
     </message>
 </context>
