@@ -9,7 +9,7 @@ import math
 
 from test_inspector import dock, layers, memory_layers, outputs  # noqa: F401 (fixtures shared with the inspector)
 
-from hiergeo_plugin.gui.confidence_walk import confidence_value, percent, step, walk_order
+from hiergeo_plugin.gui.confidence_walk import confidence_value, kilometres, percent, step, walk_order
 
 # -- the walk, without Qt ---------------------------------------------------------------------------------------
 
@@ -37,7 +37,15 @@ def test_confidence_values_and_steps_along_the_walk():
     assert step(order, "f", 1) == "c" and step(order, "c", -1) == "f"
     assert step(order, "a", 1) is None and step(order, "f", -1) is None
     assert step(order, "elsewhere", 1) == "f" and step([], "f", 1) is None
-    assert [percent(p) for p in (0.734, 0.004, 0.0, 0.995, 1.0)] == ["73%", "0.4%", "0%", "99.5%", "100%"]
+    assert [percent(p) for p in (0.734, 0.004, 1e-5, 0.0, 0.995, 1.0)] == [
+        "73%",
+        "0.4%",
+        "<0.1%",
+        "0%",
+        "99.5%",
+        "100%",
+    ]
+    assert [kilometres(d) for d in (0.04, 4.24, 41.2, 15857.4)] == ["0.0", "4.2", "41", "15857"]
 
 
 # -- the panel in QGIS ------------------------------------------------------------------------------------------
@@ -59,7 +67,7 @@ def test_the_panel_shows_the_selected_photos_confidence_and_radius(dock, layers)
     feature = next(f for f in predictions.getFeatures() if f["photo"] == dock.inspection.photo)
     text = panel.summary.text()
     assert f"Confidence: {percent(feature['confidence'])} within 25 km" in text
-    assert f"90% within {feature['radius_km']:.3g} km of the prediction" in text
+    assert f"90% within {kilometres(feature['radius_km'])} km of the prediction" in text
     assert panel.position.text().startswith(f"Photo {panel.order.index(feature['photo']) + 1} of 3")
 
 

@@ -58,8 +58,16 @@ def step(order: List[str], current: Optional[str], offset: int) -> Optional[str]
 
 
 def percent(probability: float) -> str:
-    """73% ; below 1% and above 99% with one decimal, so a small confidence never reads as 0% or a large as 100%."""
+    """73%; below 1% and above 99% with one decimal, and "<0.1%" below that, so that a small confidence never
+    reads as 0% (it is not zero: the true place may still be near) nor a large one as 100%."""
     value = 100.0 * probability
-    if 0.0 < value < 1.0 or 99.0 < value < 100.0:
+    if 0.0 < value < 0.05:
+        return "<0.1%"
+    if 0.0 < value < 1.0 or 99.0 < value < 99.95:
         return f"{value:.1f}%"
     return f"{value:.0f}%"
+
+
+def kilometres(distance_km: float) -> str:
+    """4.2 below 10 km, 41 or 15857 above: a decimal where it matters, never a power of ten for a reader to decode."""
+    return f"{distance_km:.1f}" if distance_km < 10 else f"{distance_km:.0f}"

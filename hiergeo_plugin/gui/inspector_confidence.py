@@ -23,11 +23,11 @@ from qgis.core import (
 )
 from qgis.gui import QgsFileWidget
 from qgis.PyQt.QtCore import Qt
-from qgis.PyQt.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qgis.PyQt.QtWidgets import QApplication, QCheckBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ..core.inspection import photo_filter
 from ..processing.i18n import tr
-from .confidence_walk import confidence_value, percent, step, walk_order
+from .confidence_walk import confidence_value, kilometres, percent, step, walk_order
 
 #: Both fields are written together; a layer with `confidence` alone is still walked.
 CONFIDENCE_FIELD = "confidence"
@@ -52,7 +52,7 @@ def describe(confidence: Optional[float], radius_km: Optional[float]) -> str:
     else:
         lines = [tr("Confidence: {p} within {km} km").format(p=percent(confidence), km=f"{km:g}")]
     if radius_km is not None:
-        lines.append(tr("{p} within {r} km of the prediction").format(p=percent(level), r=f"{radius_km:.3g}"))
+        lines.append(tr("{p} within {r} km of the prediction").format(p=percent(level), r=kilometres(radius_km)))
     return "\n".join(lines)
 
 
@@ -76,6 +76,7 @@ class ConfidencePanel(QWidget):
         self.added: Dict[str, str] = {}
         self._build()
         dock.photoShown.connect(self.photo_shown)
+        dock.candidates_box.currentIndexChanged.connect(lambda _index: self._update(self.current_photo()))
         self.setVisible(False)
 
     def _build(self) -> None:
@@ -98,10 +99,12 @@ class ConfidencePanel(QWidget):
         layout.addLayout(walk)
         self.position = _label(self)
         layout.addWidget(self.position)
+        temperature = QHBoxLayout()
+        temperature.addWidget(QLabel(tr("Temperature from"), self))
         self.calibration = QgsFileWidget(self)
-        self.calibration.setDialogTitle(tr("Temperature from (model file or region index; empty = the default)"))
         self.calibration.setToolTip(tr("Temperature from (model file or region index; empty = the default)"))
-        layout.addWidget(self.calibration)
+        temperature.addWidget(self.calibration)
+        layout.addLayout(temperature)
         maps = QHBoxLayout()
         self.regions_button = QPushButton(tr("Credible regions"), self)
         self.regions_button.setToolTip(tr("Draw this photo's 50% and 90% credible regions"))
@@ -191,11 +194,14 @@ class ConfidencePanel(QWidget):
         if photo is None or candidates is None:
             self.message.setText(tr("Choose a photo and its candidates layer first"))
             return None
+        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)  # one photo's tiles: a second or two
         try:
             layer = make(candidates, photo, self.calibration.filePath())
         except QgsProcessingException as exc:
             self.message.setText(tr("Could not draw it: {error}").format(error=str(exc)))
             return None
+        finally:
+            QApplication.restoreOverrideCursor()
         project = QgsProject.instance()
         if self.added.get(kind) and project.mapLayer(self.added[kind]) is not None:
             project.removeMapLayer(self.added[kind])

@@ -817,6 +817,11 @@ Folder: {target}</source>
     </message>
     <message>
         <location filename="../../hiergeo_plugin/gui/inspector_confidence.py"/>
+        <source>Temperature from</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/gui/inspector_confidence.py"/>
         <location filename="../../hiergeo_plugin/processing/credible_regions.py"/>
         <source>Temperature from (model file or region index; empty = the default)</source>
         <translation type="unfinished"></translation>
