@@ -146,3 +146,18 @@ def test_without_a_photo_the_buttons_say_what_is_missing(dock):  # noqa: F811
     panel = dock.confidence
     assert dock.inspection is None and not panel.regions_button.isEnabled()
     assert panel.add_regions() is None and "Choose a photo" in panel.message.text()
+
+
+def test_a_bad_temperature_file_is_reported_in_the_panel(dock, tmp_path):  # noqa: F811
+    """The file goes to the algorithm as CALIBRATION_FILE; its error is shown, nothing is added to the map."""
+    from qgis.core import QgsProject
+
+    junk = tmp_path / "not-a-model.pt"
+    junk.write_bytes(b"\x00 not a model file")
+    panel = dock.confidence
+    panel.walk(1)
+    panel.calibration.setFilePath(str(junk))
+    before = set(QgsProject.instance().mapLayers())
+    assert panel.add_regions() is None and panel.add_heat_map() is None
+    assert "CALIBRATION_FILE" in panel.message.text() and "Could not draw it" in panel.message.text()
+    assert set(QgsProject.instance().mapLayers()) == before

@@ -132,11 +132,8 @@ def photo_pixmap(path: Optional[str], size: int = THUMBNAIL_PX) -> Tuple[Optiona
         image = reader.read()
         if image.isNull():
             return None, reader.errorString()
-        pixmap = QPixmap.fromImage(image)
-        return (
-            pixmap.scaled(size, size, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation),
-            "",
-        )
+        keep, smooth = Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
+        return QPixmap.fromImage(image).scaled(size, size, keep, smooth), ""
     try:
         image = load_photo(path)
     except PhotoError as exc:
