@@ -156,16 +156,17 @@ def test_trained_region_model_loads_and_builds_a_region_index(provider, server, 
 
 
 class CancelOnProgress(QgsProcessingFeedback):
-    """Presses Cancel at the training's `after`-th progress report; records the warnings."""
+    """Presses Cancel at the training's `after`-th progress report, or at the first one of `percent` or more;
+    records the warnings."""
 
-    def __init__(self, after: int):
+    def __init__(self, after: int = 0, percent: float = 101.0):
         super().__init__()
-        self.after, self.reports, self.warnings = after, 0, []
+        self.after, self.percent, self.reports, self.warnings = after, percent, 0, []
 
     def setProgress(self, value):  # noqa: N802 (QGIS API name)
         super().setProgress(value)
         self.reports += 1
-        if self.reports == self.after:
+        if self.reports == self.after or value >= self.percent:
             self.cancel()
 
     def pushWarning(self, text):  # noqa: N802
@@ -182,6 +183,25 @@ def test_cancel_ends_normally_with_no_model_file_and_says_so(provider, server, r
     assert not out.exists()
     assert feedback.reports == 3  # stopped at the first check after the third report
     assert any(w.startswith("Cancelled: no model file was written") for w in feedback.warnings), feedback.warnings
+
+
+def test_cancel_in_the_aerial_stage_keeps_the_photo_stage_and_the_next_run_resumes(provider, server, region, tmp_path):
+    from hiergeo_plugin.core.region.checkpoint import region_checkpoint_path
+
+    root, rows, _, base = region
+    layer, out = photo_layer(rows), tmp_path / "resumed.safetensors"
+    run = params(layer, server, base, tmp_path / "cache", out, AERIAL_EPOCHS=2)
+    feedback = CancelOnProgress(percent=80.0)  # the aerial stage reports 75-98%
+    assert processing.run(ALG, run, feedback=feedback)["OUTPUT_MODEL"] is None
+    assert not out.exists() and region_checkpoint_path(out).is_file()
+    assert any("run the algorithm again with the same parameters to resume" in w for w in feedback.warnings)
+
+    again = QgsProcessingFeedback()
+    logged = []
+    again.pushInfo = logged.append  # type: ignore[method-assign]
+    assert processing.run(ALG, run, feedback=again)["OUTPUT_MODEL"] == str(out) and out.is_file()
+    assert any(line.startswith("resuming from checkpoint") for line in logged), logged
+    assert not region_checkpoint_path(out).exists()
 
 
 def _cli(*args):

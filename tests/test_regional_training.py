@@ -96,3 +96,53 @@ def test_cancel_stops_training_and_writes_nothing(setting):
     with pytest.raises(Cancelled):
         train_region_model(base_path, records, source, out, _config(), reporter)
     assert not out.exists() and len(calls) == 3  # stopped at the first check after the third progress report
+
+
+def test_cancel_in_the_aerial_stage_keeps_the_photo_stage_and_the_rerun_resumes_to_the_same_file(setting):
+    """A cancelled run restarted from zero before; the photo stage (the long one) is now kept in a checkpoint, and
+    the resumed run writes what an uninterrupted run writes."""
+    from safetensors.torch import load_file
+
+    from hiergeo_plugin.core.model_file import read_manifest
+    from hiergeo_plugin.core.region.checkpoint import region_checkpoint_path
+    from hiergeo_plugin.core.region.training import train_region_model
+
+    root, base_path, records, source = setting
+    config = _config(epochs=1, aerial_epochs=2)
+    whole, resumed = root / "whole.safetensors", root / "resumed.safetensors"
+    assert train_region_model(base_path, records, source, whole, config)["resumed_photo_stage"] is False
+    assert not region_checkpoint_path(whole).exists()  # the finished file makes the checkpoint obsolete
+
+    seen = []
+    in_aerial_stage = Reporter(on_progress=seen.append, is_cancelled=lambda: bool(seen) and seen[-1] > 0.8)
+    with pytest.raises(Cancelled):
+        train_region_model(base_path, records, source, resumed, config, in_aerial_stage)
+    assert not resumed.exists() and region_checkpoint_path(resumed).is_file()
+
+    other = train_region_model(base_path, records, source, root / "other.safetensors", _config(epochs=1, seed=1))
+    assert other["resumed_photo_stage"] is False  # another output, another checkpoint: never mixed up
+    lines = []
+    summary = train_region_model(base_path, records, source, resumed, config, Reporter(on_info=lines.append))
+    assert summary["resumed_photo_stage"] is True and any(line.startswith("resuming from") for line in lines)
+    assert not region_checkpoint_path(resumed).exists()
+    ta, tb = load_file(str(whole)), load_file(str(resumed))
+    assert set(ta) == set(tb) and all(bool((ta[k] == tb[k]).all()) for k in ta)
+    assert read_manifest(whole) == read_manifest(resumed)
+
+
+def test_a_checkpoint_of_other_settings_is_ignored(setting):
+    from hiergeo_plugin.core.region.checkpoint import region_checkpoint_path
+    from hiergeo_plugin.core.region.training import train_region_model
+
+    root, base_path, records, source = setting
+    out = root / "settings.safetensors"
+    seen = []
+    stop = Reporter(on_progress=seen.append, is_cancelled=lambda: bool(seen) and seen[-1] > 0.8)
+    with pytest.raises(Cancelled):
+        train_region_model(base_path, records, source, out, _config(epochs=1, aerial_epochs=2), stop)
+    assert region_checkpoint_path(out).is_file()
+    lines = []
+    summary = train_region_model(
+        base_path, records, source, out, _config(epochs=1, lr=3e-4), Reporter(on_info=lines.append)
+    )
+    assert summary["resumed_photo_stage"] is False and any("starting over" in line for line in lines)

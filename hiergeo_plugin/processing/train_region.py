@@ -181,12 +181,7 @@ class TrainRegionModelAlgorithm(TileSourceAlgorithm):
             reporter = FeedbackReporter(feedback, tile_source.redactor)
             summary = train_region_model(base, records, tile_source, output, config, reporter)
         except Cancelled:  # not an error (core/errors.py): end normally, say what is kept
-            feedback.pushWarning(
-                self.tr(
-                    "Cancelled: no model file was written (tiles stay in the cache); running the algorithm again "
-                    "starts the training from the beginning"
-                )
-            )
+            feedback.pushWarning(self._cancelled_message(output))
             return self._cancelled_results()
         except Exception as exc:  # refusals and anything unforeseen reach the user as a message, never a crash
             raise processing_error(exc, tile_source.redactor.redact) from None
@@ -231,6 +226,20 @@ class TrainRegionModelAlgorithm(TileSourceAlgorithm):
                 self.tr("no usable photos: every feature lacks a photo path or a point geometry")
             )
         return usable
+
+    def _cancelled_message(self, output: str) -> str:
+        from ..core.region.checkpoint import region_checkpoint_path
+
+        checkpoint = region_checkpoint_path(output)
+        if checkpoint.is_file():
+            return self.tr(
+                "Cancelled: no model file was written; the finished photo stage is kept in {name} next to the "
+                "output: run the algorithm again with the same parameters to resume from it"
+            ).format(name=checkpoint.name)
+        return self.tr(
+            "Cancelled: no model file was written (tiles stay in the cache); running the algorithm again starts the "
+            "training from the beginning"
+        )
 
     def _cancelled_results(self) -> Dict[str, object]:
         """A cancelled run's outputs: no model file, no counts (the cancel policy of core/errors.py)."""

@@ -139,6 +139,11 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/train_region.py"/>
+        <source>Cancelled: no model file was written; the finished photo stage is kept in {name} next to the output: run the algorithm again with the same parameters to resume from it</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/build_index.py"/>
         <source>Cancelled: the finished shards are kept beside the output; run the algorithm again with the same parameters to resume</source>
         <translation type="unfinished"></translation>

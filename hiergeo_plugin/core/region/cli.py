@@ -8,8 +8,8 @@ machine without QGIS.
 The photo list is read as `hiergeo geolocate` reads it (a path or photo column, lat/lon columns or a GeoPackage's
 points; relative paths are relative to the list); photos without a position are left out. Same contract as the
 index commands: progress and log lines on stderr, one JSON object (the training record and the output's path) on
-stdout and exit 0; one line on stderr and exit 2 when refused or failed; 130 on Ctrl-C (no file is written, and
-running the command again starts over).
+stdout and exit 0; one line on stderr and exit 2 when refused or failed; 130 on Ctrl-C (no model file is written;
+the same command again resumes from the finished photo stage's checkpoint next to --out, or starts over).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import List, Optional
 
 from ..defaults import DEFAULT_BATCH_SIZE, DEFAULT_LEARNING_RATE, DEFAULT_MAX_CONNECTIONS, DEFAULT_UNFROZEN_BLOCKS
@@ -57,6 +58,8 @@ def train(args) -> dict:
     from ..tile_source import TileSource
     from .training import RegionTrainingConfig, train_region_model
 
+    if not Path(args.model).is_file():  # before torch loads: a typo is refused in a moment
+        raise ValueError(f"--model {args.model}: no such model file")
     records = [r for r in read_photo_list(args.photos) if r.has_truth]
     config = RegionTrainingConfig(
         cell_zoom=args.cell_zoom,
@@ -96,7 +99,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         out = train(args)
     except (KeyboardInterrupt, Cancelled):
-        print("interrupted: no model file was written; run the same command again to start over", file=sys.stderr)
+        print(f"interrupted: no model file was written; {_resume_hint(args.out)}", file=sys.stderr)
         return 130
     except Exception as exc:  # the contract holds for what was not foreseen too
         known = isinstance(exc, (HierGeoError, ValueError, OSError))
@@ -105,6 +108,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     print(json.dumps(out, indent=2))
     return 0
+
+
+def _resume_hint(output: str) -> str:
+    from .checkpoint import region_checkpoint_path
+
+    checkpoint = region_checkpoint_path(output)
+    if checkpoint.is_file():
+        return f"run the same command again to resume from the finished photo stage ({checkpoint.name})"
+    return "run the same command again to start over"
 
 
 def _one_line(text: str, limit: int = 2000) -> str:

@@ -20,7 +20,8 @@ a batch; the class weights and one aerial code per photographed cell stay reside
 batches through the core Reporter; CUDA is used when present. The result is an ordinary model file
 (model_file.save_model_file): the whole photo tower, the map tower, per-zoom overrides with the cell zoom's head
 replaced, and a `region_training` record in the manifest, so buildregionindex and geolocatephotos take it as is.
-Not done: resuming a cancelled run (it restarts; a run over the benchmark's 3,000 photos takes minutes).
+The finished photo stage is kept in a checkpoint next to the output (region/checkpoint.py): a cancelled or crashed
+run resumes with the aerial stage and writes the same file; a run cancelled inside the photo stage restarts it.
 """
 
 from __future__ import annotations
@@ -192,6 +193,19 @@ class _Trainer:
         visual.eval().requires_grad_(False)
         return visual, F.normalize(w_coarse.detach(), dim=-1), F.normalize(w_fine.detach(), dim=-1), history
 
+    def head_state(self, visual) -> Dict[str, object]:
+        """The photo tower's parameters the photo stage trains (what its checkpoint keeps)."""
+        names = set(head_parameter_names(visual, self.config.unfrozen_blocks))
+        return {n: p.detach() for n, p in visual.named_parameters() if n in names}
+
+    def visual_with(self, head: Dict[str, object]):
+        """The base photo tower with the checkpoint's trained parameters, as the photo stage leaves it."""
+        visual = copy.deepcopy(self.model.photo_encoder.visual).to(self.device)
+        unexpected = visual.load_state_dict(head, strict=False).unexpected_keys
+        if unexpected:
+            raise RegionTrainingError(f"the checkpoint does not fit the base model ({unexpected[0]})")
+        return visual.eval().requires_grad_(False)
+
     def aerial_stage(self, w_coarse, w_fine, reporter: Reporter) -> Tuple[Dict[str, object], List[dict]]:
         """Train the cell zoom's map head so each cell's aerial code is classified as its own prototype(s)."""
         import torch
@@ -252,6 +266,20 @@ class _Trainer:
         return save_model_file(output, manifest, overrides, photo_state=photo_state, map_state=map_state)
 
 
+def _photo_side(t: _Trainer, checkpoint: Path, fp: str, reporter: Reporter):
+    """The photo stage, or its result from the checkpoint of this run; (visual, W coarse, W fine, log, resumed)."""
+    from .checkpoint import load_photo_stage, save_photo_stage
+
+    resumed = load_photo_stage(checkpoint, fp, reporter)
+    if resumed is not None:
+        trained, w_coarse, w_fine, photo_log = resumed
+        return t.visual_with(trained), w_coarse.to(t.device), w_fine.to(t.device), photo_log, True
+    aerial = t.aerial_codes(reporter.scaled(0.0, 0.1))
+    visual, w_coarse, w_fine, photo_log = t.photo_stage(aerial, reporter.scaled(0.1, 0.75))
+    save_photo_stage(checkpoint, fp, t.head_state(visual), w_coarse, w_fine, photo_log)
+    return visual, w_coarse, w_fine, photo_log, False
+
+
 def train_region_model(
     base_model: os.PathLike,
     records: Sequence[PhotoRecord],
@@ -262,10 +290,13 @@ def train_region_model(
 ) -> dict:
     """Train the region model from a HierGeo model file and photos with true positions; write `output`.
 
-    Returns a summary (classes, photos, per-epoch losses); raises Cancelled when the reporter asks to stop (no
-    file is written) and RegionTrainingError when there is nothing to train on.
+    Returns a summary (classes, photos, per-epoch losses, whether the photo stage was resumed); raises Cancelled
+    when the reporter asks to stop (no model file is written; a finished photo stage stays in the checkpoint) and
+    RegionTrainingError when there is nothing to train on.
     """
     import torch
+
+    from .checkpoint import fingerprint, region_checkpoint_path
 
     config = config or RegionTrainingConfig()
     reporter = reporter or Reporter()
@@ -278,8 +309,9 @@ def train_region_model(
             f"{cls.n_coarse} coarse classes (zoom {config.cell_zoom - config.class_dz}), {cls.n_fine} cells with "
             f">= {config.min_fine_photos} photos as fine classes"
         )
-        aerial = t.aerial_codes(reporter.scaled(0.0, 0.1))
-        visual, w_coarse, w_fine, photo_log = t.photo_stage(aerial, reporter.scaled(0.1, 0.75))
+        checkpoint = region_checkpoint_path(output)
+        fp = fingerprint(base_model, t.records, source.source_id, config)
+        visual, w_coarse, w_fine, photo_log, resumed = _photo_side(t, checkpoint, fp, reporter)
         head, aerial_log = t.aerial_stage(w_coarse, w_fine, reporter.scaled(0.75, 0.98))
     record = {
         "config": asdict(config),
@@ -291,5 +323,6 @@ def train_region_model(
         "aerial_epochs": aerial_log,
     }
     t.write(Path(output), visual, head, record)
+    checkpoint.unlink(missing_ok=True)
     reporter.progress(1.0)
-    return record
+    return {**record, "resumed_photo_stage": resumed}
