@@ -1,5 +1,6 @@
-"""The four HierGeo dialogs at QGIS's default size show every parameter whole: no part of the parameter panel
-lies beyond its right edge, where the TILE_SOURCE arrow and the "..." buttons of the file fields were cut off.
+"""The HierGeo dialogs with a TILE_SOURCE, at QGIS's default size, show every parameter whole: no part of the
+parameter panel lies beyond its right edge, where the TILE_SOURCE arrow and the "..." buttons of the file fields
+were cut off.
 
 Why: the TILE_SOURCE combo box asked for 410 px and QGIS's labels do not wrap, so one long description made the
 panel 655 px wide in a 376 px view (QGIS 3.22's default dialog, 688 x 523 with its 256 px help pane).
@@ -13,6 +14,7 @@ from qgis.core import QgsApplication
 ALGORITHMS = (
     "hiergeo:geolocatephotos",
     "hiergeo:trainmapencoders",
+    "hiergeo:trainregionmodel",
     "hiergeo:buildregionindex",
     "hiergeo:evaluategeolocation",
 )

@@ -12,6 +12,7 @@ TEMPLATE = "http://127.0.0.1:9/tiles/{z}/{x}/{y}.png"
 ALGORITHMS = (
     "hiergeo:geolocatephotos",
     "hiergeo:trainmapencoders",
+    "hiergeo:trainregionmodel",
     "hiergeo:buildregionindex",
     "hiergeo:evaluategeolocation",
 )
