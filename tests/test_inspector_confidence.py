@@ -132,6 +132,8 @@ def test_regions_and_heat_map_of_the_shown_photo_go_on_the_map_styled(dock, laye
         assert heat is not None and heat.isValid() and project.mapLayer(heat.id()) is heat
         assert isinstance(heat.renderer(), QgsSingleBandPseudoColorRenderer)  # the stored heat-map style
         assert heat.dataProvider().bandStatistics(1).maximumValue > 0
+        order = project.layerTreeRoot().findLayerIds()
+        assert order[:2] == [regions.id(), heat.id()]  # on top of the map, the regions' outlines above the heat
         # The next photo's regions replace this one's: the map shows one photo's at a time.
         panel.walk(1)
         again = panel.add_regions()

@@ -205,10 +205,18 @@ class ConfidencePanel(QWidget):
         project = QgsProject.instance()
         if self.added.get(kind) and project.mapLayer(self.added[kind]) is not None:
             project.removeMapLayer(self.added[kind])
-        project.addMapLayer(layer)
+        project.addMapLayer(layer, False)
+        project.layerTreeRoot().insertLayer(self._position(kind), layer)
         self.added[kind] = layer.id()
         self.message.setText(tr("Added {layer}").format(layer=layer.name()))
         return layer
+
+    def _position(self, kind: str) -> int:
+        """Where the new layer goes in the layer tree: on top, but a heat map below the regions, whose outlines it
+        would otherwise cover."""
+        root = QgsProject.instance().layerTreeRoot()
+        node = root.findLayer(self.added.get("regions", "")) if kind == "heat map" else None
+        return root.children().index(node) + 1 if node is not None and node.parent() is root else 0
 
 
 def photo_candidates(candidates: QgsVectorLayer, photo: str) -> QgsVectorLayer:
