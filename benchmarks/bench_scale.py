@@ -6,7 +6,7 @@
    a 64-d latent space, so a query's 10 nearest cells are close rivals and recall means something) are written as
    the build's shard files (parts.write_shard, fp16), a chunk at a time;
 2. a child process runs the real assembly (assembly.assemble_streamed, what IndexBuilder.build calls for
-   IVF-PQ) over them: its peak resident memory (ru_maxrss) and wall time are build_peak_rss_gb and build_seconds;
+   IVF-PQ) over them: its peak resident memory (VmHWM) and wall time are build_peak_rss_gb and build_seconds;
 3. another child opens the file with the real searching code (index_file.read_index + search.open_vectors, what
    IndexSearch uses) and searches one query at a time: ms_per_query, recall_at_10 against the exact top 10
    (streamed fp32 inner products over all cells) and search_rss_gb, the process's resident memory after the
@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -73,6 +72,12 @@ def _cpu() -> str:
     return platform.machine()
 
 
+def peak_rss_kb() -> float:
+    """This process's own high-water mark. Not ru_maxrss: Linux carries it over from the parent across fork/vfork
+    and exec, so a child would report the (larger) peak of the parent that generated the cells."""
+    return _status("VmHWM")
+
+
 def write_shards(cells, folder: Path) -> list:
     """The build's shard files of ``cells``; any left in ``folder`` by an earlier run are removed first (the build
     child assembles every shard file it finds)."""
@@ -108,7 +113,7 @@ def child_build(folder: Path, n: int) -> dict:
     res = assemble_streamed(paths, config, folder / "index.hgindex")
     return {
         "build_seconds": round(time.perf_counter() - t0, 1),
-        "build_peak_rss_gb": _gb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
+        "build_peak_rss_gb": _gb(peak_rss_kb()),
         "index_bytes": res.index_bytes,
         "index_cells": res.cells,
         "kind": res.kind,
@@ -148,7 +153,7 @@ def child_search(folder: Path, soak: int) -> dict:
         "search_rss_gb": _gb(after),
         "soak_queries": soak,
         "search_soak_rss_gb": _gb(_status("VmRSS")),
-        "search_peak_rss_gb": _gb(_status("VmHWM")),
+        "search_peak_rss_gb": _gb(peak_rss_kb()),
         "open_seconds": round(open_s, 1),
         "search_cells": len(index),
         "on_disk": bool(index.ann_lists is not None),

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 CELLS = 3000
 
@@ -54,3 +56,14 @@ def test_rerun_in_the_same_folder_replaces_the_shards(tmp_path):
     (tmp_path / "shard-9999999999.safetensors").write_bytes(b"stale")
     result = run_bench(tmp_path)
     assert result["cells"] == result["index_cells"] == CELLS
+
+
+def test_a_child_reports_its_own_peak_not_its_parents():
+    """The build child's peak must not include the memory of the process that generated the cells (ru_maxrss does:
+    Linux keeps it across fork and exec, which made a 1 M-cell build read 2.1 GB)."""
+    held = np.ones(400 * 2**20 // 8)  # 400 MiB resident in this (the parent) process
+    code = f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import bench_scale; print(bench_scale.peak_rss_kb())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=str(ROOT))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert float(out.stdout.split()[-1]) < 300 * 1024, out.stdout  # kB: the child's own interpreter and numpy
+    del held
