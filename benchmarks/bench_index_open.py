@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 _OPEN = r"""
-import json, resource, sys
+import json, sys
 import faiss, numpy as np
 from hiergeo_plugin.core.index.ann import VectorIndex
 from hiergeo_plugin.core.index.index_file import read_index
@@ -31,7 +31,9 @@ def rss_mb():
         return int(fh.read().split()[1]) * 4096 / 2**20
 
 def peak_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # this process's high-water mark (VmHWM; ru_maxrss would carry the parent's over across exec)
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
 
 r0, p0 = rss_mb(), peak_mb()
 index = read_index(sys.argv[1])
