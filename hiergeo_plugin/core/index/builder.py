@@ -56,7 +56,14 @@ from .planning import (  # noqa: F401 - re-exported
     probe_seconds_per_tile,
     refuse_if_too_large,
 )
-from .prototypes import PROTOTYPE_DZ, Prototypes, combine_codes, learn_prototypes, no_prototypes
+from .prototypes import (
+    PROTOTYPE_DZ,
+    Prototypes,
+    class_photo_counts,
+    combine_codes,
+    learn_prototypes,
+    no_prototypes,
+)
 from .search import model_fingerprints
 
 #: Cells a build accepts unless the caller raises the limit: 250,000 zoom-16 cells are ~15,000 km2 (a region),
@@ -171,7 +178,12 @@ def assemble_index(
             "planned_cells": plan.count,
             "prototypes": len(protos.parents),
         },
-        extra=dict(extra or {}, prototypes=protos.summary(), context=ctx_manifest),
+        extra=dict(
+            extra or {},
+            prototypes=protos.summary(),
+            prototype_photos=class_photo_counts(protos, photo_tiles, tiles),
+            context=ctx_manifest,
+        ),
     )
     index = RegionIndex(
         manifest,

@@ -247,3 +247,17 @@ def learn_prototypes(
     return Prototypes(
         pzoom, parents, vectors, prototype_of, float(kappa), kappa_scores, len(keep), n_held_used, before, after
     )
+
+
+def class_photo_counts(protos: Prototypes, photo_cells: Sequence[Tile], cells: Sequence[Tile]) -> List[int]:
+    """Photos behind each prototype row (those inside `cells`, as learn_prototypes counts them): what an index
+    update (update.py) weighs a prototype by when it adds verified photos."""
+    inside = set(cells)
+    row = {p: j for j, p in enumerate(protos.parents)}
+    counts = [0] * len(protos.parents)
+    for t in photo_cells:
+        if t in inside:
+            j = row.get(tile_parent(t, t.z - protos.zoom))
+            if j is not None:
+                counts[j] += 1
+    return counts
