@@ -15,6 +15,7 @@ from .probability_map import ProbabilityMapAlgorithm
 from .resources import ICON_PATH
 from .train import TrainMapEncodersAlgorithm
 from .train_region import TrainRegionModelAlgorithm
+from .update_index import UpdateIndexPrototypesAlgorithm
 
 PROVIDER_ID = "hiergeo"
 
@@ -45,6 +46,7 @@ class HierGeoProvider(QgsProcessingProvider):
             TrainMapEncodersAlgorithm(),
             TrainRegionModelAlgorithm(),
             BuildRegionIndexAlgorithm(),
+            UpdateIndexPrototypesAlgorithm(),
             CredibleRegionsAlgorithm(),
             ProbabilityMapAlgorithm(),
         ):

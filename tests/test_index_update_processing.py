@@ -1,0 +1,80 @@
+"""hiergeo:updateindexprototypes in real QGIS (headless): an index built by hiergeo:buildregionindex over a local
+tile server is updated with verified photos, with no tile requested, and repeated photos are not counted twice."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import hashed_tile_png
+from qgis.core import QgsFeature, QgsGeometry, QgsPointXY, QgsProcessingException, QgsVectorLayer
+
+from hiergeo_demo.tile_server import TileServer
+from hiergeo_plugin.core.index.index_file import read_index
+from hiergeo_plugin.core.tiles import Tile, tile_bounds, tile_center
+
+ZOOM = 10
+FIRST, LAST = Tile(ZOOM, 542, 318), Tile(ZOOM, 545, 321)
+W, S, E, N = tile_bounds(FIRST)[0], tile_bounds(LAST)[1], tile_bounds(LAST)[2], tile_bounds(FIRST)[3]
+
+
+def run(alg, params):
+    import processing
+
+    return processing.run(alg, params)
+
+
+def verified_layer(folder, cells):
+    """Verified photos at their cells' centres whose look is not the tile's (what the street shows)."""
+    layer = QgsVectorLayer("Point?crs=EPSG:4326&field=photo:string", "verified", "memory")
+    feats = []
+    for k, t in enumerate(cells):
+        path = folder / f"verified-{k}.png"
+        path.write_bytes(hashed_tile_png(3, k, 1))
+        lat, lon = tile_center(t)
+        f = QgsFeature(layer.fields())
+        f.setAttributes([str(path)])
+        f.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(lon, lat)))
+        feats.append(f)
+    layer.dataProvider().addFeatures(feats)
+    return layer
+
+
+def test_update_index_with_verified_photos_end_to_end(provider, tmp_path):
+    with TileServer(hashed_tile_png) as server:
+        built = run(
+            "hiergeo:buildregionindex",
+            {
+                "EXTENT": f"{W},{E},{S},{N} [EPSG:4326]",
+                "ZOOM": ZOOM,
+                "TILE_SOURCE": server.template,
+                "BASE_MODEL": "hiergeo-tiny",
+                "DEVICE": 1,
+                "CACHE_DIR": str(tmp_path / "cache"),
+                "OUTPUT_INDEX": str(tmp_path / "area.hgindex"),
+            },
+        )
+        requests = server.log.total
+        layer = verified_layer(tmp_path, [Tile(ZOOM, 542, 318), Tile(ZOOM, 545, 320)])
+        params = {
+            "INDEX": built["OUTPUT_INDEX"],
+            "PHOTOS": layer,
+            "PHOTO_FIELD": "photo",
+            "BASE_MODEL": "hiergeo-tiny",
+            "DEVICE": "cpu",
+            "OUTPUT_INDEX": str(tmp_path / "updated.hgindex"),
+        }
+        first = run("hiergeo:updateindexprototypes", params)
+        assert (first["PHOTOS_ADDED"], first["PHOTOS_ALREADY_ADDED"], first["CELLS_UPDATED"]) == (2, 0, 8)
+        index = read_index(first["OUTPUT_INDEX"])
+        assert len(index.prototypes) == 2 and index.manifest["updates"][0]["photos"] == 2
+        again = run(
+            "hiergeo:updateindexprototypes",
+            dict(params, INDEX=first["OUTPUT_INDEX"], OUTPUT_INDEX=str(tmp_path / "again")),
+        )
+        assert (again["PHOTOS_ADDED"], again["PHOTOS_ALREADY_ADDED"]) == (0, 2)
+        assert (
+            again["OUTPUT_INDEX"].endswith("again.hgindex")
+            and len(read_index(again["OUTPUT_INDEX"]).manifest["updates"]) == 1
+        )
+        assert server.log.total == requests  # the updates requested no tile
+    with pytest.raises(QgsProcessingException, match="does not exist"):
+        run("hiergeo:updateindexprototypes", dict(params, INDEX=str(tmp_path / "missing.hgindex")))
