@@ -7,7 +7,12 @@ from __future__ import annotations
 import pytest
 from qgis.core import QgsApplication
 
-ALGORITHMS = ("hiergeo:geolocatephotos", "hiergeo:trainmapencoders", "hiergeo:buildregionindex")
+ALGORITHMS = (
+    "hiergeo:geolocatephotos",
+    "hiergeo:trainmapencoders",
+    "hiergeo:buildregionindex",
+    "hiergeo:updateindexprototypes",
+)
 
 
 def make_wrapper(alg_id, dialog_class="AlgorithmDialog"):

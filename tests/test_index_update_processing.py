@@ -78,3 +78,26 @@ def test_update_index_with_verified_photos_end_to_end(provider, tmp_path):
         assert server.log.total == requests  # the updates requested no tile
     with pytest.raises(QgsProcessingException, match="does not exist"):
         run("hiergeo:updateindexprototypes", dict(params, INDEX=str(tmp_path / "missing.hgindex")))
+
+
+def test_dialog_fits_the_default_view_without_a_tile_source_widget(provider, qgis_iface, monkeypatch):
+    """No TILE_SOURCE widget wraps this dialog's labels: they must be short enough as they are."""
+    from processing.gui.AlgorithmDialog import AlgorithmDialog
+    from qgis.core import QgsApplication
+    from qgis.gui import QgsBrowserGuiModel
+    from qgis.PyQt.QtWidgets import QScrollArea
+
+    browser = QgsBrowserGuiModel()
+    monkeypatch.setattr(qgis_iface, "browserModel", lambda: browser, raising=False)
+    alg = QgsApplication.processingRegistry().createAlgorithmById("hiergeo:updateindexprototypes")
+    dialog = AlgorithmDialog(alg, parent=None)
+    try:
+        dialog.show()
+        QgsApplication.processEvents()
+        panel = max(dialog.findChildren(QScrollArea), key=lambda area: area.widget().minimumSizeHint().height())
+        assert panel.widget().minimumSizeHint().width() <= panel.viewport().width()
+        assert panel.horizontalScrollBar().maximum() == 0
+    finally:
+        dialog.close()
+        dialog.deleteLater()
+        QgsApplication.processEvents()

@@ -26,6 +26,7 @@ ALGORITHMS = {
     "hiergeo:trainmapencoders",
     "hiergeo:trainregionmodel",
     "hiergeo:buildregionindex",
+    "hiergeo:updateindexprototypes",
     "hiergeo:credibleregions",
     "hiergeo:probabilitymap",
 }
@@ -61,6 +62,15 @@ CONTRACT_KEYS = {
         "PROTOTYPE_PHOTOS",
         "PHOTO_FIELD",
         "MAX_CELLS",
+        "OUTPUT_INDEX",
+    ],
+    "hiergeo:updateindexprototypes": [
+        "INDEX",
+        "PHOTOS",
+        "PHOTO_FIELD",
+        "MODEL",
+        "BASE_MODEL",
+        "DEVICE",
         "OUTPUT_INDEX",
     ],
     "hiergeo:evaluategeolocation": ["PREDICTIONS", "THRESHOLDS_KM", "CANDIDATES", "CALIBRATION_FILE"],

@@ -58,6 +58,8 @@ class UpdateIndexPrototypesAlgorithm(HierGeoAlgorithm):
         return super().flags() | QgsProcessingAlgorithm.Flag.FlagCanCancel
 
     def initAlgorithm(self, config=None):  # noqa: N802
+        # Short labels: without a TILE_SOURCE widget (which wraps every label of a HierGeo dialog) QGIS's labels do
+        # not wrap, and the build's longer ones would widen the default dialog past its view.
         self.addParameter(
             QgsProcessingParameterFile(
                 self.INDEX,
@@ -69,7 +71,7 @@ class UpdateIndexPrototypesAlgorithm(HierGeoAlgorithm):
         self.addParameter(
             QgsProcessingParameterFeatureSource(
                 self.PHOTOS,
-                self.tr("Verified photos (points at their verified positions)"),
+                self.tr("Verified photos (points)"),
                 [QgsProcessing.SourceType.TypeVectorPoint],
             )
         )
@@ -86,16 +88,14 @@ class UpdateIndexPrototypesAlgorithm(HierGeoAlgorithm):
         self.addParameter(
             QgsProcessingParameterFile(
                 self.MODEL,
-                self.tr("Trained model file (empty: the base model)"),
+                self.tr("Trained model file"),
                 behavior=QgsProcessingParameterFile.Behavior.File,
                 fileFilter=self.tr("HierGeo model (*.safetensors);;All files (*.*)"),
                 optional=True,
             )
         )
         self.addParameter(
-            QgsProcessingParameterString(
-                self.BASE_MODEL, self.tr("Base model (open_clip architecture/pretrained tag)"), DEFAULT_BASE_MODEL
-            )
+            QgsProcessingParameterString(self.BASE_MODEL, self.tr("Base model (open_clip tag)"), DEFAULT_BASE_MODEL)
         )
         self.addParameter(device_parameter(self.DEVICE))
         self.addParameter(

@@ -51,6 +51,11 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/update_index.py"/>
+        <source>Base model (open_clip tag)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/train.py"/>
         <source>Base training epochs (train photo and map towers from scratch first; 0 = off)</source>
         <translation type="unfinished"></translation>
@@ -124,6 +129,11 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/update_index.py"/>
+        <source>Cancelled before the index update started</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/algorithm.py"/>
         <source>Cancelled while torch and open_clip were loading.</source>
         <translation type="unfinished"></translation>
@@ -131,6 +141,11 @@
     <message>
         <location filename="../../hiergeo_plugin/gui/install_dialog.py"/>
         <source>Cancelled.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/update_index.py"/>
+        <source>Cancelled: no index written; the input index is unchanged</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -183,6 +198,11 @@
     <message>
         <location filename="../../hiergeo_plugin/processing/build_index.py"/>
         <source>Cells in the index</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/update_index.py"/>
+        <source>Cells whose code changed</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -331,6 +351,7 @@
         <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
         <location filename="../../hiergeo_plugin/processing/train.py"/>
         <location filename="../../hiergeo_plugin/processing/train_region.py"/>
+        <location filename="../../hiergeo_plugin/processing/update_index.py"/>
         <source>Field with the photo path</source>
         <translation type="unfinished"></translation>
     </message>
@@ -391,6 +412,7 @@
     </message>
     <message>
         <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <location filename="../../hiergeo_plugin/processing/update_index.py"/>
         <source>HierGeo index (*.hgindex)</source>
         <translation type="unfinished"></translation>
     </message>
@@ -409,6 +431,7 @@
         <location filename="../../hiergeo_plugin/processing/build_index.py"/>
         <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
         <location filename="../../hiergeo_plugin/processing/train_region.py"/>
+        <location filename="../../hiergeo_plugin/processing/update_index.py"/>
         <source>HierGeo model (*.safetensors);;All files (*.*)</source>
         <translation type="unfinished"></translation>
     </message>
@@ -486,6 +509,7 @@
     <message>
         <location filename="../../hiergeo_plugin/processing/build_index.py"/>
         <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
+        <location filename="../../hiergeo_plugin/processing/update_index.py"/>
         <source>Loading model {model} on {device}</source>
         <translation type="unfinished"></translation>
     </message>
@@ -615,6 +639,11 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/update_index.py"/>
+        <source>Photos added to the prototypes</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
         <source>Photos evaluated</source>
         <translation type="unfinished"></translation>
@@ -627,6 +656,11 @@
     <message>
         <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
         <source>Photos searched together</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/update_index.py"/>
+        <source>Photos skipped: added before</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -736,6 +770,11 @@ Folder: {target}</source>
     <message>
         <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
         <source>Region index (for the index methods)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/update_index.py"/>
+        <source>Region index to update</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -908,6 +947,11 @@ Folder: {target}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/update_index.py"/>
+        <source>Trained model file</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/build_index.py"/>
         <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
         <source>Trained model file (empty: the base model)</source>
@@ -935,6 +979,16 @@ Folder: {target}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/update_index.py"/>
+        <source>Update index with verified photos</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/update_index.py"/>
+        <source>Updated region index</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/train.py"/>
         <source>Validation top-1 accuracy, zoom {zoom}</source>
         <translation type="unfinished"></translation>
@@ -942,6 +996,11 @@ Folder: {target}</source>
     <message>
         <location filename="../../hiergeo_plugin/processing/train.py"/>
         <source>Validation top-5 accuracy, zoom {zoom}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/update_index.py"/>
+        <source>Verified photos (points)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -1063,6 +1122,11 @@ Folder: {target}</source>
     <message>
         <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
         <source>{count} photos from {field}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/update_index.py"/>
+        <source>{count} verified photos read</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
