@@ -160,3 +160,32 @@ def test_file_without_counts_weighs_its_prototypes_by_the_build_photos(tmp_path,
     updated = read_index(res.path)
     assert res.classes_updated == 1 and res.classes_new == 0 and updated.kappa == index.kappa
     assert sorted(updated.manifest["prototype_photos"]) == [2, 2, 2, 3]
+
+
+def test_on_disk_index_is_refused_before_any_photo_is_read(tmp_path, tiny_model_module):
+    """A streamed (format 2) index searches its lists in place; an update would have to rewrite them: refused."""
+    from hiergeo_plugin.core.index.assembly import AssemblyConfig, assemble_streamed
+    from hiergeo_plugin.core.index.parts import write_shard
+
+    rng = np.random.default_rng(0)
+    x = normalize_rows(rng.standard_normal((12_000, 64)).astype(np.float32))
+    paths = []
+    for s in range(0, len(x), 4096):
+        m = min(4096, len(x) - s)
+        paths.append(tmp_path / f"shard-{s:08d}.safetensors")
+        write_shard(paths[-1], [Tile(16, i % 4096, i // 4096) for i in range(s, s + m)], x[s : s + m], m)
+    config = AssemblyConfig(
+        zoom=16,
+        area={"extent": [0.0, 0.0, 1.0, 1.0]},
+        model={"photo": "p" * 16, "map": "m" * 16, "description": "test"},
+        source={"id": "src", "display": "test source"},
+        planned_cells=len(x),
+        kind="ivfpq",
+        max_train_rows=12_000,
+        batch_rows=4096,
+    )
+    path = assemble_streamed(paths, config, tmp_path / "ondisk.hgindex").path
+    missing = [PhotoRecord("x", str(tmp_path / "missing.png"), 0.0, 0.0)]
+    with pytest.raises(IndexUpdateError, match="on disk"):
+        update_prototypes(path, tiny_model_module, missing, tmp_path / "out.hgindex")
+    assert not (tmp_path / "out.hgindex").exists()
