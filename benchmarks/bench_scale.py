@@ -11,9 +11,10 @@
    IndexSearch uses) and searches one query at a time: ms_per_query, recall_at_10 against the exact top 10
    (streamed fp32 inner products over all cells) and search_rss_gb, the process's resident memory after the
    queries (VmRSS; search_peak_rss_gb is its high-water mark, opening included);
-4. with --soak N, N more queries in random directions (touching lists all over the file) and search_soak_rss_gb
-   after them: FAISS maps the inverted lists itself, and the list pages it has read stay counted in the process's
-   resident memory (clean file pages, which the kernel may reclaim) until the process ends.
+4. with --soak N, N more queries like the measured ones (cells all over the area moved by noise) and
+   search_soak_rss_gb after them: FAISS maps the inverted lists itself, and the list pages it has read stay
+   counted in the process's resident memory (clean file pages, which the kernel may reclaim) until it ends, so
+   resident memory grows with the lists touched, up to their 72 bytes a cell.
 
 Prints one JSON object on its last line. Embedding real tiles is not measured here (days at these sizes). The
 search runs right after the build, so the index file is in the page cache: ms_per_query is a warm-cache figure (a
@@ -122,7 +123,7 @@ def child_build(folder: Path, n: int) -> dict:
     }
 
 
-def child_search(folder: Path, soak: int) -> dict:
+def child_search(folder: Path, n: int, soak: int) -> dict:
     from bench_index import recall_at
 
     from hiergeo_plugin.core.index.index_file import read_index
@@ -141,10 +142,11 @@ def child_search(folder: Path, soak: int) -> dict:
         ids[j] = vectors.search(q[None, :], 10)[1][0]
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     after = _status("VmRSS")
-    rng = np.random.default_rng(1)
-    for _ in range(soak):
-        q = rng.standard_normal((1, queries.shape[1])).astype(np.float32)
-        vectors.search(q / np.linalg.norm(q), 10)
+    if soak:
+        from bench_index import SyntheticCells
+
+        for q in SyntheticCells(n).queries(len(queries) + soak):  # other rows than the measured queries' draw
+            vectors.search(q[None, :], 10)
     return {
         "recall_at_10": round(recall_at(ids, truth), 4),
         "ms_per_query": round(wall / len(queries) * 1e3, 3),
@@ -176,7 +178,7 @@ def main() -> None:
     ap.add_argument("--cells", default="1M")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--threads", type=int, default=1, help="OMP threads of the build and search processes")
-    ap.add_argument("--soak", type=int, default=0, help="further queries in random directions (resident memory)")
+    ap.add_argument("--soak", type=int, default=0, help="further queries (resident memory)")
     ap.add_argument("--work", default=None, help="folder for the shards and the index (default: a temp folder)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--_build", default=None, help=argparse.SUPPRESS)
@@ -184,7 +186,7 @@ def main() -> None:
     args = ap.parse_args()
     n = parse_cells(args.cells)
     if args._build or args._search:
-        got = child_build(Path(args._build), n) if args._build else child_search(Path(args._search), args.soak)
+        got = child_build(Path(args._build), n) if args._build else child_search(Path(args._search), n, args.soak)
         print(json.dumps(got))
         return
     from bench_index import SyntheticCells, exact_top

@@ -22,6 +22,8 @@ def run_bench(work: Path) -> dict:
             "3k",
             "--queries",
             "20",
+            "--soak",
+            "30",
             "--work",
             str(work),
         ],
@@ -44,6 +46,7 @@ def test_tiny_run_prints_sane_json(tmp_path):
     assert result["recall_at_10"] > 0.5  # exact re-ranking of 80 candidates: far above chance on 3000 cells
     assert result["build_peak_rss_gb"] > 0 and result["search_rss_gb"] > 0
     assert 0 < result["search_rss_gb"] <= result["search_peak_rss_gb"]
+    assert result["soak_queries"] == 30 and 0 < result["search_soak_rss_gb"] <= result["search_peak_rss_gb"]
     assert result["ms_per_query"] > 0 and result["build_seconds"] >= 0
     assert 0 < result["train_rows"] <= CELLS
     # the file holds at least each cell's fp16 aerial code (1 KiB at 512-d) and its PQ code + id
