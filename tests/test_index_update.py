@@ -189,3 +189,18 @@ def test_on_disk_index_is_refused_before_any_photo_is_read(tmp_path, tiny_model_
     with pytest.raises(IndexUpdateError, match="on disk"):
         update_prototypes(path, tiny_model_module, missing, tmp_path / "out.hgindex")
     assert not (tmp_path / "out.hgindex").exists()
+
+
+def test_cancelled_update_writes_nothing(built, tiny_model_module):
+    from hiergeo_plugin.core.progress import Cancelled, Reporter
+
+    folder, path, _ = built
+    with pytest.raises(Cancelled):
+        update_prototypes(
+            path,
+            tiny_model_module,
+            verified(folder, CELL_A, [(2, 2)], "x"),
+            folder / "cancelled.hgindex",
+            reporter=Reporter(is_cancelled=lambda: True),
+        )
+    assert not (folder / "cancelled.hgindex").exists()

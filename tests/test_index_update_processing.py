@@ -101,3 +101,50 @@ def test_dialog_fits_the_default_view_without_a_tile_source_widget(provider, qgi
         dialog.close()
         dialog.deleteLater()
         QgsApplication.processEvents()
+
+
+def test_cancelled_update_ends_normally_with_no_index(provider, tmp_path):
+    """Cancel is not an error (core/errors.py's cancel policy): no index written, no counts, a warning says so."""
+    from qgis.core import QgsProcessingFeedback
+
+    from hiergeo_plugin.core.factory import load_geo_model
+    from hiergeo_plugin.core.index.builder import IndexBuilder
+    from hiergeo_plugin.core.index.cells import Area
+    from hiergeo_plugin.core.tile_source import TileSource
+
+    class CancelOnProgress(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.warnings = []
+
+        def setProgress(self, value):  # noqa: N802 (QGIS API name)
+            super().setProgress(value)
+            self.cancel()  # the user presses Cancel once the update reports its first progress
+
+        def pushWarning(self, text):  # noqa: N802
+            self.warnings.append(text)
+            super().pushWarning(text)
+
+    with TileServer(hashed_tile_png) as server:
+        source = TileSource(server.template)
+        try:
+            model = load_geo_model("hiergeo-tiny", device="cpu")
+            index = IndexBuilder(model, source).build(Area.make(extent=(W, S, E, N)), ZOOM, tmp_path / "a.hgindex")
+        finally:
+            source.close()
+    feedback = CancelOnProgress()
+    out = tmp_path / "cancelled.hgindex"
+    params = {
+        "INDEX": str(index.path),
+        "PHOTOS": verified_layer(tmp_path, [Tile(ZOOM, 542, 318)]),
+        "PHOTO_FIELD": "photo",
+        "BASE_MODEL": "hiergeo-tiny",
+        "DEVICE": "cpu",
+        "OUTPUT_INDEX": str(out),
+    }
+    import processing
+
+    result = processing.run("hiergeo:updateindexprototypes", params, feedback=feedback)
+    assert result["OUTPUT_INDEX"] is None and result["PHOTOS_ADDED"] is None
+    assert not out.exists()
+    assert any(w.startswith("Cancelled") for w in feedback.warnings), feedback.warnings
