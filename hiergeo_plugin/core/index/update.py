@@ -124,6 +124,11 @@ def update_prototypes(
         rep.warning(f"index update: {outside} photos lie outside the index's cells and are left out")
     rep.progress(0.6)
     new, stats = _moved(index, emb[inside], [tiles[j] for j in inside], row_of)
+    if stats[2] and new.kappa == 0.0:
+        rep.warning(
+            "index update: the index's prototype weight (kappa) is 0, as its build chose on held-out photos: the "
+            "prototypes are updated and recorded, but the cell codes and the search do not change"
+        )
     if inside:  # a record per update that added photos; an update of nothing new leaves the list as it was
         new.manifest["updates"] = list(index.manifest.get("updates") or []) + [
             {
