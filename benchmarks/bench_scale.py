@@ -123,7 +123,7 @@ def child_build(folder: Path, n: int) -> dict:
     }
 
 
-def child_search(folder: Path, n: int, soak: int) -> dict:
+def child_search(folder: Path) -> dict:
     from bench_index import recall_at
 
     from hiergeo_plugin.core.index.index_file import read_index
@@ -142,18 +142,16 @@ def child_search(folder: Path, n: int, soak: int) -> dict:
         ids[j] = vectors.search(q[None, :], 10)[1][0]
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     after = _status("VmRSS")
-    if soak:
-        from bench_index import SyntheticCells
-
-        for q in SyntheticCells(n).queries(len(queries) + soak):  # other rows than the measured queries' draw
-            vectors.search(q[None, :], 10)
+    soak = np.load(folder / "soak.npy") if (folder / "soak.npy").exists() else queries[:0]
+    for q in soak:
+        vectors.search(q[None, :], 10)
     return {
         "recall_at_10": round(recall_at(ids, truth), 4),
         "ms_per_query": round(wall / len(queries) * 1e3, 3),
         "cpu_ms_per_query": round(cpu / len(queries) * 1e3, 3),
         "search_open_rss_gb": _gb(open_rss),
         "search_rss_gb": _gb(after),
-        "soak_queries": soak,
+        "soak_queries": len(soak),
         "search_soak_rss_gb": _gb(_status("VmRSS")),
         "search_peak_rss_gb": _gb(peak_rss_kb()),
         "open_seconds": round(open_s, 1),
@@ -164,9 +162,9 @@ def child_search(folder: Path, n: int, soak: int) -> dict:
     }
 
 
-def run_child(mode: str, folder: Path, n: int, threads: int, soak: int = 0) -> dict:
+def run_child(mode: str, folder: Path, n: int, threads: int) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    cmd = [sys.executable, __file__, f"--_{mode}", str(folder), "--cells", str(n), "--soak", str(soak)]
+    cmd = [sys.executable, __file__, f"--_{mode}", str(folder), "--cells", str(n)]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode:
         raise SystemExit(f"{mode} failed:\n{out.stderr[-3000:]}")
@@ -186,7 +184,7 @@ def main() -> None:
     args = ap.parse_args()
     n = parse_cells(args.cells)
     if args._build or args._search:
-        got = child_build(Path(args._build), n) if args._build else child_search(Path(args._search), n, args.soak)
+        got = child_build(Path(args._build), n) if args._build else child_search(Path(args._search))
         print(json.dumps(got))
         return
     from bench_index import SyntheticCells, exact_top
@@ -200,9 +198,12 @@ def main() -> None:
         queries = cells.queries(args.queries)
         np.save(folder / "queries.npy", queries)
         np.save(folder / "truth.npy", exact_top(cells, queries))
+        (folder / "soak.npy").unlink(missing_ok=True)
+        if args.soak:  # other rows than the measured queries' draw; made here, so the search's peak leaves them out
+            np.save(folder / "soak.npy", cells.queries(args.queries + args.soak)[args.queries :])
         prepare_s = time.perf_counter() - t0
         build = run_child("build", folder, n, args.threads)
-        search = run_child("search", folder, n, args.threads, args.soak)
+        search = run_child("search", folder, n, args.threads)
     finally:
         if not args.work:
             shutil.rmtree(folder, ignore_errors=True)
