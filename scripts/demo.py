@@ -29,6 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from hiergeo_plugin.core.confidence.assessment import calibration_of_run  # noqa: E402
 from hiergeo_plugin.core.defaults import DEFAULT_THRESHOLDS_TEXT as THRESHOLDS  # noqa: E402
 from hiergeo_plugin.core.defaults import DEFAULT_ZOOMS_TEXT  # noqa: E402
+from hiergeo_plugin.core.region.stats import wilson_interval  # noqa: E402
 
 
 def start_qgis():
@@ -100,7 +101,12 @@ def run_alg(alg_id: str, params: dict, title: str):
 
 
 def metrics_row(name: str, m: dict) -> str:
-    within = "  ".join(f"{float(v) * 100:5.1f}%" for v in m["within"].values())
+    """One method's shares, each with its 95% interval (low-high) when the metrics carry one."""
+    ci = m.get("within_ci95") or {}
+    within = "  ".join(
+        f"{float(v) * 100:5.1f}%" + (f" ({ci[t][0] * 100:.0f}-{ci[t][1] * 100:.0f})" if t in ci else "")
+        for t, v in m["within"].items()
+    )
     return f"{name:20s} {within}   median {m['median_km']:8.1f} km"
 
 
@@ -246,11 +252,19 @@ def main() -> int:
                 },
                 f"evaluate ({report.stem})",
             )
+            within = {t: ev[f"WITHIN_{t}KM"] for t in THRESHOLDS.split(",")}
+            n = int(ev["EVALUATED"] or 0)
             return {
                 "median_km": ev["MEDIAN_KM"],
                 "mean_km": ev["MEAN_KM"],
                 "evaluated": ev["EVALUATED"],
-                "within": {t: ev[f"WITHIN_{t}KM"] for t in THRESHOLDS.split(",")},
+                "within": within,
+                # 95% Wilson intervals: with 40 held-out photos one photo is 2.5 points, so rows are compared by these
+                "within_ci95": {
+                    t: [round(b, 4) for b in wilson_interval(round(float(v) * n), n)]
+                    for t, v in within.items()
+                    if v is not None and n
+                },
             }
 
         for label, model in (("untrained", ""), ("trained", str(model_path))):

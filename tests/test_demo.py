@@ -28,6 +28,8 @@ def test_quick_demo_leaves_every_output(tmp_path):
         m = metrics[label]
         assert set(m["within"]) == {"1", "25", "200", "750", "2500"}
         assert all(0.0 <= v <= 1.0 for v in m["within"].values())
+        assert all(lo <= m["within"][t] <= hi for t, (lo, hi) in m["within_ci95"].items())  # 95% intervals
+        assert set(m["within_ci95"]) == set(m["within"])
         assert m["median_km"] >= 0 and m["evaluated"] == metrics["setup"]["test_photos"]
     for key in ("index_aerial", "index_prototypes", "index_prototypes_own", "index_refine"):  # region index methods
         m = metrics[key]

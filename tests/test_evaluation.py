@@ -131,6 +131,11 @@ def test_evaluate_fixture_shares_median_mean():
     assert m["within_including_failed"]["2500"] == pytest.approx(4 / 7)
     assert m["within_including_failed"]["1"] == pytest.approx(1 / 7)
     assert m["thresholds_km"] == [1.0, 25.0, 200.0, 750.0, 2500.0]
+    # 95% Wilson intervals over the 4 evaluated photos: each holds its share, wide at n = 4, exact ends at 0 and n
+    for key, share in m["within"].items():
+        low, high = m["within_ci95"][key]
+        assert low <= share <= high and high - low > 0.4
+    assert m["within_ci95"]["2500"][1] == 1.0 and m["within_ci95"]["1"] == pytest.approx([0.0456, 0.6994], abs=1e-4)
 
 
 def test_evaluate_threshold_keys_and_strings():
@@ -203,6 +208,7 @@ def test_html_report_contents(tmp_path):
     # Summary values: 5 evaluated; shares within thresholds.
     assert m["evaluated"] == 5
     assert "20.0 %" in text  # within 1 km: 1 of 5
+    assert "20.0 % (95% CI 3.6 %-62.5 %)" in text  # its Wilson interval beside it
     assert "40.0 %" in text  # within 25 km: 2 of 5
     assert "60.0 %" in text  # within 200 km and 750 km
     assert "100.0 %" in text  # within 2500 km (the <script> photo is 2224 km off)

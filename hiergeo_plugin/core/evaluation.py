@@ -25,6 +25,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from .defaults import DEFAULT_THRESHOLDS_KM
+from .region.stats import wilson_interval
 from .status import is_located
 
 __all__ = [
@@ -120,6 +121,8 @@ def evaluate(
       median_km, mean_km   over evaluated rows (None when there are none)
       within           {threshold_key: share 0..1 of evaluated rows with error <= threshold}
       within_including_failed  the same over rows with truth, counting failed ones as misses
+      within_ci95      {threshold_key: [low, high]}: the 95% Wilson interval of each `within` share, so two
+                       methods (or two runs) are compared by intervals rather than by one photo
       errors_km        [(photo, error_km), ...] per evaluated row, in input order
       evaluated_rows   [row index, ...] (0-based input positions) of those rows, parallel to errors_km: callers
                        pair rows with errors through this, never through a copy of the "evaluated" rule
@@ -154,9 +157,11 @@ def evaluate(
     n = len(values)
     within = {}
     within_all = {}
+    within_ci = {}
     for t in thresholds:
         hits = int((values <= t).sum()) if n else 0
         within[threshold_key(t)] = hits / n if n else None
+        within_ci[threshold_key(t)] = [round(b, 4) for b in wilson_interval(hits, n)] if n else None
         with_truth = n + failed_with_truth
         within_all[threshold_key(t)] = hits / with_truth if with_truth else None
     return {
@@ -168,6 +173,7 @@ def evaluate(
         "mean_km": float(values.mean()) if n else None,
         "within": within,
         "within_including_failed": within_all,
+        "within_ci95": within_ci,
         "errors_km": errors,
         "evaluated_rows": evaluated_rows,
         "thresholds_km": list(thresholds),
@@ -370,9 +376,13 @@ def write_html_report(
         ("Median error", _fmt_km(metrics.get("median_km"))),
         ("Mean error", _fmt_km(metrics.get("mean_km"))),
     ]
+    intervals = metrics.get("within_ci95") or {}
     for t in thresholds:
         key = threshold_key(t)
-        summary_rows.append((f"Within {key} km", _fmt_share(within.get(key))))
+        share, ci = _fmt_share(within.get(key)), intervals.get(key)
+        if ci is not None and within.get(key) is not None:
+            share += f" (95% CI {_fmt_share(ci[0])}-{_fmt_share(ci[1])})"
+        summary_rows.append((f"Within {key} km", share))
     summary = "".join(f'<tr><th>{esc(k)}</th><td class="num">{esc(v)}</td></tr>' for k, v in summary_rows)
 
     if evaluated:
