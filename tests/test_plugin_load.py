@@ -469,3 +469,32 @@ def test_make_zip_builds_one_hiergeo_folder_without_caches_tests_or_weights(tmp_
     for name in names:
         assert "__pycache__" not in name and not name.endswith((".pyc", ".safetensors", ".pt", ".pth"))
         assert not name.startswith(("hiergeo/tests/", "hiergeo/.venv/", "hiergeo/.git/", "hiergeo/dist/"))
+
+
+def test_photo_field_may_be_left_out_in_every_algorithm_that_reads_photos(provider):
+    """qgis_process and scripts may leave PHOTO_FIELD out (its default, "photo", applies): QGIS 3.22 refuses a
+    missing value of a mandatory field parameter even when it has a default, so every such parameter is optional,
+    declared once (photo_layers.photo_field_parameter); Train map encoders' and Train region model's were not."""
+    from qgis.core import QgsProcessingContext, QgsProject
+
+    layer = QgsVectorLayer("Point?crs=EPSG:4326&field=photo:string", "photos", "memory")
+    QgsProject.instance().addMapLayer(layer)
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    try:
+        readers = [a for a in provider.algorithms() if a.parameterDefinition("PHOTO_FIELD") is not None]
+        assert {a.id() for a in readers} >= {
+            "hiergeo:geolocatephotos",
+            "hiergeo:trainmapencoders",
+            "hiergeo:trainregionmodel",
+            "hiergeo:buildregionindex",
+            "hiergeo:updateindexprototypes",
+        }
+        for alg in readers:
+            param = alg.parameterDefinition("PHOTO_FIELD")
+            assert param.defaultValue() == "photo", alg.id()
+            assert param.flags() & param.Flag.FlagOptional, alg.id()
+            ok = param.checkValueIsAcceptable(None, context)
+            assert ok, alg.id()
+    finally:
+        QgsProject.instance().removeMapLayer(layer.id())

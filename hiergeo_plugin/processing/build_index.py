@@ -21,8 +21,6 @@ from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSource,
-    QgsProcessingParameterField,
-    QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
@@ -41,8 +39,9 @@ from .params import (
     device_parameter,
     device_value,
     download_parameters,
+    model_file_parameter,
 )
-from .photo_layers import DEFAULT_PHOTO_FIELD, layer_folder, photo_records, photo_source
+from .photo_layers import layer_folder, photo_field_parameter, photo_records, photo_source
 from .xyz import open_tile_source
 
 WGS84 = "EPSG:4326"
@@ -109,15 +108,7 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
                 self.tr("Satellite tiles (XYZ URL template, saved XYZ connection name or XYZ layer)"),
             )
         )
-        self.addParameter(
-            QgsProcessingParameterFile(
-                self.MODEL,
-                self.tr("Trained model file (empty: the base model)"),
-                behavior=QgsProcessingParameterFile.Behavior.File,
-                fileFilter=self.tr("HierGeo model (*.safetensors);;All files (*.*)"),
-                optional=True,
-            )
-        )
+        self.addParameter(model_file_parameter(self.MODEL, self.tr("Trained model file (empty: the base model)")))
         self.addParameter(
             QgsProcessingParameterString(
                 self.BASE_MODEL, self.tr("Base model (open_clip architecture/pretrained tag)"), DEFAULT_BASE_MODEL
@@ -132,16 +123,7 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
                 optional=True,
             )
         )
-        self.addParameter(
-            QgsProcessingParameterField(
-                self.PHOTO_FIELD,
-                self.tr("Field with the photo path"),
-                defaultValue=DEFAULT_PHOTO_FIELD,
-                parentLayerParameterName=self.PROTOTYPE_PHOTOS,
-                type=QgsProcessingParameterField.DataType.Any,
-                optional=True,
-            )
-        )
+        self.addParameter(photo_field_parameter(self.PHOTO_FIELD, self.PROTOTYPE_PHOTOS))
         self.addParameter(
             QgsProcessingParameterNumber(
                 self.MAX_CELLS,

@@ -23,7 +23,6 @@ from qgis.core import (
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
-    QgsProcessingParameterField,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
@@ -55,10 +54,11 @@ from .params import (
     device_value,
     download_parameters,
     enum_option,
+    model_file_parameter,
     zoom_levels_parameter,
     zoom_levels_value,
 )
-from .photo_layers import DEFAULT_PHOTO_FIELD, has_point_geometry, layer_folder, photo_records, photo_source
+from .photo_layers import has_point_geometry, layer_folder, photo_field_parameter, photo_records, photo_source
 from .xyz import open_tile_source
 
 #: Counts returned as results, with their descriptions.
@@ -122,33 +122,14 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
                 [QgsProcessing.SourceType.TypeVector],
             )
         )
-        self.addParameter(
-            QgsProcessingParameterField(
-                self.PHOTO_FIELD,
-                self.tr("Field with the photo path"),
-                defaultValue=DEFAULT_PHOTO_FIELD,
-                parentLayerParameterName=self.PHOTOS,
-                type=QgsProcessingParameterField.DataType.Any,
-                # Optional only so that the default applies when the key is left out: QGIS 3.22 rejects a
-                # missing field value even with a default. Empty means "photo".
-                optional=True,
-            )
-        )
+        self.addParameter(photo_field_parameter(self.PHOTO_FIELD, self.PHOTOS))
         self.addParameter(
             QgsProcessingParameterString(
                 self.TILE_SOURCE,
                 self.tr("Satellite tiles (XYZ URL template, saved XYZ connection name or XYZ layer)"),
             )
         )
-        self.addParameter(
-            QgsProcessingParameterFile(
-                self.MODEL,
-                self.tr("Trained model file (empty: the base model)"),
-                behavior=QgsProcessingParameterFile.Behavior.File,
-                fileFilter=self.tr("HierGeo model (*.safetensors);;All files (*.*)"),
-                optional=True,
-            )
-        )
+        self.addParameter(model_file_parameter(self.MODEL, self.tr("Trained model file (empty: the base model)")))
         self.addParameter(
             QgsProcessingParameterString(
                 self.BASE_MODEL, self.tr("Base model (open_clip architecture/pretrained tag)"), DEFAULT_BASE_MODEL

@@ -26,6 +26,17 @@ from .i18n import tr
 DEVICE_OPTIONS = ("auto", "cpu", "cuda")
 
 
+def model_file_parameter(name: str, label: str, optional: bool = True) -> QgsProcessingParameterFile:
+    """A HierGeo model file (*.safetensors, as training writes it); `label` says what an empty value means."""
+    return QgsProcessingParameterFile(
+        name,
+        label,
+        behavior=QgsProcessingParameterFile.Behavior.File,
+        fileFilter=tr("HierGeo model (*.safetensors);;All files (*.*)"),
+        optional=optional,
+    )
+
+
 def advanced(param: QgsProcessingParameterDefinition) -> QgsProcessingParameterDefinition:
     """`param` shown under "Advanced parameters" in the dialog."""
     param.setFlags(param.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)

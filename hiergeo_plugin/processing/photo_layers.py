@@ -9,6 +9,7 @@ from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsProcessingException,
+    QgsProcessingParameterField,
     QgsProcessingUtils,
     QgsProject,
     QgsProviderRegistry,
@@ -20,6 +21,22 @@ from .i18n import tr
 
 #: The photo path field that QGIS's "Import geotagged photos" writes.
 DEFAULT_PHOTO_FIELD = "photo"
+
+
+def photo_field_parameter(name: str, parent: str) -> QgsProcessingParameterField:
+    """The photo path field of layer parameter `parent`, "photo" by default, in every algorithm that reads photos.
+
+    Optional only so that the default applies when the key is left out (QGIS 3.22 rejects a missing field value
+    even with a default); photo_source reads an empty value as "photo". Any field type: a path may sit in a
+    field QGIS does not see as text (e.g. a GeoPackage's TEXT(n) or a CSV's guessed column)."""
+    return QgsProcessingParameterField(
+        name,
+        tr("Field with the photo path"),
+        defaultValue=DEFAULT_PHOTO_FIELD,
+        parentLayerParameterName=parent,
+        type=QgsProcessingParameterField.DataType.Any,
+        optional=True,
+    )
 
 
 def has_point_geometry(source) -> bool:

@@ -18,7 +18,6 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingParameterFeatureSource,
-    QgsProcessingParameterField,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
@@ -43,7 +42,7 @@ from .params import (
     zoom_levels_parameter,
     zoom_levels_value,
 )
-from .photo_layers import DEFAULT_PHOTO_FIELD, layer_folder, photo_records, photo_source
+from .photo_layers import layer_folder, photo_field_parameter, photo_records, photo_source
 from .xyz import open_tile_source
 
 #: Zooms for which a result output is declared (so the Modeler can wire them); every trained zoom's results are
@@ -89,14 +88,7 @@ class TrainMapEncodersAlgorithm(TileSourceAlgorithm):
                 self.PHOTOS, self.tr("Photos with true locations (points)"), [QgsProcessing.SourceType.TypeVectorPoint]
             )
         )
-        self.addParameter(
-            QgsProcessingParameterField(
-                self.PHOTO_FIELD,
-                self.tr("Field with the photo path"),
-                defaultValue=DEFAULT_PHOTO_FIELD,
-                parentLayerParameterName=self.PHOTOS,
-            )
-        )
+        self.addParameter(photo_field_parameter(self.PHOTO_FIELD, self.PHOTOS))
         self.addParameter(
             QgsProcessingParameterString(
                 self.TILE_SOURCE, self.tr("Tile source (XYZ URL template or saved XYZ connection name)")

@@ -18,8 +18,6 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingParameterFeatureSource,
-    QgsProcessingParameterField,
-    QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
@@ -29,8 +27,8 @@ from ..core.defaults import DEFAULT_BATCH_SIZE, DEFAULT_LEARNING_RATE, DEFAULT_M
 from .algorithm import TileSourceAlgorithm, processing_error
 from .feedback import FeedbackReporter
 from .i18n import translatable
-from .params import advanced, cache_dir_parameter, cache_dir_value, device_parameter, device_value
-from .photo_layers import DEFAULT_PHOTO_FIELD, layer_folder, photo_records, photo_source
+from .params import advanced, cache_dir_parameter, cache_dir_value, device_parameter, device_value, model_file_parameter
+from .photo_layers import layer_folder, photo_field_parameter, photo_records, photo_source
 from .xyz import open_tile_source
 
 #: Defaults of core.region.training.RegionTrainingConfig, repeated to keep torch out of the plugin's imports.
@@ -93,14 +91,7 @@ class TrainRegionModelAlgorithm(TileSourceAlgorithm):
                 self.PHOTOS, self.tr("Photos with true locations (points)"), [QgsProcessing.SourceType.TypeVectorPoint]
             )
         )
-        self.addParameter(
-            QgsProcessingParameterField(
-                self.PHOTO_FIELD,
-                self.tr("Field with the photo path"),
-                defaultValue=DEFAULT_PHOTO_FIELD,
-                parentLayerParameterName=self.PHOTOS,
-            )
-        )
+        self.addParameter(photo_field_parameter(self.PHOTO_FIELD, self.PHOTOS))
         self.addParameter(
             QgsProcessingParameterString(
                 self.TILE_SOURCE,
@@ -108,11 +99,8 @@ class TrainRegionModelAlgorithm(TileSourceAlgorithm):
             )
         )
         self.addParameter(
-            QgsProcessingParameterFile(
-                self.MODEL,
-                self.tr("Model file to start from (written by Train map encoders)"),
-                behavior=QgsProcessingParameterFile.Behavior.File,
-                fileFilter=self.tr("HierGeo model (*.safetensors);;All files (*.*)"),
+            model_file_parameter(
+                self.MODEL, self.tr("Model file to start from (written by Train map encoders)"), optional=False
             )
         )
         self.addParameter(_int(self.CELL_ZOOM, self.tr("Cell zoom"), DEFAULT_CELL_ZOOM, 2, 22))

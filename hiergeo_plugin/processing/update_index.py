@@ -14,7 +14,6 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingParameterFeatureSource,
-    QgsProcessingParameterField,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterString,
@@ -24,8 +23,8 @@ from ..core.defaults import DEFAULT_BASE_MODEL
 from .algorithm import HierGeoAlgorithm, processing_error
 from .feedback import FeedbackReporter
 from .i18n import translatable
-from .params import device_parameter, device_value
-from .photo_layers import DEFAULT_PHOTO_FIELD, layer_folder, photo_records, photo_source
+from .params import device_parameter, device_value, model_file_parameter
+from .photo_layers import layer_folder, photo_field_parameter, photo_records, photo_source
 
 RESULTS = {
     "PHOTOS_ADDED": translatable("Photos added to the prototypes"),
@@ -75,25 +74,8 @@ class UpdateIndexPrototypesAlgorithm(HierGeoAlgorithm):
                 [QgsProcessing.SourceType.TypeVectorPoint],
             )
         )
-        self.addParameter(
-            QgsProcessingParameterField(
-                self.PHOTO_FIELD,
-                self.tr("Field with the photo path"),
-                defaultValue=DEFAULT_PHOTO_FIELD,
-                parentLayerParameterName=self.PHOTOS,
-                type=QgsProcessingParameterField.DataType.Any,
-                optional=True,
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterFile(
-                self.MODEL,
-                self.tr("Trained model file"),
-                behavior=QgsProcessingParameterFile.Behavior.File,
-                fileFilter=self.tr("HierGeo model (*.safetensors);;All files (*.*)"),
-                optional=True,
-            )
-        )
+        self.addParameter(photo_field_parameter(self.PHOTO_FIELD, self.PHOTOS))
+        self.addParameter(model_file_parameter(self.MODEL, self.tr("Trained model file")))
         self.addParameter(
             QgsProcessingParameterString(self.BASE_MODEL, self.tr("Base model (open_clip tag)"), DEFAULT_BASE_MODEL)
         )

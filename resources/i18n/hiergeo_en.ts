@@ -347,11 +347,7 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
-        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
-        <location filename="../../hiergeo_plugin/processing/train.py"/>
-        <location filename="../../hiergeo_plugin/processing/train_region.py"/>
-        <location filename="../../hiergeo_plugin/processing/update_index.py"/>
+        <location filename="../../hiergeo_plugin/processing/photo_layers.py"/>
         <source>Field with the photo path</source>
         <translation type="unfinished"></translation>
     </message>
@@ -428,10 +424,7 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
-        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
-        <location filename="../../hiergeo_plugin/processing/train_region.py"/>
-        <location filename="../../hiergeo_plugin/processing/update_index.py"/>
+        <location filename="../../hiergeo_plugin/processing/params.py"/>
         <source>HierGeo model (*.safetensors);;All files (*.*)</source>
         <translation type="unfinished"></translation>
     </message>
