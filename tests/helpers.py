@@ -45,3 +45,16 @@ def tiny_two_zooms():
     from hiergeo_plugin.core.factory import load_geo_model
 
     return load_geo_model("hiergeo-tiny", device="cpu", zooms=(4, 6))
+
+
+class _LazyProcessing:
+    """QGIS's `processing` package, importable only once pytest-qgis's qgis_processing fixture has run: the tests
+    import this proxy at the top and use `processing.run(...)` inside tests."""
+
+    def __getattr__(self, name):
+        import processing as _processing
+
+        return getattr(_processing, name)
+
+
+processing = _LazyProcessing()

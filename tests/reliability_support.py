@@ -14,23 +14,13 @@ import sys
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
+from helpers import processing  # noqa: F401  (the reliability tests import it from here)
+
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 WORKER = TESTS / "reliability_worker.py"
 ALG = "hiergeo:geolocatephotos"
 GAP_MARKER = b"HIERGEO-GAP\n"
-
-
-class _Processing:
-    """QGIS's `processing` package, importable only once pytest-qgis's qgis_processing fixture has run."""
-
-    def __getattr__(self, name):
-        import processing as _processing
-
-        return getattr(_processing, name)
-
-
-processing = _Processing()
 
 
 def recording_feedback_class():

@@ -4,7 +4,7 @@ local tile server, with the tiny model, real FAISS and real files."""
 from __future__ import annotations
 
 import pytest
-from helpers import hashed_tile_png
+from helpers import hashed_tile_png, processing
 from qgis.core import QgsFeature, QgsGeometry, QgsPointXY, QgsProcessingException, QgsVectorLayer
 
 from hiergeo_demo.tile_server import TileServer
@@ -33,16 +33,6 @@ FIRST, LAST = Tile(ZOOM, 542, 318), Tile(ZOOM, 545, 321)  # 16 cells, one of the
 GAP = Tile(ZOOM, 545, 321)
 W, S, E, N = tile_bounds(FIRST)[0], tile_bounds(LAST)[1], tile_bounds(LAST)[2], tile_bounds(FIRST)[3]
 EXTENT = f"{W},{E},{S},{N} [EPSG:4326]"
-
-
-class _Processing:
-    def __getattr__(self, name):
-        import processing as _processing
-
-        return getattr(_processing, name)
-
-
-processing = _Processing()
 
 
 def render(z, x, y):

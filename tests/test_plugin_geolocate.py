@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import hashed_tile_png
+from helpers import hashed_tile_png, processing
 from qgis.core import (
     QgsApplication,
     QgsFeature,
@@ -38,18 +38,6 @@ SECRET = "S3CRETKEY42"
 
 
 # -- fixtures ---------------------------------------------------------------------------------------------------
-
-
-class _Processing:
-    """`processing` (QGIS's Python package) is importable only once the qgis_processing fixture ran."""
-
-    def __getattr__(self, name):
-        import processing as _processing
-
-        return getattr(_processing, name)
-
-
-processing = _Processing()
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import processing
 from qgis.core import (
     QgsApplication,
     QgsCoordinateReferenceSystem,
@@ -28,18 +29,6 @@ from hiergeo_demo.world import DemoWorld
 
 ALG = "hiergeo:trainmapencoders"
 REGION = (10.0, 40.0, 14.0, 44.0)  # a few degrees: zooms 8 and 10 hold several tiles
-
-
-class _Processing:
-    """`processing` (QGIS's Python package) is importable only once the qgis_processing fixture ran."""
-
-    def __getattr__(self, name):
-        import processing as _processing
-
-        return getattr(_processing, name)
-
-
-processing = _Processing()
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import processing
 from qgis.core import QgsFeature, QgsGeometry, QgsPointXY, QgsProcessingFeedback, QgsVectorLayer
 
 from hiergeo_demo.regional import region_box, road_positions, write_photos
@@ -23,18 +24,6 @@ from hiergeo_demo.world import DemoWorld
 ALG = "hiergeo:trainregionmodel"
 ROOT = Path(__file__).resolve().parents[1]
 ZOOMS = (14, 16)
-
-
-class _Processing:
-    """`processing` (QGIS's Python package) is importable only once the qgis_processing fixture ran."""
-
-    def __getattr__(self, name):
-        import processing as _processing
-
-        return getattr(_processing, name)
-
-
-processing = _Processing()
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -6,25 +6,13 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from helpers import hashed_tile_png
+from helpers import hashed_tile_png, processing
 from hostile_server import HostileServer, send
 from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsVectorLayer
 
 from hiergeo_demo.tile_server import TileServer
 
 ALG = "hiergeo:geolocatephotos"
-
-
-class _Processing:
-    """`processing` (QGIS's Python package) is importable only once the qgis_processing fixture ran."""
-
-    def __getattr__(self, name):
-        import processing as _processing
-
-        return getattr(_processing, name)
-
-
-processing = _Processing()
 
 
 class Feedback(QgsProcessingFeedback):
