@@ -173,7 +173,10 @@ def test_on_disk_index_searches_without_holding_it(two_builds):
     base, _, _ = two_builds
     got = _worker("search", base / "large", 0)
     assert got["file_mb"] > 100
-    assert got["growth_mb"] < 0.2 * got["file_mb"], got
+    # Holding the index costs the whole file (+115 MB here before the on-disk search). What may remain: FAISS maps
+    # the inverted lists itself and keeps the pages 200 queries read (~72 B a cell, see docs/BENCHMARKS.md), 17-21 MB
+    # of this 105 MB file depending on the FAISS build; at 4 M cells the same is 9% of the file.
+    assert got["growth_mb"] < 0.35 * got["file_mb"], got
 
 
 def test_version_one_files_still_open_and_on_disk_ones_are_not_rewritten(tmp_path):
