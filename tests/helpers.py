@@ -58,3 +58,23 @@ class _LazyProcessing:
 
 
 processing = _LazyProcessing()
+
+
+def tiny_model_file(path, zooms):
+    """A hiergeo-tiny model file with its own heads per zoom in `zooms` (random, seeded), as training writes one."""
+    import torch
+
+    from hiergeo_plugin.core.encoders import BaseModelSpec, build_clip, head_parameter_names
+    from hiergeo_plugin.core.model_file import save_model_file
+
+    model, _ = build_clip(BaseModelSpec.parse("hiergeo-tiny"))
+    params = dict(model.visual.named_parameters())
+    gen = torch.Generator().manual_seed(3)
+    heads = {
+        z: {
+            n: params[n].detach() + 0.05 * torch.randn(params[n].shape, generator=gen)
+            for n in head_parameter_names(model.visual, 2)
+        }
+        for z in zooms
+    }
+    return save_model_file(path, {"base_model": "hiergeo-tiny", "logit_scale": 100.0, "name": "base"}, heads)

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import processing
+from helpers import processing, tiny_model_file
 from qgis.core import QgsFeature, QgsGeometry, QgsPointXY, QgsProcessingFeedback, QgsVectorLayer
 
 from hiergeo_demo.regional import region_box, road_positions, write_photos
@@ -53,27 +53,7 @@ def region(world, tmp_path_factory):
     root = tmp_path_factory.mktemp("trainregion")
     box = region_box(world, 2.0, seed=0)
     rows = write_photos(world, str(root / "photos"), road_positions(world, box, 24, seed=1), seed=5, size=64)
-    return root, rows, box, _base_model(root / "base.safetensors")
-
-
-def _base_model(path):
-    """A hiergeo-tiny model file with its own heads per zoom (random, seeded), as Train map encoders writes one."""
-    import torch
-
-    from hiergeo_plugin.core.encoders import BaseModelSpec, build_clip, head_parameter_names
-    from hiergeo_plugin.core.model_file import save_model_file
-
-    model, _ = build_clip(BaseModelSpec.parse("hiergeo-tiny"))
-    params = dict(model.visual.named_parameters())
-    gen = torch.Generator().manual_seed(3)
-    heads = {
-        z: {
-            n: params[n].detach() + 0.05 * torch.randn(params[n].shape, generator=gen)
-            for n in head_parameter_names(model.visual, 2)
-        }
-        for z in ZOOMS
-    }
-    return save_model_file(path, {"base_model": "hiergeo-tiny", "logit_scale": 100.0, "name": "base"}, heads)
+    return root, rows, box, tiny_model_file(root / "base.safetensors", ZOOMS)
 
 
 def photo_layer(rows):

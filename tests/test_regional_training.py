@@ -3,6 +3,7 @@ model file the search and the index builder load, changes only what it trains, i
 stops on Cancel without writing anything."""
 
 import pytest
+from helpers import tiny_model_file
 
 from hiergeo_demo.regional import region_box, road_positions, write_photos
 from hiergeo_demo.tile_server import TileServer
@@ -11,26 +12,6 @@ from hiergeo_plugin.core.photos import PhotoRecord
 from hiergeo_plugin.core.progress import Cancelled, Reporter
 
 ZOOMS = (14, 16)
-
-
-def _base_model(path):
-    """A hiergeo-tiny model file with its own heads per zoom (random, seeded), as training would write one."""
-    import torch
-
-    from hiergeo_plugin.core.encoders import BaseModelSpec, build_clip, head_parameter_names
-    from hiergeo_plugin.core.model_file import save_model_file
-
-    model, _ = build_clip(BaseModelSpec.parse("hiergeo-tiny"))
-    params = dict(model.visual.named_parameters())
-    gen = torch.Generator().manual_seed(3)
-    heads = {
-        z: {
-            n: params[n].detach() + 0.05 * torch.randn(params[n].shape, generator=gen)
-            for n in head_parameter_names(model.visual, 2)
-        }
-        for z in ZOOMS
-    }
-    return save_model_file(path, {"base_model": "hiergeo-tiny", "logit_scale": 100.0, "name": "base"}, heads)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +25,7 @@ def setting(tmp_path_factory):
     records = [PhotoRecord(r["photo"], r["path"], r["lat"], r["lon"]) for r in rows]
     server = TileServer(lambda z, x, y: world.tile_png(z, x, y, size=64)).start()
     source = TileSource(server.template, cache_dir=root / "cache", max_connections=2)
-    yield root, _base_model(root / "base.safetensors"), records, source
+    yield root, tiny_model_file(root / "base.safetensors", ZOOMS), records, source
     source.close()
     server.stop()
 
