@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 def measure(zooms=(4, 10, 16), repeats: int = 5, lon: float = 10.0, lat: float = 40.0) -> dict:
     from hiergeo_demo.world import DemoWorld
-    from hiergeo_plugin.core.tiles import lonlat_to_tile
+    from hiergeo_plugin.core.tiles.grid import lonlat_to_tile
 
     world = DemoWorld(0)
     ms = {}

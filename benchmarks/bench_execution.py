@@ -2,9 +2,9 @@
 
 Run inside the project's environment:  .venv/bin/python benchmarks/bench_execution.py [--json] [--model ViT-B-32]
 
-The table behind core/execution.py's choice: eager fp32 (the reference), autocast bf16, bf16 weights
+The table behind core/model/execution.py's choice: eager fp32 (the reference), autocast bf16, bf16 weights
 and inputs, dynamic int8, torch.compile, ONNX Runtime and OpenVINO (f32 hint, its default, and int8 weights with
-dynamic int8 activations as core/int8_weights.py writes them) where installed,
+dynamic int8 activations as core/model/int8_weights.py writes them) where installed,
 and what HierGeo's own choice picks on this machine. Random weights (no hub download): the timing of the
 architecture. `--train` adds a training step (the map encoders' fine-tuning: last 2 blocks, Adam) in fp32 and
 under bf16 autocast, the mixed precision HIERGEO_PRECISION=bf16 gives training.
@@ -41,7 +41,7 @@ def ways(visual, example, threads, compile_too):
     """name -> callable(batch) -> float32 embeddings; names of ways this machine cannot run map to a reason."""
     import torch
 
-    from hiergeo_plugin.core.runners import openvino_available
+    from hiergeo_plugin.core.model.runners import openvino_available
 
     def eager(b):
         with torch.inference_mode():
@@ -99,7 +99,7 @@ def ways(visual, example, threads, compile_too):
     if openvino_available():
         import openvino as ov
 
-        from hiergeo_plugin.core.int8_weights import DYNAMIC_QUANTIZATION_GROUP, compress_weights_int8
+        from hiergeo_plugin.core.model.int8_weights import DYNAMIC_QUANTIZATION_GROUP, compress_weights_int8
 
         with torch.no_grad():
             model = ov.convert_model(visual, example_input=example[:1])
@@ -127,7 +127,7 @@ def train_rates(visual, batch, repeats):
     """Training steps/s of the map encoders' fine-tuning (last 2 blocks + head), fp32 vs bf16 autocast."""
     import torch
 
-    from hiergeo_plugin.core.encoders import head_parameter_names
+    from hiergeo_plugin.core.model.encoders import head_parameter_names
 
     result = {}
     for name, dtype in (("fp32", None), ("autocast bf16", torch.bfloat16)):
@@ -167,9 +167,9 @@ def main() -> None:
     import open_clip
     import torch
 
-    from hiergeo_plugin.core.encoders import configure_cpu_threads, register_builtin_configs
-    from hiergeo_plugin.core.execution import native_bf16, prepare_execution
-    from hiergeo_plugin.core.factory import load_geo_model
+    from hiergeo_plugin.core.model.encoders import configure_cpu_threads, register_builtin_configs
+    from hiergeo_plugin.core.model.execution import native_bf16, prepare_execution
+    from hiergeo_plugin.core.model.factory import load_geo_model
 
     register_builtin_configs()
     torch.manual_seed(0)

@@ -31,8 +31,8 @@ def _index(tmp: Path, cells: int, model) -> tuple:
     from hiergeo_demo.tile_server import TileServer
     from hiergeo_plugin.core.index.builder import IndexBuilder
     from hiergeo_plugin.core.index.cells import Area
-    from hiergeo_plugin.core.tile_source import TileSource
-    from hiergeo_plugin.core.tiles import Tile, tile_bounds
+    from hiergeo_plugin.core.tiles.grid import Tile, tile_bounds
+    from hiergeo_plugin.core.tiles.source import TileSource
 
     side = max(2, int(math.sqrt(cells)))
     first, last = Tile(14, 8800, 5100), Tile(14, 8800 + side - 1, 5100 + side - 1)
@@ -45,7 +45,7 @@ def _index(tmp: Path, cells: int, model) -> tuple:
 def _search_half(path, model, n: int, batch: int = 256) -> dict:
     import numpy as np
 
-    from hiergeo_plugin.core.index.search import IndexSearch, load_index_for
+    from hiergeo_plugin.core.index.locate import IndexSearch, load_index_for
 
     search = IndexSearch(model, load_index_for(path, model), method="index")
     dim = int(search.vectors.dim) if hasattr(search.vectors, "dim") else search.index.aerial.shape[1]
@@ -82,10 +82,10 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    from hiergeo_plugin.core.factory import load_geo_model
     from hiergeo_plugin.core.index.batch_io import GpkgPredictions
     from hiergeo_plugin.core.index.cli import stdout_to_stderr
     from hiergeo_plugin.core.index.ray_geolocate import GeolocateCluster, GeolocateConfig, geolocate
+    from hiergeo_plugin.core.model.factory import load_geo_model
 
     out = {"model": "hiergeo-tiny", "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory() as tmp, stdout_to_stderr():

@@ -37,12 +37,12 @@ def main() -> int:
     from helpers import hashed_tile_png
 
     from hiergeo_demo.tile_server import TileServer
-    from hiergeo_plugin.core.embedding_cache import EmbeddingCache
-    from hiergeo_plugin.core.factory import load_geo_model
     from hiergeo_plugin.core.index.builder import IndexBuilder
     from hiergeo_plugin.core.index.cells import Area
-    from hiergeo_plugin.core.tile_source import TileSource
-    from hiergeo_plugin.core.tiles import Tile, tile_bounds
+    from hiergeo_plugin.core.model.factory import load_geo_model
+    from hiergeo_plugin.core.search.embedding_cache import EmbeddingCache
+    from hiergeo_plugin.core.tiles.grid import Tile, tile_bounds
+    from hiergeo_plugin.core.tiles.source import TileSource
 
     zoom = 14
     side = max(1, int(math.sqrt(args.cells)))

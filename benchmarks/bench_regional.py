@@ -74,7 +74,7 @@ def log(*parts) -> None:
 def make_photos(args, work: Path):
     from hiergeo_demo.regional import region_box, road_positions, write_photos
     from hiergeo_demo.world import DemoWorld
-    from hiergeo_plugin.core.photos import PhotoRecord
+    from hiergeo_plugin.core.search.photos import PhotoRecord
 
     world = DemoWorld(args.seed)
     box = region_box(world, args.km, args.seed)
@@ -125,7 +125,7 @@ def train_base(args, work: Path, source, train_records, zooms):
 def build_index(model, source, cache, box, zoom, out: Path, photos, path_weight, seed):
     from hiergeo_plugin.core.index.builder import IndexBuilder
     from hiergeo_plugin.core.index.cells import Area
-    from hiergeo_plugin.core.index.search import load_index_for
+    from hiergeo_plugin.core.index.locate import load_index_for
 
     t0 = time.time()
     builder = IndexBuilder(model, source, cache)
@@ -159,7 +159,7 @@ def errors_of(results, position=None):
 
 
 def run_index(model, index, records, source=None, cache=None, method="index", zooms=(), top_k=TOP_K):
-    from hiergeo_plugin.core.index.search import IndexSearch
+    from hiergeo_plugin.core.index.locate import IndexSearch
 
     search = IndexSearch(
         model, index, source, cache, method=method, zooms=zooms or [index.zoom], top_k=top_k, path_weight=PATH_WEIGHT
@@ -197,11 +197,11 @@ def main(argv=None) -> int:
     import tempfile
 
     from hiergeo_demo.tile_server import TileServer
-    from hiergeo_plugin.core.embedding_cache import EmbeddingCache
-    from hiergeo_plugin.core.factory import load_geo_model
+    from hiergeo_plugin.core.model.factory import load_geo_model
     from hiergeo_plugin.core.region.stats import row_metrics
-    from hiergeo_plugin.core.search import HierarchicalSearch
-    from hiergeo_plugin.core.tile_source import TileSource
+    from hiergeo_plugin.core.search.embedding_cache import EmbeddingCache
+    from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
+    from hiergeo_plugin.core.tiles.source import TileSource
 
     tag = f"seed{args.seed}_{'quick' if args.quick else 'full'}_{args.km:g}km_{args.train}_{args.test}"
     work = Path(args.work or Path(tempfile.gettempdir()) / "hiergeo_bench_regional" / tag)
@@ -297,7 +297,7 @@ def main(argv=None) -> int:
 
 def region_rows(args, work, rows, hits, extra, model, base_path, source, cache, box, zoom, train, test):
     """Train the region model from the base model and measure its indexes (without and with the path context)."""
-    from hiergeo_plugin.core.factory import load_geo_model
+    from hiergeo_plugin.core.model.factory import load_geo_model
     from hiergeo_plugin.core.region.training import RegionTrainingConfig, train_region_model
 
     out = work / "region_model.safetensors"

@@ -83,7 +83,7 @@ def write_shards(cells, folder: Path) -> list:
     """The build's shard files of ``cells``; any left in ``folder`` by an earlier run are removed first (the build
     child assembles every shard file it finds)."""
     from hiergeo_plugin.core.index.parts import write_shard
-    from hiergeo_plugin.core.tiles import Tile
+    from hiergeo_plugin.core.tiles.grid import Tile
 
     for old in [*folder.glob("shard-*.safetensors"), folder / "index.hgindex"]:
         old.unlink(missing_ok=True)
@@ -127,7 +127,7 @@ def child_search(folder: Path) -> dict:
     from bench_index import recall_at
 
     from hiergeo_plugin.core.index.index_file import read_index
-    from hiergeo_plugin.core.index.search import open_vectors
+    from hiergeo_plugin.core.index.locate import open_vectors
 
     queries, truth = np.load(folder / "queries.npy"), np.load(folder / "truth.npy")
     t0 = time.perf_counter()

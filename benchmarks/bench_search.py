@@ -116,7 +116,7 @@ def make_photos(folder: Path, n: int, seed: int, region=None, places: int = 0, s
     """n demo photos in `region`: spread uniformly (places=0) or around `places` towns, as a collection from
     one trip or one survey area is."""
     from hiergeo_demo.world import DEFAULT_REGION, DemoWorld
-    from hiergeo_plugin.core.photos import PhotoRecord
+    from hiergeo_plugin.core.search.photos import PhotoRecord
 
     world = DemoWorld(seed)
     region = region or DEFAULT_REGION
@@ -136,9 +136,9 @@ def make_photos(folder: Path, n: int, seed: int, region=None, places: int = 0, s
 
 
 def run_engine(model, template, records, cache_dir, k, zooms, photo_batch=64, batch_size=64):
-    from hiergeo_plugin.core.embedding_cache import EmbeddingCache
-    from hiergeo_plugin.core.search import HierarchicalSearch
-    from hiergeo_plugin.core.tile_source import TileSource
+    from hiergeo_plugin.core.search.embedding_cache import EmbeddingCache
+    from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
+    from hiergeo_plugin.core.tiles.source import TileSource
 
     source = TileSource(template, cache_dir=cache_dir)
     cache = EmbeddingCache(Path(cache_dir) / "embeddings.sqlite") if cache_dir else EmbeddingCache(None)
@@ -175,7 +175,7 @@ def peak_rss_mb() -> float:
 
 def memory_probe(args) -> None:
     """Child process: run the engine on N photos and print its peak RSS (for the 10x flatness check)."""
-    from hiergeo_plugin.core.factory import load_geo_model
+    from hiergeo_plugin.core.model.factory import load_geo_model
 
     model = load_geo_model(args.model, model_file=args.model_file, device=args.device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -213,7 +213,7 @@ def compare_fp32(model, template, records, tmp: Path, args, chosen_cold, chosen_
     """The same cold run in eager fp32 (the reference): its tiles/s, and how far the chosen execution is from it."""
     import numpy as np
 
-    from hiergeo_plugin.core.execution import prepare_execution, use_eager_fp32
+    from hiergeo_plugin.core.model.execution import prepare_execution, use_eager_fp32
 
     chosen = model.execution
     use_eager_fp32(model)
@@ -306,7 +306,7 @@ def main() -> None:
 
     import torch
 
-    from hiergeo_plugin.core.factory import load_geo_model
+    from hiergeo_plugin.core.model.factory import load_geo_model
 
     server, template = start_server(args.seed, args.render_px, args.tile_store, tiles=args.tiles)
     mem_server = None
@@ -314,7 +314,7 @@ def main() -> None:
     try:
         model = load_geo_model(args.model, model_file=args.model_file, device=args.device)
         if getattr(model, "execution", None) is None:
-            from hiergeo_plugin.core.execution import prepare_execution
+            from hiergeo_plugin.core.model.execution import prepare_execution
 
             prepare_execution(model)  # what the search does on this machine (the factory does it when loading)
         with tempfile.TemporaryDirectory() as tmp:

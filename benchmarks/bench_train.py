@@ -49,9 +49,9 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     from hiergeo_demo.tile_server import TileServer
     from hiergeo_demo.world import DemoWorld
-    from hiergeo_plugin.core.photos import PhotoRecord
     from hiergeo_plugin.core.progress import Reporter
-    from hiergeo_plugin.core.tiles import parse_zoom_levels
+    from hiergeo_plugin.core.search.photos import PhotoRecord
+    from hiergeo_plugin.core.tiles.grid import parse_zoom_levels
     from hiergeo_plugin.core.training import TrainingConfig, train_map_encoders
 
     world = DemoWorld(args.seed)

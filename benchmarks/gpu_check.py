@@ -85,7 +85,7 @@ def pipeline(args, actors: int, gpus: float, fetch_tasks: int) -> dict:
     from hiergeo_demo.tile_server import TileServer
     from hiergeo_plugin.core.index.cells import Area
     from hiergeo_plugin.core.index.ray_build import IndexBuildConfig, RaySettings, build_with_ray
-    from hiergeo_plugin.core.tiles import Tile, tile_bounds
+    from hiergeo_plugin.core.tiles.grid import Tile, tile_bounds
 
     zoom = 16
     side = max(2, int(math.sqrt(args.cells)))
@@ -112,8 +112,8 @@ def main(argv=None) -> int:
     args = _args(argv)
     import ray
 
-    from hiergeo_plugin.core.factory import load_geo_model
     from hiergeo_plugin.core.index.cli import stdout_to_stderr
+    from hiergeo_plugin.core.model.factory import load_geo_model
 
     args.image_size = load_geo_model(args.model, None, [16], "cpu").image_size
     out = {"model": args.model, "batch_size": args.batch_size, "cpus": os.cpu_count()}

@@ -43,7 +43,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageFilter
 
-from hiergeo_plugin.core.tiles import MAX_LATITUDE, Tile
+from hiergeo_plugin.core.tiles.grid import MAX_LATITUDE, Tile
 
 __all__ = [
     "DEFAULT_REGION",

@@ -112,7 +112,7 @@ class HierGeoPlugin:
 
     def open_installer(self):
         """The install dialog for QGIS's Python, the profile's private folder and QGIS's proxy (non-modal)."""
-        from .core.qgis_python import InterpreterNotFound, find_qgis_python
+        from .core.install.qgis_python import InterpreterNotFound, find_qgis_python
         from .gui.install_dialog import InstallDialog
 
         if self.install_dialog is not None:  # one dialog: a second click shows it again (and its running pip)

@@ -34,7 +34,7 @@ def run_index_methods(
     folder = work / "index"
     folder.mkdir(parents=True, exist_ok=True)
     builds = {}
-    # The codes carry the path context at the hierarchical search's path weight (core/index/context.py); the
+    # The codes carry the path context at the hierarchical search's path weight (core/index/path_context.py); the
     # "prototypes_own" build is the paper's codes (each cell's own code alone), for the comparison.
     for label, prototype_photos, weight in (
         ("aerial", None, path_weight),

@@ -32,7 +32,7 @@ def photos_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model():
-    from hiergeo_plugin.core.factory import load_geo_model
+    from hiergeo_plugin.core.model.factory import load_geo_model
 
     return load_geo_model("hiergeo-tiny", device="cpu")
 
@@ -56,7 +56,7 @@ def tile_server():
 
 @pytest.fixture
 def lund_records(photos_dir):
-    from hiergeo_plugin.core.photos import PhotoRecord
+    from hiergeo_plugin.core.search.photos import PhotoRecord
 
     paths = sorted((photos_dir / "lund").glob("*.jpg"))
     return [PhotoRecord(p.name, str(p)) for p in paths]

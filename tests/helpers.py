@@ -28,8 +28,8 @@ def hashed_tile_png(z: int, x: int, y: int, size: int = 64) -> bytes:
 def tile_photos(folder, tiles, name: str = "p"):
     """PhotoRecords of PNG photos that are exactly the tiles' images, at the tiles' centres: with the base model the
     photo and map encoders are one, so a photo's best cell is its own tile."""
-    from hiergeo_plugin.core.photos import PhotoRecord
-    from hiergeo_plugin.core.tiles import tile_center
+    from hiergeo_plugin.core.search.photos import PhotoRecord
+    from hiergeo_plugin.core.tiles.grid import tile_center
 
     out = []
     for t in tiles:
@@ -42,7 +42,7 @@ def tile_photos(folder, tiles, name: str = "p"):
 
 def tiny_two_zooms():
     """A fresh hiergeo-tiny on the CPU with map encoders for zooms 4 and 6 (its execution chosen as it loads)."""
-    from hiergeo_plugin.core.factory import load_geo_model
+    from hiergeo_plugin.core.model.factory import load_geo_model
 
     return load_geo_model("hiergeo-tiny", device="cpu", zooms=(4, 6))
 
@@ -64,8 +64,8 @@ def tiny_model_file(path, zooms):
     """A hiergeo-tiny model file with its own heads per zoom in `zooms` (random, seeded), as training writes one."""
     import torch
 
-    from hiergeo_plugin.core.encoders import BaseModelSpec, build_clip, head_parameter_names
-    from hiergeo_plugin.core.model_file import save_model_file
+    from hiergeo_plugin.core.model.encoders import BaseModelSpec, build_clip, head_parameter_names
+    from hiergeo_plugin.core.model.file import save_model_file
 
     model, _ = build_clip(BaseModelSpec.parse("hiergeo-tiny"))
     params = dict(model.visual.named_parameters())

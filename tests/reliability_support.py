@@ -149,7 +149,7 @@ def core_summary(results) -> List[Tuple]:
 
 
 def tile_cache_root(cache_dir: os.PathLike, template: str) -> Path:
-    from hiergeo_plugin.core.tile_source import TileSource
+    from hiergeo_plugin.core.tiles.source import TileSource
 
     return TileSource(template, cache_dir=cache_dir).cache_dir
 
@@ -168,7 +168,7 @@ def cached_tiles(cache_dir: os.PathLike, template: str) -> Dict[Tuple[int, int, 
 
 def assert_tile_cache_readable(cache_dir: os.PathLike, template: str) -> Dict[Tuple[int, int, int], bytes]:
     """Every committed tile file is a whole decodable image or a gap marker; returns them."""
-    from hiergeo_plugin.core.tile_source import decode_tile
+    from hiergeo_plugin.core.tiles.source import decode_tile
 
     tiles = cached_tiles(cache_dir, template)
     for data in tiles.values():
@@ -205,7 +205,7 @@ def sqlite_rows(path: os.PathLike) -> int:
 
 def gap_tiles(requested_paths: Iterable[str], cache: Dict[Tuple[int, int, int], bytes], zooms: Set[int]) -> Set:
     """Tiles the server was asked for (at the search's zooms) that never made it into the cache as an image."""
-    from hiergeo_plugin.core.tiles import Tile
+    from hiergeo_plugin.core.tiles.grid import Tile
 
     gaps = set()
     for path in requested_paths:

@@ -27,12 +27,12 @@ def main() -> int:
     ap.add_argument("photos", nargs="+")
     args = ap.parse_args()
 
-    from hiergeo_plugin.core.embedding_cache import EmbeddingCache
-    from hiergeo_plugin.core.factory import load_geo_model
-    from hiergeo_plugin.core.photos import PhotoRecord
-    from hiergeo_plugin.core.search import HierarchicalSearch
-    from hiergeo_plugin.core.tile_source import TileSource
-    from hiergeo_plugin.core.tiles import parse_zoom_levels
+    from hiergeo_plugin.core.model.factory import load_geo_model
+    from hiergeo_plugin.core.search.embedding_cache import EmbeddingCache
+    from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
+    from hiergeo_plugin.core.search.photos import PhotoRecord
+    from hiergeo_plugin.core.tiles.grid import parse_zoom_levels
+    from hiergeo_plugin.core.tiles.source import TileSource
 
     zooms = parse_zoom_levels(args.zooms)
     model = load_geo_model("hiergeo-tiny", device="cpu", zooms=zooms)

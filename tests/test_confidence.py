@@ -27,7 +27,7 @@ from hiergeo_plugin.core.confidence.metrics import (
     expected_calibration_error,
     top_half_ratio,
 )
-from hiergeo_plugin.core.tiles import Tile, all_tiles, lonlat_to_tile, tile_bounds, tile_children
+from hiergeo_plugin.core.tiles.grid import Tile, all_tiles, lonlat_to_tile, tile_bounds, tile_children
 
 T_TRUE = 0.05
 
@@ -122,7 +122,7 @@ def test_coverage_of_a_perfectly_calibrated_distribution_is_the_level():
         lat, lon = best.center
         result = assess(stages, lat, lon, T_TRUE, truth=truth)
         conf.append(result.confidence)
-        from hiergeo_plugin.core.evaluation import haversine_km
+        from hiergeo_plugin.core.evaluation.metrics import haversine_km
 
         err.append(float(haversine_km(truth[0], truth[1], lat, lon)))
         cov50.append(result.covered[0])
@@ -196,7 +196,7 @@ def test_accuracy_vs_coverage_and_the_top_half_ratio():
 
 def test_density_grid_holds_the_probability_of_the_map_extent():
     from hiergeo_plugin.core.confidence.density import density_grid, grid_size, map_extent
-    from hiergeo_plugin.core.evaluation import EARTH_RADIUS_KM
+    from hiergeo_plugin.core.evaluation.metrics import EARTH_RADIUS_KM
 
     stages = {
         8: [

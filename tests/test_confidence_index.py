@@ -11,10 +11,10 @@ from hiergeo_plugin.core.confidence import DEFAULT_TEMPERATURE, Calibration, ass
 from hiergeo_plugin.core.confidence.store import store_calibration
 from hiergeo_plugin.core.index.builder import IndexBuilder
 from hiergeo_plugin.core.index.cells import Area
-from hiergeo_plugin.core.index.search import IndexSearch, load_index_for
-from hiergeo_plugin.core.search import HierarchicalSearch
-from hiergeo_plugin.core.tile_source import TileSource
-from hiergeo_plugin.core.tiles import Tile, tile_bounds
+from hiergeo_plugin.core.index.locate import IndexSearch, load_index_for
+from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
+from hiergeo_plugin.core.tiles.grid import Tile, tile_bounds
+from hiergeo_plugin.core.tiles.source import TileSource
 
 ZOOM = 10
 FIRST, LAST = Tile(ZOOM, 542, 318), Tile(ZOOM, 545, 321)

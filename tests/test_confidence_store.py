@@ -31,8 +31,8 @@ def test_a_model_file_keeps_its_tensors_and_gains_the_calibration(tmp_path):
     import torch
     from safetensors.torch import load_file
 
-    from hiergeo_plugin.core.model_file import read_manifest as read_model_manifest
-    from hiergeo_plugin.core.model_file import save_model_file
+    from hiergeo_plugin.core.model.file import read_manifest as read_model_manifest
+    from hiergeo_plugin.core.model.file import save_model_file
 
     path = save_model_file(
         tmp_path / "m.safetensors",

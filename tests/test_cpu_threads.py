@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from hiergeo_plugin.core.encoders import (
+from hiergeo_plugin.core.model.encoders import (
     HEAVY_MODEL_GFLOPS,
     BaseModelSpec,
     build_clip,

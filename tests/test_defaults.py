@@ -37,7 +37,7 @@ DIFFERENT = {
     # Regional training is another recipe (core/region/training.py documents its epochs).
     ("hiergeo_plugin.core.region.training.RegionTrainingConfig", "epochs"),
     # What an inspection found in a run's CANDIDATES (a record, not a setting): none until read.
-    ("hiergeo_plugin.core.inspection.PhotoInspection", "zooms"),
+    ("hiergeo_plugin.core.evaluation.inspection.PhotoInspection", "zooms"),
 }
 
 

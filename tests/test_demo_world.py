@@ -17,8 +17,8 @@ from PIL import Image
 
 from hiergeo_demo import world as dw
 from hiergeo_demo.world import DEFAULT_REGION, DemoWorld, photo_exif
-from hiergeo_plugin.core.photos import read_exif_gps
-from hiergeo_plugin.core.tiles import Tile, all_tiles, lonlat_to_tile, tile_bounds
+from hiergeo_plugin.core.search.photos import read_exif_gps
+from hiergeo_plugin.core.tiles.grid import Tile, all_tiles, lonlat_to_tile, tile_bounds
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import threading
 
 import numpy as np
 
-from hiergeo_plugin.core.embedding_cache import EmbeddingCache
-from hiergeo_plugin.core.tiles import Tile
+from hiergeo_plugin.core.search.embedding_cache import EmbeddingCache
+from hiergeo_plugin.core.tiles.grid import Tile
 
 
 def _rows(path):

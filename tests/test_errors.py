@@ -34,8 +34,8 @@ def test_every_exception_class_of_the_plugin_derives_from_hiergeo_error(qgis_pro
 def test_family_members_keep_their_builtin_bases():
     """Older `except ValueError` / `except RuntimeError` callers keep working."""
     from hiergeo_plugin.core.progress import Cancelled
-    from hiergeo_plugin.core.search import SearchTooLarge
-    from hiergeo_plugin.core.tile_http import TileSourceError
+    from hiergeo_plugin.core.search.hierarchical import SearchTooLarge
+    from hiergeo_plugin.core.tiles.http_get import TileSourceError
 
     assert issubclass(SearchTooLarge, ValueError) and issubclass(TileSourceError, RuntimeError)
     assert issubclass(Cancelled, HierGeoError)
@@ -44,7 +44,7 @@ def test_family_members_keep_their_builtin_bases():
 def test_processing_error_maps_the_family_and_bugs_to_one_qgis_message(qgis_app):
     from qgis.core import QgsProcessingException
 
-    from hiergeo_plugin.core.tile_http import TileSourceError
+    from hiergeo_plugin.core.tiles.http_get import TileSourceError
     from hiergeo_plugin.processing.algorithm import processing_error
 
     def redact(text):

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hiergeo_plugin.core.evaluation import (
+from hiergeo_plugin.core.evaluation.metrics import (
     DEFAULT_THRESHOLDS_KM,
     EARTH_RADIUS_KM,
     evaluate,

@@ -1,4 +1,4 @@
-"""How the towers run on this CPU (core/execution.py): probe, fall back, cache keys, bf16 and OpenVINO paths.
+"""How the towers run on this CPU (core/model/execution.py): probe, fall back, cache keys, bf16 and OpenVINO paths.
 
 Real tiny models, real tiles and photos; OpenVINO runs for real where it is installed, and its absence is
 produced the way Python itself reports it (an import that fails).
@@ -11,13 +11,13 @@ import pytest
 import torch
 from helpers import tiny_two_zooms
 
-from hiergeo_plugin.core import execution as ex
-from hiergeo_plugin.core.embedding_cache import EmbeddingCache
-from hiergeo_plugin.core.encoders import ModelError, stack
+from hiergeo_plugin.core.model import execution as ex
+from hiergeo_plugin.core.model.encoders import ModelError, stack
+from hiergeo_plugin.core.model.runners import openvino_available
 from hiergeo_plugin.core.progress import Reporter
-from hiergeo_plugin.core.runners import openvino_available
-from hiergeo_plugin.core.search import HierarchicalSearch
-from hiergeo_plugin.core.tile_source import TileSource
+from hiergeo_plugin.core.search.embedding_cache import EmbeddingCache
+from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
+from hiergeo_plugin.core.tiles.source import TileSource
 
 
 def _tile_batch(model, n=12):

@@ -15,8 +15,8 @@ from hiergeo_demo.tile_server import TileServer
 from hiergeo_plugin.core.index.batch_io import GpkgPredictions, read_photo_list
 from hiergeo_plugin.core.index.builder import IndexBuilder
 from hiergeo_plugin.core.index.cells import Area
-from hiergeo_plugin.core.tile_source import TileSource
-from hiergeo_plugin.core.tiles import Tile, tile_bounds, tile_center
+from hiergeo_plugin.core.tiles.grid import Tile, tile_bounds, tile_center
+from hiergeo_plugin.core.tiles.source import TileSource
 
 ROOT = Path(__file__).resolve().parents[1]
 LUND = ROOT / "tests" / "data" / "photos" / "lund"

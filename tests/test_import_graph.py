@@ -64,7 +64,7 @@ def _all_imports(path: Path) -> Set[str]:
 
 def test_no_import_cycle_in_the_plugin():
     graph = _graph()
-    assert "hiergeo_plugin.core.factory" in graph and "hiergeo_plugin.core.training.pipeline" in graph
+    assert "hiergeo_plugin.core.model.factory" in graph and "hiergeo_plugin.core.training.pipeline" in graph
     state: Dict[str, int] = {}
     stack: List[str] = []
 
@@ -87,9 +87,11 @@ def test_no_import_cycle_in_the_plugin():
 
 def test_the_factory_is_the_only_module_that_assembles_from_files():
     graph = _graph()
-    assert "hiergeo_plugin.core.model_file" not in graph["hiergeo_plugin.core.encoders"]
-    assert "hiergeo_plugin.core.factory" not in graph["hiergeo_plugin.core.model_file"]
-    assert {"hiergeo_plugin.core.encoders", "hiergeo_plugin.core.model_file"} <= graph["hiergeo_plugin.core.factory"]
+    assert "hiergeo_plugin.core.model.file" not in graph["hiergeo_plugin.core.model.encoders"]
+    assert "hiergeo_plugin.core.model.factory" not in graph["hiergeo_plugin.core.model.file"]
+    assert {"hiergeo_plugin.core.model.encoders", "hiergeo_plugin.core.model.file"} <= graph[
+        "hiergeo_plugin.core.model.factory"
+    ]
 
 
 def test_core_never_imports_qgis_or_the_demo_package():

@@ -18,11 +18,11 @@ faiss = pytest.importorskip("faiss")
 from hiergeo_plugin.core.index.ann import REFINE_FACTOR, VectorIndex, sample_rows  # noqa: E402
 from hiergeo_plugin.core.index.assembly import AssemblyConfig, assemble_streamed, streamed_nlist  # noqa: E402
 from hiergeo_plugin.core.index.index_file import IndexFileError, RegionIndex, read_index, write_index  # noqa: E402
+from hiergeo_plugin.core.index.locate import open_vectors  # noqa: E402
 from hiergeo_plugin.core.index.ondisk import OnDiskIVF, rerank  # noqa: E402
 from hiergeo_plugin.core.index.parts import write_shard  # noqa: E402
 from hiergeo_plugin.core.index.prototypes import combine_codes  # noqa: E402
-from hiergeo_plugin.core.index.search import open_vectors  # noqa: E402
-from hiergeo_plugin.core.tiles import Tile  # noqa: E402
+from hiergeo_plugin.core.tiles.grid import Tile  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,7 +125,7 @@ _WORKER = textwrap.dedent(
         print(json.dumps({"peak_mb": vm_kb("VmHWM") / 1024}))  # not ru_maxrss: inherited across exec
     else:
         from hiergeo_plugin.core.index.index_file import read_index
-        from hiergeo_plugin.core.index.search import open_vectors
+        from hiergeo_plugin.core.index.locate import open_vectors
         def rss():
             with open("/proc/self/statm") as f:
                 return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20

@@ -7,16 +7,16 @@ import pytest
 from helpers import hashed_tile_png, tile_photos
 
 from hiergeo_demo.tile_server import TileServer
-from hiergeo_plugin.core.embedding_cache import EmbeddingCache
 from hiergeo_plugin.core.index.builder import IndexBuilder, IndexTooLarge, parts_dir_for
 from hiergeo_plugin.core.index.cells import Area
 from hiergeo_plugin.core.index.index_file import IndexMismatchError, read_index, read_manifest
+from hiergeo_plugin.core.index.locate import IndexSearch, load_index_for
 from hiergeo_plugin.core.index.prototypes import combine_codes
-from hiergeo_plugin.core.index.search import IndexSearch, load_index_for
-from hiergeo_plugin.core.photos import PhotoRecord
 from hiergeo_plugin.core.progress import Cancelled, Reporter
-from hiergeo_plugin.core.search import HierarchicalSearch
-from hiergeo_plugin.core.tiles import Tile, tile_bounds, tile_center
+from hiergeo_plugin.core.search.embedding_cache import EmbeddingCache
+from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
+from hiergeo_plugin.core.search.photos import PhotoRecord
+from hiergeo_plugin.core.tiles.grid import Tile, tile_bounds, tile_center
 
 ZOOM = 10
 # 4 x 4 cells at zoom 10 spanning 4 shards (parents at zoom 6: x 542-543 | 544-545, y 318-319 | 320-321).
@@ -47,7 +47,7 @@ def close_sources():
 
 
 def TileSource(template, **kwargs):  # noqa: N802 - the class, closed after each test
-    from hiergeo_plugin.core.tile_source import TileSource as _TileSource
+    from hiergeo_plugin.core.tiles.source import TileSource as _TileSource
 
     source = _TileSource(template, **kwargs)
     _OPEN.append(source)
@@ -98,7 +98,7 @@ def test_index_method_finds_each_photo_in_its_own_cell(tmp_path, server, tiny_mo
 
 
 def test_index_refused_for_another_model_or_source(tmp_path, server, tiny_model):
-    from hiergeo_plugin.core.factory import load_geo_model
+    from hiergeo_plugin.core.model.factory import load_geo_model
 
     source = TileSource(server.template)
     path = IndexBuilder(tiny_model, source).build(Area.make(extent=EXTENT), ZOOM, tmp_path / "a.hgindex").path
@@ -110,7 +110,7 @@ def test_index_refused_for_another_model_or_source(tmp_path, server, tiny_model)
 
     with torch.no_grad():  # another model: the same architecture with one weight changed
         next(other.photo_encoder.visual.parameters()).add_(0.01)
-    from hiergeo_plugin.core.encoders import tensor_digest
+    from hiergeo_plugin.core.model.encoders import tensor_digest
 
     fp = tensor_digest(dict(other.photo_encoder.visual.state_dict()))
     other.photo_encoder.fingerprint = fp

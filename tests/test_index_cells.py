@@ -8,7 +8,7 @@ import pytest
 import shapely
 
 from hiergeo_plugin.core.index.cells import SHARD_DZ, Area, AreaError, plan_cells
-from hiergeo_plugin.core.tiles import MAX_LATITUDE, Tile, tile_bounds, tile_polygon, tiles_in_bbox
+from hiergeo_plugin.core.tiles.grid import MAX_LATITUDE, Tile, tile_bounds, tile_polygon, tiles_in_bbox
 
 
 def brute_force(geometry, zoom, bbox):

@@ -10,7 +10,7 @@ from pathlib import Path
 from helpers import hashed_tile_png
 
 from hiergeo_demo.tile_server import TileServer
-from hiergeo_plugin.core.tiles import Tile, tile_bounds, tile_center
+from hiergeo_plugin.core.tiles.grid import Tile, tile_bounds, tile_center
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRST, LAST = Tile(10, 542, 318), Tile(10, 545, 320)  # 12 cells

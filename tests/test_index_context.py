@@ -12,12 +12,12 @@ from safetensors.numpy import load_file, save_file
 from hiergeo_demo.tile_server import TileServer
 from hiergeo_plugin.core.index.builder import IndexBuilder
 from hiergeo_plugin.core.index.cells import Area
-from hiergeo_plugin.core.index.context import PathContext, context_weights, embed_context, path_scale
 from hiergeo_plugin.core.index.index_file import IndexFileError, read_index
-from hiergeo_plugin.core.index.search import IndexSearch, load_index_for
-from hiergeo_plugin.core.search import HierarchicalSearch
-from hiergeo_plugin.core.tile_source import TileSource
-from hiergeo_plugin.core.tiles import Tile, tile_bounds
+from hiergeo_plugin.core.index.locate import IndexSearch, load_index_for
+from hiergeo_plugin.core.index.path_context import PathContext, context_weights, embed_context, path_scale
+from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
+from hiergeo_plugin.core.tiles.grid import Tile, tile_bounds
+from hiergeo_plugin.core.tiles.source import TileSource
 
 ZOOM = 10
 FIRST, LAST = Tile(ZOOM, 542, 318), Tile(ZOOM, 545, 321)  # 16 cells; ancestors: 4 at zoom 8, 4 at zoom 6

@@ -17,7 +17,7 @@ from hiergeo_plugin.core.index.index_file import (
     read_manifest,
     write_index,
 )
-from hiergeo_plugin.core.tiles import Tile
+from hiergeo_plugin.core.tiles.grid import Tile
 
 
 def small_index(n=20, dim=8, p=3, kappa=0.5) -> RegionIndex:

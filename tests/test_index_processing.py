@@ -10,7 +10,7 @@ from qgis.core import QgsFeature, QgsGeometry, QgsPointXY, QgsProcessingExceptio
 from hiergeo_demo.tile_server import TileServer
 from hiergeo_plugin.core.index.cells import Area, plan_cells
 from hiergeo_plugin.core.index.index_file import read_manifest
-from hiergeo_plugin.core.tiles import Tile, tile_bounds, tile_center
+from hiergeo_plugin.core.tiles.grid import Tile, tile_bounds, tile_center
 
 CANDIDATE_FIELDS = ["photo", "zoom", "rank", "tile_x", "tile_y", "score", "kept", "chosen"]
 OUTPUT_FIELDS = [

@@ -12,7 +12,7 @@ from hiergeo_plugin.core.index.prototypes import (
     normalize_rows,
     train_prototypes,
 )
-from hiergeo_plugin.core.tiles import Tile
+from hiergeo_plugin.core.tiles.grid import Tile
 
 
 def domain_gap_fixture(classes=12, per_class=8, dim=32, seed=1):

@@ -13,7 +13,7 @@ import pytest
 from helpers import hashed_tile_png
 
 from hiergeo_demo.tile_server import TileServer
-from hiergeo_plugin.core.tiles import Tile, tile_bounds
+from hiergeo_plugin.core.tiles.grid import Tile, tile_bounds
 
 pytest.importorskip("ray", reason="Ray is a dev requirement (requirements-dev.txt)")
 

@@ -14,8 +14,8 @@ from hiergeo_demo.tile_server import FaultPlan, TileServer
 from hiergeo_plugin.core.index.builder import IndexBuilder
 from hiergeo_plugin.core.index.cells import Area
 from hiergeo_plugin.core.index.index_file import read_index
-from hiergeo_plugin.core.tile_source import TileSource
-from hiergeo_plugin.core.tiles import Tile, tile_bounds
+from hiergeo_plugin.core.tiles.grid import Tile, tile_bounds
+from hiergeo_plugin.core.tiles.source import TileSource
 
 ray = pytest.importorskip("ray", reason="Ray is a dev requirement (requirements-dev.txt)")
 

@@ -12,13 +12,13 @@ from hiergeo_demo.tile_server import TileServer
 from hiergeo_plugin.core.index.builder import IndexBuilder
 from hiergeo_plugin.core.index.cells import Area
 from hiergeo_plugin.core.index.index_file import read_index
+from hiergeo_plugin.core.index.locate import IndexSearch
 from hiergeo_plugin.core.index.prototypes import normalize_rows
-from hiergeo_plugin.core.index.search import IndexSearch
 from hiergeo_plugin.core.index.update import IndexUpdateError, update_prototypes
-from hiergeo_plugin.core.photos import PhotoRecord
-from hiergeo_plugin.core.search import HierarchicalSearch, PhotoResult
-from hiergeo_plugin.core.tile_source import TileSource
-from hiergeo_plugin.core.tiles import Tile, tile_bounds, tile_center
+from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch, PhotoResult
+from hiergeo_plugin.core.search.photos import PhotoRecord
+from hiergeo_plugin.core.tiles.grid import Tile, tile_bounds, tile_center
+from hiergeo_plugin.core.tiles.source import TileSource
 
 ZOOM = 10
 FIRST, LAST = Tile(ZOOM, 542, 318), Tile(ZOOM, 545, 321)
@@ -41,7 +41,7 @@ def built(tmp_path_factory, tiny_model_module):
 
 @pytest.fixture(scope="module")
 def tiny_model_module():
-    from hiergeo_plugin.core.factory import load_geo_model
+    from hiergeo_plugin.core.model.factory import load_geo_model
 
     return load_geo_model("hiergeo-tiny", device="cpu")
 

@@ -9,7 +9,7 @@ from qgis.core import QgsFeature, QgsGeometry, QgsPointXY, QgsProcessingExceptio
 
 from hiergeo_demo.tile_server import TileServer
 from hiergeo_plugin.core.index.index_file import read_index
-from hiergeo_plugin.core.tiles import Tile, tile_bounds, tile_center
+from hiergeo_plugin.core.tiles.grid import Tile, tile_bounds, tile_center
 
 ZOOM = 10
 FIRST, LAST = Tile(ZOOM, 542, 318), Tile(ZOOM, 545, 321)
@@ -107,10 +107,10 @@ def test_cancelled_update_ends_normally_with_no_index(provider, tmp_path):
     """Cancel is not an error (core/errors.py's cancel policy): no index written, no counts, a warning says so."""
     from qgis.core import QgsProcessingFeedback
 
-    from hiergeo_plugin.core.factory import load_geo_model
     from hiergeo_plugin.core.index.builder import IndexBuilder
     from hiergeo_plugin.core.index.cells import Area
-    from hiergeo_plugin.core.tile_source import TileSource
+    from hiergeo_plugin.core.model.factory import load_geo_model
+    from hiergeo_plugin.core.tiles.source import TileSource
 
     class CancelOnProgress(QgsProcessingFeedback):
         def __init__(self):

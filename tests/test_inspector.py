@@ -1,4 +1,4 @@
-"""The photo inspector: what it shows for a photo (core/inspection.py, no QGIS) and the dock over real Geolocate
+"""The photo inspector: what it shows for a photo (core/evaluation/inspection.py, no QGIS) and the dock over real Geolocate
 outputs in headless QGIS with pytest-qgis' iface (real photos, real tile server, tiny model).
 
 HIERGEO_SCREENSHOT=docs/images/inspector.png makes test_screenshot also keep its picture there.
@@ -15,7 +15,7 @@ import pytest
 from helpers import hashed_tile_png
 
 from hiergeo_demo.tile_server import TileServer
-from hiergeo_plugin.core.inspection import inspect_photo, photo_filter
+from hiergeo_plugin.core.evaluation.inspection import inspect_photo, photo_filter
 
 # -- what to show, without QGIS ---------------------------------------------------------------------------------
 
@@ -39,7 +39,7 @@ def test_inspection_gives_the_path_coarse_to_fine_and_one_summary_per_zoom():
     assert [(z.zoom, z.tiles, z.kept, z.chosen_rank) for z in got.zooms] == [(4, 2, 2, 2), (6, 3, 2, 1)]
     assert got.zooms[0].best_score == pytest.approx(0.6) and got.zooms[0].chosen_score == pytest.approx(0.5)
     assert got.located and got.truth == (55.71, 13.19)
-    from hiergeo_plugin.core.evaluation import haversine_km
+    from hiergeo_plugin.core.evaluation.metrics import haversine_km
 
     assert got.error_km == pytest.approx(haversine_km(55.71, 13.19, 55.7, 13.2))
 

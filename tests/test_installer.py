@@ -1,4 +1,4 @@
-"""core/installer.py for real: pip of the interpreter the finder picks (core/qgis_python.py, tests/test_qgis_python.py)
+"""core/install/installer.py for real: pip of the interpreter the finder picks (core/install/qgis_python.py, tests/test_qgis_python.py)
 installs a small package from this machine's package index into a temporary folder, a fresh interpreter imports it
 from there; Cancel kills pip (triggered by pip's own request reaching a local server, not by a clock); an unknown
 package fails with pip's reason; QGIS's proxy reaches pip."""
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from hiergeo_plugin.core import installer
-from hiergeo_plugin.core.qgis_python import find_qgis_python
+from hiergeo_plugin.core.install import installer
+from hiergeo_plugin.core.install.qgis_python import find_qgis_python
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Small pure-python packages on this machine's index; the first one that this interpreter does not already have

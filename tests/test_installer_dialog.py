@@ -28,8 +28,8 @@ from test_installer_index import (
     token_setup,
 )
 
-from hiergeo_plugin.core import installer
-from hiergeo_plugin.core.qgis_python import find_qgis_python
+from hiergeo_plugin.core.install import installer
+from hiergeo_plugin.core.install.qgis_python import find_qgis_python
 from hiergeo_plugin.gui.install_dialog import InstallDialog
 from hiergeo_plugin.plugin import MENU, HierGeoPlugin
 

@@ -18,9 +18,9 @@ from typing import Dict, List, Sequence
 
 import pytest
 
-from hiergeo_plugin.core import installer
-from hiergeo_plugin.core.installer import Outcome
-from hiergeo_plugin.core.qgis_python import find_qgis_python
+from hiergeo_plugin.core.install import installer
+from hiergeo_plugin.core.install.installer import Outcome
+from hiergeo_plugin.core.install.qgis_python import find_qgis_python
 
 
 def build_wheel(folder: Path, name: str, version: str, requires: Sequence[str] = ()) -> Path:

@@ -1,4 +1,4 @@
-"""int8 weights with activations quantized at run time (core/int8_weights.py), and how execution.py offers them.
+"""int8 weights with activations quantized at run time (core/model/int8_weights.py), and how model/execution.py offers them.
 
 Real OpenVINO (a dev requirement, installed on every CI leg), real tiny open_clip towers, real tile images.
 """
@@ -9,9 +9,9 @@ import pytest
 import torch
 from helpers import tiny_two_zooms
 
-from hiergeo_plugin.core import execution as ex
-from hiergeo_plugin.core.int8_weights import MIN_WEIGHTS, compress_weights_int8
-from hiergeo_plugin.core.runners import OpenVinoRunner
+from hiergeo_plugin.core.model import execution as ex
+from hiergeo_plugin.core.model.int8_weights import MIN_WEIGHTS, compress_weights_int8
+from hiergeo_plugin.core.model.runners import OpenVinoRunner
 
 
 def _tiles(model, n=12):

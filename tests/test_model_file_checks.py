@@ -15,15 +15,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from hiergeo_plugin.core.architecture import MAX_PARAMETERS, ArchitectureError, estimate_parameters  # noqa: E402
-from hiergeo_plugin.core.factory import load_model_file  # noqa: E402
-from hiergeo_plugin.core.model_file import FORMAT, VERSION, ModelFileError  # noqa: E402
+from hiergeo_plugin.core.model.architecture import MAX_PARAMETERS, ArchitectureError, estimate_parameters  # noqa: E402
+from hiergeo_plugin.core.model.factory import load_model_file  # noqa: E402
+from hiergeo_plugin.core.model.file import FORMAT, VERSION, ModelFileError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tiny_head():
     """The parameters a trained zoom of hiergeo-tiny overrides (its last 2 blocks, final norm, projection)."""
-    from hiergeo_plugin.core.encoders import BaseModelSpec, build_clip, head_parameter_names
+    from hiergeo_plugin.core.model.encoders import BaseModelSpec, build_clip, head_parameter_names
 
     model, _ = build_clip(BaseModelSpec.parse("hiergeo-tiny"))
     params = dict(model.visual.named_parameters())
@@ -92,7 +92,7 @@ def test_an_absurd_image_size_is_refused_even_with_few_parameters(tiny_head, tmp
 def test_sane_architectures_pass_the_bound():
     import open_clip
 
-    from hiergeo_plugin.core.encoders import register_builtin_configs
+    from hiergeo_plugin.core.model.encoders import register_builtin_configs
 
     register_builtin_configs()
     for name in ("hiergeo-tiny", "ViT-B-32", "ViT-L-14", "ViT-H-14"):

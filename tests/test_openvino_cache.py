@@ -13,9 +13,9 @@ import time
 import pytest
 from helpers import tiny_two_zooms
 
-from hiergeo_plugin.core import execution as ex
-from hiergeo_plugin.core import runners
-from hiergeo_plugin.core.runners import OPENVINO_CACHE_ENTRIES, OPENVINO_ENTRY_MARKER, openvino_available
+from hiergeo_plugin.core.model import execution as ex
+from hiergeo_plugin.core.model import runners
+from hiergeo_plugin.core.model.runners import OPENVINO_CACHE_ENTRIES, OPENVINO_ENTRY_MARKER, openvino_available
 
 LONG_AGO = time.time() - 365 * 86400
 

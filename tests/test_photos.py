@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hiergeo_plugin.core.photos import PhotoError, load_photo, read_exif_gps, resolve_photo_path
+from hiergeo_plugin.core.search.photos import PhotoError, load_photo, read_exif_gps, resolve_photo_path
 
 
 def test_lund_photos_have_gps_near_lund(photos_dir):

@@ -11,8 +11,8 @@ from helpers import hashed_tile_png
 from qgis.core import QgsProcessingFeedback, QgsVectorLayer
 
 from hiergeo_demo.tile_server import TileServer
-from hiergeo_plugin.core.evaluation import haversine_km
-from hiergeo_plugin.core.photos import read_exif_gps
+from hiergeo_plugin.core.evaluation.metrics import haversine_km
+from hiergeo_plugin.core.search.photos import read_exif_gps
 
 LINE_FIELDS = ["photo", "error_km", "true_lat", "true_lon", "lat", "lon"]
 

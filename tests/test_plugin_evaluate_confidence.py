@@ -96,7 +96,7 @@ def test_the_refitted_temperature_stored_in_the_model_file_is_what_the_next_geol
 
     from hiergeo_plugin.core.confidence import DEFAULT_TEMPERATURE, Scored, assess
     from hiergeo_plugin.core.confidence.store import stored_calibration
-    from hiergeo_plugin.core.tiles import Tile
+    from hiergeo_plugin.core.tiles.grid import Tile
 
     model = write_model_file(tmp_path / "model.safetensors", seed=4, zooms=(4, 6))
     folder = tmp_path / "photos"
@@ -202,7 +202,7 @@ def test_probability_map_is_a_styled_geotiff_of_the_photo_density(located, tmp_p
     from hiergeo_plugin.core.confidence import DEFAULT_TEMPERATURE
     from hiergeo_plugin.core.confidence.assessment import read_geopackage
     from hiergeo_plugin.core.confidence.distribution import PlaceDistribution
-    from hiergeo_plugin.core.evaluation import EARTH_RADIUS_KM
+    from hiergeo_plugin.core.evaluation.metrics import EARTH_RADIUS_KM
 
     photo = read_geopackage(str(located))[0]
     out = tmp_path / "map.tif"

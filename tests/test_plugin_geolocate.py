@@ -25,8 +25,8 @@ from qgis.core import (
 )
 
 from hiergeo_demo.tile_server import TileServer
-from hiergeo_plugin.core.photos import read_exif_gps
-from hiergeo_plugin.core.tiles import Tile, all_tiles, tile_bounds, tile_center, tile_children, tile_parent
+from hiergeo_plugin.core.search.photos import read_exif_gps
+from hiergeo_plugin.core.tiles.grid import Tile, all_tiles, tile_bounds, tile_center, tile_children, tile_parent
 from hiergeo_plugin.processing.xyz import resolve_tile_source
 
 ALG = "hiergeo:geolocatephotos"
@@ -179,7 +179,7 @@ def test_point_layer_gives_one_located_row_per_photo_with_errors(provider, serve
         assert (point.y(), point.x()) == pytest.approx((f["lat"], f["lon"]))
         # The truth is the input point: the photo's EXIF GPS, in EPSG:4326.
         assert (f["true_lat"], f["true_lon"]) == pytest.approx(read_exif_gps(f["photo"]), abs=1e-6)
-        from hiergeo_plugin.core.evaluation import haversine_km
+        from hiergeo_plugin.core.evaluation.metrics import haversine_km
 
         assert f["error_km"] == pytest.approx(haversine_km(f["true_lat"], f["true_lon"], f["lat"], f["lon"]))
         assert -1.0 <= f["score"] <= 1.0

@@ -332,8 +332,8 @@ def test_plugin_loads_and_explains_itself_when_torch_is_hidden(plugins_dir, phot
 
 
 def test_dependency_message_names_the_dialog_and_the_command_it_runs(monkeypatch):
-    from hiergeo_plugin.core import installer
-    from hiergeo_plugin.core.qgis_python import find_qgis_python
+    from hiergeo_plugin.core.install import installer
+    from hiergeo_plugin.core.install.qgis_python import find_qgis_python
     from hiergeo_plugin.processing import dependencies
 
     missing = [("torch", "torch", "No module named 'torch'")]
@@ -463,7 +463,7 @@ def test_make_zip_builds_one_hiergeo_folder_without_caches_tests_or_weights(tmp_
         "hiergeo_plugin/processing/provider.py",
         "resources/icon.png",
         "resources/styles/candidates.qml",
-        "resources/models/hiergeo-tiny.json",
+        "hiergeo_plugin/core/model/configs/hiergeo-tiny.json",
     ):
         assert f"hiergeo/{required}" in names, required
     for name in names:

@@ -127,8 +127,8 @@ def test_train_then_geolocate_with_the_trained_file(provider, photo_points, serv
     assert Path(res["OUTPUT_MODEL"]) == output and output.is_file()
     for zoom in (8, 10):
         assert 0.0 <= res[f"VAL_TOP1_Z{zoom}"] <= res[f"VAL_TOP5_Z{zoom}"] <= 1.0
-    from hiergeo_plugin.core.factory import load_model_file
-    from hiergeo_plugin.core.model_file import read_manifest
+    from hiergeo_plugin.core.model.factory import load_model_file
+    from hiergeo_plugin.core.model.file import read_manifest
 
     manifest = read_manifest(output)
     assert manifest["zooms"] == [8, 10] and manifest["base_model"] == "hiergeo-tiny"

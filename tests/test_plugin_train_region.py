@@ -87,8 +87,8 @@ def params(layer, server, base, cache, out, **extra):
 
 
 def test_trained_region_model_loads_and_builds_a_region_index(provider, server, region, tmp_path):
-    from hiergeo_plugin.core.factory import load_geo_model
     from hiergeo_plugin.core.index.index_file import read_manifest
+    from hiergeo_plugin.core.model.factory import load_geo_model
 
     root, rows, box, base = region
     layer = photo_layer(rows)

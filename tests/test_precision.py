@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from hiergeo_plugin.core.encoders import ModelError, autocast, autocast_dtype, describe_device, stack
+from hiergeo_plugin.core.model.encoders import ModelError, autocast, autocast_dtype, describe_device, stack
 from hiergeo_plugin.core.progress import Reporter
-from hiergeo_plugin.core.search import HierarchicalSearch
-from hiergeo_plugin.core.tile_source import TileSource
+from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
+from hiergeo_plugin.core.tiles.source import TileSource
 
 
 def _batch(model, n=6, seed=0):

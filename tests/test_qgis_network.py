@@ -28,9 +28,9 @@ from qgis.core import (
 )
 from reliability_support import geolocate_params, processing, recording_feedback_class
 
-from hiergeo_plugin.core.tile_http import HttpSettings
-from hiergeo_plugin.core.tile_source import TileOutcome, TileSource, TileSourceError
-from hiergeo_plugin.core.tiles import Tile
+from hiergeo_plugin.core.tiles.grid import Tile
+from hiergeo_plugin.core.tiles.http_get import HttpSettings
+from hiergeo_plugin.core.tiles.source import TileOutcome, TileSource, TileSourceError
 from hiergeo_plugin.processing import network
 from hiergeo_plugin.processing.xyz import open_tile_source, resolve_tile_source
 

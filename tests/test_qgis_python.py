@@ -1,4 +1,4 @@
-"""core/qgis_python.py: the finder picks the right file in Windows, macOS and Linux layouts built here (fake
+"""core/install/qgis_python.py: the finder picks the right file in Windows, macOS and Linux layouts built here (fake
 interpreters that answer its version probe), refuses another Python with the reasons, and finds this interpreter."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hiergeo_plugin.core import qgis_python
-from hiergeo_plugin.core.qgis_python import find_qgis_python
+from hiergeo_plugin.core.install import qgis_python
+from hiergeo_plugin.core.install.qgis_python import find_qgis_python
 
 
 def _fake_python(path: Path, version: str, executable: bool = True) -> Path:

@@ -1,4 +1,4 @@
-from hiergeo_plugin.core.redact import Redactor, mask_url, secrets_in_url
+from hiergeo_plugin.core.tiles.redact import Redactor, mask_url, secrets_in_url
 
 
 def test_mask_url_hides_keys_and_credentials_only():
@@ -29,7 +29,7 @@ def test_redacting_is_linear_in_the_text_length():
     from pathlib import Path
 
     code = (
-        "from hiergeo_plugin.core.redact import Redactor\n"
+        "from hiergeo_plugin.core.tiles.redact import Redactor\n"
         "r = Redactor(['https://h/{z}/{x}/{y}.png?key=K3Yabc123'])\n"
         "n = 2_000_000\n"
         "for text in ('a' * n, '?' + 'a' * n, 'a://' + 'b' * n, 'x://u:' + 'p' * n, '?a' * (n // 2),\n"

@@ -16,8 +16,8 @@ from hiergeo_plugin.core.region.stats import (
     wilson_interval,
     within_shares,
 )
-from hiergeo_plugin.core.search import Candidate
-from hiergeo_plugin.core.tiles import Tile, lonlat_to_tile, tile_center
+from hiergeo_plugin.core.search.hierarchical import Candidate
+from hiergeo_plugin.core.tiles.grid import Tile, lonlat_to_tile, tile_center
 
 TRACKS = np.array((0.80, 0.76, 0.66))
 HIGHWAYS = np.array((0.30, 0.30, 0.31))

@@ -8,15 +8,15 @@ from helpers import tiny_model_file
 from hiergeo_demo.regional import region_box, road_positions, write_photos
 from hiergeo_demo.tile_server import TileServer
 from hiergeo_demo.world import DemoWorld
-from hiergeo_plugin.core.photos import PhotoRecord
 from hiergeo_plugin.core.progress import Cancelled, Reporter
+from hiergeo_plugin.core.search.photos import PhotoRecord
 
 ZOOMS = (14, 16)
 
 
 @pytest.fixture(scope="module")
 def setting(tmp_path_factory):
-    from hiergeo_plugin.core.tile_source import TileSource
+    from hiergeo_plugin.core.tiles.source import TileSource
 
     root = tmp_path_factory.mktemp("region")
     world = DemoWorld(0)
@@ -39,7 +39,7 @@ def _config(**kw):
 
 
 def test_region_model_is_a_model_file_with_a_new_photo_tower_and_cell_zoom_head(setting):
-    from hiergeo_plugin.core.factory import load_geo_model
+    from hiergeo_plugin.core.model.factory import load_geo_model
     from hiergeo_plugin.core.region.training import train_region_model
 
     root, base_path, records, source = setting
@@ -84,7 +84,7 @@ def test_cancel_in_the_aerial_stage_keeps_the_photo_stage_and_the_rerun_resumes_
     the resumed run writes what an uninterrupted run writes."""
     from safetensors.torch import load_file
 
-    from hiergeo_plugin.core.model_file import read_manifest
+    from hiergeo_plugin.core.model.file import read_manifest
     from hiergeo_plugin.core.region.checkpoint import region_checkpoint_path
     from hiergeo_plugin.core.region.training import train_region_model
 

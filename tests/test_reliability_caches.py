@@ -35,12 +35,12 @@ from reliability_support import (
 )
 
 from hiergeo_demo.tile_server import TileServer
-from hiergeo_plugin.core.embedding_cache import EmbeddingCache
-from hiergeo_plugin.core.factory import load_model_file
-from hiergeo_plugin.core.model_file import ModelFileError, save_model_file
-from hiergeo_plugin.core.photos import PhotoRecord
-from hiergeo_plugin.core.search import HierarchicalSearch
-from hiergeo_plugin.core.tile_source import TileSource
+from hiergeo_plugin.core.model.factory import load_model_file
+from hiergeo_plugin.core.model.file import ModelFileError, save_model_file
+from hiergeo_plugin.core.search.embedding_cache import EmbeddingCache
+from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
+from hiergeo_plugin.core.search.photos import PhotoRecord
+from hiergeo_plugin.core.tiles.source import TileSource
 
 ALG = "hiergeo:geolocatephotos"
 ZOOMS = "4,6,8"
@@ -159,7 +159,7 @@ def write_model_file(path: Path, seed: int, zooms=(4, 6, 8)) -> Path:
     """A valid HierGeo model file for hiergeo-tiny whose map encoders' heads differ from the base weights."""
     import torch
 
-    from hiergeo_plugin.core.encoders import BaseModelSpec, build_clip, head_parameter_names
+    from hiergeo_plugin.core.model.encoders import BaseModelSpec, build_clip, head_parameter_names
 
     model, _ = build_clip(BaseModelSpec.parse("hiergeo-tiny"))
     visual = model.visual
@@ -187,7 +187,9 @@ def test_embeddings_of_another_model_or_source_are_never_reused(provider, lund_p
     # A second architecture: another BASE_MODEL (registered the way a model file's config is).
     arch_dir = tmp_path / "arch"
     arch_dir.mkdir()
-    config = json.loads((Path(__file__).resolve().parents[1] / "resources/models/hiergeo-tiny.json").read_text())
+    config = json.loads(
+        (Path(__file__).resolve().parents[1] / "hiergeo_plugin/core/model/configs/hiergeo-tiny.json").read_text()
+    )
     config["vision_cfg"]["layers"] = 4
     (arch_dir / "hiergeo-tiny-b.json").write_text(json.dumps(config))
     open_clip.add_model_config(arch_dir)

@@ -25,11 +25,11 @@ from reliability_support import (
 )
 
 from hiergeo_demo.tile_server import TileServer
-from hiergeo_plugin.core.embedding_cache import EmbeddingCache
-from hiergeo_plugin.core.photos import PhotoRecord
 from hiergeo_plugin.core.progress import Cancelled, Reporter
-from hiergeo_plugin.core.search import HierarchicalSearch
-from hiergeo_plugin.core.tile_source import TileSource
+from hiergeo_plugin.core.search.embedding_cache import EmbeddingCache
+from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
+from hiergeo_plugin.core.search.photos import PhotoRecord
+from hiergeo_plugin.core.tiles.source import TileSource
 
 ALG = "hiergeo:geolocatephotos"
 HOLD_SECONDS = 120.0  # the slow half of the world answers only when released (or after this long)
@@ -144,7 +144,7 @@ def test_cancel_during_encoding(tiny_model, lund_records, tile_server, tmp_path)
 
 def test_cancel_during_training_and_resume_from_the_checkpoint(photos_dir, tmp_path):
     """Cancelled in the middle of zoom 14 (after its first epoch); the re-run resumes after zoom 16."""
-    from hiergeo_plugin.core.factory import load_model_file
+    from hiergeo_plugin.core.model.factory import load_model_file
     from hiergeo_plugin.core.training import TrainingConfig, checkpoint_path, train_map_encoders
 
     lund = sorted((photos_dir / "lund").glob("*.jpg"))

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from hiergeo_plugin.core.photos import MAX_DECODED_BYTES, MAX_PIXELS, PhotoError, load_photo
-from hiergeo_plugin.core.tile_image import MAX_TILE_DECODED_BYTES, MAX_TILE_PIXELS, TileTooLarge, decode_tile
+from hiergeo_plugin.core.search.photos import MAX_DECODED_BYTES, MAX_PIXELS, PhotoError, load_photo
+from hiergeo_plugin.core.tiles.image import MAX_TILE_DECODED_BYTES, MAX_TILE_PIXELS, TileTooLarge, decode_tile
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,7 @@ def test_a_float_photo_over_the_byte_bound_is_refused_before_decoding(tmp_path):
     path.write_bytes(float_tiff(14000, 10000))
     code = (
         "import sys\n"
-        "from hiergeo_plugin.core.photos import PhotoError, load_photo\n"
+        "from hiergeo_plugin.core.search.photos import PhotoError, load_photo\n"
         "try:\n"
         "    load_photo(sys.argv[1])\n"
         "    print('decoded')\n"

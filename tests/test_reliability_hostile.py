@@ -15,15 +15,9 @@ import pytest
 from hostile_server import HostileServer, drip, endless, gzip_bomb, pixel_bomb_png, png_bytes, send
 
 from hiergeo_plugin.core.progress import Cancelled
-from hiergeo_plugin.core.tile_http import MAX_REDIRECTS
-from hiergeo_plugin.core.tile_source import (
-    GAP_MARKER,
-    MAX_TILE_BYTES,
-    TileOutcome,
-    TileSource,
-    TileSourceError,
-)
-from hiergeo_plugin.core.tiles import Tile
+from hiergeo_plugin.core.tiles.grid import Tile
+from hiergeo_plugin.core.tiles.http_get import MAX_REDIRECTS
+from hiergeo_plugin.core.tiles.source import GAP_MARKER, MAX_TILE_BYTES, TileOutcome, TileSource, TileSourceError
 
 TILE = Tile(3, 1, 2)
 
@@ -240,7 +234,7 @@ def test_the_search_branches_on_typed_outcomes(tiny_model, lund_records):
     """
     from helpers import hashed_tile_png
 
-    from hiergeo_plugin.core.search import FAILED_IN_A_ROW_LIMIT, HierarchicalSearch
+    from hiergeo_plugin.core.search.hierarchical import FAILED_IN_A_ROW_LIMIT, HierarchicalSearch
 
     def serve(status):
         def behaviour(h, path):

@@ -17,10 +17,10 @@ from hiergeo_demo.tile_server import TileServer
 from hiergeo_plugin.core.index.builder import IndexBuilder
 from hiergeo_plugin.core.index.cells import Area
 from hiergeo_plugin.core.index.index_file import IndexFileError, read_index, read_manifest, write_index
-from hiergeo_plugin.core.photos import PhotoRecord
 from hiergeo_plugin.core.progress import Reporter
-from hiergeo_plugin.core.tile_source import TileSource
-from hiergeo_plugin.core.tiles import Tile, tile_center
+from hiergeo_plugin.core.search.photos import PhotoRecord
+from hiergeo_plugin.core.tiles.grid import Tile, tile_center
+from hiergeo_plugin.core.tiles.source import TileSource
 
 
 def _rewrite(path, tensors=None, manifest=None):
@@ -221,7 +221,7 @@ def _ivf_index_with_id(tmp_path, bad_id: int, refine: bool):
 
 @pytest.mark.parametrize("refine", [False, True])
 def test_ivf_ids_past_the_end_say_the_index_is_damaged(tmp_path, tiny_model, refine):
-    from hiergeo_plugin.core.index.search import IndexSearch
+    from hiergeo_plugin.core.index.locate import IndexSearch
 
     good, x = _ivf_index_with_id(tmp_path, 7, refine)
     search = IndexSearch(tiny_model, read_index(good), method="index")
@@ -376,7 +376,7 @@ def test_a_faiss_part_claiming_2_gib_is_refused_before_it_is_allocated(tmp_path,
     verdict, growth_mb = _peak_growth(path)
     assert verdict.startswith("refused:")
     assert growth_mb < 200, f"peak RSS grew by {growth_mb:.0f} MB for a {path.stat().st_size} byte file"
-    from hiergeo_plugin.core.index.search import IndexSearch
+    from hiergeo_plugin.core.index.locate import IndexSearch
 
     with pytest.raises(IndexFileError, match="damaged"):
         IndexSearch(tiny_model, read_index(path), method="index")

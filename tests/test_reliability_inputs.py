@@ -18,10 +18,10 @@ from qgis.core import QgsProcessingException, QgsVectorLayer
 from reliability_support import geolocate_params, memory_photo_table, processing, recording_feedback_class
 
 from hiergeo_demo.tile_server import TileServer
-from hiergeo_plugin.core.embedding_cache import CacheDirError, EmbeddingCache
-from hiergeo_plugin.core.evaluation import evaluate
-from hiergeo_plugin.core.search import MAX_FIRST_STAGE_TILES, SearchTooLarge, check_search_size
-from hiergeo_plugin.core.tiles import Tile
+from hiergeo_plugin.core.evaluation.metrics import evaluate
+from hiergeo_plugin.core.search.embedding_cache import CacheDirError, EmbeddingCache
+from hiergeo_plugin.core.search.hierarchical import MAX_FIRST_STAGE_TILES, SearchTooLarge, check_search_size
+from hiergeo_plugin.core.tiles.grid import Tile
 
 ALG = "hiergeo:geolocatephotos"
 

@@ -30,7 +30,7 @@ from reliability_support import (
 )
 
 from hiergeo_demo.tile_server import TileServer
-from hiergeo_plugin.core.photos import read_exif_gps
+from hiergeo_plugin.core.search.photos import read_exif_gps
 
 ALG = "hiergeo:geolocatephotos"
 KEY = "K3Y-9f8e7d6c5b"
@@ -253,7 +253,7 @@ def test_keys_in_unusual_template_positions_stay_out_of_the_log_and_the_index_ma
     from hostile_server import HostileServer, send
 
     from hiergeo_plugin.core.index.builder import source_identity
-    from hiergeo_plugin.core.tile_source import TileSource
+    from hiergeo_plugin.core.tiles.source import TileSource
 
     def serve(h, path):
         parts = path.split("?")[0].split(";")[0].split("/")

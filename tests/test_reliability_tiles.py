@@ -28,10 +28,10 @@ from reliability_support import (
 )
 
 from hiergeo_demo.tile_server import FAULT_KINDS, FaultPlan, TileServer
-from hiergeo_plugin.core.photos import PhotoRecord
-from hiergeo_plugin.core.search import HierarchicalSearch
-from hiergeo_plugin.core.tile_source import TileSource
-from hiergeo_plugin.core.tiles import Tile
+from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
+from hiergeo_plugin.core.search.photos import PhotoRecord
+from hiergeo_plugin.core.tiles.grid import Tile
+from hiergeo_plugin.core.tiles.source import TileSource
 
 ALG = "hiergeo:geolocatephotos"
 
@@ -239,9 +239,9 @@ def test_training_with_20_percent_faults_of_every_kind(photos_dir, tmp_path):
     """Training finishes against a faulty server with a no-imagery area, and records the gaps per zoom."""
     import random
 
-    from hiergeo_plugin.core.factory import load_model_file
+    from hiergeo_plugin.core.model.factory import load_model_file
     from hiergeo_plugin.core.progress import Reporter
-    from hiergeo_plugin.core.tiles import lonlat_to_tile
+    from hiergeo_plugin.core.tiles.grid import lonlat_to_tile
     from hiergeo_plugin.core.training import TrainingConfig, train_map_encoders
 
     lund = sorted((photos_dir / "lund").glob("*.jpg"))

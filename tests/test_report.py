@@ -12,8 +12,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from hiergeo_plugin.core.evaluation import evaluate, write_html_report
-from hiergeo_plugin.core.report_media import THUMBNAIL_PX, thumbnail_data_uri
+from hiergeo_plugin.core.evaluation.metrics import evaluate, write_html_report
+from hiergeo_plugin.core.evaluation.report_media import THUMBNAIL_PX, thumbnail_data_uri
 
 DATA = Path(__file__).resolve().parent / "data" / "photos"
 
@@ -82,7 +82,7 @@ def test_report_without_photos_or_rows_still_works(tmp_path):
 
 
 def test_thumbnails_are_upright(tmp_path):
-    """EXIF orientation 6 (stored 240x320, shown 320x240) comes out landscape, as core.photos shows it."""
+    """EXIF orientation 6 (stored 240x320, shown 320x240) comes out landscape, as core.search.photos shows it."""
     stored = DATA / "exif-samples" / "orientation" / "landscape_6.jpg"
     with Image.open(stored) as im:
         assert im.size[0] < im.size[1]

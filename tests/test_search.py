@@ -5,12 +5,12 @@ import pytest
 from helpers import hashed_tile_png
 
 from hiergeo_demo.tile_server import FaultPlan, TileServer
-from hiergeo_plugin.core.embedding_cache import EmbeddingCache
-from hiergeo_plugin.core.photos import PhotoRecord
 from hiergeo_plugin.core.progress import Cancelled, Reporter
-from hiergeo_plugin.core.search import HierarchicalSearch
-from hiergeo_plugin.core.tile_source import TileSource, TileSourceError
-from hiergeo_plugin.core.tiles import all_tiles, tile_center, tile_children, tile_parent
+from hiergeo_plugin.core.search.embedding_cache import EmbeddingCache
+from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
+from hiergeo_plugin.core.search.photos import PhotoRecord
+from hiergeo_plugin.core.tiles.grid import all_tiles, tile_center, tile_children, tile_parent
+from hiergeo_plugin.core.tiles.source import TileSource, TileSourceError
 
 ZOOMS = [4, 6, 8, 10, 12, 14, 16]
 
@@ -154,7 +154,7 @@ def test_scores_are_cosine_similarities(tiny_model, tile_server, lund_records):
     (r,) = list(search.run(lund_records[:1]))
     best = r.stages[4][0]
     prep = search._prepare
-    from hiergeo_plugin.core.photos import load_photo
+    from hiergeo_plugin.core.search.photos import load_photo
 
     p = tiny_model.photo_encoder.encode(prep(load_photo(lund_records[0].path))[None]).numpy()[0]
     t = (
@@ -170,7 +170,7 @@ def test_search_extent_starts_from_the_tiles_over_the_region(tiny_model, tile_se
     region = (0.0, 30.0, 24.0, 48.0)
     search = _search(tiny_model, tile_server.template, zooms=[4, 6], region=region)
     (r,) = list(search.run(lund_records[:1]))
-    from hiergeo_plugin.core.tiles import tiles_in_bbox
+    from hiergeo_plugin.core.tiles.grid import tiles_in_bbox
 
     assert sorted(c.tile for c in r.stages[4]) == sorted(tiles_in_bbox(4, region))
     assert len(r.stages[4]) == 4 and len(r.stages[6]) == 4 * 16

@@ -11,11 +11,11 @@ import pytest
 from helpers import hashed_tile_png
 
 from hiergeo_demo.tile_server import TileServer
-from hiergeo_plugin.core.evaluation import evaluate
-from hiergeo_plugin.core.search import HierarchicalSearch, PhotoResult
-from hiergeo_plugin.core.status import is_located
-from hiergeo_plugin.core.tile_source import TileSource
-from hiergeo_plugin.core.tiles import tile_parent
+from hiergeo_plugin.core.evaluation.metrics import evaluate
+from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch, PhotoResult
+from hiergeo_plugin.core.search.status import is_located
+from hiergeo_plugin.core.tiles.grid import tile_parent
+from hiergeo_plugin.core.tiles.source import TileSource
 
 K = 2
 

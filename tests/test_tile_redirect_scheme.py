@@ -18,9 +18,9 @@ from typing import Dict, List
 from helpers import hashed_tile_png
 from network_servers import PrivateCA
 
-from hiergeo_plugin.core.tile_http import HttpSettings
-from hiergeo_plugin.core.tile_source import TileSource
-from hiergeo_plugin.core.tiles import Tile
+from hiergeo_plugin.core.tiles.grid import Tile
+from hiergeo_plugin.core.tiles.http_get import HttpSettings
+from hiergeo_plugin.core.tiles.source import TileSource
 
 API_KEY = "hk-0d9e8f7a6b5c4d"
 USER, PASSWORD = "carto-team", "Pw-31ab77-auth"
@@ -112,7 +112,7 @@ def test_https_to_http_redirect_on_the_same_host_and_port_sends_no_credentials(t
 
 def test_only_the_same_origin_or_the_standard_upgrade_keeps_credentials():
     """Mirrors requests: the scheme, the host and the effective port must match, except http:80 to https:443."""
-    from hiergeo_plugin.core.tile_http import _keeps_credentials, _origin
+    from hiergeo_plugin.core.tiles.http_get import _keeps_credentials, _origin
 
     def keeps(first: str, then: str) -> bool:
         return _keeps_credentials(_origin(first), _origin(then))

@@ -6,8 +6,8 @@ import pytest
 from helpers import hashed_tile_png
 
 from hiergeo_demo.tile_server import FaultPlan, TileServer
-from hiergeo_plugin.core.tile_source import TileSource, TileSourceError
-from hiergeo_plugin.core.tiles import Tile, all_tiles
+from hiergeo_plugin.core.tiles.grid import Tile, all_tiles
+from hiergeo_plugin.core.tiles.source import TileSource, TileSourceError
 
 
 def test_fetch_decodes_and_caches_on_disk(tile_server, tmp_path):
@@ -44,7 +44,7 @@ class _FakeClock:
 def test_rate_limiter_spaces_request_starts_by_one_over_the_rate(monkeypatch):
     """The token bucket gives every request a start 1/rate after the previous one, whoever asks (no clock reads
     in the assertion: the fake clock advances only by the limiter's own sleeps)."""
-    from hiergeo_plugin.core import tile_http
+    from hiergeo_plugin.core.tiles import http_get as tile_http
 
     clock = _FakeClock()
     monkeypatch.setattr(tile_http, "time", clock)

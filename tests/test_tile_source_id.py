@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 
 from hiergeo_plugin.core.index.builder import source_identity
-from hiergeo_plugin.core.tile_source import TileSource
+from hiergeo_plugin.core.tiles.source import TileSource
 
 SHAPES = (
     "https://tiles.example/{{z}}/{{x}}/{{y}}.jpg?format=jpg&api_key={key}",

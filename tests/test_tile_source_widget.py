@@ -174,6 +174,6 @@ def test_a_run_on_a_street_map_warns_before_it_starts(provider, street_map):
     ],
 )
 def test_not_imagery_hint(name, template, hinted):
-    from hiergeo_plugin.core.imagery_hint import not_imagery_hint
+    from hiergeo_plugin.core.tiles.imagery_hint import not_imagery_hint
 
     assert bool(not_imagery_hint(name, template)) == hinted

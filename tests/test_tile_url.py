@@ -18,9 +18,9 @@ from hostile_server import HostileServer, send
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hiergeo_plugin.core.tile_source import TileSource, TileSourceError
-from hiergeo_plugin.core.tile_url import TileUrlTemplate, UnsupportedTemplate, file_url_to_path, quadkey
-from hiergeo_plugin.core.tiles import Tile, all_tiles
+from hiergeo_plugin.core.tiles.grid import Tile, all_tiles
+from hiergeo_plugin.core.tiles.source import TileSource, TileSourceError
+from hiergeo_plugin.core.tiles.url import TileUrlTemplate, UnsupportedTemplate, file_url_to_path, quadkey
 
 T = Tile(3, 1, 2)  # quadkey "021"; (x + y) % 3 == 0
 BACKSLASH = "\\"
@@ -240,7 +240,7 @@ def test_a_refused_template_sends_no_request(three_hosts):
 def test_the_probe_looks_for_the_windows_folder_the_url_names(monkeypatch):
     """The reachability probe of a file:// source checks the folder by Windows' conversion on Windows: C:\\tiles,
     not "/C:/tiles" (which no Windows system has). Run here with Windows' url2pathname injected."""
-    import hiergeo_plugin.core.tile_probe as tile_probe
+    import hiergeo_plugin.core.tiles.probe as tile_probe
 
     def windows(url):
         return file_url_to_path(url, url2pathname=nturl2path.url2pathname, windows=True)

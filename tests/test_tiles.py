@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hiergeo_plugin.core.tiles import (
+from hiergeo_plugin.core.tiles.grid import (
     MAX_LATITUDE,
     Tile,
     all_tiles,
@@ -103,7 +103,7 @@ def test_zoom4_world_and_validation():
 
 @given(lons, lats, st.floats(0.1, 40), st.floats(0.1, 40), st.integers(0, 10))
 def test_tiles_in_bbox_cover_the_bbox(lon, lat, w, h, z):
-    from hiergeo_plugin.core.tiles import tiles_in_bbox
+    from hiergeo_plugin.core.tiles.grid import tiles_in_bbox
 
     north = max(lat, min(MAX_LATITUDE - 1e-6, lat + h))  # never south of the south edge
     east = lon + w if lon + w < 180 else lon + w - 360  # may cross the antimeridian
@@ -119,7 +119,7 @@ def test_tiles_in_bbox_cover_the_bbox(lon, lat, w, h, z):
 def test_tiles_in_bbox_at_and_beyond_the_antimeridian():
     """An east edge of 180 is the world's east edge, and extents wider than the world (a
     zoomed-out canvas) are the whole world, not column 0 or nothing."""
-    from hiergeo_plugin.core.tiles import bbox_tile_count, tiles_in_bbox
+    from hiergeo_plugin.core.tiles.grid import bbox_tile_count, tiles_in_bbox
 
     assert len(tiles_in_bbox(4, (-180, -90, 180, 90))) == 256
     east_half = tiles_in_bbox(4, (0, -90, 180, 90))
@@ -134,7 +134,7 @@ def test_tiles_in_bbox_at_and_beyond_the_antimeridian():
 def test_tiles_in_bbox_any_longitudes(west, width, z, east_on_180):
     """Edges anywhere in -540..540 (east exactly 180 half of the time): every longitude of the span lies in a
     returned column, no column is returned twice, and the count is what the span's width allows."""
-    from hiergeo_plugin.core.tiles import tiles_in_bbox
+    from hiergeo_plugin.core.tiles.grid import tiles_in_bbox
 
     n = 1 << z
     if east_on_180:
@@ -159,7 +159,7 @@ def test_tiles_in_bbox_any_longitudes(west, width, z, east_on_180):
 
 def test_zoom_steps_are_bounded_with_a_reason():
     """ZOOM_LEVELS "4,22" would make (2**18)**2 children per kept tile; refused, saying why and what to do."""
-    from hiergeo_plugin.core.tiles import MAX_ZOOM_STEP
+    from hiergeo_plugin.core.tiles.grid import MAX_ZOOM_STEP
 
     assert MAX_ZOOM_STEP == 4
     assert parse_zoom_levels("4,8,12,16") == [4, 8, 12, 16]  # steps of 4 (256 children) are fine

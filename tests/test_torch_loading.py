@@ -31,8 +31,8 @@ check_dependencies()
 import torch.utils._triton
 import torchvision.ops  # the chain that imported triton: torchvision.ops -> torch._dynamo -> torch.utils._triton
 from PIL import Image
-from hiergeo_plugin.core.encoders import make_tensor_preprocessor, stack
-from hiergeo_plugin.core.factory import load_geo_model
+from hiergeo_plugin.core.model.encoders import make_tensor_preprocessor, stack
+from hiergeo_plugin.core.model.factory import load_geo_model
 model = load_geo_model("hiergeo-tiny", device="cpu")
 prepare = make_tensor_preprocessor(model.preprocess)
 emb = model.photo_encoder.encode(stack([prepare(Image.new("RGB", (64, 48), (90, 140, 60)))]))
@@ -90,7 +90,7 @@ if {guard}:
     check_dependencies()
 else:
     import open_clip
-from hiergeo_plugin.core.factory import load_geo_model
+from hiergeo_plugin.core.model.factory import load_geo_model
 load_geo_model("hiergeo-tiny", device="cpu")
 print("MODEL_OK", sys.modules.get("triton") is not None, flush=True)
 """

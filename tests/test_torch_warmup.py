@@ -24,11 +24,11 @@ sys.path[:0] = [{root!r}, {tests!r}]
 from helpers import hashed_tile_png
 from hiergeo_demo.tile_server import TileServer
 from hiergeo_plugin.core import torch_warmup
-from hiergeo_plugin.core.factory import load_geo_model
+from hiergeo_plugin.core.model.factory import load_geo_model
 from hiergeo_plugin.core.index.builder import IndexBuilder
 from hiergeo_plugin.core.index.cells import Area
-from hiergeo_plugin.core.tile_source import TileSource
-from hiergeo_plugin.core.tiles import Tile, tile_bounds
+from hiergeo_plugin.core.tiles.source import TileSource
+from hiergeo_plugin.core.tiles.grid import Tile, tile_bounds
 
 calls = []  # (thread name, warm-up done when the call began, the call ended before any other call began)
 model = load_geo_model("hiergeo-tiny", device="cpu", zooms=(10,))
@@ -78,7 +78,7 @@ def test_a_cold_index_build_uses_torch_first_on_the_calling_thread(tmp_path):
 
 def test_warm_up_runs_once_and_other_threads_wait_for_it():
     """Threads that ask at the same time get one warm-up: the others wait for it, none runs a second one."""
-    from hiergeo_plugin.core import torch_warmup
+    from hiergeo_plugin.core.model import torch_warmup
 
     start = threading.Barrier(4)
 

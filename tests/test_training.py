@@ -25,9 +25,9 @@ import pytest
 
 from hiergeo_demo.tile_server import TileServer
 from hiergeo_demo.world import DemoWorld
-from hiergeo_plugin.core.photos import PhotoRecord
 from hiergeo_plugin.core.progress import Cancelled, Reporter
-from hiergeo_plugin.core.tiles import lonlat_to_tile
+from hiergeo_plugin.core.search.photos import PhotoRecord
+from hiergeo_plugin.core.tiles.grid import lonlat_to_tile
 
 torch = pytest.importorskip("torch")
 
@@ -163,7 +163,7 @@ def trained(photo_set, server, tmp_path_factory, monkeypatch_module):
     ckpt = checkpoint_path(output)
     from safetensors.torch import load_file
 
-    from hiergeo_plugin.core.model_file import read_manifest
+    from hiergeo_plugin.core.model.file import read_manifest
 
     first = {
         "manifest": read_manifest(ckpt),
@@ -215,7 +215,7 @@ def test_split_is_10_1_1_deterministic_and_order_independent():
 
 def test_photos_of_the_same_tile_are_one_class_not_negatives():
     """Two photos in one tile: the batch holds that tile once and both photos target it."""
-    from hiergeo_plugin.core.tiles import Tile
+    from hiergeo_plugin.core.tiles.grid import Tile
 
     a, b = Tile(10, 1, 1), Tile(10, 2, 2)
     unique, target = training_losses.batch_targets([a, b, a])
@@ -331,7 +331,7 @@ def test_cancelled_run_resumes_without_retraining_the_finished_zoom(trained):
 
 
 def test_split_is_saved_and_test_photos_never_trained_on(trained):
-    from hiergeo_plugin.core.model_file import read_manifest
+    from hiergeo_plugin.core.model.file import read_manifest
 
     manifest = read_manifest(trained["output"])
     split = manifest["split"]
@@ -356,9 +356,9 @@ def test_bad_photos_are_reported_and_skipped(trained):
 
 
 def test_trained_model_geolocates_held_out_photos_better_than_untrained(trained, server):
-    from hiergeo_plugin.core.factory import load_geo_model, load_model_file
-    from hiergeo_plugin.core.search import HierarchicalSearch
-    from hiergeo_plugin.core.tile_source import TileSource
+    from hiergeo_plugin.core.model.factory import load_geo_model, load_model_file
+    from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
+    from hiergeo_plugin.core.tiles.source import TileSource
 
     model = load_model_file(trained["output"], device="cpu")
     assert model.zooms == sorted(ZOOMS)
@@ -382,14 +382,14 @@ def test_trained_model_geolocates_held_out_photos_better_than_untrained(trained,
 
 
 def read_split(path):
-    from hiergeo_plugin.core.model_file import read_manifest
+    from hiergeo_plugin.core.model.file import read_manifest
 
     return read_manifest(path)["split"]
 
 
 def test_truncated_and_forged_model_files_are_refused(trained, tmp_path):
-    from hiergeo_plugin.core.factory import load_model_file
-    from hiergeo_plugin.core.model_file import ModelFileError
+    from hiergeo_plugin.core.model.factory import load_model_file
+    from hiergeo_plugin.core.model.file import ModelFileError
 
     data = trained["output"].read_bytes()
     truncated = tmp_path / "truncated.safetensors"
@@ -498,7 +498,7 @@ def test_mixed_precision_training_runs_the_gpu_code_path_on_the_cpu(
 ):
     """HIERGEO_PRECISION forces what a GPU chooses by itself: autocast in the trunk and the head, and for fp16
     the GradScaler. Losses stay finite, the saved weights are fp32, the model file says which precision."""
-    from hiergeo_plugin.core.factory import load_model_file
+    from hiergeo_plugin.core.model.factory import load_model_file
 
     monkeypatch.setenv("HIERGEO_PRECISION", precision)
     scalers = []

@@ -46,7 +46,7 @@ def train_once(rows, template: str, output: str, cache_dir: str, seed: int = 3) 
     """Train hiergeo-tiny (base stage + two zooms) and return the sha256 of the model file."""
     import torch
 
-    from hiergeo_plugin.core.photos import PhotoRecord
+    from hiergeo_plugin.core.search.photos import PhotoRecord
     from hiergeo_plugin.core.training import TrainingConfig, train_map_encoders
 
     torch.set_num_threads(TORCH_THREADS)

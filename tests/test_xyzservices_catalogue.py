@@ -19,8 +19,8 @@ import pytest
 from helpers import hashed_tile_png
 from hostile_server import HostileServer, send
 
-from hiergeo_plugin.core.tile_source import TileSource, TileSourceError
-from hiergeo_plugin.core.tiles import Tile
+from hiergeo_plugin.core.tiles.grid import Tile
+from hiergeo_plugin.core.tiles.source import TileSource, TileSourceError
 
 xyzservices = pytest.importorskip("xyzservices", reason="xyzservices is pinned in requirements-dev.txt")
 

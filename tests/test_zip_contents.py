@@ -44,7 +44,7 @@ def _imported_top_modules(tree: ast.AST) -> set:
 def test_zip_holds_no_demo_world_or_test_server_code(tmp_path):
     zf = _build_zip(tmp_path)
     names = zf.namelist()
-    assert "hiergeo/hiergeo_plugin/core/search.py" in names  # the engine is there
+    assert "hiergeo/hiergeo_plugin/core/search/hierarchical.py" in names  # the engine is there
     for name in names:
         assert not name.startswith(tuple(f"hiergeo/{p}/" for p in OUTSIDE_PACKAGES)), name
         assert not name.endswith(("demo_world.py", "tile_server.py", "/world.py")), name

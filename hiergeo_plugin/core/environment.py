@@ -4,11 +4,11 @@ Why one place: HIERGEO_PRECISION was parsed by the model (autocast) and again by
 cache folder under $XDG_CACHE_HOME was built in three modules; two readers can disagree about what a value means
 (case, spaces, what is refused). Every variable HierGeo reads is listed here with its meaning:
 
-- HIERGEO_PRECISION: auto | fp32 | bf16 | fp16 | int8, the inference and training precision (encoders.py,
-  execution.py);
-- HIERGEO_BACKEND: auto | torch | openvino, how a heavy model runs on the CPU (execution.py);
-- HIERGEO_TORCH_THREADS: a positive number of torch CPU threads instead of HierGeo's choice (encoders.py);
-- HIERGEO_OPENVINO_CACHE: the folder of converted OpenVINO models, empty = none (runners.py).
+- HIERGEO_PRECISION: auto | fp32 | bf16 | fp16 | int8, the inference and training precision (model/encoders.py,
+  model/execution.py);
+- HIERGEO_BACKEND: auto | torch | openvino, how a heavy model runs on the CPU (model/execution.py);
+- HIERGEO_TORCH_THREADS: a positive number of torch CPU threads instead of HierGeo's choice (model/encoders.py);
+- HIERGEO_OPENVINO_CACHE: the folder of converted OpenVINO models, empty = none (model/runners.py).
 
 Plain Python, no torch: importing it costs nothing.
 """
@@ -21,9 +21,9 @@ from typing import Optional, Tuple
 
 from .errors import ModelError
 
-#: HIERGEO_PRECISION's values (encoders.py says what each one does).
+#: HIERGEO_PRECISION's values (model/encoders.py says what each one does).
 PRECISIONS: Tuple[str, ...] = ("auto", "fp32", "bf16", "fp16", "int8")
-#: HIERGEO_BACKEND's values (execution.py).
+#: HIERGEO_BACKEND's values (model/execution.py).
 BACKENDS: Tuple[str, ...] = ("auto", "torch", "openvino")
 
 

@@ -1,7 +1,7 @@
 """BASE_MODEL's widget in the Processing dialogs: an editable list of the models HierGeo knows, free text still.
 
 Typing `hiergeo-tiny` (or remembering how open_clip spells "ViT-B-32/openai") was the only way to choose a model.
-The list holds the default open_clip model and every architecture defined by this plugin (resources/models/*.json,
+The list holds the default open_clip model and every architecture defined by this plugin (core/model/configs/*.json,
 the registry open_clip is given); any other open_clip "architecture/pretrained tag" can still be typed. The value
 stays the plain string of before, so batch mode, saved models and qgis_process are unchanged.
 """
@@ -36,7 +36,7 @@ def known_models() -> List[ModelChoice]:
             choices.append(
                 ModelChoice(
                     config.stem,
-                    "architecture defined by HierGeo (resources/models): random weights unless a trained model "
+                    "architecture defined by HierGeo (core/model/configs): random weights unless a trained model "
                     "file is given; for tests and demos",
                 )
             )

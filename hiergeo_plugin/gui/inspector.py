@@ -5,7 +5,7 @@ Geolocate's CANDIDATES layer holds every photo's scored tiles on top of each oth
 candidate tiles alone on the map (a subset string on the candidates layer, restored when the dock closes) with the
 chosen path selected, and, when the prediction carries the truth, the true location and the error line.
 
-What to show is decided by core/inspection.py (plain Python, tested without QGIS); this module only reads layers
+What to show is decided by core/evaluation/inspection.py (plain Python, tested without QGIS); this module only reads layers
 and draws. Pick a photo from the list or with the map tool (click on a prediction).
 """
 
@@ -49,7 +49,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from ..core.inspection import PhotoInspection, inspect_photo, photo_filter
+from ..core.evaluation.inspection import PhotoInspection, inspect_photo, photo_filter
 from .inspector_confidence import ConfidencePanel
 
 #: Fields that make a layer a Geolocate OUTPUT or CANDIDATES layer (the public contract).
@@ -119,13 +119,13 @@ def _row(feature) -> Dict[str, object]:
 def photo_pixmap(path: Optional[str], size: int = THUMBNAIL_PX) -> Tuple[Optional[QPixmap], str]:
     """A thumbnail of the photo, upright (EXIF orientation applied), or (None, why not).
 
-    core.photos.load_photo when Pillow is there (the same upright image the model saw); Qt's reader with its
+    core.search.photos.load_photo when Pillow is there (the same upright image the model saw); Qt's reader with its
     EXIF auto-transform otherwise, so the inspector works before the dependencies are installed.
     """
     if not path:
         return None, "no photo path"
     try:
-        from ..core.photos import PhotoError, load_photo
+        from ..core.search.photos import PhotoError, load_photo
     except ImportError:
         reader = QImageReader(path)
         reader.setAutoTransform(True)
@@ -324,7 +324,7 @@ class PhotoInspectorDock(QgsDockWidget):
         layer.setSubsetString(f"({original}) AND {expression}" if original else expression)
 
     def _show_picture(self, photo: str, predictions: QgsVectorLayer) -> None:
-        from ..core.photos import resolve_photo_path
+        from ..core.search.photos import resolve_photo_path
 
         pixmap, why = photo_pixmap(resolve_photo_path(photo, layer_folder(predictions)))
         if pixmap is None:  # setText drops the previous photo's pixmap

@@ -25,7 +25,7 @@ from qgis.gui import QgsFileWidget
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QApplication, QCheckBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from ..core.inspection import photo_filter
+from ..core.evaluation.inspection import photo_filter
 from ..processing.i18n import tr
 from .confidence_walk import confidence_value, kilometres, percent, step, walk_order
 

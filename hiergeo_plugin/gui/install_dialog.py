@@ -1,6 +1,6 @@
 """The "Install Python dependencies" dialog: torch & co. for QGIS's own Python in one click.
 
-A thin Qt face over core/installer.py: the choice of torch build (CPU or NVIDIA CUDA), a progress bar and phase,
+A thin Qt face over core/install/installer.py: the choice of torch build (CPU or NVIDIA CUDA), a progress bar and phase,
 pip's log as it runs, Cancel (kills pip), and the import check's verdict. pip runs in a QThread so that QGIS stays
 responsive through a download of hundreds of MB; everything the worker reports reaches the widgets through queued
 signals (widgets are only touched in the GUI thread). Opened from the HierGeo menu and from the start-up message
@@ -31,7 +31,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from ..core import installer
+from ..core.install import installer
 from ..processing.i18n import tr
 
 

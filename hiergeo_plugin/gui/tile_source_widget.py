@@ -16,7 +16,7 @@ from qgis.gui import QgsProcessingGui
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QComboBox, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
-from ..core.imagery_hint import not_imagery_hint
+from ..core.tiles.imagery_hint import not_imagery_hint
 from ..processing.xyz import saved_xyz_connections
 
 #: The combo box's minimum width in characters: a layer name fits, a whole URL template need not.

@@ -12,7 +12,7 @@ from typing import Callable, Optional
 from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
 
 from ..core.errors import HierGeoError
-from ..core.imagery_hint import not_imagery_hint
+from ..core.tiles.imagery_hint import not_imagery_hint
 from . import dependencies
 from .i18n import tr, translatable
 from .params import unknown_enum_option, with_enum_indexes

@@ -185,10 +185,10 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
         redactor = tile_source.redactor
         cache = None
         try:
-            from ..core.embedding_cache import EmbeddingCache
-            from ..core.factory import load_geo_model
             from ..core.index.builder import IndexBuilder, IndexTooLarge
+            from ..core.model.factory import load_geo_model
             from ..core.progress import Cancelled
+            from ..core.search.embedding_cache import EmbeddingCache
 
             feedback.pushInfo(
                 self.tr("Tile source: {source}; cache: {cache}").format(

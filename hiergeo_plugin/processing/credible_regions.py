@@ -173,7 +173,7 @@ class CredibleRegionsAlgorithm(HierGeoAlgorithm):
 
 def _union(tiles) -> QgsGeometry:
     """The tiles' footprints as one (multi)polygon: neighbours merge, so a region reads as an area, not a grid."""
-    from ..core.tiles import tile_bounds
+    from ..core.tiles.grid import tile_bounds
 
     parts = [QgsGeometry.fromRect(QgsRectangle(*tile_bounds(t))) for t in tiles]  # west, south, east, north
     geom = QgsGeometry.unaryUnion(parts)

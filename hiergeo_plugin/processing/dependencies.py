@@ -3,7 +3,7 @@
 Nothing here imports torch: QGIS must be able to load the plugin, list the algorithms and say what to install when
 torch or open_clip are missing. The GUI only looks the modules up (fast, at start-up); an algorithm about to run
 imports them, which also catches installs that are present but broken. The installing itself (which folder, which
-pip command, the check afterwards) is core/installer.py, which interpreter is core/qgis_python.py; this module gives
+pip command, the check afterwards) is core/install/installer.py, which interpreter is core/install/qgis_python.py; this module gives
 them QGIS's values: the profile folder and the proxy.
 """
 
@@ -19,9 +19,9 @@ from typing import Dict, List, Optional, Tuple
 
 from qgis.core import QgsApplication, QgsProcessingException
 
-from ..core import installer
-from ..core.installer import DEPENDENCIES
-from ..core.qgis_python import InterpreterNotFound, find_qgis_python
+from ..core.install import installer
+from ..core.install.installer import DEPENDENCIES
+from ..core.install.qgis_python import InterpreterNotFound, find_qgis_python
 from .torch_loading import BackgroundLoader, keep_triton_out
 
 __all__ = ["DEPENDENCIES", "check_dependencies", "dependency_message", "missing_dependencies"]
@@ -64,7 +64,7 @@ def qgis_python() -> Optional[str]:
 
 
 def private_packages_dir(base: Optional[str] = None) -> Path:
-    """<QGIS profile>/hiergeo/python3.X: the plugin's own folder for torch & co. (core/installer.py says why)."""
+    """<QGIS profile>/hiergeo/python3.X: the plugin's own folder for torch & co. (core/install/installer.py says why)."""
     if base is None:
         try:
             base = QgsApplication.qgisSettingsDirPath()
@@ -77,7 +77,7 @@ def private_packages_dir(base: Optional[str] = None) -> Path:
 def use_private_packages(folder: Optional[Path] = None) -> bool:
     """Put the private package folder (when it exists) on sys.path; True when it is there.
 
-    After the standard library and before the installed packages (core/installer.py, `add_private_path`, says
+    After the standard library and before the installed packages (core/install/installer.py, `add_private_path`, says
     why): a system's older copy of a package that torch needs must not shadow the folder's.
     """
     path = str(folder or private_packages_dir())
@@ -134,8 +134,8 @@ def dependency_message(missing: List[Tuple[str, str, str]]) -> str:
 
 
 def _import_and_warm() -> List[Tuple[str, str, str]]:
-    """The helper thread's work: import the dependencies, then torch's first use (core/torch_warmup.py)."""
-    from ..core.torch_warmup import warm_torch
+    """The helper thread's work: import the dependencies, then torch's first use (core/model/torch_warmup.py)."""
+    from ..core.model.torch_warmup import warm_torch
 
     missing = missing_dependencies(import_modules=True)
     if not missing:

@@ -44,7 +44,7 @@ from .xyz import resolve_tile_source
 
 
 def parse_thresholds(text: str) -> List[float]:
-    from ..core.evaluation import parse_thresholds as core_parse
+    from ..core.evaluation.metrics import parse_thresholds as core_parse
 
     try:
         return list(core_parse(str(text or DEFAULT_THRESHOLDS_TEXT)))
@@ -54,7 +54,7 @@ def parse_thresholds(text: str) -> List[float]:
 
 def threshold_label(value: float) -> str:
     """The <t> of WITHIN_<t>KM: the core's metrics key (1 -> '1', 0.5 -> '0.5')."""
-    from ..core.evaluation import threshold_key
+    from ..core.evaluation.metrics import threshold_key
 
     return threshold_key(value)
 
@@ -69,7 +69,7 @@ def error_line_fields() -> QgsFields:
 
 def _number(value) -> Optional[float]:
     """The core's rule for a usable coordinate (finite; QGIS NULL, NaN and inf are none)."""
-    from ..core.evaluation import finite_number
+    from ..core.evaluation.metrics import finite_number
 
     return finite_number(value)
 
@@ -289,7 +289,7 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
     def _credit(self, parameters, context) -> str:
         """The report's imagery credit: the user's text and the tile source, redacted (the report is shared: a key
         in a template or a saved connection's credentials must never reach it)."""
-        from ..core.redact import mask_url
+        from ..core.tiles.redact import mask_url
 
         text = (self.parameterAsString(parameters, self.IMAGERY_CREDIT, context) or "").strip()
         source = (self.parameterAsString(parameters, self.TILE_SOURCE, context) or "").strip()
@@ -309,8 +309,8 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
     # -- run ----------------------------------------------------------------------------------------------------------
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         feedback = feedback if feedback is not None else QgsProcessingFeedback()
-        from ..core.evaluation import evaluate, write_html_report
-        from ..core.photos import resolve_photo_path
+        from ..core.evaluation.metrics import evaluate, write_html_report
+        from ..core.search.photos import resolve_photo_path
 
         thresholds = parse_thresholds(self.parameterAsString(parameters, self.THRESHOLDS_KM, context))
         source = self.parameterAsSource(parameters, self.PREDICTIONS, context)

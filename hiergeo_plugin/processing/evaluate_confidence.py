@@ -31,7 +31,7 @@ MIN_PHOTOS_FOR_FOLDS = 4
 def candidate_stages(source, feedback) -> Dict[str, Dict[int, list]]:
     """photo -> zoom -> scored tiles, from a CANDIDATES layer (fields photo, zoom, tile_x, tile_y, score)."""
     from ..core.confidence import Scored
-    from ..core.tiles import Tile
+    from ..core.tiles.grid import Tile
 
     names = set(source.fields().names())
     missing = {"photo", "zoom", "tile_x", "tile_y", "score"} - names
@@ -57,7 +57,7 @@ def evaluate_confidence(rows: Sequence[dict], candidates, feedback) -> Optional[
     """(calibration summary, refitted core Calibration, folds) over the located rows with a true place that have
     candidates; None when there are none."""
     from ..core.confidence.assessment import LocatedPhoto, cross_fitted
-    from ..core.status import is_located
+    from ..core.search.status import is_located
 
     stages = candidate_stages(candidates, feedback)
     photos: List[LocatedPhoto] = []

@@ -7,7 +7,7 @@ from typing import Optional
 from qgis.core import QgsProcessingFeedback
 
 from ..core.progress import Reporter
-from ..core.redact import Redactor
+from ..core.tiles.redact import Redactor
 
 
 class FeedbackReporter(Reporter):

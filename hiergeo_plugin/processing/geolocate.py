@@ -243,7 +243,7 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
             if feedback.isCanceled():
                 return self._empty_results()
             model = self._load_model(settings, feedback)
-            from ..core.embedding_cache import EmbeddingCache
+            from ..core.search.embedding_cache import EmbeddingCache
 
             cache = EmbeddingCache(Path(settings.cache_dir) / "embeddings.sqlite")
             with_truth = has_point_geometry(photos)
@@ -309,8 +309,8 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
         )
 
     def _load_model(self, settings: SearchSettings, feedback):
-        from ..core.encoders import ModelError
-        from ..core.factory import load_geo_model
+        from ..core.model.encoders import ModelError
+        from ..core.model.factory import load_geo_model
 
         feedback.pushInfo(
             self.tr("Loading model {model} on {device}").format(model=settings.model_name, device=settings.device)
@@ -344,8 +344,8 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
         """Write each photo's result as it comes; on cancel keep what was written, on a lost server give every
         remaining photo its reason."""
         from ..core.progress import Cancelled
-        from ..core.search import PhotoResult
-        from ..core.tile_source import TileSourceError
+        from ..core.search.hierarchical import PhotoResult
+        from ..core.tiles.source import TileSourceError
 
         done = 0
         try:

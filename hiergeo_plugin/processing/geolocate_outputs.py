@@ -134,7 +134,7 @@ class PredictionWriter:
             self._write_candidates(result)
 
     def _write_prediction(self, record, prediction, status: str) -> None:
-        from ..core.evaluation import haversine_km
+        from ..core.evaluation.metrics import haversine_km
 
         feature = QgsFeature(self.fields)
         attrs = [record.photo, None, None, None, None, None, None, status]
@@ -159,7 +159,7 @@ class PredictionWriter:
             raise QgsProcessingException(self.alg.writeFeatureError(self.sink, self.parameters, self.output_key))
 
     def _write_candidates(self, result) -> None:
-        from ..core.tiles import tile_bounds
+        from ..core.tiles.grid import tile_bounds
 
         batch = []
         for zoom in sorted(result.stages):

@@ -56,7 +56,7 @@ class SearchSettings:
 
 def refuse_search_settings(settings: SearchSettings) -> None:
     """A search too large for its zooms and extent, or a CACHE_DIR that is a file: refused with what and why."""
-    from ..core.search import check_search_size
+    from ..core.search.hierarchical import check_search_size
 
     try:
         # index+refine starts from the index's hits, not from every tile of the first zoom: only the steps count.
@@ -108,7 +108,7 @@ def _same_layer_destination(first: str, second: str) -> Optional[str]:
 def check_tile_source(tile_source, settings: SearchSettings, feedback) -> None:
     """Log the source, warn about zooms it lacks, and fail fast when it cannot be reached."""
     from ..core.progress import Cancelled
-    from ..core.tile_source import TileSourceError
+    from ..core.tiles.source import TileSourceError
 
     zmin, zmax = tile_source.zmin, tile_source.zmax  # zmax: MAX_ZOOM when it is lower than the source's
     feedback.pushInfo(
@@ -152,7 +152,7 @@ def check_tile_source(tile_source, settings: SearchSettings, feedback) -> None:
 
 def make_search(settings: SearchSettings, model, tile_source, cache, reporter):
     """The hierarchical search, or a region index search (METHOD index / index+refine) over INDEX."""
-    from ..core.search import HierarchicalSearch
+    from ..core.search.hierarchical import HierarchicalSearch
 
     if settings.method == "hierarchical":
         return HierarchicalSearch(
@@ -168,7 +168,7 @@ def make_search(settings: SearchSettings, model, tile_source, cache, reporter):
             path_weight=settings.path_weight,
         )
     from ..core.index.index_file import IndexFileError
-    from ..core.index.search import IndexSearch, load_index_for
+    from ..core.index.locate import IndexSearch, load_index_for
 
     if not settings.index_path:
         raise QgsProcessingException(

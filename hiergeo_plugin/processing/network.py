@@ -30,7 +30,7 @@ from urllib.parse import quote, urlsplit
 
 from qgis.core import QgsApplication, QgsAuthMethodConfig, QgsNetworkAccessManager, QgsProcessingException
 
-from ..core.tile_http import HttpSettings
+from ..core.tiles.http_get import HttpSettings
 
 #: Authentication methods whose credentials HierGeo can send (QGIS method keys).
 SUPPORTED_AUTH_METHODS = ("Basic", "APIHeader")
@@ -55,8 +55,8 @@ def _sample_url(template: str) -> str:
     """A concrete URL of the template, for asking QGIS which proxy it would use: the world tile as the core will
     request it ({s} as a real subdomain), or, for a template the core refuses anyway, placeholders as 0."""
     try:
-        from ..core.tile_url import TileUrlTemplate
-        from ..core.tiles import Tile
+        from ..core.tiles.grid import Tile
+        from ..core.tiles.url import TileUrlTemplate
 
         return TileUrlTemplate(template).url(Tile(0, 0, 0))
     except Exception:  # the core gives the refusal with its own message when the source is opened

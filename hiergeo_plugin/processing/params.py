@@ -126,7 +126,7 @@ def zoom_levels_parameter(name: str = "ZOOM_LEVELS", description: Optional[str] 
 
 def zoom_levels_value(alg, parameters, name: str, context, any_order: bool = False) -> List[int]:
     """ZOOM_LEVELS parsed by the core (empty = the default levels); a bad list is a QgsProcessingException."""
-    from ..core.tiles import parse_zoom_levels
+    from ..core.tiles.grid import parse_zoom_levels
 
     text = alg.parameterAsString(parameters, name, context) or DEFAULT_ZOOMS_TEXT
     try:

@@ -87,7 +87,7 @@ def photo_records(source, field: str, folder: Optional[Path], context, feedback=
     `photo` is the value as stored (written back to the outputs), `path` the resolved file. With point geometry
     the true location (the geometry transformed to EPSG:4326) is attached.
     """
-    from ..core.photos import PhotoRecord, resolve_photo_path
+    from ..core.search.photos import PhotoRecord, resolve_photo_path
 
     index = source.fields().lookupField(field)
     points = with_truth and has_point_geometry(source)

@@ -20,8 +20,9 @@ RESOURCES = PLUGIN_ROOT / "resources"
 STYLES_DIR = RESOURCES / "styles"
 HELP_DIR = RESOURCES / "help"
 ICON_PATH = RESOURCES / "icon.svg"
-#: The model architectures defined by the plugin (open_clip JSON configs; the name is the file's stem).
-MODELS_DIR = RESOURCES / "models"
+#: The model architectures defined by the plugin (open_clip JSON configs; the name is the file's stem). They live in
+#: the core (core/model/configs), which reads them without QGIS.
+MODELS_DIR = PLUGIN_ROOT / "hiergeo_plugin" / "core" / "model" / "configs"
 
 
 @cache

@@ -10,7 +10,7 @@ Three lessons of the QGIS desktop shape this module:
 - The first import of torch and open_clip takes 4 s on a quiet machine and 30 s under load, and an import cannot
   be interrupted. It runs on a helper thread while the algorithm waits in short steps and leaves, with the
   plugin's cancel error, as soon as the user cancels; the import finishes in the background.
-- torch's first use must not run on several threads at once (core/torch_warmup.py). One load at a time, shared by
+- torch's first use must not run on several threads at once (core/model/torch_warmup.py). One load at a time, shared by
   every caller: a run started while a cancelled run's import is still going waits for that same import, and the
   warm-up runs on the same helper thread, right after the imports, before any worker pool of any run exists.
 """

@@ -98,9 +98,9 @@ class UpdateIndexPrototypesAlgorithm(HierGeoAlgorithm):
         if not out.lower().endswith(".hgindex"):
             out += ".hgindex"
         try:
-            from ..core.factory import load_geo_model
             from ..core.index.index_file import read_manifest
             from ..core.index.update import update_prototypes
+            from ..core.model.factory import load_geo_model
             from ..core.progress import Cancelled
 
             zoom = int(read_manifest(index)["zoom"])

@@ -20,8 +20,8 @@ from qgis.core import (
     QgsSettings,
 )
 
-from ..core.redact import mask_url
-from ..core.tile_http import HttpSettings
+from ..core.tiles.http_get import HttpSettings
+from ..core.tiles.redact import mask_url
 from .network import http_settings
 
 #: XYZ zoom range assumed for a plain URL template (the connection dialog's defaults).
@@ -230,7 +230,7 @@ def resolve_tile_source(value, context=None) -> XyzSource:
 def open_tile_source(xyz: XyzSource, cache_dir: str, max_connections: int, rate_limit: Optional[float] = None):
     """The core's TileSource for a resolved TILE_SOURCE, with its HttpSettings (the one place every algorithm
     opens its source); a template it refuses is a QgsProcessingException."""
-    from ..core.tile_source import TileSource, TileSourceError
+    from ..core.tiles.source import TileSource, TileSourceError
 
     try:
         return TileSource(

@@ -12,8 +12,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..evaluation import haversine_km
-from ..tiles import Tile
+from ..evaluation.metrics import haversine_km
+from ..tiles.grid import Tile
 from .calibration import Calibration, HeldOut, assess, fit_temperature
 from .distribution import Scored
 from .metrics import calibration_summary

@@ -11,7 +11,7 @@ from typing import Tuple
 
 import numpy as np
 
-from ..tiles import tile_bounds
+from ..tiles.grid import tile_bounds
 from .distribution import PlaceDistribution
 from .regions import credible_region
 

@@ -14,7 +14,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from ..tiles import Tile, tile_bounds
+from ..tiles.grid import Tile, tile_bounds
 from .distribution import PlaceDistribution
 
 #: The levels the outputs and the evaluation report.

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Iterable, List, Optional, Set
 
-from ..photos import PhotoRecord
+from ..search.photos import PhotoRecord
 
 #: OUTPUT's fields, in the Processing algorithm's order (true_* and error_km only when the input has positions).
 FIELDS = ("photo", "lat", "lon", "score", "zoom", "tile_x", "tile_y", "status")
@@ -73,7 +73,7 @@ def _gpkg_rows(path: Path) -> List[dict]:
 
 def prediction_row(result, with_truth: bool) -> dict:
     """OUTPUT's attributes for one core PhotoResult, as the Processing algorithm's PredictionWriter writes them."""
-    from ..evaluation import haversine_km
+    from ..evaluation.metrics import haversine_km
 
     record, p = result.record, (result.prediction if result.ok else None)
     row = dict.fromkeys(FIELDS + (TRUTH_FIELDS if with_truth else ()) + TAIL_FIELDS)

@@ -26,17 +26,17 @@ from typing import List, Optional, Sequence, Tuple, cast
 import numpy as np
 
 from ..defaults import DEFAULT_BATCH_SIZE, DEFAULT_ZOOMS
-from ..embedding_cache import EmbeddingCache
-from ..encoders import GeoModel, describe_device
-from ..photos import PhotoRecord
+from ..model.encoders import GeoModel, describe_device
 from ..progress import Reporter
-from ..search import HierarchicalSearch, PhotoResult
-from ..tile_source import TileSource
-from ..tiles import Tile, lonlat_to_tile
+from ..search.embedding_cache import EmbeddingCache
+from ..search.hierarchical import HierarchicalSearch, PhotoResult
+from ..search.photos import PhotoRecord
+from ..tiles.grid import Tile, lonlat_to_tile
+from ..tiles.source import TileSource
 from .assembly import assemble_plan, wants_streamed
 from .cells import Area, CellPlan, Shard
-from .context import PathContext, context_weights, embed_context
 from .index_file import RegionIndex, make_manifest, write_index
+from .locate import model_fingerprints
 from .parts import (  # noqa: F401 - re-exported: the build's public names stay importable from here
     PARTS_SUFFIX,
     IndexBuildError,
@@ -46,6 +46,7 @@ from .parts import (  # noqa: F401 - re-exported: the build's public names stay 
     read_shard,
     write_shard,
 )
+from .path_context import PathContext, context_weights, embed_context
 from .planning import (  # noqa: F401 - re-exported
     BuildEstimate,
     IndexTooLarge,
@@ -64,7 +65,6 @@ from .prototypes import (
     learn_prototypes,
     no_prototypes,
 )
-from .search import model_fingerprints
 
 #: Cells a build accepts unless the caller raises the limit: 250,000 zoom-16 cells are ~15,000 km2 (a region),
 #: hours of downloads and embedding on a CPU.

@@ -25,7 +25,7 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple, cast
 import numpy as np
 
 from ..errors import HierGeoError
-from ..tiles import MAX_LATITUDE, Tile, _lat_to_unit_y, tile_bounds
+from ..tiles.grid import MAX_LATITUDE, Tile, _lat_to_unit_y, tile_bounds
 
 #: Cells per shard is at most 4**SHARD_DZ (256).
 SHARD_DZ = 4

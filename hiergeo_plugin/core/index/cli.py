@@ -148,7 +148,7 @@ def stdout_to_stderr():
 
 
 def build(args) -> dict:
-    from ..encoders import DEFAULT_BASE_MODEL
+    from ..model.encoders import DEFAULT_BASE_MODEL
     from .builder import MAX_CELLS, read_photo_csv
     from .cells import Area, AreaError
 
@@ -199,9 +199,9 @@ def build(args) -> dict:
             with stdout_to_stderr():
                 result = build_with_ray(area, args.zoom, args.out, config, settings, reporter)
         else:
-            from ..embedding_cache import EmbeddingCache
-            from ..factory import load_geo_model
-            from ..tile_source import TileSource
+            from ..model.factory import load_geo_model
+            from ..search.embedding_cache import EmbeddingCache
+            from ..tiles.source import TileSource
             from .builder import IndexBuilder
 
             model = load_geo_model(base, args.model, [args.zoom], args.device)
@@ -258,8 +258,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     """The documented contract: the JSON result on stdout and 0, or one line on stderr and 2 (130 on Ctrl-C or
     Cancel). Unforeseen errors keep to it too (with their type named), so scripts never parse a traceback."""
     from ..progress import Cancelled
-    from ..redact import Redactor
-    from ..tile_http import TileSourceError
+    from ..tiles.http_get import TileSourceError
+    from ..tiles.redact import Redactor
     from .builder import IndexBuildError, IndexTooLarge
     from .cells import AreaError
     from .index_file import IndexFileError

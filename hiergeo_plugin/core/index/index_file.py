@@ -42,8 +42,8 @@ from typing import Dict, Optional, Union
 import numpy as np
 
 from ..errors import HierGeoError
-from ..safetensors_sniff import describe_refused_file as _sniff
-from ..tiles import Tile
+from ..model.safetensors_sniff import describe_refused_file as _sniff
+from ..tiles.grid import Tile
 from .ann_io import read_rows, release_pages
 
 FORMAT = "hiergeo-index"
@@ -136,7 +136,7 @@ class RegionIndex:
 
     def path_context(self):
         """The ancestors' embeddings and weights (context.PathContext; falsy when the index has no context)."""
-        from .context import PathContext
+        from .path_context import PathContext
 
         ctx = self.manifest.get("context") or {}
         weights = {int(z): float(w) for z, w in (ctx.get("weights") or {}).items()}

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import HierGeoError
 from ..progress import Reporter
-from ..tiles import Tile
+from ..tiles.grid import Tile
 from .cells import CellPlan
 
 PARTS_SUFFIX = ".parts"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ..encoders import GeoModel
 from ..errors import HierGeoError
+from ..model.encoders import GeoModel
 from ..progress import Reporter
 from .cells import SHARD_DZ, Area, CellPlan, TooManyCells, plan_cells
 

@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..progress import Reporter
-from ..tiles import Tile, tile_parent
+from ..tiles.grid import Tile, tile_parent
 
 PROTOTYPE_DZ = 2
 KAPPA_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)

@@ -30,7 +30,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import numpy as np
 
 from ..progress import Reporter
-from ..tiles import Tile
+from ..tiles.grid import Tile
 from .builder import (
     BuildResult,
     IndexBuilder,
@@ -45,10 +45,10 @@ from .builder import (
     write_shard,
 )
 from .cells import Area
-from .context import PathContext, ancestors, context_weights
+from .locate import model_fingerprints
 from .parts import IndexBuildError
+from .path_context import PathContext, ancestors, context_weights
 from .ray_config import IndexBuildConfig, RaySettings
-from .search import model_fingerprints
 
 __all__ = ["ClusterStalled", "IndexBuildConfig", "RaySettings", "build_with_ray"]
 
@@ -131,9 +131,9 @@ def build_with_ray(
     reporter: Optional[Reporter] = None,
 ) -> BuildResult:
     """Build OUT.hgindex on Ray; the same cells, part files, path context and assembly as IndexBuilder.build."""
-    from ..embedding_cache import EmbeddingCache
-    from ..factory import load_geo_model
-    from ..tile_source import TileSource
+    from ..model.factory import load_geo_model
+    from ..search.embedding_cache import EmbeddingCache
+    from ..tiles.source import TileSource
 
     t0 = time.perf_counter()
     settings = settings or RaySettings()

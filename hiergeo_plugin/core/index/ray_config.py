@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence, Tuple
 
 from ..defaults import DEFAULT_BASE_MODEL, DEFAULT_BATCH_SIZE, DEFAULT_MAX_CONNECTIONS, DEFAULT_ZOOMS
-from ..photos import PhotoRecord
+from ..search.photos import PhotoRecord
 from .builder import MAX_CELLS
 
 #: Seconds without any finished tile before the build stops (capacity lost, head gone, a provider that hangs):

@@ -1,7 +1,7 @@
 """Batch geolocation with a region index outside QGIS, in one process or on a Ray cluster (`hiergeo geolocate`).
 
 The photos are cut into fixed batches of PHOTO_BATCH in the list's order; each batch goes through the same
-IndexSearch (core/index/search.py: photo encode, nearest-neighbour search, calibrated confidence) as the Processing
+IndexSearch (core/index/locate.py: photo encode, nearest-neighbour search, calibrated confidence) as the Processing
 algorithm's index method, in this process or in a pool of Ray actors (one model and one index each, a GPU each when
 asked). The batches are the same either way, so the results are the same, value for value; they are written in
 the list's order to a GeoPackage with the Processing algorithm's OUTPUT fields, one transaction per batch, and a
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from ..defaults import DEFAULT_BASE_MODEL, DEFAULT_BATCH_SIZE, DEFAULT_PHOTO_BATCH, DEFAULT_TOP_K
-from ..photos import PhotoRecord
 from ..progress import Reporter
+from ..search.photos import PhotoRecord
 from .batch_io import GpkgPredictions, prediction_row, read_photo_list
 from .ray_config import DEFAULT_STALL_SECONDS
 
@@ -47,8 +47,8 @@ class Searcher:
     """One model and one index; a batch of photos in (JSON rows), OUTPUT rows out (JSON). A Ray actor or local."""
 
     def __init__(self, config: GeolocateConfig, with_truth: bool, device: Optional[str] = None):
-        from ..factory import load_geo_model
-        from .search import IndexSearch, load_index_for
+        from ..model.factory import load_geo_model
+        from .locate import IndexSearch, load_index_for
 
         model = load_geo_model(config.base_model, config.model_file, device=device or config.device)
         index = load_index_for(config.index, model)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..tiles import Tile
+from ..tiles.grid import Tile
 
 _TENSOR_STEPS = ("ToTensor", "MaybeToTensor", "Normalize")
 
@@ -122,7 +122,7 @@ class FetchWork:
         return CellPlan(Area(shapely.from_wkb(area_wkb)), zoom, shard.parent.z).cells(shard)
 
     def __call__(self, row: Dict[str, Any]) -> List[Dict[str, Any]]:
-        from ..tile_source import TileSource
+        from ..tiles.source import TileSource
 
         tiles = self.tiles(row)
         args = dict(self.fetch_args)
@@ -151,7 +151,7 @@ class Embedder:
     embeddings out. Only normalisation and the model run here."""
 
     def __init__(self, base_model: str, model_file: Optional[str], zooms: Sequence[int], device: str):
-        from ..factory import load_geo_model
+        from ..model.factory import load_geo_model
 
         self.model = load_geo_model(base_model, model_file, list(zooms), device)
         _, self.tail = split_preprocess(self.model.preprocess)

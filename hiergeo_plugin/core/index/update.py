@@ -34,16 +34,16 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from ..encoders import GeoModel
 from ..errors import HierGeoError
-from ..photos import PhotoRecord
+from ..model.encoders import GeoModel
 from ..progress import Reporter
-from ..search import HierarchicalSearch, PhotoResult
-from ..tiles import Tile, tile_parent
+from ..search.hierarchical import HierarchicalSearch, PhotoResult
+from ..search.photos import PhotoRecord
+from ..tiles.grid import Tile, tile_parent
 from .builder import located_photos, photo_cells
 from .index_file import RegionIndex, read_manifest, write_index
+from .locate import load_index_for
 from .prototypes import DEFAULT_KAPPA, PROTOTYPE_DZ, normalize_rows
-from .search import load_index_for
 
 #: Weight, in photos, of the aerial initialisation of a class that gets its first prototype in an update.
 NEW_CLASS_PRIOR = 1

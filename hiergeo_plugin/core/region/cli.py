@@ -55,7 +55,7 @@ def train(args) -> dict:
     """Train with the arguments; the training record plus where the file went and how long it took."""
     from ..index.batch_io import read_photo_list
     from ..progress import ConsoleReporter
-    from ..tile_source import TileSource
+    from ..tiles.source import TileSource
     from .training import RegionTrainingConfig, train_region_model
 
     if not Path(args.model).is_file():  # before torch loads: a typo is refused in a moment
@@ -92,7 +92,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     too (with their type named), so scripts never parse a traceback."""
     from ..errors import HierGeoError
     from ..progress import Cancelled
-    from ..redact import Redactor
+    from ..tiles.redact import Redactor
 
     args = _parser().parse_args(argv)
     redactor = Redactor([args.tile_source])

@@ -15,8 +15,8 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..search import Candidate
-from ..tiles import tile_center
+from ..search.hierarchical import Candidate
+from ..tiles.grid import tile_center
 
 #: Softmax temperature over cosine scores (or path scores).
 TEMPERATURE = 0.01

@@ -34,12 +34,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..encoders import head_parameter_names, make_tensor_preprocessor, resolve_device
 from ..errors import HierGeoError
-from ..photos import PhotoRecord
+from ..model.encoders import head_parameter_names, make_tensor_preprocessor, resolve_device
 from ..progress import Reporter
-from ..tile_source import TileSource
-from ..tiles import Tile, lonlat_to_tile, tile_parent
+from ..search.photos import PhotoRecord
+from ..tiles.grid import Tile, lonlat_to_tile, tile_parent
+from ..tiles.source import TileSource
 
 
 class RegionTrainingError(HierGeoError, RuntimeError):
@@ -110,8 +110,8 @@ class _Trainer:
     """State shared by the two stages (kept out of one long function)."""
 
     def __init__(self, base_path, records, source, config: RegionTrainingConfig, reporter: Reporter):
-        from ..factory import load_model_file
-        from ..model_file import read_model_file
+        from ..model.factory import load_model_file
+        from ..model.file import read_model_file
         from ..training.data import PhotoTileLoader
 
         self.config, self.reporter = config, reporter
@@ -253,7 +253,7 @@ class _Trainer:
         return {n: p.detach().float().cpu() for n, p in params.items()}, history
 
     def write(self, output: Path, visual, head: Dict[str, object], record: dict) -> Path:
-        from ..model_file import save_model_file
+        from ..model.file import save_model_file
 
         manifest = {k: v for k, v in self.contents.manifest.items() if k not in ("towers", "zooms")}
         manifest["region_training"] = record

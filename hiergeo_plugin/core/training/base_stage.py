@@ -17,7 +17,7 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
-from ..encoders import autocast
+from ..model.encoders import autocast
 from ..progress import Reporter
 from .augment import augment
 from .checkpoint import TrainingState

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-from ..encoders import BaseModelSpec, describe_device
-from ..photos import PhotoRecord
+from ..model.encoders import BaseModelSpec, describe_device
 from ..progress import Reporter
+from ..search.photos import PhotoRecord
 from .config import TrainingConfig
 from .split import photo_id
 
@@ -62,7 +62,7 @@ def config_fingerprint(config: TrainingConfig, data_fp: str) -> str:
 
 def load_checkpoint(path: Path, fingerprint: str, reporter: Reporter) -> Optional[TrainingState]:
     """The state a checkpoint holds, or None when there is none, it is unreadable or it belongs to other data."""
-    from ..model_file import ModelFileError, read_manifest
+    from ..model.file import ModelFileError, read_manifest
 
     if not path.exists():
         return None
@@ -169,7 +169,7 @@ class ModelWriter:
         return m
 
     def save(self, state: TrainingState, final: bool) -> Path:
-        from ..model_file import save_model_file
+        from ..model.file import save_model_file
 
         return save_model_file(
             self.output if final else self.checkpoint,

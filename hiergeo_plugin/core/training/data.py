@@ -15,10 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
-from ..photos import PhotoError, PhotoRecord, load_photo
 from ..progress import Reporter
-from ..tile_source import TileSource
-from ..tiles import Tile
+from ..search.photos import PhotoError, PhotoRecord, load_photo
+from ..tiles.grid import Tile
+from ..tiles.source import TileSource
 from .split import photo_id
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..tiles import Tile
+from ..tiles.grid import Tile
 
 #: CLIP clamps its learned temperature at this scale; so does the base stage.
 MAX_LOGIT_SCALE = 100.0

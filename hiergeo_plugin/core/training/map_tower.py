@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict
 
-from ..encoders import autocast, head_parameter_names
+from ..model.encoders import autocast, head_parameter_names
 
 log = logging.getLogger("hiergeo.training")
 

@@ -13,7 +13,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from ..tiles import Tile, tile_parent
+from ..tiles.grid import Tile, tile_parent
 
 
 class SearchNegatives:

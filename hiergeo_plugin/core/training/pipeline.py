@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
-from ..encoders import ImageEncoder, build_clip, describe_device
-from ..photos import PhotoRecord
+from ..model.encoders import ImageEncoder, build_clip, describe_device
 from ..progress import Reporter
-from ..tile_source import TileSource
+from ..search.photos import PhotoRecord
+from ..tiles.source import TileSource
 from .base_stage import train_base_stage
 from .checkpoint import TrainingState, load_checkpoint
 from .config import TrainingConfig, TrainingError

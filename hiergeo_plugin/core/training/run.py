@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, cast
 
-from ..encoders import (
+from ..model.encoders import (
     BaseModelSpec,
     ImageEncoder,
     autocast_dtype,
@@ -16,10 +16,10 @@ from ..encoders import (
     make_tensor_preprocessor,
     resolve_device,
 )
-from ..photos import PhotoRecord
 from ..progress import Reporter
-from ..tile_source import TileSource
-from ..tiles import Tile, lonlat_to_tile
+from ..search.photos import PhotoRecord
+from ..tiles.grid import Tile, lonlat_to_tile
+from ..tiles.source import TileSource
 from .checkpoint import ModelWriter, config_fingerprint, data_fingerprint
 from .config import TrainingConfig, TrainingError
 from .data import PhotoTileLoader

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from typing import Dict, List, Sequence, Tuple
 
-from ..photos import PhotoRecord
+from ..search.photos import PhotoRecord
 
 
 def photo_id(record: PhotoRecord) -> str:

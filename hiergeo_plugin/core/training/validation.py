@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Sequence, Tuple
 
-from ..encoders import ImageEncoder
+from ..model.encoders import ImageEncoder
 from ..progress import Reporter
-from ..tiles import Tile
+from ..tiles.grid import Tile
 from .run import TrainingRun
 
 #: name -> (photo embeddings by photo index, the map encoder to compare them with)

@@ -12,9 +12,9 @@ from typing import Any, Dict, List, Set, Tuple
 
 import numpy as np
 
-from ..encoders import autocast
+from ..model.encoders import autocast
 from ..progress import Reporter
-from ..tiles import Tile
+from ..tiles.grid import Tile
 from .config import TrainingError
 from .data import TileStore
 from .losses import batch_targets, contrastive_loss, make_grad_scaler, optimizer_step

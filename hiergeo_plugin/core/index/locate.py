@@ -21,13 +21,13 @@ import numpy as np
 
 from ..confidence import Calibration, annotate
 from ..defaults import DEFAULT_BATCH_SIZE, DEFAULT_PHOTO_BATCH
-from ..embedding_cache import EmbeddingCache
-from ..encoders import GeoModel
-from ..photos import PhotoRecord
+from ..model.encoders import GeoModel
 from ..progress import Reporter
-from ..search import DEFAULT_TOP_K, DEFAULT_ZOOMS, Candidate, HierarchicalSearch, PhotoResult, Prediction
-from ..tile_source import TileSource
-from ..tiles import tile_center
+from ..search.embedding_cache import EmbeddingCache
+from ..search.hierarchical import DEFAULT_TOP_K, DEFAULT_ZOOMS, Candidate, HierarchicalSearch, PhotoResult, Prediction
+from ..search.photos import PhotoRecord
+from ..tiles.grid import tile_center
+from ..tiles.source import TileSource
 from .index_file import RegionIndex, read_index
 
 METHODS = ("hierarchical", "index", "index+refine")
@@ -101,7 +101,7 @@ class IndexSearch:
         self.top_k = int(top_k)
         self.reporter = reporter or Reporter()
         self.vectors = open_vectors(index)
-        #: The path context (index/context.py): the index ranks by path scores, stored divided by `scale`.
+        #: The path context (index/path_context.py): the index ranks by path scores, stored divided by `scale`.
         self.context = index.path_context()
         self.scale = self.context.scale if self.context else 1.0
         self.refine_zooms = [int(z) for z in zooms if int(z) > index.zoom]

@@ -1,7 +1,7 @@
 """Running pip: each output line masked and passed on as it comes, Cancel that kills pip (and its children) at
 once, the last lines kept as evidence, a rough progress from the log, and the user's line when pip fails.
 
-QGIS-free (plain subprocess + threading); installer.py decides what to run, the dialog shows the lines.
+QGIS-free (plain subprocess + threading); install/installer.py decides what to run, the dialog shows the lines.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Most analysts have no CUDA GPU, and with the real architecture (ViT-B-32) the se
 time in the map encoder. On a CPU the fastest way differs by machine (native bf16 or not, OpenVINO installed or
 not), so the choice is made by measurement on the machine itself:
 
-* the candidates: OpenVINO (when installed) with int8 weights (on CPUs with int8 dot products, int8_weights.py)
+* the candidates: OpenVINO (when installed) with int8 weights (on CPUs with int8 dot products, model/int8_weights.py)
   and with its default precision, torch with bf16 weights and inputs (on CPUs with native bf16), and eager fp32,
   the reference;
 * each candidate runs a small probe batch next to eager fp32; one whose embeddings disagree with fp32 (minimum
@@ -32,14 +32,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
-from . import environment
-from .encoders import (
-    HEAVY_MODEL_GFLOPS,
-    GeoModel,
-    ImageEncoder,
-    autocast_dtype,
-    gflops_per_image,
-)
+from .. import environment
+from .encoders import HEAVY_MODEL_GFLOPS, GeoModel, ImageEncoder, autocast_dtype, gflops_per_image
 from .runners import OpenVinoRunner, TorchLowPrecision, openvino_available
 
 log = logging.getLogger("hiergeo.execution")

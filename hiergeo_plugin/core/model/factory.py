@@ -1,4 +1,4 @@
-"""One factory for the search's model (after open_clip's factory.py): a GeoModel from a base model or a model file.
+"""One factory for the search's model (after open_clip's model/factory.py): a GeoModel from a base model or a model file.
 
 Both paths end in `create_geo_model`, so a model is assembled (towers on the device, frozen, fingerprinted, one
 map encoder per zoom) in exactly one place. This module imports encoders (the building blocks) and model_file
@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
+from ..defaults import DEFAULT_BASE_MODEL, DEFAULT_ZOOMS
 from .architecture import check_architecture
-from .defaults import DEFAULT_BASE_MODEL, DEFAULT_ZOOMS
 from .encoders import (
     BaseModelSpec,
     GeoModel,
@@ -28,7 +28,7 @@ from .encoders import (
     tensor_digest,
 )
 from .execution import prepare_execution
-from .model_file import ModelFileContents, ModelFileError, read_manifest, read_model_file
+from .file import ModelFileContents, ModelFileError, read_manifest, read_model_file
 
 
 def create_geo_model(

@@ -10,7 +10,7 @@ Per stage (zoom 4, 6, ..., 16 by default):
 At the last zoom the best tile's centre is the prediction. Tiles that cannot be had are gaps: skipped, counted.
 When the finest zooms have no imagery for a photo (beyond the source's maximum zoom `source.zmax`, which are then
 not fetched at all, or every candidate tile a gap), the deepest zoom that had imagery gives the answer and the
-status says so ("ok: answer from zoom 12: ...", core.status) instead of the photo failing.
+status says so ("ok: answer from zoom 12: ...", core.search.status) instead of the photo failing.
 
 A tile's score is the cosine similarity between the photo embedding and the tile's embedding. The
 `extra_scorers` hook adds further similarity terms per tile (e.g. per-cell prototypes learned from ground photos,
@@ -28,16 +28,12 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 import numpy as np
 
-from .confidence import Calibration, annotate
-from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_PHOTO_BATCH, DEFAULT_TOP_K, DEFAULT_ZOOMS
-from .embedding_cache import EmbeddingCache
-from .encoders import GeoModel, describe_device, make_tensor_preprocessor, stack
-from .errors import HierGeoError
-from .photos import PhotoError, PhotoRecord, load_photo
-from .progress import CountLines, Reporter
-from .status import OK, coarse, is_located
-from .tile_source import TileOutcome, TileSource, TileSourceError
-from .tiles import (
+from ..confidence import Calibration, annotate
+from ..defaults import DEFAULT_BATCH_SIZE, DEFAULT_PHOTO_BATCH, DEFAULT_TOP_K, DEFAULT_ZOOMS
+from ..errors import HierGeoError
+from ..model.encoders import GeoModel, describe_device, make_tensor_preprocessor, stack
+from ..progress import CountLines, Reporter
+from ..tiles.grid import (
     MAX_ZOOM_STEP,
     Tile,
     all_tiles,
@@ -47,6 +43,10 @@ from .tiles import (
     tile_parent,
     tiles_in_bbox,
 )
+from ..tiles.source import TileOutcome, TileSource, TileSourceError
+from .embedding_cache import EmbeddingCache
+from .photos import PhotoError, PhotoRecord, load_photo
+from .status import OK, coarse, is_located
 
 log = logging.getLogger("hiergeo.search")
 
@@ -120,7 +120,7 @@ class Candidate:
     kept: bool  # descended into (its children are the next stage's candidates)
     chosen: bool = False  # on the path to the final answer
     #: The score that ranked it, where that is not `score` alone: a region index with a path context ranks by the
-    #: path score (index/context.py), which the refinement's next stage inherits. None: `score` ranked it.
+    #: path score (index/path_context.py), which the refinement's next stage inherits. None: `score` ranked it.
     ranking: Optional[float] = None
 
 
@@ -146,7 +146,7 @@ class PhotoResult:
 
     @property
     def ok(self) -> bool:
-        """Located: "ok", or "ok: ..." for an answer from a coarser zoom than the last one (core.status)."""
+        """Located: "ok", or "ok: ..." for an answer from a coarser zoom than the last one (core.search.status)."""
         return is_located(self.status)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 
-from .errors import HierGeoError
+from ..errors import HierGeoError
 
 #: A tile is at most a few thousand pixels a side; the size is read from the header, before decoding.
 MAX_TILE_SIDE = 4096

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import urljoin, urlsplit
 
-from .errors import HierGeoError
+from ..errors import HierGeoError
 
 #: A tile is at most a few MB; anything larger is refused while streaming (decoded bytes are counted).
 MAX_TILE_BYTES = 8 * 1024 * 1024

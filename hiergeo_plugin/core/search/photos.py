@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple, Union
 
-from .errors import HierGeoError
+from ..errors import HierGeoError
 
 log = logging.getLogger("hiergeo.photos")
 
@@ -65,7 +65,7 @@ def load_photo(path, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_DECODED_
     decoded bytes is checked from the header, before anything is decoded."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    from .tile_image import decoded_bytes, describe_decoded
+    from ..tiles.image import decoded_bytes, describe_decoded
 
     if path is None or str(path).strip() == "":
         raise PhotoError("no photo path")

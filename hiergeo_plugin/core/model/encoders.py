@@ -6,7 +6,7 @@ encoder here is *the shared tower plus a small dict of overriding parameters* (i
 norm and projection), applied with torch.func.functional_call. Encoding at zoom z costs exactly one forward
 pass of the tower; the weights exist once.
 
-A GeoModel is assembled from these parts in one place, factory.py (create_geo_model, load_geo_model).
+A GeoModel is assembled from these parts in one place, model/factory.py (create_geo_model, load_geo_model).
 
 torch and open_clip are imported inside functions so that QGIS can load the plugin (and say what to install)
 without them.
@@ -20,14 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from . import environment
-from .defaults import DEFAULT_BASE_MODEL
-from .errors import ModelError
+from .. import environment
+from ..defaults import DEFAULT_BASE_MODEL
+from ..errors import ModelError
 
 log = logging.getLogger("hiergeo.encoders")
 
-#: Architectures defined by this repository (JSON configs in resources/models); they have no pretrained weights.
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "resources" / "models"
+#: Architectures defined by HierGeo (open_clip JSON configs in configs/, next to this module, as open_clip keeps its
+#: model_configs inside its package); they have no pretrained weights.
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 #: Seed for the weights of a base model without pretrained weights, so "untrained" is reproducible.
 RANDOM_INIT_SEED = 0
 
@@ -125,7 +126,7 @@ def configure_cpu_threads(visual=None) -> int:
 #: fp16 on older ones, fp32 elsewhere), or "fp32", "bf16", "fp16" on any device. fp32 is the way out when a GPU
 #: misbehaves in half precision; bf16 on the CPU is slower for ViTs but runs the mixed-precision code path on
 #: machines without a GPU (the tests do that). "int8" (int8 weights, activations quantized at run time) is a way of
-#: running on the CPU through OpenVINO only (execution.py); torch itself, training included, runs it in fp32.
+#: running on the CPU through OpenVINO only (model/execution.py); torch itself, training included, runs it in fp32.
 PRECISIONS = environment.PRECISIONS
 
 
@@ -287,7 +288,7 @@ def make_tensor_preprocessor(preprocess):
     """PIL image -> model input tensor (resize, centre crop, normalise), safe to call from worker threads.
 
     The first use of this exact pipeline happens here, on the calling thread, before any worker may run it:
-    concurrent first uses of torch deadlocked (torch_warmup.py says how).
+    concurrent first uses of torch deadlocked (model/torch_warmup.py says how).
     """
     from PIL import Image
 

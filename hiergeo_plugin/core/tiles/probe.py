@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from .progress import Cancelled
-from .tile_http import RetryPolicy, TileOutcome, TileSourceError
-from .tile_url import file_url_to_path
-from .tiles import Tile
+from ..progress import Cancelled
+from .grid import Tile
+from .http_get import RetryPolicy, TileOutcome, TileSourceError
+from .url import file_url_to_path
 
 #: Retries start within this many seconds, and a Retry-After up to PROBE_MAX_WAIT is waited for (a longer one
 #: ends the probe: the server answered, so it is not dead).

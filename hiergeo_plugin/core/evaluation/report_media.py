@@ -3,7 +3,7 @@
 Why here and like this: the report is what analysts share (by mail, on a wiki, offline), so it must stay one file
 that needs nothing else: the map is an inline SVG drawn from the coordinates alone (no basemap, no network, no
 tile key), the thumbnails are small inline JPEGs (data: URIs) of bounded size and number, upright as a viewer
-shows them (core.photos applies the EXIF orientation). Plain Python + Pillow; no QGIS.
+shows them (core.search.photos applies the EXIF orientation). Plain Python + Pillow; no QGIS.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def positions_map_svg(points: Sequence[MapPoint], width: int = 420, max_height: 
 def thumbnail_data_uri(path: Optional[str], size: int = THUMBNAIL_PX) -> Optional[str]:
     """A small upright JPEG of the photo as a data: URI, or None when the photo cannot be read (missing, not an
     image, too large): a report without a thumbnail is still a report."""
-    from .photos import PhotoError, load_photo
+    from ..search.photos import PhotoError, load_photo
 
     if not path:
         return None

@@ -1,13 +1,13 @@
 """Find QGIS's own Python interpreter: the one whose pip installs packages that QGIS can import.
 
-Why a module of its own: the installer (installer.py) takes an interpreter as given; which file that is, is a
+Why a module of its own: the installer (install/installer.py) takes an interpreter as given; which file that is, is a
 question of each platform's layout and of checking versions, asked also by the plugin's start-up message
 (processing/dependencies.py) and the install dialog's "why not" line (plugin.py). `sys.executable` inside QGIS is
 the QGIS binary (Windows, macOS) or whatever a PATH lookup found (a pyenv shim: another Python, another ABI), so
 the interpreter is derived from `sys.exec_prefix` / `sys.base_exec_prefix` and the platform's layout instead,
 and every candidate's version is checked against the running one before it is used.
 
-QGIS-free and standard library only, like installer.py.
+QGIS-free and standard library only, like install/installer.py.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple
 
-from .errors import HierGeoError
+from ..errors import HierGeoError
 
 
 class InterpreterNotFound(HierGeoError, RuntimeError):
@@ -84,7 +84,7 @@ def interpreter_candidates(
     return _unique(found)
 
 
-#: No console window flashing up for the probe started from the QGIS GUI on Windows (0 elsewhere). installer.py
+#: No console window flashing up for the probe started from the QGIS GUI on Windows (0 elsewhere). install/installer.py
 #: keeps its own copy: it must stay loadable from its file alone (its import check in a fresh interpreter).
 _NO_WINDOW: int = getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform.startswith("win") else 0
 

@@ -28,7 +28,7 @@ from typing import Callable, Dict, List, Mapping, Sequence, Tuple
 import numpy as np
 
 from ..defaults import DEFAULT_ZOOMS
-from ..tiles import Tile, tile_parent
+from ..tiles.grid import Tile, tile_parent
 
 #: embed(zoom, tiles) -> {tile: embedding}; tiles without imagery are absent.
 EmbedFn = Callable[[int, Sequence[Tile]], Mapping[Tile, np.ndarray]]

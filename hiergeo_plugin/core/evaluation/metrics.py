@@ -9,7 +9,7 @@ Conventions:
 - Distances are great-circle distances on a sphere of the mean Earth radius (IUGG R1 = 6371.0088 km); the
   ellipsoidal difference (< 0.5 %) is irrelevant next to geolocation errors.
 - A row counts as *predicted* when it has both predicted coordinates and its status (if any) is "ok" or
-  "ok: ..." (an answer from a coarser zoom, core.status); it counts as *evaluated* when it is predicted and has
+  "ok: ..." (an answer from a coarser zoom, core.search.status); it counts as *evaluated* when it is predicted and has
   both true coordinates. Shares within a threshold are over
   the evaluated rows; `within_including_failed` also counts rows with truth but no prediction as misses, so a
   method cannot look better by failing on hard photos.
@@ -24,9 +24,9 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .defaults import DEFAULT_THRESHOLDS_KM
-from .region.stats import wilson_interval
-from .status import is_located
+from ..defaults import DEFAULT_THRESHOLDS_KM
+from ..region.stats import wilson_interval
+from ..search.status import is_located
 
 __all__ = [
     "EARTH_RADIUS_KM",

@@ -2,12 +2,12 @@
 
 A runner takes a preprocessed float32 batch (N, 3, H, W) and returns L2-normalised float32 embeddings on the
 CPU, exactly as ImageEncoder.encode does in eager fp32, so the search cannot tell them apart except by speed
-and by the last bits. Which runner an encoder gets is decided in execution.py; this module only builds them.
+and by the last bits. Which runner an encoder gets is decided in model/execution.py; this module only builds them.
 
 Why these two: on CPUs with native bf16 (avx512_bf16/AMX, Armv8.6 bf16) the tower's matrix products run at
 several times the fp32 rate when the weights and activations are bf16 (torch autocast does not get there: it
 keeps casting back and forth); OpenVINO fuses the whole graph and picks bf16 itself on such CPUs, and on CPUs
-without bf16 its fp32 kernels still beat eager torch. OpenVINO with int8 weights (int8_weights.py) multiplies in
+without bf16 its fp32 kernels still beat eager torch. OpenVINO with int8 weights (model/int8_weights.py) multiplies in
 int8 on CPUs with int8 dot products, the fastest way where bf16 runs at only twice fp32. Figures in
 docs/BENCHMARKS.md.
 """
@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from . import environment
+from .. import environment
 from .int8_weights import DYNAMIC_QUANTIZATION_GROUP, compress_weights_int8
 
 log = logging.getLogger("hiergeo.execution")

@@ -5,12 +5,12 @@ algorithm shows without a GUI (processing/dependencies.py) are thin adapters ove
 
 1. `qgis_python.find_qgis_python` (a module of its own): the interpreter QGIS runs, from the platform's layout,
    its version checked against the running one. Everything here takes that interpreter as given.
-2. `private_packages_dir` (private_path.py): <QGIS profile>/hiergeo/python3.X. The profile is outside the
+2. `private_packages_dir` (install/private_path.py): <QGIS profile>/hiergeo/python3.X. The profile is outside the
    application (survives QGIS upgrades, notably the QGIS.app bundle replaced on macOS), needs no administrator
    rights (Windows keeps QGIS's Python under Program Files) and is not the system's Python (Debian 12+ refuses pip
    there, "externally managed"). One folder per Python version, since binary wheels are built for one.
-3. `pip_command` + `run_pip` (pip_run.py): pip of that interpreter with `--target`, the pinned requirements, a CPU
-   or CUDA build of torch, QGIS's proxy as environment variables (pip_env.py, which also masks pip's configured
+3. `pip_command` + `run_pip` (install/pip_run.py): pip of that interpreter with `--target`, the pinned requirements, a CPU
+   or CUDA build of torch, QGIS's proxy as environment variables (install/pip_env.py, which also masks pip's configured
    credentials), each log line passed to a callback, Cancel kills pip.
 4. `verify_imports`: a fresh process of that interpreter, the folder put on sys.path exactly as the plugin
    does at load time (`add_private_path`), imports every module: what the user gets after restarting QGIS, not
@@ -256,7 +256,7 @@ def command_text(command: Sequence[str], platform: Optional[str] = None) -> str:
 _VERIFY_SCRIPT = r"""
 import importlib, importlib.util, json, sys
 policy_file, target, modules = sys.argv[1], sys.argv[2], sys.argv[3:]
-# private_path.py imports only the standard library: loaded from its file, it places the folder on the path exactly
+# install/private_path.py imports only the standard library: loaded from its file, it places the folder on the path exactly
 # as the plugin does at load time (one definition: add_private_path).
 spec = importlib.util.spec_from_file_location("hiergeo_private_path_check", policy_file)
 policy = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
@@ -345,7 +345,7 @@ def unreachable_index_message(index: str, variant: str, platform: Optional[str] 
 
 
 def pip_masker(settings: Sequence[Tuple[str, str]], env: Mapping[str, str]) -> Callable[[str], str]:
-    """What every line shown or kept goes through: pip's configured credentials masked (pip_env.py), PyTorch's
+    """What every line shown or kept goes through: pip's configured credentials masked (install/pip_env.py), PyTorch's
     public indexes shown as they are."""
     return masker(pip_secret_urls(settings, env), _PUBLIC_INDEXES)
 

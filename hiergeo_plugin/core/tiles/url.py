@@ -26,8 +26,8 @@ from typing import Callable, List, Optional, Sequence, Union
 from urllib.parse import urlsplit
 from urllib.request import url2pathname as _url2pathname
 
-from .errors import HierGeoError
-from .tiles import Tile
+from ..errors import HierGeoError
+from .grid import Tile
 
 __all__ = ["DEFAULT_SUBDOMAINS", "TileUrlTemplate", "UnsupportedTemplate", "file_url_to_path", "quadkey"]
 

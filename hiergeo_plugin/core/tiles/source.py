@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any, Callable, Generator, Iterable, Optional, Sequence, Union
 from urllib.parse import urlsplit
 
-from .defaults import DEFAULT_MAX_CONNECTIONS
-from .redact import Redactor, guard_library_log_secrets, guard_library_logs, mask_url
-from .tile_http import (
+from ..defaults import DEFAULT_MAX_CONNECTIONS
+from .grid import Tile
+from .http_get import (
     MAX_TILE_BYTES,
     FetchFailure,
     HttpSettings,
@@ -47,10 +47,10 @@ from .tile_http import (
     get_tile_bytes,
     make_session,
 )
-from .tile_image import MAX_TILE_PIXELS, MAX_TILE_SIDE, TileTooLarge, decode_tile, is_placeholder
-from .tile_probe import check_reachable
-from .tile_url import TileUrlTemplate, UnsupportedTemplate, file_url_to_path
-from .tiles import Tile
+from .image import MAX_TILE_PIXELS, MAX_TILE_SIDE, TileTooLarge, decode_tile, is_placeholder
+from .probe import check_reachable
+from .redact import Redactor, guard_library_log_secrets, guard_library_logs, mask_url
+from .url import TileUrlTemplate, UnsupportedTemplate, file_url_to_path
 
 __all__ = [
     "GAP_MARKER",
@@ -205,7 +205,7 @@ class TileSource:
         self._on_warning = on_warning
         self._pending_warnings: list = []
         self._warned: set = set()
-        from .. import __version__
+        from ... import __version__
 
         self.user_agent = user_agent or USER_AGENT.format(version=__version__)
         #: Retina tiles are other images than the plain ones: another source; the subdomain is only the host.

@@ -4,7 +4,7 @@ index answers, and what of all that must be masked before a line is shown or kep
 A user's pip configuration may hold credentials (a token as user name, password, path segment or `?token=` of
 an index URL, in pip.conf or PIP_INDEX_URL); pip passes the configured extra indexes on to the command line
 (installer.pip_command says why), and pip prints its indexes and sometimes whole URLs. Every such line goes
-through `masker` (the core's redactor, core/redact.py) before the dialog shows it or an InstallResult keeps it.
+through `masker` (the core's redactor, core/tiles/redact.py) before the dialog shows it or an InstallResult keeps it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 import subprocess  # nosec B404
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from . import redact
+from ..tiles import redact
 from .pip_run import NO_WINDOW
 
 
@@ -69,7 +69,7 @@ def pip_secret_urls(settings: Sequence[Tuple[str, str]], env: Mapping[str, str])
 
 def masker(urls: Iterable[str] = (), public: Sequence[str] = ()) -> Callable[[str], str]:
     """A function that masks credentials in a line before it is shown or kept: the core's redactor
-    (core/redact.py: every URL's user, password, token-like path segments and query values), told the secrets of
+    (core/tiles/redact.py: every URL's user, password, token-like path segments and query values), told the secrets of
     `urls` (pip's configured indexes) so that they are masked wherever they appear. The `public` URLs (indexes
     that hold no credential) are shown as they are: the redactor would take PyTorch's "cu128" for a token."""
     redactor = redact.Redactor([url for url in urls if url not in public])

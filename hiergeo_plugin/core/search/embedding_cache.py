@@ -35,8 +35,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import HierGeoError
-from .tiles import Tile
+from ..errors import HierGeoError
+from ..tiles.grid import Tile
 
 log = logging.getLogger("hiergeo.cache")
 
