@@ -141,7 +141,7 @@ def errors_of(results, position=None):
     """Metres from the truth per photo (inf where a photo got no answer); `position` maps hits to (lat, lon)."""
     import numpy as np
 
-    from hiergeo_plugin.core.region.stats import haversine_m
+    from hiergeo_plugin.core.geodesy import haversine_m
 
     out = []
     for r in results:
@@ -171,8 +171,8 @@ def run_index(model, index, records, source=None, cache=None, method="index", zo
 
 def index_rows(rows, hits, prefix, model, index, test):
     """Rows `prefix` (best cell's centre) and `prefix_position` (position inside the cell) from one search."""
+    from hiergeo_plugin.core.evaluation.stats import row_metrics
     from hiergeo_plugin.core.region.position import weighted_position
-    from hiergeo_plugin.core.region.stats import row_metrics
 
     results, seconds = run_index(model, index, test, top_k=POSITION_HITS)
     for key, position in ((prefix, None), (prefix + "_position", weighted_position)):
@@ -182,7 +182,7 @@ def index_rows(rows, hits, prefix, model, index, test):
 
 
 def paired_tests(hits, pairs):
-    from hiergeo_plugin.core.region.stats import mcnemar_exact
+    from hiergeo_plugin.core.evaluation.stats import mcnemar_exact
 
     out = {}
     for a, b in pairs:
@@ -197,8 +197,8 @@ def main(argv=None) -> int:
     import tempfile
 
     from hiergeo_demo.tile_server import TileServer
+    from hiergeo_plugin.core.evaluation.stats import row_metrics
     from hiergeo_plugin.core.model.factory import load_geo_model
-    from hiergeo_plugin.core.region.stats import row_metrics
     from hiergeo_plugin.core.search.embedding_cache import EmbeddingCache
     from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
     from hiergeo_plugin.core.tiles.source import TileSource

@@ -29,7 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from hiergeo_plugin.core.confidence.assessment import calibration_of_run  # noqa: E402
 from hiergeo_plugin.core.defaults import DEFAULT_THRESHOLDS_TEXT as THRESHOLDS  # noqa: E402
 from hiergeo_plugin.core.defaults import DEFAULT_ZOOMS_TEXT  # noqa: E402
-from hiergeo_plugin.core.region.stats import wilson_interval  # noqa: E402
+from hiergeo_plugin.core.evaluation.stats import wilson_interval  # noqa: E402
 
 
 def start_qgis():

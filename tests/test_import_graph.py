@@ -62,9 +62,8 @@ def _all_imports(path: Path) -> Set[str]:
     return tops
 
 
-def test_no_import_cycle_in_the_plugin():
-    graph = _graph()
-    assert "hiergeo_plugin.core.model.factory" in graph and "hiergeo_plugin.core.training.pipeline" in graph
+def _find_cycle(graph: Dict[str, Set[str]]) -> List[str]:
+    """One cycle of `graph` (as a path that returns to its start), or [] when it has none."""
     state: Dict[str, int] = {}
     stack: List[str] = []
 
@@ -73,16 +72,53 @@ def test_no_import_cycle_in_the_plugin():
         stack.append(node)
         for nxt in sorted(graph.get(node, set())):
             if state.get(nxt) == 1:
-                cycle = stack[stack.index(nxt) :] + [nxt]
-                raise AssertionError("import cycle: " + " -> ".join(cycle))
+                raise _Cycle(stack[stack.index(nxt) :] + [nxt])
             if nxt not in state:
                 visit(nxt)
         stack.pop()
         state[node] = 2
 
-    for module in sorted(graph):
-        if module not in state:
-            visit(module)
+    try:
+        for module in sorted(graph):
+            if module not in state:
+                visit(module)
+    except _Cycle as found:
+        return found.path
+    return []
+
+
+class _Cycle(Exception):
+    def __init__(self, path: List[str]):
+        super().__init__(path)
+        self.path = path
+
+
+def test_no_import_cycle_in_the_plugin():
+    graph = _graph()
+    assert "hiergeo_plugin.core.model.factory" in graph and "hiergeo_plugin.core.training.pipeline" in graph
+    cycle = _find_cycle(graph)
+    assert not cycle, "import cycle: " + " -> ".join(cycle)
+
+
+def _core_unit(module: str) -> str:
+    """The package (or top-level module) of core/ that `module` belongs to: core.tiles.source -> tiles."""
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[1] == "core" else ""
+
+
+def test_the_core_packages_are_layers():
+    """No two packages of core/ import each other, even through others: each package can be read, tested and
+    moved with only the ones below it (docs/ARCHITECTURE.md draws the layers)."""
+    units: Dict[str, Set[str]] = {}
+    for module, targets in _graph().items():
+        unit = _core_unit(module)
+        if unit:
+            units.setdefault(unit, set()).update(u for u in map(_core_unit, targets) if u and u != unit)
+    assert {"tiles", "model", "search", "index", "evaluation", "confidence", "install"} <= set(units)
+    cycle = _find_cycle(units)
+    assert not cycle, "core packages import each other: " + " -> ".join(cycle)
+    assert not units["tiles"] & {"model", "search", "index", "training", "region"}, units["tiles"]
+    assert units["install"] <= {"errors", "lazy", "tiles"}, units["install"]
 
 
 def test_the_factory_is_the_only_module_that_assembles_from_files():

@@ -8,14 +8,14 @@ import pytest
 
 from hiergeo_demo.regional import region_box, road_positions, road_segments
 from hiergeo_demo.world import DemoWorld
-from hiergeo_plugin.core.region.position import weighted_position
-from hiergeo_plugin.core.region.stats import (
-    haversine_m,
+from hiergeo_plugin.core.evaluation.stats import (
     mcnemar_exact,
     row_metrics,
     wilson_interval,
     within_shares,
 )
+from hiergeo_plugin.core.geodesy import haversine_m
+from hiergeo_plugin.core.region.position import weighted_position
 from hiergeo_plugin.core.search.hierarchical import Candidate
 from hiergeo_plugin.core.tiles.grid import Tile, lonlat_to_tile, tile_center
 

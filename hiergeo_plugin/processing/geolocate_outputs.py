@@ -134,7 +134,7 @@ class PredictionWriter:
             self._write_candidates(result)
 
     def _write_prediction(self, record, prediction, status: str) -> None:
-        from ..core.evaluation.metrics import haversine_km
+        from ..core.geodesy import haversine_km
 
         feature = QgsFeature(self.fields)
         attrs = [record.photo, None, None, None, None, None, None, status]

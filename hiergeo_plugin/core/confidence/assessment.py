@@ -12,7 +12,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..evaluation.metrics import haversine_km
+from ..geodesy import haversine_km
 from ..tiles.grid import Tile
 from .calibration import Calibration, HeldOut, assess, fit_temperature
 from .distribution import Scored

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..evaluation.metrics import EARTH_RADIUS_KM, haversine_km
+from ..geodesy import EARTH_RADIUS_KM, haversine_km
 from ..tiles.grid import Tile, lonlat_to_tile, tile_bounds, tile_parent
 
 #: Samples per tile side for distances: 4 x 4 points per leaf tile.

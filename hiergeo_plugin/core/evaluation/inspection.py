@@ -113,7 +113,7 @@ def inspect_photo(
     truth = _pair(prediction.get("true_lat"), prediction.get("true_lon"))
     error = _number(prediction.get("error_km"))
     if error is None and predicted is not None and truth is not None:
-        from .metrics import haversine_km
+        from ..geodesy import haversine_km
 
         error = float(haversine_km(truth[0], truth[1], predicted[0], predicted[1]))
     return PhotoInspection(

@@ -25,8 +25,9 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from ..defaults import DEFAULT_THRESHOLDS_KM
-from ..region.stats import wilson_interval
+from ..geodesy import EARTH_RADIUS_KM, haversine_km
 from ..search.status import is_located
+from .stats import wilson_interval
 
 __all__ = [
     "EARTH_RADIUS_KM",
@@ -39,27 +40,8 @@ __all__ = [
     "write_html_report",
 ]
 
-#: Mean Earth radius (IUGG), km.
-EARTH_RADIUS_KM = 6371.0088
-
 
 Number = Union[int, float]
-
-
-def haversine_km(lat1, lon1, lat2, lon2):
-    """Great-circle distance in km between (lat1, lon1) and (lat2, lon2), degrees.
-
-    Accepts scalars or numpy-broadcastable arrays; returns a float for scalar input, else an ndarray. The
-    haversine form stays accurate for tiny distances (unlike the spherical law of cosines), and clipping keeps
-    antipodal points from producing NaN through rounding.
-    """
-    phi1 = np.radians(np.asarray(lat1, dtype=np.float64))
-    phi2 = np.radians(np.asarray(lat2, dtype=np.float64))
-    dphi = phi2 - phi1
-    dlmb = np.radians(np.asarray(lon2, dtype=np.float64) - np.asarray(lon1, dtype=np.float64))
-    a = np.sin(dphi / 2) ** 2 + np.cos(phi1) * np.cos(phi2) * np.sin(dlmb / 2) ** 2
-    d = 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
-    return float(d) if np.ndim(d) == 0 else d
 
 
 def threshold_key(km: Number) -> str:

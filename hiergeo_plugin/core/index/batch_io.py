@@ -73,7 +73,7 @@ def _gpkg_rows(path: Path) -> List[dict]:
 
 def prediction_row(result, with_truth: bool) -> dict:
     """OUTPUT's attributes for one core PhotoResult, as the Processing algorithm's PredictionWriter writes them."""
-    from ..evaluation.metrics import haversine_km
+    from ..geodesy import haversine_km
 
     record, p = result.record, (result.prediction if result.ok else None)
     row = dict.fromkeys(FIELDS + (TRUTH_FIELDS if with_truth else ()) + TAIL_FIELDS)

@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     i = isub.add_parser("info", help="print an index's manifest and counts as JSON")
     i.add_argument("path")
-    # listed for --help; `region ...` is handed to core/region/cli.py before this parser runs (main)
+    # listed for --help; `region ...` is handed to core/region/cli.py by core/cli.py before this parser runs
     sub.add_parser("region", help="train a region model for the index (hiergeo region train --help)")
     g = sub.add_parser("geolocate", help="geolocate a list of photos with a region index (in order; resumable)")
     g.add_argument("--photos", required=True, help="CSV, Parquet or GeoPackage: path (or photo)[, lat, lon]")
@@ -264,12 +264,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .cells import AreaError
     from .index_file import IndexFileError
 
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["region"]:
-        from ..region.cli import main as region_main
-
-        return region_main(argv)
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     redactor = Redactor([getattr(args, "tile_source", "") or ""])
     try:
         if args.group == "geolocate":

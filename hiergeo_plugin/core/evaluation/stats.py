@@ -17,15 +17,6 @@ RADII_M = (25, 50, 100, 200, 1000, 5000)
 Z95 = 1.959963984540054
 
 
-def haversine_m(lat1, lon1, lat2, lon2) -> np.ndarray:
-    """Great-circle distances in metres (mean Earth radius), vectorised."""
-    p1, p2 = np.radians(np.asarray(lat1, float)), np.radians(np.asarray(lat2, float))
-    dp = p2 - p1
-    dl = np.radians(np.asarray(lon2, float) - np.asarray(lon1, float))
-    a = np.sin(dp / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
-    return 2 * 6371008.8 * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
-
-
 def wilson_interval(successes: int, n: int, z: float = Z95) -> Tuple[float, float]:
     """The Wilson score interval of a binomial share (sensible at 0 and n, unlike the normal approximation)."""
     if n <= 0:
