@@ -6,7 +6,7 @@ export QT_QPA_PLATFORM ?= offscreen
 # Tests and the demo never download weights: keep hub libraries offline so a mistake fails loudly.
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup setup-dev demo test test-matrix lint format bench zip check-zip clean
+.PHONY: setup setup-dev demo test test-fast test-matrix lint format bench zip check-zip clean
 
 setup:
 	@bash scripts/setup.sh
@@ -19,6 +19,10 @@ demo: setup
 
 test: setup-dev
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The fast lane while working: everything but the tests marked slow (tests/conftest.py says which). CI runs `test`.
+test-fast: setup-dev
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # The suite on newer QGIS in Debian systems built with debootstrap (root; cached in /var/cache/hiergeo-matrix):
 # trixie = QGIS 3.40 LTR, sid = Debian unstable's QGIS. `make test-matrix SUITES=trixie` for one.

@@ -2,8 +2,8 @@
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python scripts/inspector_screenshot.py RUN.gpkg OUT.png [PHOTO_INDEX]
 
-RUN.gpkg holds Geolocate's outputs as layers "predictions" and "candidates" (e.g. tests/test_inspector.py's
-fixture, or `make demo`'s predictions.gpkg). No torch needed: only the outputs are read. tests/test_inspector.py
+RUN.gpkg holds Geolocate's outputs as layers "predictions" and "candidates" (e.g. tests/gui/test_inspector.py's
+fixture, or `make demo`'s predictions.gpkg). No torch needed: only the outputs are read. tests/gui/test_inspector.py
 renders the same picture (test_screenshot) and checks that it shows the error line.
 """
 

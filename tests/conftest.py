@@ -25,6 +25,37 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 PHOTOS = Path(__file__).resolve().parent / "data" / "photos"
 
 
+#: What `make test-fast` leaves out (`-m "not slow"`), by folder or module: the tests that start QGIS, qgis_process,
+#: Ray, a desktop or a training run in another process, or measure a whole build. `make test` and CI run them all.
+SLOW_FOLDERS = ("desktop", "reliability", "packaging")
+SLOW_MODULES = {
+    "test_qgis_process",
+    "test_torch_loading",
+    "test_dialog_runs",
+    "test_regional_training",
+    "test_training_reproducible",
+    "test_training",
+    "test_index_ray",
+    "test_index_ray_cli",
+    "test_index_ray_cluster",
+    "test_index_assembly",
+    "test_plugin_train",
+    "test_plugin_train_region",
+    "test_installer",
+    "test_installer_index",
+    "test_installer_dialog",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    tests = Path(__file__).resolve().parent
+    for item in items:
+        path = Path(str(item.fspath)).resolve()
+        parts = path.relative_to(tests).parts if tests in path.parents else ()
+        if (parts and parts[0] in SLOW_FOLDERS) or path.stem in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def photos_dir() -> Path:
     return PHOTOS
