@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import copy
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 from ..model.encoders import ImageEncoder, build_clip, describe_device
 from ..progress import Reporter
@@ -63,26 +64,94 @@ def train_map_encoders(
             source.close()
 
 
+@dataclass(frozen=True)
+class _Shares:
+    """The progress shares of the run's parts: the base stage, the photo embeddings, then one equal share per zoom."""
+
+    base: float
+    photo: float
+    zoom: float
+
+    @classmethod
+    def of(cls, from_scratch: bool, zooms: int) -> _Shares:
+        base_share = 0.3 if from_scratch else 0.0
+        photo_share = 0.05
+        return cls(base_share, photo_share, (1.0 - base_share - photo_share) / zooms)
+
+    def zoom_reporter(self, reporter: Reporter, k: int) -> Reporter:
+        """The reporter of the k-th zoom (finest first)."""
+        start = self.base + self.photo + k * self.zoom
+        return reporter.scaled(start, start + self.zoom)
+
+
+@dataclass
+class _Towers:
+    """The frozen towers every zoom works from, and the photo embeddings computed once for the whole run.
+
+    The untrained encoder is the base model as the search would use it without a model file: the baseline each
+    zoom's validation is compared with.
+    """
+
+    map_visual: Any
+    photo_emb: Dict[int, Any]
+    untrained_photo_emb: Dict[int, Any]
+    untrained_encoder: ImageEncoder
+    #: photos that did not load (skipped)
+    failed: int
+
+
 def _train(run: TrainingRun, output: Path, reporter: Reporter) -> dict:
-    config, writer = run.config, run.writer
+    writer = run.writer
+    _announce(run, reporter)
+    state = load_checkpoint(writer.checkpoint, writer.fingerprint, reporter) or TrainingState()
+    from_scratch = run.config.base_training_epochs > 0
+    shares = _Shares.of(from_scratch, len(run.zooms_finest_first))
+    map_visual = _starting_map_tower(run, state, from_scratch, reporter.scaled(0.0, shares.base))
+    scale = choose_logit_scale(run.clip, state.logit_scale if from_scratch else None)
+    state.logit_scale = scale
+    towers = _embed_photos(
+        run, map_visual, from_scratch, reporter, reporter.scaled(shares.base, shares.base + shares.photo)
+    )
+    summary_zooms = _ZoomStages(run, state, towers, scale).train(shares, reporter)
+    writer.save(state, final=True)
+    writer.remove_checkpoint()
+    reporter.progress(1.0)
+    reporter.info(f"model written to {output}")
+    return {
+        "output": str(output),
+        "checkpoint": str(writer.checkpoint),
+        "photos": {
+            "train": len(run.split["train"]),
+            "val": len(run.split["val"]),
+            "test": len(run.split["test"]),
+            "failed": towers.failed,
+        },
+        "split": run.split_names(),
+        "base": state.log.get("base"),
+        "logit_scale": scale,
+        "resumed_zooms": list(state.resumed_zooms),
+        "zooms": {z: summary_zooms[z] for z in run.zooms_finest_first},
+    }
+
+
+def _announce(run: TrainingRun, reporter: Reporter) -> None:
     device, precision = describe_device(run.device)
     reporter.info(
         f"HierGeo training: {len(run.records)} photos (train {len(run.split['train'])}, validation "
         f"{len(run.split['val'])}, test {len(run.split['test'])}), base {run.spec}, zooms "
         f"{run.zooms_finest_first} (finest first), {device} ({precision}), tiles from {run.source.display_name}"
     )
-    state = load_checkpoint(writer.checkpoint, writer.fingerprint, reporter) or TrainingState()
-    from_scratch = config.base_training_epochs > 0
 
-    # Progress shares: base stage, photo encoding, then equal shares per zoom.
-    base_share = 0.3 if from_scratch else 0.0
-    photo_share = 0.05
-    zoom_share = (1.0 - base_share - photo_share) / len(run.zooms_finest_first)
 
+def _starting_map_tower(run: TrainingRun, state: TrainingState, from_scratch: bool, reporter: Reporter):
+    """The map tower the zooms start from, frozen: base-trained (now or in the checkpoint), or CLIP's own tower.
+
+    From scratch, the photo tower is the base-trained one too; otherwise both towers are the same module.
+    """
     if from_scratch and not state.base_done:
-        map_visual = train_base_stage(run, state, reporter.scaled(0.0, base_share))
-        writer.save(state, final=False)
-        reporter.info(f"checkpoint written after the base stage: {writer.checkpoint.name}")
+        map_visual = train_base_stage(run, state, reporter)
+        run.writer.save(state, final=False)
+        reporter.info(f"checkpoint written after the base stage: {run.writer.checkpoint.name}")
     elif from_scratch:
         run.photo_visual.load_state_dict(state.photo_state)
         map_visual = copy.deepcopy(run.photo_visual)
@@ -91,14 +160,19 @@ def _train(run: TrainingRun, output: Path, reporter: Reporter) -> dict:
         map_visual = run.photo_visual  # the paper: map encoders start from the unmodified CLIP tower
     for module in {id(run.photo_visual): run.photo_visual, id(map_visual): map_visual}.values():
         module.to(run.device).requires_grad_(False).eval()
-    scale = choose_logit_scale(run.clip, state.logit_scale if from_scratch else None)
-    state.logit_scale = scale
+    return map_visual
 
-    # The untrained baseline: the base model as the search would use it without a model file.
+
+def _embed_photos(
+    run: TrainingRun, map_visual, from_scratch: bool, reporter: Reporter, photo_reporter: Reporter
+) -> _Towers:
+    """Embed the training and validation photos once (and the validation photos untrained, when that differs).
+
+    Raises TrainingError when none of the training photos loads; the photos that do not load are reported.
+    """
     untrained_visual = run.photo_visual
     if from_scratch:
         untrained_visual = build_clip(run.spec)[0].visual.to(run.device).eval().requires_grad_(False)
-    photo_reporter = reporter.scaled(base_share, base_share + photo_share)
     photo_emb = run.embed_photos(run.photo_visual, run.split["train"] + run.split["val"], photo_reporter)
     untrained_photo_emb = (
         photo_emb
@@ -111,64 +185,64 @@ def _train(run: TrainingRun, output: Path, reporter: Reporter) -> dict:
     if not any(i in photo_emb for i in run.split["train"]):
         raise TrainingError("none of the training photos could be loaded")
     untrained_encoder = ImageEncoder(untrained_visual, None, run.device, "", "untrained")
+    return _Towers(map_visual, photo_emb, untrained_photo_emb, untrained_encoder, failed)
 
-    tower = MapTower(map_visual, config.unfrozen_blocks, run.device)
-    negatives = SearchNegatives(run.photo_tiles, run.zooms_finest_first, config.search_negatives, config.seed)
-    summary_zooms: Dict[int, dict] = {}
-    current = tower.head_state()
-    for k, zoom in enumerate(run.zooms_finest_first):
-        start = base_share + photo_share + k * zoom_share
-        zoom_reporter = reporter.scaled(start, start + zoom_share)
-        reporter.check_cancelled()
-        if zoom in state.zoom_overrides:
-            current = state.zoom_overrides[zoom]
-            summary_zooms[zoom] = dict(state.log.get(str(zoom), {}), resumed=True)
-            reporter.info(f"zoom {zoom}: finished in the checkpoint, not trained again")
-            continue
+
+class _ZoomStages:
+    """The zoom stages of one run, finest first: each starts from the previous zoom's head, is validated before and
+    after its training, and is written to the checkpoint; a zoom finished in the checkpoint is taken from it."""
+
+    def __init__(self, run: TrainingRun, state: TrainingState, towers: _Towers, scale: float):
+        self.run, self.state, self.towers, self.scale = run, state, towers, scale
+        self.tower = MapTower(towers.map_visual, run.config.unfrozen_blocks, run.device)
+        self.negatives = SearchNegatives(
+            run.photo_tiles, run.zooms_finest_first, run.config.search_negatives, run.config.seed
+        )
+
+    def train(self, shares: _Shares, reporter: Reporter) -> Dict[int, dict]:
+        """Each zoom's summary entry."""
+        summary_zooms: Dict[int, dict] = {}
+        current = self.tower.head_state()
+        for k, zoom in enumerate(self.run.zooms_finest_first):
+            zoom_reporter = shares.zoom_reporter(reporter, k)
+            reporter.check_cancelled()
+            if zoom in self.state.zoom_overrides:
+                current = self.state.zoom_overrides[zoom]
+                summary_zooms[zoom] = dict(self.state.log.get(str(zoom), {}), resumed=True)
+                reporter.info(f"zoom {zoom}: finished in the checkpoint, not trained again")
+                continue
+            current, summary_zooms[zoom] = self._train_validated(zoom, current, reporter, zoom_reporter)
+        return summary_zooms
+
+    def _train_validated(
+        self, zoom: int, current: Dict[str, Any], reporter: Reporter, zoom_reporter: Reporter
+    ) -> Tuple[Dict[str, Any], dict]:
+        """Validate the zoom's start, train it, validate it, write the checkpoint; returns (its head, its entry)."""
+        run, towers, state = self.run, self.towers, self.state
+        map_visual, photo_emb = towers.map_visual, towers.photo_emb
         start_encoder = ImageEncoder(map_visual, _on(current, run.device), run.device, "", "start")
         before = validate(
             run,
             zoom,
-            {"untrained": (untrained_photo_emb, untrained_encoder), "start": (photo_emb, start_encoder)},
+            {"untrained": (towers.untrained_photo_emb, towers.untrained_encoder), "start": (photo_emb, start_encoder)},
             zoom_reporter.scaled(0.0, 0.05),
         )
         trained, entry = train_zoom(
-            run, zoom, tower, current, photo_emb, scale, negatives, zoom_reporter.scaled(0.05, 0.95)
+            run, zoom, self.tower, current, photo_emb, self.scale, self.negatives, zoom_reporter.scaled(0.05, 0.95)
         )
         trained_encoder = ImageEncoder(map_visual, _on(trained, run.device), run.device, "", f"map-z{zoom}")
         after = validate(run, zoom, {"trained": (photo_emb, trained_encoder)}, zoom_reporter.scaled(0.95, 1.0))
         entry.update(_validation_entry(before, after))
         state.zoom_overrides[zoom] = trained
         state.log[str(zoom)] = {key: v for key, v in entry.items() if key != "resumed"}
-        summary_zooms[zoom] = entry
-        current = trained
-        writer.save(state, final=False)
+        run.writer.save(state, final=False)
         reporter.info(
-            f"zoom {zoom} done: validation top-1 {entry['val_top1']:.3f} (untrained {entry['val_top1_untrained']:.3f}, "
-            f"chance {entry['chance_top1']:.3f}), top-5 {entry['val_top5']:.3f}; "
-            f"{entry['photos_per_second']:.1f} photos/s; checkpoint written"
+            f"zoom {zoom} done: validation top-1 {entry['val_top1']:.3f} "
+            f"(untrained {entry['val_top1_untrained']:.3f}, chance {entry['chance_top1']:.3f}), "
+            f"top-5 {entry['val_top5']:.3f}; {entry['photos_per_second']:.1f} photos/s; checkpoint written"
         )
         zoom_reporter.progress(1.0)
-
-    writer.save(state, final=True)
-    writer.remove_checkpoint()
-    reporter.progress(1.0)
-    reporter.info(f"model written to {output}")
-    return {
-        "output": str(output),
-        "checkpoint": str(writer.checkpoint),
-        "photos": {
-            "train": len(run.split["train"]),
-            "val": len(run.split["val"]),
-            "test": len(run.split["test"]),
-            "failed": failed,
-        },
-        "split": run.split_names(),
-        "base": state.log.get("base"),
-        "logit_scale": scale,
-        "resumed_zooms": list(state.resumed_zooms),
-        "zooms": {z: summary_zooms[z] for z in run.zooms_finest_first},
-    }
+        return trained, entry
 
 
 def _on(params: Dict[str, Any], device: str) -> Dict[str, Any]:
