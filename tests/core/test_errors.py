@@ -34,7 +34,7 @@ def test_every_exception_class_of_the_plugin_derives_from_hiergeo_error(qgis_pro
 def test_family_members_keep_their_builtin_bases():
     """Older `except ValueError` / `except RuntimeError` callers keep working."""
     from hiergeo_plugin.core.progress import Cancelled
-    from hiergeo_plugin.core.search.hierarchical import SearchTooLarge
+    from hiergeo_plugin.core.search.size_guard import SearchTooLarge
     from hiergeo_plugin.core.tiles.http_get import TileSourceError
 
     assert issubclass(SearchTooLarge, ValueError) and issubclass(TileSourceError, RuntimeError)

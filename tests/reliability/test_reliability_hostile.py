@@ -234,7 +234,8 @@ def test_the_search_branches_on_typed_outcomes(tiny_model, lund_records):
     """
     from helpers import hashed_tile_png
 
-    from hiergeo_plugin.core.search.hierarchical import FAILED_IN_A_ROW_LIMIT, HierarchicalSearch
+    from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
+    from hiergeo_plugin.core.search.tile_pipeline import FAILED_IN_A_ROW_LIMIT
 
     def serve(status):
         def behaviour(h, path):

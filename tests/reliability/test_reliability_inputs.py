@@ -20,7 +20,7 @@ from reliability_support import geolocate_params, memory_photo_table, processing
 from hiergeo_demo.tile_server import TileServer
 from hiergeo_plugin.core.evaluation.metrics import evaluate
 from hiergeo_plugin.core.search.embedding_cache import CacheDirError, EmbeddingCache
-from hiergeo_plugin.core.search.hierarchical import MAX_FIRST_STAGE_TILES, SearchTooLarge, check_search_size
+from hiergeo_plugin.core.search.size_guard import MAX_FIRST_STAGE_TILES, SearchTooLarge, check_search_size
 from hiergeo_plugin.core.tiles.grid import Tile
 
 ALG = "hiergeo:geolocatephotos"

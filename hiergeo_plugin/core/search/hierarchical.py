@@ -19,89 +19,27 @@ the direction of Lindenberger et al.), so a score can come from more than one em
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..confidence import Calibration, annotate
 from ..defaults import DEFAULT_BATCH_SIZE, DEFAULT_PHOTO_BATCH, DEFAULT_TOP_K, DEFAULT_ZOOMS
-from ..errors import HierGeoError
 from ..model.encoders import GeoModel, describe_device, make_tensor_preprocessor, stack
-from ..progress import CountLines, Reporter
-from ..tiles.grid import (
-    MAX_ZOOM_STEP,
-    Tile,
-    all_tiles,
-    bbox_tile_count,
-    tile_center,
-    tile_children,
-    tile_parent,
-    tiles_in_bbox,
-)
-from ..tiles.source import TileOutcome, TileSource, TileSourceError
+from ..progress import Reporter
+from ..tiles.grid import Tile, all_tiles, tile_center, tile_children, tile_parent, tiles_in_bbox
+from ..tiles.source import TileSource
 from .embedding_cache import EmbeddingCache
 from .photos import PhotoError, PhotoRecord, load_photo
-from .status import OK, coarse, is_located
+from .results import Candidate, PhotoResult, Prediction, SearchTotals
+from .size_guard import check_search_size
+from .status import OK, coarse
+from .tile_pipeline import TilePipeline
 
 log = logging.getLogger("hiergeo.search")
-
-#: Tiles that failed in a row (retries used up, or refused outright) before the server counts as gone.
-FAILED_IN_A_ROW_LIMIT = 16
-
-
-#: The first stage lists every tile of its zoom (inside the region, when there is one): the whole world at zoom 6.
-#: "4,12"-like lists are refused by the step bound; a first zoom of 12 over the world would be 16.8 million tiles.
-MAX_FIRST_STAGE_TILES = 4096
-#: Candidates of one photo at a later stage: TOP_K kept tiles times their children (16 x 16 = 256 by default).
-MAX_STAGE_CANDIDATES = 16384
-
-
-class SearchTooLarge(HierGeoError, ValueError):
-    """The zoom list, TOP_K or region would make a stage larger than the bounds; said before anything is fetched."""
-
-
-def check_search_size(
-    zooms: Sequence[int],
-    top_k: int,
-    region: Optional[Tuple[float, float, float, float]] = None,
-    first_stage: bool = True,
-) -> None:
-    """Refuse, with what and why, a search whose stages would list or fetch an unbounded number of tiles.
-
-    `first_stage=False` skips the first zoom's tile count, for searches whose first stage is seeded elsewhere
-    (index+refine) or that only encode (the region index build).
-    """
-    zooms = list(zooms)
-    if not zooms:
-        raise SearchTooLarge("at least one zoom level is needed")
-    first = zooms[0]
-    count = 0
-    if first_stage:
-        count = bbox_tile_count(first, region) if region is not None else 4**first
-    if count > MAX_FIRST_STAGE_TILES:
-        where = "the search extent" if region is not None else "the whole world"
-        raise SearchTooLarge(
-            f"the first zoom {first} has {count:,} tiles over {where}; at most {MAX_FIRST_STAGE_TILES:,} are "
-            f"searched at the first stage: start at a lower zoom (the paper starts at 4) or give a smaller extent"
-        )
-    for a, b in zip(zooms, zooms[1:]):
-        step = b - a
-        if step > MAX_ZOOM_STEP:
-            raise SearchTooLarge(
-                f"the step from zoom {a} to {b} is {step} zooms ({4**step:,} children per kept tile); steps of at "
-                f"most {MAX_ZOOM_STEP} zooms are allowed"
-            )
-        per_photo = top_k * 4**step
-        if per_photo > MAX_STAGE_CANDIDATES:
-            raise SearchTooLarge(
-                f"TOP_K {top_k} with the step from zoom {a} to {b} makes {per_photo:,} candidate tiles per photo; "
-                f"at most {MAX_STAGE_CANDIDATES:,} are allowed: lower TOP_K or the step"
-            )
 
 
 #: (zoom, tiles, photo embeddings P x D) -> P x len(tiles) similarity array, NaN where it has nothing to say.
@@ -109,82 +47,7 @@ ExtraScorer = Callable[[int, Sequence[Tile], np.ndarray], np.ndarray]
 
 #: (photo embeddings P x D) -> per photo, the ranked candidates of a coarser stage found by other means (the region
 #: index's hits); the children of the kept ones are that photo's first-stage candidates.
-StartCandidates = Callable[[np.ndarray], List[List["Candidate"]]]
-
-
-@dataclass
-class Candidate:
-    tile: Tile
-    score: float
-    rank: int  # 1 = best at its stage
-    kept: bool  # descended into (its children are the next stage's candidates)
-    chosen: bool = False  # on the path to the final answer
-    #: The score that ranked it, where that is not `score` alone: a region index with a path context ranks by the
-    #: path score (index/path_context.py), which the refinement's next stage inherits. None: `score` ranked it.
-    ranking: Optional[float] = None
-
-
-@dataclass
-class Prediction:
-    lat: float
-    lon: float
-    score: float
-    tile: Tile
-    #: P(the true place is within core.confidence.CONFIDENCE_WITHIN_KM of the point), from the calibrated
-    #: distribution over the scored tiles; radius_km: the disc around the point holding RADIUS_LEVEL of it.
-    confidence: Optional[float] = None
-    radius_km: Optional[float] = None
-
-
-@dataclass
-class PhotoResult:
-    record: PhotoRecord
-    status: str = OK
-    prediction: Optional[Prediction] = None
-    stages: Dict[int, List[Candidate]] = field(default_factory=dict)
-    gaps: int = 0
-
-    @property
-    def ok(self) -> bool:
-        """Located: "ok", or "ok: ..." for an answer from a coarser zoom than the last one (core.search.status)."""
-        return is_located(self.status)
-
-
-@dataclass
-class StageStats:
-    zoom: int
-    tiles: int = 0  # unique candidate tiles of the batch
-    memory_hits: int = 0
-    disk_hits: int = 0
-    tile_cache_hits: int = 0
-    downloaded: int = 0
-    encoded: int = 0
-    gaps: int = 0
-    seconds: float = 0.0
-    #: Ended early (a cancel, a lost server): the counts are what was done until then.
-    stopped: bool = False
-
-    def line(self) -> str:
-        return (
-            f"zoom {self.zoom}{' (stopped)' if self.stopped else ''}: {self.tiles} tiles, "
-            f"{self.memory_hits + self.disk_hits} embeddings from cache, {self.downloaded} downloaded, "
-            f"{self.tile_cache_hits} from tile cache, {self.encoded} encoded, {self.gaps} gaps ({self.seconds:.1f} s)"
-        )
-
-
-@dataclass
-class SearchTotals:
-    """Totals over a run, for benchmarks and the algorithm's results."""
-
-    photos: int = 0
-    failed: int = 0
-    photo_encodes: int = 0
-    tile_encodes: int = 0
-    tiles_requested: int = 0
-    downloaded: int = 0
-    gaps: int = 0
-    model_seconds: float = 0.0
-    stages: List[StageStats] = field(default_factory=list)
+StartCandidates = Callable[[np.ndarray], List[List[Candidate]]]
 
 
 class HierarchicalSearch:
@@ -233,6 +96,7 @@ class HierarchicalSearch:
         self.calibration = Calibration.from_manifest(getattr(model, "manifest", None))
         self.totals = SearchTotals()
         self._prepare = make_tensor_preprocessor(model.preprocess)
+        self._tiles = TilePipeline(model, source, self.cache, self.batch_size, self._prepare, self.totals)
         # Cache trouble (a full disk, a read-only folder) costs speed, not the run; the user hears of it once,
         # through this search's reporter (the Processing log), unless the caller already chose a listener.
         if self.source is not None and getattr(self.source, "on_warning", None) is None:  # None: `index` alone
@@ -264,6 +128,7 @@ class HierarchicalSearch:
             yield from self.search_batch(chunk, sub)
 
     def search_batch(self, records: Sequence[PhotoRecord], reporter: Optional[Reporter] = None) -> List[PhotoResult]:
+        """One batch of photos, each encoded once, then searched stage by stage; results in input order."""
         reporter = reporter or self.reporter
         reporter.check_cancelled()
         results = [PhotoResult(r) for r in records]
@@ -276,68 +141,16 @@ class HierarchicalSearch:
         # Zooms beyond the source's maximum have no imagery: not fetched; the deepest zoom within answers.
         zmax = getattr(self.source, "zmax", None)
         zooms = [z for z in self.zooms if zmax is None or z <= zmax]
-        first = self.zooms[0]
         # Per photo, the ranking score of each kept tile (the path score its children inherit).
         inherited: Dict[int, Dict[Tile, float]] = {i: {} for i in alive}
-        if self.start_candidates is not None:
-            candidates = self._seed_candidates(self.start_candidates, results, alive, photo_emb, inherited)
-            alive = [i for i in alive if results[i].ok]
-        else:
-            check_search_size(self.zooms, self.top_k, self.region)  # before listing 4**zoom tiles
-            start = all_tiles(first) if self.region is None else tiles_in_bbox(first, self.region)
-            candidates = {i: list(start) for i in alive}
+        candidates = self._first_candidates(results, alive, photo_emb, inherited)
+        alive = [i for i in alive if results[i].ok]  # a seeded search drops the photos without a start
         for s, zoom in enumerate(zooms):
             reporter.check_cancelled()
-            last = s == len(zooms) - 1
             stage_rep = reporter.scaled(0.05 + 0.95 * s / len(zooms), 0.05 + 0.95 * (s + 1) / len(zooms))
-            union = sorted({t for i in alive for t in candidates[i]})
-            emb = self._tile_embeddings(zoom, union, stage_rep)
-            index = {t: j for j, t in enumerate(union)}
-            matrix, has = self._score_matrix(zoom, union, emb, photo_emb[alive])
-            next_candidates: Dict[int, List[Tile]] = {}
-            for row, i in enumerate(alive):
-                cands = candidates[i]
-                cols = np.fromiter((index[t] for t in cands), dtype=np.int64, count=len(cands))
-                valid = has[cols]
-                results[i].gaps += int((~valid).sum())
-                cols = cols[valid]
-                tiles_i = [t for t, v in zip(cands, valid) if v]
-                scores = matrix[row, cols]
-                ranking = scores
-                if self.path_weight and inherited[i]:
-                    parents = inherited[i]
-                    # The parents' zoom: the previous stage's, or for the first stage of index+refine the index's
-                    # (its hits seed the path scores; zooms[s - 1] would be the last zoom there).
-                    dz = zoom - next(iter(parents)).z
-                    # float64: the path score grows like w**stage, and in float32 a heavy weight would round
-                    # away the child's own similarity (siblings would then rank by rounding noise).
-                    ranking = scores.astype(np.float64) + self.path_weight * np.fromiter(
-                        (parents.get(tile_parent(t, dz), 0.0) for t in tiles_i), dtype=np.float64, count=len(tiles_i)
-                    )
-                # Best first; ties broken by candidate order, so equal inputs always give equal outputs.
-                order = np.lexsort((np.arange(len(scores)), -ranking))
-                keep = 1 if last else self.top_k
-                stage = [
-                    Candidate(
-                        tiles_i[j],
-                        float(scores[j]),
-                        rank + 1,
-                        kept=(not last and rank < keep),
-                        ranking=float(ranking[j]) if ranking is not scores else None,
-                    )
-                    for rank, j in enumerate(order)
-                ]
-                if self.path_weight:
-                    inherited[i] = {tiles_i[j]: float(ranking[j]) for j in order[:keep]}
-                results[i].stages[zoom] = stage
-                if not stage:
-                    self._finish(results[i], f"no imagery at zoom {zoom} (all {len(cands)} candidate tiles are gaps)")
-                    continue
-                if not last:
-                    dz = zooms[s + 1] - zoom
-                    next_candidates[i] = [c for cand in stage[:keep] for c in tile_children(cand.tile, dz)]
+            next_zoom = zooms[s + 1] if s + 1 < len(zooms) else None
+            candidates = self._stage(zoom, next_zoom, candidates, results, alive, photo_emb, inherited, stage_rep)
             alive = [i for i in alive if results[i].status == OK]  # answered early (coarse) or failed: done
-            candidates = next_candidates
             stage_rep.progress(1.0)
             if not alive:
                 break
@@ -354,9 +167,79 @@ class HierarchicalSearch:
 
     def tile_embeddings(self, zoom: int, tiles: Sequence[Tile], reporter: Optional[Reporter] = None):
         """Embeddings of `tiles` by the zoom's map encoder, through the caches; gaps are absent from the result."""
-        return self._tile_embeddings(zoom, list(tiles), reporter or self.reporter)
+        return self._tiles.embeddings(zoom, list(tiles), reporter or self.reporter)
 
     # -- internals ----------------------------------------------------------------------------------------------
+    def _first_candidates(self, results, alive, photo_emb, inherited) -> Dict[int, List[Tile]]:
+        """Each photo's first-stage candidates: the children of its start tiles when the search is seeded, else
+        every tile of the first zoom (over the region, when there is one)."""
+        if self.start_candidates is not None:
+            return self._seed_candidates(self.start_candidates, results, alive, photo_emb, inherited)
+        check_search_size(self.zooms, self.top_k, self.region)  # before listing 4**zoom tiles
+        first = self.zooms[0]
+        start = all_tiles(first) if self.region is None else tiles_in_bbox(first, self.region)
+        return {i: list(start) for i in alive}
+
+    def _stage(
+        self, zoom, next_zoom, candidates, results, alive, photo_emb, inherited, reporter
+    ) -> Dict[int, List[Tile]]:
+        """One stage: the union of the photos' candidates embedded once and scored in one matrix product; each
+        photo's candidates ranked into its stage, and the kept tiles' children at `next_zoom` returned (none after
+        the last zoom). A photo whose candidates are all gaps is finished from its coarser zooms."""
+        union = sorted({t for i in alive for t in candidates[i]})
+        emb = self._tiles.embeddings(zoom, union, reporter)
+        index = {t: j for j, t in enumerate(union)}
+        matrix, has = self._score_matrix(zoom, union, emb, photo_emb[alive])
+        next_candidates: Dict[int, List[Tile]] = {}
+        for row, i in enumerate(alive):
+            cands = candidates[i]
+            cols = np.fromiter((index[t] for t in cands), dtype=np.int64, count=len(cands))
+            valid = has[cols]
+            results[i].gaps += int((~valid).sum())
+            tiles_i = [t for t, v in zip(cands, valid) if v]
+            stage, inherited[i] = self._rank(zoom, tiles_i, matrix[row, cols[valid]], inherited[i], next_zoom is None)
+            results[i].stages[zoom] = stage
+            if not stage:
+                self._finish(results[i], f"no imagery at zoom {zoom} (all {len(cands)} candidate tiles are gaps)")
+            elif next_zoom is not None:
+                dz = next_zoom - zoom
+                next_candidates[i] = [c for cand in stage[: self.top_k] for c in tile_children(cand.tile, dz)]
+        return next_candidates
+
+    def _rank(
+        self, zoom: int, tiles: List[Tile], scores: np.ndarray, parents: Dict[Tile, float], last: bool
+    ) -> Tuple[List[Candidate], Dict[Tile, float]]:
+        """One photo's scored tiles at one stage as Candidates, best first, and the ranking scores of the kept
+        ones (what their children inherit; `parents` as they were when there is no path weight).
+
+        With a path weight a tile ranks by its similarity plus the weighted ranking score of its parent."""
+        ranking = scores
+        if self.path_weight and parents:
+            # The parents' zoom: the previous stage's, or for the first stage of index+refine the index's
+            # (its hits seed the path scores; zooms[s - 1] would be the last zoom there).
+            dz = zoom - next(iter(parents)).z
+            # float64: the path score grows like w**stage, and in float32 a heavy weight would round
+            # away the child's own similarity (siblings would then rank by rounding noise).
+            ranking = scores.astype(np.float64) + self.path_weight * np.fromiter(
+                (parents.get(tile_parent(t, dz), 0.0) for t in tiles), dtype=np.float64, count=len(tiles)
+            )
+        # Best first; ties broken by candidate order, so equal inputs always give equal outputs.
+        order = np.lexsort((np.arange(len(scores)), -ranking))
+        keep = 1 if last else self.top_k
+        stage = [
+            Candidate(
+                tiles[j],
+                float(scores[j]),
+                rank + 1,
+                kept=(not last and rank < keep),
+                ranking=float(ranking[j]) if ranking is not scores else None,
+            )
+            for rank, j in enumerate(order)
+        ]
+        if self.path_weight:
+            parents = {tiles[j]: float(ranking[j]) for j in order[:keep]}
+        return stage, parents
+
     def _seed_candidates(
         self, start_candidates: StartCandidates, results, alive, photo_emb, inherited
     ) -> Dict[int, List[Tile]]:
@@ -449,89 +332,6 @@ class HierarchicalSearch:
             extra = np.asarray(scorer(zoom, union, photos), dtype=np.float32)
             matrix = matrix + weight * np.nan_to_num(extra, nan=0.0)
         return matrix, has
-
-    def _tile_embeddings(self, zoom: int, tiles: List[Tile], reporter: Reporter) -> Dict[Tile, np.ndarray]:
-        """Embeddings for `tiles`: cache first; the rest fetched by workers while the model encodes batches."""
-        t_start = time.perf_counter()
-        stats = StageStats(zoom, tiles=len(tiles))
-        encoder = self.model.map_encoder(zoom)
-        source_id = self.source.cache_id  # the whole template's hash: templates that mask alike share nothing
-        found, stats.memory_hits, stats.disk_hits = self.cache.get_many(encoder.cache_key, source_id, tiles)
-        missing = [t for t in tiles if t not in found]
-        before = self.source.stats.snapshot()
-        pending: List[Tuple[Tile, object]] = []
-
-        def flush() -> None:
-            if not pending:
-                return
-            t0 = time.perf_counter()
-            vecs = encoder.encode(stack([tensor for _, tensor in pending])).numpy()
-            self.totals.model_seconds += time.perf_counter() - t0
-            items = [(tile, vec) for (tile, _), vec in zip(pending, vecs)]
-            self.cache.put_many(encoder.cache_key, source_id, items)
-            found.update(items)
-            stats.encoded += len(items)
-            pending.clear()
-
-        window = max(2 * self.batch_size, 4 * self.source.max_connections)
-        lines = CountLines(f"fetching zoom {zoom}", len(missing), "tiles")
-        fetched = self.source.fetch_many(missing, prepare=self._prepare, window=window, should_stop=reporter.cancelled)
-        try:
-            self._consume(fetched, stats, pending, flush, reporter, lines)
-            reporter.check_cancelled()
-            flush()
-            stats.gaps = len(tiles) - len(found)
-        except BaseException:
-            stats.stopped = True
-            raise
-        finally:  # a cancel or a lost server still counts what was fetched, cached and encoded up to then
-            self._account(stats, before, t_start, reporter)
-        return found
-
-    def _consume(self, fetched, stats: StageStats, pending: list, flush, reporter: Reporter, lines: CountLines) -> None:
-        """Takes the fetched tiles as they come into `pending`, encoding whenever a batch is full (flush); logs
-        "zoom z: done/total tiles ..., ETA" lines on the way; counts the gaps met (the total if it stops early)."""
-        failed_in_a_row = 0
-        with contextlib.closing(fetched):  # leaving early (cancel, server gone) stops the fetching at once
-            for done, result in enumerate(fetched, 1):
-                if result.ok:
-                    failed_in_a_row = 0
-                    pending.append((result.tile, result.payload))
-                    if len(pending) >= self.batch_size:
-                        flush()
-                else:
-                    stats.gaps += 1
-                if not result.ok and result.outcome in (TileOutcome.TRANSIENT, TileOutcome.FATAL):
-                    # Retries exhausted (connection errors, timeouts, 5xx, 429, bodies that are not images) or refused
-                    # outright (over a limit, redirect loop): one such tile is skipped, but many in a row are a server
-                    # that went down, which must end the run with that reason (the caller gives every photo its row)
-                    # instead of "no imagery" after minutes of backoff.
-                    failed_in_a_row += 1
-                    if failed_in_a_row >= FAILED_IN_A_ROW_LIMIT:
-                        flush()  # what this stage did get stays cached for the next run
-                        raise TileSourceError(
-                            f"tile source {self.source.display_name} stopped answering at zoom {stats.zoom} "
-                            f"({result.gap_reason}; {failed_in_a_row} tiles in a row)"
-                        )
-                if done % 16 == 0:
-                    reporter.progress(done / max(1, lines.total))
-                line = lines.update(done)
-                if line:
-                    reporter.info(line)
-                reporter.check_cancelled()
-
-    def _account(self, stats: StageStats, before: dict, t_start: float, reporter: Reporter) -> None:
-        """The stage's counts into the run's totals and one summary line, whether the stage finished or stopped."""
-        after = self.source.stats.snapshot()
-        stats.downloaded = after["downloaded"] - before["downloaded"]
-        stats.tile_cache_hits = after["from_cache"] - before["from_cache"]
-        stats.seconds = time.perf_counter() - t_start
-        self.totals.tile_encodes += stats.encoded
-        self.totals.tiles_requested += stats.tiles
-        self.totals.downloaded += stats.downloaded
-        self.totals.gaps += stats.gaps
-        self.totals.stages.append(stats)
-        reporter.info(stats.line())
 
 
 def geolocate(

@@ -12,7 +12,8 @@ from helpers import hashed_tile_png
 
 from hiergeo_demo.tile_server import TileServer
 from hiergeo_plugin.core.evaluation.metrics import evaluate
-from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch, PhotoResult
+from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
+from hiergeo_plugin.core.search.results import PhotoResult
 from hiergeo_plugin.core.search.status import is_located
 from hiergeo_plugin.core.tiles.grid import tile_parent
 from hiergeo_plugin.core.tiles.source import TileSource
