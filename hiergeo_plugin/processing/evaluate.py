@@ -309,7 +309,8 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
     # -- run ----------------------------------------------------------------------------------------------------------
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         feedback = feedback if feedback is not None else QgsProcessingFeedback()
-        from ..core.evaluation.metrics import evaluate, write_html_report
+        from ..core.evaluation.metrics import evaluate
+        from ..core.evaluation.report import write_html_report
         from ..core.search.photos import resolve_photo_path
 
         thresholds = parse_thresholds(self.parameterAsString(parameters, self.THRESHOLDS_KM, context))

@@ -20,8 +20,8 @@ from hiergeo_plugin.core.evaluation.metrics import (
     haversine_km,
     parse_thresholds,
     threshold_key,
-    write_html_report,
 )
+from hiergeo_plugin.core.evaluation.report import write_html_report
 
 PARIS = (48.8566, 2.3522)
 LONDON = (51.5074, -0.1278)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from hiergeo_plugin.core.evaluation.metrics import evaluate, write_html_report
+from hiergeo_plugin.core.evaluation.metrics import evaluate
+from hiergeo_plugin.core.evaluation.report import write_html_report
 from hiergeo_plugin.core.evaluation.report_media import THUMBNAIL_PX, thumbnail_data_uri
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "photos"
