@@ -10,7 +10,7 @@ the first check after the user cancels, having kept what was finished (rows alre
 embeddings in the caches, the index's finished shards, training's checkpoint after each zoom). The adapters catch
 it before any error mapping and end the run normally: the outputs hold what was finished (an output that could
 not be completed is None), and one log line says what was kept and how to resume. The error mapping
-(processing/algorithm.py `processing_error`) is only for real failures.
+(processing/lifecycle.py `processing_error`) is only for real failures.
 """
 
 from __future__ import annotations

@@ -1,20 +1,21 @@
-"""Base classes of the HierGeo algorithms: tr(), toolbox group, icon, help page, dependency gate, TILE_SOURCE.
+"""Base classes of the HierGeo algorithms: tr(), toolbox group, icon, help page, dependency gate, TILE_SOURCE,
+the run's lifecycle.
 
 An algorithm subclass declares its parameters and runs; what every algorithm shows in the toolbox (group, icon,
-the help page from resources/help/<name>.html) and how torch-dependent algorithms refuse to start without torch
-live here once.
+the help page from resources/help/<name>.html), how torch-dependent algorithms refuse to start without torch, the
+one TILE_SOURCE declaration and the entry to the one lifecycle of a run (processing/lifecycle.py) live here once.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Dict, Optional
 
-from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
+from qgis.core import QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterString
 
-from ..core.errors import HierGeoError
 from ..core.tiles.imagery_hint import not_imagery_hint
 from . import dependencies
 from .i18n import tr, translatable
+from .lifecycle import run_context, without_frames
 from .params import unknown_enum_option, with_enum_indexes
 from .resources import ICON_PATH, help_text, help_url
 from .xyz import XyzSource, resolve_tile_source
@@ -34,25 +35,6 @@ TILE_SOURCE_WIDGET = _GUI + "tile_source_widget.TileSourceWidgetWrapper"
 WIDGETS = {"TILE_SOURCE": TILE_SOURCE_WIDGET, "BASE_MODEL": _GUI + "base_model_widget.BaseModelWidgetWrapper"}
 
 
-def processing_error(exc: BaseException, redact: Callable[[str], str] = str) -> QgsProcessingException:
-    """The one mapping from an exception to what QGIS shows (`raise processing_error(exc, redactor.redact) from
-    None` in an algorithm).
-
-    A HierGeoError's message is written for the user and stands as it is; anything else is a bug and names its
-    type, so a report says what broke. Every message goes through `redact` (tile-source keys). No traceback:
-    `from None` keeps the user's parameters out of QGIS's log. Cancelled is refused here: Cancel is not an error
-    (core/errors.py's cancel policy), the algorithm ends normally with what it finished.
-    """
-    from ..core.progress import Cancelled
-
-    if isinstance(exc, Cancelled):
-        raise TypeError("Cancelled is not an error: end the run with what was finished (core/errors.py)")
-    if isinstance(exc, QgsProcessingException):
-        return exc
-    text = str(exc) if isinstance(exc, HierGeoError) else f"{type(exc).__name__}: {exc}"
-    return QgsProcessingException(redact(text))
-
-
 class HierGeoAlgorithm(QgsProcessingAlgorithm):
     """What every HierGeo algorithm shares: its toolbox group, icon and help page.
 
@@ -63,6 +45,13 @@ class HierGeoAlgorithm(QgsProcessingAlgorithm):
     NEEDS_TORCH = False
     #: The toolbox group (a key of GROUPS) of the algorithm.
     GROUP_ID = "geolocation"
+
+    def __init_subclass__(cls, **kwargs):
+        """Each subclass's processAlgorithm raises its errors without frames (lifecycle.without_frames): what a
+        failed run loaded must not outlive it in the exception QGIS keeps."""
+        super().__init_subclass__(**kwargs)
+        if "processAlgorithm" in cls.__dict__:
+            cls.processAlgorithm = without_frames(cls.__dict__["processAlgorithm"])
 
     def tr(self, text: str) -> str:
         """`text` translated (QGIS's convention for algorithms; one context for all of HierGeo, see i18n)."""
@@ -117,18 +106,16 @@ class HierGeoAlgorithm(QgsProcessingAlgorithm):
         missing = dependencies.missing_dependencies(import_modules=False)
         return (False, dependencies.dependency_message(missing)) if missing else (True, "")
 
-    def load_dependencies(self, feedback) -> bool:
-        """Import torch & co. first (triton kept out, Cancel polled: processing/torch_loading.py); False when the
-        user cancels meanwhile, so that the algorithm returns its own cancel outcome. QgsProcessingException with
-        the pip command when they are missing: without torch nothing else matters."""
-        from ..core.progress import Cancelled
+    def cancelled_results(self) -> Dict[str, object]:
+        """The outputs of a run the user cancelled (the cancel policy of core/errors.py): what was finished, None
+        for an output that could not be completed. Where `run_context` starts every run's results."""
+        return {}
 
-        try:
-            dependencies.check_dependencies(feedback)
-        except Cancelled:
-            feedback.pushInfo(self.tr("Cancelled while torch and open_clip were loading."))
-            return False
-        return True
+    def run_context(self, parameters, context, feedback):
+        """`with self.run_context(parameters, context, feedback) as run:` the one lifecycle of a run
+        (processing/lifecycle.py): what it opens is closed on every exit, Cancel ends it with
+        `cancelled_results()`, any other error reaches QGIS through `processing_error`."""
+        return run_context(self, parameters, context, feedback)
 
 
 class TileSourceAlgorithm(HierGeoAlgorithm):
@@ -163,6 +150,14 @@ class TileSourceAlgorithm(HierGeoAlgorithm):
             if hint:
                 feedback.pushWarning(hint)
         return True
+
+    def tile_source_parameter(self, description: Optional[str] = None) -> QgsProcessingParameterString:
+        """TILE_SOURCE, declared here for every algorithm that has one: the key, the label (`description` where an
+        algorithm words it its own way) and, through addParameter, the dialog's choice widget (WIDGETS)."""
+        return QgsProcessingParameterString(
+            self.TILE_SOURCE,
+            description or self.tr("Satellite tiles (XYZ URL template, saved XYZ connection name or XYZ layer)"),
+        )
 
     def xyz_source(self, parameters, context) -> XyzSource:
         """TILE_SOURCE resolved to an XYZ template and zoom range, or the error prepareAlgorithm met."""

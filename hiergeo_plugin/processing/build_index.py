@@ -8,7 +8,6 @@ The help page is resources/help/buildregionindex.html.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import List, Tuple
 
 from qgis.core import (
@@ -17,7 +16,6 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
-    QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSource,
@@ -29,8 +27,7 @@ from qgis.core import (
 )
 
 from ..core.defaults import DEFAULT_BASE_MODEL, DEFAULT_BATCH_SIZE
-from .algorithm import TileSourceAlgorithm, processing_error
-from .feedback import FeedbackReporter
+from .algorithm import TileSourceAlgorithm
 from .i18n import translatable
 from .params import (
     advanced,
@@ -42,11 +39,16 @@ from .params import (
     model_file_parameter,
 )
 from .photo_layers import layer_folder, photo_field_parameter, photo_records, photo_source
-from .xyz import open_tile_source
 
 WGS84 = "EPSG:4326"
 #: Default of MAX_CELLS; the core's limit (core.index.builder.MAX_CELLS), repeated to keep torch out of imports.
 DEFAULT_MAX_CELLS = 250_000
+
+#: Said when Cancel stops the build itself: what is kept and how to resume.
+SHARDS_KEPT = translatable(
+    "Cancelled: the finished shards are kept beside the output; run the algorithm again with the same parameters "
+    "to resume"
+)
 
 RESULTS = {
     "CELLS": translatable("Cells in the index"),
@@ -61,7 +63,6 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
     EXTENT = "EXTENT"
     AREA = "AREA"
     ZOOM = "ZOOM"
-    TILE_SOURCE = "TILE_SOURCE"
     MODEL = "MODEL"
     BASE_MODEL = "BASE_MODEL"
     DEVICE = "DEVICE"
@@ -88,6 +89,8 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
         return super().flags() | QgsProcessingAlgorithm.Flag.FlagCanCancel
 
     def initAlgorithm(self, config=None):  # noqa: N802
+        """Declares the parameters and outputs only, one addParameter each in dialog order (long for that reason:
+        splitting a flat list of declarations would hide the order the dialog shows)."""
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, self.tr("Extent to index"), optional=True))
         self.addParameter(
             QgsProcessingParameterFeatureSource(
@@ -102,12 +105,7 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
                 self.ZOOM, self.tr("Cell zoom"), QgsProcessingParameterNumber.Type.Integer, 16, minValue=0, maxValue=22
             )
         )
-        self.addParameter(
-            QgsProcessingParameterString(
-                self.TILE_SOURCE,
-                self.tr("Satellite tiles (XYZ URL template, saved XYZ connection name or XYZ layer)"),
-            )
-        )
+        self.addParameter(self.tile_source_parameter())
         self.addParameter(model_file_parameter(self.MODEL, self.tr("Trained model file (empty: the base model)")))
         self.addParameter(
             QgsProcessingParameterString(
@@ -167,28 +165,20 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
 
     # -- run ------------------------------------------------------------------------------------------------------
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        feedback = feedback if feedback is not None else QgsProcessingFeedback()
-        if not self.load_dependencies(feedback):
-            feedback.pushWarning(self.tr("Cancelled before the index build started"))
-            return self._cancelled_results()
-        xyz = self.xyz_source(parameters, context)
-        area = self._area(parameters, context, feedback)
-        zoom = self.parameterAsInt(parameters, self.ZOOM, context)
-        out = self.parameterAsFileOutput(parameters, self.OUTPUT_INDEX, context)
-        if not out.lower().endswith(".hgindex"):
-            out += ".hgindex"
-        cache_dir = cache_dir_value(self, parameters, self.CACHE_DIR, context)
-        rate = self.parameterAsDouble(parameters, self.RATE_LIMIT, context)
-        tile_source = open_tile_source(
-            xyz, cache_dir, self.parameterAsInt(parameters, self.MAX_CONNECTIONS, context), rate
-        )
-        redactor = tile_source.redactor
-        cache = None
-        try:
-            from ..core.index.builder import IndexBuilder, IndexTooLarge
-            from ..core.model.factory import load_geo_model
-            from ..core.progress import Cancelled
-            from ..core.search.embedding_cache import EmbeddingCache
+        with self.run_context(parameters, context, feedback) as run:
+            feedback = run.feedback
+            run.when_cancelled(lambda: feedback.pushWarning(self.tr("Cancelled before the index build started")))
+            run.start()
+            area = self._area(parameters, context, feedback)
+            zoom = self.parameterAsInt(parameters, self.ZOOM, context)
+            out = self.parameterAsFileOutput(parameters, self.OUTPUT_INDEX, context)
+            if not out.lower().endswith(".hgindex"):
+                out += ".hgindex"
+            cache_dir = cache_dir_value(self, parameters, self.CACHE_DIR, context)
+            rate = self.parameterAsDouble(parameters, self.RATE_LIMIT, context)
+            connections = self.parameterAsInt(parameters, self.MAX_CONNECTIONS, context)
+            tile_source = run.open_tile_source(cache_dir, connections, rate)
+            from ..core.index.builder import IndexBuilder
 
             feedback.pushInfo(
                 self.tr("Tile source: {source}; cache: {cache}").format(
@@ -199,54 +189,38 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
             photos = self._prototype_photos(parameters, context, feedback)
             model_file = (self.parameterAsFile(parameters, self.MODEL, context) or "").strip()
             base = (self.parameterAsString(parameters, self.BASE_MODEL, context) or "").strip() or DEFAULT_BASE_MODEL
-            device = device_value(self, parameters, self.DEVICE, context)
-            feedback.pushInfo(
-                self.tr("Loading model {model} on {device}").format(model=model_file or base, device=device)
-            )
-            model = load_geo_model(base, model_file or None, [zoom], device)
-            cache = EmbeddingCache(Path(cache_dir) / "embeddings.sqlite")
-            builder = IndexBuilder(
-                model,
-                tile_source,
-                cache,
-                self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-                FeedbackReporter(feedback, redactor),
-            )
-            try:
-                result = builder.build(
-                    area,
-                    zoom,
-                    out,
-                    photos,
-                    max_cells=self.parameterAsInt(parameters, self.MAX_CELLS, context),
-                    path_weight=self.parameterAsDouble(parameters, self.PATH_WEIGHT, context),
-                )
-            except IndexTooLarge as exc:
-                raise QgsProcessingException(f"{exc} (MAX_CELLS)") from None
-            except Cancelled:  # not an error (core/errors.py): end normally, say what is kept
-                feedback.pushWarning(
-                    self.tr(
-                        "Cancelled: the finished shards are kept beside the output; run the algorithm again with the "
-                        "same parameters to resume"
-                    )
-                )
-                return self._cancelled_results()
-            return {
+            model = run.load_model(base, model_file, [zoom], device_value(self, parameters, self.DEVICE, context))
+            batch_size = self.parameterAsInt(parameters, self.BATCH_SIZE, context)
+            builder = IndexBuilder(model, tile_source, run.open_cache(cache_dir), batch_size, run.reporter)
+            run.when_cancelled(lambda: feedback.pushWarning(self.tr(SHARDS_KEPT)))
+            result = self._build(builder, area, zoom, out, photos, parameters, context)
+            run.results = {
                 self.OUTPUT_INDEX: str(result.path),
                 "CELLS": result.cells,
                 "CELLS_WITH_PROTOTYPES": result.cells_with_prototypes,
                 "INDEX_BYTES": result.index_bytes,
                 "KAPPA": result.kappa,
             }
-        except Exception as exc:  # refusals and anything unforeseen reach the user as a message, never a crash
-            raise processing_error(exc, redactor.redact) from None
-        finally:
-            if cache is not None:
-                cache.close()
-            tile_source.close()
+        return run.results
+
+    def _build(self, builder, area, zoom: int, out: str, photos, parameters, context):
+        """The core's build of the index file; MAX_CELLS named when the area has more cells than it allows."""
+        from ..core.index.builder import IndexTooLarge
+
+        try:
+            return builder.build(
+                area,
+                zoom,
+                out,
+                photos,
+                max_cells=self.parameterAsInt(parameters, self.MAX_CELLS, context),
+                path_weight=self.parameterAsDouble(parameters, self.PATH_WEIGHT, context),
+            )
+        except IndexTooLarge as exc:
+            raise QgsProcessingException(f"{exc} (MAX_CELLS)") from None
 
     # -- inputs -----------------------------------------------------------------------------------------------------
-    def _cancelled_results(self):
+    def cancelled_results(self):
         """A cancelled build's outputs: no index file yet, no counts (the cancel policy of core/errors.py)."""
         return {self.OUTPUT_INDEX: None, **dict.fromkeys(RESULTS)}
 

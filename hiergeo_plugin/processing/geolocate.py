@@ -9,15 +9,12 @@ The help page is resources/help/geolocatephotos.html.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsProcessing,
     QgsProcessingAlgorithm,
-    QgsProcessingException,
-    QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
@@ -34,8 +31,7 @@ from ..core.defaults import (
     DEFAULT_PHOTO_BATCH,
     DEFAULT_TOP_K,
 )
-from .algorithm import TileSourceAlgorithm, processing_error
-from .feedback import FeedbackReporter
+from .algorithm import TileSourceAlgorithm
 from .geolocate_outputs import WGS84, PredictionWriter, sink_destination
 from .geolocate_search import (
     METHOD_OPTIONS,
@@ -59,7 +55,6 @@ from .params import (
     zoom_levels_value,
 )
 from .photo_layers import has_point_geometry, layer_folder, photo_field_parameter, photo_records, photo_source
-from .xyz import open_tile_source
 
 #: Counts returned as results, with their descriptions.
 COUNT_OUTPUTS = {
@@ -74,7 +69,6 @@ COUNT_OUTPUTS = {
 class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
     PHOTOS = "PHOTOS"
     PHOTO_FIELD = "PHOTO_FIELD"
-    TILE_SOURCE = "TILE_SOURCE"
     MODEL = "MODEL"
     BASE_MODEL = "BASE_MODEL"
     TOP_K = "TOP_K"
@@ -123,12 +117,7 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
             )
         )
         self.addParameter(photo_field_parameter(self.PHOTO_FIELD, self.PHOTOS))
-        self.addParameter(
-            QgsProcessingParameterString(
-                self.TILE_SOURCE,
-                self.tr("Satellite tiles (XYZ URL template, saved XYZ connection name or XYZ layer)"),
-            )
-        )
+        self.addParameter(self.tile_source_parameter())
         self.addParameter(model_file_parameter(self.MODEL, self.tr("Trained model file (empty: the base model)")))
         self.addParameter(
             QgsProcessingParameterString(
@@ -225,39 +214,27 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
 
     # -- run ----------------------------------------------------------------------------------------------------------
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        feedback = feedback if feedback is not None else QgsProcessingFeedback()
-        if not self.load_dependencies(feedback):
-            return self._empty_results()
-        xyz = self.xyz_source(parameters, context)
-        photos, field = photo_source(self, parameters, context)
-        settings = self._settings(parameters, context, feedback)
-        self._refuse_before_fetching(parameters, context, settings)
-        tile_source = open_tile_source(xyz, settings.cache_dir, settings.max_connections, settings.rate_limit)
-        if settings.max_zoom is not None:  # below a saved connection's zmax only: the source knows its own best
-            tile_source.zmax = min(tile_source.zmax, settings.max_zoom)
-        redactor = tile_source.redactor
-        cache = None
-        try:
+        with self.run_context(parameters, context, feedback) as run:
+            run.start()
+            feedback = run.feedback
+            photos, field = photo_source(self, parameters, context)
+            settings = self._settings(parameters, context, feedback)
+            self._refuse_before_fetching(parameters, context, settings)
+            tile_source = run.open_tile_source(settings.cache_dir, settings.max_connections, settings.rate_limit)
+            if settings.max_zoom is not None:  # below a saved connection's zmax only: the source knows its own best
+                tile_source.zmax = min(tile_source.zmax, settings.max_zoom)
             if settings.method != "index":  # the index alone fetches no tiles
                 check_tile_source(tile_source, settings, feedback)
-            if feedback.isCanceled():
-                return self._empty_results()
-            model = self._load_model(settings, feedback)
-            from ..core.search.embedding_cache import EmbeddingCache
-
-            cache = EmbeddingCache(Path(settings.cache_dir) / "embeddings.sqlite")
+            run.check_cancelled()
+            model = self._load_model(run, settings)
+            cache = run.open_cache(settings.cache_dir)
             with_truth = has_point_geometry(photos)
             records = self._photo_records(photos, field, with_truth, parameters, context, feedback)
             writer = PredictionWriter(self, parameters, context, feedback, with_truth, self.OUTPUT, self.CANDIDATES)
-            search = make_search(settings, model, tile_source, cache, FeedbackReporter(feedback, redactor))
-            self._write_results(search.run(records), records, writer, redactor, feedback)
-            return self._results(writer, search.totals, feedback)
-        except Exception as exc:  # refusals and anything unforeseen reach the user as a message, never a crash
-            raise processing_error(exc, redactor.redact) from None
-        finally:
-            if cache is not None:
-                cache.close()
-            tile_source.close()
+            search = make_search(settings, model, tile_source, cache, run.reporter)
+            self._write_results(search.run(records), records, writer, tile_source.redactor, feedback)
+            run.results = self._results(writer, search.totals, feedback)
+        return run.results
 
     # -- the steps of a run -------------------------------------------------------------------------------------------
     def _settings(self, parameters, context, feedback) -> SearchSettings:
@@ -308,21 +285,13 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
             sink_destination(self, parameters, self.CANDIDATES, context),
         )
 
-    def _load_model(self, settings: SearchSettings, feedback):
-        from ..core.model.encoders import ModelError
-        from ..core.model.factory import load_geo_model
-
-        feedback.pushInfo(
-            self.tr("Loading model {model} on {device}").format(model=settings.model_name, device=settings.device)
-        )
-        try:
-            model = load_geo_model(settings.base_model, settings.model_file or None, settings.zooms, settings.device)
-        except ModelError as exc:
-            raise QgsProcessingException(str(exc)) from None
+    def _load_model(self, run, settings: SearchSettings):
+        """The model of MODEL or BASE_MODEL; a warning for each zoom the model file has no map encoder for."""
+        model = run.load_model(settings.base_model, settings.model_file, settings.zooms, settings.device)
         if settings.model_file:
             untrained = [z for z in settings.zooms if z not in model.map_encoders]
             if untrained:
-                feedback.pushWarning(
+                run.feedback.pushWarning(
                     self.tr(
                         "the model has no map encoder for zoom {zooms}; the nearest trained zoom is used there "
                         "(trained: {trained})"
@@ -393,5 +362,6 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
         )
         return results
 
-    def _empty_results(self) -> Dict[str, object]:
+    def cancelled_results(self) -> Dict[str, object]:
+        """Cancelled before any photo was searched: no counts yet (rows already written stay: _write_results)."""
         return {key: 0 for key in self.COUNTS}

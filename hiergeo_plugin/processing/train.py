@@ -15,7 +15,6 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
-    QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFileDestination,
@@ -31,8 +30,8 @@ from ..core.defaults import (
     DEFAULT_SEARCH_NEGATIVES,
     DEFAULT_UNFROZEN_BLOCKS,
 )
-from .algorithm import TileSourceAlgorithm, processing_error
-from .feedback import FeedbackReporter
+from .algorithm import TileSourceAlgorithm
+from .i18n import translatable
 from .params import (
     advanced,
     cache_dir_parameter,
@@ -43,7 +42,12 @@ from .params import (
     zoom_levels_value,
 )
 from .photo_layers import layer_folder, photo_field_parameter, photo_records, photo_source
-from .xyz import open_tile_source
+
+#: Said when Cancel stops the training: what is kept and how to resume.
+ZOOMS_KEPT = translatable(
+    "Training cancelled; the finished zooms are kept in the checkpoint next to the output: run the same training "
+    "again to resume."
+)
 
 #: Zooms for which a result output is declared (so the Modeler can wire them); every trained zoom's results are
 #: returned under the same names.
@@ -54,7 +58,6 @@ class TrainMapEncodersAlgorithm(TileSourceAlgorithm):
     GROUP_ID = "trainingevaluation"
     PHOTOS = "PHOTOS"
     PHOTO_FIELD = "PHOTO_FIELD"
-    TILE_SOURCE = "TILE_SOURCE"
     BASE_MODEL = "BASE_MODEL"
     EPOCHS = "EPOCHS"
     BATCH_SIZE = "BATCH_SIZE"
@@ -83,6 +86,8 @@ class TrainMapEncodersAlgorithm(TileSourceAlgorithm):
 
     # -- parameters -----------------------------------------------------------------------------------------
     def initAlgorithm(self, config=None):  # noqa: N802
+        """Declares the parameters and outputs only, one addParameter each in dialog order (long for that reason:
+        splitting a flat list of declarations would hide the order the dialog shows)."""
         self.addParameter(
             QgsProcessingParameterFeatureSource(
                 self.PHOTOS, self.tr("Photos with true locations (points)"), [QgsProcessing.SourceType.TypeVectorPoint]
@@ -90,9 +95,7 @@ class TrainMapEncodersAlgorithm(TileSourceAlgorithm):
         )
         self.addParameter(photo_field_parameter(self.PHOTO_FIELD, self.PHOTOS))
         self.addParameter(
-            QgsProcessingParameterString(
-                self.TILE_SOURCE, self.tr("Tile source (XYZ URL template or saved XYZ connection name)")
-            )
+            self.tile_source_parameter(self.tr("Tile source (XYZ URL template or saved XYZ connection name)"))
         )
         self.addParameter(
             QgsProcessingParameterString(
@@ -173,42 +176,31 @@ class TrainMapEncodersAlgorithm(TileSourceAlgorithm):
 
     # -- run ------------------------------------------------------------------------------------------------
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        feedback = feedback if feedback is not None else QgsProcessingFeedback()
-        if not self.load_dependencies(feedback):
-            return {self.OUTPUT_MODEL: None}
-        xyz = self.xyz_source(parameters, context)
-        from ..core.progress import Cancelled
-        from ..core.training import train_map_encoders
+        with self.run_context(parameters, context, feedback) as run:
+            run.start()
+            feedback = run.feedback
+            from ..core.training import train_map_encoders
 
-        photos, field = photo_source(self, parameters, context)
-        config = self._config(parameters, context)
-        output = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
-        if not output.lower().endswith(".safetensors"):
-            output += ".safetensors"
-        usable = self._usable_records(photos, field, parameters, context, feedback)
-
-        tile_source = open_tile_source(xyz, config.cache_dir, config.max_connections)
-        reporter = FeedbackReporter(feedback, tile_source.redactor)
-        try:
+            photos, field = photo_source(self, parameters, context)
+            config = self._config(parameters, context)
+            output = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
+            if not output.lower().endswith(".safetensors"):
+                output += ".safetensors"
+            usable = self._usable_records(photos, field, parameters, context, feedback)
+            tile_source = run.open_tile_source(config.cache_dir, config.max_connections)
             feedback.pushInfo(
                 self.tr("Tile source: {source} (zoom {zmin}-{zmax}); cache: {cache}").format(
-                    source=tile_source.display_name, zmin=xyz.zmin, zmax=xyz.zmax, cache=config.cache_dir
+                    source=tile_source.display_name, zmin=run.xyz.zmin, zmax=run.xyz.zmax, cache=config.cache_dir
                 )
             )
-            summary = train_map_encoders(usable, tile_source, output, config, reporter=reporter)
-        except Cancelled:
-            feedback.pushInfo(
-                self.tr(
-                    "Training cancelled; the finished zooms are kept in the checkpoint next to the output: "
-                    "run the same training again to resume."
-                )
-            )
-            return {self.OUTPUT_MODEL: None}
-        except Exception as exc:  # refusals and anything unforeseen reach the user as a message, never a crash
-            raise processing_error(exc, tile_source.redactor.redact) from None
-        finally:
-            tile_source.close()
-        return self._results(summary, feedback)
+            run.when_cancelled(lambda: feedback.pushInfo(self.tr(ZOOMS_KEPT)))
+            summary = train_map_encoders(usable, tile_source, output, config, reporter=run.reporter)
+            run.results = self._results(summary, feedback)
+        return run.results
+
+    def cancelled_results(self) -> Dict[str, object]:
+        """A cancelled training's outputs: no model file (the finished zooms stay in the checkpoint)."""
+        return {self.OUTPUT_MODEL: None}
 
     def _config(self, parameters, context):
         """The core's TrainingConfig from the parameters."""

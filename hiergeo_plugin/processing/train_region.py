@@ -15,21 +15,17 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
-    QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
-    QgsProcessingParameterString,
 )
 
 from ..core.defaults import DEFAULT_BATCH_SIZE, DEFAULT_LEARNING_RATE, DEFAULT_MAX_CONNECTIONS, DEFAULT_UNFROZEN_BLOCKS
-from .algorithm import TileSourceAlgorithm, processing_error
-from .feedback import FeedbackReporter
+from .algorithm import TileSourceAlgorithm
 from .i18n import translatable
 from .params import advanced, cache_dir_parameter, cache_dir_value, device_parameter, device_value, model_file_parameter
 from .photo_layers import layer_folder, photo_field_parameter, photo_records, photo_source
-from .xyz import open_tile_source
 
 #: Defaults of core.region.training.RegionTrainingConfig, repeated to keep torch out of the plugin's imports.
 DEFAULT_CELL_ZOOM = 16
@@ -57,7 +53,6 @@ class TrainRegionModelAlgorithm(TileSourceAlgorithm):
     GROUP_ID = "trainingevaluation"
     PHOTOS = "PHOTOS"
     PHOTO_FIELD = "PHOTO_FIELD"
-    TILE_SOURCE = "TILE_SOURCE"
     MODEL = "MODEL"
     CELL_ZOOM = "CELL_ZOOM"
     EPOCHS = "EPOCHS"
@@ -92,12 +87,7 @@ class TrainRegionModelAlgorithm(TileSourceAlgorithm):
             )
         )
         self.addParameter(photo_field_parameter(self.PHOTO_FIELD, self.PHOTOS))
-        self.addParameter(
-            QgsProcessingParameterString(
-                self.TILE_SOURCE,
-                self.tr("Satellite tiles (XYZ URL template, saved XYZ connection name or XYZ layer)"),
-            )
-        )
+        self.addParameter(self.tile_source_parameter())
         self.addParameter(
             model_file_parameter(
                 self.MODEL, self.tr("Model file to start from (written by Train map encoders)"), optional=False
@@ -142,40 +132,30 @@ class TrainRegionModelAlgorithm(TileSourceAlgorithm):
 
     # -- run ------------------------------------------------------------------------------------------------------
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        feedback = feedback if feedback is not None else QgsProcessingFeedback()
-        if not self.load_dependencies(feedback):
-            return self._cancelled_results()
-        xyz = self.xyz_source(parameters, context)
-        from ..core.progress import Cancelled
-        from ..core.region.training import train_region_model
+        with self.run_context(parameters, context, feedback) as run:
+            run.start()
+            feedback = run.feedback
+            from ..core.region.training import train_region_model
 
-        base = (self.parameterAsFile(parameters, self.MODEL, context) or "").strip()
-        if not base:
-            raise QgsProcessingException(self.tr("MODEL: give the model file to start from"))
-        output = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
-        if not output.lower().endswith(".safetensors"):
-            output += ".safetensors"
-        records = self._usable_records(parameters, context, feedback)
-        config = self._config(parameters, context)
-        tile_source = open_tile_source(
-            xyz, cache_dir_value(self, parameters, self.CACHE_DIR, context), DEFAULT_MAX_CONNECTIONS
-        )
-        try:
+            base = (self.parameterAsFile(parameters, self.MODEL, context) or "").strip()
+            if not base:
+                raise QgsProcessingException(self.tr("MODEL: give the model file to start from"))
+            output = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
+            if not output.lower().endswith(".safetensors"):
+                output += ".safetensors"
+            records = self._usable_records(parameters, context, feedback)
+            config = self._config(parameters, context)
+            cache_dir = cache_dir_value(self, parameters, self.CACHE_DIR, context)
+            tile_source = run.open_tile_source(cache_dir, DEFAULT_MAX_CONNECTIONS)
             feedback.pushInfo(
                 self.tr("Tile source: {source}; starting from {model} on {device}").format(
                     source=tile_source.display_name, model=base, device=config.device
                 )
             )
-            reporter = FeedbackReporter(feedback, tile_source.redactor)
-            summary = train_region_model(base, records, tile_source, output, config, reporter)
-        except Cancelled:  # not an error (core/errors.py): end normally, say what is kept
-            feedback.pushWarning(self._cancelled_message(output))
-            return self._cancelled_results()
-        except Exception as exc:  # refusals and anything unforeseen reach the user as a message, never a crash
-            raise processing_error(exc, tile_source.redactor.redact) from None
-        finally:
-            tile_source.close()
-        return self._results(output, summary)
+            run.when_cancelled(lambda: feedback.pushWarning(self._cancelled_message(output)))
+            summary = train_region_model(base, records, tile_source, output, config, run.reporter)
+            run.results = self._results(output, summary)
+        return run.results
 
     def _config(self, parameters, context):
         """The core's RegionTrainingConfig from the parameters."""
@@ -229,7 +209,7 @@ class TrainRegionModelAlgorithm(TileSourceAlgorithm):
             "training from the beginning"
         )
 
-    def _cancelled_results(self) -> Dict[str, object]:
+    def cancelled_results(self) -> Dict[str, object]:
         """A cancelled run's outputs: no model file, no counts (the cancel policy of core/errors.py)."""
         return {self.OUTPUT_MODEL: None, **dict.fromkeys(RESULTS)}
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from qgis.core import (
     QgsProcessing,
     QgsProcessingAlgorithm,
-    QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFile,
@@ -20,8 +19,7 @@ from qgis.core import (
 )
 
 from ..core.defaults import DEFAULT_BASE_MODEL
-from .algorithm import HierGeoAlgorithm, processing_error
-from .feedback import FeedbackReporter
+from .algorithm import HierGeoAlgorithm
 from .i18n import translatable
 from .params import device_parameter, device_value, model_file_parameter
 from .photo_layers import layer_folder, photo_field_parameter, photo_records, photo_source
@@ -89,44 +87,37 @@ class UpdateIndexPrototypesAlgorithm(HierGeoAlgorithm):
             self.addOutput(QgsProcessingOutputNumber(key, self.tr(description)))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        feedback = feedback if feedback is not None else QgsProcessingFeedback()
-        if not self.load_dependencies(feedback):
-            feedback.pushWarning(self.tr("Cancelled before the index update started"))
-            return self._cancelled_results()
-        index = (self.parameterAsFile(parameters, self.INDEX, context) or "").strip()
-        out = self.parameterAsFileOutput(parameters, self.OUTPUT_INDEX, context)
-        if not out.lower().endswith(".hgindex"):
-            out += ".hgindex"
-        try:
+        with self.run_context(parameters, context, feedback) as run:
+            feedback = run.feedback
+            run.when_cancelled(lambda: feedback.pushWarning(self.tr("Cancelled before the index update started")))
+            run.start()
+            index = (self.parameterAsFile(parameters, self.INDEX, context) or "").strip()
+            out = self.parameterAsFileOutput(parameters, self.OUTPUT_INDEX, context)
+            if not out.lower().endswith(".hgindex"):
+                out += ".hgindex"
             from ..core.index.index_file import read_manifest
             from ..core.index.update import update_prototypes
-            from ..core.model.factory import load_geo_model
-            from ..core.progress import Cancelled
 
             zoom = int(read_manifest(index)["zoom"])
             photos = self._photos(parameters, context, feedback)
             model_file = (self.parameterAsFile(parameters, self.MODEL, context) or "").strip()
             base = (self.parameterAsString(parameters, self.BASE_MODEL, context) or "").strip() or DEFAULT_BASE_MODEL
-            device = device_value(self, parameters, self.DEVICE, context)
-            feedback.pushInfo(
-                self.tr("Loading model {model} on {device}").format(model=model_file or base, device=device)
+            model = run.load_model(base, model_file, [zoom], device_value(self, parameters, self.DEVICE, context))
+            # Not an error: nothing is written, the input index is as it was.
+            run.when_cancelled(
+                lambda: feedback.pushWarning(self.tr("Cancelled: no index written; the input index is unchanged"))
             )
-            model = load_geo_model(base, model_file or None, [zoom], device)
-            try:
-                result = update_prototypes(index, model, photos, out, reporter=FeedbackReporter(feedback))
-            except Cancelled:  # not an error: nothing is written, the input index is as it was
-                feedback.pushWarning(self.tr("Cancelled: no index written; the input index is unchanged"))
-                return self._cancelled_results()
-            return {
+            result = update_prototypes(index, model, photos, out, reporter=run.reporter)
+            run.results = {
                 self.OUTPUT_INDEX: str(result.path),
                 "PHOTOS_ADDED": result.added,
                 "PHOTOS_ALREADY_ADDED": result.already_added,
                 "CELLS_UPDATED": result.cells_updated,
             }
-        except Exception as exc:  # refusals and anything unforeseen reach the user as a message, never a crash
-            raise processing_error(exc) from None
+        return run.results
 
-    def _cancelled_results(self):
+    def cancelled_results(self):
+        """A cancelled update's outputs: no index written, no counts (the cancel policy of core/errors.py)."""
         return {self.OUTPUT_INDEX: None, **dict.fromkeys(RESULTS)}
 
     def _photos(self, parameters, context, feedback):

@@ -134,7 +134,7 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../../hiergeo_plugin/processing/algorithm.py"/>
+        <location filename="../../hiergeo_plugin/processing/lifecycle.py"/>
         <source>Cancelled while torch and open_clip were loading.</source>
         <translation type="unfinished"></translation>
     </message>
@@ -357,12 +357,12 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <location filename="../../hiergeo_plugin/processing/evaluate_inputs.py"/>
         <source>GROUND_TRUTH has no field {field} (its fields: {fields})</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
+        <location filename="../../hiergeo_plugin/processing/evaluate_inputs.py"/>
         <source>GROUND_TRUTH needs point geometry or true_lat/true_lon (or lat/lon) fields for the true locations</source>
         <translation type="unfinished"></translation>
     </message>
@@ -500,9 +500,7 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
-        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
-        <location filename="../../hiergeo_plugin/processing/update_index.py"/>
+        <location filename="../../hiergeo_plugin/processing/lifecycle.py"/>
         <source>Loading model {model} on {device}</source>
         <translation type="unfinished"></translation>
     </message>
@@ -781,9 +779,7 @@ Folder: {target}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
-        <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
-        <location filename="../../hiergeo_plugin/processing/train_region.py"/>
+        <location filename="../../hiergeo_plugin/processing/algorithm.py"/>
         <source>Satellite tiles (XYZ URL template, saved XYZ connection name or XYZ layer)</source>
         <translation type="unfinished"></translation>
     </message>

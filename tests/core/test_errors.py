@@ -1,6 +1,6 @@
 """One error family: every exception class the plugin defines derives from HierGeoError (core/errors.py), so a
 caller tells "HierGeo refused this, the message says why" from a bug with one `except`, and the algorithms map
-them to QGIS in one place (processing/algorithm.py `processing_error`)."""
+them to QGIS in one place (processing/lifecycle.py `processing_error`)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def test_processing_error_maps_the_family_and_bugs_to_one_qgis_message(qgis_app)
     from qgis.core import QgsProcessingException
 
     from hiergeo_plugin.core.tiles.http_get import TileSourceError
-    from hiergeo_plugin.processing.algorithm import processing_error
+    from hiergeo_plugin.processing.lifecycle import processing_error
 
     def redact(text):
         return text.replace("SECRET", "***")
@@ -62,7 +62,7 @@ def test_processing_error_maps_the_family_and_bugs_to_one_qgis_message(qgis_app)
 def test_processing_error_refuses_to_map_a_cancel(qgis_app):
     """Cancel is not an error (core/errors.py's cancel policy): an algorithm ends normally instead."""
     from hiergeo_plugin.core.progress import Cancelled
-    from hiergeo_plugin.processing.algorithm import processing_error
+    from hiergeo_plugin.processing.lifecycle import processing_error
 
     with pytest.raises(TypeError):
         processing_error(Cancelled("cancelled by the user"))

@@ -52,6 +52,8 @@ class _LazyProcessing:
     import this proxy at the top and use `processing.run(...)` inside tests."""
 
     def __getattr__(self, name):
+        if name.startswith("__"):  # pytest's collection asks for __test__ & co. before QGIS's plugins are on the path
+            raise AttributeError(name)
         import processing as _processing
 
         return getattr(_processing, name)
