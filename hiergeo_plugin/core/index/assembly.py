@@ -1,6 +1,6 @@
 """The streamed, two-pass assembly of a region index from its shard files, for areas whose cells do not fit memory.
 
-The one-shot assembly (builder.assemble_index) concatenates every shard, converts the codes to fp32 and adds them
+The one-shot assembly (oneshot.assemble_index) concatenates every shard, converts the codes to fp32 and adds them
 in one call: ~10 KB a cell at its peak, 200+ GB at 20 M cells. Here nothing holds all cells at once:
 
 1. pass 1 reads the shards' headers (row counts), then the seeded training sample (ann.sample_rows: the same rows
@@ -34,7 +34,8 @@ import numpy as np
 from ..progress import Reporter
 from . import ann as ann_mod
 from .ann_io import release_pages
-from .index_file import FORMAT, SUFFIX, VERSION_LISTS, make_manifest
+from .index_file import make_manifest
+from .index_format import FORMAT, SUFFIX, VERSION_LISTS
 from .ondisk import STORAGE, list_offsets, trained_bytes
 from .parts import IndexBuildError
 from .prototypes import combine_codes
@@ -220,7 +221,28 @@ def assemble_streamed(
         raise ValueError(f"unknown index kind {config.kind!r}")
     ivf = train_streamed(shard_paths, rows, dim, config, reporter) if kind == "ivfpq" else None
     vectors = None if ivf is not None else ann_mod.VectorIndex.empty(kind, dim, n, seed=config.seed)
-    storage = {"storage": STORAGE, "lists": int(ivf.nlist), "code_size": int(ivf.code_size)} if ivf else {}
+    metadata = {
+        "format": FORMAT,
+        "version": VERSION_LISTS if ivf is not None else "1",
+        "manifest": json.dumps(_manifest(config, kind, dim, n, gaps, ivf)),
+    }
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    ann_max = len(trained_bytes(ivf, n)) if ivf is not None else 10**15
+    out = _OutFile(out_path, _tensor_specs(n, dim, ivf), metadata, ann_max)
+    try:
+        _pass_two(shard_paths, out, n, ivf, vectors, reporter, config.batch_rows)
+        ann = trained_bytes(ivf, n) if ivf is not None else cast(ann_mod.VectorIndex, vectors).to_bytes()
+        path = out.finish(ann)
+    except BaseException:
+        out.abandon()
+        raise
+    reporter.info(f"region index: {n:,} cells assembled ({kind}{', on disk' if ivf is not None else ''})")
+    return AssemblyResult(path, n, gaps, kind, path.stat().st_size)
+
+
+def _manifest(config: AssemblyConfig, kind: str, dim: int, n: int, gaps: int, ivf) -> dict:
+    """The manifest of a streamed index: no prototypes, no context; with IVF-PQ, the on-disk lists' storage."""
     manifest = make_manifest(
         zoom=config.zoom,
         area=config.area,
@@ -239,7 +261,14 @@ def assemble_streamed(
         },
         extra=dict(config.extra or {}, context=None, assembly="streamed"),
     )
-    manifest["ann"].update(storage)
+    manifest["ann"].update(
+        {"storage": STORAGE, "lists": int(ivf.nlist), "code_size": int(ivf.code_size)} if ivf else {}
+    )
+    return manifest
+
+
+def _tensor_specs(n: int, dim: int, ivf) -> List[Tuple[str, str, tuple]]:
+    """(name, safetensors dtype, shape) of each tensor in file order; the FAISS part ("ann") comes last."""
     specs = [
         ("cells", "I32", (n, 2)),
         ("prototype_of", "I32", (n,)),
@@ -247,31 +276,14 @@ def assemble_streamed(
         ("prototype_cells", "I32", (0, 2)),
         ("aerial", "F16", (n, dim)),
     ]
-    if ivf is not None:
-        specs = (
-            [("ann_list_sizes", "I64", (ivf.nlist,))]
-            + specs[:1]
-            + [("ann_lists", "U8", (n * (ivf.code_size + 8),))]
-            + specs[1:]
-        )
-    ann_max = len(trained_bytes(ivf, n)) if ivf is not None else 10**15
-    metadata = {
-        "format": FORMAT,
-        "version": VERSION_LISTS if ivf is not None else "1",
-        "manifest": json.dumps(manifest),
-    }
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out = _OutFile(out_path, specs, metadata, ann_max)
-    try:
-        _pass_two(shard_paths, out, n, ivf, vectors, reporter, config.batch_rows)
-        ann = trained_bytes(ivf, n) if ivf is not None else cast(ann_mod.VectorIndex, vectors).to_bytes()
-        path = out.finish(ann)
-    except BaseException:
-        out.abandon()
-        raise
-    reporter.info(f"region index: {n:,} cells assembled ({kind}{', on disk' if ivf is not None else ''})")
-    return AssemblyResult(path, n, gaps, kind, path.stat().st_size)
+    if ivf is None:
+        return specs
+    return (
+        [("ann_list_sizes", "I64", (ivf.nlist,))]
+        + specs[:1]
+        + [("ann_lists", "U8", (n * (ivf.code_size + 8),))]
+        + specs[1:]
+    )
 
 
 def _pass_two(shard_paths, out: _OutFile, n: int, ivf, vectors, reporter: Reporter, batch_rows: int) -> None:

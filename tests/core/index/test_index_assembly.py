@@ -109,7 +109,7 @@ _WORKER = textwrap.dedent(
     def vm_kb(key):  # this process's own figure (ru_maxrss would carry the parent's over across exec)
         with open("/proc/self/status") as f:
             return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
-    sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[1] + "/tests")
+    sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[1] + "/tests/core/index")
     from pathlib import Path
     from test_index_assembly import config, clustered, write_shards
     mode, folder, n = sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
