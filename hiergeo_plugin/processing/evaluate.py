@@ -1,19 +1,18 @@
 """Processing algorithm "Evaluate geolocation" (hiergeo:evaluategeolocation): a thin adapter over core.evaluation.
 
 Reads the OUTPUT of "Geolocate photos" (or any layer with photo, lat, lon and optionally true_lat, true_lon,
-status), takes the true locations from it or from a ground-truth layer joined on the photo path, and hands plain
-rows to the core, which computes the metrics and writes the HTML report. The error lines are drawn here.
+status), takes the true locations from it or from a ground-truth layer (read here into (photo path, position)
+pairs; joined on the photo path by core.evaluation.ground_truth), and hands plain rows to the core, which computes
+the metrics and writes the HTML report. The error lines are drawn here.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,
-    QgsCoordinateTransform,
     QgsFeature,
     QgsFeatureSink,
     QgsFields,
@@ -29,13 +28,13 @@ from qgis.core import (
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterString,
-    QgsProject,
     QgsWkbTypes,
 )
 
 from ..core.defaults import DEFAULT_THRESHOLDS_TEXT
 from .algorithm import HierGeoAlgorithm
 from .evaluate_confidence import confidence_outputs, evaluate_confidence, store_refit
+from .evaluate_inputs import prediction_rows, truth_positions
 from .fields import double_field, string_field
 from .geolocate_outputs import WGS84
 from .photo_layers import layer_folder
@@ -67,32 +66,6 @@ def error_line_fields() -> QgsFields:
     return fields
 
 
-def _number(value) -> Optional[float]:
-    """The core's rule for a usable coordinate (finite; QGIS NULL, NaN and inf are none)."""
-    from ..core.evaluation.metrics import finite_number
-
-    return finite_number(value)
-
-
-def _text(value) -> str:
-    if value is None or (hasattr(value, "isNull") and value.isNull()):
-        return ""
-    return str(value).strip()
-
-
-def _path_keys(photo: str, folder: Optional[Path]) -> List[str]:
-    """Join keys of a photo path, most specific first: as written, resolved absolute path, file name."""
-    if not photo:
-        return []
-    keys = [photo]
-    p = Path(photo.replace("file://", "", 1)).expanduser()
-    if not p.is_absolute() and folder is not None:
-        p = folder / p
-    keys.append(os.path.normcase(os.path.normpath(str(p))))
-    keys.append("name:" + os.path.normcase(p.name))
-    return keys
-
-
 class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
     GROUP_ID = "trainingevaluation"
     PREDICTIONS = "PREDICTIONS"
@@ -116,6 +89,7 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
         return ["photo", "geolocation", "accuracy", "error", "evaluation", "report", "distance"]
 
     def initAlgorithm(self, config=None):  # noqa: N802
+        """The parameters and outputs, declared only (hence its length: one call per parameter, no logic)."""
         self.addParameter(
             QgsProcessingParameterFeatureSource(
                 self.PREDICTIONS,
@@ -199,92 +173,35 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
                 QgsProcessingOutputNumber(f"WITHIN_{label}KM", self.tr("Share within {km} km").format(km=label))
             )
 
-    # -- reading ----------------------------------------------------------------------------------------------------
-    @staticmethod
-    def _to_wgs84(source, context) -> QgsCoordinateTransform:
-        tc = context.transformContext() if context is not None else QgsProject.instance().transformContext()
-        return QgsCoordinateTransform(source.sourceCrs(), QgsCoordinateReferenceSystem(WGS84), tc)
+    def _join_ground_truth(
+        self, parameters, context, feedback, rows: List[dict], has_truth: bool, folder: Optional[Path]
+    ) -> str:
+        """GROUND_TRUTH's positions joined to the rows without one (core.evaluation.ground_truth); the report's
+        line about the join, "" without GROUND_TRUTH (a warning then when the predictions carry no truth)."""
+        from ..core.evaluation.ground_truth import join_truth, truth_index
 
-    def _prediction_rows(self, source, context, feedback) -> Tuple[List[dict], bool]:
-        """Rows for the core, and whether the layer carries true locations at all."""
-        names = set(source.fields().names())
-        has_latlon = {"lat", "lon"} <= names
-        has_truth = {"true_lat", "true_lon"} <= names
-        transform = None if has_latlon else self._to_wgs84(source, context)
-        rows = []
-        for feature in source.getFeatures():
-            if feedback.isCanceled():
-                break
-            lat = lon = None
-            if has_latlon:
-                lat, lon = _number(feature["lat"]), _number(feature["lon"])
-            elif feature.hasGeometry():
-                geom = feature.geometry()
-                geom.transform(transform)
-                pt = geom.centroid().asPoint()
-                lat, lon = pt.y(), pt.x()
-            # Without a status field the core decides from the coordinates alone.
-            status = (_text(feature["status"]) or "no status") if "status" in names else None
-            rows.append(
-                {
-                    "photo": _text(feature["photo"]) if "photo" in names else str(feature.id()),
-                    "lat": lat,
-                    "lon": lon,
-                    "status": status,
-                    "true_lat": _number(feature["true_lat"]) if has_truth else None,
-                    "true_lon": _number(feature["true_lon"]) if has_truth else None,
-                }
-            )
-        return rows, has_truth
-
-    def _truth_index(self, source, field: str, folder: Optional[Path], context, feedback) -> Dict[str, tuple]:
-        names = set(source.fields().names())
-        if field not in names:
-            raise QgsProcessingException(
-                self.tr("GROUND_TRUTH has no field {field} (its fields: {fields})").format(
-                    field=repr(field), fields=", ".join(sorted(names))
+        truth_source = self.parameterAsSource(parameters, self.GROUND_TRUTH, context)
+        if truth_source is None:
+            if not has_truth:
+                feedback.pushWarning(
+                    self.tr(
+                        "PREDICTIONS has no true_lat/true_lon (its input was not a point layer) and no GROUND_TRUTH "
+                        "was given: nothing can be evaluated"
+                    )
                 )
+            return ""
+        field = self.parameterAsString(parameters, self.GROUND_TRUTH_FIELD, context) or "photo"
+        truth_folder = layer_folder(parameters.get(self.GROUND_TRUTH), context)
+        index = truth_index(truth_positions(truth_source, field, context, feedback), truth_folder)
+        joined = join_truth(rows, index, folder)
+        feedback.pushInfo(
+            self.tr("Ground truth joined to {joined} of {total} predictions on {field}").format(
+                joined=joined, total=len(rows), field=repr(field)
             )
-        points = QgsWkbTypes.geometryType(source.wkbType()) == QgsWkbTypes.GeometryType.PointGeometry
-        pair = next(
-            (
-                (a, b)
-                for a, b in (("true_lat", "true_lon"), ("lat", "lon"), ("latitude", "longitude"))
-                if a in names and b in names
-            ),
-            None,
         )
-        if not points and pair is None:
-            raise QgsProcessingException(
-                self.tr(
-                    "GROUND_TRUTH needs point geometry or true_lat/true_lon (or lat/lon) fields for the true locations"
-                )
-            )
-        transform = self._to_wgs84(source, context) if points else None
-        index: Dict[str, tuple] = {}
-        name_count: Dict[str, int] = {}
-        for feature in source.getFeatures():
-            if feedback.isCanceled():
-                break
-            loc = None
-            if pair is not None:
-                lat, lon = _number(feature[pair[0]]), _number(feature[pair[1]])
-                loc = (lat, lon) if lat is not None and lon is not None else None
-            if loc is None and points and feature.hasGeometry():
-                geom = feature.geometry()
-                geom.transform(transform)
-                pt = geom.centroid().asPoint()
-                loc = (pt.y(), pt.x())
-            if loc is None:
-                continue
-            for key in _path_keys(_text(feature[field]), folder):
-                if key.startswith("name:"):
-                    name_count[key] = name_count.get(key, 0) + 1
-                index.setdefault(key, loc)
-        for key, n in name_count.items():
-            if n > 1:  # a file name shared by two truths is no join key
-                index.pop(key, None)
-        return index
+        return self.tr("{layer} (joined on {field}: {joined} photos)").format(
+            layer=truth_source.sourceName(), field=repr(field), joined=joined
+        )
 
     def _credit(self, parameters, context) -> str:
         """The report's imagery credit: the user's text and the tile source, redacted (the report is shared: a key
@@ -310,42 +227,14 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         feedback = feedback if feedback is not None else QgsProcessingFeedback()
         from ..core.evaluation.metrics import evaluate
-        from ..core.evaluation.report import write_html_report
-        from ..core.search.photos import resolve_photo_path
 
         thresholds = parse_thresholds(self.parameterAsString(parameters, self.THRESHOLDS_KM, context))
         source = self.parameterAsSource(parameters, self.PREDICTIONS, context)
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, self.PREDICTIONS))
-        rows, has_truth = self._prediction_rows(source, context, feedback)
-
+        rows, has_truth = prediction_rows(source, context, feedback)
         pred_folder = layer_folder(parameters.get(self.PREDICTIONS), context)  # base of relative photo paths
-        truth_source = self.parameterAsSource(parameters, self.GROUND_TRUTH, context)
-        field, joined = "", 0
-        if truth_source is not None:
-            field = self.parameterAsString(parameters, self.GROUND_TRUTH_FIELD, context) or "photo"
-            truth_folder = layer_folder(parameters.get(self.GROUND_TRUTH), context)
-            index = self._truth_index(truth_source, field, truth_folder, context, feedback)
-            for row in rows:
-                if row["true_lat"] is not None and row["true_lon"] is not None:
-                    continue
-                for key in _path_keys(row["photo"], pred_folder):
-                    if key in index:
-                        row["true_lat"], row["true_lon"] = index[key]
-                        joined += 1
-                        break
-            feedback.pushInfo(
-                self.tr("Ground truth joined to {joined} of {total} predictions on {field}").format(
-                    joined=joined, total=len(rows), field=repr(field)
-                )
-            )
-        elif not has_truth:
-            feedback.pushWarning(
-                self.tr(
-                    "PREDICTIONS has no true_lat/true_lon (its input was not a point layer) and no GROUND_TRUTH was "
-                    "given: nothing can be evaluated"
-                )
-            )
+        truth_note = self._join_ground_truth(parameters, context, feedback, rows, has_truth, pred_folder)
 
         metrics = evaluate(rows, thresholds)
         candidates = self.parameterAsSource(parameters, self.CANDIDATES, context)
@@ -355,6 +244,27 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
             store_refit(store_in, confidence[1], feedback)
 
         results: Dict[str, object] = {}
+        lines_id = self._write_error_lines(parameters, context, feedback, rows, metrics)
+        if lines_id is not None:
+            results[self.ERROR_LINES] = lines_id
+        html = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
+        if html:
+            details = {
+                self.tr("Predictions"): source.sourceName(),
+                self.tr("Thresholds (km)"): ", ".join(map(threshold_label, thresholds)),
+            }
+            if truth_note:
+                details[self.tr("Ground truth")] = truth_note
+            title = self.tr("HierGeo evaluation: {layer}").format(layer=source.sourceName() or self.tr("predictions"))
+            self._write_report(html, parameters, context, metrics, rows, pred_folder, title, details, confidence)
+            results[self.OUTPUT_HTML] = html
+        results.update(self._numbers(metrics, confidence, thresholds))
+        feedback.pushInfo(self._summary_line(metrics, thresholds))
+        return results
+
+    def _write_error_lines(self, parameters, context, feedback, rows: List[dict], metrics: dict) -> Optional[str]:
+        """ERROR_LINES: a line from each evaluated row's truth to its prediction (the core says which rows it
+        evaluated); the sink's id, None when the output was not asked for."""
         lines, lines_id = self.parameterAsSink(
             parameters,
             self.ERROR_LINES,
@@ -363,53 +273,49 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
             QgsWkbTypes.Type.LineString,
             QgsCoordinateReferenceSystem(WGS84),
         )
-        if lines is not None:
-            apply_style_on_load(context, lines_id, "error_lines")
-            fields = error_line_fields()
-            # The core says which rows it evaluated: a line joins each one's truth to its prediction.
-            for index, (_, error_km) in zip(metrics["evaluated_rows"], metrics["errors_km"]):
-                row = rows[index]
-                f = QgsFeature(fields)
-                f.setGeometry(
-                    QgsGeometry.fromPolylineXY(
-                        [QgsPointXY(row["true_lon"], row["true_lat"]), QgsPointXY(row["lon"], row["lat"])]
-                    )
+        if lines is None:
+            return None
+        apply_style_on_load(context, lines_id, "error_lines")
+        fields = error_line_fields()
+        for index, (_, error_km) in zip(metrics["evaluated_rows"], metrics["errors_km"]):
+            row = rows[index]
+            f = QgsFeature(fields)
+            f.setGeometry(
+                QgsGeometry.fromPolylineXY(
+                    [QgsPointXY(row["true_lon"], row["true_lat"]), QgsPointXY(row["lon"], row["lat"])]
                 )
-                f.setAttributes(
-                    [row["photo"], float(error_km), row["true_lat"], row["true_lon"], row["lat"], row["lon"]]
-                )
-                if not lines.addFeature(f, QgsFeatureSink.Flag.FastInsert):
-                    raise QgsProcessingException(self.writeFeatureError(lines, parameters, self.ERROR_LINES))
-            close_sink(lines)
-            lines = None
-            store_default_style(lines_id, "error_lines", feedback)  # opens styled wherever it is opened later
-            results[self.ERROR_LINES] = lines_id
+            )
+            f.setAttributes([row["photo"], float(error_km), row["true_lat"], row["true_lon"], row["lat"], row["lon"]])
+            if not lines.addFeature(f, QgsFeatureSink.Flag.FastInsert):
+                raise QgsProcessingException(self.writeFeatureError(lines, parameters, self.ERROR_LINES))
+        close_sink(lines)
+        lines = None
+        store_default_style(lines_id, "error_lines", feedback)  # opens styled wherever it is opened later
+        return lines_id
 
-        html = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
-        if html:
-            title = self.tr("HierGeo evaluation: {layer}").format(layer=source.sourceName() or self.tr("predictions"))
-            details = {
-                self.tr("Predictions"): source.sourceName(),
-                self.tr("Thresholds (km)"): ", ".join(map(threshold_label, thresholds)),
-            }
-            if truth_source is not None:
-                details[self.tr("Ground truth")] = self.tr("{layer} (joined on {field}: {joined} photos)").format(
-                    layer=truth_source.sourceName(), field=repr(field), joined=joined
-                )
-            for row in rows:  # the photo files, for the thumbnails of the worst photos
-                row["path"] = resolve_photo_path(row["photo"], pred_folder)
-            write_html_report(html, metrics, title, extra=details, rows=rows, credit=self._credit(parameters, context))
-            if confidence is not None:
-                from ..core.confidence.report import confidence_html, insert_into_report
+    def _write_report(self, html, parameters, context, metrics, rows, pred_folder, title, details, confidence):
+        """The core's HTML report, with thumbnails of the worst photos (their files found from the predictions'
+        folder), the redacted imagery credit and, with CANDIDATES, the confidence section."""
+        from ..core.evaluation.report import write_html_report
+        from ..core.search.photos import resolve_photo_path
 
-                insert_into_report(html, confidence_html(confidence[0], confidence[1].temperature, confidence[2]))
-            results[self.OUTPUT_HTML] = html
+        for row in rows:  # the photo files, for the thumbnails of the worst photos
+            row["path"] = resolve_photo_path(row["photo"], pred_folder)
+        write_html_report(html, metrics, title, extra=details, rows=rows, credit=self._credit(parameters, context))
+        if confidence is not None:
+            from ..core.confidence.report import confidence_html, insert_into_report
 
-        results["MEDIAN_KM"] = metrics.get("median_km")
-        results["MEAN_KM"] = metrics.get("mean_km")
-        results["EVALUATED"] = metrics["evaluated"]
-        results["WITHOUT_TRUTH"] = len(metrics["without_truth"])
-        results["FAILED"] = len(metrics["failed"])
+            insert_into_report(html, confidence_html(confidence[0], confidence[1].temperature, confidence[2]))
+
+    def _numbers(self, metrics: dict, confidence, thresholds: List[float]) -> Dict[str, object]:
+        """The numeric outputs: errors, counts, the confidence's calibration and the share within each threshold."""
+        results: Dict[str, object] = {
+            "MEDIAN_KM": metrics.get("median_km"),
+            "MEAN_KM": metrics.get("mean_km"),
+            "EVALUATED": metrics["evaluated"],
+            "WITHOUT_TRUTH": len(metrics["without_truth"]),
+            "FAILED": len(metrics["failed"]),
+        }
         if confidence is not None:
             summary, fitted, _ = confidence
             results.update({k: summary[k.lower()] for k in ("COVERAGE_50", "COVERAGE_90", "ECE")})
@@ -417,9 +323,14 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
         within = {float(k): v for k, v in metrics["within"].items()}
         for t in thresholds:
             results[f"WITHIN_{threshold_label(t)}KM"] = within.get(float(t))
+        return results
+
+    def _summary_line(self, metrics: dict, thresholds: List[float]) -> str:
+        """The log's last line: how many photos were evaluated, the median error and the shares."""
+        within = {float(k): v for k, v in metrics["within"].items()}
         median = metrics.get("median_km")
-        feedback.pushInfo(
-            self.tr("{count} photos evaluated").format(count=results["EVALUATED"])
+        return (
+            self.tr("{count} photos evaluated").format(count=metrics["evaluated"])
             + (self.tr(": median error {km} km").format(km=f"{median:.1f}") if median is not None else "")
             + "; "
             + ", ".join(
@@ -428,4 +339,3 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
                 if within.get(float(t)) is not None
             )
         )
-        return results

@@ -2,7 +2,8 @@
 pictures, and what the photo inspector shows for one photo.
 
 Modules: metrics (haversine, evaluate, the shares and their intervals), report (the HTML report), report_media (its
-map and thumbnails), inspection (one photo's rows worked out for the inspector dock). numpy and pillow only.
+map and thumbnails), ground_truth (true positions joined to prediction rows by photo path), inspection (one
+photo's rows worked out for the inspector dock). numpy and pillow only.
 """
 
 from ..lazy import lazy_exports
