@@ -10,7 +10,7 @@ The order of things is the point:
 3. tiles come through HierarchicalSearch.tile_embeddings, i.e. the same TileSource fetching, the same tile cache
    and the same EmbeddingCache keys (encoder fingerprint + source id + tile) as the hierarchical search: a tile
    embedded by either is never embedded again. Cancellation is checked between tiles and batches;
-4. the shards are assembled (assemble_index, shared with the Ray build), prototypes are learned from the ground
+4. the shards are assembled (oneshot.assemble_index, shared with the Ray build), prototypes are learned from the ground
    photos when there are any, the codes go into the ANN index and everything into one .hgindex file.
 """
 
@@ -21,7 +21,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, cast
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -31,12 +31,13 @@ from ..progress import Reporter
 from ..search.embedding_cache import EmbeddingCache
 from ..search.hierarchical import HierarchicalSearch, PhotoResult
 from ..search.photos import PhotoRecord
-from ..tiles.grid import Tile, lonlat_to_tile
+from ..tiles.grid import Tile
 from ..tiles.source import TileSource
 from .assembly import assemble_plan, wants_streamed
 from .cells import Area, CellPlan, Shard
-from .index_file import RegionIndex, make_manifest, write_index
+from .index_photos import has_position, located_photos, photo_cells
 from .locate import model_fingerprints
+from .oneshot import assemble_index
 from .parts import (  # noqa: F401 - re-exported: the build's public names stay importable from here
     PARTS_SUFFIX,
     IndexBuildError,
@@ -57,14 +58,7 @@ from .planning import (  # noqa: F401 - re-exported
     probe_seconds_per_tile,
     refuse_if_too_large,
 )
-from .prototypes import (
-    PROTOTYPE_DZ,
-    Prototypes,
-    class_photo_counts,
-    combine_codes,
-    learn_prototypes,
-    no_prototypes,
-)
+from .prototypes import PROTOTYPE_DZ, Prototypes, no_prototypes
 
 #: Cells a build accepts unless the caller raises the limit: 250,000 zoom-16 cells are ~15,000 km2 (a region),
 #: hours of downloads and embedding on a CPU.
@@ -87,116 +81,16 @@ class BuildResult:
     prototypes: dict = field(default_factory=dict)
 
 
-def located_photos(records: Sequence[PhotoRecord], reporter: Optional[Reporter] = None) -> List[PhotoRecord]:
-    """The prototype photos with a usable position; the others (no point, an empty point read as NaN, infinite or
-    off-the-globe coordinates) are left out and counted in one warning before anything is embedded, rather than
-    failing the build once every shard is done."""
-    kept = [r for r in records if _has_position(r)]
-    if len(kept) < len(records) and reporter is not None:
-        reporter.warning(
-            f"region index: {len(records) - len(kept)} of {len(records)} prototype photos have no usable position "
-            "(no point, an empty point or coordinates off the globe) and are left out"
-        )
-    return kept
+@dataclass
+class _Tally:
+    """What a build counts from the moment its part files are ready: its start, the shards it built and resumed,
+    and the search's tile encodes and the source's downloads then (the caches may have been used before)."""
 
-
-def _has_position(record: PhotoRecord) -> bool:
-    if not record.has_truth:
-        return False
-    try:
-        lat, lon = float(cast(float, record.true_lat)), float(cast(float, record.true_lon))
-    except (TypeError, ValueError):
-        return False
-    return bool(np.isfinite(lat) and np.isfinite(lon) and -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0)
-
-
-def photo_cells(records: Sequence[PhotoRecord], zoom: int) -> List[Tile]:
-    return [lonlat_to_tile(float(cast(float, r.true_lon)), float(cast(float, r.true_lat)), zoom) for r in records]
-
-
-def assemble_index(
-    out_path: os.PathLike,
-    plan: CellPlan,
-    cells: np.ndarray,
-    aerial: np.ndarray,
-    gaps: int,
-    model: GeoModel,
-    source_identity: dict,
-    photo_emb: Optional[np.ndarray] = None,
-    photo_tiles: Sequence[Tile] = (),
-    kind: str = "auto",
-    seed: int = 0,
-    reporter: Optional[Reporter] = None,
-    extra: Optional[dict] = None,
-    context: Optional[PathContext] = None,
-) -> Tuple[Path, Prototypes]:
-    """Prototypes (when photos are given), codes, ANN index and the .hgindex file.
-
-    `context`: the cells' ancestors' embeddings and weights (context.py); the codes then carry them and the index
-    ranks by the hierarchical search's path score. Kappa is calibrated on the cells' own codes: the context is the
-    same for every cell of a prototype class, so it does not change which kappa ranks a class's cells best."""
-    from .ann import VectorIndex
-
-    reporter = reporter or Reporter()
-    zoom = plan.zoom
-    tiles = [Tile(zoom, int(x), int(y)) for x, y in cells]
-    a32 = aerial.astype(np.float32)
-    dim = int(aerial.shape[1])
-    if photo_emb is not None and len(photo_tiles):
-        protos = learn_prototypes(photo_emb, photo_tiles, tiles, a32, zoom, seed=seed, reporter=reporter)
-    else:
-        protos = no_prototypes(len(tiles), max(0, zoom - PROTOTYPE_DZ), dim)
-    codes = combine_codes(a32, protos.vectors, protos.prototype_of, protos.kappa)
-    context = context if context else None
-    if context is not None:
-        codes = (codes + context.matrix(tiles)) / context.scale
-    vectors = VectorIndex.build(codes, kind=kind, seed=seed)
-    ctx_manifest = (
-        {
-            "zooms": sorted(context.weights),
-            "weights": {str(z): w for z, w in sorted(context.weights.items())},
-            "ancestors": int(len(context.tiles)),
-        }
-        if context is not None
-        else None
-    )
-    fps = model_fingerprints(model, zoom)
-    fps["description"] = str(model.manifest.get("name") or model.base)
-    manifest = make_manifest(
-        zoom=zoom,
-        area=plan.area.describe(),
-        model=fps,
-        source=source_identity,
-        kappa=protos.kappa,
-        ann_kind=vectors.kind,
-        dim=dim,
-        prototype_zoom=protos.zoom if len(protos.parents) else None,
-        counts={
-            "cells": len(tiles),
-            "cells_with_prototypes": protos.cells_with_prototypes,
-            "gaps": gaps,
-            "planned_cells": plan.count,
-            "prototypes": len(protos.parents),
-        },
-        extra=dict(
-            extra or {},
-            prototypes=protos.summary(),
-            prototype_photos=class_photo_counts(protos, photo_tiles, tiles),
-            context=ctx_manifest,
-        ),
-    )
-    index = RegionIndex(
-        manifest,
-        cells.astype(np.int32),
-        aerial.astype(np.float16),
-        protos.vectors.astype(np.float16),
-        np.array([[p.x, p.y] for p in protos.parents], dtype=np.int32).reshape(-1, 2),
-        protos.prototype_of.astype(np.int32),
-        vectors.to_bytes(),
-        context.tiles if context is not None else None,
-        context.vectors.astype(np.float16) if context is not None else None,
-    )
-    return write_index(out_path, index), protos
+    t0: float
+    encoded: int
+    downloaded: int
+    built: int = 0
+    resumed: int = 0
 
 
 def source_identity(source: TileSource) -> dict:
@@ -245,53 +139,21 @@ class IndexBuilder:
         context_zooms: Sequence[int] = DEFAULT_ZOOMS,
     ) -> BuildResult:
         """Build OUT.hgindex; `path_weight` > 0 adds the cells' ancestors at `context_zooms` (those coarser than
-        `zoom`) to their codes, weighted as the hierarchical search's PATH_WEIGHT weighs a path (context.py)."""
+        `zoom`) to their codes, weighted as the hierarchical search's PATH_WEIGHT weighs a path (path_context.py)."""
         t0 = time.perf_counter()
         rep = self.reporter
         out_path = Path(out_path)
         prototype_photos = located_photos(prototype_photos, rep)
-        device, precision = describe_device(self.model.device)
-        plan = plan_or_refuse(
-            area, zoom, max_cells, lambda n, s: self.estimate(n, s, zoom), rep, f"{device} ({precision})"
-        )
-        if plan.count == 0:
-            raise IndexBuildError("the area holds no cell at this zoom: nothing to index")
+        plan = self._plan(area, zoom, max_cells)
         parts = parts_dir_for(out_path)
         identity = {"model": model_fingerprints(self.model, zoom), "source": self.source.source_id}
         prepare_parts(parts, plan, identity, rep)
-        before_encoded = self.search.totals.tile_encodes
-        before_fetch = self.source.stats.snapshot()
-        built, resumed, done_cells, built_cells = 0, 0, 0, 0
-        t_embed = time.perf_counter()
-        last_line = 0.0
-        shards = list(plan.shards())
-        embed_rep = rep.scaled(0.0, 0.9)
-        for n, shard in enumerate(shards):
-            rep.check_cancelled()
-            path = parts / f"{shard.name}.safetensors"
-            if read_shard(path) is not None:
-                resumed += 1
-            else:
-                sub = embed_rep.scaled(done_cells / plan.count, (done_cells + shard.cells) / plan.count)
-                self.embed_shard(plan, shard, path, sub)
-                built += 1
-                built_cells += shard.cells
-            done_cells += shard.cells
-            embed_rep.progress(done_cells / plan.count)
-            now = time.perf_counter()
-            if now - last_line > 5.0 or n == len(shards) - 1:
-                last_line = now
-                rate = built_cells / max(now - t_embed, 1e-9)
-                eta = (plan.count - done_cells) / rate if rate > 0 else 0.0
-                rep.info(
-                    f"region index: shard {n + 1}/{len(shards)}, {done_cells:,}/{plan.count:,} cells "
-                    f"({resumed} shards resumed), {rate:.1f} cells/s, ETA {_human_time(eta)}"
-                )
+        tally = _Tally(t0, self.search.totals.tile_encodes, self.source.stats.snapshot()["downloaded"])
+        self._embed_shards(plan, parts, tally)
         rep.check_cancelled()
-        if wants_streamed(
-            kind, plan.count, bool(prototype_photos), bool(context_weights(zoom, context_zooms, path_weight))
-        ):
-            return self._streamed(parts, plan, kind, seed, keep_parts, built, resumed, before_encoded, before_fetch, t0)
+        with_context = bool(context_weights(zoom, context_zooms, path_weight))
+        if wants_streamed(kind, plan.count, bool(prototype_photos), with_context):
+            return self._streamed(parts, plan, kind, seed, keep_parts, tally)
         cells, aerial, gaps = collect_shards(parts, plan)
         context = self.path_context(cells, zoom, path_weight, context_zooms)
         photo_emb, photo_tiles = self.encode_prototype_photos(prototype_photos, zoom)
@@ -314,21 +176,7 @@ class IndexBuilder:
         )
         if not keep_parts:
             shutil.rmtree(parts, ignore_errors=True)
-        after_fetch = self.source.stats.snapshot()
-        result = BuildResult(
-            path,
-            len(cells),
-            protos.cells_with_prototypes,
-            gaps,
-            protos.kappa,
-            path.stat().st_size,
-            time.perf_counter() - t0,
-            built,
-            resumed,
-            self.search.totals.tile_encodes - before_encoded,
-            after_fetch["downloaded"] - before_fetch["downloaded"],
-            protos.summary(),
-        )
+        result = self._result(tally, path, len(cells), gaps, protos, path.stat().st_size)
         rep.progress(1.0)
         rep.info(
             f"region index: {result.cells:,} cells ({gaps:,} without imagery left out), {result.cells_with_prototypes:,} "
@@ -337,7 +185,51 @@ class IndexBuilder:
         )
         return result
 
-    def _streamed(self, parts, plan, kind, seed, keep_parts, built, resumed, encoded0, fetch0, t0) -> BuildResult:
+    def _plan(self, area: Area, zoom: int, max_cells: int) -> CellPlan:
+        """The cells to index, counted and estimated on this model and device before anything is downloaded;
+        refused (IndexTooLarge) above `max_cells`, and when the area holds no cell."""
+        device, precision = describe_device(self.model.device)
+        plan = plan_or_refuse(
+            area, zoom, max_cells, lambda n, s: self.estimate(n, s, zoom), self.reporter, f"{device} ({precision})"
+        )
+        if plan.count == 0:
+            raise IndexBuildError("the area holds no cell at this zoom: nothing to index")
+        return plan
+
+    def _embed_shards(self, plan: CellPlan, parts: Path, tally: _Tally) -> None:
+        """Every shard's part file, in plan order: those already there are resumed, the others embedded; a progress
+        line every 5 s at most (and after the last shard) with the rate of the shards embedded in this run."""
+        rep = self.reporter
+        done_cells, built_cells = 0, 0
+        t_embed = time.perf_counter()
+        last_line = 0.0
+        shards = list(plan.shards())
+        embed_rep = rep.scaled(0.0, 0.9)
+        for n, shard in enumerate(shards):
+            rep.check_cancelled()
+            path = parts / f"{shard.name}.safetensors"
+            if read_shard(path) is not None:
+                tally.resumed += 1
+            else:
+                sub = embed_rep.scaled(done_cells / plan.count, (done_cells + shard.cells) / plan.count)
+                self.embed_shard(plan, shard, path, sub)
+                tally.built += 1
+                built_cells += shard.cells
+            done_cells += shard.cells
+            embed_rep.progress(done_cells / plan.count)
+            now = time.perf_counter()
+            if now - last_line > 5.0 or n == len(shards) - 1:
+                last_line = now
+                rate = built_cells / max(now - t_embed, 1e-9)
+                eta = (plan.count - done_cells) / rate if rate > 0 else 0.0
+                rep.info(
+                    f"region index: shard {n + 1}/{len(shards)}, {done_cells:,}/{plan.count:,} cells "
+                    f"({tally.resumed} shards resumed), {rate:.1f} cells/s, ETA {_human_time(eta)}"
+                )
+
+    def _streamed(
+        self, parts: Path, plan: CellPlan, kind: str, seed: int, keep_parts: bool, tally: _Tally
+    ) -> BuildResult:
         """The streamed assembly (assembly.py) of an IVF-PQ index without prototypes or context."""
         fps = dict(
             model_fingerprints(self.model, plan.zoom),
@@ -346,20 +238,27 @@ class IndexBuilder:
         res = assemble_plan(parts, plan, fps, source_identity(self.source), kind, seed, self.reporter.scaled(0.95, 1.0))
         if not keep_parts:
             shutil.rmtree(parts, ignore_errors=True)
-        downloaded = self.source.stats.snapshot()["downloaded"] - fetch0["downloaded"]
+        protos = no_prototypes(0, max(0, plan.zoom - PROTOTYPE_DZ), 0)
+        return self._result(tally, res.path, res.cells, res.gaps, protos, res.index_bytes)
+
+    def _result(
+        self, tally: _Tally, path: Path, cells: int, gaps: int, protos: Prototypes, index_bytes: int
+    ) -> BuildResult:
+        """The build's result: what was written, and what this run built, resumed, encoded and downloaded."""
+        downloaded = self.source.stats.snapshot()["downloaded"] - tally.downloaded
         return BuildResult(
-            res.path,
-            res.cells,
-            0,
-            res.gaps,
-            0.0,
-            res.index_bytes,
-            time.perf_counter() - t0,
-            built,
-            resumed,
-            self.search.totals.tile_encodes - encoded0,
+            path,
+            cells,
+            protos.cells_with_prototypes,
+            gaps,
+            protos.kappa,
+            index_bytes,
+            time.perf_counter() - tally.t0,
+            tally.built,
+            tally.resumed,
+            self.search.totals.tile_encodes - tally.encoded,
             downloaded,
-            no_prototypes(0, max(0, plan.zoom - PROTOTYPE_DZ), 0).summary(),
+            protos.summary(),
         )
 
     def path_context(
@@ -395,7 +294,7 @@ class IndexBuilder:
         self, records: Sequence[PhotoRecord], zoom: int
     ) -> Tuple[Optional[np.ndarray], List[Tile]]:
         """Embeddings and cells of the prototype photos that load and have a position; the others are counted."""
-        records = [r for r in records if _has_position(r)]
+        records = [r for r in records if has_position(r)]
         if not records:
             return None, []
         results = [PhotoResult(r) for r in records]
@@ -427,19 +326,3 @@ def _quiet(reporter: Reporter) -> Reporter:
         on_warning=reporter.warning,
         on_info=lambda _m: None,
     )
-
-
-def read_photo_csv(path: os.PathLike) -> List[PhotoRecord]:
-    """Prototype photos from a CSV with columns path, lat, lon (paths relative to the CSV's folder)."""
-    import csv
-
-    path = Path(path)
-    out = []
-    with open(path, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            p = (row.get("path") or row.get("photo") or "").strip()
-            if not p:
-                continue
-            full = p if os.path.isabs(p) else str(path.parent / p)
-            out.append(PhotoRecord(p, full, float(row["lat"]), float(row["lon"])))
-    return out

@@ -38,6 +38,8 @@ def _extent(text: str):
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The command line's arguments (the documented CLI contract). Over 60 lines because it only declares
+    arguments, one a line: split up, the contract would be harder to read, not easier."""
     ap = argparse.ArgumentParser(prog="hiergeo", description="HierGeo region index tools")
     sub = ap.add_subparsers(dest="group", required=True)
     index = sub.add_parser("index", help="build or inspect a region index (.hgindex)")
@@ -149,71 +151,18 @@ def stdout_to_stderr():
 
 def build(args) -> dict:
     from ..model.encoders import DEFAULT_BASE_MODEL
-    from .builder import MAX_CELLS, read_photo_csv
-    from .cells import Area, AreaError
+    from .builder import MAX_CELLS
+    from .index_photos import read_photo_csv
 
-    polygon = None
-    if args.area:
-        import shapely
-
-        try:
-            polygon = shapely.from_geojson(Path(args.area).read_text())
-            if hasattr(polygon, "geoms") and polygon.geom_type == "GeometryCollection":
-                polygon = shapely.union_all(list(polygon.geoms))
-        except shapely.errors.ShapelyError as exc:
-            raise AreaError(f"--area {args.area}: {str(exc).splitlines()[0][:200]}") from None
-    area = Area.make(extent=args.extent, polygon=polygon)
+    area = _area(args)
     photos = read_photo_csv(args.prototype_photos) if args.prototype_photos else []
     base = args.base_model or DEFAULT_BASE_MODEL
     max_cells = args.max_cells or MAX_CELLS
     rate = args.rate_limit if args.rate_limit and args.rate_limit > 0 else None
     progress = _StderrReporter()
-    reporter = progress.reporter
     try:
-        if args.ray:
-            from .ray_build import IndexBuildConfig, RaySettings, build_with_ray
-            from .ray_config import DEFAULT_STALL_SECONDS
-
-            config = IndexBuildConfig(
-                args.tile_source,
-                base,
-                args.model,
-                photos,
-                batch_size=args.batch_size,
-                max_cells=max_cells,
-                cache_dir=args.cache_dir,
-                max_connections=args.max_connections,
-                rate_limit=rate,
-                device=args.device,
-                seed=args.seed,
-                path_weight=args.path_weight,
-            )
-            settings = RaySettings(
-                args.ray,
-                args.fetch_tasks,
-                args.embed_actors,
-                gpus_per_actor=args.gpus_per_actor,
-                cpus_per_actor=args.cpus_per_actor,
-                stall_seconds=DEFAULT_STALL_SECONDS if args.stall_seconds is None else args.stall_seconds,
-            )
-            with stdout_to_stderr():
-                result = build_with_ray(area, args.zoom, args.out, config, settings, reporter)
-        else:
-            from ..model.factory import load_geo_model
-            from ..search.embedding_cache import EmbeddingCache
-            from ..tiles.source import TileSource
-            from .builder import IndexBuilder
-
-            model = load_geo_model(base, args.model, [args.zoom], args.device)
-            cache = EmbeddingCache(Path(args.cache_dir) / "embeddings.sqlite" if args.cache_dir else None)
-            with TileSource(
-                args.tile_source, cache_dir=args.cache_dir, max_connections=args.max_connections, rate_limit=rate
-            ) as source:
-                builder = IndexBuilder(model, source, cache, batch_size=args.batch_size, reporter=reporter)
-                result = builder.build(
-                    area, args.zoom, args.out, photos, max_cells=max_cells, seed=args.seed, path_weight=args.path_weight
-                )
-            cache.close()
+        build_here = _build_on_ray if args.ray else _build_locally
+        result = build_here(args, area, photos, base, max_cells, rate, progress.reporter)
     finally:
         progress.close()
     return {
@@ -227,6 +176,74 @@ def build(args) -> dict:
         "shards_built": result.shards_built,
         "shards_resumed": result.shards_resumed,
     }
+
+
+def _area(args):
+    """The area to index: --extent and/or --area's GeoJSON polygons (a collection merged into one geometry)."""
+    from .cells import Area, AreaError
+
+    polygon = None
+    if args.area:
+        import shapely
+
+        try:
+            polygon = shapely.from_geojson(Path(args.area).read_text())
+            if hasattr(polygon, "geoms") and polygon.geom_type == "GeometryCollection":
+                polygon = shapely.union_all(list(polygon.geoms))
+        except shapely.errors.ShapelyError as exc:
+            raise AreaError(f"--area {args.area}: {str(exc).splitlines()[0][:200]}") from None
+    return Area.make(extent=args.extent, polygon=polygon)
+
+
+def _build_on_ray(args, area, photos, base: str, max_cells: int, rate, reporter):
+    """`index build --ray`: the cluster build, with Ray's stdout on stderr."""
+    from .ray_build import IndexBuildConfig, RaySettings, build_with_ray
+    from .ray_config import DEFAULT_STALL_SECONDS
+
+    config = IndexBuildConfig(
+        args.tile_source,
+        base,
+        args.model,
+        photos,
+        batch_size=args.batch_size,
+        max_cells=max_cells,
+        cache_dir=args.cache_dir,
+        max_connections=args.max_connections,
+        rate_limit=rate,
+        device=args.device,
+        seed=args.seed,
+        path_weight=args.path_weight,
+    )
+    settings = RaySettings(
+        args.ray,
+        args.fetch_tasks,
+        args.embed_actors,
+        gpus_per_actor=args.gpus_per_actor,
+        cpus_per_actor=args.cpus_per_actor,
+        stall_seconds=DEFAULT_STALL_SECONDS if args.stall_seconds is None else args.stall_seconds,
+    )
+    with stdout_to_stderr():
+        return build_with_ray(area, args.zoom, args.out, config, settings, reporter)
+
+
+def _build_locally(args, area, photos, base: str, max_cells: int, rate, reporter):
+    """`index build` in this process, with the search's tile and embedding caches under --cache-dir."""
+    from ..model.factory import load_geo_model
+    from ..search.embedding_cache import EmbeddingCache
+    from ..tiles.source import TileSource
+    from .builder import IndexBuilder
+
+    model = load_geo_model(base, args.model, [args.zoom], args.device)
+    cache = EmbeddingCache(Path(args.cache_dir) / "embeddings.sqlite" if args.cache_dir else None)
+    with TileSource(
+        args.tile_source, cache_dir=args.cache_dir, max_connections=args.max_connections, rate_limit=rate
+    ) as source:
+        builder = IndexBuilder(model, source, cache, batch_size=args.batch_size, reporter=reporter)
+        result = builder.build(
+            area, args.zoom, args.out, photos, max_cells=max_cells, seed=args.seed, path_weight=args.path_weight
+        )
+    cache.close()
+    return result
 
 
 def geolocate(args) -> dict:
@@ -260,9 +277,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     from ..progress import Cancelled
     from ..tiles.http_get import TileSourceError
     from ..tiles.redact import Redactor
-    from .builder import IndexBuildError, IndexTooLarge
     from .cells import AreaError
     from .index_file import IndexFileError
+    from .parts import IndexBuildError
+    from .planning import IndexTooLarge
 
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     redactor = Redactor([getattr(args, "tile_source", "") or ""])

@@ -204,41 +204,12 @@ def learn_prototypes(
     emb = normalize_rows(np.asarray(photo_emb, dtype=np.float32)[keep])
     pcells = [photo_cells[i] for i in keep]
     rows = np.array([row_of[t] for t in pcells], dtype=np.int64)
-    parents = sorted({tile_parent(t, zoom - pzoom) for t in pcells})
-    class_of = {p: j for j, p in enumerate(parents)}
-    labels = np.array([class_of[tile_parent(t, zoom - pzoom)] for t in pcells], dtype=np.int64)
-    prototype_of = np.full(len(cells), -1, dtype=np.int32)
-    for i, t in enumerate(cells):
-        prototype_of[i] = class_of.get(tile_parent(t, zoom - pzoom), -1)
+    parents, labels, prototype_of = _classes(pcells, cells, zoom - pzoom)
     a = normalize_rows(np.asarray(aerial, dtype=np.float32))
     init = np.zeros((len(parents), dim), dtype=np.float32)
     np.add.at(init, prototype_of[prototype_of >= 0], a[prototype_of >= 0])
     init = normalize_rows(init)
-
-    # Seeded hold-out for kappa; the final prototypes are learned from all photos.
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(keep))
-    n_held = int(round(HOLDOUT_SHARE * len(keep)))
-    kappa_scores: Dict[str, Tuple[float, float]] = {}
-    kappa, n_held_used = DEFAULT_KAPPA, 0
-    if n_held >= MIN_HOLDOUT and len(keep) - n_held >= 1:
-        held, fit = order[:n_held], order[n_held:]
-        fit_classes = sorted(set(labels[fit].tolist()))
-        remap = {c: j for j, c in enumerate(fit_classes)}
-        fit_vecs, _, _ = train_prototypes(
-            emb[fit], np.array([remap[c] for c in labels[fit]]), init[fit_classes], seed=seed
-        )
-        vecs = init.copy()  # classes without a fitting photo keep their aerial initialisation
-        vecs[fit_classes] = fit_vecs
-        fit_of = np.where(np.isin(prototype_of, fit_classes), prototype_of, -1).astype(np.int32)
-        kappa, kappa_scores = calibrate_kappa(emb[held], rows[held], a, vecs, fit_of, grid)
-        n_held_used = len(held)
-        reporter.info(
-            f"prototypes: kappa {kappa:g} chosen on {len(held)} held-out photos "
-            f"(kappa: top-1 share, MRR = {kappa_scores})"
-        )
-    else:
-        reporter.info(f"prototypes: {len(keep)} photos are too few to hold some out; kappa {DEFAULT_KAPPA:g}")
+    kappa, kappa_scores, n_held_used = _held_out_kappa(emb, labels, rows, init, prototype_of, a, grid, seed, reporter)
     vectors, before, after = train_prototypes(emb, labels, init, seed=seed)
     reporter.info(
         f"prototypes: {len(parents)} classes at zoom {pzoom} from {len(keep)} photos; proxy accuracy "
@@ -247,6 +218,51 @@ def learn_prototypes(
     return Prototypes(
         pzoom, parents, vectors, prototype_of, float(kappa), kappa_scores, len(keep), n_held_used, before, after
     )
+
+
+def _classes(pcells: Sequence[Tile], cells: Sequence[Tile], dz: int) -> Tuple[List[Tile], np.ndarray, np.ndarray]:
+    """(class parents in tile order, each photo's class, each index cell's class or -1): a class is a parent `dz`
+    levels above the cells that holds at least one photo."""
+    parents = sorted({tile_parent(t, dz) for t in pcells})
+    class_of = {p: j for j, p in enumerate(parents)}
+    labels = np.array([class_of[tile_parent(t, dz)] for t in pcells], dtype=np.int64)
+    prototype_of = np.full(len(cells), -1, dtype=np.int32)
+    for i, t in enumerate(cells):
+        prototype_of[i] = class_of.get(tile_parent(t, dz), -1)
+    return parents, labels, prototype_of
+
+
+def _held_out_kappa(
+    emb: np.ndarray,
+    labels: np.ndarray,
+    rows: np.ndarray,
+    init: np.ndarray,
+    prototype_of: np.ndarray,
+    a: np.ndarray,
+    grid: Sequence[float],
+    seed: int,
+    reporter: Reporter,
+) -> Tuple[float, Dict[str, Tuple[float, float]], int]:
+    """(kappa, its scores, photos held out): prototypes learned on a seeded share of the photos rank the held-out
+    others over `grid`; DEFAULT_KAPPA when the photos are too few to hold some out."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(emb))
+    n_held = int(round(HOLDOUT_SHARE * len(emb)))
+    if not (n_held >= MIN_HOLDOUT and len(emb) - n_held >= 1):
+        reporter.info(f"prototypes: {len(emb)} photos are too few to hold some out; kappa {DEFAULT_KAPPA:g}")
+        return DEFAULT_KAPPA, {}, 0
+    held, fit = order[:n_held], order[n_held:]
+    fit_classes = sorted(set(labels[fit].tolist()))
+    remap = {c: j for j, c in enumerate(fit_classes)}
+    fit_vecs, _, _ = train_prototypes(emb[fit], np.array([remap[c] for c in labels[fit]]), init[fit_classes], seed=seed)
+    vecs = init.copy()  # classes without a fitting photo keep their aerial initialisation
+    vecs[fit_classes] = fit_vecs
+    fit_of = np.where(np.isin(prototype_of, fit_classes), prototype_of, -1).astype(np.int32)
+    kappa, kappa_scores = calibrate_kappa(emb[held], rows[held], a, vecs, fit_of, grid)
+    reporter.info(
+        f"prototypes: kappa {kappa:g} chosen on {len(held)} held-out photos (kappa: top-1 share, MRR = {kappa_scores})"
+    )
+    return kappa, kappa_scores, len(held)
 
 
 def class_photo_counts(protos: Prototypes, photo_cells: Sequence[Tile], cells: Sequence[Tile]) -> List[int]:

@@ -10,116 +10,40 @@ The pipeline is the local build's, spread out (ray_tasks.py has the workers' sid
     -> embed: an actor pool (one model per actor, loaded once; GPUs/CPUs per actor as asked) that normalises a
        batch on its device and runs the map encoder of each row's zoom, fp16 out;
     -> the driver writes each finished row's part file (the local build's format, so a build may be resumed
-       locally or on Ray) and then assembles the index with builder.assemble_index: prototypes, kappa and FAISS
+       locally or on Ray) and then assembles the index with oneshot.assemble_index: prototypes, kappa and FAISS
        are the local build's code.
 The path context (the cells' ancestors) goes through the same fetch tasks, actors and tile cache after the cells,
 with its own part files, so a re-run resumes it too. A watchdog stops a build that makes no progress for
-`RaySettings.stall_seconds` (ClusterStalled: re-run the same command to resume).
+`RaySettings.stall_seconds` (ClusterStalled: re-run the same command to resume); connecting and the watchdog are
+ray_session.py's, shared with batch geolocation.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import queue
-import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
 from ..progress import Reporter
 from ..tiles.grid import Tile
-from .builder import (
-    BuildResult,
-    IndexBuilder,
-    assemble_index,
-    collect_shards,
-    located_photos,
-    parts_dir_for,
-    plan_or_refuse,
-    prepare_parts,
-    read_shard,
-    source_identity,
-    write_shard,
-)
+from .builder import BuildResult, IndexBuilder, source_identity
 from .cells import Area
+from .index_photos import located_photos
 from .locate import model_fingerprints
-from .parts import IndexBuildError
+from .oneshot import assemble_index
+from .parts import IndexBuildError, collect_shards, parts_dir_for, prepare_parts, read_shard, write_shard
 from .path_context import PathContext, ancestors, context_weights
+from .planning import plan_or_refuse
 from .ray_config import IndexBuildConfig, RaySettings
+from .ray_session import ClusterStalled, connect, watched
 
 __all__ = ["ClusterStalled", "IndexBuildConfig", "RaySettings", "build_with_ray"]
 
 #: Ancestor tiles per context work row (a shard's worth).
 CONTEXT_CHUNK = 256
-
-
-class ClusterStalled(IndexBuildError):
-    """No tile finished for the watchdog's time: capacity or the head was lost, or the provider stopped answering."""
-
-
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def _runtime_env(address: str) -> dict:
-    """Workers import hiergeo_plugin (and its model configs under resources/) from the driver's checkout: by path on
-    this machine, shipped as the working directory to a remote cluster."""
-    if address == "local":
-        path = os.pathsep.join([str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
-        return {"env_vars": {"PYTHONPATH": path, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0")}}
-    return {
-        "working_dir": str(ROOT),
-        "excludes": [".venv", ".git", "demo_output", "*.hgindex", "*.parts", "tests/data", "__pycache__"],
-    }
-
-
-LOOPBACK = "127.0.0.1"
-#: Ray's switch for "clusters" beyond one machine; off, its services take the loopback address as the node's.
-_RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-
-
-@contextlib.contextmanager
-def _loopback_only():
-    """A local Ray needs no other machine, so its services listen on 127.0.0.1 only. Ray rewrites a node address
-    of 127.0.0.1 to the machine's routable IP (and its gRPC servers then listen on all interfaces) unless its
-    cluster switch is off, as it is by default on Windows and macOS: it is turned off for the start (the services
-    inherit it) and restored after, so a later connection to a real cluster from this process is unaffected."""
-    from ray._private import ray_constants
-
-    saved_env, saved_flag = os.environ.get(_RAY_CLUSTER_ENV), getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
-    os.environ[_RAY_CLUSTER_ENV] = "0"
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
-        yield
-    finally:
-        if saved_env is None:
-            os.environ.pop(_RAY_CLUSTER_ENV, None)
-        else:
-            os.environ[_RAY_CLUSTER_ENV] = saved_env
-        if saved_flag is not None:
-            ray_constants.ENABLE_RAY_CLUSTER = saved_flag
-
-
-def _connect(settings: RaySettings):
-    import ray
-
-    if ray.is_initialized():
-        return ray, False
-    env = _runtime_env(settings.address)
-    if settings.address == "local":
-        with _loopback_only():
-            ray.init(
-                num_cpus=settings.num_cpus,
-                include_dashboard=False,
-                runtime_env=env,
-                log_to_driver=False,
-                _node_ip_address=LOOPBACK,
-            )
-    else:
-        ray.init(address=settings.address, runtime_env=env, log_to_driver=False)
-    return ray, True
 
 
 def build_with_ray(
@@ -148,19 +72,7 @@ def build_with_ray(
     pipeline = None
     try:
         local = IndexBuilder(model, source, EmbeddingCache(None), batch_size=config.batch_size, reporter=rep)
-        plan = plan_or_refuse(
-            area,
-            zoom,
-            config.max_cells,
-            lambda n, s: local.estimate(n, s, zoom),
-            rep,
-            "the driver's CPU (cluster GPUs are faster)",
-        )
-        parts = parts_dir_for(out_path)
-        prepare_parts(parts, plan, {"model": model_fingerprints(model, zoom), "source": source.source_id}, rep)
-        todo = [s for s in plan.shards() if read_shard(parts / f"{s.name}.safetensors") is None]
-        resumed = plan.shard_count - len(todo)
-        rep.info(f"region index on Ray: {len(todo)} shards to build, {resumed} finished before")
+        plan, parts, todo = _plan_and_resume(local, area, zoom, out_path, config.max_cells)
         rows = [_shard_row(s, zoom) for s in todo]
         pipeline = _Pipeline(plan, parts, config, settings, model.preprocess, zooms, rep)
         encoded = pipeline.run(rows, "cells", 0.0, 0.85) if rows else 0
@@ -168,23 +80,7 @@ def build_with_ray(
         cells, aerial, gaps = collect_shards(parts, plan)
         context = _path_context(pipeline, parts, cells, zoom, weights, rep) if weights else None
         pipeline.close()
-        photo_emb, photo_tiles = local.encode_prototype_photos(prototype_photos, zoom)
-        path, protos = assemble_index(
-            out_path,
-            plan,
-            cells,
-            aerial,
-            gaps,
-            model,
-            source_identity(source),
-            photo_emb,
-            photo_tiles,
-            kind=config.kind,
-            seed=config.seed,
-            reporter=rep,
-            extra={"built_with": "ray"},
-            context=context,
-        )
+        path, protos = _assemble(local, out_path, plan, cells, aerial, gaps, prototype_photos, config, context)
     finally:
         source.close()
         if pipeline is not None:
@@ -193,22 +89,67 @@ def build_with_ray(
         import shutil
 
         shutil.rmtree(parts, ignore_errors=True)
-    result = BuildResult(
+    result = _result(path, len(cells), gaps, protos, time.perf_counter() - t0, plan.shard_count, len(todo), encoded)
+    rep.info(f"region index on Ray: {result.cells:,} cells, {gaps:,} gaps, {result.seconds:.0f} s")
+    return result
+
+
+def _plan_and_resume(local: IndexBuilder, area: Area, zoom: int, out_path: Path, max_cells: int):
+    """(plan, work folder, shards still to build): the plan counted and estimated on the driver (refused above
+    `max_cells`), the work folder checked against this model and source, the shards finished before skipped."""
+    rep = local.reporter
+    plan = plan_or_refuse(
+        area,
+        zoom,
+        max_cells,
+        lambda n, s: local.estimate(n, s, zoom),
+        rep,
+        "the driver's CPU (cluster GPUs are faster)",
+    )
+    parts = parts_dir_for(out_path)
+    prepare_parts(parts, plan, {"model": model_fingerprints(local.model, zoom), "source": local.source.source_id}, rep)
+    todo = [s for s in plan.shards() if read_shard(parts / f"{s.name}.safetensors") is None]
+    rep.info(f"region index on Ray: {len(todo)} shards to build, {plan.shard_count - len(todo)} finished before")
+    return plan, parts, todo
+
+
+def _assemble(local: IndexBuilder, out_path: Path, plan, cells, aerial, gaps: int, photos, config, context):
+    """The local build's one-shot assembly over the cluster's part files, with the prototype photos encoded on the
+    driver (few, local); the manifest says the index was built with Ray."""
+    photo_emb, photo_tiles = local.encode_prototype_photos(photos, plan.zoom)
+    return assemble_index(
+        out_path,
+        plan,
+        cells,
+        aerial,
+        gaps,
+        local.model,
+        source_identity(local.source),
+        photo_emb,
+        photo_tiles,
+        kind=config.kind,
+        seed=config.seed,
+        reporter=local.reporter,
+        extra={"built_with": "ray"},
+        context=context,
+    )
+
+
+def _result(path: Path, cells: int, gaps: int, protos, seconds: float, shards: int, built: int, encoded: int):
+    """The build's result; tiles were downloaded by the cluster's fetch tasks, not counted here."""
+    return BuildResult(
         path,
-        len(cells),
+        cells,
         protos.cells_with_prototypes,
         gaps,
         protos.kappa,
         path.stat().st_size,
-        time.perf_counter() - t0,
-        len(todo),
-        resumed,
-        encoded,
-        0,
-        protos.summary(),
+        seconds,
+        shards_built=built,
+        shards_resumed=shards - built,
+        tiles_encoded=encoded,
+        prototypes=protos.summary(),
     )
-    rep.info(f"region index on Ray: {result.cells:,} cells, {gaps:,} gaps, {result.seconds:.0f} s")
-    return result
 
 
 def _shard_row(shard, zoom: int) -> dict:
@@ -275,7 +216,7 @@ class _Pipeline:
 
     def _ensure(self):
         if self.ray is None:
-            self.ray, self.started = _connect(self.settings)
+            self.ray, self.started = connect(self.settings)
             if self.config.rate_limit:
                 from .ray_tasks import TokenBucket
 
@@ -324,7 +265,7 @@ class _Pipeline:
             batch_format="numpy",
         )
         batches = ds.iter_batches(batch_size=256, batch_format="numpy")
-        return self._collect(_watched(batches, st.stall_seconds, self.rep), rows, what, lo, hi)
+        return self._collect(watched(batches, st.stall_seconds, self.rep), rows, what, lo, hi)
 
     def _collect(self, batches, rows: List[dict], what: str, lo: float, hi: float) -> int:
         """Rows per work item until it is complete, then its part file (sorted tiles, gaps left out)."""
@@ -354,36 +295,3 @@ class _Pipeline:
         if zoom_of:
             raise IndexBuildError(f"the Ray pipeline ended with {len(zoom_of)} work items unfinished")
         return encoded
-
-
-def _watched(batches, stall_seconds: float, rep: Reporter) -> Iterator[dict]:
-    """The pipeline's batches, read by a helper thread, with a watchdog: no batch for `stall_seconds` raises
-    ClusterStalled (Ray would wait for lost capacity for ever); a cancel is seen within a second."""
-    box: queue.Queue = queue.Queue(maxsize=2)
-
-    def pump() -> None:
-        try:
-            for b in batches:
-                box.put(("batch", b))
-            box.put(("end", None))
-        except BaseException as exc:  # handed to the driver's thread, which raises it
-            box.put(("error", exc))
-
-    threading.Thread(target=pump, name="hiergeo-ray-results", daemon=True).start()
-    last = time.monotonic()
-    while True:
-        rep.check_cancelled()
-        try:
-            kind, item = box.get(timeout=1.0)
-        except queue.Empty:
-            if stall_seconds and time.monotonic() - last > stall_seconds:
-                raise ClusterStalled(
-                    f"no progress for {stall_seconds:g} s (capacity lost?): re-run the same command to resume"
-                ) from None
-            continue
-        if kind == "end":
-            return
-        if kind == "error":
-            raise item
-        last = time.monotonic()
-        yield item

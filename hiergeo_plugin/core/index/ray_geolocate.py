@@ -118,10 +118,10 @@ def _on_ray(rows, config: GeolocateConfig, cluster: GeolocateCluster, with_truth
         return
     from ray import data as ray_data
 
-    from .ray_build import _connect, _watched
     from .ray_config import RaySettings
+    from .ray_session import connect, watched
 
-    ray, started = _connect(RaySettings(cluster.address))
+    ray, started = connect(RaySettings(cluster.address))
     try:
         device = "cuda" if cluster.gpus_per_actor else ("cpu" if config.device == "auto" else config.device)
         ds: Any = ray_data.from_items(list(rows), override_num_blocks=len(rows))
@@ -132,7 +132,7 @@ def _on_ray(rows, config: GeolocateConfig, cluster: GeolocateCluster, with_truth
             num_gpus=cluster.gpus_per_actor,
             num_cpus=cluster.cpus_per_actor,
         )
-        for batch in _watched(ds.iter_batches(batch_size=1, batch_format="numpy"), cluster.stall_seconds, rep):
+        for batch in watched(ds.iter_batches(batch_size=1, batch_format="numpy"), cluster.stall_seconds, rep):
             for b, r in zip(batch["batch"], batch["rows"]):
                 yield {"batch": int(b), "rows": str(r)}
     finally:

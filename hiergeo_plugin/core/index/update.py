@@ -40,8 +40,8 @@ from ..progress import Reporter
 from ..search.hierarchical import HierarchicalSearch, PhotoResult
 from ..search.photos import PhotoRecord
 from ..tiles.grid import Tile, tile_parent
-from .builder import located_photos, photo_cells
 from .index_file import RegionIndex, read_manifest, write_index
+from .index_photos import located_photos, photo_cells
 from .locate import load_index_for
 from .prototypes import DEFAULT_KAPPA, PROTOTYPE_DZ, normalize_rows
 
@@ -201,11 +201,45 @@ def _moved(
     pzoom = int(manifest["prototype_zoom"]) if manifest.get("prototype_zoom") is not None else zoom - PROTOTYPE_DZ
     pzoom = max(0, pzoom)
     parents = [Tile(pzoom, int(x), int(y)) for x, y in np.asarray(index.prototype_cells)]
-    class_of = {t: j for j, t in enumerate(parents)}
     old = np.asarray(index.prototypes, dtype=np.float32).reshape(p_old, index.dim)
     counts = prior_counts(manifest, p_old)
     sums = normalize_rows(old) * counts[:, None]
     prototype_of = np.array(index.prototype_of, dtype=np.int32)
+    sums, counts, touched = _add_photos(index, emb, tiles, row_of, pzoom, parents, prototype_of, sums, counts)
+    # Only the touched rows change: an update without new photos leaves every stored value as it was.
+    vectors = np.vstack([old, np.zeros((len(sums) - p_old, index.dim), np.float32)])
+    for c in touched:
+        vectors[c] = normalize_rows(sums[c : c + 1])[0]
+    moved, created = sum(1 for c in touched if c < p_old), sum(1 for c in touched if c >= p_old)
+    cells = int(np.isin(prototype_of, sorted(touched)).sum()) if touched else 0
+    kappa = float(manifest["kappa"])
+    if p_old == 0 and touched:
+        kappa = DEFAULT_KAPPA  # the index had no prototypes (kappa 0): give the new ones the build's default weight
+    manifest.update(
+        kappa=kappa,
+        prototype_zoom=pzoom if parents else None,
+        prototype_photos=[int(n) for n in counts],
+        counts=dict(manifest["counts"], prototypes=len(parents), cells_with_prototypes=int((prototype_of >= 0).sum())),
+    )
+    return _with_prototypes(index, manifest, vectors, parents, prototype_of), (moved, created, cells)
+
+
+def _add_photos(
+    index: RegionIndex,
+    emb: np.ndarray,
+    tiles: Sequence[Tile],
+    row_of: Dict[Tile, int],
+    pzoom: int,
+    parents: List[Tile],
+    prototype_of: np.ndarray,
+    sums: np.ndarray,
+    counts: np.ndarray,
+) -> Tuple[np.ndarray, np.ndarray, Set[int]]:
+    """Each photo added to its class's running sum and count: (sums, counts, the classes touched). A class seen for
+    the first time is appended to `parents` and given to its cells in `prototype_of` (both changed in place), with
+    the aerial mean of its cells weighing NEW_CLASS_PRIOR photos."""
+    zoom = index.zoom
+    class_of = {t: j for j, t in enumerate(parents)}
     aerial = normalize_rows(np.asarray(index.aerial, dtype=np.float32))
     touched: Set[int] = set()
     rows_under: Dict[Tile, List[int]] = {}
@@ -226,22 +260,15 @@ def _moved(
         sums[c] += e
         counts[c] += 1
         touched.add(c)
-    # Only the touched rows change: an update without new photos leaves every stored value as it was.
-    vectors = np.vstack([old, np.zeros((len(sums) - p_old, index.dim), np.float32)])
-    for c in touched:
-        vectors[c] = normalize_rows(sums[c : c + 1])[0]
-    moved, created = sum(1 for c in touched if c < p_old), sum(1 for c in touched if c >= p_old)
-    cells = int(np.isin(prototype_of, sorted(touched)).sum()) if touched else 0
-    kappa = float(manifest["kappa"])
-    if p_old == 0 and touched:
-        kappa = DEFAULT_KAPPA  # the index had no prototypes (kappa 0): give the new ones the build's default weight
-    manifest.update(
-        kappa=kappa,
-        prototype_zoom=pzoom if parents else None,
-        prototype_photos=[int(n) for n in counts],
-        counts=dict(manifest["counts"], prototypes=len(parents), cells_with_prototypes=int((prototype_of >= 0).sum())),
-    )
-    new = RegionIndex(
+    return sums, counts, touched
+
+
+def _with_prototypes(
+    index: RegionIndex, manifest: dict, vectors: np.ndarray, parents: List[Tile], prototype_of: np.ndarray
+) -> RegionIndex:
+    """A copy of `index` (its cells, aerial codes and path context) with these prototypes and manifest; the ANN
+    index is left empty for _reindex."""
+    return RegionIndex(
         manifest,
         np.array(index.cells, dtype=np.int32),
         np.array(index.aerial, dtype=np.float16),
@@ -252,7 +279,6 @@ def _moved(
         None if index.context_tiles is None else np.array(index.context_tiles),
         None if index.context_vectors is None else np.array(index.context_vectors),
     )
-    return new, (moved, created, cells)
 
 
 def _reindex(index: RegionIndex) -> None:
