@@ -1,9 +1,10 @@
 """XYZ tiles: the grid maths, URL templates, one bounded HTTP GET, decoding, the reachability probe, the
 polite and cached TileSource, and the redaction that keeps API keys out of every message.
 
-Modules: grid (Web Mercator tile maths, the paper's equations), url (templates), http_get (one bounded GET, typed
-outcomes), image (bounded decode), probe (fail fast), source (TileSource: fetching, disk cache, rate limits),
-redact (API keys), imagery_hint (imagery or a drawn map?). Standard library, requests and pillow only: no torch.
+Modules: grid (Web Mercator tile maths, the paper's equations), url (templates), http_get (one bounded GET, with
+deadline and body), http_settings (proxy, CAs, headers), outcome (typed outcomes and results), image (bounded
+decode), probe (fail fast), source (TileSource, with tile_cache, pool, retry, notices), redact (API keys),
+imagery_hint (imagery or a drawn map?). Standard library, requests and pillow only: no torch.
 """
 
 from ..lazy import lazy_exports
@@ -19,13 +20,13 @@ _EXPORTS = {
     "parse_zoom_levels": "grid",
     "TileUrlTemplate": "url",
     "UnsupportedTemplate": "url",
-    "TileOutcome": "http_get",
-    "TileSourceError": "http_get",
+    "TileOutcome": "outcome",
+    "TileSourceError": "outcome",
     "TileTooLarge": "image",
     "decode_tile": "image",
     "TileSource": "source",
-    "TileResult": "source",
-    "FetchStats": "source",
+    "TileResult": "outcome",
+    "FetchStats": "outcome",
     "Redactor": "redact",
     "mask_url": "redact",
     "not_imagery_hint": "imagery_hint",

@@ -21,7 +21,8 @@ from typing import Callable, Optional
 
 from ..progress import Cancelled
 from .grid import Tile
-from .http_get import RetryPolicy, TileOutcome, TileSourceError
+from .outcome import TileOutcome, TileSourceError
+from .retry import RetryPolicy
 from .url import file_url_to_path
 
 #: Retries start within this many seconds, and a Retry-After up to PROBE_MAX_WAIT is waited for (a longer one
@@ -40,7 +41,7 @@ def check_reachable(source, cancelled: Optional[Callable[[], bool]] = None) -> N
     policy = RetryPolicy(3, source.policy.backoff, 0.5, PROBE_MAX_WAIT)
 
     def probe(tile: Tile):
-        if source._cache_read(tile) is not None:
+        if source.tile_cache.read(tile) is not None:
             return None
         stop = threading.Event()
         deadline = time.monotonic() + PROBE_RETRY_WINDOW + PROBE_MAX_WAIT

@@ -1,23 +1,22 @@
 """XYZ tile fetching that is polite to servers, survives their faults and never fetches a tile twice.
 
 A TileSource turns a URL template ({z} {x} {y}, {-y} for TMS rows, {q} for quadkeys, {s} subdomains, {r}; http,
-https or file://, see core.tile_url for every placeholder and why the others are refused before any request)
-into decoded RGB tiles. Design choices, each for a reason:
+https or file://, see url.py for every placeholder and why the others are refused before any request) into
+decoded RGB tiles. It puts together the parts, each in its module for a reason:
 
-* one requests.Session with a bounded connection pool and a bounded thread pool: connection reuse is most of
-  the speed on real servers, and the bound keeps public servers from being hammered;
-* a shared token bucket (`rate_limit` requests per second) for providers with usage policies;
+* one requests.Session with a bounded connection pool (http_get.py) and a bounded thread pool (pool.py):
+  connection reuse is most of the speed on real servers, and the bound keeps public servers from being hammered;
+* a shared token bucket (`rate_limit` requests per second, http_get.RateLimiter) for providers with usage policies;
 * retries with exponential backoff and jitter on 429, 5xx, resets, timeouts and bodies that do not decode
-  (truncated transfers), honouring Retry-After; after that the tile is skipped, counted, never fatal. The jitter
-  is a hash of the tile and the attempt, not a random draw: it spreads the retries of different tiles just as
-  well, and a run with the same faults waits the same way twice;
-* every request bounded in time (an overall deadline, not per byte), bytes and pixels (core.tile_http and
-  `decode_tile`); each result carries a typed `TileOutcome` that callers branch on;
-* a persistent disk cache (one file per tile, written atomically) keyed by a hash of the template, so a
-  killed run leaves no half-written tile and two runs may share the cache;
+  (truncated transfers), honouring Retry-After (retry.py); after that the tile is skipped, counted, never fatal;
+* every request bounded in time (an overall deadline, not per byte: deadline.py), bytes (body.py) and pixels
+  (image.py); each result carries a typed `TileOutcome` (outcome.py) that callers branch on;
+* a persistent disk cache (tile_cache.py: one file per tile, written atomically) keyed by a hash of the template,
+  so a killed run leaves no half-written tile and two runs may share the cache;
 * "no imagery here" placeholders (a perfectly uniform tile) and 404s are remembered as gaps, so they are not
   asked for again; a transient failure (an empty or truncated 200 included) is never remembered;
-* URLs never reach a message without going through the Redactor (API keys stay secret).
+* URLs never reach a message without going through the Redactor (API keys stay secret), warnings reach the user
+  once each (notices.py).
 """
 
 from __future__ import annotations
@@ -25,31 +24,25 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Generator, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Generator, Iterable, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
 
 from ..defaults import DEFAULT_MAX_CONNECTIONS
 from .grid import Tile
-from .http_get import (
-    MAX_TILE_BYTES,
-    FetchFailure,
-    HttpSettings,
-    RateLimiter,
-    RetryPolicy,
-    TileOutcome,
-    TileSourceError,
-    get_tile_bytes,
-    make_session,
-)
+from .http_get import MAX_TILE_BYTES, RateLimiter, get_tile_bytes, make_session
+from .http_settings import HttpSettings
 from .image import MAX_TILE_PIXELS, MAX_TILE_SIDE, TileTooLarge, decode_tile, is_placeholder
+from .notices import OnceWarnings
+from .outcome import FetchFailure, FetchStats, TileOutcome, TileResult, TileSourceError
+from .pool import fetch_concurrently
 from .probe import check_reachable
 from .redact import Redactor, guard_library_log_secrets, guard_library_logs, mask_url
+from .retry import RetryPolicy, gives_up, retry_delay, wait_any
+from .tile_cache import GAP_MARKER, TileCache
 from .url import TileUrlTemplate, UnsupportedTemplate, file_url_to_path
 
 __all__ = [
@@ -57,6 +50,7 @@ __all__ = [
     "MAX_TILE_BYTES",
     "MAX_TILE_PIXELS",
     "MAX_TILE_SIDE",
+    "FetchStats",
     "RetryPolicy",
     "TileOutcome",
     "TileResult",
@@ -72,65 +66,7 @@ log = logging.getLogger("hiergeo.tiles")
 # No contact URL until the project has a public homepage (metadata.txt's is a placeholder): an address that is not
 # ours would send a tile provider's questions to someone else.
 USER_AGENT = "HierGeo/{version} (QGIS plugin)"
-GAP_MARKER = b"HIERGEO-GAP\n"
-
-
-@dataclass
-class TileResult:
-    """One tile as the search sees it: an image, or why not (`outcome` says what kind of why)."""
-
-    tile: Tile
-    image: Optional[object] = None  # PIL.Image.Image (RGB) when available
-    gap_reason: Optional[str] = None
-    from_cache: bool = False
-    payload: object = None  # whatever the caller's `prepare` function made of the image
-    outcome: TileOutcome = TileOutcome.OK
-    http_status: Optional[int] = None  # of the last answer, when there was one
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome is TileOutcome.OK and (self.image is not None or self.payload is not None)
-
-    @classmethod
-    def failed(
-        cls, tile: Tile, outcome: TileOutcome, reason: str, status: Optional[int] = None, from_cache: bool = False
-    ) -> TileResult:
-        return cls(tile, gap_reason=reason, outcome=outcome, http_status=status, from_cache=from_cache)
-
-
-@dataclass
-class FetchStats:
-    """Counters for log lines and benchmarks; updated from worker threads under a lock."""
-
-    requested: int = 0
-    from_cache: int = 0
-    downloaded: int = 0
-    gaps: int = 0
-    retries: int = 0
-    gap_reasons: dict = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add(self, **counts) -> None:
-        with self._lock:
-            for k, v in counts.items():
-                setattr(self, k, getattr(self, k) + v)
-
-    def add_gap(self, reason: str) -> None:
-        with self._lock:
-            self.gaps += 1
-            key = reason.split(":")[0]
-            self.gap_reasons[key] = self.gap_reasons.get(key, 0) + 1
-
-    def snapshot(self) -> dict:
-        with self._lock:
-            return {
-                "requested": self.requested,
-                "from_cache": self.from_cache,
-                "downloaded": self.downloaded,
-                "gaps": self.gaps,
-                "retries": self.retries,
-                "gap_reasons": dict(self.gap_reasons),
-            }
+_CANCELLED = "cancelled (tile source closed)"
 
 
 class TileSource:
@@ -163,27 +99,10 @@ class TileSource:
             raise TileSourceError("the tile source is empty: give an XYZ URL template with {z}, {x} and {y}")
         #: Proxy, CA bundle, extra headers, credentials (plain values; the QGIS adapter resolves them).
         self.http = http or HttpSettings()
-        self.redactor = Redactor([template])
-        self.redactor.add(self.http.secrets(), min_length=2)
-        guard_library_logs(template)
-        guard_library_log_secrets(self.http.secrets())
-        scheme = urlsplit(template).scheme.lower()
-        if scheme not in ("http", "https", "file"):
-            hint = ""
-            if len(scheme) == 1:  # C:\tiles\{z}\... : a Windows folder pasted without file://
-                hint = " (for a folder of tiles write file:///C:/tiles/{z}/{x}/{y}.png)"
-            raise TileSourceError(
-                f"tile source scheme {scheme or '(none)'!r} is not supported: use http, https or file{hint}"
-            )
-        try:
-            self._url = TileUrlTemplate(template, subdomains=subdomains, retina=retina)
-        except UnsupportedTemplate as exc:
-            raise TileSourceError(
-                self.redactor.redact(f"tile source {self.redactor.redact(template)!r}: {exc}")
-            ) from None
-        template = self._url.template
-        self.template = template
-        self.is_file = scheme == "file"
+        self.redactor = _guard_secrets(template, self.http)
+        self._url = _parse_template(template, self.redactor, subdomains, retina)
+        self.template = self._url.template
+        self.is_file = urlsplit(template).scheme.lower() == "file"
         self.max_connections = max(1, int(max_connections))
         self.timeout = float(timeout)
         #: Overall time one request may take, whatever the server's pace (a per-read timeout restarts with
@@ -201,24 +120,11 @@ class TileSource:
         #: per-process one; anything with RateLimiter's wait(stop).
         self._limiter = limiter if limiter is not None else RateLimiter(rate_limit)
         #: Where problems worth the user's attention go (a Reporter's warning: the Processing log); once each.
-        #: Warnings given before a listener is set (e.g. during the probe) are handed to it when it is.
-        self._on_warning = on_warning
-        self._pending_warnings: list = []
-        self._warned: set = set()
-        from ... import __version__
-
-        self.user_agent = user_agent or USER_AGENT.format(version=__version__)
-        #: Retina tiles are other images than the plain ones: another source; the subdomain is only the host.
-        retina_mark = "\n@2x" if self._url.retina and "{r}" in template else ""
-        #: Identifies the imagery where others may see it (a region index's manifest, a training checkpoint) and
-        #: in the embedding cache: a hash of the template with its secrets masked (`mask_url`). A hash of the
-        #: whole template would be a key oracle (a 6-digit key is found from the hash in a second), and the same
-        #: imagery behind another key (a colleague's, a rotated one) has the same id.
-        self.source_id = _short_hash(mask_url(template) + retina_mark)
-        #: The tile cache's folder: a hash of the whole template, so two templates that differ only where the
-        #: mask hides (a layer id that reads as a token) never share tiles. It stays on this machine.
-        self.cache_id = _short_hash(template + retina_mark)
+        self._warnings = OnceWarnings(self.redactor.redact, on_warning)
+        self.user_agent = user_agent or _default_user_agent()
+        self.source_id, self.cache_id = _identities(self._url)
         self.cache_dir = Path(cache_dir) / "tiles" / self.cache_id if cache_dir else None
+        self.tile_cache = TileCache(self.cache_dir, self.warn_once)
         self._session = None
         self._session_lock = threading.Lock()
         self._pool: Optional[ThreadPoolExecutor] = None
@@ -236,71 +142,16 @@ class TileSource:
 
     @property
     def on_warning(self) -> Optional[Callable[[str], None]]:
-        return self._on_warning
+        """The listener of this source's warnings; setting it hands over those given before (notices.py)."""
+        return self._warnings.listener
 
     @on_warning.setter
     def on_warning(self, listener: Optional[Callable[[str], None]]) -> None:
-        self._on_warning = listener
-        pending, self._pending_warnings = self._pending_warnings, []
-        for message in pending:
-            self._tell(message)
-
-    def _tell(self, message: str) -> None:
-        if self._on_warning is None:
-            self._pending_warnings.append(message)
-            return
-        try:
-            self._on_warning(message)
-        except Exception:  # a listener's failure must not fail a tile
-            log.debug("warning listener failed", exc_info=True)
+        self._warnings.listener = listener
 
     def warn_once(self, key: str, message: str) -> None:
         """A problem that costs speed, not the run: logged, and told to the user once per source."""
-        if key in self._warned:
-            return
-        self._warned.add(key)
-        message = self.redactor.redact(message)
-        log.warning(message)
-        self._tell(message)
-
-    # -- cache ----------------------------------------------------------------------------------------------
-    def _cache_path(self, tile: Tile) -> Optional[Path]:
-        if self.cache_dir is None:
-            return None
-        return self.cache_dir / str(tile.z) / str(tile.x) / f"{tile.y}.tile"
-
-    def _cache_read(self, tile: Tile) -> Optional[bytes]:
-        path = self._cache_path(tile)
-        if path is None:
-            return None
-        try:
-            return path.read_bytes()
-        except OSError:
-            return None
-
-    def _cache_write(self, tile: Tile, data: bytes) -> None:
-        """Atomic: write a temporary file in the same folder, then rename; readers never see half a tile."""
-        path = self._cache_path(tile)
-        if path is None:
-            return
-        tmp = None
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        except OSError as exc:
-            if tmp is not None:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-            self.warn_once(
-                "tile-cache-write",
-                f"the tile cache {self.cache_dir} is not writable ({exc.strerror or exc}); tiles are not kept for the "
-                "next run (check the free space and permissions of CACHE_DIR)",
-            )
+        self._warnings.warn_once(key, message)
 
     # -- fetching -------------------------------------------------------------------------------------------
     def _get_session(self):
@@ -314,15 +165,7 @@ class TileSource:
     ) -> bytes:
         url = self.url_for(tile)
         if self.is_file:
-            path = Path(file_url_to_path(url))
-            try:
-                if path.stat().st_size > self.max_bytes:
-                    raise FetchFailure(TileOutcome.FATAL, f"file is over the {self.max_bytes}-byte limit")
-                return path.read_bytes()
-            except FileNotFoundError:
-                raise FetchFailure(TileOutcome.GAP, "missing file") from None
-            except OSError as exc:
-                raise FetchFailure(TileOutcome.FATAL, f"unreadable file ({exc.strerror})") from None
+            return _read_file_tile(Path(file_url_to_path(url)), self.max_bytes)
         self._limiter.wait(stop or closed)
         if closed.is_set() or (stop is not None and stop.is_set()):
             raise FetchFailure(TileOutcome.CANCELLED, "cancelled")
@@ -350,63 +193,83 @@ class TileSource:
             return TileResult.failed(
                 tile, TileOutcome.GAP, f"zoom {tile.z} outside the source's {self.zmin}-{self.zmax}"
             )
-        cached = self._cache_read(tile)
+        cached = self._from_cache(tile)
         if cached is not None:
-            if cached == GAP_MARKER:
-                self.stats.add(from_cache=1)
-                self.stats.add_gap("no imagery (cached)")
-                return TileResult.failed(tile, TileOutcome.GAP, "no imagery (cached)", from_cache=True)
-            try:
-                image = decode_tile(cached)
-                self.stats.add(from_cache=1)
-                return TileResult(tile, image=image, from_cache=True)
-            except ValueError:
-                pass  # a damaged cache entry is simply fetched again
+            return cached
         attempt = 0
         closed = self._closed
         while True:
             try:
-                data = self._download_once(tile, closed, stop, deadline)
-                try:
-                    image = decode_tile(data)
-                except TileTooLarge as exc:
-                    raise FetchFailure(TileOutcome.FATAL, str(exc), 200) from None
-                except ValueError as exc:  # a body that is not a whole image: truncated, or an HTML error page
-                    raise FetchFailure(TileOutcome.TRANSIENT, str(exc), 200) from None
-                if self.detect_placeholders and is_placeholder(image):
-                    raise FetchFailure(TileOutcome.GAP, "placeholder (uniform tile, no imagery)")
-                self.stats.add(downloaded=1)
-                self._cache_write(tile, data)
-                return TileResult(tile, image=image)
+                return self._download(tile, closed, stop, deadline)
             except FetchFailure as failure:
-                outcome = failure.outcome
-                if outcome is TileOutcome.CANCELLED:
-                    return TileResult.failed(tile, outcome, "cancelled (tile source closed)")
-                if outcome is TileOutcome.GAP:
-                    # Only a definitive answer is remembered; an empty 200 is not one (it may be a server hiccup).
-                    if failure.reason != "empty body":
-                        self._cache_write(tile, GAP_MARKER)
-                    self.stats.add_gap(failure.reason)
-                    return TileResult.failed(tile, outcome, failure.reason, failure.status)
-                if outcome is TileOutcome.FATAL:
-                    self.stats.add_gap(failure.reason)
-                    self.warn_once(
-                        f"fatal:{failure.reason.split(' (')[0]}",
-                        f"tile {tile} from {self.display_name} refused: {failure.reason}",
-                    )
-                    return TileResult.failed(tile, outcome, failure.reason, failure.status)
-                delay = min(policy.max_backoff, policy.backoff * (2**attempt)) * (0.5 + _jitter(tile, attempt))
-                if failure.retry_after is not None:
-                    delay = max(delay, min(policy.max_retry_after, failure.retry_after))
-                if attempt >= policy.retries or (deadline is not None and time.monotonic() + delay >= deadline):
+                final = self._settled(tile, failure)
+                if final is not None:
+                    return final
+                delay = retry_delay(policy, tile, attempt, failure.retry_after)
+                if gives_up(policy, attempt, delay, deadline):
                     reason = f"{failure.reason} after {attempt + 1} attempts"
                     self.stats.add_gap(reason)
                     log.debug("tile %s: %s", tile, reason)
                     return TileResult.failed(tile, TileOutcome.TRANSIENT, reason, failure.status)
                 self.stats.add(retries=1)
                 attempt += 1
-                if _wait_any((closed, stop), delay):
-                    return TileResult.failed(tile, TileOutcome.CANCELLED, "cancelled (tile source closed)")
+                if wait_any((closed, stop), delay):
+                    return TileResult.failed(tile, TileOutcome.CANCELLED, _CANCELLED)
+
+    def _from_cache(self, tile: Tile) -> Optional[TileResult]:
+        """The cached tile or remembered gap; None when there is none (a damaged entry is simply fetched again)."""
+        cached = self.tile_cache.read(tile)
+        if cached is None:
+            return None
+        if cached == GAP_MARKER:
+            self.stats.add(from_cache=1)
+            self.stats.add_gap("no imagery (cached)")
+            return TileResult.failed(tile, TileOutcome.GAP, "no imagery (cached)", from_cache=True)
+        try:
+            image = decode_tile(cached)
+        except ValueError:
+            return None
+        self.stats.add(from_cache=1)
+        return TileResult(tile, image=image, from_cache=True)
+
+    def _download(
+        self, tile: Tile, closed: threading.Event, stop: Optional[threading.Event], deadline: Optional[float]
+    ) -> TileResult:
+        """One attempt: the bytes, decoded within the pixel limit, placeholders told from imagery, then cached."""
+        data = self._download_once(tile, closed, stop, deadline)
+        try:
+            image = decode_tile(data)
+        except TileTooLarge as exc:
+            raise FetchFailure(TileOutcome.FATAL, str(exc), 200) from None
+        except ValueError as exc:  # a body that is not a whole image: truncated, or an HTML error page
+            raise FetchFailure(TileOutcome.TRANSIENT, str(exc), 200) from None
+        if self.detect_placeholders and is_placeholder(image):
+            raise FetchFailure(TileOutcome.GAP, "placeholder (uniform tile, no imagery)")
+        self.stats.add(downloaded=1)
+        self.tile_cache.write(tile, data)
+        return TileResult(tile, image=image)
+
+    def _settled(self, tile: Tile, failure: FetchFailure) -> Optional[TileResult]:
+        """The result of a failure that no retry can change (cancelled, a gap, refused), or None (TRANSIENT).
+
+        Only a definitive gap is remembered in the cache; an empty 200 is not one (it may be a server hiccup).
+        """
+        outcome = failure.outcome
+        if outcome is TileOutcome.CANCELLED:
+            return TileResult.failed(tile, outcome, _CANCELLED)
+        if outcome is TileOutcome.GAP:
+            if failure.reason != "empty body":
+                self.tile_cache.write(tile, GAP_MARKER)
+            self.stats.add_gap(failure.reason)
+            return TileResult.failed(tile, outcome, failure.reason, failure.status)
+        if outcome is TileOutcome.FATAL:
+            self.stats.add_gap(failure.reason)
+            self.warn_once(
+                f"fatal:{failure.reason.split(' (')[0]}",
+                f"tile {tile} from {self.display_name} refused: {failure.reason}",
+            )
+            return TileResult.failed(tile, outcome, failure.reason, failure.status)
+        return None
 
     def fetch_many(
         self,
@@ -422,49 +285,12 @@ class TileSource:
         memory whatever the number of tiles. `should_stop` is polled between results and at least every 0.2 s
         while every tile in flight is still waiting (a slow server must not delay a cancel by its timeout).
         When the caller stops iterating (a cancel, an error, close()), queued tiles are dropped, requests in
-        flight are cut and no further request is sent.
+        flight are cut and no further request is sent (pool.py).
         """
-        import concurrent.futures as cf
-
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self.max_connections, thread_name_prefix="hiergeo-tile")
-        pool = self._pool
         window = window or self.max_connections * 4
-        stop = threading.Event()
-
-        def work(tile: Tile) -> TileResult:
-            if stop.is_set():
-                return TileResult.failed(tile, TileOutcome.CANCELLED, "cancelled")
-            result = self.fetch(tile, stop=stop)
-            if result.ok and prepare is not None:
-                result.payload = prepare(result.image)
-                result.image = None  # only the prepared form travels on, to bound memory
-            return result
-
-        it = iter(tiles)
-        pending: set = set()
-
-        def refill() -> None:
-            while len(pending) < window:
-                tile = next(it, None)
-                if tile is None:
-                    return
-                pending.add(pool.submit(work, tile))
-
-        poll = 0.2 if should_stop is not None else None
-        try:
-            refill()
-            while pending:
-                done, pending = cf.wait(pending, timeout=poll, return_when=cf.FIRST_COMPLETED)
-                for fut in done:
-                    yield fut.result()
-                if should_stop is not None and should_stop():
-                    return
-                refill()
-        finally:
-            stop.set()
-            for fut in pending:
-                fut.cancel()
+        yield from fetch_concurrently(self._pool, self.fetch, tiles, prepare, window, should_stop)
 
     def check_reachable(self, cancelled: Optional[Callable[[], bool]] = None) -> None:
         """Fail fast (TileSourceError), before any model work, when the source cannot serve anything at all;
@@ -488,24 +314,67 @@ class TileSource:
         self.close()
 
 
+def _guard_secrets(template: str, http: HttpSettings) -> Redactor:
+    """The Redactor of this source's secrets (the template's keys, header values, credentials, proxy passwords),
+    and the same secrets kept out of the HTTP libraries' own log lines."""
+    redactor = Redactor([template])
+    redactor.add(http.secrets(), min_length=2)
+    guard_library_logs(template)
+    guard_library_log_secrets(http.secrets())
+    return redactor
+
+
+def _parse_template(
+    template: str, redactor: Redactor, subdomains: Optional[Union[str, Sequence[str]]], retina: bool
+) -> TileUrlTemplate:
+    """The template checked before any request: http, https or file, and placeholders HierGeo can fill
+    (TileSourceError otherwise, its message redacted)."""
+    scheme = urlsplit(template).scheme.lower()
+    if scheme not in ("http", "https", "file"):
+        hint = ""
+        if len(scheme) == 1:  # C:\tiles\{z}\... : a Windows folder pasted without file://
+            hint = " (for a folder of tiles write file:///C:/tiles/{z}/{x}/{y}.png)"
+        raise TileSourceError(
+            f"tile source scheme {scheme or '(none)'!r} is not supported: use http, https or file{hint}"
+        )
+    try:
+        return TileUrlTemplate(template, subdomains=subdomains, retina=retina)
+    except UnsupportedTemplate as exc:
+        raise TileSourceError(redactor.redact(f"tile source {redactor.redact(template)!r}: {exc}")) from None
+
+
+def _identities(url: TileUrlTemplate) -> Tuple[str, str]:
+    """(source_id, cache_id) of a template; retina tiles are other images than the plain ones: another source
+    (the subdomain is only the host).
+
+    source_id identifies the imagery where others may see it (a region index's manifest, a training checkpoint)
+    and in the embedding cache: a hash of the template with its secrets masked (`mask_url`). A hash of the whole
+    template would be a key oracle (a 6-digit key is found from the hash in a second), and the same imagery behind
+    another key (a colleague's, a rotated one) has the same id. cache_id names the tile cache's folder: a hash of
+    the whole template, so two templates that differ only where the mask hides (a layer id that reads as a
+    token) never share tiles. It stays on this machine.
+    """
+    retina_mark = "\n@2x" if url.retina and "{r}" in url.template else ""
+    return _short_hash(mask_url(url.template) + retina_mark), _short_hash(url.template + retina_mark)
+
+
+def _default_user_agent() -> str:
+    from ... import __version__
+
+    return USER_AGENT.format(version=__version__)
+
+
+def _read_file_tile(path: Path, max_bytes: int) -> bytes:
+    """A tile of a file:// source: its bytes within the byte limit, a GAP when the file is missing."""
+    try:
+        if path.stat().st_size > max_bytes:
+            raise FetchFailure(TileOutcome.FATAL, f"file is over the {max_bytes}-byte limit")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise FetchFailure(TileOutcome.GAP, "missing file") from None
+    except OSError as exc:
+        raise FetchFailure(TileOutcome.FATAL, f"unreadable file ({exc.strerror})") from None
+
+
 def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-def _jitter(tile: Tile, attempt: int) -> float:
-    """A fraction in [0, 1) that differs from tile to tile and attempt to attempt, the same in every run."""
-    digest = hashlib.blake2b(f"{tile.z}/{tile.x}/{tile.y}/{attempt}".encode("ascii"), digest_size=4).digest()
-    return int.from_bytes(digest, "big") / 2**32
-
-
-def _wait_any(events, delay: float) -> bool:
-    """Sleeps `delay` seconds or until one of `events` (None entries ignored) is set; True when one was."""
-    events = [e for e in events if e is not None]
-    end = time.monotonic() + delay
-    while True:
-        if any(e.is_set() for e in events):
-            return True
-        left = end - time.monotonic()
-        if left <= 0:
-            return False
-        events[0].wait(min(left, 0.05))
