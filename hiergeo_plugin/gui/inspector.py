@@ -5,35 +5,20 @@ Geolocate's CANDIDATES layer holds every photo's scored tiles on top of each oth
 candidate tiles alone on the map (a subset string on the candidates layer, restored when the dock closes) with the
 chosen path selected, and, when the prediction carries the truth, the true location and the error line.
 
-What to show is decided by core/evaluation/inspection.py (plain Python, tested without QGIS); this module only reads layers
-and draws. Pick a photo from the list or with the map tool (click on a prediction).
+What to show is decided by core/evaluation/inspection.py (plain Python, tested without QGIS); this module holds the
+dock's widgets and state. Which layers are outputs is inspector_layers.py's, the thumbnail inspector_photo.py's, the
+map tool and what is drawn on the canvas inspector_map.py's. Pick a photo from the list or with the map tool.
 """
 
 from __future__ import annotations
 
 import html
-import io
-import math
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
-from qgis.core import (
-    Qgis,
-    QgsCoordinateReferenceSystem,
-    QgsCoordinateTransform,
-    QgsCsException,
-    QgsFeatureRequest,
-    QgsGeometry,
-    QgsPointXY,
-    QgsProject,
-    QgsProviderRegistry,
-    QgsRectangle,
-    QgsVectorLayer,
-    QgsWkbTypes,
-)
-from qgis.gui import QgsDockWidget, QgsMapToolEmitPoint, QgsRubberBand, QgsVertexMarker
+from qgis.core import QgsPointXY, QgsProject, QgsVectorLayer
+from qgis.gui import QgsDockWidget, QgsRubberBand, QgsVertexMarker
 from qgis.PyQt.QtCore import Qt, pyqtSignal
-from qgis.PyQt.QtGui import QColor, QImageReader, QPixmap
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -51,47 +36,11 @@ from qgis.PyQt.QtWidgets import (
 
 from ..core.evaluation.inspection import PhotoInspection, inspect_photo, photo_filter
 from .inspector_confidence import ConfidencePanel
+from .inspector_layers import feature_values, layer_folder, output_layers
+from .inspector_map import PickPredictionTool, draw_truth, nearest_prediction, zoom_to
+from .inspector_photo import photo_pixmap
 
-#: Fields that make a layer a Geolocate OUTPUT or CANDIDATES layer (the public contract).
-PREDICTION_FIELDS = {"photo", "lat", "lon", "score", "zoom", "status"}
-CANDIDATE_FIELDS = {"photo", "zoom", "rank", "score", "kept", "chosen"}
-WGS84 = "EPSG:4326"
-THUMBNAIL_PX = 320
 SCORE_COLUMNS = ("Zoom", "Best score", "Chosen score", "Chosen rank", "Tiles (kept)")
-
-
-def _line_geometry_type():
-    """The rubber band's line type: Qgis.GeometryType on QGIS 3.30+, QgsWkbTypes before."""
-    geometry_type = getattr(Qgis, "GeometryType", None)
-    return geometry_type.Line if geometry_type is not None else QgsWkbTypes.GeometryType.LineGeometry
-
-
-def _has_fields(layer, names) -> bool:
-    return isinstance(layer, QgsVectorLayer) and layer.isValid() and names <= set(layer.fields().names())
-
-
-def output_layers(project: QgsProject) -> Tuple[List[QgsVectorLayer], List[QgsVectorLayer]]:
-    """The project's layers that look like Geolocate's OUTPUT and CANDIDATES, by their fields."""
-    layers = list(project.mapLayers().values())
-    predictions = [la for la in layers if _has_fields(la, PREDICTION_FIELDS) and not _has_fields(la, {"chosen"})]
-    candidates = [la for la in layers if _has_fields(la, CANDIDATE_FIELDS)]
-    return predictions, candidates
-
-
-def layer_folder(layer) -> Optional[Path]:
-    """The folder of a file layer (a photo path stored relative is relative to it), else None.
-
-    Only a file layer's source names a file: a memory layer's (the default temporary output) is its definition,
-    "Point?crs=EPSG:4326&field=photo...", which no path test may read (it can be too long for a file name). The
-    photo itself always comes from the layer's photo field.
-    """
-    if layer is None or layer.providerType() != "ogr":
-        return None
-    path = QgsProviderRegistry.instance().decodeUri("ogr", layer.source()).get("path") or ""
-    try:
-        return Path(path).parent if path and Path(path).is_file() else None
-    except (OSError, ValueError):
-        return None
 
 
 def _plain_label(parent) -> QLabel:
@@ -105,54 +54,6 @@ def _plain_label(parent) -> QLabel:
 def _plain_tooltip(text: str) -> str:
     """A tooltip showing `text` literally: Qt guesses rich text in tooltips, so it is escaped inside rich text."""
     return f"<qt>{html.escape(text)}</qt>"
-
-
-def _row(feature) -> Dict[str, object]:
-    """A feature's attributes as a dict, QGIS NULLs as None."""
-    values = {}
-    for name, value in zip(feature.fields().names(), feature.attributes()):
-        is_null = getattr(value, "isNull", None)
-        values[name] = None if value is None or (callable(is_null) and is_null()) else value
-    return values
-
-
-def photo_pixmap(path: Optional[str], size: int = THUMBNAIL_PX) -> Tuple[Optional[QPixmap], str]:
-    """A thumbnail of the photo, upright (EXIF orientation applied), or (None, why not).
-
-    core.search.photos.load_photo when Pillow is there (the same upright image the model saw); Qt's reader with its
-    EXIF auto-transform otherwise, so the inspector works before the dependencies are installed.
-    """
-    if not path:
-        return None, "no photo path"
-    try:
-        from ..core.search.photos import PhotoError, load_photo
-    except ImportError:
-        reader = QImageReader(path)
-        reader.setAutoTransform(True)
-        image = reader.read()
-        if image.isNull():
-            return None, reader.errorString()
-        keep, smooth = Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
-        return QPixmap.fromImage(image).scaled(size, size, keep, smooth), ""
-    try:
-        image = load_photo(path)
-    except PhotoError as exc:
-        return None, str(exc)
-    image.thumbnail((size, size))
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    pixmap = QPixmap()
-    return (pixmap, "") if pixmap.loadFromData(buffer.getvalue(), "PNG") else (None, "could not show the photo")
-
-
-class PickPredictionTool(QgsMapToolEmitPoint):
-    """Click on the map to inspect the nearest prediction."""
-
-    picked = pyqtSignal(QgsPointXY)
-
-    def __init__(self, canvas):
-        super().__init__(canvas)
-        self.canvasClicked.connect(lambda point, _button: self.picked.emit(point))
 
 
 class PhotoInspectorDock(QgsDockWidget):
@@ -254,7 +155,7 @@ class PhotoInspectorDock(QgsDockWidget):
         layer = self.predictions_layer()
         if layer is not None:
             for feature in layer.getFeatures():
-                photo = str(_row(feature).get("photo") or "")
+                photo = str(feature_values(feature).get("photo") or "")
                 if photo and photo not in self._photo_fids:
                     self._photo_fids[photo] = feature.id()
                     item = QListWidgetItem(Path(photo).name or photo)
@@ -292,8 +193,8 @@ class PhotoInspectorDock(QgsDockWidget):
         rows = []
         if candidates is not None:
             self._filter_candidates(photo)
-            rows = [(f.id(), _row(f)) for f in candidates.getFeatures()]
-        self.inspection = inspect_photo(_row(prediction), rows)
+            rows = [(f.id(), feature_values(f)) for f in candidates.getFeatures()]
+        self.inspection = inspect_photo(feature_values(prediction), rows)
         if candidates is not None:
             candidates.selectByIds(list(self.inspection.path_ids))
             candidates.triggerRepaint()
@@ -303,7 +204,7 @@ class PhotoInspectorDock(QgsDockWidget):
         self._show_details(self.inspection)
         self._show_scores(self.inspection)
         self._draw_truth(self.inspection)
-        self._zoom_to(self.inspection, candidates)
+        zoom_to(self.canvas, self.inspection, candidates)
         self.photoShown.emit(photo)
         return self.inspection
 
@@ -357,54 +258,10 @@ class PhotoInspectorDock(QgsDockWidget):
             for column, text in enumerate(values):
                 self.score_table.setItem(row, column, QTableWidgetItem(text))
 
-    def _to_canvas(self) -> QgsCoordinateTransform:
-        return QgsCoordinateTransform(
-            QgsCoordinateReferenceSystem(WGS84), self.canvas.mapSettings().destinationCrs(), QgsProject.instance()
-        )
-
     def _draw_truth(self, inspection: PhotoInspection) -> None:
         self._clear_drawings()
-        if inspection.truth is None:
-            return
-        transform = self._to_canvas()
-        truth = transform.transform(QgsPointXY(inspection.truth[1], inspection.truth[0]))
-        self.truth_marker = QgsVertexMarker(self.canvas)
-        self.truth_marker.setCenter(truth)
-        self.truth_marker.setIconType(QgsVertexMarker.IconType.ICON_CROSS)
-        self.truth_marker.setIconSize(14)
-        self.truth_marker.setPenWidth(3)
-        self.truth_marker.setColor(QColor(20, 160, 60))
-        self.truth_marker.setToolTip("True location")
-        if inspection.predicted is not None:
-            predicted = transform.transform(QgsPointXY(inspection.predicted[1], inspection.predicted[0]))
-            self.error_band = QgsRubberBand(self.canvas, _line_geometry_type())
-            self.error_band.setColor(QColor(229, 57, 53))
-            self.error_band.setWidth(3)
-            self.error_band.setToGeometry(QgsGeometry.fromPolylineXY([truth, predicted]), None)
-
-    def _zoom_to(self, inspection: PhotoInspection, candidates: Optional[QgsVectorLayer]) -> None:
-        """The finest zoom's candidates, the prediction and the truth fill the canvas."""
-        extent = QgsRectangle()
-        extent.setMinimal()
-        if candidates is not None and inspection.zooms:
-            finest = inspection.zooms[-1].zoom
-            to_wgs84 = QgsCoordinateTransform(
-                candidates.crs(), QgsCoordinateReferenceSystem(WGS84), QgsProject.instance()
-            )
-            request = QgsFeatureRequest().setFilterExpression(f'"zoom" = {finest}')
-            for feature in candidates.getFeatures(request):
-                extent.combineExtentWith(to_wgs84.transformBoundingBox(feature.geometry().boundingBox()))
-        for lat_lon in (inspection.predicted, inspection.truth):
-            if lat_lon is not None:
-                extent.combineExtentWith(lat_lon[1], lat_lon[0])
-        if extent.isNull():
-            return
-        if extent.width() == 0 and extent.height() == 0:  # one point: show about a kilometre around it
-            extent.grow(0.01)
-        target = self._to_canvas().transformBoundingBox(extent)
-        target.scale(1.3)
-        self.canvas.setExtent(target)
-        self.canvas.refresh()
+        if inspection.truth is not None:
+            self.truth_marker, self.error_band = draw_truth(self.canvas, inspection)
 
     # -- the map tool -------------------------------------------------------------------------------------------
     def _toggle_tool(self, checked: bool) -> None:
@@ -414,39 +271,13 @@ class PhotoInspectorDock(QgsDockWidget):
             self.canvas.unsetMapTool(self.tool)
 
     def pick_at(self, point: QgsPointXY) -> Optional[str]:
-        """Show the prediction nearest to `point` (canvas CRS) within a few pixels; the photo, or None.
-
-        Distances are taken in the canvas CRS, each prediction transformed there: a search box transformed the
-        other way (canvas to layer CRS) breaks on a zoomed-out Web Mercator canvas, whose box can reach past the
-        antimeridian (QGIS 3.44 then selected nothing). A predictions layer holds one point per photo, so a click
-        looks at a few thousand points at most."""
+        """Show the prediction nearest to `point` (canvas CRS) within a few pixels (inspector_map.nearest_prediction);
+        the photo, or None."""
         layer = self.predictions_layer()
-        if layer is None:
-            return None
-        units_per_pixel = self.canvas.mapUnitsPerPixel()
-        if not (units_per_pixel > 0 and math.isfinite(units_per_pixel)):
-            # A canvas that has not been laid out (no size yet) has no pixel scale; its extent says what is in view.
-            units_per_pixel = max(self.canvas.extent().width(), self.canvas.extent().height()) / 512 or 1e-6
-        radius = units_per_pixel * 8
-        to_canvas = QgsCoordinateTransform(
-            layer.crs(), self.canvas.mapSettings().destinationCrs(), QgsProject.instance()
-        )
-        best: Optional[Tuple[float, str]] = None
-        for feature in layer.getFeatures():
-            photo = str(_row(feature).get("photo") or "")
-            if not photo or not feature.hasGeometry():
-                continue
-            try:
-                where = to_canvas.transform(feature.geometry().asPoint())
-            except QgsCsException:  # a point the canvas CRS cannot show
-                continue
-            distance = math.hypot(where.x() - point.x(), where.y() - point.y())
-            if distance <= radius and (best is None or distance < best[0]):
-                best = (distance, photo)
-        if best is None:
-            return None
-        self.show_photo(best[1])
-        return best[1]
+        photo = nearest_prediction(self.canvas, layer, point) if layer is not None else None
+        if photo is not None:
+            self.show_photo(photo)
+        return photo
 
     # -- cleaning up --------------------------------------------------------------------------------------------
     def _clear_drawings(self) -> None:

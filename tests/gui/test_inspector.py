@@ -225,7 +225,7 @@ def test_temporary_outputs_show_the_photo_from_the_photo_field(dock, memory_laye
 
 
 def test_a_geopackage_output_resolves_a_relative_photo_path_from_its_folder(layers):
-    from hiergeo_plugin.gui.inspector import layer_folder
+    from hiergeo_plugin.gui.inspector_layers import layer_folder
 
     predictions, _ = layers
     assert layer_folder(predictions) == Path(predictions.source().split("|")[0]).parent
