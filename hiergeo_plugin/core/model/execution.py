@@ -30,9 +30,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from .. import environment
+from .cpu_features import native_bf16, native_int8
 from .encoders import HEAVY_MODEL_GFLOPS, GeoModel, ImageEncoder, autocast_dtype, gflops_per_image
 from .runners import OpenVinoRunner, TorchLowPrecision, openvino_available
 
@@ -94,57 +95,6 @@ class ExecutionReport:
                 text += f", {mine / fp32:.1f}x its speed"
             text += ")"
         return text
-
-
-def cpu_flags() -> frozenset:
-    """The CPU's feature flags from /proc/cpuinfo (x86 "flags", Arm "Features"); empty where there is none."""
-    flags: set = set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.startswith(("flags", "Features")):
-                    flags.update(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset(flags)
-
-
-def _sysctl_flag(name: str) -> bool:
-    """A macOS hw.optional flag (Apple silicon), False elsewhere."""
-    try:
-        import subprocess
-
-        # A fixed argument list with the tool's absolute path, no shell, nothing from the user; bandit's B603 flags
-        # every subprocess call for review, and this one is reviewed.
-        out = subprocess.run(  # nosec B603
-            ["/usr/sbin/sysctl", "-n", name], capture_output=True, text=True, timeout=5
-        )
-        return out.stdout.strip() == "1"
-    except Exception:
-        return False
-
-
-def native_bf16() -> bool:
-    """Whether the CPU computes bf16 natively (x86 avx512_bf16 or AMX, Arm bf16): then bf16 weights pay off.
-
-    Without it torch emulates bf16 through fp32 and gets slower, so bf16 is never a candidate there.
-    """
-    flags = cpu_flags()
-    if flags:
-        return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
-    return _sysctl_flag("hw.optional.arm.FEAT_BF16")  # macOS on Apple silicon (M2 and later)
-
-
-def native_int8() -> bool:
-    """Whether the CPU has int8 dot products (x86 VNNI or AMX, Arm dotprod/i8mm): then int8 weights pay off.
-
-    Without them OpenVINO's int8 path widens to 16 bits and gains little over its fp32 kernels, so the probe
-    would only spend time on it.
-    """
-    flags = cpu_flags()
-    if flags:
-        return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"})
-    return _sysctl_flag("hw.optional.arm.FEAT_DotProd")
 
 
 def candidates(
@@ -260,19 +210,17 @@ def _assign(encoder: ImageEncoder, execution: Execution, runner, report: Executi
     report.encoders[encoder.name] = str(execution)
 
 
+#: A candidate that agreed with eager fp32 on the photo encoder: (execution, runner, min cosine, best seconds).
+_Agreeing = Tuple[Execution, object, float, float]
+
+
 def prepare_execution(geo: GeoModel) -> ExecutionReport:
     """Choose and install how each of geo's encoders runs; the report goes to geo.execution and the log."""
     report = ExecutionReport()
     encoders = [geo.photo_encoder] + [geo.map_encoders[z] for z in sorted(geo.map_encoders)]
     geo.execution = report
     if geo.device != "cpu":
-        dtype = autocast_dtype(geo.device)
-        if dtype is not None:
-            report.execution = Execution("torch", "bf16" if "bfloat16" in str(dtype) else "fp16", autocast=True)
-        for enc in encoders:
-            _assign(enc, report.execution, None, report)
-        report.reason = f"{geo.device}: torch autocast as HIERGEO_PRECISION says"
-        return report
+        return _autocast_on_gpu(geo.device, encoders, report)
     backend = environment.backend()
     precision = environment.precision()
     heavy = gflops_per_image(geo.photo_encoder.visual) >= HEAVY_MODEL_GFLOPS
@@ -287,18 +235,57 @@ def prepare_execution(geo: GeoModel) -> ExecutionReport:
             report.reason = "eager fp32: light model (the tile pipeline, not the model, is what the CPU waits for)"
         else:
             report.reason = "eager fp32: no faster way on this machine (no native bf16, no openvino)"
-        for enc in encoders:
-            _assign(enc, EAGER_FP32, None, report)
-        log.info("HierGeo execution: %s", report.reason)
-        return report
-
+        return _all_eager_fp32(encoders, report)
     probe = probe_batch(geo.image_size)
     builder = _Builder(geo, probe)
-    # The photo encoder decides: every candidate is measured on it against eager fp32.
-    first = geo.photo_encoder
+    agreeing, t_ref = _race(builder, geo.photo_encoder, todo, forced, report)
+    chosen = _choose(agreeing, forced, t_ref)
+    if chosen is None:
+        report.execution = EAGER_FP32
+        report.reason = "eager fp32: " + (
+            "no faster way agreed with it" if not agreeing else f"no way beat it by {MIN_SPEEDUP}x on the probe"
+        )
+        if forced and not agreeing:
+            _warn(
+                report,
+                "falling back to eager fp32: what HIERGEO_BACKEND/HIERGEO_PRECISION asked for did not agree "
+                "with it or could not run",
+            )
+        return _all_eager_fp32(encoders, report)
+    _install(builder, encoders, chosen, forced, t_ref, report)
+    log.info("HierGeo execution: %s", report.describe())
+    return report
+
+
+def _autocast_on_gpu(device: str, encoders: List[ImageEncoder], report: ExecutionReport) -> ExecutionReport:
+    """On a GPU every encoder runs under torch autocast, in the dtype HIERGEO_PRECISION gives (or fp32)."""
+    dtype = autocast_dtype(device)
+    if dtype is not None:
+        report.execution = Execution("torch", "bf16" if "bfloat16" in str(dtype) else "fp16", autocast=True)
+    for enc in encoders:
+        _assign(enc, report.execution, None, report)
+    report.reason = f"{device}: torch autocast as HIERGEO_PRECISION says"
+    return report
+
+
+def _all_eager_fp32(encoders: List[ImageEncoder], report: ExecutionReport) -> ExecutionReport:
+    for enc in encoders:
+        _assign(enc, EAGER_FP32, None, report)
+    log.info("HierGeo execution: %s", report.reason)
+    return report
+
+
+def _race(
+    builder: _Builder, first: ImageEncoder, todo: List[Execution], forced: bool, report: ExecutionReport
+) -> Tuple[List[_Agreeing], float]:
+    """Run each candidate on the photo encoder next to eager fp32: (those that agree, best of fp32's seconds).
+
+    A forced choice stops at the first candidate that agrees: no speed race.
+    """
+    probe = builder.probe
     ref, t_ref = _timed(lambda b: eager_fp32(first, b), probe)
     report.speeds[str(EAGER_FP32)] = len(probe) / t_ref
-    agreeing: List[Tuple[Execution, object, float, float]] = []
+    agreeing: List[_Agreeing] = []
     for cand in todo:
         try:
             runner = builder.build(cand, first)
@@ -316,35 +303,37 @@ def prepare_execution(geo: GeoModel) -> ExecutionReport:
             continue
         agreeing.append((cand, runner, cos, seconds))
         if forced:
-            break  # the first agreeing way of what was asked for: no speed race
-    chosen = None
+            break
+    return agreeing, t_ref
+
+
+def _choose(agreeing: List[_Agreeing], forced: bool, t_ref: float) -> Optional[_Agreeing]:
+    """What was asked for if it agreed; under auto the fastest agreeing way if it beats fp32 by MIN_SPEEDUP."""
     if forced:
-        chosen = agreeing[0] if agreeing else None
-    elif agreeing:
+        return agreeing[0] if agreeing else None
+    if agreeing:
         best = min(agreeing, key=lambda a: a[3])
         if t_ref / best[3] >= MIN_SPEEDUP:
-            chosen = best
-    if chosen is None:
-        report.execution = EAGER_FP32
-        report.reason = "eager fp32: " + (
-            "no faster way agreed with it" if not agreeing else f"no way beat it by {MIN_SPEEDUP}x on the probe"
-        )
-        if forced and not agreeing:
-            _warn(
-                report,
-                "falling back to eager fp32: what HIERGEO_BACKEND/HIERGEO_PRECISION asked for did not agree "
-                "with it or could not run",
-            )
-        for enc in encoders:
-            _assign(enc, EAGER_FP32, None, report)
-        log.info("HierGeo execution: %s", report.reason)
-        return report
+            return best
+    return None
+
+
+def _install(
+    builder: _Builder,
+    encoders: List[ImageEncoder],
+    chosen: _Agreeing,
+    forced: bool,
+    t_ref: float,
+    report: ExecutionReport,
+) -> None:
+    """Run the photo encoder the chosen way; the other encoders too, each checked against its own fp32 output
+    (encoders sharing weights share the runner)."""
     execution, runner, cos, seconds = chosen
+    first = encoders[0]
     report.execution = execution
     report.min_cosine = cos
     report.reason = f"{execution}: " + ("asked for" if forced else f"{t_ref / seconds:.1f}x eager fp32 on the probe")
     _assign(first, execution, runner, report)
-    # The other encoders: same way, each checked against its own fp32 output; encoders sharing weights share it.
     by_fingerprint: Dict[str, Tuple[Execution, object]] = {first.fingerprint: (execution, runner)}
     for enc in encoders[1:]:
         if enc.fingerprint in by_fingerprint:
@@ -353,8 +342,6 @@ def prepare_execution(geo: GeoModel) -> ExecutionReport:
         way, run = _verified(builder, execution, enc, report)
         by_fingerprint[enc.fingerprint] = (way, run)
         _assign(enc, way, run, report)
-    log.info("HierGeo execution: %s", report.describe())
-    return report
 
 
 def _verified(builder: _Builder, execution: Execution, enc: ImageEncoder, report: ExecutionReport):

@@ -9,6 +9,7 @@ import pytest
 import torch
 from helpers import tiny_two_zooms
 
+from hiergeo_plugin.core.model import cpu_features
 from hiergeo_plugin.core.model import execution as ex
 from hiergeo_plugin.core.model.int8_weights import MIN_WEIGHTS, compress_weights_int8
 from hiergeo_plugin.core.model.runners import OpenVinoRunner
@@ -130,8 +131,8 @@ def test_int8_hardware_is_read_from_the_cpu_flags(monkeypatch):
         ({"fp", "asimd", "asimddp"}, True),
         ({"avx2", "fma"}, False),
     ):
-        monkeypatch.setattr(ex, "cpu_flags", lambda flags=flags: frozenset(flags))
-        assert ex.native_int8() is expected, flags
+        monkeypatch.setattr(cpu_features, "cpu_flags", lambda flags=flags: frozenset(flags))
+        assert cpu_features.native_int8() is expected, flags
 
 
 def test_auto_on_a_heavy_model_races_int8_against_the_other_ways(clean_env, monkeypatch):
