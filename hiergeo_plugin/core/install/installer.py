@@ -12,9 +12,9 @@ algorithm shows without a GUI (processing/dependencies.py) are thin adapters ove
 3. `pip_command` + `run_pip` (install/pip_run.py): pip of that interpreter with `--target`, the pinned requirements, a CPU
    or CUDA build of torch, QGIS's proxy as environment variables (install/pip_env.py, which also masks pip's configured
    credentials), each log line passed to a callback, Cancel kills pip.
-4. `verify_imports`: a fresh process of that interpreter, the folder put on sys.path exactly as the plugin
-   does at load time (`add_private_path`), imports every module: what the user gets after restarting QGIS, not
-   what this process (with half-imported modules of a previous install) believes.
+4. `verify_imports` (install/verify.py): a fresh process of that interpreter, the folder put on sys.path exactly as
+   the plugin does at load time (`add_private_path`), imports every module: what the user gets after restarting
+   QGIS, not what this process (with half-imported modules of a previous install) believes.
 
 Running it again repairs: with `--target` pip ignores what is installed anywhere and installs every requirement
 afresh, and `--upgrade` replaces the copies already in the folder (a half-deleted or mismatched torch included).
@@ -23,12 +23,10 @@ afresh, and `--upgrade` replaces the copies already in the folder (a half-delete
 from __future__ import annotations
 
 import functools
-import json
-import os
 import re
 import shlex
 
-# Running QGIS's own Python (the import check) is this module's job (bandit: B404).
+# Only for the platform's quoting of the command shown (list2cmdline); nothing is run here (bandit: B404).
 import subprocess  # nosec B404
 import sys
 import threading
@@ -37,7 +35,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Callable, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from . import private_path
+# The `X as X` imports are re-exports: the dialog, processing/dependencies.py and the tests use them through this module.
 from .pip_env import (
     configured_pip_extra_indexes,
     configured_pip_settings,
@@ -47,16 +45,16 @@ from .pip_env import (
     pip_secret_urls,
     shown_command,
 )
-from .pip_run import NO_WINDOW, failure_message, run_pip
-
-# Re-exported (`X as X`): the dialog, processing/dependencies.py and the tests use them through this module.
 from .pip_run import PipProgress as PipProgress
+from .pip_run import failure_message, run_pip
 from .pip_run import redact_line as redact_line
 from .private_path import add_private_path as add_private_path
 from .private_path import private_packages_dir as private_packages_dir
+from .verify import DEPENDENCIES as DEPENDENCIES
+from .verify import DEPENDENCY_MODULES, VerifyResult, verify_imports
 
-#: The pinned runtime requirements, exactly the lines of requirements.txt (tests/test_installer.py keeps them equal;
-#: requirements.txt is not in the plugin zip). Markers are evaluated by the target interpreter's own pip.
+#: The pinned runtime requirements, exactly the lines of requirements.txt (tests/core/install/test_installer.py keeps
+#: them equal; requirements.txt is not in the plugin zip). Markers are evaluated by the target interpreter's own pip.
 RUNTIME_REQUIREMENTS: Tuple[str, ...] = (
     "torch==2.14.1",
     "torchvision==0.29.1",
@@ -73,19 +71,6 @@ RUNTIME_REQUIREMENTS: Tuple[str, ...] = (
     "faiss-cpu==1.15.1",
 )
 
-#: (module to import, pip package that provides it): what the algorithms need at run time, checked after an
-#: install and before every run (processing/dependencies.py). The torch trio is always installed together: open_clip
-#: needs torchvision, and a torchvision built for another torch fails to import.
-DEPENDENCIES: Tuple[Tuple[str, str], ...] = (
-    ("torch", "torch"),
-    ("torchvision", "torchvision"),
-    ("open_clip", "open_clip_torch"),
-    ("numpy", "numpy"),
-    ("PIL", "pillow"),
-    ("requests", "requests"),
-    ("safetensors", "safetensors"),
-)
-
 #: PyTorch's own index of CPU-only builds: on Linux PyPI's torch carries the CUDA libraries (several GB of nvidia-*
 #: wheels); these builds are a few hundred MB. Given as an extra index, so the other packages still come from PyPI
 #: (or the user's configured index); pip picks torch 2.x.y+cpu over PyPI's 2.x.y for the same `==2.x.y` pin.
@@ -94,21 +79,7 @@ TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 #: Check that it carries the pinned torch when the pin changes.
 TORCH_CUDA_INDEX_WINDOWS = "https://download.pytorch.org/whl/cu128"
 
-DEPENDENCY_MODULES: Tuple[str, ...] = tuple(module for module, _ in DEPENDENCIES)
-
 VARIANTS = ("cpu", "cuda")
-_VERIFY_MARK = "HIERGEO-VERIFY "
-
-
-@dataclass(frozen=True)
-class VerifyResult:
-    """Which modules import in a fresh interpreter with the private folder on its path."""
-
-    ok: bool
-    missing: Tuple[Tuple[str, str], ...] = ()  # (module, why)
-    versions: Tuple[Tuple[str, str], ...] = ()  # (module, __version__) of those that import
-    files: Tuple[Tuple[str, str], ...] = ()  # (module, __file__) of those that import
-    torch_cuda: Optional[bool] = None  # torch.cuda.is_available() when torch imports
 
 
 class Outcome(Enum):
@@ -251,76 +222,6 @@ def command_text(command: Sequence[str], platform: Optional[str] = None) -> str:
     return " ".join(shlex.quote(part) for part in command)
 
 
-# -- verifying -------------------------------------------------------------------------------------------------
-
-_VERIFY_SCRIPT = r"""
-import importlib, importlib.util, json, sys
-policy_file, target, modules = sys.argv[1], sys.argv[2], sys.argv[3:]
-# install/private_path.py imports only the standard library: loaded from its file, it places the folder on the path exactly
-# as the plugin does at load time (one definition: add_private_path).
-spec = importlib.util.spec_from_file_location("hiergeo_private_path_check", policy_file)
-policy = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(policy)
-policy.add_private_path(sys.path, target)
-out = {"modules": {}, "torch_cuda": None}
-for name in modules:
-    try:
-        module = importlib.import_module(name)
-        if getattr(module, "__file__", None) is None:  # a folder without __init__.py: a half-deleted package
-            raise ImportError("only an empty namespace package of that name was found (incomplete install?)")
-        out["modules"][name] = {"ok": True, "version": str(getattr(module, "__version__", "")),
-                                "file": str(module.__file__)}
-    except BaseException as exc:
-        text = str(exc).strip().splitlines()
-        out["modules"][name] = {"ok": False, "error": type(exc).__name__ + (": " + text[0] if text else "")}
-if out["modules"].get("torch", {}).get("ok"):
-    try:
-        import torch
-        out["torch_cuda"] = bool(torch.cuda.is_available())
-    except BaseException:
-        pass
-print("%MARK%" + json.dumps(out))
-""".replace("%MARK%", _VERIFY_MARK)
-
-
-def verify_imports(
-    python: str,
-    target: Path,
-    modules: Iterable[str] = DEPENDENCY_MODULES,
-    env: Optional[Mapping[str, str]] = None,
-    timeout: float = 1800.0,  # torch imports in seconds on a desktop, in minutes on a loaded machine
-) -> VerifyResult:
-    """Import `modules` in a fresh `python` with `target` on sys.path as the plugin puts it: which import, which not."""
-    modules = list(modules)
-    try:
-        # A fixed script, no shell (bandit: B603).
-        proc = subprocess.run(  # nosec B603
-            [python, "-c", _VERIFY_SCRIPT, os.path.abspath(private_path.__file__), str(target), *modules],
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            timeout=timeout,
-            env=dict(env) if env is not None else None,
-            stdin=subprocess.DEVNULL,
-            creationflags=NO_WINDOW,
-        )
-    except subprocess.TimeoutExpired:
-        return VerifyResult(False, tuple((m, f"the check did not finish within {timeout:.0f} s") for m in modules))
-    except (OSError, subprocess.SubprocessError) as exc:
-        return VerifyResult(False, tuple((m, f"the check did not run: {type(exc).__name__}") for m in modules))
-    line = next((x for x in proc.stdout.splitlines() if x.startswith(_VERIFY_MARK)), None)
-    if line is None:  # the interpreter died (a crashing native library): say so for every module
-        last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
-        return VerifyResult(False, tuple((m, f"the check crashed: {last}") for m in modules))
-    data = json.loads(line[len(_VERIFY_MARK) :])
-    results = data["modules"]
-    missing = tuple((m, results[m]["error"]) for m in modules if not results[m]["ok"])
-    versions = tuple((m, results[m]["version"]) for m in modules if results[m]["ok"])
-    files = tuple((m, results[m]["file"]) for m in modules if results[m]["ok"])
-    return VerifyResult(not missing, missing, versions, files, data.get("torch_cuda"))
-
-
 # -- the whole install -----------------------------------------------------------------------------------------
 
 
@@ -383,12 +284,7 @@ def install(
     notes, fell_back = [], False
     if index and not index_reachable(index, env):
         if not allow_default_torch:
-            message = unreachable_index_message(mask(index), variant, platform)
-            if on_line is not None:
-                on_line(message)
-            return InstallResult(
-                False, False, None, message, (), outcome=Outcome.TORCH_INDEX_UNREACHABLE, unreachable_index=mask(index)
-            )
+            return _index_unreachable(mask(index), variant, platform, on_line)
         notes.append(
             f"{mask(index)} cannot be reached; as chosen, torch comes from the default index instead: "
             f"{default_torch_build(platform)}."
@@ -408,7 +304,23 @@ def install(
         return ran(False, True, returncode, "Cancelled: pip was stopped; run it again to finish.")
     if returncode != 0:
         return ran(False, False, returncode, failure_message(tail, returncode))
-    verified = verify_imports(python, target, modules, env)
+    return _verified(ran, returncode, verify_imports(python, target, modules, env))
+
+
+def _index_unreachable(
+    index: str, variant: str, platform: Optional[str], on_line: Optional[Callable[[str], None]]
+) -> InstallResult:
+    """The result when the chosen build's index (`index`, masked) did not answer: pip did not run."""
+    message = unreachable_index_message(index, variant, platform)
+    if on_line is not None:
+        on_line(message)
+    return InstallResult(
+        False, False, None, message, (), outcome=Outcome.TORCH_INDEX_UNREACHABLE, unreachable_index=index
+    )
+
+
+def _verified(ran: Callable[..., InstallResult], returncode: int, verified: VerifyResult) -> InstallResult:
+    """The result of a pip run that succeeded, by what the import check found (`ran`: the run's result maker)."""
     if verified.ok:
         message = "Installed; every module imports."
     else:
