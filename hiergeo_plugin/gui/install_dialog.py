@@ -31,7 +31,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from ..core.install import installer
+from ..core.install import installer, verify
 from ..processing.i18n import tr
 
 
@@ -75,10 +75,10 @@ class InstallWorker(QThread):
 
 
 class CheckWorker(QThread):
-    """Which modules import now, in a fresh interpreter with the folder on its path (`installer.verify_imports`):
+    """Which modules import now, in a fresh interpreter with the folder on its path (`verify.verify_imports`):
     the dialog names only what is really missing. Off the GUI thread, since importing torch takes seconds."""
 
-    done = pyqtSignal(object)  # installer.VerifyResult
+    done = pyqtSignal(object)  # verify.VerifyResult
 
     def __init__(
         self, python: str, target: Path, modules: Sequence[str], env: Optional[Mapping[str, str]], parent=None
@@ -88,9 +88,9 @@ class CheckWorker(QThread):
 
     def run(self):
         try:
-            verified = installer.verify_imports(self.python, self.target, self.modules, self.env)
+            verified = verify.verify_imports(self.python, self.target, self.modules, self.env)
         except Exception as exc:  # the dialog must still say something
-            verified = installer.VerifyResult(False, tuple((m, f"the check did not run: {exc}") for m in self.modules))
+            verified = verify.VerifyResult(False, tuple((m, f"the check did not run: {exc}") for m in self.modules))
         self.done.emit(verified)
 
 
@@ -103,7 +103,7 @@ class InstallDialog(QDialog):
     """
 
     installFinished = pyqtSignal(object)  # noqa: N815 (Qt signal naming) installer.InstallResult
-    checkFinished = pyqtSignal(object)  # noqa: N815 (Qt signal naming) installer.VerifyResult
+    checkFinished = pyqtSignal(object)  # noqa: N815 (Qt signal naming) verify.VerifyResult
 
     def __init__(
         self,
@@ -133,11 +133,26 @@ class InstallDialog(QDialog):
         self.worker: Optional[InstallWorker] = None
         self.result: Optional[installer.InstallResult] = None
         self.check_worker: Optional[CheckWorker] = None
-        self.checked: Optional[installer.VerifyResult] = None
-        self.modules = list(modules) if modules is not None else list(installer.DEPENDENCY_MODULES)
+        self.checked: Optional[verify.VerifyResult] = None
+        self.modules = list(modules) if modules is not None else list(verify.DEPENDENCY_MODULES)
         self.base_env = base_env
 
         layout = QVBoxLayout(self)
+        self._build_intro(layout, python, python_error)
+        self._build_torch_choice(layout)
+        self._build_progress(layout)
+        self._build_verdict_and_log(layout)
+        self._build_buttons(layout, python)
+        self.resize(820, 600)
+        if python and self.target is not None:
+            self.check_worker = CheckWorker(python, self.target, self.modules, base_env, self)
+            self.check_worker.done.connect(self._checked)
+            self.check_worker.start()
+
+    # -- the dialog's parts, top to bottom --------------------------------------------------------------------
+    def _build_intro(self, layout: QVBoxLayout, python: Optional[str], python_error: str) -> None:
+        """What the install does and where it goes, then what is missing (`needs`, filled by the import check in
+        a fresh interpreter, not a fixed list: torch may be there)."""
         where = (
             tr("Python: {python}\nFolder: {target}").format(python=python, target=self.target)
             if python
@@ -155,13 +170,14 @@ class InstallDialog(QDialog):
         intro.setWordWrap(True)
         intro.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)  # the paths can be copied
         layout.addWidget(intro)
-        # What is missing, from an import check in a fresh interpreter (not a fixed list: torch may be there).
         self.needs = QLabel(tr("Checking which packages import…") if python else "")
         self.needs.setObjectName("hiergeo_install_needs")
         self.needs.setWordWrap(True)
         self.needs.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.needs)
 
+    def _build_torch_choice(self, layout: QVBoxLayout) -> None:
+        """The torch build: CPU or NVIDIA CUDA; CUDA preselected when an NVIDIA driver is installed, never on macOS."""
         self.cpu_button = QRadioButton(tr("CPU only (smaller download, a few hundred MB; runs everywhere)"))
         self.cuda_button = QRadioButton(tr("NVIDIA GPU (CUDA; a download of several GB)"))
         self.cpu_button.setObjectName("hiergeo_install_cpu")
@@ -182,6 +198,8 @@ class InstallDialog(QDialog):
         choice.addWidget(self.cuda_button)
         layout.addLayout(choice)
 
+    def _build_progress(self, layout: QVBoxLayout) -> None:
+        """The phase line and the progress bar (pip's rough progress, from its log)."""
         self.phase = QLabel(tr("Ready."))
         self.phase.setObjectName("hiergeo_install_phase")
         self.progress = QProgressBar()
@@ -190,6 +208,8 @@ class InstallDialog(QDialog):
         layout.addWidget(self.phase)
         layout.addWidget(self.progress)
 
+    def _build_verdict_and_log(self, layout: QVBoxLayout) -> None:
+        """The verdict, the default-index fallback button under it, then pip's log, which takes the space left."""
         self.log = QPlainTextEdit()
         self.log.setObjectName("hiergeo_install_log")
         self.log.setReadOnly(True)
@@ -214,6 +234,9 @@ class InstallDialog(QDialog):
         layout.addWidget(self.fallback_button)
         layout.addWidget(self.log, 1)  # the verdict stays above it, in view; the log takes what is left
 
+    def _build_buttons(self, layout: QVBoxLayout, python: Optional[str]) -> None:
+        """Install (the default button: Enter installs; "Reinstall / repair" when the folder has packages),
+        Cancel and Close."""
         self.buttons = QDialogButtonBox()
         self.install_button = QPushButton(tr("Install"))
         self.install_button.setObjectName("hiergeo_install_start")
@@ -225,8 +248,8 @@ class InstallDialog(QDialog):
         self.buttons.addButton(self.close_button, QDialogButtonBox.ButtonRole.AcceptRole)
         self.cancel_button.setEnabled(False)
         self.install_button.setEnabled(bool(python))
-        # Enter installs: Install is the default button; Close and Cancel never become it (QDialogButtonBox would
-        # make the first accept-role button, Close, the default).
+        # Close and Cancel never become the default (QDialogButtonBox would make the first accept-role button,
+        # Close, the default).
         self.install_button.setDefault(True)
         for button in (self.cancel_button, self.close_button):
             button.setAutoDefault(False)
@@ -237,14 +260,9 @@ class InstallDialog(QDialog):
         self.cancel_button.clicked.connect(self.cancel)
         self.close_button.clicked.connect(self.close)
         layout.addWidget(self.buttons)
-        self.resize(820, 600)
-        if python and self.target is not None:
-            self.check_worker = CheckWorker(python, self.target, self.modules, base_env, self)
-            self.check_worker.done.connect(self._checked)
-            self.check_worker.start()
 
     # -- what is missing ----------------------------------------------------------------------------------------
-    def _checked(self, verified: installer.VerifyResult) -> None:
+    def _checked(self, verified: verify.VerifyResult) -> None:
         self.checked = verified
         if self.result is None or self.result.verify is None:  # else an install's own check is newer
             self._show_missing(verified.missing)
@@ -255,7 +273,7 @@ class InstallDialog(QDialog):
         if not missing:
             self.needs.setText(tr("Every package HierGeo needs imports already; install again only to repair."))
             return
-        packages = dict(installer.DEPENDENCIES)
+        packages = dict(verify.DEPENDENCIES)
         what = "; ".join(f"{packages.get(module, module)} ({why})" for module, why in missing)
         self.needs.setText(tr("Missing or broken: {packages}.").format(packages=what))
 
