@@ -4,7 +4,7 @@
 Each page is made from what the Processing dialog shows: the algorithm's parameter definitions (key, label, type,
 default, optional, advanced), its outputs, and its help text (resources/help/<name>.html, the same file the
 dialog's help panel and Help button read). Written by hand, the reference drifted from the dialogs; generated, the
-two cannot disagree. tests/processing/test_reference_pages.py regenerates the pages and fails when the committed ones are
+two cannot disagree. tests/algorithms/test_reference_pages.py regenerates the pages and fails when the committed ones are
 stale.
 
     python scripts/make_reference.py           # (re)write docs/algorithms/

@@ -6,7 +6,7 @@ one context ("HierGeo", processing/i18n.py), so its file would not match what th
 not installed everywhere. This reads the source with ast (nothing is imported, QGIS is not needed) and finds
 `tr("...")`, `self.tr("...")`, `translatable("...")` and `QCoreApplication.translate("HierGeo", "...")` with a
 literal text. The file has no line numbers, so that moving code does not change it; a test
-(tests/processing/test_i18n.py) fails when the file and the code disagree. Translators copy it to hiergeo_<locale>.ts,
+(tests/algorithms/test_i18n.py) fails when the file and the code disagree. Translators copy it to hiergeo_<locale>.ts,
 translate it (Qt Linguist) and compile it with `lrelease` to hiergeo_<locale>.qm, which the plugin loads.
 
     python scripts/update_translations.py           # rewrite the file

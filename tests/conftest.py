@@ -27,7 +27,7 @@ PHOTOS = Path(__file__).resolve().parent / "data" / "photos"
 
 #: What `make test-fast` leaves out (`-m "not slow"`), by folder or module: the tests that start QGIS, qgis_process,
 #: Ray, a desktop or a training run in another process, or measure a whole build. `make test` and CI run them all.
-SLOW_FOLDERS = ("desktop", "reliability", "packaging")
+SLOW_FOLDERS = ("desktop", "reliability", "distribution")
 SLOW_MODULES = {
     "test_qgis_process",
     "test_torch_loading",

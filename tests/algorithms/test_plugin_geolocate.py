@@ -467,7 +467,7 @@ def test_help_explains_every_parameter_and_output_field(provider):
     ]
     for (
         key
-    ) in keys:  # the dialog's name in bold (tests/processing/test_help.py), the key beside it for the command line
+    ) in keys:  # the dialog's name in bold (tests/algorithms/test_help.py), the key beside it for the command line
         assert f"<code>{key}</code>" in help_text, key
     for field in set(OUTPUT_FIELDS + TRUTH_FIELDS + CANDIDATE_FIELDS):
         assert f"<b>{field}</b>" in help_text, field

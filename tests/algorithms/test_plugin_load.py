@@ -422,7 +422,7 @@ def test_styles_apply_to_layers_with_the_contract_fields():
     rules = renderer.rootRule().children()
     assert rules[0].filterExpression() == '"chosen"'
     zoom_rules = [r for r in rules[0].children() if '"zoom" =' in r.filterExpression()]
-    assert len(zoom_rules) == 7  # the chosen path, one outline colour per zoom (tests/processing/test_output_styles.py)
+    assert len(zoom_rules) == 7  # the chosen path, one outline colour per zoom (tests/algorithms/test_output_styles.py)
     final = zoom_rules[-1].symbol().symbolLayer(0)
     assert final.strokeColor().name() == "#e53935" and final.strokeWidth() >= 0.8  # zoom 16: thick red outline
     assert zoom_rules[0].symbol().symbolLayer(0).brushStyle() == 0  # Qt.NoBrush: the imagery stays visible
