@@ -77,6 +77,15 @@ def clean_env(monkeypatch, tmp_path):
     return monkeypatch
 
 
+@pytest.fixture(scope="module")
+def server():
+    """One real tile server (hashed tiles) per test module, so the module's runs can share a tile/embedding cache."""
+    from hiergeo_demo.tile_server import TileServer
+
+    with TileServer(hashed_tile_png) as srv:
+        yield srv
+
+
 @pytest.fixture
 def tile_server():
     from hiergeo_demo.tile_server import TileServer

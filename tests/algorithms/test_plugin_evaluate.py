@@ -7,10 +7,8 @@ import statistics
 from pathlib import Path
 
 import pytest
-from helpers import hashed_tile_png
 from qgis.core import QgsProcessingFeedback, QgsVectorLayer
 
-from hiergeo_demo.tile_server import TileServer
 from hiergeo_plugin.core.evaluation.metrics import haversine_km
 from hiergeo_plugin.core.search.photos import read_exif_gps
 
@@ -21,12 +19,6 @@ def run(alg_id, params, **kw):
     import processing  # importable once the qgis_processing fixture ran
 
     return processing.run(alg_id, params, **kw)
-
-
-@pytest.fixture(scope="module")
-def server():
-    with TileServer(hashed_tile_png) as srv:
-        yield srv
 
 
 @pytest.fixture(scope="module")

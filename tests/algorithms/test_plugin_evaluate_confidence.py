@@ -7,9 +7,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from helpers import hashed_tile_png
 
-from hiergeo_demo.tile_server import TileServer
 from hiergeo_plugin.core.confidence.assessment import calibration_of_run
 
 PHOTOS = ("11.jpg", "12.jpg", "13.jpg", "14.jpg", "15.jpg")
@@ -19,12 +17,6 @@ def run(alg_id, params):
     import processing  # importable once the qgis_processing fixture ran
 
     return processing.run(alg_id, params)
-
-
-@pytest.fixture(scope="module")
-def server():
-    with TileServer(hashed_tile_png) as srv:
-        yield srv
 
 
 @pytest.fixture()

@@ -41,13 +41,6 @@ SECRET = "S3CRETKEY42"
 
 
 @pytest.fixture(scope="module")
-def server():
-    """One real tile server for the module, so its runs can share a tile/embedding cache (seconds, not minutes)."""
-    with TileServer(hashed_tile_png) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
 def shared_cache(tmp_path_factory):
     return str(tmp_path_factory.mktemp("cache"))
 

@@ -7,10 +7,8 @@ import shutil
 import sqlite3
 
 import pytest
-from helpers import hashed_tile_png
 from qgis.core import QgsVectorLayer
 
-from hiergeo_demo.tile_server import TileServer
 from hiergeo_plugin.processing.styles import ogr_layer_uri
 
 
@@ -18,12 +16,6 @@ def run(alg_id, params):
     import processing  # importable once the qgis_processing fixture ran
 
     return processing.run(alg_id, params)
-
-
-@pytest.fixture(scope="module")
-def server():
-    with TileServer(hashed_tile_png) as srv:
-        yield srv
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from helpers import hashed_tile_png
 from qgis.core import (
     QgsApplication,
     QgsProcessingFeedback,
@@ -19,8 +18,6 @@ from qgis.core import (
     QgsProcessingParameterFeatureSink,
     QgsProject,
 )
-
-from hiergeo_demo.tile_server import TileServer
 
 GEOLOCATE = "hiergeo:geolocatephotos"
 EVALUATE = "hiergeo:evaluategeolocation"
@@ -35,12 +32,6 @@ class Feedback(QgsProcessingFeedback):
 
     def reportError(self, error, fatalError=False):  # noqa: N802, N803 (QGIS API names)
         self.errors.append(error)
-
-
-@pytest.fixture(scope="module")
-def server():
-    with TileServer(hashed_tile_png) as srv:
-        yield srv
 
 
 @pytest.fixture(scope="module")
