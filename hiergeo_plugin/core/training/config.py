@@ -17,6 +17,7 @@ from ..defaults import (
     DEFAULT_LEARNING_RATE,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_SEARCH_NEGATIVES,
+    DEFAULT_TOP_K,
     DEFAULT_UNFROZEN_BLOCKS,
     DEFAULT_ZOOMS,
 )
@@ -70,6 +71,19 @@ class TrainingConfig:
     tile_zmin: int = 0
     tile_zmax: int = 22
     rate_limit: Optional[float] = None
+    #: After the last zoom: fit the temperature of the confidence on the validation photos and store it in the
+    #: model file's manifest (training/calibrate.py; the tensors stay as they are).
+    calibrate: bool = True
+    #: Fewer located validation photos than this: no fit, the file keeps the default (calibrate.MIN_PHOTOS says why).
+    calibration_min_photos: int = 20
+    #: At most this many validation photos are searched (the first in the split's order): the step costs what
+    #: geolocating them costs.
+    calibration_max_photos: int = 100
+    #: The search that scores them: k, path weight and first-stage region (the search's defaults).
+    calibration_top_k: int = DEFAULT_TOP_K
+    calibration_path_weight: float = 0.0
+    #: (west, south, east, north); None = the whole world.
+    calibration_region: Optional[Tuple[float, float, float, float]] = None
 
     RESULT_FIELDS = (
         "base_model",
@@ -138,5 +152,7 @@ class TrainingConfig:
             raise TrainingError("base_batch_size must be at least 2")
         if self.search_negatives < 0:
             raise TrainingError("search_negatives must be 0 or more")
+        if self.calibrate and (self.calibration_top_k < 1 or self.calibration_min_photos < 2):
+            raise TrainingError("calibration_top_k must be at least 1 and calibration_min_photos at least 2")
         if self.max_resident_images < 4 * max(self.batch_size * (1 + self.search_negatives), self.base_batch_size):
             raise TrainingError("max_resident_images must hold at least two batches")

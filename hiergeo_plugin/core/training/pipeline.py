@@ -13,6 +13,7 @@ from ..progress import Reporter
 from ..search.photos import PhotoRecord
 from ..tiles.source import TileSource
 from .base_stage import train_base_stage
+from .calibrate import calibrate_model, calibration_photos, will_calibrate
 from .checkpoint import TrainingState, load_checkpoint
 from .config import TrainingConfig, TrainingError
 from .losses import choose_logit_scale
@@ -71,12 +72,14 @@ class _Shares:
     base: float
     photo: float
     zoom: float
+    calibration: float = 0.0  # the last part: the temperature's fit (calibrate.py)
 
     @classmethod
-    def of(cls, from_scratch: bool, zooms: int) -> _Shares:
+    def of(cls, from_scratch: bool, zooms: int, calibrate: bool = False) -> _Shares:
         base_share = 0.3 if from_scratch else 0.0
         photo_share = 0.05
-        return cls(base_share, photo_share, (1.0 - base_share - photo_share) / zooms)
+        calibration = 0.1 if calibrate else 0.0
+        return cls(base_share, photo_share, (1.0 - base_share - photo_share - calibration) / zooms, calibration)
 
     def zoom_reporter(self, reporter: Reporter, k: int) -> Reporter:
         """The reporter of the k-th zoom (finest first)."""
@@ -105,7 +108,8 @@ def _train(run: TrainingRun, output: Path, reporter: Reporter) -> dict:
     _announce(run, reporter)
     state = load_checkpoint(writer.checkpoint, writer.fingerprint, reporter) or TrainingState()
     from_scratch = run.config.base_training_epochs > 0
-    shares = _Shares.of(from_scratch, len(run.zooms_finest_first))
+    held_out = calibration_photos(run.records, run.split["val"], run.config)
+    shares = _Shares.of(from_scratch, len(run.zooms_finest_first), will_calibrate(held_out, run.config))
     map_visual = _starting_map_tower(run, state, from_scratch, reporter.scaled(0.0, shares.base))
     scale = choose_logit_scale(run.clip, state.logit_scale if from_scratch else None)
     state.logit_scale = scale
@@ -114,7 +118,9 @@ def _train(run: TrainingRun, output: Path, reporter: Reporter) -> dict:
     )
     summary_zooms = _ZoomStages(run, state, towers, scale).train(shares, reporter)
     writer.save(state, final=True)
-    writer.remove_checkpoint()
+    calibration_rep = reporter.scaled(1.0 - shares.calibration, 1.0)
+    calibration = calibrate_model(output, held_out, run.source, run.config, run.device, calibration_rep)
+    writer.remove_checkpoint()  # after the fit: a cancelled fit resumes with every zoom done
     reporter.progress(1.0)
     reporter.info(f"model written to {output}")
     return {
@@ -131,6 +137,7 @@ def _train(run: TrainingRun, output: Path, reporter: Reporter) -> dict:
         "logit_scale": scale,
         "resumed_zooms": list(state.resumed_zooms),
         "zooms": {z: summary_zooms[z] for z in run.zooms_finest_first},
+        "calibration": calibration,
     }
 
 
