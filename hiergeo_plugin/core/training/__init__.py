@@ -21,7 +21,8 @@ The recipe, and where this code departs from the paper (each for a stated reason
   order), all randomness is seeded, and timings stay out of the file.
 
 Layout: config (TrainingConfig), split, data, negatives, losses, augment, map_tower, checkpoint, run (the shared
-context), base_stage, zoom_stage, validation, pipeline (train_map_encoders). torch is imported inside
+context), base_stage, zoom_stage, validation, calibrate (the confidence's temperature, fitted on the validation
+photos once the zooms are trained), pipeline (train_map_encoders). torch is imported inside
 functions, so importing this package costs nothing.
 """
 
