@@ -46,7 +46,8 @@ class TilePipeline:
         self.totals = totals
 
     def embeddings(self, zoom: int, tiles: List[Tile], reporter: Reporter) -> Dict[Tile, np.ndarray]:
-        """Embeddings for `tiles`: cache first; the rest fetched by workers while the model encodes batches."""
+        """Embeddings for `tiles`: cache first; the rest fetched by workers while the model encodes batches, in
+        the order of `tiles` so that the same tiles always share a batch."""
         t_start = time.perf_counter()
         stats = StageStats(zoom, tiles=len(tiles))
         encoder = self.model.map_encoder(zoom)
@@ -70,7 +71,11 @@ class TilePipeline:
 
         window = max(2 * self.batch_size, 4 * self.source.max_connections)
         lines = CountLines(f"fetching zoom {zoom}", len(missing), "tiles")
-        fetched = self.source.fetch_many(missing, prepare=self.prepare, window=window, should_stop=reporter.cancelled)
+        # In the order of `missing`, not as the server answers: batches are then the same slices of the tile list in
+        # every run, and so are the embeddings (float32 results depend slightly on which tiles share a batch).
+        fetched = self.source.fetch_many(
+            missing, prepare=self.prepare, window=window, should_stop=reporter.cancelled, ordered=True
+        )
         try:
             self._consume(fetched, stats, pending, flush, reporter, lines)
             reporter.check_cancelled()
@@ -84,7 +89,7 @@ class TilePipeline:
         return found
 
     def _consume(self, fetched, stats: StageStats, pending: list, flush, reporter: Reporter, lines: CountLines) -> None:
-        """Takes the fetched tiles as they come into `pending`, encoding whenever a batch is full (flush); logs
+        """Takes the fetched tiles in the order asked into `pending`, encoding whenever a batch is full (flush); logs
         "zoom z: done/total tiles ..., ETA" lines on the way; counts the gaps met (the total if it stops early)."""
         failed_in_a_row = 0
         with contextlib.closing(fetched):  # leaving early (cancel, server gone) stops the fetching at once

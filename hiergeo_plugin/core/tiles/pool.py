@@ -1,5 +1,5 @@
-"""Fetching many tiles on a bounded worker pool: a window of tiles in flight, results in completion order, and a
-stop that reaches every worker.
+"""Fetching many tiles on a bounded worker pool: a window of tiles in flight, results in completion order (or in
+the order asked, for callers whose results must not depend on thread timing), and a stop that reaches every worker.
 
 Why a module of its own: this is where memory and cancel latency are bounded, whatever the number of tiles. At
 most `window` tiles are in flight; the caller's `prepare` runs in the worker (decoding and preprocessing overlap
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Generator, Iterable, Optional
 
@@ -28,8 +29,10 @@ def fetch_concurrently(
     prepare: Optional[Callable[[object], object]],
     window: int,
     should_stop: Optional[Callable[[], bool]],
+    ordered: bool = False,
 ) -> Generator[TileResult, None, None]:
-    """`fetch` each of `tiles` on `pool`, yielding results in completion order (see TileSource.fetch_many).
+    """`fetch` each of `tiles` on `pool`, yielding results in completion order (see TileSource.fetch_many), or in
+    the order of `tiles` when `ordered`.
 
     `should_stop` is polled between results and at least every 0.2 s while every tile in flight is still waiting
     (a slow server must not delay a cancel by its timeout).
@@ -46,6 +49,10 @@ def fetch_concurrently(
         return result
 
     it = iter(tiles)
+    poll = 0.2 if should_stop is not None else None
+    if ordered:
+        yield from _in_order(pool, work, it, window, should_stop, poll, stop)
+        return
     pending: set = set()
 
     def refill() -> None:
@@ -55,7 +62,6 @@ def fetch_concurrently(
                 return
             pending.add(pool.submit(work, tile))
 
-    poll = 0.2 if should_stop is not None else None
     try:
         refill()
         while pending:
@@ -68,4 +74,36 @@ def fetch_concurrently(
     finally:
         stop.set()
         for fut in pending:
+            fut.cancel()
+
+
+def _in_order(pool, work, it, window: int, should_stop, poll, stop: threading.Event):
+    """The ordered variant: results in the order asked, with at most `window` tiles submitted and not yet yielded.
+
+    Why: a caller that groups results (the search encodes them in batches) gets the same groups whatever order the
+    server answers in, since float32 results depend slightly on the grouping. The workers still fetch and decode
+    up to `window` tiles ahead while the caller works; only a slow tile holds back the ones after it, and memory
+    stays bounded by the window as in completion order.
+    """
+    queued: deque = deque()
+    try:
+        while True:
+            while len(queued) < window:
+                tile = next(it, None)
+                if tile is None:
+                    break
+                queued.append(pool.submit(work, tile))
+            if not queued:
+                return
+            done, _ = cf.wait([queued[0]], timeout=poll)
+            if not done:
+                if should_stop is not None and should_stop():
+                    return
+                continue
+            yield queued.popleft().result()
+            if should_stop is not None and should_stop():
+                return
+    finally:
+        stop.set()
+        for fut in queued:
             fut.cancel()

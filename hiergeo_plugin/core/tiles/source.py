@@ -277,8 +277,10 @@ class TileSource:
         prepare: Optional[Callable[[object], object]] = None,
         window: Optional[int] = None,
         should_stop: Optional[Callable[[], bool]] = None,
+        ordered: bool = False,
     ) -> Generator[TileResult, None, None]:
-        """Fetch tiles concurrently, yielding results in completion order.
+        """Fetch tiles concurrently, yielding results in completion order (in the order of `tiles` when `ordered`:
+        for a caller whose grouping of the results must not depend on which tile the server answered first).
 
         `prepare(image)` runs in the worker thread (e.g. resize + normalise for the model), so decoding and
         preprocessing overlap the caller's model work. At most `window` tiles are in flight, which bounds
@@ -290,7 +292,7 @@ class TileSource:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self.max_connections, thread_name_prefix="hiergeo-tile")
         window = window or self.max_connections * 4
-        yield from fetch_concurrently(self._pool, self.fetch, tiles, prepare, window, should_stop)
+        yield from fetch_concurrently(self._pool, self.fetch, tiles, prepare, window, should_stop, ordered)
 
     def check_reachable(self, cancelled: Optional[Callable[[], bool]] = None) -> None:
         """Fail fast (TileSourceError), before any model work, when the source cannot serve anything at all;
