@@ -100,6 +100,20 @@ def run_alg(alg_id: str, params: dict, title: str):
     return result
 
 
+#: The demo's tile server port. Fixed, because the trained model records its imagery's id (a hash of the tile
+#: template, port included): a port drawn by the system would make every run's model file different.
+DEMO_PORT = 47654
+
+
+def start_tile_server(server_class, render, port: int):
+    """The demo world's tile server on `port`, or on any free port (with a note) when that one is taken."""
+    try:
+        return server_class(render, port=port).start()
+    except OSError as exc:
+        print(f"[demo] port {port} is not free ({exc}); serving on another port: the model file will differ by run")
+        return server_class(render).start()
+
+
 def metrics_row(name: str, m: dict) -> str:
     """One method's shares, each with its 95% interval (low-high) when the metrics carry one."""
     ci = m.get("within_ci95") or {}
@@ -155,6 +169,12 @@ def main() -> int:
         help="ZOOM_LEVELS of index+refine: the index zoom, then the levels refined below it",
     )
     ap.add_argument("--no-index", action="store_true", help="skip the region index methods")
+    ap.add_argument(
+        "--port",
+        type=int,
+        default=DEMO_PORT,
+        help="port of the demo's tile server on 127.0.0.1 (0: any free port; the model file then differs by run)",
+    )
     ap.add_argument("--quick", action="store_true", help="a small, fast run (CI smoke test)")
     args = ap.parse_args()
     if args.quick:
@@ -199,7 +219,7 @@ def main() -> int:
     )
 
     app, provider = start_qgis()
-    server = TileServer(lambda z, x, y: world.tile_png(z, x, y, size=args.tile_size)).start()
+    server = start_tile_server(TileServer, lambda z, x, y: world.tile_png(z, x, y, size=args.tile_size), args.port)
     cache = str(work / "cache")
     try:
         layers = {}
