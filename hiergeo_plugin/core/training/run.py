@@ -23,7 +23,7 @@ from ..tiles.source import TileSource
 from .checkpoint import ModelWriter, config_fingerprint, data_fingerprint
 from .config import TrainingConfig, TrainingError
 from .data import PhotoTileLoader
-from .split import photo_id, split_records
+from .split import photo_id, photo_names, split_records
 
 
 class TrainingRun:
@@ -75,7 +75,8 @@ class TrainingRun:
         )
 
     def split_names(self) -> Dict[str, List[str]]:
-        return {part: [photo_id(self.records[i]) for i in idx] for part, idx in self.split.items()}
+        names = photo_names(self.records)
+        return {part: [names[i] for i in idx] for part, idx in self.split.items()}
 
     def embed_photos(self, visual, indices: Sequence[int], reporter: Reporter, name: str = "photo") -> Dict[int, Any]:
         """{index: normalised embedding} for photos that load, computed once, streamed in chunks."""

@@ -4,6 +4,8 @@ Why bytes and not "close" tensors: a model file is shared and cached by its dige
 model" is what a user needs to trust a comparison between two runs. The second training runs in another process
 (another PYTHONHASHSEED, another hash-map seed inside safetensors) and reads the tiles from the disk cache the
 first one filled, so tiles arrive in a different order and at another pace: none of that may show in the file. The base stage is on, so the augmentation's random numbers are exercised too.
+The photos are named by their absolute paths (as "Import geotagged photos" names them) and the second run reads a
+copy in another folder (as two demo runs in two output folders do): where the collection lies may not show either.
 
 This file is also the second process: `python tests/core/training/test_training_reproducible.py ARGS.json`.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -75,7 +78,9 @@ def test_two_seeded_trainings_write_identical_model_files(tmp_path):
     from hiergeo_demo.tile_server import TileServer
     from hiergeo_demo.world import DemoWorld
 
-    rows = make_photos(tmp_path / "photos")
+    rows = [(path, path, lat, lon) for _name, path, lat, lon in make_photos(tmp_path / "photos")]
+    shutil.copytree(tmp_path / "photos", tmp_path / "elsewhere")
+    moved = [(str(tmp_path / "elsewhere" / Path(p).name),) * 2 + (lat, lon) for p, _, lat, lon in rows]
     world = DemoWorld(WORLD_SEED)
     cache = tmp_path / "cache"
     before = torch.get_num_threads()
@@ -87,7 +92,7 @@ def test_two_seeded_trainings_write_identical_model_files(tmp_path):
             job.write_text(
                 json.dumps(
                     {
-                        "rows": rows,
+                        "rows": moved,
                         "template": server.template,
                         "output": str(tmp_path / "b.safetensors"),
                         "cache_dir": str(cache),
