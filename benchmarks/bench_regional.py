@@ -160,9 +160,15 @@ def errors_of(results, position=None):
 
 def run_index(model, index, records, source=None, cache=None, method="index", zooms=(), top_k=TOP_K):
     from hiergeo_plugin.core.index.locate import IndexSearch
+    from hiergeo_plugin.core.search.config import SearchConfig
 
     search = IndexSearch(
-        model, index, source, cache, method=method, zooms=zooms or [index.zoom], top_k=top_k, path_weight=PATH_WEIGHT
+        model,
+        index,
+        source,
+        cache,
+        method=method,
+        config=SearchConfig(zooms=zooms or [index.zoom], top_k=top_k, path_weight=PATH_WEIGHT),
     )
     t0 = time.perf_counter()
     results = list(search.run(records))
@@ -199,6 +205,7 @@ def main(argv=None) -> int:
     from hiergeo_demo.tile_server import TileServer
     from hiergeo_plugin.core.evaluation.stats import row_metrics
     from hiergeo_plugin.core.model.factory import load_geo_model
+    from hiergeo_plugin.core.search.config import SearchConfig
     from hiergeo_plugin.core.search.embedding_cache import EmbeddingCache
     from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
     from hiergeo_plugin.core.tiles.source import TileSource
@@ -247,7 +254,10 @@ def main(argv=None) -> int:
         # hierarchical: from `first` (the box is a handful of tiles there) down to the cell zoom, within the box.
         subset = test[: args.hier_photos]
         search = HierarchicalSearch(
-            model, source, cache, zooms=[first, coarse, zoom], top_k=TOP_K, region=box, path_weight=PATH_WEIGHT
+            model,
+            source,
+            cache,
+            config=SearchConfig(zooms=[first, coarse, zoom], top_k=TOP_K, region=box, path_weight=PATH_WEIGHT),
         )
         t0 = time.perf_counter()
         results = list(search.run(subset))

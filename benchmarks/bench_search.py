@@ -136,6 +136,7 @@ def make_photos(folder: Path, n: int, seed: int, region=None, places: int = 0, s
 
 
 def run_engine(model, template, records, cache_dir, k, zooms, photo_batch=64, batch_size=64):
+    from hiergeo_plugin.core.search.config import SearchConfig
     from hiergeo_plugin.core.search.embedding_cache import EmbeddingCache
     from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
     from hiergeo_plugin.core.tiles.source import TileSource
@@ -143,7 +144,7 @@ def run_engine(model, template, records, cache_dir, k, zooms, photo_batch=64, ba
     source = TileSource(template, cache_dir=cache_dir)
     cache = EmbeddingCache(Path(cache_dir) / "embeddings.sqlite") if cache_dir else EmbeddingCache(None)
     search = HierarchicalSearch(
-        model, source, cache, zooms=zooms, top_k=k, batch_size=batch_size, photo_batch=photo_batch
+        model, source, cache, config=SearchConfig(zooms=zooms, top_k=k, batch_size=batch_size, photo_batch=photo_batch)
     )
     t0 = time.perf_counter()
     results = list(search.run(records))

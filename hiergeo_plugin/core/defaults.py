@@ -14,6 +14,8 @@ DEFAULT_ZOOMS: Tuple[int, ...] = (4, 6, 8, 10, 12, 14, 16)
 DEFAULT_BASE_MODEL = "ViT-B-32/openai"
 #: Tiles kept per zoom level and photo (the paper's k).
 DEFAULT_TOP_K = 16
+#: The search's path weight: 0 is the paper (each zoom ranks by its own similarity).
+DEFAULT_PATH_WEIGHT = 0.0
 #: Images per forward pass of the model (search and training; the paper's training batch).
 DEFAULT_BATCH_SIZE = 64
 #: Photos that the Processing algorithm searches together (tiles they share are fetched and encoded once).

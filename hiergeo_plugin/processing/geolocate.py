@@ -28,6 +28,7 @@ from qgis.core import (
 from ..core.defaults import (
     DEFAULT_BASE_MODEL,
     DEFAULT_BATCH_SIZE,
+    DEFAULT_PATH_WEIGHT,
     DEFAULT_PHOTO_BATCH,
     DEFAULT_TOP_K,
 )
@@ -35,11 +36,12 @@ from .algorithm import TileSourceAlgorithm
 from .geolocate_outputs import WGS84, PredictionWriter, sink_destination
 from .geolocate_search import (
     METHOD_OPTIONS,
-    SearchSettings,
+    RunSettings,
     check_tile_source,
     make_search,
-    refuse_search_settings,
+    refuse_run_settings,
     refuse_shared_destination,
+    search_config,
 )
 from .i18n import translatable
 from .params import (
@@ -155,7 +157,7 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
                 self.PATH_WEIGHT,
                 self.tr("Path weight (0 = the paper: each zoom ranks by its own similarity)"),
                 QgsProcessingParameterNumber.Type.Double,
-                0.0,
+                DEFAULT_PATH_WEIGHT,
                 minValue=0.0,
             ),
             QgsProcessingParameterNumber(
@@ -237,13 +239,15 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
         return run.results
 
     # -- the steps of a run -------------------------------------------------------------------------------------------
-    def _settings(self, parameters, context, feedback) -> SearchSettings:
-        return SearchSettings(
-            zooms=zoom_levels_value(self, parameters, self.ZOOM_LEVELS, context),
-            top_k=self.parameterAsInt(parameters, self.TOP_K, context),
-            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-            photo_batch=self.parameterAsInt(parameters, self.PHOTO_BATCH, context),
-            path_weight=self.parameterAsDouble(parameters, self.PATH_WEIGHT, context),
+    def _settings(self, parameters, context, feedback) -> RunSettings:
+        """The parameters, read in the order the user sees them refused; the search's own become the core's
+        SearchConfig, which refuses a search too large for its zooms and extent."""
+        zooms = zoom_levels_value(self, parameters, self.ZOOM_LEVELS, context)
+        top_k = self.parameterAsInt(parameters, self.TOP_K, context)
+        batch_size = self.parameterAsInt(parameters, self.BATCH_SIZE, context)
+        photo_batch = self.parameterAsInt(parameters, self.PHOTO_BATCH, context)
+        path_weight = self.parameterAsDouble(parameters, self.PATH_WEIGHT, context)
+        run = dict(
             device=device_value(self, parameters, self.DEVICE, context),
             model_file=(self.parameterAsFile(parameters, self.MODEL, context) or "").strip(),
             base_model=(self.parameterAsString(parameters, self.BASE_MODEL, context) or "").strip()
@@ -251,11 +255,13 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
             cache_dir=cache_dir_value(self, parameters, self.CACHE_DIR, context),
             max_connections=self.parameterAsInt(parameters, self.MAX_CONNECTIONS, context),
             rate_limit=self.parameterAsDouble(parameters, self.RATE_LIMIT, context),
-            region=self._search_region(parameters, context, feedback),
-            method=enum_option(self, parameters, self.METHOD, context),
-            index_path=(self.parameterAsFile(parameters, self.INDEX, context) or "").strip(),
-            max_zoom=self._max_zoom(parameters, context),
         )
+        region = self._search_region(parameters, context, feedback)
+        method = enum_option(self, parameters, self.METHOD, context)
+        index_path = (self.parameterAsFile(parameters, self.INDEX, context) or "").strip()
+        max_zoom = self._max_zoom(parameters, context)
+        search = search_config(zooms, top_k, batch_size, photo_batch, path_weight, region, method)
+        return RunSettings(search, method=method, index_path=index_path, max_zoom=max_zoom, **run)
 
     def _max_zoom(self, parameters, context) -> Optional[int]:
         """MAX_ZOOM, or None when it is not given (parameterAsInt would read an empty optional number as 0)."""
@@ -277,19 +283,21 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
         )
         return region
 
-    def _refuse_before_fetching(self, parameters, context, settings: SearchSettings) -> None:
-        """Requests that cannot work are refused with what and why before the probe or anything else is fetched."""
-        refuse_search_settings(settings)
+    def _refuse_before_fetching(self, parameters, context, settings: RunSettings) -> None:
+        """Requests that cannot work are refused with what and why before the probe or anything else is fetched
+        (a search too large for its zooms and extent already when its SearchConfig is built)."""
+        refuse_run_settings(settings)
         refuse_shared_destination(
             sink_destination(self, parameters, self.OUTPUT, context),
             sink_destination(self, parameters, self.CANDIDATES, context),
         )
 
-    def _load_model(self, run, settings: SearchSettings):
+    def _load_model(self, run, settings: RunSettings):
         """The model of MODEL or BASE_MODEL; a warning for each zoom the model file has no map encoder for."""
-        model = run.load_model(settings.base_model, settings.model_file, settings.zooms, settings.device)
+        zooms = list(settings.search.zooms)
+        model = run.load_model(settings.base_model, settings.model_file, zooms, settings.device)
         if settings.model_file:
-            untrained = [z for z in settings.zooms if z not in model.map_encoders]
+            untrained = [z for z in zooms if z not in model.map_encoders]
             if untrained:
                 run.feedback.pushWarning(
                     self.tr(
@@ -313,7 +321,7 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
         """Write each photo's result as it comes; on cancel keep what was written, on a lost server give every
         remaining photo its reason."""
         from ..core.progress import Cancelled
-        from ..core.search.hierarchical import PhotoResult
+        from ..core.search.results import PhotoResult
         from ..core.tiles.source import TileSourceError
 
         done = 0

@@ -3,8 +3,8 @@ request (or warn about it) before anything is fetched, and which search runs (ME
 search, or a region index alone or refined by that search).
 
 Why a module of its own: geolocate.py is the algorithm's QGIS wiring (parameters in, sinks and counts out) and
-stays within the module size guideline; what lives here works on the run's plain values (`SearchSettings`, sink
-destination ids, a core TileSource) and needs no algorithm instance. Failures are QgsProcessingExceptions that say
+stays within the module size guideline; what lives here works on the run's plain values (`RunSettings` with the
+core's SearchConfig, sink destination ids, a core TileSource) and needs no algorithm instance. Failures are QgsProcessingExceptions that say
 what and why, messages go through the one `tr()` (i18n.py).
 """
 
@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Sequence, Tuple
 
 from qgis.core import QgsProcessingException
 
 from .destinations import split_sink_destination
 from .i18n import tr
+
+if TYPE_CHECKING:  # the core's config, imported where it is built so that loading the plugin stays light
+    from ..core.search.config import SearchConfig
 
 #: METHOD's options, in this order (index 0 is the default): the paper's search, or a region index (.hgindex from
 #: "Build region index") alone or refined by the paper's search below the index zoom.
@@ -25,22 +28,17 @@ METHOD_OPTIONS = ("hierarchical", "index", "index+refine")
 
 
 @dataclass
-class SearchSettings:
-    """The run's parameters as plain values, read once at the start of processAlgorithm."""
+class RunSettings:
+    """The run's parameters as plain values, read once at the start of processAlgorithm: the search's own in the
+    core's SearchConfig (its defaults and bounds live there), the model, the cache and the downloads beside it."""
 
-    zooms: List[int]
-    top_k: int
-    batch_size: int
-    photo_batch: int
-    path_weight: float
+    search: SearchConfig
     device: str
     model_file: str
     base_model: str
     cache_dir: str
     max_connections: int
     rate_limit: float
-    #: (west, south, east, north) in EPSG:4326, or None for the whole world.
-    region: Optional[Tuple[float, float, float, float]]
     method: str = METHOD_OPTIONS[0]
     index_path: str = ""
     #: MAX_ZOOM: the deepest zoom with imagery, when the user knows it (None: the source's own maximum).
@@ -54,17 +52,30 @@ class SearchSettings:
 # -- refused before anything is fetched ---------------------------------------------------------------------------
 
 
-def refuse_search_settings(settings: SearchSettings) -> None:
-    """A search too large for its zooms and extent, or a CACHE_DIR that is a file: refused with what and why."""
-    from ..core.search.hierarchical import check_search_size
+def search_config(
+    zooms: Sequence[int],
+    top_k: int,
+    batch_size: int,
+    photo_batch: int,
+    path_weight: float,
+    region: Optional[Tuple[float, float, float, float]],
+    method: str,
+) -> SearchConfig:
+    """The core SearchConfig of the parameters; a search too large for its zooms and extent refused with what
+    and why, before anything is fetched."""
+    from ..core.search.config import SearchConfig
 
     try:
+        config = SearchConfig(tuple(zooms), top_k, batch_size, photo_batch, region, path_weight)
         # index+refine starts from the index's hits, not from every tile of the first zoom: only the steps count.
-        check_search_size(
-            settings.zooms, settings.top_k, settings.region, first_stage=settings.method == "hierarchical"
-        )
+        config.check_size(first_stage=method == "hierarchical")
     except ValueError as exc:
         raise QgsProcessingException(f"ZOOM_LEVELS: {exc}") from None
+    return config
+
+
+def refuse_run_settings(settings: RunSettings) -> None:
+    """A CACHE_DIR that is a file: refused with what and why."""
     if os.path.exists(settings.cache_dir) and not os.path.isdir(settings.cache_dir):
         raise QgsProcessingException(
             tr(
@@ -105,7 +116,7 @@ def _same_layer_destination(first: str, second: str) -> Optional[str]:
 # -- the tile source ----------------------------------------------------------------------------------------------
 
 
-def check_tile_source(tile_source, settings: SearchSettings, feedback) -> None:
+def check_tile_source(tile_source, settings: RunSettings, feedback) -> None:
     """Log the source, warn about zooms it lacks, and fail fast when it cannot be reached."""
     from ..core.progress import Cancelled
     from ..core.tiles.source import TileSourceError
@@ -116,15 +127,16 @@ def check_tile_source(tile_source, settings: SearchSettings, feedback) -> None:
             source=tile_source.display_name, zmin=zmin, zmax=zmax, cache=settings.cache_dir
         )
     )
-    below = [z for z in settings.zooms if z < zmin]
+    zooms = settings.search.zooms
+    below = [z for z in zooms if z < zmin]
     if below:
         feedback.pushWarning(
             tr("zoom levels {zooms} lie below the source's range {zmin}-{zmax}: expect gaps there").format(
                 zooms=below, zmin=zmin, zmax=zmax
             )
         )
-    beyond = [z for z in settings.zooms if z > zmax]
-    within = [z for z in settings.zooms if z <= zmax]
+    beyond = [z for z in zooms if z > zmax]
+    within = [z for z in zooms if z <= zmax]
     if beyond and within:
         feedback.pushWarning(
             tr(
@@ -150,23 +162,12 @@ def check_tile_source(tile_source, settings: SearchSettings, feedback) -> None:
 # -- which search -------------------------------------------------------------------------------------------------
 
 
-def make_search(settings: SearchSettings, model, tile_source, cache, reporter):
+def make_search(settings: RunSettings, model, tile_source, cache, reporter):
     """The hierarchical search, or a region index search (METHOD index / index+refine) over INDEX."""
     from ..core.search.hierarchical import HierarchicalSearch
 
     if settings.method == "hierarchical":
-        return HierarchicalSearch(
-            model,
-            tile_source,
-            cache,
-            zooms=settings.zooms,
-            top_k=settings.top_k,
-            batch_size=settings.batch_size,
-            photo_batch=settings.photo_batch,
-            reporter=reporter,
-            region=settings.region,
-            path_weight=settings.path_weight,
-        )
+        return HierarchicalSearch(model, tile_source, cache, settings.search, reporter=reporter)
     from ..core.index.index_file import IndexFileError
     from ..core.index.locate import IndexSearch, load_index_for
 
@@ -176,18 +177,6 @@ def make_search(settings: SearchSettings, model, tile_source, cache, reporter):
         )
     try:
         index = load_index_for(settings.index_path, model, tile_source)
-        return IndexSearch(
-            model,
-            index,
-            tile_source,
-            cache,
-            method=settings.method,
-            zooms=settings.zooms,
-            top_k=settings.top_k,
-            batch_size=settings.batch_size,
-            photo_batch=settings.photo_batch,
-            reporter=reporter,
-            path_weight=settings.path_weight,
-        )
+        return IndexSearch(model, index, tile_source, cache, settings.method, settings.search, reporter=reporter)
     except (IndexFileError, ValueError) as exc:
         raise QgsProcessingException(f"INDEX: {exc}") from None

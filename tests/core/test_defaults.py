@@ -24,6 +24,7 @@ NAMED = {
     "top_k": defaults.DEFAULT_TOP_K,
     "batch_size": defaults.DEFAULT_BATCH_SIZE,
     "photo_batch": defaults.DEFAULT_PHOTO_BATCH,
+    "path_weight": defaults.DEFAULT_PATH_WEIGHT,
     "max_connections": defaults.DEFAULT_MAX_CONNECTIONS,
     "base_model": defaults.DEFAULT_BASE_MODEL,
     "thresholds_km": defaults.DEFAULT_THRESHOLDS_KM,
@@ -95,6 +96,20 @@ def test_every_signature_default_equals_its_named_default():
                 drifted.append(f"{owner}({param}={value!r}), core/defaults.py says {NAMED[param]!r}")
     assert checked >= 15, checked  # the walk found the signatures (it would pass vacuously otherwise)
     assert not drifted, "\n".join(drifted)
+
+
+def test_search_config_fields_are_the_named_defaults_and_the_searches_keep_none_of_their_own():
+    from hiergeo_plugin.core.index.locate import IndexSearch
+    from hiergeo_plugin.core.search.config import SearchConfig
+    from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
+
+    fields = {f.name: f.default for f in dataclasses.fields(SearchConfig)}
+    assert fields.pop("region") is None  # the whole world: no named default to drift from
+    assert fields == {name: NAMED[name] for name in fields}
+    assert set(fields) == {"zooms", "top_k", "batch_size", "photo_batch", "path_weight"}
+    for search in (HierarchicalSearch, IndexSearch):  # one source of defaults: the config, not the signatures
+        own = {n for n, p in inspect.signature(search).parameters.items() if p.default is not inspect.Parameter.empty}
+        assert not own & set(NAMED), (search.__name__, own & set(NAMED))
 
 
 def test_index_cli_options_default_to_the_named_defaults():

@@ -37,6 +37,7 @@ from reliability_support import (
 from hiergeo_demo.tile_server import TileServer
 from hiergeo_plugin.core.model.factory import load_model_file
 from hiergeo_plugin.core.model.file import ModelFileError, save_model_file
+from hiergeo_plugin.core.search.config import SearchConfig
 from hiergeo_plugin.core.search.embedding_cache import EmbeddingCache
 from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
 from hiergeo_plugin.core.search.photos import PhotoRecord
@@ -58,7 +59,7 @@ def baseline(tiny_model, lund_paths):
     """The clean, cache-free answer for LUND (what every killed, resumed or concurrent run must reproduce)."""
     with TileServer(hashed_tile_png) as server:
         source = TileSource(server.template)
-        search = HierarchicalSearch(tiny_model, source, None, zooms=[4, 6, 8], top_k=K)
+        search = HierarchicalSearch(tiny_model, source, None, config=SearchConfig(zooms=[4, 6, 8], top_k=K))
         results = core_summary(search.run([PhotoRecord(os.path.basename(p), p) for p in lund_paths]))
         source.close()
     return {"results": results, "tile_encodes": search.totals.tile_encodes}
@@ -108,7 +109,7 @@ def test_sigkill_mid_run_leaves_readable_caches_and_the_rerun_reuses_them(tiny_m
         before = dict(server.log.requests)
         source = TileSource(server.template, cache_dir=cache)
         emb = EmbeddingCache(db)
-        search = HierarchicalSearch(tiny_model, source, emb, zooms=[4, 6, 8], top_k=K)
+        search = HierarchicalSearch(tiny_model, source, emb, config=SearchConfig(zooms=[4, 6, 8], top_k=K))
         rerun = core_summary(search.run([PhotoRecord(os.path.basename(p), p) for p in lund_paths]))
         emb.close()
         source.close()

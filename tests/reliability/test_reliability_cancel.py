@@ -26,6 +26,7 @@ from reliability_support import (
 
 from hiergeo_demo.tile_server import TileServer
 from hiergeo_plugin.core.progress import Cancelled, Reporter
+from hiergeo_plugin.core.search.config import SearchConfig
 from hiergeo_plugin.core.search.embedding_cache import EmbeddingCache
 from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
 from hiergeo_plugin.core.search.photos import PhotoRecord
@@ -117,7 +118,11 @@ def test_cancel_during_encoding(tiny_model, lund_records, tile_server, tmp_path)
     source = TileSource(tile_server.template, cache_dir=tmp_path)
     cache = EmbeddingCache(db)
     search = HierarchicalSearch(
-        tiny_model, source, cache, zooms=[4, 6], top_k=2, batch_size=32, reporter=Reporter(is_cancelled=cancelled)
+        tiny_model,
+        source,
+        cache,
+        config=SearchConfig(zooms=[4, 6], top_k=2, batch_size=32),
+        reporter=Reporter(is_cancelled=cancelled),
     )
     with pytest.raises(Cancelled):
         list(search.run(records))
@@ -130,14 +135,19 @@ def test_cancel_during_encoding(tiny_model, lund_records, tile_server, tmp_path)
 
     cache = EmbeddingCache(db)
     resumed = HierarchicalSearch(
-        tiny_model, TileSource(tile_server.template, cache_dir=tmp_path), cache, zooms=[4, 6], top_k=2, batch_size=32
+        tiny_model,
+        TileSource(tile_server.template, cache_dir=tmp_path),
+        cache,
+        config=SearchConfig(zooms=[4, 6], top_k=2, batch_size=32),
     )
     got = core_summary(resumed.run(records))
     cache.close()
     assert resumed.totals.stages[0].disk_hits == stored
     assert resumed.totals.stages[0].encoded == 256 - stored
     fresh = core_summary(
-        HierarchicalSearch(tiny_model, TileSource(tile_server.template), None, zooms=[4, 6], top_k=2).run(records)
+        HierarchicalSearch(
+            tiny_model, TileSource(tile_server.template), None, config=SearchConfig(zooms=[4, 6], top_k=2)
+        ).run(records)
     )
     assert same_predictions(got, fresh)
 

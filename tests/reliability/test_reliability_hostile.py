@@ -234,6 +234,7 @@ def test_the_search_branches_on_typed_outcomes(tiny_model, lund_records):
     """
     from helpers import hashed_tile_png
 
+    from hiergeo_plugin.core.search.config import SearchConfig
     from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
     from hiergeo_plugin.core.search.tile_pipeline import FAILED_IN_A_ROW_LIMIT
 
@@ -250,14 +251,16 @@ def test_the_search_branches_on_typed_outcomes(tiny_model, lund_records):
     with HostileServer(serve(501)) as server:
         src = TileSource(server.template, backoff=0.01)
         src.check_reachable()
-        search = HierarchicalSearch(tiny_model, src, zooms=[4, 6], top_k=2)
+        search = HierarchicalSearch(tiny_model, src, config=SearchConfig(zooms=[4, 6], top_k=2))
         with pytest.raises(TileSourceError, match=rf"http 501; {FAILED_IN_A_ROW_LIMIT} tiles in a row"):
             list(search.run(lund_records[:1]))
         src.close()
         assert src.fetch(Tile(4, 0, 0)).outcome is TileOutcome.FATAL
     with HostileServer(serve(404)) as server:
         src = TileSource(server.template, backoff=0.01)
-        results = list(HierarchicalSearch(tiny_model, src, zooms=[4, 6], top_k=2).run(lund_records[:1]))
+        results = list(
+            HierarchicalSearch(tiny_model, src, config=SearchConfig(zooms=[4, 6], top_k=2)).run(lund_records[:1])
+        )
         assert src.fetch(Tile(4, 1, 0)).outcome is TileOutcome.GAP
         src.close()
     assert results[0].ok and results[0].gaps >= 128  # half the world is a gap, and that is fine

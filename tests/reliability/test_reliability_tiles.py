@@ -28,6 +28,7 @@ from reliability_support import (
 )
 
 from hiergeo_demo.tile_server import FAULT_KINDS, FaultPlan, TileServer
+from hiergeo_plugin.core.search.config import SearchConfig
 from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
 from hiergeo_plugin.core.search.photos import PhotoRecord
 from hiergeo_plugin.core.tiles.grid import Tile
@@ -108,7 +109,7 @@ def test_core_search_with_faults_slower_than_the_timeout(tiny_model, lund_record
     plan = FaultPlan(rate=0.2, kinds=FAULT_KINDS, first_only=False, seed=5, slow_seconds=1.0, retry_after=0.05)
     with TileServer(hashed_tile_png, plan) as server:
         src = TileSource(server.template, cache_dir=tmp_path, timeout=0.4, backoff=0.02, max_connections=4)
-        search = HierarchicalSearch(tiny_model, src, None, zooms=zooms, top_k=2)
+        search = HierarchicalSearch(tiny_model, src, None, config=SearchConfig(zooms=zooms, top_k=2))
         got = core_summary(search.run(lund_records[:2]))
         src.close()
         template, log = server.template, server.log
@@ -118,7 +119,9 @@ def test_core_search_with_faults_slower_than_the_timeout(tiny_model, lund_record
     assert search.totals.gaps == len(gaps)
     with TileServer(_render_without(gaps)) as clean:
         ref = core_summary(
-            HierarchicalSearch(tiny_model, TileSource(clean.template), None, zooms=zooms, top_k=2).run(lund_records[:2])
+            HierarchicalSearch(
+                tiny_model, TileSource(clean.template), None, config=SearchConfig(zooms=zooms, top_k=2)
+            ).run(lund_records[:2])
         )
     assert same_predictions(got, ref)
 

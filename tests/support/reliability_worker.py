@@ -28,6 +28,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from hiergeo_plugin.core.model.factory import load_geo_model
+    from hiergeo_plugin.core.search.config import SearchConfig
     from hiergeo_plugin.core.search.embedding_cache import EmbeddingCache
     from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
     from hiergeo_plugin.core.search.photos import PhotoRecord
@@ -40,7 +41,7 @@ def main() -> int:
     cache = EmbeddingCache(Path(args.cache) / "embeddings.sqlite")
     try:
         source.check_reachable()
-        search = HierarchicalSearch(model, source, cache, zooms=zooms, top_k=args.k)
+        search = HierarchicalSearch(model, source, cache, config=SearchConfig(zooms=zooms, top_k=args.k))
         records = [PhotoRecord(os.path.basename(p), p) for p in args.photos]
         results = []
         for r in search.run(records):

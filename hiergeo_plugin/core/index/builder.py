@@ -28,9 +28,11 @@ import numpy as np
 from ..defaults import DEFAULT_BATCH_SIZE, DEFAULT_ZOOMS
 from ..model.encoders import GeoModel, describe_device
 from ..progress import Reporter
+from ..search.config import SearchConfig
 from ..search.embedding_cache import EmbeddingCache
-from ..search.hierarchical import HierarchicalSearch, PhotoResult
+from ..search.hierarchical import HierarchicalSearch
 from ..search.photos import PhotoRecord
+from ..search.results import PhotoResult
 from ..tiles.grid import Tile
 from ..tiles.source import TileSource
 from .assembly import assemble_plan, wants_streamed
@@ -116,7 +118,7 @@ class IndexBuilder:
         self.batch_size = max(1, int(batch_size))
         # The search object is the encode path: its tile_embeddings and encode_photos, with its caches.
         self.search = HierarchicalSearch(
-            model, source, cache, zooms=[0], top_k=1, batch_size=self.batch_size, reporter=self.reporter
+            model, source, cache, SearchConfig(zooms=(0,), top_k=1, batch_size=self.batch_size), reporter=self.reporter
         )
 
     def estimate(self, cells: int, shards: int, zoom: int) -> BuildEstimate:

@@ -15,17 +15,19 @@ Processing outputs and the visual QA are the same whatever the method:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Iterator, List, Optional, Sequence, cast
 
 import numpy as np
 
 from ..confidence import Calibration, annotate
-from ..defaults import DEFAULT_BATCH_SIZE, DEFAULT_PHOTO_BATCH
 from ..model.encoders import GeoModel
 from ..progress import Reporter
+from ..search.config import SearchConfig
 from ..search.embedding_cache import EmbeddingCache
-from ..search.hierarchical import DEFAULT_TOP_K, DEFAULT_ZOOMS, Candidate, HierarchicalSearch, PhotoResult, Prediction
+from ..search.hierarchical import HierarchicalSearch
 from ..search.photos import PhotoRecord
+from ..search.results import Candidate, PhotoResult, Prediction
 from ..tiles.grid import tile_center
 from ..tiles.source import TileSource
 from .index_file import RegionIndex, read_index
@@ -85,20 +87,20 @@ class IndexSearch:
         source: Optional[TileSource] = None,
         cache: Optional[EmbeddingCache] = None,
         method: str = "index",
-        zooms: Sequence[int] = DEFAULT_ZOOMS,
-        top_k: int = DEFAULT_TOP_K,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        photo_batch: int = DEFAULT_PHOTO_BATCH,
+        config: Optional[SearchConfig] = None,
+        *,
         reporter: Optional[Reporter] = None,
-        path_weight: float = 0.0,
     ):
+        """`config`: TOP_K hits per photo, the batch sizes, the path weight and, for index+refine, the zooms
+        refined below the index zoom (its region is not used: the index covers its own area). For METHOD index,
+        zooms=(index.zoom,) keeps the config's stage bounds from applying to stages that never run."""
         if method not in ("index", "index+refine"):
             raise ValueError(f"unknown index method {method!r}: use index or index+refine")
-        if top_k < 1:
-            raise ValueError("TOP_K must be at least 1")
+        config = config if config is not None else SearchConfig()
+        zooms = config.zooms
         self.index = index
         self.method = method
-        self.top_k = int(top_k)
+        self.top_k = config.top_k
         self.reporter = reporter or Reporter()
         self.vectors = open_vectors(index)
         #: The path context (index/path_context.py): the index ranks by path scores, stored divided by `scale`.
@@ -118,12 +120,8 @@ class IndexSearch:
             model,
             cast(TileSource, source),  # None only for METHOD=index, which fetches no tiles
             cache,
-            zooms=self.refine_zooms or [index.zoom],
-            top_k=top_k,
-            batch_size=batch_size,
-            photo_batch=photo_batch,
+            replace(config, zooms=tuple(self.refine_zooms or [index.zoom]), region=None),
             reporter=self.reporter,
-            path_weight=path_weight,
             start_candidates=self.hits if method == "index+refine" else None,
         )
         self.totals = self.search.totals

@@ -48,14 +48,16 @@ class Searcher:
 
     def __init__(self, config: GeolocateConfig, with_truth: bool, device: Optional[str] = None):
         from ..model.factory import load_geo_model
+        from ..search.config import SearchConfig
         from .locate import IndexSearch, load_index_for
 
         model = load_geo_model(config.base_model, config.model_file, device=device or config.device)
         index = load_index_for(config.index, model)
-        self.search = IndexSearch(
-            model, index, method="index", top_k=config.top_k, batch_size=config.batch_size,
-            photo_batch=config.photo_batch, reporter=Reporter(),
-        )  # fmt: skip
+        # METHOD index searches the index zoom alone: its zoom, so that the config bounds no stages it never runs.
+        settings = SearchConfig(
+            zooms=(index.zoom,), top_k=config.top_k, batch_size=config.batch_size, photo_batch=config.photo_batch
+        )
+        self.search = IndexSearch(model, index, method="index", config=settings, reporter=Reporter())
         self.with_truth = with_truth
 
     def __call__(self, row: Dict[str, object]) -> Dict[str, object]:

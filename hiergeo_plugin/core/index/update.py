@@ -37,8 +37,10 @@ import numpy as np
 from ..errors import HierGeoError
 from ..model.encoders import GeoModel
 from ..progress import Reporter
-from ..search.hierarchical import HierarchicalSearch, PhotoResult
+from ..search.config import SearchConfig
+from ..search.hierarchical import HierarchicalSearch
 from ..search.photos import PhotoRecord
+from ..search.results import PhotoResult
 from ..tiles.grid import Tile, tile_parent
 from .index_file import RegionIndex, read_manifest, write_index
 from .index_photos import located_photos, photo_cells
@@ -177,7 +179,8 @@ def _encode(
     model: GeoModel, zoom: int, records: Sequence[PhotoRecord], rep: Reporter
 ) -> Tuple[np.ndarray, List[Tile], List[int]]:
     """Unit embeddings and cells of the photos that encode, and their positions in `records`; no tile source."""
-    search = HierarchicalSearch(model, None, zooms=[zoom], top_k=1, reporter=rep)  # type: ignore[arg-type]
+    config = SearchConfig(zooms=(zoom,), top_k=1)
+    search = HierarchicalSearch(model, None, None, config, reporter=rep)  # type: ignore[arg-type]
     embs: List[np.ndarray] = []
     alive: List[int] = []
     for j in range(0, len(records), _ENCODE_CHUNK):

@@ -15,7 +15,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..search.hierarchical import Candidate
+from ..search.results import Candidate
 from ..tiles.grid import tile_center
 
 #: Softmax temperature over cosine scores (or path scores).

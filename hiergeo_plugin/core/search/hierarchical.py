@@ -22,20 +22,20 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from dataclasses import replace
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..confidence import Calibration, annotate
-from ..defaults import DEFAULT_BATCH_SIZE, DEFAULT_PHOTO_BATCH, DEFAULT_TOP_K, DEFAULT_ZOOMS
 from ..model.encoders import GeoModel, describe_device, make_tensor_preprocessor, stack
 from ..progress import Reporter
 from ..tiles.grid import Tile, all_tiles, tile_center, tile_children, tile_parent, tiles_in_bbox
 from ..tiles.source import TileSource
+from .config import SearchConfig
 from .embedding_cache import EmbeddingCache
 from .photos import PhotoError, PhotoRecord, load_photo
 from .results import Candidate, PhotoResult, Prediction, SearchTotals
-from .size_guard import check_search_size
 from .status import OK, coarse
 from .tile_pipeline import TilePipeline
 
@@ -58,37 +58,30 @@ class HierarchicalSearch:
         model: GeoModel,
         source: TileSource,
         cache: Optional[EmbeddingCache] = None,
-        zooms: Sequence[int] = DEFAULT_ZOOMS,
-        top_k: int = DEFAULT_TOP_K,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        photo_batch: int = DEFAULT_PHOTO_BATCH,
+        config: Optional[SearchConfig] = None,
+        *,
         reporter: Optional[Reporter] = None,
         extra_scorers: Sequence[Tuple[ExtraScorer, float]] = (),
-        region: Optional[Tuple[float, float, float, float]] = None,
-        path_weight: float = 0.0,
         start_candidates: Optional[StartCandidates] = None,
+        **settings: Any,
     ):
-        if top_k < 1:
-            raise ValueError("TOP_K must be at least 1")
-        check_search_size(zooms, int(top_k), region, first_stage=False)  # the first stage: in search_batch
+        """`config` says what the search does (SearchConfig(): the paper's). Keyword `settings` (zooms=, top_k=,
+        ...) are SearchConfig fields for callers written before the config; they replace the config's fields."""
+        config = config if config is not None else SearchConfig()
+        if settings:
+            config = replace(config, **settings)
+        self.config = config
         self.model = model
         self.source = source
         self.cache = cache if cache is not None else EmbeddingCache(None)
-        self.zooms = list(zooms)
-        self.top_k = int(top_k)
-        self.batch_size = max(1, int(batch_size))
-        self.photo_batch = max(1, int(photo_batch))
+        self.zooms = list(config.zooms)
+        self.top_k = config.top_k
+        self.batch_size = config.batch_size
+        self.photo_batch = config.photo_batch
         self.reporter = reporter or Reporter()
         self.extra_scorers = list(extra_scorers)
-        #: (west, south, east, north): when the analyst knows the country, the first stage starts from the
-        #: tiles over it instead of the whole world (the paper's search is region=None).
-        self.region = region
-        #: 0 = the paper: a stage ranks its candidates by their own similarity alone. w > 0 ranks by
-        #: similarity + w * (the parent's ranking score), i.e. a discounted sum along the path from the first
-        #: zoom, so a child of a clearly better parent is not dropped for a slightly higher look-alike elsewhere.
-        if path_weight < 0:
-            raise ValueError("the path weight must be 0 or more")
-        self.path_weight = float(path_weight)
+        self.region = config.region
+        self.path_weight = config.path_weight
         #: index+refine: the region index gives each photo its start (its hits become a stage of their own, at
         #: a zoom coarser than zooms[0]), from the same photo embeddings, so each photo is encoded once.
         self.start_candidates = start_candidates
@@ -175,7 +168,7 @@ class HierarchicalSearch:
         every tile of the first zoom (over the region, when there is one)."""
         if self.start_candidates is not None:
             return self._seed_candidates(self.start_candidates, results, alive, photo_emb, inherited)
-        check_search_size(self.zooms, self.top_k, self.region)  # before listing 4**zoom tiles
+        self.config.check_size()  # before listing 4**zoom tiles
         first = self.zooms[0]
         start = all_tiles(first) if self.region is None else tiles_in_bbox(first, self.region)
         return {i: list(start) for i in alive}

@@ -12,6 +12,7 @@ from hiergeo_plugin.core.confidence.store import store_calibration
 from hiergeo_plugin.core.index.builder import IndexBuilder
 from hiergeo_plugin.core.index.cells import Area
 from hiergeo_plugin.core.index.locate import IndexSearch, load_index_for
+from hiergeo_plugin.core.search.config import SearchConfig
 from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
 from hiergeo_plugin.core.tiles.grid import Tile, tile_bounds
 from hiergeo_plugin.core.tiles.source import TileSource
@@ -34,7 +35,9 @@ def test_index_predictions_use_the_temperature_stored_in_the_index(tmp_path, sou
     photos = tile_photos(tmp_path, [Tile(ZOOM, 543, 319), Tile(ZOOM, 545, 318)])
 
     def located(temperature):
-        search = IndexSearch(tiny_model, load_index_for(path, tiny_model, source), source, method="index", top_k=8)
+        search = IndexSearch(
+            tiny_model, load_index_for(path, tiny_model, source), source, method="index", config=SearchConfig(top_k=8)
+        )
         assert search.search.calibration.temperature == temperature
         results = list(search.run(photos))
         for r in results:

@@ -13,6 +13,7 @@ from hiergeo_plugin.core.index.index_file import IndexMismatchError, read_index,
 from hiergeo_plugin.core.index.locate import IndexSearch, load_index_for
 from hiergeo_plugin.core.index.prototypes import combine_codes
 from hiergeo_plugin.core.progress import Cancelled, Reporter
+from hiergeo_plugin.core.search.config import SearchConfig
 from hiergeo_plugin.core.search.embedding_cache import EmbeddingCache
 from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
 from hiergeo_plugin.core.search.photos import PhotoRecord
@@ -84,7 +85,7 @@ def test_index_method_finds_each_photo_in_its_own_cell(tmp_path, server, tiny_mo
     index = load_index_for(result.path, tiny_model, source)
     assert GAP not in {index.tile(i) for i in range(len(index))}
     photos = tile_photos(tmp_path, [Tile(ZOOM, 543, 319), Tile(ZOOM, 545, 318)]) + [PhotoRecord("x", "/nope.jpg")]
-    search = IndexSearch(tiny_model, index, source, method="index", top_k=5)
+    search = IndexSearch(tiny_model, index, source, method="index", config=SearchConfig(top_k=5))
     results = list(search.run(photos))
     for r, t in zip(results[:2], (Tile(ZOOM, 543, 319), Tile(ZOOM, 545, 318))):
         assert r.ok and r.prediction.tile == t
@@ -194,7 +195,7 @@ def test_index_and_hierarchical_search_share_embeddings(tmp_path, server, tiny_m
     cache = EmbeddingCache(tmp_path / "emb.sqlite")
     source = TileSource(server.template, cache_dir=tmp_path / "tiles")
     photos = tile_photos(tmp_path, [Tile(ZOOM, 543, 319)])
-    hs = HierarchicalSearch(tiny_model, source, cache, zooms=[ZOOM], top_k=1, region=EXTENT)
+    hs = HierarchicalSearch(tiny_model, source, cache, config=SearchConfig(zooms=[ZOOM], top_k=1, region=EXTENT))
     hs.search_batch(photos)
     assert hs.totals.tile_encodes >= 15
     result = IndexBuilder(tiny_model, source, cache).build(Area.make(extent=EXTENT), ZOOM, tmp_path / "s.hgindex")
@@ -215,7 +216,9 @@ def test_index_refine_descends_from_the_index_hits(tmp_path, server, tiny_model)
     index = load_index_for(path, tiny_model, source)
     target = Tile(ZOOM, 543, 319)
     photos = tile_photos(tmp_path, [target, Tile(ZOOM, 540, 317)])
-    search = IndexSearch(tiny_model, index, source, method="index+refine", zooms=[4, 8, 10], top_k=4)
+    search = IndexSearch(
+        tiny_model, index, source, method="index+refine", config=SearchConfig(zooms=[4, 8, 10], top_k=4)
+    )
     results = list(search.run(photos))
     assert search.refine_zooms == [10]
     for r, truth in zip(results, [target, Tile(ZOOM, 540, 317)]):
@@ -227,4 +230,4 @@ def test_index_refine_descends_from_the_index_hits(tmp_path, server, tiny_model)
         assert r.prediction.tile == truth and r.prediction.tile.parent(2) == next(c.tile for c in hits if c.chosen)
     assert search.totals.photo_encodes == 2  # each photo encoded once, for the index and the refinement
     with pytest.raises(ValueError, match="finer than the index zoom"):
-        IndexSearch(tiny_model, index, source, method="index+refine", zooms=[4, 6, 8])
+        IndexSearch(tiny_model, index, source, method="index+refine", config=SearchConfig(zooms=[4, 6, 8]))

@@ -15,6 +15,7 @@ from hiergeo_plugin.core.index.cells import Area
 from hiergeo_plugin.core.index.index_file import IndexFileError, read_index
 from hiergeo_plugin.core.index.locate import IndexSearch, load_index_for
 from hiergeo_plugin.core.index.path_context import PathContext, context_weights, embed_context, path_scale
+from hiergeo_plugin.core.search.config import SearchConfig
 from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
 from hiergeo_plugin.core.tiles.grid import Tile, tile_bounds
 from hiergeo_plugin.core.tiles.source import TileSource
@@ -60,8 +61,10 @@ def test_index_ranks_every_cell_by_the_hierarchical_path_score(tmp_path, source,
     assert index.manifest["context"]["weights"] == {"6": 4.0, "8": 2.0}
     assert index.manifest["context"]["ancestors"] == 8  # 4 at zoom 6, 4 at zoom 8
     photos = tile_photos(tmp_path, [CELLS[5], Tile(ZOOM, 520, 300)])  # one inside the area, one far outside
-    hits = IndexSearch(tiny_model, index, source, method="index", top_k=16)
-    full = HierarchicalSearch(tiny_model, source, zooms=[6, 8, 10], top_k=64, path_weight=2.0, region=EXTENT)
+    hits = IndexSearch(tiny_model, index, source, method="index", config=SearchConfig(top_k=16))
+    full = HierarchicalSearch(
+        tiny_model, source, config=SearchConfig(zooms=[6, 8, 10], top_k=64, path_weight=2.0, region=EXTENT)
+    )
     for got, ref in zip(hits.run(photos), full.run(photos)):
         ref_by_tile = {c.tile: c for c in ref.stages[10]}
         stage = got.stages[ZOOM]
@@ -89,7 +92,13 @@ def test_refinement_inherits_the_path_scores(tmp_path, source, tiny_model):
     )
     index = read_index(out.path)
     photo = tile_photos(tmp_path, [CELLS[0]])
-    search = IndexSearch(tiny_model, index, source, method="index+refine", zooms=[6, 8, 10], top_k=2, path_weight=2.0)
+    search = IndexSearch(
+        tiny_model,
+        index,
+        source,
+        method="index+refine",
+        config=SearchConfig(zooms=[6, 8, 10], top_k=2, path_weight=2.0),
+    )
     (r,) = list(search.run(photo))
     hits = {c.tile: c for c in r.stages[coarse]}
     assert r.ok and len(hits) == 2

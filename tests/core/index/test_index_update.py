@@ -15,8 +15,10 @@ from hiergeo_plugin.core.index.index_file import read_index
 from hiergeo_plugin.core.index.locate import IndexSearch
 from hiergeo_plugin.core.index.prototypes import normalize_rows
 from hiergeo_plugin.core.index.update import IndexUpdateError, update_prototypes
-from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch, PhotoResult
+from hiergeo_plugin.core.search.config import SearchConfig
+from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
 from hiergeo_plugin.core.search.photos import PhotoRecord
+from hiergeo_plugin.core.search.results import PhotoResult
 from hiergeo_plugin.core.tiles.grid import Tile, tile_bounds, tile_center
 from hiergeo_plugin.core.tiles.source import TileSource
 
@@ -58,7 +60,7 @@ def verified(folder, cell, looks, name):
 
 
 def embed(model, records):
-    emb, _ = HierarchicalSearch(model, None, zooms=[ZOOM], top_k=1).encode_photos(  # type: ignore[arg-type]
+    emb, _ = HierarchicalSearch(model, None, config=SearchConfig(zooms=[ZOOM], top_k=1)).encode_photos(  # type: ignore[arg-type]
         [PhotoResult(r) for r in records]
     )
     return normalize_rows(emb)
@@ -66,7 +68,9 @@ def embed(model, records):
 
 def rank_of(model, index_path, record, cell):
     index = read_index(index_path)
-    result = next(iter(IndexSearch(model, index, None, method="index", top_k=len(index)).run([record])))
+    result = next(
+        iter(IndexSearch(model, index, None, method="index", config=SearchConfig(top_k=len(index))).run([record]))
+    )
     stage = result.stages[ZOOM]
     return next(c.rank for c in stage if c.tile == cell), next(c.score for c in stage if c.tile == cell)
 

@@ -15,6 +15,7 @@ from hiergeo_plugin.core.model import execution as ex
 from hiergeo_plugin.core.model.encoders import ModelError, stack
 from hiergeo_plugin.core.model.runners import openvino_available
 from hiergeo_plugin.core.progress import Reporter
+from hiergeo_plugin.core.search.config import SearchConfig
 from hiergeo_plugin.core.search.embedding_cache import EmbeddingCache
 from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
 from hiergeo_plugin.core.tiles.source import TileSource
@@ -85,7 +86,7 @@ def test_a_way_that_disagrees_with_fp32_falls_back_with_a_message(clean_env, til
     source = TileSource(tile_server.template)
     try:
         search = HierarchicalSearch(
-            model, source, None, zooms=[4], top_k=2, reporter=Reporter(on_warning=warnings.append)
+            model, source, None, config=SearchConfig(zooms=[4], top_k=2), reporter=Reporter(on_warning=warnings.append)
         )
         results = list(search.run(lund_records[:1]))
     finally:
@@ -129,7 +130,7 @@ def test_cache_key_differs_per_precision_and_backend_and_embeddings_never_mix(cl
         ex.prepare_execution(model)
         source = TileSource(tile_server.template)
         try:
-            search = HierarchicalSearch(model, source, cache, zooms=[4], top_k=2)
+            search = HierarchicalSearch(model, source, cache, config=SearchConfig(zooms=[4], top_k=2))
             list(search.run(lund_records[:1]))
         finally:
             source.close()

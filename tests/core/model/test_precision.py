@@ -10,6 +10,7 @@ import torch
 
 from hiergeo_plugin.core.model.encoders import ModelError, autocast, autocast_dtype, describe_device, stack
 from hiergeo_plugin.core.progress import Reporter
+from hiergeo_plugin.core.search.config import SearchConfig
 from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
 from hiergeo_plugin.core.tiles.source import TileSource
 
@@ -66,7 +67,11 @@ def test_search_under_bf16_says_so_and_finds_the_same_region(tiny_model, tile_se
         monkeypatch.setenv("HIERGEO_PRECISION", precision)
         source = TileSource(tile_server.template)
         search = HierarchicalSearch(
-            tiny_model, source, None, zooms=[4, 6], top_k=4, reporter=Reporter(on_info=lines.append)
+            tiny_model,
+            source,
+            None,
+            config=SearchConfig(zooms=[4, 6], top_k=4),
+            reporter=Reporter(on_info=lines.append),
         )
         results[precision] = list(search.run(lund_records[:2]))
         source.close()

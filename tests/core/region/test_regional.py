@@ -16,7 +16,7 @@ from hiergeo_plugin.core.evaluation.stats import (
 )
 from hiergeo_plugin.core.geodesy import haversine_m
 from hiergeo_plugin.core.region.position import weighted_position
-from hiergeo_plugin.core.search.hierarchical import Candidate
+from hiergeo_plugin.core.search.results import Candidate
 from hiergeo_plugin.core.tiles.grid import Tile, lonlat_to_tile, tile_center
 
 TRACKS = np.array((0.80, 0.76, 0.66))

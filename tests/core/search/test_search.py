@@ -6,6 +6,7 @@ from helpers import hashed_tile_png
 
 from hiergeo_demo.tile_server import FaultPlan, TileServer
 from hiergeo_plugin.core.progress import Cancelled, Reporter
+from hiergeo_plugin.core.search.config import SearchConfig
 from hiergeo_plugin.core.search.embedding_cache import EmbeddingCache
 from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
 from hiergeo_plugin.core.search.photos import PhotoRecord
@@ -15,8 +16,9 @@ from hiergeo_plugin.core.tiles.source import TileSource, TileSourceError
 ZOOMS = [4, 6, 8, 10, 12, 14, 16]
 
 
-def _search(model, template, cache=None, k=4, zooms=ZOOMS, **kw):
-    return HierarchicalSearch(model, TileSource(template, backoff=0.01), cache, zooms=zooms, top_k=k, **kw)
+def _search(model, template, cache=None, k=4, zooms=ZOOMS, reporter=None, **settings):
+    config = SearchConfig(zooms=zooms, top_k=k, **settings)
+    return HierarchicalSearch(model, TileSource(template, backoff=0.01), cache, config, reporter=reporter)
 
 
 def _summary(results):
@@ -91,7 +93,10 @@ def test_faulty_server_gives_every_photo_its_row_and_the_same_predictions(tiny_m
     plan = FaultPlan(rate=0.2, kinds=kinds, first_only=True, seed=7, slow_seconds=1.2)
     with TileServer(hashed_tile_png, plan) as faulty:
         search = HierarchicalSearch(
-            tiny_model, TileSource(faulty.template, timeout=0.6, backoff=0.01), None, zooms=ZOOMS, top_k=4
+            tiny_model,
+            TileSource(faulty.template, timeout=0.6, backoff=0.01),
+            None,
+            config=SearchConfig(zooms=ZOOMS, top_k=4),
         )
         got = _summary(search.run(records))
         assert sum(faulty.log.faults.values()) > 0.1 * len(faulty.log.requests)
@@ -140,7 +145,9 @@ def test_dead_server_ends_the_run_with_a_clear_error(tiny_model, lund_records):
     server = TileServer(hashed_tile_png).start()
     template = server.template
     server.stop()
-    search = HierarchicalSearch(tiny_model, TileSource(template, retries=0, timeout=0.5), None, zooms=[4], top_k=4)
+    search = HierarchicalSearch(
+        tiny_model, TileSource(template, retries=0, timeout=0.5), None, config=SearchConfig(zooms=[4], top_k=4)
+    )
     with pytest.raises(TileSourceError, match="stopped answering"):
         list(search.run(lund_records[:1]))
 

@@ -12,6 +12,7 @@ from helpers import hashed_tile_png
 
 from hiergeo_demo.tile_server import TileServer
 from hiergeo_plugin.core.evaluation.metrics import evaluate
+from hiergeo_plugin.core.search.config import SearchConfig
 from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
 from hiergeo_plugin.core.search.results import PhotoResult
 from hiergeo_plugin.core.search.status import is_located
@@ -23,7 +24,7 @@ K = 2
 
 def _run(model, template, records, zooms, **source_kw):
     source = TileSource(template, backoff=0.01, **source_kw)
-    search = HierarchicalSearch(model, source, None, zooms=zooms, top_k=K)
+    search = HierarchicalSearch(model, source, None, config=SearchConfig(zooms=zooms, top_k=K))
     try:
         return list(search.run(records)), search
     finally:

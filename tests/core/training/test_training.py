@@ -358,6 +358,7 @@ def test_bad_photos_are_reported_and_skipped(trained):
 
 def test_trained_model_geolocates_held_out_photos_better_than_untrained(trained, server):
     from hiergeo_plugin.core.model.factory import load_geo_model, load_model_file
+    from hiergeo_plugin.core.search.config import SearchConfig
     from hiergeo_plugin.core.search.hierarchical import HierarchicalSearch
     from hiergeo_plugin.core.tiles.source import TileSource
 
@@ -372,7 +373,7 @@ def test_trained_model_geolocates_held_out_photos_better_than_untrained(trained,
     medians = {}
     for name, m in (("trained", model), ("untrained", untrained)):
         with TileSource(server.template, cache_dir=trained["cache"]) as source:
-            results = list(HierarchicalSearch(m, source, zooms=zooms, top_k=2).run(held_out))
+            results = list(HierarchicalSearch(m, source, config=SearchConfig(zooms=zooms, top_k=2)).run(held_out))
         assert all(r.ok for r in results)
         errors = [
             haversine_km(r.record.true_lat, r.record.true_lon, r.prediction.lat, r.prediction.lon) for r in results
