@@ -164,7 +164,7 @@ def sweep(kind: str, index, queries: np.ndarray, truth: np.ndarray, n_single: in
             for k_factor in (1, 4, 8):
                 ivf.nprobe, index._index.k_factor = nprobe, k_factor
                 out[f"nprobe{nprobe}_refine{k_factor}"] = timed_search(index, queries, truth, n_single)
-        ivf.nprobe, index._index.k_factor = ann.IVF_NPROBE, ann.REFINE_FACTOR
+        ivf.nprobe, index._index.k_factor = ann.ivf_nprobe(ivf.nlist), ann.REFINE_FACTOR
     return out
 
 
@@ -234,7 +234,8 @@ def main(argv=None) -> int:
             "ef_construction": ann.HNSW_EF_CONSTRUCTION,
             "ef_search": ann.HNSW_EF_SEARCH,
             "pq_m": ann.PQ_M,
-            "nprobe": ann.IVF_NPROBE,
+            "nprobe_share": ann.IVF_NPROBE_SHARE,
+            "nprobe_min": ann.IVF_NPROBE_MIN,
             "refine": ann.IVFPQ_REFINE,
             "refine_factor": ann.REFINE_FACTOR,
         },

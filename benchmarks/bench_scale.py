@@ -1,6 +1,7 @@
 """Continent-scale benchmark of the region index: the streamed assembly and the on-disk search, measured.
 
     nice -n 15 .venv/bin/python benchmarks/bench_scale.py --json --cells 1M [--queries 200] [--threads 1]
+        [--nprobe 32,64,128]
 
 1. synthetic 512-d cell codes with cluster structure (bench_index.SyntheticCells: a mixture of 1000 Gaussians in
    a 64-d latent space, so a query's 10 nearest cells are close rivals and recall means something) are written as
@@ -10,7 +11,9 @@
 3. another child opens the file with the real searching code (index_file.read_index + search.open_vectors, what
    IndexSearch uses) and searches one query at a time: ms_per_query, recall_at_10 against the exact top 10
    (streamed fp32 inner products over all cells) and search_rss_gb, the process's resident memory after the
-   queries (VmRSS; search_peak_rss_gb is its high-water mark, opening included);
+   queries (VmRSS; search_peak_rss_gb is its high-water mark, opening included). recall_at_10 and ms_per_query
+   are at the nprobe the searching code chooses for the file (ann.ivf_nprobe); with --nprobe 32,64,128 the same
+   file and queries are searched again at each width, listed in by_nprobe (and one line each before the JSON);
 4. with --soak N, N more queries like the measured ones (cells all over the area moved by noise) and
    search_soak_rss_gb after them: FAISS maps the inverted lists itself, and the list pages it has read stay
    counted in the process's resident memory (clean file pages, which the kernel may reclaim) until it ends, so
@@ -123,9 +126,7 @@ def child_build(folder: Path, n: int) -> dict:
     }
 
 
-def child_search(folder: Path) -> dict:
-    from bench_index import recall_at
-
+def child_search(folder: Path, nprobes: list) -> dict:
     from hiergeo_plugin.core.index.index_file import read_index
     from hiergeo_plugin.core.index.locate import open_vectors
 
@@ -136,19 +137,18 @@ def child_search(folder: Path) -> dict:
     open_s = time.perf_counter() - t0
     open_rss = _status("VmRSS")
     vectors.search(queries[:5], 10)  # warm-up
-    ids = np.empty((len(queries), 10), np.int64)
-    w0, c0 = time.perf_counter(), time.process_time()
-    for j, q in enumerate(queries):
-        ids[j] = vectors.search(q[None, :], 10)[1][0]
-    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    rule = int(vectors._index.nprobe)  # what the searching code chose for this file (ann.ivf_nprobe)
+    measured = {rule: timed_queries(vectors, queries, truth)}
     after = _status("VmRSS")
+    for nprobe in [p for p in nprobes if p not in measured]:  # the same file, the same queries, another width
+        vectors._index.nprobe = nprobe
+        measured[nprobe] = timed_queries(vectors, queries, truth)
+    vectors._index.nprobe = rule
     soak = np.load(folder / "soak.npy") if (folder / "soak.npy").exists() else queries[:0]
     for q in soak:
         vectors.search(q[None, :], 10)
     return {
-        "recall_at_10": round(recall_at(ids, truth), 4),
-        "ms_per_query": round(wall / len(queries) * 1e3, 3),
-        "cpu_ms_per_query": round(cpu / len(queries) * 1e3, 3),
+        **measured[rule],
         "search_open_rss_gb": _gb(open_rss),
         "search_rss_gb": _gb(after),
         "soak_queries": len(soak),
@@ -158,13 +158,38 @@ def child_search(folder: Path) -> dict:
         "search_cells": len(index),
         "on_disk": bool(index.ann_lists is not None),
         "lists": int(index.manifest["ann"]["lists"]),
-        "nprobe": int(vectors._index.nprobe),
+        "nprobe": rule,
+        "by_nprobe": [{"nprobe": p, **measured[p]} for p in sorted(measured)],
     }
 
 
-def run_child(mode: str, folder: Path, n: int, threads: int) -> dict:
+def timed_queries(vectors, queries: np.ndarray, truth: np.ndarray) -> dict:
+    """recall@10 and wall/CPU ms a query of ``queries`` searched one at a time (the index's current nprobe)."""
+    from bench_index import recall_at
+
+    ids = np.empty((len(queries), 10), np.int64)
+    w0, c0 = time.perf_counter(), time.process_time()
+    for j, q in enumerate(queries):
+        ids[j] = vectors.search(q[None, :], 10)[1][0]
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    return {
+        "recall_at_10": round(recall_at(ids, truth), 4),
+        "ms_per_query": round(wall / len(queries) * 1e3, 3),
+        "cpu_ms_per_query": round(cpu / len(queries) * 1e3, 3),
+    }
+
+
+def parse_nprobes(text: str) -> list:
+    """--nprobe's "32,64,128" as positive ints (empty: only the searching code's own choice)."""
+    values = [int(v) for v in text.split(",") if v.strip()]
+    if any(v <= 0 for v in values):
+        raise SystemExit(f"--nprobe wants positive list counts, got {text!r}")
+    return values
+
+
+def run_child(mode: str, folder: Path, n: int, threads: int, nprobe: str = "") -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    cmd = [sys.executable, __file__, f"--_{mode}", str(folder), "--cells", str(n)]
+    cmd = [sys.executable, __file__, f"--_{mode}", str(folder), "--cells", str(n), "--nprobe", nprobe]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode:
         raise SystemExit(f"{mode} failed:\n{out.stderr[-3000:]}")
@@ -179,12 +204,18 @@ def main() -> None:
     ap.add_argument("--soak", type=int, default=0, help="further queries (resident memory)")
     ap.add_argument("--work", default=None, help="folder for the shards and the index (default: a temp folder)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--nprobe", default="", help="inverted lists probed, comma-separated: the same file searched at each value"
+    )
     ap.add_argument("--_build", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_search", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     n = parse_cells(args.cells)
     if args._build or args._search:
-        got = child_build(Path(args._build), n) if args._build else child_search(Path(args._search))
+        if args._build:
+            got = child_build(Path(args._build), n)
+        else:
+            got = child_search(Path(args._search), parse_nprobes(args.nprobe))
         print(json.dumps(got))
         return
     from bench_index import SyntheticCells, exact_top
@@ -203,7 +234,7 @@ def main() -> None:
             np.save(folder / "soak.npy", cells.queries(args.queries + args.soak)[args.queries :])
         prepare_s = time.perf_counter() - t0
         build = run_child("build", folder, n, args.threads)
-        search = run_child("search", folder, n, args.threads)
+        search = run_child("search", folder, n, args.threads, ",".join(map(str, parse_nprobes(args.nprobe))))
     finally:
         if not args.work:
             shutil.rmtree(folder, ignore_errors=True)
@@ -224,6 +255,8 @@ def main() -> None:
     if not args.json:
         for k, v in result.items():
             print(f"{k:>20}: {v}")
+    for row in result["by_nprobe"]:  # one line per width, ahead of the JSON (which stays the last line)
+        print(f"nprobe {row['nprobe']:>5}: recall@10 {row['recall_at_10']:.4f}, {row['ms_per_query']:.3f} ms/query")
     print(json.dumps(result))
 
 

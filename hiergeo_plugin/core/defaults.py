@@ -32,6 +32,16 @@ DEFAULT_UNFROZEN_BLOCKS = 2
 #: Extra negatives per photo and zoom drawn from the tiles the search will compare (0 = the paper's in-batch only).
 DEFAULT_SEARCH_NEGATIVES = 1
 
+# Region index, IVF-PQ search (core/index/ann.py ivf_nprobe): inverted lists probed per query. The lists number
+# ~4 sqrt(n), so a fixed count probes an ever smaller share of them: nprobe 32 gave recall@10 0.994 / 0.988 / 0.971
+# at 1 / 2 / 4 M cells (32 of 4000 / 5657 / 8000 lists). Probing a fixed share instead keeps what measured 0.994
+# at 1 M (32 of 4000 lists, 0.8 %); the floor keeps small indexes at the count measured there
+# (docs/BENCHMARKS.md, "Region index at scale"). Experts may change both here.
+#: Share of the inverted lists an IVF-PQ query probes.
+DEFAULT_IVF_NPROBE_SHARE = 1 / 128
+#: Fewest inverted lists an IVF-PQ query probes (all of them when the index has fewer).
+DEFAULT_IVF_NPROBE_MIN = 32
+
 
 def numbers_text(values: Iterable[float]) -> str:
     """A tuple of defaults as the comma-separated text a string parameter shows: (4, 6) -> "4,6", 2.5 -> "2.5"."""

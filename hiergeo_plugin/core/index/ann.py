@@ -30,6 +30,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..defaults import DEFAULT_IVF_NPROBE_MIN, DEFAULT_IVF_NPROBE_SHARE
 from .ann_io import HEADER_BYTES, check_header, check_ivf_ids, read_bounded, release_pages
 
 KINDS = ("flat", "hnsw", "ivfpq")
@@ -49,7 +50,8 @@ HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
 PQ_M = 64  # 64 sub-quantisers of 8 dims at 512-d, 8 bits each: 64 bytes a cell
 PQ_NBITS = 8
-IVF_NPROBE = 32
+IVF_NPROBE_SHARE = DEFAULT_IVF_NPROBE_SHARE
+IVF_NPROBE_MIN = DEFAULT_IVF_NPROBE_MIN
 IVFPQ_REFINE = "sq8"  # "sq8", "fp16" or None (PQ codes alone)
 REFINE_FACTOR = 8
 KMEANS_ITERATIONS = 10  # FAISS's default 25 costs 2.5x the training time for a few thousandths of recall
@@ -90,6 +92,15 @@ def ivf_nlist(n_cells: int) -> int:
     than leaves TRAIN_SAMPLE_PER_LIST training rows a list (k-means on fewer gives poor centroids), at least 1."""
     n = max(n_cells, 1)
     return max(1, min(int(round(4.0 * np.sqrt(n))), n // TRAIN_SAMPLE_PER_LIST))
+
+
+def ivf_nprobe(nlist: int) -> int:
+    """Inverted lists an IVF-PQ query over ``nlist`` lists probes: IVF_NPROBE_SHARE of them, at least
+    IVF_NPROBE_MIN, at most all. Chosen when an index is opened (from its own list count), so files written before
+    the rule search with it too. Why a share: the lists grow as ~4 sqrt(n), and a fixed count probed a shrinking
+    share of them, so recall fell with the cells (docs/BENCHMARKS.md, "Region index at scale")."""
+    nlist = max(int(nlist), 1)
+    return min(nlist, max(int(IVF_NPROBE_MIN), int(np.ceil(nlist * float(IVF_NPROBE_SHARE) - 1e-9))))
 
 
 def training_size(n_cells: int) -> int:
@@ -247,7 +258,7 @@ class VectorIndex:
             self._index.hnsw.efSearch = HNSW_EF_SEARCH
         elif self.kind == "ivfpq":
             ivf = faiss.extract_index_ivf(self._index)
-            ivf.nprobe = min(IVF_NPROBE, ivf.nlist)
+            ivf.nprobe = ivf_nprobe(ivf.nlist)
             if isinstance(self._index, faiss.IndexRefine):
                 self._index.k_factor = REFINE_FACTOR
 

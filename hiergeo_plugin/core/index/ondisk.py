@@ -22,7 +22,7 @@ from typing import Callable, Optional, Tuple, Union
 
 import numpy as np
 
-from .ann import IVF_NPROBE, REFINE_FACTOR, _as_matrix, _faiss
+from .ann import REFINE_FACTOR, _as_matrix, _faiss, ivf_nprobe
 from .ann_io import HEADER_BYTES, check_header, read_bounded, release_pages
 
 STORAGE = "ondisk"
@@ -84,7 +84,7 @@ class OnDiskIVF:
         self._codes_of = codes_of
         self._release = release
         self._since_release = 0
-        index.nprobe = min(IVF_NPROBE, index.nlist)
+        index.nprobe = ivf_nprobe(index.nlist)
 
     @property
     def ntotal(self) -> int:
