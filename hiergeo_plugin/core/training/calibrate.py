@@ -42,8 +42,9 @@ from .split import photo_id
 #: likelihood is ruled by the few photos whose true place lies outside the tiles the search kept (they only reach the
 #: floor), and with n photos one of them moves the 90% coverage by 1/n. Measured spread (docs/BENCHMARKS.md,
 #: "Calibrated confidence"): halves of 20 photos gave 0.346 / 0.315 with the untrained model, halves of 25 validation
-#: photos 0.072 / 0.098 with the trained demo model; with fewer photos the spread grows (as 1/sqrt(n)), and the
-#: default the file keeps, itself fitted on 40 photos, is then the better-informed number.
+#: photos 0.072 / 0.098 with the trained demo model. With fewer photos the spread grows (as 1/sqrt(n)) and a stored
+#: number would claim more than it knows; the file then keeps the documented default and Evaluate's refit, on the
+#: analyst's own photos, is the way to a fitted temperature.
 MIN_PHOTOS = TrainingConfig.calibration_min_photos
 #: Folds of the cross-fitted coverage (as Evaluate's).
 FOLDS = 2
