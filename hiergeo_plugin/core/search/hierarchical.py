@@ -332,8 +332,9 @@ def geolocate(
     source: TileSource,
     model: GeoModel,
     cache: Optional[EmbeddingCache] = None,
+    config: Optional[SearchConfig] = None,
     **kwargs,
 ) -> List[PhotoResult]:
-    """Convenience: run a whole search and return the list of results."""
-    search = HierarchicalSearch(model, source, cache, **kwargs)
+    """Convenience: run a whole search (SearchConfig(): the paper's) and return the list of results."""
+    search = HierarchicalSearch(model, source, cache, config, **kwargs)
     return list(search.run(list(records)))
