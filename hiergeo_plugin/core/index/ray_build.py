@@ -10,8 +10,10 @@ The pipeline is the local build's, spread out (ray_tasks.py has the workers' sid
     -> embed: an actor pool (one model per actor, loaded once; GPUs/CPUs per actor as asked) that normalises a
        batch on its device and runs the map encoder of each row's zoom, fp16 out;
     -> the driver writes each finished row's part file (the local build's format, so a build may be resumed
-       locally or on Ray) and then assembles the index with oneshot.assemble_index: prototypes, kappa and FAISS
-       are the local build's code.
+       locally or on Ray) and then assembles the index with the local build's code and decision
+       (assembly.wants_streamed): an IVF-PQ index without prototypes or path context streamed from the part
+       files (assembly.py: the driver's memory does not grow with the cells), any other one-shot
+       (oneshot.assemble_index: prototypes, kappa and FAISS in memory).
 The path context (the cells' ancestors) goes through the same fetch tasks, actors and tile cache after the cells,
 with its own part files, so a re-run resumes it too. A watchdog stops a build that makes no progress for
 `RaySettings.stall_seconds` (ClusterStalled: re-run the same command to resume); connecting and the watchdog are
@@ -29,6 +31,7 @@ import numpy as np
 
 from ..progress import Reporter
 from ..tiles.grid import Tile
+from .assembly import wants_streamed
 from .builder import BuildResult, IndexBuilder, source_identity
 from .cells import Area
 from .index_photos import located_photos
@@ -37,6 +40,7 @@ from .oneshot import assemble_index
 from .parts import IndexBuildError, collect_shards, parts_dir_for, prepare_parts, read_shard, write_shard
 from .path_context import PathContext, ancestors, context_weights
 from .planning import plan_or_refuse
+from .prototypes import PROTOTYPE_DZ, no_prototypes
 from .ray_config import IndexBuildConfig, RaySettings
 from .ray_session import ClusterStalled, connect, watched
 
@@ -77,10 +81,21 @@ def build_with_ray(
         pipeline = _Pipeline(plan, parts, config, settings, model.preprocess, zooms, rep)
         encoded = pipeline.run(rows, "cells", 0.0, 0.85) if rows else 0
         rep.check_cancelled()
-        cells, aerial, gaps = collect_shards(parts, plan)
-        context = _path_context(pipeline, parts, cells, zoom, weights, rep) if weights else None
-        pipeline.close()
-        path, protos = _assemble(local, out_path, plan, cells, aerial, gaps, prototype_photos, config, context)
+        if wants_streamed(config.kind, plan.count, bool(prototype_photos), bool(weights)):
+            pipeline.close()  # the streamed assembly reads the part files on the driver: the cluster is done
+            res = local.assemble_streamed(parts, plan, config.kind, config.seed, {"built_with": "ray"})
+            path, n_cells, gaps, protos = (
+                res.path,
+                res.cells,
+                res.gaps,
+                no_prototypes(0, max(0, zoom - PROTOTYPE_DZ), 0),
+            )
+        else:
+            cells, aerial, gaps = collect_shards(parts, plan)
+            context = _path_context(pipeline, parts, cells, zoom, weights, rep) if weights else None
+            pipeline.close()
+            path, protos = _assemble(local, out_path, plan, cells, aerial, gaps, prototype_photos, config, context)
+            n_cells = len(cells)
     finally:
         source.close()
         if pipeline is not None:
@@ -89,7 +104,7 @@ def build_with_ray(
         import shutil
 
         shutil.rmtree(parts, ignore_errors=True)
-    result = _result(path, len(cells), gaps, protos, time.perf_counter() - t0, plan.shard_count, len(todo), encoded)
+    result = _result(path, n_cells, gaps, protos, time.perf_counter() - t0, plan.shard_count, len(todo), encoded)
     rep.info(f"region index on Ray: {result.cells:,} cells, {gaps:,} gaps, {result.seconds:.0f} s")
     return result
 

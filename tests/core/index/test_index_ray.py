@@ -64,3 +64,45 @@ def test_ray_build_matches_the_local_build(tmp_path, tiny_model, local_ray):
     assert b.manifest["built_with"] == "ray" and result.shards_built == 4
     assert not parts_dir_for(result.path).exists()
     assert any("embedded" in line for line in lines)
+
+
+def test_ray_build_of_an_ivfpq_index_assembles_streamed_like_the_local_build(tmp_path, tiny_model, local_ray):
+    """IVF-PQ without prototypes or path context: the Ray build takes the local build's decision and streamed
+    assembly (an on-disk index, the driver's memory independent of the cells). The local build resumed from the
+    Ray build's part files writes the same index bit for bit (its manifest lacks "built_with"; "built" is the
+    time)."""
+    import shutil
+
+    from hiergeo_plugin.core.index.locate import open_vectors
+    from hiergeo_plugin.core.index.ondisk import OnDiskIVF
+    from hiergeo_plugin.core.index.ray_build import IndexBuildConfig, RaySettings, build_with_ray
+
+    first, last = Tile(12, 2168, 1272), Tile(12, 2184, 1287)  # 17 x 16 = 272 cells: PQ trains on >= 256 rows
+    area = Area.make(extent=(tile_bounds(first)[0], tile_bounds(last)[1], tile_bounds(last)[2], tile_bounds(first)[3]))
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "local").mkdir()
+    with TileServer(hashed_tile_png) as server:
+        result = build_with_ray(
+            area,
+            12,
+            tmp_path / "ray" / "idx.hgindex",
+            IndexBuildConfig(server.template, "hiergeo-tiny", batch_size=32, kind="ivfpq", keep_parts=True),
+            settings=RaySettings(fetch_tasks=2, embed_actors=1),
+        )
+        shutil.copytree(parts_dir_for(result.path), parts_dir_for(tmp_path / "local" / "idx.hgindex"))
+        with TileSource(server.template) as source:
+            local = IndexBuilder(tiny_model, source).build(area, 12, tmp_path / "local" / "idx.hgindex", kind="ivfpq")
+    assert local.shards_built == 0 and local.shards_resumed == result.shards_built > 1
+    a, b = read_index(local.path), read_index(result.path)
+    assert len(a) == len(b) == result.cells == 272
+    assert b.on_disk and b.manifest["ann"]["storage"] == "ondisk" and b.manifest["built_with"] == "ray"
+    same = {k: v for k, v in a.manifest.items() if k != "built"}  # when it was written, to the second
+    assert {k: v for k, v in b.manifest.items() if k not in ("built_with", "built")} == same
+    for name in ("cells", "aerial", "ann_list_sizes", "ann_lists"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert bytes(a.ann_bytes) == bytes(b.ann_bytes)
+    va, vb = open_vectors(a), open_vectors(b)
+    assert isinstance(vb, OnDiskIVF)
+    q = a.aerial[:20].astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    assert np.array_equal(va.search(q, 5)[1], vb.search(q, 5)[1])
