@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -12,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CELLS = 3000
 
 
-def run_bench(work: Path) -> dict:
+def run_bench(work: Path, *extra: str, lines: Optional[list] = None) -> dict:
     out = subprocess.run(
         [
             sys.executable,
@@ -26,6 +27,7 @@ def run_bench(work: Path) -> dict:
             "30",
             "--work",
             str(work),
+            *extra,
         ],
         capture_output=True,
         text=True,
@@ -33,6 +35,8 @@ def run_bench(work: Path) -> dict:
         cwd=str(ROOT),
     )
     assert out.returncode == 0, out.stderr[-3000:]
+    if lines is not None:
+        lines.extend(out.stdout.strip().splitlines())
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -70,3 +74,17 @@ def test_a_child_reports_its_own_peak_not_its_parents():
     assert out.returncode == 0, out.stderr[-2000:]
     assert float(out.stdout.split()[-1]) < 300 * 1024, out.stdout  # kB: the child's own interpreter and numpy
     del held
+
+
+def test_nprobe_option_searches_the_same_file_at_each_width(tmp_path):
+    """--nprobe 1,4,32: recall@10 and ms/query per width (and the searching code's own width first measured),
+    one line each ahead of the JSON; probing every list (3000 cells have 75) finds what the PQ codes can."""
+    lines: list = []
+    result = run_bench(tmp_path, "--nprobe", "1,4,75", lines=lines)
+    widths = [row["nprobe"] for row in result["by_nprobe"]]
+    assert widths == sorted({1, 4, 75, result["nprobe"]}) and result["lists"] == 75
+    rows = {row["nprobe"]: row for row in result["by_nprobe"]}
+    assert rows[result["nprobe"]]["recall_at_10"] == result["recall_at_10"]
+    assert all(row["ms_per_query"] > 0 and 0 <= row["recall_at_10"] <= 1 for row in rows.values())
+    assert rows[75]["recall_at_10"] >= rows[1]["recall_at_10"]
+    assert sum(line.startswith("nprobe ") for line in lines[:-1]) == len(widths)
