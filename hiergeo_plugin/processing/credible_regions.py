@@ -133,7 +133,7 @@ class CredibleRegionsAlgorithm(HierGeoAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("PHOTOS", self.tr("Photos with regions")))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.confidence import PlaceDistribution, credible_region
+        from ..core.confidence import credible_region, distribution_of
 
         source = self.parameterAsSource(parameters, self.CANDIDATES, context)
         if source is None:
@@ -152,7 +152,7 @@ class CredibleRegionsAlgorithm(HierGeoAlgorithm):
         for n, (photo, scored) in enumerate(sorted(stages.items())):
             if feedback.isCanceled():
                 break
-            dist = PlaceDistribution(scored)
+            dist = distribution_of(scored)
             probs = dist.probabilities(temperature)
             for level in reversed(levels):  # the widest first: drawn below the narrower ones
                 region = credible_region(dist, probs, level)

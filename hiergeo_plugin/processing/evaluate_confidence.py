@@ -28,6 +28,15 @@ def confidence_outputs() -> list:
 MIN_PHOTOS_FOR_FOLDS = 4
 
 
+def _cells(value) -> Optional[int]:
+    """CANDIDATES' `cells` (rows for cells a region index did not return); None for NULL (a scored tile)."""
+    try:
+        cells = int(value)
+    except (TypeError, ValueError):
+        return None
+    return cells if cells > 0 else None
+
+
 def candidate_stages(source, feedback) -> Dict[str, Dict[int, list]]:
     """photo -> zoom -> scored tiles, from a CANDIDATES layer (fields photo, zoom, tile_x, tile_y, score)."""
     from ..core.confidence import Scored
@@ -46,7 +55,8 @@ def candidate_stages(source, feedback) -> Dict[str, Dict[int, list]]:
             break
         try:
             zoom = int(f["zoom"])
-            scored = Scored(Tile(zoom, int(f["tile_x"]), int(f["tile_y"])), float(f["score"]))
+            cells = _cells(f["cells"]) if "cells" in names else None  # runs written before it have none
+            scored = Scored(Tile(zoom, int(f["tile_x"]), int(f["tile_y"])), float(f["score"]), cells)
         except (TypeError, ValueError):
             continue  # a NULL or out-of-grid row says nothing about the distribution
         stages.setdefault(str(f["photo"]), {}).setdefault(zoom, []).append(scored)

@@ -64,6 +64,7 @@ def candidate_fields() -> QgsFields:
         double_field("score"),
         bool_field("kept"),
         bool_field("chosen"),
+        int_field("cells"),  # a region index's row for cells it did not return (NULL: a scored tile)
     ):
         fields.append(field)
     return fields
@@ -179,6 +180,7 @@ class PredictionWriter:
                         float(candidate.score),
                         bool(candidate.kept),
                         bool(candidate.chosen),
+                        getattr(candidate, "cells", None),
                     ]
                 )
                 batch.append(feature)

@@ -80,7 +80,7 @@ class ProbabilityMapAlgorithm(HierGeoAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("PEAK", self.tr("Highest probability per km²")))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.confidence import PlaceDistribution
+        from ..core.confidence import distribution_of
         from ..core.confidence.density import density_grid, grid_size, map_extent
 
         source = self.parameterAsSource(parameters, self.CANDIDATES, context)
@@ -97,7 +97,7 @@ class ProbabilityMapAlgorithm(HierGeoAlgorithm):
                 )
             )
         temperature = temperature_from(self, parameters, context, feedback)
-        dist = PlaceDistribution(stages[photo])
+        dist = distribution_of(stages[photo])
         probs = dist.probabilities(temperature)
         extent = map_extent(dist, probs)
         width, height = grid_size(extent, self.parameterAsInt(parameters, self.MAX_PIXELS, context))

@@ -12,7 +12,7 @@ from hiergeo_plugin.core.index.cells import Area, plan_cells
 from hiergeo_plugin.core.index.index_file import read_manifest
 from hiergeo_plugin.core.tiles.grid import Tile, tile_bounds, tile_center
 
-CANDIDATE_FIELDS = ["photo", "zoom", "rank", "tile_x", "tile_y", "score", "kept", "chosen"]
+CANDIDATE_FIELDS = ["photo", "zoom", "rank", "tile_x", "tile_y", "score", "kept", "chosen", "cells"]
 OUTPUT_FIELDS = [
     "photo",
     "lat",
@@ -124,10 +124,12 @@ def test_build_then_geolocate_with_the_index(provider, server, cache_dir, tmp_pa
     cands = geo["CANDIDATES"]
     assert cands.fields().names() == CANDIDATE_FIELDS
     per_photo = {}
+    rest = {}  # rows for the cells the index did not return (`cells` > 0), after the hits
     for c in cands.getFeatures():
-        per_photo.setdefault(c["photo"], []).append(c)
-    for rows_ in per_photo.values():
+        (rest if c["cells"] else per_photo).setdefault(c["photo"], []).append(c)
+    for photo, rows_ in per_photo.items():
         assert sorted(c["rank"] for c in rows_) == [1, 2, 3] and {c["zoom"] for c in rows_} == {ZOOM}
+        assert sum(c["cells"] for c in rest[photo]) == 15 - 3 and not any(c["kept"] for c in rest[photo])
         assert [c["chosen"] for c in sorted(rows_, key=lambda c: c["rank"])] == [True, False, False]
 
 

@@ -33,7 +33,7 @@ ALG = "hiergeo:geolocatephotos"
 OUTPUT_FIELDS = ["photo", "lat", "lon", "score", "zoom", "tile_x", "tile_y", "status"]
 TRUTH_FIELDS = ["true_lat", "true_lon", "error_km"]
 CONFIDENCE_FIELDS = ["confidence", "radius_km"]  # last, whatever the input's geometry
-CANDIDATE_FIELDS = ["photo", "zoom", "rank", "tile_x", "tile_y", "score", "kept", "chosen"]
+CANDIDATE_FIELDS = ["photo", "zoom", "rank", "tile_x", "tile_y", "score", "kept", "chosen", "cells"]
 SECRET = "S3CRETKEY42"
 
 

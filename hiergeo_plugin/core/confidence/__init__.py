@@ -1,6 +1,6 @@
 """Calibrated confidence for both search methods: a probability distribution over places from the scores a search
 computed (distribution.py), a temperature fitted on held-out photos (calibration.py), credible regions
-(regions.py) and the measures of how well the confidence is calibrated (metrics.py). Pure numpy; shapely only for
+(regions.py), the mass of the cells a region index did not return (rest.py) and the measures of how well the confidence is calibrated (metrics.py). Pure numpy; shapely only for
 `region_geometry`."""
 
 from .calibration import (
@@ -17,6 +17,7 @@ from .calibration import (
 from .distribution import PlaceDistribution, Scored, tile_area_km2
 from .metrics import calibration_summary
 from .regions import LEVELS, CredibleRegion, credible_region, region_geometry
+from .rest import RestDistribution, RestSample, distribution_of
 
 __all__ = [
     "CONFIDENCE_WITHIN_KM",
@@ -28,11 +29,14 @@ __all__ = [
     "HeldOut",
     "PhotoConfidence",
     "PlaceDistribution",
+    "RestDistribution",
+    "RestSample",
     "Scored",
     "annotate",
     "assess",
     "calibration_summary",
     "credible_region",
+    "distribution_of",
     "fit_temperature",
     "region_geometry",
     "tile_area_km2",

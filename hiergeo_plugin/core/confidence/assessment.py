@@ -82,7 +82,7 @@ _PREDICTIONS_QUERY = (
     'SELECT photo, lat, lon, true_lat, true_lon FROM "predictions" '
     "WHERE lat IS NOT NULL AND true_lat IS NOT NULL ORDER BY photo"
 )
-_CANDIDATES_QUERY = 'SELECT photo, zoom, tile_x, tile_y, score FROM "candidates" ORDER BY photo, zoom, rank'
+_CANDIDATES_QUERY = 'SELECT photo, zoom, tile_x, tile_y, score, {cells} FROM "candidates" ORDER BY photo, zoom, rank'
 
 
 def read_geopackage(path: str) -> List[LocatedPhoto]:
@@ -92,9 +92,12 @@ def read_geopackage(path: str) -> List[LocatedPhoto]:
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
         rows = db.execute(_PREDICTIONS_QUERY).fetchall()
         stages: Dict[str, Dict[int, List[Scored]]] = {}
-        for photo, zoom, x, y, score in db.execute(_CANDIDATES_QUERY):
+        columns = {row[1] for row in db.execute('PRAGMA table_info("candidates")')}
+        # Runs written before CANDIDATES had `cells` (rows for cells a region index did not return) have none.
+        query = _CANDIDATES_QUERY.format(cells="cells" if "cells" in columns else "NULL")
+        for photo, zoom, x, y, score, cells in db.execute(query):
             stages.setdefault(photo, {}).setdefault(int(zoom), []).append(
-                Scored(Tile(int(zoom), int(x), int(y)), score)
+                Scored(Tile(int(zoom), int(x), int(y)), score, int(cells) if cells else None)
             )
     return [LocatedPhoto(photo, stages.get(photo, {}), *map(float, rest)) for photo, *rest in rows]
 

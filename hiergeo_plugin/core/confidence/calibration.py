@@ -17,6 +17,7 @@ import numpy as np
 
 from .distribution import PlaceDistribution, radius_and_confidence
 from .regions import LEVELS, credible_region
+from .rest import distribution_of
 
 #: For files without a fitted temperature: the fit on the demo's 40 held-out photos with the untrained model
 #: (0.31-0.35 per half, docs/BENCHMARKS.md). 0.02 had put only 15% of them inside their 90% region: an unfitted
@@ -66,7 +67,7 @@ class HeldOut:
 
     @classmethod
     def of(cls, stages: Mapping[int, Sequence[object]], true_lat: float, true_lon: float) -> HeldOut:
-        dist = PlaceDistribution(stages)
+        dist = distribution_of(stages)
         return cls(dist, dist.truth_node(true_lat, true_lon))
 
     def nll(self, temperature: float) -> float:
@@ -120,7 +121,7 @@ def assess(
     levels: Iterable[float] = LEVELS,
 ) -> PhotoConfidence:
     """Confidence, radius and credible regions of one photo predicted at (lat, lon); coverage when truth is given."""
-    dist = PlaceDistribution(stages)
+    dist = distribution_of(stages)
     probs = dist.probabilities(temperature)
     radius, confidence = radius_and_confidence(dist, probs, lat, lon, RADIUS_LEVEL, CONFIDENCE_WITHIN_KM)
     node = dist.truth_node(*truth) if truth is not None else None

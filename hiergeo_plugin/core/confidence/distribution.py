@@ -32,6 +32,7 @@ class Scored:
 
     tile: Tile
     score: float
+    cells: Optional[int] = None  # CANDIDATES' `cells`: a row for cells a region index did not return
 
 
 def tile_area_km2(tile: Tile) -> float:

@@ -20,7 +20,7 @@ from typing import Iterator, List, Optional, Sequence, cast
 
 import numpy as np
 
-from ..confidence import Calibration, annotate
+from ..confidence import Calibration, RestSample, annotate
 from ..model.encoders import GeoModel
 from ..progress import Reporter
 from ..search.config import SearchConfig
@@ -127,9 +127,13 @@ class IndexSearch:
         self.totals = self.search.totals
         #: The index's own temperature (its codes score differently from the map encoders), else the default.
         self.search.calibration = Calibration.from_manifest(index.manifest)
+        #: The cells not returned, one drawn cell per coarse group: their rows make the confidence the softmax
+        #: over every cell, not only over the hits (confidence/rest.py).
+        self.rest_sample = RestSample(index.cells, index.zoom)
 
     def hits(self, photo_emb: np.ndarray, k: Optional[int] = None) -> List[List[Candidate]]:
-        """Per photo, the index's best k cells as ranked candidates (all kept: the refinement descends into them)."""
+        """Per photo, the index's best k cells as ranked candidates (all kept: the refinement descends into them),
+        then one unkept row per group of the cells not returned (`cells` > 0; confidence/rest.py)."""
         k = min(int(k or self.top_k), len(self.index))
         if not len(photo_emb):
             return []
@@ -151,8 +155,19 @@ class IndexSearch:
                     Candidate(self.index.tile(int(r)), float(o), rank + 1, kept=True, ranking=float(s) * self.scale)
                     for rank, (s, r, o) in enumerate(zip(s_row, r_row, own))
                 ]
-            out.append(stage)
+            out.append(stage + self._rest(q, r_row, len(stage)))
         return out
+
+    def _rest(self, query: np.ndarray, hit_rows: np.ndarray, ranked: int) -> List[Candidate]:
+        """The rows for the cells not returned, scored by their own cosine as the hits are; ranked after them."""
+        if not len(hit_rows):
+            return []  # nothing returned: no distribution to widen (the photo fails as before)
+        rest = self.rest_sample.rest(hit_rows, lambda rows: self.index.own_codes(rows=rows) @ query)
+        rest.sort(key=lambda row: -row[1])
+        return [
+            Candidate(tile, score, ranked + 1 + j, kept=False, cells=cells)
+            for j, (tile, score, cells) in enumerate(rest)
+        ]
 
     def _search(self, queries: np.ndarray, k: int):
         """The ANN search, with a damaged structure (FAISS errors, rows past the end) said as such: the file is

@@ -27,6 +27,9 @@ class Candidate:
     #: The score that ranked it, where that is not `score` alone: a region index with a path context ranks by the
     #: path score (index/path_context.py), which the refinement's next stage inherits. None: `score` ranked it.
     ranking: Optional[float] = None
+    #: A region index's row for cells it did not return (confidence/rest.py): how many cells of this (coarser)
+    #: tile the score of one drawn cell stands for. None: a scored tile of its own.
+    cells: Optional[int] = None
 
 
 @dataclass

@@ -1,0 +1,146 @@
+"""The region index's confidence counts the cells it did not return (core/confidence/rest.py): a real FAISS index
+over a synthetic map whose true places are drawn from the softmax over *every* cell, so the truth is often outside
+the TOP_K hits. With the rows for the unreturned cells the fitted 90% regions hold about 90% of the truths; with the
+hits alone (what the distribution was before) far fewer. The refit from a GeoPackage written with those rows finds
+the temperature of the in-memory fit."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from hiergeo_plugin.core.confidence import RestDistribution, RestSample, distribution_of
+from hiergeo_plugin.core.confidence.assessment import LocatedPhoto, calibration_of_run, cross_fitted, refit
+from hiergeo_plugin.core.index.ann import VectorIndex
+from hiergeo_plugin.core.index.index_file import RegionIndex
+from hiergeo_plugin.core.index.locate import IndexSearch
+from hiergeo_plugin.core.search.config import SearchConfig
+from hiergeo_plugin.core.tiles.grid import Tile, tile_center
+
+ZOOM, SIDE, DIM = 10, 40, 32  # 1,600 cells of ~30 km
+X0, Y0 = 530, 300
+T_TRUE = 0.05
+TOP_K = 4
+
+
+def synthetic_index(seed: int = 0) -> RegionIndex:
+    """Cell codes that vary smoothly over the map (neighbours look alike, as real imagery does), in a flat FAISS."""
+    rng = np.random.default_rng(seed)
+    xy = np.array([(x, y) for y in range(SIDE) for x in range(SIDE)], dtype=np.float64)
+    freqs = rng.normal(scale=0.15, size=(DIM, 2))
+    phases = rng.uniform(0, 2 * np.pi, size=DIM)
+    codes = np.cos(xy @ freqs.T + phases) + 0.3 * rng.normal(size=(len(xy), DIM))
+    codes = (codes / np.linalg.norm(codes, axis=1, keepdims=True)).astype(np.float32)
+    cells = (xy + (X0, Y0)).astype(np.int32)
+    return RegionIndex(
+        manifest={"name": "synthetic", "zoom": ZOOM, "kappa": 0.0, "ann": {"kind": "flat", "dim": DIM}},
+        cells=cells,
+        aerial=codes.astype(np.float16),
+        prototypes=np.zeros((0, DIM), np.float16),
+        prototype_cells=np.zeros((0, 2), np.int32),
+        prototype_of=np.full(len(cells), -1, np.int32),
+        ann_bytes=VectorIndex.build(codes, "flat").to_bytes(),
+    )
+
+
+def located(search: IndexSearch, count: int, seed: int):
+    """Photos whose true cell is drawn from the softmax at T_TRUE over all cells' scores: the scores are right by
+    construction, so a calibrated distribution's regions hold their levels."""
+    rng = np.random.default_rng(seed)
+    queries = rng.normal(size=(count, DIM)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    codes = search.index.own_codes()
+    photos = []
+    for i, (q, stage) in enumerate(zip(queries, search.hits(queries))):
+        z = codes @ q / T_TRUE
+        p = np.exp(z - z.max())
+        true_lat, true_lon = tile_center(search.index.tile(int(rng.choice(len(p), p=p / p.sum()))))
+        lat, lon = tile_center(stage[0].tile)
+        photos.append(LocatedPhoto(f"p{i:04d}.jpg", {ZOOM: stage}, lat, lon, true_lat, true_lon))
+    return photos
+
+
+def hits_only(photos):
+    return [
+        LocatedPhoto(p.photo, {z: [c for c in s if not c.cells] for z, s in p.stages.items()}, *p_coords(p))
+        for p in photos
+    ]
+
+
+def p_coords(p):
+    return p.lat, p.lon, p.true_lat, p.true_lon
+
+
+@pytest.fixture(scope="module")
+def photos(tiny_model):
+    search = IndexSearch(tiny_model, synthetic_index(), method="index", config=SearchConfig(top_k=TOP_K))
+    return located(search, 300, seed=1)
+
+
+def test_the_truth_is_often_outside_the_hits_and_the_rest_rows_restore_coverage(photos):
+    in_hits = np.mean(
+        [distribution_of(hits_only([p])[0].stages).truth_node(p.true_lat, p.true_lon) is not None for p in photos]
+    )
+    assert in_hits < 0.6  # the setting the fix is for: most truths are not among the 4 hits
+    with_rest, _ = cross_fitted(photos)
+    without, _ = cross_fitted(hits_only(photos))
+    assert 0.84 <= with_rest["coverage_90"] <= 0.96
+    assert 0.40 <= with_rest["coverage_50"] <= 0.60
+    assert without["coverage_90"] < 0.7  # hits only: capped by the share of truths among them
+    assert with_rest["ece"] < without["ece"]
+
+
+def test_rest_rows_stand_for_every_unreturned_cell_once(photos):
+    stage = photos[0].stages[ZOOM]
+    hits = [c for c in stage if not c.cells]
+    rest = [c for c in stage if c.cells]
+    assert len(hits) == TOP_K and all(not c.kept for c in rest)
+    assert sum(c.cells for c in rest) == SIDE * SIDE - TOP_K
+    assert [c.rank for c in stage] == list(range(1, len(stage) + 1))
+    assert len(rest) <= 128 and len({c.tile for c in rest}) == len(rest)
+    dist = RestDistribution(photos[0].stages)
+    probs = dist.probabilities(0.07)
+    assert probs[dist.leaf].sum() == pytest.approx(1.0)
+    assert dist.areas[dist.leaf].sum() == pytest.approx(_cells_area().area_km2, rel=1e-3)  # groups: mean cell areas
+
+
+def _cells_area():
+    from types import SimpleNamespace
+
+    from hiergeo_plugin.core.confidence import tile_area_km2
+
+    return SimpleNamespace(
+        area_km2=sum(tile_area_km2(Tile(ZOOM, X0 + x, Y0 + y)) for y in range(SIDE) for x in range(SIDE))
+    )
+
+
+def test_the_same_seed_draws_the_same_cells_and_the_hierarchical_distribution_is_unchanged():
+    index = synthetic_index()
+    a, b = RestSample(index.cells, ZOOM), RestSample(index.cells, ZOOM)
+    assert np.array_equal(a.drawn, b.drawn) and a.group_zoom < ZOOM
+    plain = {6: [type("C", (), {"tile": Tile(6, 33, 20), "score": 0.3, "cells": None})()]}
+    assert type(distribution_of(plain)).__name__ == "PlaceDistribution"
+
+
+def test_the_refit_from_candidates_finds_the_in_memory_temperature(photos, tmp_path):
+    """CANDIDATES as Geolocate writes them (its columns, `cells` included) give the same fit as the results."""
+    path = tmp_path / "run.gpkg"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE predictions (photo TEXT, lat REAL, lon REAL, true_lat REAL, true_lon REAL)")
+        db.execute(
+            "CREATE TABLE candidates (photo TEXT, zoom INT, rank INT, tile_x INT, tile_y INT, score REAL, "
+            "kept BOOLEAN, chosen BOOLEAN, cells INT)"
+        )
+        for p in photos:
+            db.execute("INSERT INTO predictions VALUES (?, ?, ?, ?, ?)", (p.photo, *p_coords(p)))
+            for c in p.stages[ZOOM]:
+                db.execute(
+                    "INSERT INTO candidates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (p.photo, c.tile.z, c.rank, c.tile.x, c.tile.y, c.score, c.kept, c.chosen, c.cells),
+                )
+    in_memory = refit(photos, "memory").temperature
+    from_file = calibration_of_run(str(path))
+    assert from_file["temperature"] == pytest.approx(in_memory, rel=1e-4)
+    assert from_file["coverage_90"] == cross_fitted(photos)[0]["coverage_90"]
