@@ -24,6 +24,17 @@ def _cand(photo, zoom, rank, score, kept=False, chosen=False):
     return {"photo": photo, "zoom": zoom, "rank": rank, "score": score, "kept": kept, "chosen": chosen}
 
 
+def test_rows_for_cells_an_index_did_not_return_are_not_in_the_search_summary():
+    rows = [
+        (1, dict(_cand("a.jpg", 10, 1, 0.8, chosen=True), cells=None)),
+        (2, dict(_cand("a.jpg", 10, 2, 0.7), cells=None)),
+        (3, dict(_cand("a.jpg", 7, 3, 0.3), cells=57)),  # a coarse tile standing for 57 cells: a probability row
+        (4, dict(_cand("a.jpg", 10, 4, 0.2), cells=1)),
+    ]
+    got = inspect_photo({"photo": "a.jpg", "lat": 55.7, "lon": 13.2, "status": "ok"}, rows)
+    assert [(z.zoom, z.tiles, z.chosen_rank) for z in got.zooms] == [(10, 2, 1)] and got.path_ids == [1]
+
+
 def test_inspection_gives_the_path_coarse_to_fine_and_one_summary_per_zoom():
     rows = [
         (10, _cand("a.jpg", 6, 1, 0.8, kept=True, chosen=True)),

@@ -83,7 +83,8 @@ def inspect_photo(
     by_zoom: Dict[int, List[Tuple[Any, Mapping[str, Any]]]] = {}
     for fid, row in candidates:
         zoom = _number(row.get("zoom"))
-        if str(row.get("photo") or "") != photo or zoom is None:
+        # Rows with `cells` stand for a region index's unreturned cells (their probability), not searched tiles.
+        if str(row.get("photo") or "") != photo or zoom is None or (_number(row.get("cells")) or 0) > 0:
             continue
         by_zoom.setdefault(int(zoom), []).append((fid, row))
     zooms: List[ZoomSummary] = []
