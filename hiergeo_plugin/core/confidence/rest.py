@@ -9,7 +9,7 @@ photo that cell's score stands for the group's cells that were not returned (`ce
 exp(score / T), is spread evenly over the group's tile. The rows are ordinary scored tiles with a `cells` count,
 so CANDIDATES can hold them and an evaluation refits the temperature on the same distribution the run used.
 
-Cost per photo: TOP_K hits plus at most 2 x MAX_GROUPS code rows read and multiplied, whatever the index size;
+Cost per photo: TOP_K hits plus at most MAX_GROUPS code rows read and multiplied, whatever the index size;
 grouping the cells is one vector pass over the index's cell coordinates, once per opened index.
 """
 
