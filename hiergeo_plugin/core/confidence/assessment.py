@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..geodesy import haversine_km
 from ..tiles.grid import Tile
@@ -24,7 +24,7 @@ class LocatedPhoto:
     """One located photo: its scored stages, predicted point and true place."""
 
     photo: str
-    stages: Mapping[int, Sequence[Scored]]
+    stages: Mapping[int, Sequence[Any]]  # Scored-like: .tile and .score (core Candidates, CANDIDATES rows)
     lat: float
     lon: float
     true_lat: float

@@ -43,6 +43,16 @@ def tile_area_km2(tile: Tile) -> float:
     )
 
 
+def tile_points(tile: Tile) -> Tuple[np.ndarray, np.ndarray]:
+    """SAMPLES_PER_SIDE x SAMPLES_PER_SIDE points (lat, lon) spread over a tile, each for the same share of its area:
+    rows even in latitude's sine (equal-area), columns even in longitude."""
+    west, south, east, north = tile_bounds(tile)
+    frac = (np.arange(SAMPLES_PER_SIDE) + 0.5) / SAMPLES_PER_SIDE
+    s0, s1 = math.sin(math.radians(south)), math.sin(math.radians(north))
+    la, lo = np.meshgrid(np.degrees(np.arcsin(s0 + frac * (s1 - s0))), west + frac * (east - west), indexing="ij")
+    return la.ravel(), lo.ravel()
+
+
 def _grouped_softmax(scores: np.ndarray, starts: np.ndarray, temperature: float) -> np.ndarray:
     """Softmax of scores / T within each contiguous group (starts: each group's first index)."""
     z = scores / temperature
@@ -132,17 +142,11 @@ class PlaceDistribution:
         """Points spread over each leaf (lat, lon), their leaf, and their share of the leaf's area."""
         leaves = np.flatnonzero(self.leaf)
         g = SAMPLES_PER_SIDE
-        frac = (np.arange(g) + 0.5) / g
         lats, lons, owner, share = [], [], [], []
         for node in leaves:
-            west, south, east, north = tile_bounds(self.tiles[node])
-            # Even in latitude's sine: equal-area rows, so each point stands for the same share of the tile.
-            s0, s1 = math.sin(math.radians(south)), math.sin(math.radians(north))
-            row_lat = np.degrees(np.arcsin(s0 + frac * (s1 - s0)))
-            col_lon = west + frac * (east - west)
-            la, lo = np.meshgrid(row_lat, col_lon, indexing="ij")
-            lats.append(la.ravel())
-            lons.append(lo.ravel())
+            la, lo = tile_points(self.tiles[node])
+            lats.append(la)
+            lons.append(lo)
             owner.append(np.full(g * g, node))
             share.append(np.full(g * g, 1.0 / (g * g)))
         if not lats:

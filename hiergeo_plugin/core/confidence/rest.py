@@ -15,13 +15,12 @@ grouping the cells is one vector pass over the index's cell coordinates, once pe
 
 from __future__ import annotations
 
-import math
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..tiles.grid import Tile, lonlat_to_tile, tile_bounds
-from .distribution import SAMPLES_PER_SIDE, PlaceDistribution, tile_area_km2
+from ..tiles.grid import Tile, lonlat_to_tile
+from .distribution import SAMPLES_PER_SIDE, PlaceDistribution, tile_area_km2, tile_points
 
 #: Most groups (rows) per photo for the cells not returned: bounds the rows written and the work per photo.
 MAX_GROUPS = 128
@@ -76,7 +75,7 @@ class RestSample:
         second = np.where(self.counts > 1, by_group[np.minimum(starts + 1, len(cells) - 1)], -1)
         self.drawn = np.stack([first, second], axis=1)
 
-    def rest(self, hit_rows: Sequence[int], score: Callable[[np.ndarray], np.ndarray]) -> List[Tuple[Tile, float, int]]:
+    def rest(self, hit_rows: Iterable[int], score: Callable[[np.ndarray], np.ndarray]) -> List[Tuple[Tile, float, int]]:
         """Per group with unreturned cells: (group tile, a drawn unreturned cell's score, unreturned cells).
         `score(rows)`: the photo's scores of those index rows, as its hits were scored."""
         hits = set(int(r) for r in hit_rows)
@@ -156,15 +155,10 @@ class RestDistribution:
         """The inner leaves' points and 4 x 4 points over each group tile."""
         lat, lon, owner, share = self.inner.samples()
         g = SAMPLES_PER_SIDE
-        frac = (np.arange(g) + 0.5) / g
-        parts = [[], [], [], []]
+        parts: List[List[np.ndarray]] = [[], [], [], []]
         for node, tile in enumerate(self.rest_tiles):
-            west, south, east, north = tile_bounds(tile)
-            s0, s1 = math.sin(math.radians(south)), math.sin(math.radians(north))
-            la, lo = np.meshgrid(
-                np.degrees(np.arcsin(s0 + frac * (s1 - s0))), west + frac * (east - west), indexing="ij"
-            )
-            for part, values in zip(parts, (la.ravel(), lo.ravel(), np.full(g * g, node), np.full(g * g, 1 / g**2))):
+            la, lo = tile_points(tile)
+            for part, values in zip(parts, (la, lo, np.full(g * g, node), np.full(g * g, 1 / g**2))):
                 part.append(values)
         extra = [np.concatenate(p) if p else np.zeros(0) for p in parts]
         return (

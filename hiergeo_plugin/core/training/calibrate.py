@@ -126,22 +126,21 @@ def _locate(
 ) -> List[LocatedPhoto]:
     """The photos the model file's search locates, with their scored stages, in the records' order."""
     from ..model.factory import load_model_file
+    from ..search.config import SearchConfig
     from ..search.hierarchical import HierarchicalSearch
 
-    search = HierarchicalSearch(
-        load_model_file(model_path, device=device),
-        source,
-        zooms=sorted(int(z) for z in config.zooms),
+    settings = SearchConfig(
+        zooms=tuple(sorted(int(z) for z in config.zooms)),
         top_k=config.calibration_top_k,
         batch_size=config.val_batch,
-        reporter=reporter,
         region=config.calibration_region,
         path_weight=config.calibration_path_weight,
     )
+    search = HierarchicalSearch(load_model_file(model_path, device=device), source, config=settings, reporter=reporter)
     located = []
     for result in search.run(list(records)):
-        if result.ok and result.prediction is not None:
-            r, p = result.record, result.prediction
+        r, p = result.record, result.prediction
+        if result.ok and p is not None and r.true_lat is not None and r.true_lon is not None:
             located.append(LocatedPhoto(photo_id(r), result.stages, p.lat, p.lon, float(r.true_lat), float(r.true_lon)))
     return located
 
