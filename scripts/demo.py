@@ -246,6 +246,10 @@ def main() -> int:
                 BASE_TRAINING_EPOCHS=args.base_epochs,
                 SEED=args.seed,
                 SEARCH_NEGATIVES=args.search_negatives,
+                # No temperature fit at the end of training: it searches the validation photos with the default
+                # search (whole world, TOP_K 16), which is not the demo's, and would double the demo's time; the
+                # demo's Evaluate step refits the temperature on its own held-out photos (cross-fitted).
+                CALIBRATE=False,
                 OUTPUT_MODEL=str(model_path),
             ),
             "train map encoders",

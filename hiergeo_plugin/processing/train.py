@@ -16,6 +16,7 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
@@ -69,6 +70,7 @@ class TrainMapEncodersAlgorithm(TileSourceAlgorithm):
     BASE_TRAINING_EPOCHS = "BASE_TRAINING_EPOCHS"
     SEED = "SEED"
     SEARCH_NEGATIVES = "SEARCH_NEGATIVES"
+    CALIBRATE = "CALIBRATE"
     OUTPUT_MODEL = "OUTPUT_MODEL"
 
     # -- identity -------------------------------------------------------------------------------------------
@@ -160,6 +162,13 @@ class TrainMapEncodersAlgorithm(TileSourceAlgorithm):
                 minValue=0,
                 maxValue=15,
             ),
+            QgsProcessingParameterBoolean(
+                self.CALIBRATE,
+                self.tr(
+                    "Fit the confidence's temperature on the validation photos after training (a search of up to 100)"
+                ),
+                True,
+            ),
         ]
         for param in advanced_params:
             self.addParameter(advanced(param))
@@ -218,6 +227,7 @@ class TrainMapEncodersAlgorithm(TileSourceAlgorithm):
             device=device_value(self, parameters, self.DEVICE, context),
             base_training_epochs=self.parameterAsInt(parameters, self.BASE_TRAINING_EPOCHS, context),
             search_negatives=self.parameterAsInt(parameters, self.SEARCH_NEGATIVES, context),
+            calibrate=self.parameterAsBoolean(parameters, self.CALIBRATE, context),
             cache_dir=cache_dir_value(self, parameters, self.CACHE_DIR, context),
         )
 

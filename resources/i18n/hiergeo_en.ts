@@ -357,6 +357,11 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/train.py"/>
+        <source>Fit the confidence's temperature on the validation photos after training (a search of up to 100)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/evaluate_inputs.py"/>
         <source>GROUND_TRUTH has no field {field} (its fields: {fields})</source>
         <translation type="unfinished"></translation>

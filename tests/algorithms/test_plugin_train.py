@@ -109,6 +109,7 @@ def test_algorithm_is_listed_with_the_contract_parameters(provider):
         "CACHE_DIR",
         "BASE_TRAINING_EPOCHS",
         "SEED",
+        "CALIBRATE",
         "OUTPUT_MODEL",
     ):
         assert key in names
@@ -117,6 +118,18 @@ def test_algorithm_is_listed_with_the_contract_parameters(provider):
     assert defaults["LEARNING_RATE"] == pytest.approx(1e-4) and defaults["PHOTO_FIELD"] == "photo"
     assert defaults["BASE_TRAINING_EPOCHS"] == 0 and defaults["BASE_MODEL"] == "ViT-B-32/openai"
     assert alg.parameterDefinition("OUTPUT_MODEL").fileFilter().startswith("HierGeo model (*.safetensors)")
+    assert defaults["CALIBRATE"] is True
+
+
+def test_calibrate_reaches_the_training_config(provider):
+    """CALIBRATE is the core's TrainingConfig.calibrate: on unless the analyst (or the demo) turns it off."""
+    from qgis.core import QgsProcessingContext
+
+    alg = QgsApplication.processingRegistry().createAlgorithmById(ALG)
+    context = QgsProcessingContext()
+    base = {"ZOOM_LEVELS": "4,6", "EPOCHS": 1, "BATCH_SIZE": 8, "LEARNING_RATE": 1e-4, "UNFROZEN_BLOCKS": 2}
+    assert alg._config(dict(base), context).calibrate is True
+    assert alg._config(dict(base, CALIBRATE=False), context).calibrate is False
 
 
 def test_train_then_geolocate_with_the_trained_file(provider, photo_points, server, tmp_path):

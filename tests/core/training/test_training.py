@@ -22,9 +22,10 @@ import statistics
 from pathlib import Path
 
 import pytest
+from conftest import TILE_PX
 
 from hiergeo_demo.tile_server import TileServer
-from hiergeo_demo.world import DemoWorld
+from hiergeo_plugin.core.geodesy import haversine_km
 from hiergeo_plugin.core.progress import Cancelled, Reporter
 from hiergeo_plugin.core.search.photos import PhotoRecord
 from hiergeo_plugin.core.tiles.grid import lonlat_to_tile
@@ -46,17 +47,7 @@ from hiergeo_plugin.core.training import (  # noqa: E402
 )
 from hiergeo_plugin.core.training import losses as training_losses  # noqa: E402
 
-WORLD_SEED = 7
 ZOOMS = (4, 6, 8, 10)
-TILE_PX = 64  # the model sees 64 px; the demo world renders band-limited tiles, so a 64 px tile is what a resize gives
-
-
-def haversine_km(lat1, lon1, lat2, lon2):
-    r = 6371.0088
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * r * math.asin(min(1.0, math.sqrt(a)))
 
 
 def clustered_photos(world, folder: Path, places: int, per_place: int, seed: int, size: int = 64, zoom: int = 10):
@@ -79,26 +70,6 @@ def clustered_photos(world, folder: Path, places: int, per_place: int, seed: int
         world.render_ground_photo(lat, lon, photo_seed=seed * 100003 + i, size=size).save(path, quality=90)
         records.append(PhotoRecord(path.name, str(path), true_lat=lat, true_lon=lon))
     return records
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The CI box has two cores shared with other jobs; two torch threads then spin against each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def world():
-    return DemoWorld(WORLD_SEED)
-
-
-@pytest.fixture(scope="module")
-def server(world):
-    with TileServer(lambda z, x, y: world.tile_png(z, x, y, size=TILE_PX)) as srv:
-        yield srv
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hiergeo_demo.tile_server import TileServer
-from hiergeo_demo.world import DEFAULT_REGION, DemoWorld
+from hiergeo_demo.world import DEFAULT_REGION
 from hiergeo_plugin.core.progress import Cancelled, Reporter
 from hiergeo_plugin.core.search.photos import PhotoRecord
 from hiergeo_plugin.core.tiles.source import TileSource
@@ -25,28 +24,6 @@ torch = pytest.importorskip("torch")
 
 from hiergeo_plugin.core.training import TrainingConfig, checkpoint_path, train_map_encoders  # noqa: E402
 from hiergeo_plugin.core.training.calibrate import MIN_PHOTOS, calibrate_model  # noqa: E402
-
-WORLD_SEED = 7
-TILE_PX = 64
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def world():
-    return DemoWorld(WORLD_SEED)
-
-
-@pytest.fixture(scope="module")
-def server(world):
-    with TileServer(lambda z, x, y: world.tile_png(z, x, y, size=TILE_PX)) as srv:
-        yield srv
 
 
 def make_photos(world, folder: Path, places: int, per_place: int, seed: int):
