@@ -33,9 +33,10 @@ DEFAULT_UNFROZEN_BLOCKS = 2
 DEFAULT_SEARCH_NEGATIVES = 1
 
 # Region index, IVF-PQ search (core/index/ann.py ivf_nprobe): inverted lists probed per query. The lists number
-# ~4 sqrt(n), so a fixed count probes an ever smaller share of them: nprobe 32 gave recall@10 0.994 / 0.988 / 0.971
-# at 1 / 2 / 4 M cells (32 of 4000 / 5657 / 8000 lists). Probing a fixed share instead keeps what measured 0.994
-# at 1 M (32 of 4000 lists, 0.8 %); the floor keeps small indexes at the count measured there
+# ~4 sqrt(n), so a fixed count probes an ever smaller share of them; a fixed share keeps the 0.8 % that measured
+# recall@10 0.994 at 1 M cells (32 of 4000 lists), the floor keeps small indexes at that count. Measured at 4 M
+# cells, 32 and 63-128 lists gave the same recall@10 (0.971): there the limit was the re-ranked candidates
+# (ann.REFINE_FACTOR), not the lists, so the share is a hedge for larger indexes, at ~1 ms a query at 4 M
 # (docs/BENCHMARKS.md, "Region index at scale"). Experts may change both here.
 #: Share of the inverted lists an IVF-PQ query probes.
 DEFAULT_IVF_NPROBE_SHARE = 1 / 128

@@ -97,8 +97,8 @@ def ivf_nlist(n_cells: int) -> int:
 def ivf_nprobe(nlist: int) -> int:
     """Inverted lists an IVF-PQ query over ``nlist`` lists probes: IVF_NPROBE_SHARE of them, at least
     IVF_NPROBE_MIN, at most all. Chosen when an index is opened (from its own list count), so files written before
-    the rule search with it too. Why a share: the lists grow as ~4 sqrt(n), and a fixed count probed a shrinking
-    share of them, so recall fell with the cells (docs/BENCHMARKS.md, "Region index at scale")."""
+    the rule search with it too. Why a share: the lists grow as ~4 sqrt(n), and a fixed count probes a shrinking
+    share of them (core/defaults.py says what was measured; docs/BENCHMARKS.md, "Region index at scale")."""
     nlist = max(int(nlist), 1)
     return min(nlist, max(int(IVF_NPROBE_MIN), int(np.ceil(nlist * float(IVF_NPROBE_SHARE) - 1e-9))))
 
