@@ -36,10 +36,11 @@ DEFAULT_SEARCH_NEGATIVES = 1
 # ~4 sqrt(n), so a fixed count probes an ever smaller share of them; a fixed share keeps the 0.8 % that measured
 # recall@10 0.994 at 1 M cells (32 of 4000 lists), the floor keeps small indexes at that count. Measured at 4 M
 # cells, 32 and 63-128 lists gave the same recall@10 (0.971): there the limit was the re-ranked candidates
-# (ann.REFINE_FACTOR), not the lists, so the share is a hedge for larger indexes, at ~1 ms a query at 4 M
-# (docs/BENCHMARKS.md, "Region index at scale"). Experts may change both here.
+# (ann.REFINE_FACTOR, since raised from 8 to 16: 0.997), not the lists, and 63 lists cost ~1 ms a query more; so the
+# share is 1/256, which keeps 32 lists up to ~8 000 lists (4 M cells) and widens beyond, a hedge for larger indexes
+# that was not measured there (docs/BENCHMARKS.md, "Region index at scale"). Experts may change both here.
 #: Share of the inverted lists an IVF-PQ query probes.
-DEFAULT_IVF_NPROBE_SHARE = 1 / 128
+DEFAULT_IVF_NPROBE_SHARE = 1 / 256
 #: Fewest inverted lists an IVF-PQ query probes (all of them when the index has fewer).
 DEFAULT_IVF_NPROBE_MIN = 32
 

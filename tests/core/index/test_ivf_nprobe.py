@@ -23,8 +23,9 @@ def test_the_rule_probes_a_share_of_the_lists_with_a_floor():
     assert (ann.IVF_NPROBE_SHARE, ann.IVF_NPROBE_MIN) == (defaults.DEFAULT_IVF_NPROBE_SHARE, 32)
     assert ivf_nprobe(1) == 1 and ivf_nprobe(20) == 20  # fewer lists than the floor: all of them
     assert ivf_nprobe(4000) == 32  # 1 M cells: the width measured at recall 0.994
-    assert ivf_nprobe(8000) == 63  # 4 M cells: the same share, no longer the fixed 32
-    assert ivf_nprobe(12_649) == 99  # 10 M cells
+    assert ivf_nprobe(8000) == 32  # 4 M cells: 63 lists measured no better than 32
+    assert ivf_nprobe(12_649) == 50  # 10 M cells: the share takes over from the floor
+    assert ivf_nprobe(17_889) == 70  # 20 M cells
     widths = [ivf_nprobe(n) for n in range(1, 30_000, 97)]
     assert widths == sorted(widths)
     assert all(w <= n for w, n in zip(widths, range(1, 30_000, 97)))
