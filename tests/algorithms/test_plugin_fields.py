@@ -9,7 +9,7 @@ from hiergeo_plugin.processing.fields import QMETATYPE_SINCE, TYPES, field_types
 from hiergeo_plugin.processing.geolocate_outputs import candidate_fields, prediction_fields
 
 TEXT = {"photo", "status"}
-WHOLE = {"zoom", "tile_x", "tile_y", "rank"}
+WHOLE = {"zoom", "tile_x", "tile_y", "rank", "cells"}  # cells: how many unreturned index cells a row stands for
 FLAGS = {"kept", "chosen"}
 
 
