@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -126,10 +126,10 @@ def main(argv=None) -> int:
 
 
 def _measure(ray, args, out: dict) -> int:
-    from hiergeo_plugin.core.index.ray_build import _connect
     from hiergeo_plugin.core.index.ray_config import RaySettings
+    from hiergeo_plugin.core.index.ray_session import connect
 
-    _connect(RaySettings("local"))
+    connect(RaySettings("local"))
     try:
         gpus_total = int(ray.cluster_resources().get("GPU", 0))
         if not args.cpu and not gpus_total:

@@ -23,7 +23,7 @@ import sys, threading
 sys.path[:0] = [{root!r}, {tests!r}]
 from helpers import hashed_tile_png
 from hiergeo_demo.tile_server import TileServer
-from hiergeo_plugin.core import torch_warmup
+from hiergeo_plugin.core.model import torch_warmup
 from hiergeo_plugin.core.model.factory import load_geo_model
 from hiergeo_plugin.core.index.builder import IndexBuilder
 from hiergeo_plugin.core.index.cells import Area
