@@ -21,6 +21,22 @@ from .outcome import TileOutcome, TileResult
 #: fetch(tile, stop=event) -> TileResult, never raising for a per-tile problem (TileSource.fetch).
 Fetch = Callable[..., TileResult]
 
+#: How long a stopped fetch waits for the workers still running. The stop event cuts their requests at once, so
+#: this only bounds the decode and cache write of a tile whose bytes had already arrived.
+SETTLE_SECONDS = 5.0
+
+
+def _settle(futures) -> None:
+    """Cancels the queued futures and waits (bounded) for the running ones.
+
+    Why wait: a worker whose download finished just as the caller stopped still decodes, counts and caches that
+    tile; returning before it does would let the caller's counts (tiles downloaded) miss a tile that is in the
+    cache, and let the tile cache be closed under a write.
+    """
+    running = [fut for fut in futures if not fut.cancel()]
+    if running:
+        cf.wait(running, timeout=SETTLE_SECONDS)
+
 
 def fetch_concurrently(
     pool: ThreadPoolExecutor,
@@ -73,8 +89,7 @@ def fetch_concurrently(
             refill()
     finally:
         stop.set()
-        for fut in pending:
-            fut.cancel()
+        _settle(pending)
 
 
 def _in_order(pool, work, it, window: int, should_stop, poll, stop: threading.Event):
@@ -105,5 +120,4 @@ def _in_order(pool, work, it, window: int, should_stop, poll, stop: threading.Ev
                 return
     finally:
         stop.set()
-        for fut in queued:
-            fut.cancel()
+        _settle(queued)
