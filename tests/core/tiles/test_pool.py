@@ -45,7 +45,9 @@ def test_queued_tiles_are_dropped_when_the_caller_stops():
 
     tiles = [Tile(4, 0, y) for y in range(8)]
     with ThreadPoolExecutor(max_workers=1) as pool:
-        results = fetch_concurrently(pool, fetch, tiles, None, window=8, should_stop=lambda: gate.is_set(), ordered=False)
+        results = fetch_concurrently(
+            pool, fetch, tiles, None, window=8, should_stop=lambda: gate.is_set(), ordered=False
+        )
         gate.set()
         assert list(results) == []  # the stop is seen at the first poll, before any result
     assert fetched in ([], tiles[:1])  # one worker: at most the first tile had started; the seven queued never do
