@@ -78,24 +78,27 @@ def calibration_parameters(alg) -> list:
     ]
 
 
-def temperature_from(alg, parameters, context, feedback) -> float:
-    """TEMPERATURE when given, else the one stored in CALIBRATION_FILE, else the documented default."""
+def calibration_from(alg, parameters, context, feedback):
+    """The core Calibration stored in CALIBRATION_FILE (else the documented default), its temperature replaced by
+    TEMPERATURE when that is given; the file's rest weight (region indexes) is kept either way."""
+    from dataclasses import replace
+
     from ..core.confidence import Calibration
     from ..core.confidence.store import CalibrationStoreError, stored_calibration
 
+    calibration = Calibration()
+    path = alg.parameterAsFile(parameters, "CALIBRATION_FILE", context)
+    if path:
+        try:
+            calibration = stored_calibration(path)
+        except (CalibrationStoreError, OSError) as exc:
+            raise QgsProcessingException(f"CALIBRATION_FILE: {exc}") from None
     given = alg.parameterAsDouble(parameters, "TEMPERATURE", context)
     if given > 0:
-        return given
-    path = alg.parameterAsFile(parameters, "CALIBRATION_FILE", context)
-    if not path:
-        return Calibration().temperature
-    try:
-        calibration = stored_calibration(path)
-    except (CalibrationStoreError, OSError) as exc:
-        raise QgsProcessingException(f"CALIBRATION_FILE: {exc}") from None
-    if not calibration.photos:
+        return replace(calibration, temperature=given)
+    if path and not calibration.photos:
         feedback.pushWarning(alg.tr("{path} holds no fitted temperature: the default is used").format(path=path))
-    return calibration.temperature
+    return calibration
 
 
 class CredibleRegionsAlgorithm(HierGeoAlgorithm):
@@ -139,7 +142,8 @@ class CredibleRegionsAlgorithm(HierGeoAlgorithm):
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, self.CANDIDATES))
         levels = parse_levels(self.parameterAsString(parameters, self.LEVELS, context))
-        temperature = temperature_from(self, parameters, context, feedback)
+        calibration = calibration_from(self, parameters, context, feedback)
+        temperature = calibration.temperature
         fields = region_fields()
         sink, dest_id = self.parameterAsSink(
             parameters, self.OUTPUT, context, fields, QgsWkbTypes.Type.MultiPolygon, QgsCoordinateReferenceSystem(WGS84)
@@ -153,7 +157,7 @@ class CredibleRegionsAlgorithm(HierGeoAlgorithm):
             if feedback.isCanceled():
                 break
             dist = distribution_of(scored)
-            probs = dist.probabilities(temperature)
+            probs = calibration.probabilities(dist)
             for level in reversed(levels):  # the widest first: drawn below the narrower ones
                 region = credible_region(dist, probs, level)
                 if not region.tiles:

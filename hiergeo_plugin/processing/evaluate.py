@@ -305,7 +305,7 @@ class EvaluateGeolocationAlgorithm(HierGeoAlgorithm):
         if confidence is not None:
             from ..core.confidence.report import confidence_html, insert_into_report
 
-            insert_into_report(html, confidence_html(confidence[0], confidence[1].temperature, confidence[2]))
+            insert_into_report(html, confidence_html(confidence[0], confidence[1], confidence[2]))
 
     def _numbers(self, metrics: dict, confidence, thresholds: List[float]) -> Dict[str, object]:
         """The numeric outputs: errors, counts, the confidence's calibration and the share within each threshold."""

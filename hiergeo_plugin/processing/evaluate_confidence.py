@@ -93,7 +93,7 @@ def evaluate_confidence(rows: Sequence[dict], candidates, feedback) -> Optional[
             c50=f"{summary['coverage_50']:.1%}",
             c90=f"{summary['coverage_90']:.1%}",
             ece=f"{summary['ece']:.3f}",
-            t=f"{fitted.temperature:.4g}",
+            t=fitted.label(),
         )
     )
     return summary, fitted, folds
@@ -112,4 +112,4 @@ def store_refit(path: str, fitted, feedback) -> None:
         store_calibration(path, fitted)
     except (CalibrationStoreError, OSError) as exc:
         raise QgsProcessingException(tr("CALIBRATION_FILE: {error}").format(error=exc)) from None
-    feedback.pushInfo(tr("Temperature {t} stored in {path}").format(t=f"{fitted.temperature:.4g}", path=path))
+    feedback.pushInfo(tr("Temperature {t} stored in {path}").format(t=fitted.label(), path=path))

@@ -25,7 +25,7 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QColor
 
 from .algorithm import HierGeoAlgorithm
-from .credible_regions import calibration_parameters, temperature_from
+from .credible_regions import calibration_from, calibration_parameters
 from .evaluate_confidence import candidate_stages
 
 #: The heat map's colours, from faint to the peak (alpha grows with the density).
@@ -96,9 +96,10 @@ class ProbabilityMapAlgorithm(HierGeoAlgorithm):
                     photo=photo, n=len(stages)
                 )
             )
-        temperature = temperature_from(self, parameters, context, feedback)
+        calibration = calibration_from(self, parameters, context, feedback)
+        temperature = calibration.temperature
         dist = distribution_of(stages[photo])
-        probs = dist.probabilities(temperature)
+        probs = calibration.probabilities(dist)
         extent = map_extent(dist, probs)
         width, height = grid_size(extent, self.parameterAsInt(parameters, self.MAX_PIXELS, context))
         grid = density_grid(dist, probs, extent, width, height)

@@ -142,7 +142,7 @@ def test_the_refitted_temperature_stored_in_the_model_file_is_what_the_next_geol
         cands.setdefault(f.GetField("photo"), {}).setdefault(z, []).append(Scored(tile, f.GetField("score")))
     for f in ds.GetLayerByName("predictions"):
         lat, lon = f.GetField("lat"), f.GetField("lon")
-        expect = assess(cands[f.GetField("photo")], lat, lon, stored.temperature, levels=())
+        expect = assess(cands[f.GetField("photo")], lat, lon, stored, levels=())
         assert f.GetField("confidence") == pytest.approx(expect.confidence, abs=1e-5)
         assert f.GetField("radius_km") == pytest.approx(expect.radius_km, abs=1e-2)
 

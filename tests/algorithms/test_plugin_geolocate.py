@@ -185,14 +185,14 @@ def test_point_layer_gives_one_located_row_per_photo_with_errors(provider, serve
     for stages in per_photo.values():
         assert {z: len(v) for z, v in stages.items()} == {4: 256, 6: 32, 8: 32}
     # confidence and radius_km: the default temperature's distribution over exactly the CANDIDATES rows.
-    from hiergeo_plugin.core.confidence import DEFAULT_TEMPERATURE, Scored, assess
+    from hiergeo_plugin.core.confidence import Calibration, Scored, assess
 
     for f in rows:
         scored = {
             z: [Scored(Tile(z, c["tile_x"], c["tile_y"]), c["score"]) for c in v]
             for z, v in per_photo[f["photo"]].items()
         }
-        expect = assess(scored, f["lat"], f["lon"], DEFAULT_TEMPERATURE, levels=())
+        expect = assess(scored, f["lat"], f["lon"], Calibration(), levels=())
         assert 0.0 <= f["confidence"] <= 1.0 and f["radius_km"] > 0
         assert (f["confidence"], f["radius_km"]) == pytest.approx((expect.confidence, expect.radius_km), abs=1e-3)
 

@@ -1,5 +1,5 @@
 """Calibrated confidence for both search methods: a probability distribution over places from the scores a search
-computed (distribution.py), a temperature fitted on held-out photos (calibration.py), credible regions
+computed (distribution.py), a temperature (and a region index's rest weight) fitted on held-out photos (calibration.py), credible regions
 (regions.py), the mass of the cells a region index did not return (rest.py) and the measures of how well the confidence is calibrated (metrics.py). Pure numpy; shapely only for
 `region_geometry`."""
 
@@ -12,7 +12,7 @@ from .calibration import (
     PhotoConfidence,
     annotate,
     assess,
-    fit_temperature,
+    fit_calibration,
 )
 from .distribution import PlaceDistribution, Scored, tile_area_km2
 from .metrics import calibration_summary
@@ -37,7 +37,7 @@ __all__ = [
     "calibration_summary",
     "credible_region",
     "distribution_of",
-    "fit_temperature",
+    "fit_calibration",
     "region_geometry",
     "tile_area_km2",
 ]

@@ -8,13 +8,14 @@ temperature worth storing is the one fitted on all of them.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..geodesy import haversine_km
 from ..tiles.grid import Tile
-from .calibration import Calibration, HeldOut, assess, fit_temperature
+from .calibration import Calibration, HeldOut, assess, fit_calibration
 from .distribution import Scored
 from .metrics import calibration_summary
 
@@ -35,10 +36,10 @@ class LocatedPhoto:
         return float(haversine_km(self.true_lat, self.true_lon, self.lat, self.lon))
 
 
-def _collect(photos: Sequence[LocatedPhoto], temperature: float, into: Dict[str, list]) -> Dict[str, list]:
+def _collect(photos: Sequence[LocatedPhoto], calibration: Calibration, into: Dict[str, list]) -> Dict[str, list]:
     """Per photo: confidence, error, inside the 50% / 90% region, area of the 90% region."""
     for p in photos:
-        found = assess(p.stages, p.lat, p.lon, temperature, truth=(p.true_lat, p.true_lon))
+        found = assess(p.stages, p.lat, p.lon, calibration, truth=(p.true_lat, p.true_lon))
         for key, value in zip(SERIES, (found.confidence, p.error_km, *found.covered, found.area_km2[1])):
             into.setdefault(key, []).append(value)
     return into
@@ -47,16 +48,16 @@ def _collect(photos: Sequence[LocatedPhoto], temperature: float, into: Dict[str,
 SERIES = ("confidence", "error_km", "covered_50", "covered_90", "area_90_km2")
 
 
-def measure(photos: Sequence[LocatedPhoto], temperature: float) -> Dict[str, object]:
-    """calibration_summary of the photos' distributions at one temperature."""
-    series = _collect(photos, temperature, {k: [] for k in SERIES})
+def measure(photos: Sequence[LocatedPhoto], calibration: Calibration) -> Dict[str, object]:
+    """calibration_summary of the photos' distributions under one calibration."""
+    series = _collect(photos, calibration, {k: [] for k in SERIES})
     return calibration_summary(
         series["confidence"], series["error_km"], series["covered_50"], series["covered_90"], series["area_90_km2"]
     )
 
 
 def refit(photos: Sequence[LocatedPhoto], fitted_on: str) -> Calibration:
-    return fit_temperature([HeldOut.of(p.stages, p.true_lat, p.true_lon) for p in photos], fitted_on)
+    return fit_calibration([HeldOut.of(p.stages, p.true_lat, p.true_lon) for p in photos], fitted_on)
 
 
 def cross_fitted(photos: Sequence[LocatedPhoto], folds: int = 2) -> Tuple[Dict[str, object], Calibration]:
@@ -65,16 +66,19 @@ def cross_fitted(photos: Sequence[LocatedPhoto], folds: int = 2) -> Tuple[Dict[s
     photos = list(photos)
     folds = max(1, min(int(folds), len(photos)))
     series: Dict[str, list] = {k: [] for k in SERIES}
-    fold_t = []
+    fold_t, fold_w = [], []
     for f in range(folds):
         train = [p for i, p in enumerate(photos) if i % folds != f] if folds > 1 else photos
-        temperature = refit(train, "fold").temperature
-        fold_t.append(temperature)
-        _collect(photos[f::folds], temperature, series)
+        calibration = refit(train, "fold")
+        fold_t.append(calibration.temperature)
+        fold_w.append(calibration.rest_log_weight)
+        _collect(photos[f::folds], calibration, series)
     summary = calibration_summary(
         series["confidence"], series["error_km"], series["covered_50"], series["covered_90"], series["area_90_km2"]
     )
     summary["fold_temperatures"] = fold_t
+    if any(fold_w):
+        summary["fold_rest_log_weights"] = fold_w
     return summary, refit(photos, f"{len(photos)} held-out photos")
 
 
@@ -89,7 +93,7 @@ def read_geopackage(path: str) -> List[LocatedPhoto]:
     """Located photos with a known place from a GeoPackage written by "Geolocate photos" with its layer names
     (`predictions`, `candidates`, as the demo writes them); plain sqlite3, so no GIS library is needed to measure
     a run. The queries are fixed text: no table name comes from the caller."""
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
         rows = db.execute(_PREDICTIONS_QUERY).fetchall()
         stages: Dict[str, Dict[int, List[Scored]]] = {}
         columns = {row[1] for row in db.execute('PRAGMA table_info("candidates")')}
@@ -109,5 +113,7 @@ def calibration_of_run(path: str, folds: int = 2) -> Optional[Dict[str, object]]
         return None
     summary, fitted = cross_fitted(photos, folds)
     summary["temperature"] = fitted.temperature
+    if fitted.rest_log_weight:
+        summary["rest_log_weight"] = fitted.rest_log_weight
     summary["folds"] = folds
     return summary

@@ -3,8 +3,16 @@
 Why a temperature: cosine similarities of one stage differ by a few hundredths, so a plain softmax is almost flat;
 dividing by T sharpens it. T is chosen by the negative log-likelihood of the true places of held-out photos (the
 density of the leaf tile holding the true place, floored so a photo whose place was never scored still counts),
-the standard post-hoc calibration of a classifier. One number, stored as plain JSON in the model file's manifest
-or the index manifest under "calibration"; a file without it uses DEFAULT_TEMPERATURE.
+the standard post-hoc calibration of a classifier.
+
+Why a second number for a region index: its distribution also holds the cells the index did not return (rest.py),
+each group standing for many cells. One temperature must then both spread mass over the map (for photos whose true
+cell is not a hit) and concentrate it on the hits (for the others), and the fit ends wide and under-confident. A
+log-weight on the unreturned cells' mass, fitted with T by the same likelihood, lets each do its part. Distributions
+without such cells (the hierarchical search) ignore it, and it stays 0 there.
+
+Both are stored as plain JSON in the model file's manifest or the index manifest under "calibration"; a file
+without them uses DEFAULT_TEMPERATURE and no weight.
 """
 
 from __future__ import annotations
@@ -31,6 +39,10 @@ RADIUS_LEVEL = 0.9
 PROBABILITY_FLOOR = 1e-6
 #: Where the fit looks: log-spaced temperatures, then a golden-section refinement around the best.
 T_MIN, T_MAX = 1e-4, 10.0
+#: Where the fit looks for the unreturned cells' log-weight (e^-20 to e^8 of their mass).
+REST_LOG_WEIGHT_MIN, REST_LOG_WEIGHT_MAX = -20.0, 8.0
+#: Rounds of the fit that alternates temperature and weight (the likelihood is convex in the weight).
+FIT_ROUNDS = 3
 
 
 @dataclass
@@ -39,9 +51,21 @@ class Calibration:
     photos: int = 0  # held-out photos it was fitted on (0: the default)
     nll: Optional[float] = None  # mean negative log-likelihood per photo at the fitted T (log density, km2)
     fitted_on: str = "default"
+    rest_log_weight: float = 0.0  # added to the log-mass of a region index's unreturned cells
 
     def to_manifest(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def label(self) -> str:
+        """The temperature as messages and reports give it, with the rest weight where there is one."""
+        text = f"{self.temperature:.4g}"
+        if self.rest_log_weight:
+            text += f" (unreturned cells' log-weight {self.rest_log_weight:.3g})"
+        return text
+
+    def probabilities(self, dist) -> np.ndarray:
+        """Per node of a PlaceDistribution or RestDistribution, its probability under this calibration."""
+        return dist.probabilities(self.temperature, self.rest_log_weight)
 
     @classmethod
     def from_manifest(cls, manifest: Optional[Mapping]) -> Calibration:
@@ -55,7 +79,13 @@ class Calibration:
                 raise ValueError(temperature)
         except (TypeError, KeyError, ValueError):
             return cls()
-        return cls(temperature, int(entry.get("photos", 0)), entry.get("nll"), str(entry.get("fitted_on", "")))
+        try:  # files written before the weight existed have none: 0 is what they were fitted with
+            weight = float(entry.get("rest_log_weight", 0.0))
+        except (TypeError, ValueError):
+            weight = 0.0
+        if not REST_LOG_WEIGHT_MIN <= weight <= REST_LOG_WEIGHT_MAX:
+            weight = 0.0
+        return cls(temperature, int(entry.get("photos", 0)), entry.get("nll"), str(entry.get("fitted_on", "")), weight)
 
 
 @dataclass
@@ -70,36 +100,70 @@ class HeldOut:
         dist = distribution_of(stages)
         return cls(dist, dist.truth_node(true_lat, true_lon))
 
-    def nll(self, temperature: float) -> float:
+    @property
+    def has_rest(self) -> bool:
+        """Whether the distribution holds unreturned cells (the only part the rest weight changes)."""
+        return bool(getattr(self.dist, "rest_tiles", None))
+
+    def nll(self, temperature: float, rest_log_weight: float = 0.0) -> float:
         """-log(probability density of the true place), per km2."""
         if self.truth_node is None:
             return -math.log(PROBABILITY_FLOOR)
-        p = self.dist.probabilities(temperature)[self.truth_node]
+        p = self.dist.probabilities(temperature, rest_log_weight)[self.truth_node]
         return -math.log(max(p, PROBABILITY_FLOOR) / self.dist.areas[self.truth_node])
 
 
-def mean_nll(photos: Sequence[HeldOut], temperature: float) -> float:
-    return float(np.mean([p.nll(temperature) for p in photos]))
+def mean_nll(photos: Sequence[HeldOut], temperature: float, rest_log_weight: float = 0.0) -> float:
+    return float(np.mean([p.nll(temperature, rest_log_weight) for p in photos]))
 
 
-def fit_temperature(photos: Sequence[HeldOut], fitted_on: str = "held-out photos") -> Calibration:
-    """The temperature with the least mean NLL over `photos`; the default when none is usable."""
-    usable = [p for p in photos if len(p.dist)]
-    if not usable or all(p.truth_node is None for p in usable):
-        return Calibration()
-    grid = np.geomspace(T_MIN, T_MAX, 41)
-    values = [mean_nll(usable, t) for t in grid]
-    best = int(np.argmin(values))
-    lo, hi = math.log(grid[max(0, best - 1)]), math.log(grid[min(len(grid) - 1, best + 1)])
-    ratio = (math.sqrt(5) - 1) / 2
-    for _ in range(30):  # golden section in log T
-        a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-        if mean_nll(usable, math.exp(a)) <= mean_nll(usable, math.exp(b)):
+_GOLDEN = (math.sqrt(5) - 1) / 2
+
+
+def _golden_min(f, lo: float, hi: float, steps: int = 30) -> float:
+    """The minimum of a unimodal f on [lo, hi], by golden-section search."""
+    for _ in range(steps):
+        a, b = hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo)
+        if f(a) <= f(b):
             hi = b
         else:
             lo = a
-    temperature = math.exp((lo + hi) / 2)
-    return Calibration(float(f"{temperature:.6g}"), len(usable), round(mean_nll(usable, temperature), 6), fitted_on)
+    return (lo + hi) / 2
+
+
+def _best_temperature(photos: Sequence[HeldOut], weight: float) -> float:
+    """The NLL-best temperature at a fixed rest weight: a log-spaced grid, then golden section around its best."""
+    grid = np.geomspace(T_MIN, T_MAX, 41)
+    best = int(np.argmin([mean_nll(photos, t, weight) for t in grid]))
+    lo, hi = math.log(grid[max(0, best - 1)]), math.log(grid[min(len(grid) - 1, best + 1)])
+    return math.exp(_golden_min(lambda log_t: mean_nll(photos, math.exp(log_t), weight), lo, hi))
+
+
+def _best_rest_weight(photos: Sequence[HeldOut], temperature: float) -> float:
+    """The NLL-best rest weight at a fixed temperature (golden section: the NLL is convex in the weight)."""
+    return _golden_min(lambda w: mean_nll(photos, temperature, w), REST_LOG_WEIGHT_MIN, REST_LOG_WEIGHT_MAX, 40)
+
+
+def fit_calibration(photos: Sequence[HeldOut], fitted_on: str = "held-out photos") -> Calibration:
+    """The temperature (and, where the photos' distributions hold unreturned cells, the rest weight) with the least
+    mean NLL over `photos`; the default when none is usable.
+
+    The two are fitted in turns: the NLL is convex in the weight (it enters the logits linearly) and the
+    temperature's search is the grid-and-golden one of the temperature alone, so a few rounds settle both.
+    """
+    usable = [p for p in photos if len(p.dist)]
+    if not usable or all(p.truth_node is None for p in usable):
+        return Calibration()
+    weight = 0.0
+    temperature = _best_temperature(usable, weight)
+    if any(p.has_rest for p in usable):
+        for _ in range(FIT_ROUNDS):
+            weight = _best_rest_weight(usable, temperature)
+            temperature = _best_temperature(usable, weight)
+        weight = round(weight, 4)
+    temperature = float(f"{temperature:.6g}")
+    nll = round(mean_nll(usable, temperature, weight), 6)
+    return Calibration(temperature, len(usable), nll, fitted_on, weight)
 
 
 @dataclass
@@ -116,13 +180,13 @@ def assess(
     stages: Mapping[int, Sequence[object]],
     lat: float,
     lon: float,
-    temperature: float,
+    calibration: Calibration,
     truth: Optional[Tuple[float, float]] = None,
     levels: Iterable[float] = LEVELS,
 ) -> PhotoConfidence:
     """Confidence, radius and credible regions of one photo predicted at (lat, lon); coverage when truth is given."""
     dist = distribution_of(stages)
-    probs = dist.probabilities(temperature)
+    probs = calibration.probabilities(dist)
     radius, confidence = radius_and_confidence(dist, probs, lat, lon, RADIUS_LEVEL, CONFIDENCE_WITHIN_KM)
     node = dist.truth_node(*truth) if truth is not None else None
     areas: List[float] = []
@@ -139,7 +203,7 @@ def annotate(result, calibration: Calibration) -> None:
     pred = getattr(result, "prediction", None)
     if pred is None or not result.stages:
         return
-    found = assess(result.stages, pred.lat, pred.lon, calibration.temperature, levels=())
+    found = assess(result.stages, pred.lat, pred.lon, calibration, levels=())
     if math.isfinite(found.confidence) and math.isfinite(found.radius_km):
         pred.confidence = round(found.confidence, 6)
         pred.radius_km = round(found.radius_km, 3)

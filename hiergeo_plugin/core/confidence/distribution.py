@@ -111,8 +111,9 @@ class PlaceDistribution:
     def __len__(self) -> int:
         return len(self.tiles)
 
-    def probabilities(self, temperature: float) -> np.ndarray:
-        """Per node, its probability; the leaves' sum to 1 (0 when nothing was scored)."""
+    def probabilities(self, temperature: float, rest_log_weight: float = 0.0) -> np.ndarray:
+        """Per node, its probability; the leaves' sum to 1 (0 when nothing was scored). `rest_log_weight` is
+        accepted for the RestDistribution's signature and has nothing to weigh here."""
         if temperature <= 0:
             raise ValueError("the temperature must be positive")
         n = len(self.tiles)

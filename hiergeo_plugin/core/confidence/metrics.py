@@ -7,6 +7,9 @@
 * accuracy vs coverage: among the most confident x% of photos, the share within 1 / 25 / 200 km, so an analyst
   can pick a threshold; `top_half_within_25km_ratio` is that share for the top half over the share for all.
 * median_area_90_km2: the median area of the 90% region (smaller is better at the same coverage).
+* ece_calibrated_95: the ECE that a perfectly calibrated confidence would still exceed in 5% of draws, at these
+  photos' confidences (outcomes drawn from the claims, seeded): with few photos the ECE is noisy, and an ECE below
+  this bound does not show miscalibration. It tells whether a held-out set is large enough to decide an ECE goal.
 """
 
 from __future__ import annotations
@@ -50,6 +53,24 @@ def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bo
     return float(
         sum(r["photos"] / n * abs(r["confidence"] - r["observed"]) for r in reliability(confidence, correct, bins))
     )
+
+
+#: Draws of the simulated outcomes behind ece_calibrated_95; fixed seed, so the same photos give the same bound.
+NULL_DRAWS = 2000
+NULL_SEED = 0
+
+
+def ece_if_calibrated(confidence: Sequence[float], bins: int = 10, quantile: float = 0.95) -> Optional[float]:
+    """The `quantile` of the ECE over outcomes drawn as a perfectly calibrated confidence would have them."""
+    conf = np.clip(np.asarray(confidence, dtype=np.float64), 0.0, 1.0)
+    if not len(conf):
+        return None
+    which = np.minimum((conf * bins).astype(np.int64), bins - 1)
+    claimed = np.bincount(which, weights=conf, minlength=bins)
+    outcomes = np.random.default_rng(NULL_SEED).random((NULL_DRAWS, len(conf))) < conf
+    observed = np.stack([np.bincount(which, weights=o, minlength=bins) for o in outcomes.astype(np.float64)])
+    ece = np.abs(observed - claimed).sum(axis=1) / len(conf)  # per bin |n * (obs - conf)|, weighted by n / N
+    return float(np.quantile(ece, quantile))
 
 
 def _most_confident(confidence: np.ndarray, share: float) -> np.ndarray:
@@ -99,6 +120,7 @@ def calibration_summary(
         "coverage_50": float(np.mean(covered_50)) if len(err) else None,
         "coverage_90": float(np.mean(covered_90)) if len(err) else None,
         "ece": expected_calibration_error(confidence, correct, bins) if len(err) else None,
+        "ece_calibrated_95": ece_if_calibrated(confidence, bins) if len(err) else None,
         "top_half_within_25km_ratio": ratio,
         "median_area_90_km2": float(np.median(area_90_km2)) if len(err) else None,
         "reliability": reliability(confidence, correct, bins),

@@ -17,17 +17,23 @@ def _share(value) -> str:
     return "n/a" if value is None else f"{float(value):.1%}"
 
 
-def confidence_html(summary: Mapping, temperature: float, folds: int) -> str:
-    """The section for `summary` (metrics.calibration_summary plus the refitted temperature)."""
+def _bound(value) -> str:
+    """The ECE bound, or n/a for summaries written before it existed."""
+    return "n/a" if value is None else f"{float(value):.3f}"
+
+
+def confidence_html(summary: Mapping, calibration, folds: int) -> str:
+    """The section for `summary` (metrics.calibration_summary) and the refitted `calibration` (a Calibration)."""
     esc = html.escape
     ratio = summary.get("top_half_within_25km_ratio")
     area = summary.get("median_area_90_km2")
     head = [
         ("Photos", str(summary.get("photos", 0))),
-        ("Refitted temperature", f"{temperature:.4g}"),
+        ("Refitted temperature", calibration.label()),
         ("Inside the 50% region (goal about 50%)", _share(summary.get("coverage_50"))),
         ("Inside the 90% region (goal about 90%)", _share(summary.get("coverage_90"))),
         ("Expected calibration error", "n/a" if summary.get("ece") is None else f"{summary['ece']:.3f}"),
+        ("… a calibrated confidence reaches up to (95%)", _bound(summary.get("ece_calibrated_95"))),
         ("Most confident half vs all, within 25 km", "n/a" if ratio is None else f"{ratio:.2f}x"),
         ("Median area of the 90% region", "n/a" if area is None else f"{area:,.0f} km²"),
     ]
@@ -50,7 +56,9 @@ def confidence_html(summary: Mapping, temperature: float, folds: int) -> str:
     return f"""<h2>Confidence</h2>
 <p class="note">confidence = the probability that the true place is within {CONFIDENCE_WITHIN_KM:g} km of the
 prediction; radius_km = the radius around it that holds {RADIUS_LEVEL:.0%} of the probability. Each photo is judged
-by a temperature fitted on the other photos ({folds} folds); the refitted temperature is fitted on all of them.</p>
+by a temperature fitted on the other photos ({folds} folds); the refitted temperature is fitted on all of them.
+An expected calibration error below what a calibrated confidence reaches at these photos does not show
+miscalibration: more photos with a known place narrow that bound.</p>
 <table>{top}</table>
 <h2>Reliability</h2>
 <p class="note">Photos binned by confidence: a calibrated confidence has the observed share within

@@ -129,12 +129,13 @@ class RestDistribution:
     def __len__(self) -> int:
         return len(self.tiles)
 
-    def probabilities(self, temperature: float) -> np.ndarray:
-        """The inner tree scaled by the returned cells' share of the softmax over all cells; the groups the rest."""
+    def probabilities(self, temperature: float, rest_log_weight: float = 0.0) -> np.ndarray:
+        """The inner tree scaled by the returned cells' share of the softmax over all cells; the groups the rest,
+        their log-mass shifted by `rest_log_weight` (fitted with the temperature, calibration.py)."""
         if temperature <= 0:
             raise ValueError("the temperature must be positive")
         t = float(temperature)
-        z_rest = self.rest_scores / t + np.log(self.rest_cells)
+        z_rest = self.rest_scores / t + np.log(self.rest_cells) + float(rest_log_weight)
         z_hits = self._root_scores / t
         top = max(z_rest.max(initial=-np.inf), z_hits.max(initial=-np.inf))
         w_rest = np.exp(z_rest - top)

@@ -17,13 +17,14 @@ from hiergeo_plugin.core.confidence import (
     assess,
     calibration_summary,
     credible_region,
-    fit_temperature,
+    fit_calibration,
     region_geometry,
     tile_area_km2,
 )
 from hiergeo_plugin.core.confidence.distribution import radius_and_confidence
 from hiergeo_plugin.core.confidence.metrics import (
     accuracy_vs_coverage,
+    ece_if_calibrated,
     expected_calibration_error,
     top_half_ratio,
 )
@@ -120,7 +121,7 @@ def test_coverage_of_a_perfectly_calibrated_distribution_is_the_level():
         truth = draw_truth(rng, dist, probs)
         best = dist.tiles[int(np.argmax(np.where(dist.leaf, probs, -1)))]
         lat, lon = best.center
-        result = assess(stages, lat, lon, T_TRUE, truth=truth)
+        result = assess(stages, lat, lon, Calibration(T_TRUE), truth=truth)
         conf.append(result.confidence)
         from hiergeo_plugin.core.evaluation.metrics import haversine_km
 
@@ -141,18 +142,19 @@ def test_temperature_fit_recovers_the_temperature_that_drew_the_places():
         dist = PlaceDistribution(synthetic_search(rng))
         lat, lon = draw_truth(rng, dist, dist.probabilities(T_TRUE))
         photos.append(HeldOut(dist, dist.truth_node(lat, lon)))
-    fitted = fit_temperature(photos, fitted_on="synthetic")
+    fitted = fit_calibration(photos, fitted_on="synthetic")
     assert fitted.temperature == pytest.approx(T_TRUE, rel=0.2)
     assert fitted.photos == 400 and fitted.fitted_on == "synthetic"
-    again = fit_temperature(photos, fitted_on="synthetic")
+    assert fitted.rest_log_weight == 0.0  # no region index's unreturned cells: nothing for a weight to weigh
+    again = fit_calibration(photos, fitted_on="synthetic")
     assert again == fitted  # same photos, same number
 
 
 def test_fit_without_usable_photos_keeps_the_default():
     stages = {4: [Scored(Tile(4, 8, 5), 0.3)]}
     dist = PlaceDistribution(stages)
-    assert fit_temperature([HeldOut(dist, None)]) == Calibration()
-    assert fit_temperature([]) == Calibration()
+    assert fit_calibration([HeldOut(dist, None)]) == Calibration()
+    assert fit_calibration([]) == Calibration()
 
 
 @pytest.mark.parametrize(
@@ -166,6 +168,15 @@ def test_a_missing_or_broken_temperature_means_the_default(manifest):
 def test_calibration_round_trips_through_a_manifest():
     cal = Calibration(0.0123, 40, 3.2, "demo")
     assert Calibration.from_manifest({"calibration": cal.to_manifest()}) == cal
+    weighted = Calibration(0.12, 40, 11.6, "index", rest_log_weight=-3.5)
+    assert Calibration.from_manifest({"calibration": weighted.to_manifest()}) == weighted
+    assert "log-weight -3.5" in weighted.label() and cal.label() == "0.0123"
+
+
+@pytest.mark.parametrize("weight", ["x", None, float("nan"), 1e9])
+def test_a_broken_rest_weight_keeps_the_temperature_and_weighs_nothing(weight):
+    manifest = {"calibration": {"temperature": 0.1, "photos": 40, "rest_log_weight": weight}}
+    assert Calibration.from_manifest(manifest) == Calibration(0.1, 40, None, "", 0.0)
 
 
 def test_one_fine_tile_gives_a_small_radius_and_full_confidence():
@@ -182,6 +193,20 @@ def test_ece_is_small_for_outcomes_drawn_at_the_stated_confidence_and_large_for_
     hits = rng.uniform(0, 1, 20000) < conf
     assert expected_calibration_error(conf, hits) < 0.02
     assert expected_calibration_error(np.full(1000, 0.9), np.arange(1000) < 500) == pytest.approx(0.4)
+
+
+def test_the_ece_bound_of_a_calibrated_confidence_shrinks_with_more_photos_and_flags_overconfidence():
+    """ece_calibrated_95: outcomes drawn at the stated confidence stay under it 95% of the time; with 10x the photos
+    the bound is about sqrt(10) times smaller; a confidence of 0.9 right half the time is far above it."""
+    rng = np.random.default_rng(6)
+    few, many = rng.uniform(0, 0.5, 40), rng.uniform(0, 0.5, 400)
+    bound_few, bound_many = ece_if_calibrated(few), ece_if_calibrated(many)
+    assert 0.05 < bound_few < 0.25 and bound_many < bound_few / 2
+    under = [expected_calibration_error(few, rng.uniform(0, 1, 40) < few) <= bound_few for _ in range(400)]
+    assert 0.9 <= np.mean(under) <= 0.99
+    assert expected_calibration_error(np.full(40, 0.9), np.arange(40) < 20) > ece_if_calibrated(np.full(40, 0.9))
+    assert ece_if_calibrated(np.zeros(40)) == 0.0 and ece_if_calibrated([]) is None
+    assert ece_if_calibrated(few) == bound_few  # seeded: the same photos give the same bound
 
 
 def test_accuracy_vs_coverage_and_the_top_half_ratio():

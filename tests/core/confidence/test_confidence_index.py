@@ -42,7 +42,7 @@ def test_index_predictions_use_the_temperature_stored_in_the_index(tmp_path, sou
         results = list(search.run(photos))
         for r in results:
             p = r.prediction
-            expect = assess(r.stages, p.lat, p.lon, temperature, levels=())
+            expect = assess(r.stages, p.lat, p.lon, search.search.calibration, levels=())
             assert (p.confidence, p.radius_km) == pytest.approx((expect.confidence, expect.radius_km), abs=1e-3)
         return results
 
