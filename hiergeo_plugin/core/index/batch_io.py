@@ -4,7 +4,7 @@ In: a CSV, Parquet or GeoPackage list of photos: a `path` (or `photo`) column, o
 in a GeoPackage, point geometry) with the true positions; relative paths are relative to the list's folder.
 Out: a GeoPackage point layer with the Processing algorithm's OUTPUT fields (docs: DESIGN.md), written through
 GDAL/OGR (QGIS's own GDAL; no QGIS import), committed one batch at a time so that an interrupted run keeps its
-finished photos and a re-run skips them.
+finished photos and a re-run skips them; or, for a `.parquet` OUT, the same fields as GeoParquet (parquet_out.py).
 """
 
 from __future__ import annotations
@@ -88,6 +88,15 @@ def prediction_row(result, with_truth: bool) -> dict:
     return row
 
 
+def open_predictions(path: os.PathLike, with_truth: bool):
+    """The OUTPUT sink for OUT's suffix: GeoParquet for .parquet, else a GeoPackage."""
+    if Path(path).suffix.lower() == ".parquet":
+        from .parquet_out import ParquetPredictions
+
+        return ParquetPredictions(path, with_truth)
+    return GpkgPredictions(path, with_truth)
+
+
 class GpkgPredictions:
     """The OUTPUT layer of a GeoPackage, opened for appending (created when absent)."""
 
@@ -137,6 +146,9 @@ class GpkgPredictions:
             n += 1
         self.layer.CommitTransaction()
         return n
+
+    def finish(self) -> None:
+        """Nothing to do: each batch was committed by `write`."""
 
     def rows(self) -> List[dict]:
         self.layer.ResetReading()

@@ -5,7 +5,7 @@ the command line, locally or on a Ray cluster.
         [--prototype-photos photos.csv] --out area.hgindex [--ray ADDRESS|local] [--max-cells N]
         [--fetch-tasks N --embed-actors N --gpus-per-actor G --cpus-per-actor C --stall-seconds S]
     scripts/hiergeo index info area.hgindex        # manifest and counts as JSON (key "cells")
-    scripts/hiergeo geolocate --photos list.csv|.parquet|.gpkg --index area.hgindex --out predictions.gpkg
+    scripts/hiergeo geolocate --photos list.csv|.parquet|.gpkg --index area.hgindex --out predictions.gpkg|.parquet
         [--ray ADDRESS|local --actors N --gpus-per-actor G]   # resumable: photos already in OUT are skipped
 
 Prototype photos: a CSV with columns path, lat, lon (paths relative to the CSV). Ctrl-C stops a build; running the
@@ -92,7 +92,11 @@ def _parser() -> argparse.ArgumentParser:
     g = sub.add_parser("geolocate", help="geolocate a list of photos with a region index (in order; resumable)")
     g.add_argument("--photos", required=True, help="CSV, Parquet or GeoPackage: path (or photo)[, lat, lon]")
     g.add_argument("--index", required=True, help="the .hgindex to search")
-    g.add_argument("--out", required=True, help="GeoPackage to write (OUTPUT's fields); photos in it are skipped")
+    g.add_argument(
+        "--out",
+        required=True,
+        help="GeoPackage, or GeoParquet for .parquet, to write (OUTPUT's fields); photos in it are skipped",
+    )
     g.add_argument("--model", default=None, help="model file the index was built with (empty: the base model)")
     g.add_argument("--base-model", default=None, help="open_clip architecture/pretrained tag (default ViT-B-32/openai)")
     g.add_argument("--ray", default=None, metavar="ADDRESS|local", help="run on a Ray cluster (or a local Ray)")

@@ -4,8 +4,9 @@ The photos are cut into fixed batches of PHOTO_BATCH in the list's order; each b
 IndexSearch (core/index/locate.py: photo encode, nearest-neighbour search, calibrated confidence) as the Processing
 algorithm's index method, in this process or in a pool of Ray actors (one model and one index each, a GPU each when
 asked). The batches are the same either way, so the results are the same, value for value; they are written in
-the list's order to a GeoPackage with the Processing algorithm's OUTPUT fields, one transaction per batch, and a
-re-run skips the photos already there (resume after an interruption or a lost cluster).
+the list's order to a GeoPackage (one transaction per batch) or a GeoParquet file (one part file per batch, merged
+when the run ends) with the Processing algorithm's OUTPUT fields, and a re-run skips the photos already there
+(resume after an interruption or a lost cluster).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 from ..defaults import DEFAULT_BASE_MODEL, DEFAULT_BATCH_SIZE, DEFAULT_PHOTO_BATCH, DEFAULT_TOP_K
 from ..progress import Reporter
 from ..search.photos import PhotoRecord
-from .batch_io import GpkgPredictions, prediction_row, read_photo_list
+from .batch_io import open_predictions, prediction_row, read_photo_list
 from .ray_config import DEFAULT_STALL_SECONDS
 
 
@@ -78,7 +79,7 @@ def geolocate(
     rep = reporter or Reporter()
     records = read_photo_list(photos)
     with_truth = any(r.has_truth for r in records)
-    sink = GpkgPredictions(out, with_truth)
+    sink = open_predictions(out, with_truth)
     try:
         done = sink.done()
         todo = [r for r in records if r.photo not in done]
@@ -91,6 +92,7 @@ def geolocate(
             written += sink.write(out_rows)
             located += sum(1 for r in out_rows if r["lat"] is not None)
             rep.progress(written / max(1, len(todo)))
+        sink.finish()
     finally:
         sink.close()
     return {
