@@ -1,7 +1,8 @@
 """Processing algorithm "Build region index" (hiergeo:buildregionindex): a thin adapter over core.index.builder.
 
 EXTENT and/or AREA become a core Area, TILE_SOURCE a TileSource, PROTOTYPE_PHOTOS PhotoRecords with their true
-locations, the feedback a core Reporter. Counting, the size check, shards, resume and the file are the core's.
+locations, CALIBRATION_PHOTOS the photos with known places on which core.index.calibrate fits the confidence's
+calibration once the file is written, the feedback a core Reporter. Counting, the size check, shards, resume and the file are the core's.
 The help page is resources/help/buildregionindex.html.
 """
 
@@ -49,12 +50,25 @@ SHARDS_KEPT = translatable(
     "Cancelled: the finished shards are kept beside the output; run the algorithm again with the same parameters "
     "to resume"
 )
+#: Said when Cancel stops the calibration's search: the index itself is complete.
+CALIBRATION_CANCELLED = translatable(
+    'Cancelled while calibrating: the index file is written and keeps the default temperature; run "Evaluate '
+    'geolocation" with ground truth to calibrate it'
+)
 
 RESULTS = {
     "CELLS": translatable("Cells in the index"),
     "CELLS_WITH_PROTOTYPES": translatable("Cells with a prototype from ground photos"),
     "INDEX_BYTES": translatable("Size of the index file (bytes)"),
     "KAPPA": translatable("Weight of the prototypes in the cell codes (kappa)"),
+}
+#: The calibration fitted on CALIBRATION_PHOTOS (empty without them or with too few: the index keeps the default).
+CALIBRATION_RESULTS = {
+    "TEMPERATURE": translatable("Fitted temperature of the confidence"),
+    "REST_LOG_WEIGHT": translatable("Fitted log-weight of the cells not returned"),
+    "COVERAGE_50": translatable("Share of calibration photos inside their 50% region (cross-fitted)"),
+    "COVERAGE_90": translatable("Share of calibration photos inside their 90% region (cross-fitted)"),
+    "ECE": translatable("Expected calibration error of the confidence (cross-fitted)"),
 }
 
 
@@ -74,6 +88,8 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
     PHOTO_FIELD = "PHOTO_FIELD"
     MAX_CELLS = "MAX_CELLS"
     PATH_WEIGHT = "PATH_WEIGHT"
+    CALIBRATION_PHOTOS = "CALIBRATION_PHOTOS"
+    CALIBRATION_PHOTO_FIELD = "CALIBRATION_PHOTO_FIELD"
     OUTPUT_INDEX = "OUTPUT_INDEX"
 
     def name(self) -> str:
@@ -153,6 +169,13 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
                 self.CACHE_DIR, self.tr("Cache folder (tiles and embeddings, shared with Geolocate photos)")
             ),
             *download_parameters(self.MAX_CONNECTIONS, self.RATE_LIMIT),
+            QgsProcessingParameterFeatureSource(
+                self.CALIBRATION_PHOTOS,
+                self.tr("Photos with known places to calibrate the confidence (points, optional; 20 at least)"),
+                [QgsProcessing.SourceType.TypeVectorPoint],
+                optional=True,
+            ),
+            photo_field_parameter(self.CALIBRATION_PHOTO_FIELD, self.CALIBRATION_PHOTOS),
         ):
             self.addParameter(advanced(param))
         self.addParameter(
@@ -160,7 +183,7 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
                 self.OUTPUT_INDEX, self.tr("Region index"), self.tr("HierGeo index (*.hgindex)")
             )
         )
-        for key, description in RESULTS.items():
+        for key, description in {**RESULTS, **CALIBRATION_RESULTS}.items():
             self.addOutput(QgsProcessingOutputNumber(key, self.tr(description)))
 
     # -- run ------------------------------------------------------------------------------------------------------
@@ -187,21 +210,38 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
             )
             tile_source.check_reachable()
             photos = self._prototype_photos(parameters, context, feedback)
+            calibration_photos = self._calibration_photos(parameters, context, feedback)
             model_file = (self.parameterAsFile(parameters, self.MODEL, context) or "").strip()
             base = (self.parameterAsString(parameters, self.BASE_MODEL, context) or "").strip() or DEFAULT_BASE_MODEL
             model = run.load_model(base, model_file, [zoom], device_value(self, parameters, self.DEVICE, context))
             batch_size = self.parameterAsInt(parameters, self.BATCH_SIZE, context)
-            builder = IndexBuilder(model, tile_source, run.open_cache(cache_dir), batch_size, run.reporter)
+            cache = run.open_cache(cache_dir)
+            # With calibration photos the build is the first 90% of the progress bar, their search the rest.
+            share = 0.9 if calibration_photos else 1.0
+            builder = IndexBuilder(model, tile_source, cache, batch_size, run.reporter.scaled(0.0, share))
             run.when_cancelled(lambda: feedback.pushWarning(self.tr(SHARDS_KEPT)))
             result = self._build(builder, area, zoom, out, photos, parameters, context)
+            fitted = self._calibrate(run, result.path, model, cache, calibration_photos, share)
             run.results = {
                 self.OUTPUT_INDEX: str(result.path),
                 "CELLS": result.cells,
                 "CELLS_WITH_PROTOTYPES": result.cells_with_prototypes,
                 "INDEX_BYTES": result.index_bytes,
                 "KAPPA": result.kappa,
+                **{key: (fitted or {}).get(key.lower()) for key in CALIBRATION_RESULTS},
             }
         return run.results
+
+    def _calibrate(self, run, path, model, cache, photos, start: float):
+        """The calibration fitted on CALIBRATION_PHOTOS and stored in the index (None without them or with too few;
+        core/index/calibrate.py logs why). A cancel during this search ends the run with the index written and
+        the default temperature."""
+        if not photos:
+            return None
+        from ..core.index.calibrate import calibrate_index
+
+        run.when_cancelled(lambda: run.feedback.pushWarning(self.tr(CALIBRATION_CANCELLED)))
+        return calibrate_index(path, model, photos, run.reporter.scaled(start, 1.0), cache=cache)
 
     def _build(self, builder, area, zoom: int, out: str, photos, parameters, context):
         """The core's build of the index file; MAX_CELLS named when the area has more cells than it allows."""
@@ -222,7 +262,7 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
     # -- inputs -----------------------------------------------------------------------------------------------------
     def cancelled_results(self):
         """A cancelled build's outputs: no index file yet, no counts (the cancel policy of core/errors.py)."""
-        return {self.OUTPUT_INDEX: None, **dict.fromkeys(RESULTS)}
+        return {self.OUTPUT_INDEX: None, **dict.fromkeys(RESULTS), **dict.fromkeys(CALIBRATION_RESULTS)}
 
     def _area(self, parameters, context, feedback):
         """EXTENT and/or AREA as a core Area in EPSG:4326 (both: the part of the polygons inside the extent)."""
@@ -296,6 +336,19 @@ class BuildRegionIndexAlgorithm(TileSourceAlgorithm):
                     "the globe) and are left out"
                 ).format(count=len(read) - len(records))
             )
+        return records
+
+    def _calibration_photos(self, parameters, context, feedback):
+        """CALIBRATION_PHOTOS as PhotoRecords with their true places (the points), in feature order."""
+        if not parameters.get(self.CALIBRATION_PHOTOS):
+            return []
+        key, field_key = self.CALIBRATION_PHOTOS, self.CALIBRATION_PHOTO_FIELD
+        source, field = photo_source(self, parameters, context, key, field_key)
+        folder = layer_folder(parameters.get(key), context)
+        records = list(photo_records(source, field, folder, context, feedback, with_truth=True))
+        feedback.pushInfo(
+            self.tr("{count} photos with known places to calibrate the confidence").format(count=len(records))
+        )
         return records
 
 

@@ -240,3 +240,24 @@ def test_cancelled_build_ends_normally_with_no_index_and_says_how_to_resume(prov
     assert result["OUTPUT_INDEX"] is None and result["CELLS"] is None
     assert not out.exists()
     assert any(w.startswith("Cancelled") for w in feedback.warnings), feedback.warnings
+
+
+def test_calibration_photos_fit_the_index_confidence(provider, server, cache_dir, tmp_path):
+    """CALIBRATION_PHOTOS: once the index is written it geolocates them and stores the calibration fitted on them;
+    the results give it. Most photos show their own cell, every fourth another one, so the fit has errors to weigh."""
+    cells = [t for t in (Tile(ZOOM, x, y) for x in range(542, 546) for y in range(318, 322)) if t != GAP]
+    tiles = [cells[k % len(cells)] for k in range(20)]
+
+    def look(k):
+        t = cells[(k + 5) % len(cells)] if k % 4 == 3 else tiles[k]
+        return hashed_tile_png(t.z, t.x, t.y)
+
+    photos = photo_layer(tmp_path, tiles, look=look)
+    result = build(server, cache_dir, tmp_path / "calibrated.hgindex", CALIBRATION_PHOTOS=photos)
+    stored = read_manifest(result["OUTPUT_INDEX"])["calibration"]
+    assert stored["photos"] == 20 and "20 photos at index build" in stored["fitted_on"]
+    assert result["TEMPERATURE"] == pytest.approx(stored["temperature"]) and stored["temperature"] != 0.33
+    assert result["REST_LOG_WEIGHT"] == pytest.approx(stored.get("rest_log_weight", 0.0))
+    for key in ("COVERAGE_50", "COVERAGE_90", "ECE"):
+        assert 0.0 <= result[key] <= 1.0
+    assert result["CELLS"] == 15
