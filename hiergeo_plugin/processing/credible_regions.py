@@ -32,6 +32,7 @@ from .algorithm import HierGeoAlgorithm
 from .evaluate_confidence import candidate_stages
 from .fields import double_field, int_field, string_field
 from .geolocate_outputs import WGS84
+from .layer_metadata import credible_regions_metadata, store_metadata
 from .styles import apply_style_on_load, close_sink, store_default_style
 
 
@@ -150,7 +151,10 @@ class CredibleRegionsAlgorithm(HierGeoAlgorithm):
         )
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
-        apply_style_on_load(context, dest_id, "credible_regions")
+        metadata = credible_regions_metadata(levels, calibration)  # what the levels are, under which calibration
+        on_load = apply_style_on_load(context, dest_id, "credible_regions")
+        if on_load is not None:
+            on_load.metadata = metadata
         stages: Dict[str, Dict[int, list]] = candidate_stages(source, feedback)
         feedback.pushInfo(self.tr("{n} photos, temperature {t:.4g}").format(n=len(stages), t=temperature))
         for n, (photo, scored) in enumerate(sorted(stages.items())):
@@ -172,6 +176,7 @@ class CredibleRegionsAlgorithm(HierGeoAlgorithm):
             feedback.setProgress(100.0 * (n + 1) / max(1, len(stages)))
         close_sink(sink)
         store_default_style(dest_id, "credible_regions", feedback)
+        store_metadata(dest_id, metadata, feedback)
         return {self.OUTPUT: dest_id, "PHOTOS": len(stages)}
 
 

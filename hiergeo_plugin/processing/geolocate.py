@@ -234,6 +234,7 @@ class GeolocatePhotosAlgorithm(TileSourceAlgorithm):
             records = self._photo_records(photos, field, with_truth, parameters, context, feedback)
             writer = PredictionWriter(self, parameters, context, feedback, with_truth, self.OUTPUT, self.CANDIDATES)
             search = make_search(settings, model, tile_source, cache, run.reporter)
+            writer.describe(search.calibration, settings.method)
             self._write_results(search.run(records), records, writer, tile_source.redactor, feedback)
             run.results = self._results(writer, search.totals, feedback)
         return run.results

@@ -23,6 +23,7 @@ from qgis.core import (
 )
 
 from .fields import bool_field, double_field, int_field, string_field
+from .layer_metadata import predictions_metadata, store_metadata
 from .styles import apply_style_on_load, close_sink, store_default_style
 
 WGS84 = "EPSG:4326"
@@ -89,7 +90,8 @@ class PredictionWriter:
     """Opens the OUTPUT and (optional) CANDIDATES sinks and writes one core PhotoResult at a time.
 
     Counts located and failed photos, warns about each failed one, and styles both outputs: when Processing loads
-    them into the project, and (close()) as the default style stored in an output GeoPackage.
+    them into the project, and (close()) as the default style stored in an output GeoPackage. OUTPUT's layer
+    metadata (what `confidence` and `radius_km` mean, under which calibration: describe()) goes the same two ways.
     """
 
     def __init__(
@@ -117,10 +119,18 @@ class PredictionWriter:
             parameters, candidates_key, context, self.candidate_fields, QgsWkbTypes.Type.Polygon, crs
         )
         self.has_candidates = self.candidate_sink is not None
-        apply_style_on_load(context, self.output_id, "predictions")
+        self.on_load = apply_style_on_load(context, self.output_id, "predictions")
         apply_style_on_load(context, self.candidates_id, "candidates")
+        self.metadata = None
         self.located = 0
         self.failed = 0
+
+    def describe(self, calibration, method: str) -> None:
+        """State in OUTPUT's metadata what its confidence means under `calibration` (the search's core
+        Calibration, the one its predictions were annotated with) and `method`."""
+        self.metadata = predictions_metadata(calibration, method)
+        if self.on_load is not None:
+            self.on_load.metadata = self.metadata
 
     def write(self, result) -> None:
         """One OUTPUT row for `result` (a core PhotoResult) and its candidate tiles as CANDIDATES rows."""
@@ -190,7 +200,8 @@ class PredictionWriter:
             )
 
     def close(self) -> None:
-        """Close both sinks and store the plugin's styles in the written GeoPackages (their default style)."""
+        """Close both sinks and store the plugin's styles in the written GeoPackages (their default style), and
+        OUTPUT's metadata in its GeoPackage."""
         for attr, dest_id, style in (
             ("sink", self.output_id, "predictions"),
             ("candidate_sink", self.candidates_id, "candidates"),
@@ -201,6 +212,8 @@ class PredictionWriter:
             close_sink(sink)
             setattr(self, attr, None)
             store_default_style(dest_id, style, self.feedback)
+            if style == "predictions" and self.metadata is not None:
+                store_metadata(dest_id, self.metadata, self.feedback)
 
     def outputs(self) -> dict:
         """The sink results of processAlgorithm (CANDIDATES only when it was written)."""

@@ -7,20 +7,24 @@ import os
 from pathlib import Path
 from typing import List, Optional
 
-from qgis.core import QgsProcessingLayerPostProcessorInterface, QgsVectorLayer
+from qgis.core import QgsLayerMetadata, QgsProcessingLayerPostProcessorInterface, QgsVectorLayer
 
 from .destinations import split_sink_destination
 from .resources import style_path
 
 
 class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
-    """Applies one of resources/styles/*.qml to an output layer when Processing loads it into the project."""
+    """Applies one of resources/styles/*.qml to an output layer when Processing loads it into the project, and the
+    layer metadata the algorithm sets on it during the run (`metadata`: known only once the run has begun)."""
 
     def __init__(self, qml: Path):
         super().__init__()
         self.qml = Path(qml)
+        self.metadata: Optional[QgsLayerMetadata] = None
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS API name)
+        if self.metadata is not None and layer is not None:
+            layer.setMetadata(self.metadata)
         if isinstance(layer, QgsVectorLayer) and self.qml.exists():
             _, ok = layer.loadNamedStyle(str(self.qml))
             if ok:
@@ -37,15 +41,16 @@ class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
 _LIVE_POST_PROCESSORS: List[StylePostProcessor] = []
 
 
-def apply_style_on_load(context, dest_id: Optional[str], style: str) -> bool:
-    """Style output `dest_id` with resources/styles/<style>.qml if it is loaded into the project at the end."""
+def apply_style_on_load(context, dest_id: Optional[str], style: str) -> Optional[StylePostProcessor]:
+    """Style output `dest_id` with resources/styles/<style>.qml if it is loaded into the project at the end; the
+    post-processor (set its `metadata` to have that set too), or None when the output is not loaded."""
     if not dest_id or context is None or not context.willLoadLayerOnCompletion(dest_id):
-        return False
+        return None
     _drop_deleted_post_processors()
     processor = StylePostProcessor(style_path(style))
     context.layerToLoadOnCompletionDetails(dest_id).setPostProcessor(processor)
     _LIVE_POST_PROCESSORS.append(processor)
-    return True
+    return processor
 
 
 def _drop_deleted_post_processors() -> None:

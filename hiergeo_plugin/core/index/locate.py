@@ -131,6 +131,12 @@ class IndexSearch:
         #: over every cell, not only over the hits (confidence/rest.py).
         self.rest_sample = RestSample(index.cells, index.zoom)
 
+    @property
+    def calibration(self) -> Calibration:
+        """The calibration the predictions are annotated with, as HierarchicalSearch.calibration: whoever describes
+        the outputs reads it from either search the same way."""
+        return self.search.calibration
+
     def hits(self, photo_emb: np.ndarray, k: Optional[int] = None) -> List[List[Candidate]]:
         """Per photo, the index's best k cells as ranked candidates (all kept: the refinement descends into them),
         then one unkept row per group of the cells not returned (`cells` > 0; confidence/rest.py)."""
