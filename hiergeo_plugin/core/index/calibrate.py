@@ -130,3 +130,22 @@ def _entry(fitted: Calibration, summary: dict) -> dict:
         "ece": summary["ece"],
         "fold_temperatures": summary["fold_temperatures"],
     }
+
+
+def calibrate_index_file(
+    index_path: os.PathLike,
+    base_model: str,
+    model_file: Optional[str],
+    device: str,
+    records: Sequence[PhotoRecord],
+    reporter: Optional[Reporter] = None,
+) -> Optional[dict]:
+    """calibrate_index with the model loaded here (the command line's build, whose model may live on a Ray cluster);
+    None without photos, so the model is loaded only when there is something to fit."""
+    if not records:
+        return None
+    from ..model.factory import load_geo_model
+    from .index_file import read_manifest
+
+    zoom = int(read_manifest(index_path)["zoom"])
+    return calibrate_index(index_path, load_geo_model(base_model, model_file, [zoom], device), records, reporter)

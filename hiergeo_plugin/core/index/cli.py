@@ -3,6 +3,7 @@ the command line, locally or on a Ray cluster.
 
     scripts/hiergeo index build --extent W,S,E,N --zoom 16 --tile-source URL [--model M] [--base-model B]
         [--prototype-photos photos.csv] --out area.hgindex [--ray ADDRESS|local] [--max-cells N]
+        [--calibration-photos list.csv|.parquet|.gpkg]   # photos with known places: fit the confidence
         [--fetch-tasks N --embed-actors N --gpus-per-actor G --cpus-per-actor C --stall-seconds S]
     scripts/hiergeo index info area.hgindex        # manifest and counts as JSON (key "cells")
     scripts/hiergeo geolocate --photos list.csv|.parquet|.gpkg --index area.hgindex --out predictions.gpkg|.parquet
@@ -52,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--model", default=None, help="model file written by the training (empty: the base model)")
     b.add_argument("--base-model", default=None, help="open_clip architecture/pretrained tag (default ViT-B-32/openai)")
     b.add_argument("--prototype-photos", default=None, help="CSV of path,lat,lon: ground photos for prototypes")
+    b.add_argument(
+        "--calibration-photos",
+        default=None,
+        help="CSV, Parquet or GeoPackage of photos with known places (path, lat, lon): 20 or more fit the confidence",
+    )
     b.add_argument("--out", required=True, help="the .hgindex file to write")
     b.add_argument("--ray", default=None, metavar="ADDRESS|local", help="build on a Ray cluster (or a local Ray)")
     b.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
@@ -155,11 +161,14 @@ def stdout_to_stderr():
 
 def build(args) -> dict:
     from ..model.encoders import DEFAULT_BASE_MODEL
+    from .batch_io import read_photo_list
     from .builder import MAX_CELLS
+    from .calibrate import calibrate_index_file
     from .index_photos import read_photo_csv
 
     area = _area(args)
     photos = read_photo_csv(args.prototype_photos) if args.prototype_photos else []
+    known = read_photo_list(args.calibration_photos) if args.calibration_photos else []
     base = args.base_model or DEFAULT_BASE_MODEL
     max_cells = args.max_cells or MAX_CELLS
     rate = args.rate_limit if args.rate_limit and args.rate_limit > 0 else None
@@ -167,8 +176,10 @@ def build(args) -> dict:
     try:
         build_here = _build_on_ray if args.ray else _build_locally
         result = build_here(args, area, photos, base, max_cells, rate, progress.reporter)
+        fitted = calibrate_index_file(result.path, base, args.model, args.device, known, progress.reporter)
     finally:
         progress.close()
+    calibration = {"calibration": fitted} if args.calibration_photos else {}
     return {
         "path": str(result.path),
         "cells": result.cells,
@@ -179,6 +190,7 @@ def build(args) -> dict:
         "seconds": round(result.seconds, 1),
         "shards_built": result.shards_built,
         "shards_resumed": result.shards_resumed,
+        **calibration,
     }
 
 

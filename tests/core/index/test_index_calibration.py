@@ -123,3 +123,29 @@ def test_cancel_leaves_the_index_as_it_was(built, tmp_path, tiny_model):
     with pytest.raises(Cancelled):
         calibrate_index(path, tiny_model, photos(tmp_path, 24), Reporter(is_cancelled=lambda: True))
     assert path.read_bytes() == before
+
+
+def test_cli_build_with_calibration_photos_stores_the_fit(tmp_path):
+    """`scripts/hiergeo index build --calibration-photos list.csv`: the same step, as a user runs it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    records = photos(tmp_path, 24)
+    listing = tmp_path / "known.csv"
+    listing.write_text("path,lat,lon\n" + "".join(f"{r.photo},{r.true_lat},{r.true_lon}\n" for r in records))
+    out = tmp_path / "cli.hgindex"
+    env = {"HIERGEO_PYTHON": sys.executable, "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+    with TileServer(hashed_tile_png) as server:
+        args = ["index", "build", "--extent", ",".join(map(str, EXTENT)), "--zoom", str(ZOOM)]
+        args += ["--tile-source", server.template, "--base-model", "hiergeo-tiny", "--device", "cpu"]
+        args += ["--calibration-photos", str(listing), "--out", str(out)]
+        done = subprocess.run(
+            [str(root / "scripts" / "hiergeo"), *args], capture_output=True, text=True, env=env, timeout=600
+        )
+    assert done.returncode == 0, done.stderr[-2000:]
+    fitted = json.loads(done.stdout)["calibration"]
+    stored = stored_calibration(out)
+    assert fitted["photos"] == stored.photos == 24 and fitted["temperature"] == stored.temperature
+    assert "calibration: temperature" in done.stderr
