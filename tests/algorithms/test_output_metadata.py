@@ -150,3 +150,31 @@ def test_a_region_index_calibration_states_its_rest_weight_and_memory_outputs_st
     assert "temperature 0.2 (unreturned cells' log-weight -3.25)" in metadata.abstract()
     assert "method index" in metadata.abstract()
     assert store_metadata("memory:", metadata) is False and store_metadata(None, metadata) is False
+
+
+def test_an_index_geolocation_states_the_index_calibration_with_its_rest_weight(points, server, tmp_path):
+    from hiergeo_plugin.core.confidence.store import store_calibration
+
+    index = tmp_path / "lund.hgindex"
+    built = run(
+        "hiergeo:buildregionindex",
+        {
+            "EXTENT": "5,20,50,60 [EPSG:4326]",
+            "ZOOM": 6,
+            "TILE_SOURCE": server.template,
+            "BASE_MODEL": "hiergeo-tiny",
+            "DEVICE": 1,
+            "CACHE_DIR": str(tmp_path / "cache"),
+            "OUTPUT_INDEX": str(index),
+        },
+    )
+    assert built["CELLS"] > 1
+    calibration = Calibration(temperature=0.05, photos=20, fitted_on="index build", rest_log_weight=-2.5)
+    store_calibration(index, calibration)
+    out = tmp_path / "predictions.gpkg"
+    params = {"PHOTOS": points, "TILE_SOURCE": server.template, "BASE_MODEL": "hiergeo-tiny", "DEVICE": 1}
+    params.update(METHOD=1, INDEX=str(index), TOP_K=2, CACHE_DIR=str(tmp_path / "cache"), OUTPUT=str(out))
+    assert run("hiergeo:geolocatephotos", params)["PHOTOS_OK"] == 2
+    abstract = QgsVectorLayer(str(out), "p", "ogr").metadata().abstract()
+    assert "method index" in abstract and f"temperature {calibration.label()}" in abstract
+    assert "log-weight -2.5" in abstract and "fitted on 20 held-out photos (index build)" in abstract
