@@ -99,7 +99,8 @@ def store_metadata(dest_id: Optional[str], metadata: QgsLayerMetadata, feedback=
     if save is None:
         return False
     try:
-        ok, error = save(uri, metadata)
+        result = save(uri, metadata)  # (ok, error message) in the 3.x bindings
+        ok, error = result if isinstance(result, tuple) else (bool(result), "")
     except Exception as exc:  # QgsNotSupportedException, and whatever a later provider raises
         ok, error = False, str(exc)
     if not ok and feedback is not None:

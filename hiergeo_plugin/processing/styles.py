@@ -23,14 +23,14 @@ class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
         self.metadata: Optional[QgsLayerMetadata] = None
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS API name)
-        if self.metadata is not None and layer is not None:
-            layer.setMetadata(self.metadata)
         if isinstance(layer, QgsVectorLayer) and self.qml.exists():
             _, ok = layer.loadNamedStyle(str(self.qml))
             if ok:
                 layer.triggerRepaint()
             elif feedback is not None:
                 feedback.pushWarning(f"could not apply style {self.qml.name}")
+        if self.metadata is not None and layer is not None:  # after the style, which must not replace it
+            layer.setMetadata(self.metadata)
 
 
 #: The post-processors of runs still in flight. QGIS owns a post-processor once it is set on a
