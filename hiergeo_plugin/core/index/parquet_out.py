@@ -49,7 +49,7 @@ class ParquetPredictions:
     def __init__(self, path: os.PathLike, with_truth: bool, row_group: int = ROW_GROUP):
         self.path = Path(path)
         self.parts = self.path.with_name(self.path.name + ".parts")
-        self.names = FIELDS + (TRUTH_FIELDS if with_truth else ()) + TAIL_FIELDS
+        self.names = self._earlier_names() or FIELDS + (TRUTH_FIELDS if with_truth else ()) + TAIL_FIELDS
         self.schema = _schema(self.names)
         self.row_group = row_group
         self.merged = self._merged_upto()
@@ -101,6 +101,13 @@ class ParquetPredictions:
 
     def close(self) -> None:
         """Nothing open between batches; an unfinished run's parts stay for the re-run."""
+
+    def _earlier_names(self) -> tuple:
+        """The fields of an earlier run's file or parts, kept (as a GeoPackage keeps its layer's) so rows append."""
+        import pyarrow.parquet as pq
+
+        first = ([self.path] if self.path.exists() else []) + self._part_files()[:1]
+        return tuple(n for n in pq.read_schema(first[0]).names if n != "geometry") if first else ()
 
     def _merged_upto(self) -> int:
         import pyarrow.parquet as pq
