@@ -261,3 +261,39 @@ def test_calibration_photos_fit_the_index_confidence(provider, server, cache_dir
     for key in ("COVERAGE_50", "COVERAGE_90", "ECE"):
         assert 0.0 <= result[key] <= 1.0
     assert result["CELLS"] == 15
+
+
+def test_cancel_while_calibrating_keeps_the_written_index_with_the_default(provider, server, cache_dir, tmp_path):
+    from qgis.core import QgsProcessingFeedback
+
+    class CancelAtCalibration(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.warnings = []
+
+        def pushInfo(self, text):  # noqa: N802 (QGIS API name)
+            super().pushInfo(text)
+            if text.startswith("calibration: geolocating"):
+                self.cancel()  # the user presses Cancel as the calibration's search starts
+
+        def pushWarning(self, text):  # noqa: N802
+            self.warnings.append(text)
+            super().pushWarning(text)
+
+    photos = photo_layer(tmp_path, [Tile(ZOOM, 542 + k % 4, 318 + k % 3) for k in range(20)])
+    out = tmp_path / "cancelled.hgindex"
+    params = {
+        "EXTENT": EXTENT,
+        "ZOOM": ZOOM,
+        "TILE_SOURCE": server.template,
+        "BASE_MODEL": "hiergeo-tiny",
+        "DEVICE": 1,
+        "CACHE_DIR": cache_dir,
+        "CALIBRATION_PHOTOS": photos,
+        "OUTPUT_INDEX": str(out),
+    }
+    feedback = CancelAtCalibration()
+    result = processing.run("hiergeo:buildregionindex", params, feedback=feedback)
+    assert result["TEMPERATURE"] is None
+    assert "calibration" not in read_manifest(out)  # written, with the default
+    assert any(w.startswith("Cancelled while calibrating") for w in feedback.warnings), feedback.warnings
