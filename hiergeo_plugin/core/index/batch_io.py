@@ -15,11 +15,8 @@ from pathlib import Path
 from typing import Iterable, List, Optional, Set
 
 from ..search.photos import PhotoRecord
+from .output_fields import FIELDS, TAIL_FIELDS, TRUTH_FIELDS
 
-#: OUTPUT's fields, in the Processing algorithm's order (true_* and error_km only when the input has positions).
-FIELDS = ("photo", "lat", "lon", "score", "zoom", "tile_x", "tile_y", "status")
-TRUTH_FIELDS = ("true_lat", "true_lon", "error_km")
-TAIL_FIELDS = ("confidence", "radius_km")
 _INTS = {"zoom", "tile_x", "tile_y"}
 _STRINGS = {"photo", "status"}
 

@@ -8,7 +8,7 @@ metadata names the last part it holds, so parts a killed clean-up left behind ar
 interrupted run, its re-run and an uninterrupted run give the same file, byte for byte (the row groups are cut at
 fixed row counts, not at the batches).
 
-Fields and values are the GeoPackage output's (batch_io.FIELDS ...); the point is a WKB `geometry` column, null
+Fields and values are the GeoPackage output's (output_fields.py); the point is a WKB `geometry` column, null
 where the photo was not located, in lon/lat (no `crs` key: GeoParquet's default, OGC:CRS84).
 """
 
@@ -21,7 +21,7 @@ import struct
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Set
 
-from .batch_io import FIELDS, TAIL_FIELDS, TRUTH_FIELDS
+from .output_fields import FIELDS, TAIL_FIELDS, TRUTH_FIELDS
 
 #: Rows per row group of the final file (~10 MB of predictions; a reader can skip or stream by group).
 ROW_GROUP = 65536
