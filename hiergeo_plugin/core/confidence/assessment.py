@@ -57,7 +57,7 @@ def measure(photos: Sequence[LocatedPhoto], calibration: Calibration) -> Dict[st
 
 
 def refit(photos: Sequence[LocatedPhoto], fitted_on: str) -> Calibration:
-    return fit_calibration([HeldOut.of(p.stages, p.true_lat, p.true_lon) for p in photos], fitted_on)
+    return fit_calibration([HeldOut.of(p.stages, p.true_lat, p.true_lon, (p.lat, p.lon)) for p in photos], fitted_on)
 
 
 def cross_fitted(photos: Sequence[LocatedPhoto], folds: int = 2) -> Tuple[Dict[str, object], Calibration]:

@@ -11,18 +11,24 @@ cell is not a hit) and concentrate it on the hits (for the others), and the fit 
 log-weight on the unreturned cells' mass, fitted with T by the same likelihood, lets each do its part. Distributions
 without such cells (the hierarchical search) ignore it, and it stays 0 there.
 
-Both are stored as plain JSON in the model file's manifest or the index manifest under "calibration"; a file
+Why a last step for `confidence` itself (Platt scaling): the NLL fit serves the whole distribution (the credible
+regions hold their levels), but P(within 25 km) was still under-stated for the region index on a few hundred
+held-out photos. Where the photos' predicted points are known, a logistic map logit(c) -> a logit(c) + b is fitted
+on their (confidence, within 25 km) pairs; it changes `confidence` only, never the regions or the radius.
+
+All of these are stored as plain JSON in the model file's manifest or the index manifest under "calibration"; a file
 without them uses DEFAULT_TEMPERATURE and no weight.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..geodesy import haversine_km
 from .distribution import PlaceDistribution, radius_and_confidence
 from .regions import LEVELS, credible_region
 from .rest import distribution_of
@@ -43,6 +49,12 @@ T_MIN, T_MAX = 1e-4, 10.0
 REST_LOG_WEIGHT_MIN, REST_LOG_WEIGHT_MAX = -20.0, 8.0
 #: Rounds of the fit that alternates temperature and weight (the likelihood is convex in the weight).
 FIT_ROUNDS = 3
+#: Photos with a predicted point below which the confidence keeps the distribution's own value (no Platt step):
+#: two parameters fitted on fewer photos move with each one of them.
+PLATT_MIN_PHOTOS = 20
+#: Bounds of the Platt map (slope, offset): a map outside them says more about the photos than about the model.
+PLATT_SLOPE = (0.05, 20.0)
+PLATT_OFFSET = (-20.0, 20.0)
 
 
 @dataclass
@@ -52,6 +64,8 @@ class Calibration:
     nll: Optional[float] = None  # mean negative log-likelihood per photo at the fitted T (log density, km2)
     fitted_on: str = "default"
     rest_log_weight: float = 0.0  # added to the log-mass of a region index's unreturned cells
+    confidence_slope: float = 1.0  # Platt map of `confidence`: sigmoid(slope * logit(c) + offset)
+    confidence_offset: float = 0.0
 
     def to_manifest(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -61,7 +75,19 @@ class Calibration:
         text = f"{self.temperature:.4g}"
         if self.rest_log_weight:
             text += f" (unreturned cells' log-weight {self.rest_log_weight:.3g})"
+        if self.rescales_confidence:
+            text += f", confidence rescaled (slope {self.confidence_slope:.3g}, offset {self.confidence_offset:.3g})"
         return text
+
+    @property
+    def rescales_confidence(self) -> bool:
+        return (self.confidence_slope, self.confidence_offset) != (1.0, 0.0)
+
+    def confidence(self, raw: float) -> float:
+        """The distribution's P(within CONFIDENCE_WITHIN_KM) through the fitted Platt map (unchanged without one)."""
+        if not self.rescales_confidence or not math.isfinite(raw):
+            return raw
+        return _sigmoid(self.confidence_slope * _logit(raw) + self.confidence_offset)
 
     def probabilities(self, dist) -> np.ndarray:
         """Per node of a PlaceDistribution or RestDistribution, its probability under this calibration."""
@@ -79,26 +105,65 @@ class Calibration:
                 raise ValueError(temperature)
         except (TypeError, KeyError, ValueError):
             return cls()
-        try:  # files written before the weight existed have none: 0 is what they were fitted with
-            weight = float(entry.get("rest_log_weight", 0.0))
-        except (TypeError, ValueError):
-            weight = 0.0
+        # Files written before the weight and the Platt map existed have neither: the identity is what they meant.
+        weight = _number(entry, "rest_log_weight", 0.0)
         if not REST_LOG_WEIGHT_MIN <= weight <= REST_LOG_WEIGHT_MAX:
             weight = 0.0
-        return cls(temperature, int(entry.get("photos", 0)), entry.get("nll"), str(entry.get("fitted_on", "")), weight)
+        slope, offset = _number(entry, "confidence_slope", 1.0), _number(entry, "confidence_offset", 0.0)
+        if not (PLATT_SLOPE[0] <= slope <= PLATT_SLOPE[1] and PLATT_OFFSET[0] <= offset <= PLATT_OFFSET[1]):
+            slope, offset = 1.0, 0.0
+        return cls(
+            temperature,
+            int(entry.get("photos", 0)),
+            entry.get("nll"),
+            str(entry.get("fitted_on", "")),
+            weight,
+            slope,
+            offset,
+        )
+
+
+def _number(entry: Mapping, key: str, default: float) -> float:
+    """entry[key] as a finite float; `default` when absent or broken."""
+    try:
+        value = float(entry.get(key, default))
+    except (TypeError, ValueError):
+        return default
+    return value if math.isfinite(value) else default
+
+
+def _logit(p: float) -> float:
+    p = min(max(float(p), 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
 
 
 @dataclass
 class HeldOut:
-    """One photo with a known place: its distribution and where its true place falls in it."""
+    """One photo with a known place: its distribution and where its true place falls in it; with its predicted
+    point, whether that was within CONFIDENCE_WITHIN_KM of the truth (what `confidence` claims a probability of)."""
 
     dist: PlaceDistribution
     truth_node: Optional[int]
+    point: Optional[Tuple[float, float]] = None  # predicted (lat, lon)
+    within: Optional[bool] = None
 
     @classmethod
-    def of(cls, stages: Mapping[int, Sequence[object]], true_lat: float, true_lon: float) -> HeldOut:
+    def of(
+        cls,
+        stages: Mapping[int, Sequence[object]],
+        true_lat: float,
+        true_lon: float,
+        point: Optional[Tuple[float, float]] = None,
+    ) -> HeldOut:
         dist = distribution_of(stages)
-        return cls(dist, dist.truth_node(true_lat, true_lon))
+        within = None
+        if point is not None:
+            within = bool(haversine_km(point[0], point[1], true_lat, true_lon) <= CONFIDENCE_WITHIN_KM)
+        return cls(dist, dist.truth_node(true_lat, true_lon), point, within)
 
     @property
     def has_rest(self) -> bool:
@@ -163,7 +228,50 @@ def fit_calibration(photos: Sequence[HeldOut], fitted_on: str = "held-out photos
         weight = round(weight, 4)
     temperature = float(f"{temperature:.6g}")
     nll = round(mean_nll(usable, temperature, weight), 6)
-    return Calibration(temperature, len(usable), nll, fitted_on, weight)
+    fitted = Calibration(temperature, len(usable), nll, fitted_on, weight)
+    slope, offset = fit_platt(usable, fitted)
+    return replace(fitted, confidence_slope=slope, confidence_offset=offset)
+
+
+def fit_platt(photos: Sequence[HeldOut], calibration: Calibration) -> Tuple[float, float]:
+    """(slope, offset) of the logistic map from the photos' `confidence` under `calibration` to whether they were
+    within CONFIDENCE_WITHIN_KM; (1, 0) (no map) with too few photos with a predicted point."""
+    judged = [p for p in photos if p.point is not None and p.within is not None]
+    if len(judged) < PLATT_MIN_PHOTOS:
+        return 1.0, 0.0
+    raw = [
+        radius_and_confidence(p.dist, calibration.probabilities(p.dist), *p.point, RADIUS_LEVEL, CONFIDENCE_WITHIN_KM)[
+            1
+        ]
+        for p in judged
+    ]
+    return platt_map(raw, [bool(p.within) for p in judged])
+
+
+def platt_map(confidence: Sequence[float], outcomes: Sequence[bool]) -> Tuple[float, float]:
+    """(slope, offset) with sigmoid(slope * logit(c) + offset) the likeliest probability of each outcome; (1, 0)
+    when only one outcome occurs.
+
+    Newton's method on the logistic log-likelihood with a light pull towards the identity, so a set that the
+    outcomes barely separate cannot send the slope to infinity.
+    """
+    y = np.asarray(outcomes, dtype=np.float64)
+    if not len(y) or y.min() == y.max():
+        return 1.0, 0.0
+    x = np.array([_logit(c) for c in confidence])
+    design = np.stack([x, np.ones_like(x)], axis=1)
+    theta, prior, ridge = np.array([1.0, 0.0]), np.array([1.0, 0.0]), 1e-2
+    for _ in range(50):
+        p = 0.5 * (1.0 + np.tanh(0.5 * (design @ theta)))  # the logistic function, without overflow
+        grad = design.T @ (p - y) + ridge * (theta - prior)
+        hess = (design * (p * (1 - p))[:, None]).T @ design + ridge * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        theta = theta - step
+        if np.abs(step).max() < 1e-9:
+            break
+    slope = float(np.clip(theta[0], *PLATT_SLOPE))
+    offset = float(np.clip(theta[1], *PLATT_OFFSET))
+    return round(slope, 6), round(offset, 6)
 
 
 @dataclass
@@ -188,6 +296,7 @@ def assess(
     dist = distribution_of(stages)
     probs = calibration.probabilities(dist)
     radius, confidence = radius_and_confidence(dist, probs, lat, lon, RADIUS_LEVEL, CONFIDENCE_WITHIN_KM)
+    confidence = calibration.confidence(confidence)
     node = dist.truth_node(*truth) if truth is not None else None
     areas: List[float] = []
     covered: List[Optional[bool]] = []

@@ -195,6 +195,46 @@ def test_ece_is_small_for_outcomes_drawn_at_the_stated_confidence_and_large_for_
     assert expected_calibration_error(np.full(1000, 0.9), np.arange(1000) < 500) == pytest.approx(0.4)
 
 
+def test_the_platt_map_corrects_an_understated_confidence():
+    """Photos within 25 km more often than their confidence says (drawn at sigmoid(1.5 logit(c) + 1)): the fitted
+    map finds about that slope and offset, and the rescaled confidence's ECE is far below the raw one's."""
+    from hiergeo_plugin.core.confidence.calibration import _logit, _sigmoid, platt_map
+
+    rng = np.random.default_rng(8)
+    raw = rng.uniform(0.02, 0.6, 2000)
+    hits = rng.uniform(0, 1, 2000) < np.array([_sigmoid(1.5 * _logit(c) + 1.0) for c in raw])
+    slope, offset = platt_map(raw, hits)
+    assert slope == pytest.approx(1.5, abs=0.3) and offset == pytest.approx(1.0, abs=0.3)
+    cal = Calibration(1.0, confidence_slope=slope, confidence_offset=offset)
+    rescaled = [cal.confidence(c) for c in raw]
+    assert expected_calibration_error(rescaled, hits) < 0.3 * expected_calibration_error(raw, hits)
+    assert platt_map(raw, np.zeros(2000, dtype=bool)) == (1.0, 0.0)  # one outcome only: nothing to fit
+    assert Calibration(1.0).confidence(0.3) == 0.3  # no map: the distribution's own value
+
+
+def test_a_fit_on_located_photos_maps_the_confidence_and_not_the_regions():
+    """With predicted points (LocatedPhoto's refit) the fit adds the Platt map; the regions are the same as with
+    the temperature alone, because the map changes `confidence` only."""
+    rng = np.random.default_rng(9)
+    held, plain = [], []
+    for i in range(120):
+        stages = synthetic_search(rng)
+        dist = PlaceDistribution(stages)
+        truth = draw_truth(rng, dist, dist.probabilities(T_TRUE))
+        best = dist.tiles[int(np.argmax(np.where(dist.leaf, dist.probabilities(T_TRUE), -1)))]
+        point = truth if i % 3 == 0 else best.center  # a third predicted at the truth: both outcomes occur
+        held.append(HeldOut.of(stages, *truth, point=point))
+        plain.append(HeldOut.of(stages, *truth))
+    with_map, without = fit_calibration(held), fit_calibration(plain)
+    assert with_map.temperature == without.temperature and with_map.rest_log_weight == 0.0
+    assert with_map.rescales_confidence and not without.rescales_confidence
+    stages = synthetic_search(rng)
+    a = assess(stages, 45.0, 10.0, with_map)
+    b = assess(stages, 45.0, 10.0, without)
+    assert a.radius_km == b.radius_km and a.area_km2 == b.area_km2
+    assert a.confidence == pytest.approx(with_map.confidence(b.confidence))
+
+
 def test_the_ece_bound_of_a_calibrated_confidence_shrinks_with_more_photos_and_flags_overconfidence():
     """ece_calibrated_95: outcomes drawn at the stated confidence stay under it 95% of the time; with 10x the photos
     the bound is about sqrt(10) times smaller; a confidence of 0.9 right half the time is far above it."""

@@ -117,12 +117,15 @@ def test_the_rest_weight_calibrates_the_confidence_better_than_the_temperature_a
 
 
 def _temperature_only(fit):
-    """`fit()` with the rest weight held at 0 (what the fit did before the weight existed)."""
+    """`fit()` with the rest weight held at 0 and no Platt map (what the fit did before either existed)."""
     from unittest import mock
 
     from hiergeo_plugin.core.confidence import calibration
 
-    with mock.patch.object(calibration.HeldOut, "has_rest", property(lambda self: False)):
+    with (
+        mock.patch.object(calibration.HeldOut, "has_rest", property(lambda self: False)),
+        mock.patch.object(calibration, "PLATT_MIN_PHOTOS", 10**9),  # nor the confidence's own rescaling
+    ):
         return fit()
 
 
