@@ -134,6 +134,11 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <source>Cancelled while calibrating: the index file is written and keeps the default temperature; run "Evaluate geolocation" with ground truth to calibrate it</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/lifecycle.py"/>
         <source>Cancelled while torch and open_clip were loading.</source>
         <translation type="unfinished"></translation>
@@ -262,6 +267,11 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/layer_metadata.py"/>
+        <source>Credible regions (hiergeo:credibleregions), levels {levels}; calibration: {calibration}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/gui/inspector_confidence.py"/>
         <source>Credible regions: {photo}</source>
         <translation type="unfinished"></translation>
@@ -333,6 +343,11 @@
     </message>
     <message>
         <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <source>Expected calibration error of the confidence (cross-fitted)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
         <source>Extent to index</source>
         <translation type="unfinished"></translation>
     </message>
@@ -362,6 +377,16 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <source>Fitted log-weight of the cells not returned</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <source>Fitted temperature of the confidence</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/evaluate_inputs.py"/>
         <source>GROUND_TRUTH has no field {field} (its fields: {fields})</source>
         <translation type="unfinished"></translation>
@@ -374,6 +399,11 @@
     <message>
         <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
         <source>Geolocate photos</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/layer_metadata.py"/>
+        <source>Geolocate photos (hiergeo:geolocatephotos), method {method}; calibration: {calibration}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -407,6 +437,11 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/layer_metadata.py"/>
+        <source>HierGeo credible regions</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
         <source>HierGeo evaluation: {layer}</source>
         <translation type="unfinished"></translation>
@@ -431,6 +466,11 @@
     <message>
         <location filename="../../hiergeo_plugin/processing/params.py"/>
         <source>HierGeo model (*.safetensors);;All files (*.*)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/layer_metadata.py"/>
+        <source>HierGeo predicted locations</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -570,6 +610,15 @@
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/layer_metadata.py"/>
+        <source>One point per photo: where HierGeo places it (method {method}).
+confidence: the probability that the true location is within {km:g} km of the point.
+radius_km: the radius around the point that holds {level} of the probability (a {level} credible radius).
+Both come from the similarity scores of the search, turned into probabilities by the calibration: {calibration}.
+score (shown as similarity) is a cosine similarity, not a confidence.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/probability_map.py"/>
         <source>PHOTO: {photo!r} is not among the {n} photos of CANDIDATES (give one of them)</source>
         <translation type="unfinished"></translation>
@@ -592,6 +641,12 @@
     <message>
         <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
         <source>Path weight (0 = the paper: each zoom ranks by its own similarity)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/layer_metadata.py"/>
+        <source>Per photo, the smallest areas (unions of the densest scored tiles) that hold {levels} of the probability of where it was taken (field level), under the calibration: {calibration}.
+probability: what a region holds (at least its level); area_km2: its area; tiles: the tiles it joins.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -672,6 +727,11 @@
     <message>
         <location filename="../../hiergeo_plugin/processing/train_region.py"/>
         <source>Photos trained on</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <source>Photos with known places to calibrate the confidence (points, optional; 20 at least)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -801,6 +861,16 @@ Folder: {target}</source>
     <message>
         <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
         <source>Search only within this extent (empty = the whole world)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <source>Share of calibration photos inside their 50% region (cross-fitted)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <source>Share of calibration photos inside their 90% region (cross-fitted)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -1008,6 +1078,11 @@ Folder: {target}</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
+        <location filename="../../hiergeo_plugin/processing/layer_metadata.py"/>
+        <source>could not store the layer metadata in {path}: {error}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
         <location filename="../../hiergeo_plugin/processing/geolocate_search.py"/>
         <source>every zoom level {zooms} lies beyond the source's maximum zoom {zmax}: nothing can be searched; give ZOOM_LEVELS up to {zmax}</source>
         <translation type="unfinished"></translation>
@@ -1015,6 +1090,11 @@ Folder: {target}</source>
     <message>
         <location filename="../../hiergeo_plugin/processing/train.py"/>
         <source>feature {id}: no photo path in field {field}; skipped</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/layer_metadata.py"/>
+        <source>fitted on {photos} held-out photos ({fitted_on})</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -1056,6 +1136,16 @@ Folder: {target}</source>
     <message>
         <location filename="../../hiergeo_plugin/processing/evaluate.py"/>
         <source>predictions</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/layer_metadata.py"/>
+        <source>temperature {label}, {fitted}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/layer_metadata.py"/>
+        <source>the default, not fitted on photos</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
@@ -1116,6 +1206,11 @@ Folder: {target}</source>
     <message>
         <location filename="../../hiergeo_plugin/processing/geolocate.py"/>
         <source>{count} photos from {field}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../../hiergeo_plugin/processing/build_index.py"/>
+        <source>{count} photos with known places to calibrate the confidence</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
