@@ -135,10 +135,10 @@ def info(path: str) -> dict:
 class _StderrReporter:
     """Progress and log lines on stderr, so stdout carries only the JSON result (clean lines when stderr is a file)."""
 
-    def __init__(self):
+    def __init__(self, label: str):
         from ..progress import ConsoleReporter
 
-        self.reporter = ConsoleReporter("hiergeo index build", stream=sys.stderr)
+        self.reporter = ConsoleReporter(label, stream=sys.stderr)
 
     def close(self) -> None:
         self.reporter.close()
@@ -172,7 +172,7 @@ def build(args) -> dict:
     base = args.base_model or DEFAULT_BASE_MODEL
     max_cells = args.max_cells or MAX_CELLS
     rate = args.rate_limit if args.rate_limit and args.rate_limit > 0 else None
-    progress = _StderrReporter()
+    progress = _StderrReporter("hiergeo index build")
     try:
         build_here = _build_on_ray if args.ray else _build_locally
         result = build_here(args, area, photos, base, max_cells, rate, progress.reporter)
@@ -279,7 +279,7 @@ def geolocate(args) -> dict:
     if args.ray:
         stall = DEFAULT_STALL_SECONDS if args.stall_seconds is None else args.stall_seconds
         cluster = GeolocateCluster(args.ray, args.actors, args.gpus_per_actor, args.cpus_per_actor, stall)
-    progress = _StderrReporter()
+    progress = _StderrReporter("hiergeo geolocate")
     try:
         with stdout_to_stderr():
             return geolocate(args.photos, args.out, config, cluster, progress.reporter)

@@ -56,6 +56,7 @@ def geolocate(index, photos, out, *extra):
         "hiergeo-tiny", "--photo-batch", "3", *extra,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
+    assert "index build" not in run.stderr  # its progress lines say what runs: "hiergeo geolocate: 50%"
     return json.loads(run.stdout)
 
 
