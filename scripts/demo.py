@@ -124,11 +124,15 @@ def metrics_row(name: str, m: dict) -> str:
     return f"{name:20s} {within}   median {m['median_km']:8.1f} km"
 
 
+def _bound(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def calibration_row(name: str, c: dict) -> str:
     ratio = c["top_half_within_25km_ratio"]
     return (
         f"{name:20s} coverage 50% {c['coverage_50']:.2f}  90% {c['coverage_90']:.2f}  ECE {c['ece']:.3f} "
-        f"(calibrated: up to {c.get('ece_calibrated_95') or float('nan'):.3f})  "
+        f"(calibrated: up to {_bound(c.get('ece_calibrated_95'))})  "
         f"top-half/all within 25 km {'n/a' if ratio is None else f'{ratio:.2f}'}  "
         f"median 90% area {c['median_area_90_km2']:,.0f} km2"
     )

@@ -49,6 +49,9 @@ T_MIN, T_MAX = 1e-4, 10.0
 REST_LOG_WEIGHT_MIN, REST_LOG_WEIGHT_MAX = -20.0, 8.0
 #: Rounds of the fit that alternates temperature and weight (the likelihood is convex in the weight).
 FIT_ROUNDS = 3
+#: Photos whose distributions hold unreturned cells below which the rest weight stays 0: on a handful of photos the
+#: weight runs to a bound of its range (4 photos: +8) instead of measuring anything.
+REST_WEIGHT_MIN_PHOTOS = 20
 #: Photos with a predicted point below which the confidence keeps the distribution's own value (no Platt step):
 #: two parameters fitted on fewer photos move with each one of them.
 PLATT_MIN_PHOTOS = 20
@@ -221,7 +224,7 @@ def fit_calibration(photos: Sequence[HeldOut], fitted_on: str = "held-out photos
         return Calibration()
     weight = 0.0
     temperature = _best_temperature(usable, weight)
-    if any(p.has_rest for p in usable):
+    if sum(p.has_rest for p in usable) >= REST_WEIGHT_MIN_PHOTOS:
         for _ in range(FIT_ROUNDS):
             weight = _best_rest_weight(usable, temperature)
             temperature = _best_temperature(usable, weight)

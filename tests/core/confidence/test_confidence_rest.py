@@ -116,6 +116,14 @@ def test_the_rest_weight_calibrates_the_confidence_better_than_the_temperature_a
     assert with_weight["ece"] < 0.8 * without_weight["ece"]
 
 
+def test_a_handful_of_photos_fits_no_rest_weight(photos):
+    """Below REST_WEIGHT_MIN_PHOTOS the weight stays 0 (on 4 photos it ran to the bound of its range)."""
+    from hiergeo_plugin.core.confidence.calibration import REST_WEIGHT_MIN_PHOTOS
+
+    assert refit(photos[: REST_WEIGHT_MIN_PHOTOS - 1], "few").rest_log_weight == 0.0
+    assert refit(photos[:REST_WEIGHT_MIN_PHOTOS], "enough").rest_log_weight != 0.0
+
+
 def _temperature_only(fit):
     """`fit()` with the rest weight held at 0 and no Platt map (what the fit did before either existed)."""
     from unittest import mock
