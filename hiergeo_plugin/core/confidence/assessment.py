@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..geodesy import haversine_km
@@ -34,6 +34,34 @@ class LocatedPhoto:
     @property
     def error_km(self) -> float:
         return float(haversine_km(self.true_lat, self.true_lon, self.lat, self.lon))
+
+
+def fit_and_store(photos: Sequence[LocatedPhoto], path, fitted_on: str, folds: int = 2) -> Tuple[Calibration, dict]:
+    """The calibration fitted on all `photos`, stored in the model file or region index at `path`, and the entry the
+    training's and the index build's results report: the stored fields, the held-out (cross-fitted) coverage and
+    ECE, the fold temperatures."""
+    from .store import store_calibration
+
+    summary, fitted = cross_fitted(photos, folds)
+    fitted = replace(fitted, fitted_on=fitted_on)
+    store_calibration(path, fitted)
+    entry = {
+        **fitted.to_manifest(),
+        "coverage_50": summary["coverage_50"],
+        "coverage_90": summary["coverage_90"],
+        "ece": summary["ece"],
+        "fold_temperatures": summary["fold_temperatures"],
+    }
+    return fitted, entry
+
+
+def fit_line(fitted: Calibration, entry: Mapping, photos: str, folds: int, name: str) -> str:
+    """The log line of a stored fit: "calibration: temperature ... fitted on N <photos>; held-out coverage ..."."""
+    return (
+        f"calibration: temperature {fitted.label()} fitted on {fitted.photos} {photos}; held-out coverage "
+        f"{entry['coverage_50']:.2f} (50% region), {entry['coverage_90']:.2f} (90% region), calibration error "
+        f"{entry['ece']:.3f} (cross-fitted in {folds} folds); stored in {name}"
+    )
 
 
 def _collect(photos: Sequence[LocatedPhoto], calibration: Calibration, into: Dict[str, list]) -> Dict[str, list]:

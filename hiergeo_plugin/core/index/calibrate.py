@@ -23,13 +23,10 @@ from __future__ import annotations
 
 import gc
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ..confidence.assessment import LocatedPhoto, cross_fitted
-from ..confidence.calibration import Calibration
-from ..confidence.store import store_calibration
+from ..confidence.assessment import LocatedPhoto, fit_and_store, fit_line
 from ..defaults import DEFAULT_TOP_K
 from ..progress import Reporter
 from ..search.photos import PhotoRecord
@@ -70,16 +67,9 @@ def calibrate_index(
     if len(located) < MIN_PHOTOS:
         reporter.info(_too_few(len(located), "photos located", index_path))
         return None
-    summary, fitted = cross_fitted(located, FOLDS)
-    fitted = replace(fitted, fitted_on=_fitted_on(len(located), len(usable), top_k))
     reporter.check_cancelled()
-    store_calibration(index_path, fitted)
-    entry = _entry(fitted, summary)
-    reporter.info(
-        f"calibration: temperature {fitted.label()} fitted on {fitted.photos} photos at index build; held-out "
-        f"coverage {entry['coverage_50']:.2f} (50% region), {entry['coverage_90']:.2f} (90% region), calibration "
-        f"error {entry['ece']:.3f} (cross-fitted in {FOLDS} folds); stored in {index_path.name}"
-    )
+    fitted, entry = fit_and_store(located, index_path, _fitted_on(len(located), len(usable), top_k), FOLDS)
+    reporter.info(fit_line(fitted, entry, "photos at index build", FOLDS, index_path.name))
     reporter.progress(1.0)
     return entry
 
@@ -119,17 +109,6 @@ def _fitted_on(located: int, searched: int, top_k: int) -> str:
     return (
         f"{located} photos at index build ({located} of {searched} with known places located; method index, k {top_k})"
     )
-
-
-def _entry(fitted: Calibration, summary: dict) -> dict:
-    return {
-        **fitted.to_manifest(),
-        "rest_log_weight": fitted.rest_log_weight,
-        "coverage_50": summary["coverage_50"],
-        "coverage_90": summary["coverage_90"],
-        "ece": summary["ece"],
-        "fold_temperatures": summary["fold_temperatures"],
-    }
 
 
 def calibrate_index_file(

@@ -23,13 +23,10 @@ TrainingConfig's calibration_* fields choose it; by default the search's own def
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ..confidence.assessment import LocatedPhoto, cross_fitted
-from ..confidence.calibration import Calibration
-from ..confidence.store import store_calibration
+from ..confidence.assessment import LocatedPhoto, fit_and_store, fit_line
 from ..progress import Reporter
 from ..search.photos import PhotoRecord
 from ..search.size_guard import SearchTooLarge
@@ -96,15 +93,8 @@ def calibrate_model(
     if len(located) < _minimum(config):
         reporter.info(_too_few(len(located), config, "validation photos located"))
         return None
-    summary, fitted = cross_fitted(located, FOLDS)
-    fitted = replace(fitted, fitted_on=_fitted_on(len(located), len(records), config))
-    store_calibration(model_path, fitted)
-    entry = _entry(fitted, summary)
-    reporter.info(
-        f"calibration: temperature {fitted.temperature:.4g} fitted on {fitted.photos} validation photos; "
-        f"held-out coverage {entry['coverage_50']:.2f} (50% region), {entry['coverage_90']:.2f} (90% region), "
-        f"calibration error {entry['ece']:.3f} (cross-fitted in {FOLDS} folds); stored in {model_path.name}"
-    )
+    fitted, entry = fit_and_store(located, model_path, _fitted_on(len(located), len(records), config), FOLDS)
+    reporter.info(fit_line(fitted, entry, "validation photos", FOLDS, model_path.name))
     reporter.progress(1.0)
     return entry
 
@@ -152,13 +142,3 @@ def _fitted_on(located: int, searched: int, config: TrainingConfig) -> str:
         f"{sorted(int(z) for z in config.zooms)}, k {config.calibration_top_k}, path weight "
         f"{config.calibration_path_weight:g}, {region}"
     )
-
-
-def _entry(fitted: Calibration, summary: dict) -> dict:
-    return {
-        **fitted.to_manifest(),
-        "coverage_50": summary["coverage_50"],
-        "coverage_90": summary["coverage_90"],
-        "ece": summary["ece"],
-        "fold_temperatures": summary["fold_temperatures"],
-    }
