@@ -164,3 +164,39 @@ def qgis_objects_released_before_exit(qgis_app):
     for obj in sorted(owned, key=lambda o: isinstance(o, (QgsMapLayer, QgsProcessingContext))):
         sip.delete(obj)
     qgis_app.processEvents()
+
+
+@pytest.fixture(scope="module")
+def points(provider, photos_dir, tmp_path_factory):
+    """Two geotagged photos of Lund as the point layer QGIS's own "Import geotagged photos" makes of them."""
+    import shutil
+
+    import processing
+
+    folder = tmp_path_factory.mktemp("lund")
+    for name in ("01.jpg", "02.jpg"):
+        shutil.copy(photos_dir / "lund" / name, folder / name)
+    out = folder / "points.gpkg"
+    return processing.run("native:importphotos", {"FOLDER": str(folder), "RECURSIVE": False, "OUTPUT": str(out)})[
+        "OUTPUT"
+    ]
+
+
+@pytest.fixture
+def layer_tree_view(monkeypatch):
+    """A real layer tree view for the iface that Processing talks to when it loads results into the project.
+
+    QGIS 3.40+ asks `iface.layerTreeView()` where to insert the loaded layers; pytest-qgis's stand-in iface has
+    none, so the test gives it one over the project's layer tree, as the QGIS desktop has.
+    """
+    from processing.gui import Postprocessing
+    from qgis.core import QgsLayerTreeModel, QgsProject
+    from qgis.gui import QgsLayerTreeView
+
+    view = QgsLayerTreeView()
+    view.setModel(QgsLayerTreeModel(QgsProject.instance().layerTreeRoot()))
+    iface = getattr(Postprocessing, "iface", None)  # QGIS 3.22's Postprocessing does not use iface at all
+    if iface is not None and not hasattr(iface, "layerTreeView"):
+        monkeypatch.setattr(iface, "layerTreeView", lambda: view, raising=False)
+    yield view
+    view.setModel(None)

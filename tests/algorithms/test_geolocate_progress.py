@@ -8,10 +8,8 @@ hung; and a Cancel in the middle of a zoom left that zoom out of the run's total
 from __future__ import annotations
 
 import re
-import shutil
 import threading
 
-import pytest
 from helpers import hashed_tile_png
 from qgis.core import QgsProcessingFeedback
 
@@ -28,19 +26,6 @@ class RecordingFeedback(QgsProcessingFeedback):
     def pushInfo(self, info):  # noqa: N802 (QGIS API name)
         self.infos.append(info)
         super().pushInfo(info)
-
-
-@pytest.fixture(scope="module")
-def points(provider, photos_dir, tmp_path_factory):
-    import processing
-
-    folder = tmp_path_factory.mktemp("lund")
-    for name in ("01.jpg", "02.jpg"):
-        shutil.copy(photos_dir / "lund" / name, folder / name)
-    out = folder / "points.gpkg"
-    return processing.run("native:importphotos", {"FOLDER": str(folder), "RECURSIVE": False, "OUTPUT": str(out)})[
-        "OUTPUT"
-    ]
 
 
 def geolocate(points, template, cache, feedback, **extra):

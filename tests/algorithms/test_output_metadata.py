@@ -4,8 +4,6 @@ again later in a fresh layer (real QGIS, real tile server, the tiny model with a
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from qgis.core import QgsProject, QgsVectorLayer
 
@@ -23,15 +21,6 @@ def run(alg_id, params, load=False):
 
 
 @pytest.fixture(scope="module")
-def points(provider, photos_dir, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("lund")
-    for name in ("01.jpg", "02.jpg"):
-        shutil.copy(photos_dir / "lund" / name, folder / name)
-    out = folder / "points.gpkg"
-    return run("native:importphotos", {"FOLDER": str(folder), "RECURSIVE": False, "OUTPUT": str(out)})["OUTPUT"]
-
-
-@pytest.fixture(scope="module")
 def model(tmp_path_factory):
     from test_reliability_caches import write_model_file
 
@@ -40,22 +29,6 @@ def model(tmp_path_factory):
     path = write_model_file(tmp_path_factory.mktemp("model") / "model.safetensors", seed=3, zooms=(4, 6))
     store_calibration(path, FITTED)
     return path
-
-
-@pytest.fixture()
-def layer_tree_view(monkeypatch):
-    """QGIS 3.40+ inserts loaded layers where `iface.layerTreeView()` says (see test_plugin_geolocate.py)."""
-    from processing.gui import Postprocessing
-    from qgis.core import QgsLayerTreeModel
-    from qgis.gui import QgsLayerTreeView
-
-    view = QgsLayerTreeView()
-    view.setModel(QgsLayerTreeModel(QgsProject.instance().layerTreeRoot()))
-    iface = getattr(Postprocessing, "iface", None)
-    if iface is not None and not hasattr(iface, "layerTreeView"):
-        monkeypatch.setattr(iface, "layerTreeView", lambda: view, raising=False)
-    yield view
-    view.setModel(None)
 
 
 def geolocate(points, server, model, cache, output, candidates, load=False):

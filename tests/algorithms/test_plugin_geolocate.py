@@ -393,26 +393,6 @@ def test_unreachable_source_fails_before_any_model_work(provider, photo_table, t
     assert SECRET not in feedback.log and SECRET not in message
 
 
-@pytest.fixture
-def layer_tree_view(monkeypatch):
-    """A real layer tree view for the iface that Processing talks to when it loads results into the project.
-
-    QGIS 3.40+ asks `iface.layerTreeView()` where to insert the loaded layers; pytest-qgis's stand-in iface has
-    none, so the test gives it one over the project's layer tree, as the QGIS desktop has.
-    """
-    from processing.gui import Postprocessing
-    from qgis.core import QgsLayerTreeModel
-    from qgis.gui import QgsLayerTreeView
-
-    view = QgsLayerTreeView()
-    view.setModel(QgsLayerTreeModel(QgsProject.instance().layerTreeRoot()))
-    iface = getattr(Postprocessing, "iface", None)  # QGIS 3.22's Postprocessing does not use iface at all
-    if iface is not None and not hasattr(iface, "layerTreeView"):
-        monkeypatch.setattr(iface, "layerTreeView", lambda: view, raising=False)
-    yield view
-    view.setModel(None)
-
-
 def test_outputs_loaded_into_the_project_get_the_plugin_styles(
     provider, server, photo_points, shared_cache, layer_tree_view
 ):

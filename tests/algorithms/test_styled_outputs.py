@@ -3,7 +3,6 @@ GeoPackages as their layers' default style (layer_styles), not only applied when
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 
 import pytest
@@ -16,15 +15,6 @@ def run(alg_id, params):
     import processing  # importable once the qgis_processing fixture ran
 
     return processing.run(alg_id, params)
-
-
-@pytest.fixture(scope="module")
-def points(provider, photos_dir, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("lund")
-    for name in ("01.jpg", "02.jpg"):
-        shutil.copy(photos_dir / "lund" / name, folder / name)
-    out = folder / "points.gpkg"
-    return run("native:importphotos", {"FOLDER": str(folder), "RECURSIVE": False, "OUTPUT": str(out)})["OUTPUT"]
 
 
 def geolocate(points, server, cache, output, candidates):

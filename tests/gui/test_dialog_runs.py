@@ -8,8 +8,6 @@ with its own context, then loads the context's layers into the project with Proc
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from qgis.core import (
     QgsApplication,
@@ -32,18 +30,6 @@ class Feedback(QgsProcessingFeedback):
 
     def reportError(self, error, fatalError=False):  # noqa: N802, N803 (QGIS API names)
         self.errors.append(error)
-
-
-@pytest.fixture(scope="module")
-def points(provider, photos_dir, tmp_path_factory):
-    import processing
-
-    folder = tmp_path_factory.mktemp("dialog_photos")
-    for name in ("01.jpg", "02.jpg"):
-        shutil.copy(photos_dir / "lund" / name, folder / name)
-    return processing.run(
-        "native:importphotos", {"FOLDER": str(folder), "RECURSIVE": False, "OUTPUT": str(folder / "points.gpkg")}
-    )["OUTPUT"]
 
 
 @pytest.fixture
