@@ -242,12 +242,11 @@ def fit_platt(photos: Sequence[HeldOut], calibration: Calibration) -> Tuple[floa
     judged = [p for p in photos if p.point is not None and p.within is not None]
     if len(judged) < PLATT_MIN_PHOTOS:
         return 1.0, 0.0
-    raw = [
-        radius_and_confidence(p.dist, calibration.probabilities(p.dist), *p.point, RADIUS_LEVEL, CONFIDENCE_WITHIN_KM)[
-            1
-        ]
-        for p in judged
-    ]
+    raw = []
+    for p in judged:
+        lat, lon = p.point or (math.nan, math.nan)  # never None here: filtered above
+        probs = calibration.probabilities(p.dist)
+        raw.append(radius_and_confidence(p.dist, probs, lat, lon, RADIUS_LEVEL, CONFIDENCE_WITHIN_KM)[1])
     return platt_map(raw, [bool(p.within) for p in judged])
 
 

@@ -96,7 +96,7 @@ def _locate(
     located = []
     for result in search.run(list(records)):
         r, p = result.record, result.prediction
-        if result.ok and p is not None:
+        if result.ok and p is not None and r.true_lat is not None and r.true_lon is not None:
             located.append(
                 LocatedPhoto(str(r.photo or r.path), result.stages, p.lat, p.lon, float(r.true_lat), float(r.true_lon))
             )
