@@ -74,7 +74,8 @@ class Calibration:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
     def label(self) -> str:
-        """The temperature as messages and reports give it, with the rest weight where there is one."""
+        """The calibration as messages and reports give it: the temperature, with the rest weight and the Platt map
+        where there are ones."""
         text = f"{self.temperature:.4g}"
         if self.rest_log_weight:
             text += f" (unreturned cells' log-weight {self.rest_log_weight:.3g})"
