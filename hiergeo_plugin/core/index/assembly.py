@@ -27,7 +27,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, cast
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
@@ -46,6 +46,11 @@ BATCH_ROWS = 1 << 16
 SCATTER_ROWS = 1 << 20
 #: Training rows of the streamed IVF-PQ at most: 40 a list for ~25 k lists (the 4 sqrt(n) of 40 M cells), 2 GB fp32.
 MAX_TRAIN_ROWS = 1_000_000
+
+#: Pass 2's list assignment: given the trained IVF-PQ and (first row, fp16 aerial codes) batches, yields (first row,
+#: int64 lists, uint8 PQ codes) for every batch, in any order. encode_here in this process; ray_lists.RayListEncoder
+#: on a cluster's workers (the assignment, every cell against every coarse centroid, is the build's largest cost).
+ListEncoder = Callable[[object, Iterable[Tuple[int, np.ndarray]]], Iterator[Tuple[int, np.ndarray, np.ndarray]]]
 
 
 @dataclass
@@ -207,9 +212,11 @@ def assemble_streamed(
     config: AssemblyConfig,
     out_path: os.PathLike,
     reporter: Optional[Reporter] = None,
+    encoder: Optional[ListEncoder] = None,
 ) -> AssemblyResult:
     """The .hgindex over the shards (in the order given: row i is the i-th embedded cell), without prototypes or
-    path context, streamed as the module says. IVF-PQ gives an on-disk index (format version 2)."""
+    path context, streamed as the module says. IVF-PQ gives an on-disk index (format version 2), its rows' lists
+    assigned by ``encoder`` (default: in this process); the file's bytes do not depend on the encoder."""
     reporter = reporter or Reporter()
     shard_paths = list(shard_paths)
     rows, dim, gaps = shard_counts(shard_paths)
@@ -231,7 +238,7 @@ def assemble_streamed(
     ann_max = len(trained_bytes(ivf, n)) if ivf is not None else 10**15
     out = _OutFile(out_path, _tensor_specs(n, dim, ivf), metadata, ann_max)
     try:
-        _pass_two(shard_paths, out, n, ivf, vectors, reporter, config.batch_rows)
+        _pass_two(shard_paths, out, n, ivf, vectors, reporter, config.batch_rows, encoder or encode_here)
         ann = trained_bytes(ivf, n) if ivf is not None else cast(ann_mod.VectorIndex, vectors).to_bytes()
         path = out.finish(ann)
     except BaseException:
@@ -286,30 +293,57 @@ def _tensor_specs(n: int, dim: int, ivf) -> List[Tuple[str, str, tuple]]:
     )
 
 
-def _pass_two(shard_paths, out: _OutFile, n: int, ivf, vectors, reporter: Reporter, batch_rows: int) -> None:
-    """Cells and aerial codes to the file; codes into the index (flat/HNSW) or, for IVF-PQ, list numbers and PQ
-    codes to scratch files that _scatter then places in the lists."""
+def _pass_two(
+    shard_paths, out: _OutFile, n: int, ivf, vectors, reporter: Reporter, batch_rows: int, encoder: ListEncoder
+) -> None:
+    """Cells and aerial codes to the file; codes into the index (flat/HNSW) or, for IVF-PQ, each row's list number
+    and PQ code from ``encoder`` to two scratch files (at the row's place, so batches may finish in any order) that
+    _scatter then places in the lists."""
     out.write("prototype_of", np.full(n, -1, np.int32))
-    dim = None
+
+    def batches():
+        for start, cells, aerial in _batches(shard_paths, batch_rows):
+            reporter.check_cancelled()
+            out.write("cells", cells.astype(np.int32), start * 8)
+            out.write("aerial", aerial.astype(np.float16), start * aerial.shape[1] * 2)
+            yield start, aerial
+
+    if ivf is None:
+        for start, aerial in batches():
+            vectors.add(_codes(aerial))
+            reporter.progress(0.5 * (start + len(aerial)) / n)
+        return
+    cs, done = int(ivf.code_size), 0
     with tempfile.TemporaryDirectory(dir=out.path.parent, prefix=".assembly-") as scratch:
-        lists_f = open(os.path.join(scratch, "lists.i64"), "wb")
-        codes_f = open(os.path.join(scratch, "codes.u8"), "wb")
-        with lists_f, codes_f:
-            for start, cells, aerial in _batches(shard_paths, batch_rows):
-                reporter.check_cancelled()
-                dim = aerial.shape[1]
-                out.write("cells", cells.astype(np.int32), start * 8)
-                out.write("aerial", aerial.astype(np.float16), start * dim * 2)
-                codes = _codes(aerial)
-                if ivf is None:
-                    vectors.add(codes)
-                else:
-                    lists = _assign(ivf, codes)
-                    lists_f.write(lists.tobytes())
-                    codes_f.write(_encode(ivf, codes, lists).tobytes())
-                reporter.progress(0.5 * (start + len(cells)) / n)
-        if ivf is not None:
-            _scatter(out, ivf, n, os.path.join(scratch, "lists.i64"), os.path.join(scratch, "codes.u8"), reporter)
+        lists_path, codes_path = os.path.join(scratch, "lists.i64"), os.path.join(scratch, "codes.u8")
+        with open(lists_path, "wb") as lists_f, open(codes_path, "wb") as codes_f:
+            lists_f.truncate(n * 8)
+            codes_f.truncate(n * cs)
+            for start, lists, codes in encoder(ivf, batches()):
+                lists_f.seek(start * 8)
+                lists_f.write(np.ascontiguousarray(lists, np.int64).tobytes())
+                codes_f.seek(start * cs)
+                codes_f.write(np.ascontiguousarray(codes, np.uint8).tobytes())
+                done += len(lists)
+                reporter.progress(0.5 * done / n)
+        if done != n:
+            raise IndexBuildError(f"{done:,} of the {n:,} cells came back from the list assignment; run it again")
+        _scatter(out, ivf, n, lists_path, codes_path, reporter)
+
+
+def encode_lists(ivf, aerial: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(int64 list of each row, uint8 (rows, code_size) PQ code of each row) for fp16 aerial codes: what
+    IndexIVFPQ.add would store. A function of the trained index and the rows alone, so a cluster's workers given
+    the same batches write the same bytes as this process."""
+    codes = _codes(aerial)
+    lists = _assign(ivf, codes)
+    return lists, _encode(ivf, codes, lists)
+
+
+def encode_here(ivf, batches: Iterable[Tuple[int, np.ndarray]]) -> Iterator[Tuple[int, np.ndarray, np.ndarray]]:
+    """The ListEncoder of one process: each batch's lists and PQ codes, in order."""
+    for start, aerial in batches:
+        yield (start, *encode_lists(ivf, aerial))
 
 
 def _assign(ivf, codes: np.ndarray) -> np.ndarray:
@@ -372,9 +406,10 @@ def assemble_plan(
     seed: int = 0,
     reporter: Optional[Reporter] = None,
     extra: Optional[dict] = None,
+    encoder: Optional[ListEncoder] = None,
 ) -> AssemblyResult:
     """assemble_streamed over a build's work folder (parts.py's shard files, in plan order) into OUT.hgindex."""
     paths = [parts / f"{shard.name}.safetensors" for shard in plan.shards()]
     config = AssemblyConfig(plan.zoom, plan.area.describe(), model, source, plan.count, kind, seed, extra=extra)
     out = parts.with_name(parts.name[: -len(".parts")]) if parts.name.endswith(".parts") else parts / "index.hgindex"
-    return assemble_streamed(paths, config, out, reporter)
+    return assemble_streamed(paths, config, out, reporter, encoder)

@@ -35,7 +35,7 @@ from ..search.photos import PhotoRecord
 from ..search.results import PhotoResult
 from ..tiles.grid import Tile
 from ..tiles.source import TileSource
-from .assembly import AssemblyResult, assemble_plan, wants_streamed
+from .assembly import AssemblyResult, ListEncoder, assemble_plan, wants_streamed
 from .cells import Area, CellPlan, Shard
 from .index_photos import has_position, located_photos, photo_cells
 from .locate import model_fingerprints
@@ -240,16 +240,23 @@ class IndexBuilder:
         return self._result(tally, res.path, res.cells, res.gaps, protos, res.index_bytes)
 
     def assemble_streamed(
-        self, parts: Path, plan: CellPlan, kind: str, seed: int, extra: Optional[dict] = None
+        self,
+        parts: Path,
+        plan: CellPlan,
+        kind: str,
+        seed: int,
+        extra: Optional[dict] = None,
+        encoder: Optional[ListEncoder] = None,
     ) -> AssemblyResult:
         """OUT.hgindex assembled streamed from the part files in ``parts`` (this build's or a Ray build's: the
-        same format), so the assembly's memory does not grow with the cells; ``extra`` joins the manifest."""
+        same format), so the assembly's memory does not grow with the cells; ``extra`` joins the manifest;
+        ``encoder`` assigns the IVF-PQ lists elsewhere (a Ray cluster) with the same result."""
         fps = dict(
             model_fingerprints(self.model, plan.zoom),
             description=str(self.model.manifest.get("name") or self.model.base),
         )
         source = source_identity(self.source)
-        return assemble_plan(parts, plan, fps, source, kind, seed, self.reporter.scaled(0.95, 1.0), extra)
+        return assemble_plan(parts, plan, fps, source, kind, seed, self.reporter.scaled(0.95, 1.0), extra, encoder)
 
     def _result(
         self, tally: _Tally, path: Path, cells: int, gaps: int, protos: Prototypes, index_bytes: int

@@ -12,7 +12,8 @@ The pipeline is the local build's, spread out (ray_tasks.py has the workers' sid
     -> the driver writes each finished row's part file (the local build's format, so a build may be resumed
        locally or on Ray) and then assembles the index with the local build's code and decision
        (assembly.wants_streamed): an IVF-PQ index without prototypes or path context streamed from the part
-       files (assembly.py: the driver's memory does not grow with the cells), any other one-shot
+       files (assembly.py: the driver's memory does not grow with the cells; the rows' list assignment, its
+       largest cost, on the cluster: ray_lists.py), any other one-shot
        (oneshot.assemble_index: prototypes, kappa and FAISS in memory).
 The path context (the cells' ancestors) goes through the same fetch tasks, actors and tile cache after the cells,
 with its own part files, so a re-run resumes it too. A watchdog stops a build that makes no progress for
@@ -42,6 +43,7 @@ from .path_context import PathContext, ancestors, context_weights
 from .planning import plan_or_refuse
 from .prototypes import PROTOTYPE_DZ, no_prototypes
 from .ray_config import IndexBuildConfig, RaySettings
+from .ray_lists import RayListEncoder
 from .ray_session import ClusterStalled, connect, watched
 
 __all__ = ["ClusterStalled", "IndexBuildConfig", "RaySettings", "build_with_ray"]
@@ -82,8 +84,11 @@ def build_with_ray(
         encoded = pipeline.run(rows, "cells", 0.0, 0.85) if rows else 0
         rep.check_cancelled()
         if wants_streamed(config.kind, plan.count, bool(prototype_photos), bool(weights)):
-            pipeline.close()  # the streamed assembly reads the part files on the driver: the cluster is done
-            res = local.assemble_streamed(parts, plan, config.kind, config.seed, {"built_with": "ray"})
+            # the driver reads the part files and writes the file; the cluster assigns the rows' lists
+            encoder = RayListEncoder(pipeline.connected(), rep, settings.stall_seconds)
+            res = local.assemble_streamed(parts, plan, config.kind, config.seed, {"built_with": "ray"}, encoder)
+            pipeline.close()
+            rep.info(f"region index on Ray: {encoder.batches_done:,} batches of lists assigned on the cluster")
             path, n_cells, gaps, protos = (
                 res.path,
                 res.cells,
@@ -228,6 +233,10 @@ class _Pipeline:
         self.plan, self.parts, self.config, self.settings = plan, parts, config, settings
         self.preprocess, self.zooms, self.rep = preprocess, list(zooms), rep
         self.ray, self.started, self.bucket = None, False, None
+
+    def connected(self):
+        """The ray module, connected (the cluster this build started, or the one already initialised)."""
+        return self._ensure()
 
     def _ensure(self):
         if self.ray is None:

@@ -10,6 +10,7 @@ from hiergeo_demo.tile_server import TileServer
 from hiergeo_plugin.core.index.builder import IndexBuilder, parts_dir_for
 from hiergeo_plugin.core.index.cells import Area
 from hiergeo_plugin.core.index.index_file import read_index
+from hiergeo_plugin.core.progress import Reporter
 from hiergeo_plugin.core.tiles.grid import Tile, tile_bounds
 from hiergeo_plugin.core.tiles.source import TileSource
 
@@ -25,18 +26,6 @@ def render(z, x, y):
     return None if (z, x, y) == (GAP.z, GAP.x, GAP.y) else hashed_tile_png(z, x, y)
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(__import__("pathlib").Path(__file__).resolve().parents[3])}},
-    )
-    yield
-    ray.shutdown()
-
-
 def test_ray_build_matches_the_local_build(tmp_path, tiny_model, local_ray):
     from hiergeo_plugin.core.index.ray_build import IndexBuildConfig, RaySettings, build_with_ray
 
@@ -44,8 +33,6 @@ def test_ray_build_matches_the_local_build(tmp_path, tiny_model, local_ray):
         with TileSource(server.template) as source:
             local = IndexBuilder(tiny_model, source).build(Area.make(extent=EXTENT), ZOOM, tmp_path / "local.hgindex")
         lines = []
-        from hiergeo_plugin.core.progress import Reporter
-
         result = build_with_ray(
             Area.make(extent=EXTENT),
             ZOOM,
@@ -81,6 +68,7 @@ def test_ray_build_of_an_ivfpq_index_assembles_streamed_like_the_local_build(tmp
     area = Area.make(extent=(tile_bounds(first)[0], tile_bounds(last)[1], tile_bounds(last)[2], tile_bounds(first)[3]))
     (tmp_path / "ray").mkdir()
     (tmp_path / "local").mkdir()
+    lines = []
     with TileServer(hashed_tile_png) as server:
         result = build_with_ray(
             area,
@@ -88,11 +76,13 @@ def test_ray_build_of_an_ivfpq_index_assembles_streamed_like_the_local_build(tmp
             tmp_path / "ray" / "idx.hgindex",
             IndexBuildConfig(server.template, "hiergeo-tiny", batch_size=32, kind="ivfpq", keep_parts=True),
             settings=RaySettings(fetch_tasks=2, embed_actors=1),
+            reporter=Reporter(on_info=lines.append),
         )
         shutil.copytree(parts_dir_for(result.path), parts_dir_for(tmp_path / "local" / "idx.hgindex"))
         with TileSource(server.template) as source:
             local = IndexBuilder(tiny_model, source).build(area, 12, tmp_path / "local" / "idx.hgindex", kind="ivfpq")
     assert local.shards_built == 0 and local.shards_resumed == result.shards_built > 1
+    assert "region index on Ray: 1 batches of lists assigned on the cluster" in lines  # not on the driver
     a, b = read_index(local.path), read_index(result.path)
     assert len(a) == len(b) == result.cells == 272
     assert b.on_disk and b.manifest["ann"]["storage"] == "ondisk" and b.manifest["built_with"] == "ray"

@@ -4,8 +4,6 @@ context, bit for bit), one token bucket for all fetch tasks and their retries, a
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from helpers import hashed_tile_png
@@ -22,18 +20,6 @@ ray = pytest.importorskip("ray", reason="Ray is a dev requirement (requirements-
 ZOOM = 10
 FIRST, LAST = Tile(ZOOM, 542, 318), Tile(ZOOM, 546, 321)  # 5 x 4 cells over 4 shards
 EXTENT = (tile_bounds(FIRST)[0], tile_bounds(LAST)[1], tile_bounds(LAST)[2], tile_bounds(FIRST)[3])
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[3])}},
-    )
-    yield
-    ray.shutdown()
 
 
 def test_compact_tiles_give_the_models_own_preprocessing(tiny_model):
