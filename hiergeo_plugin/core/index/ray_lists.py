@@ -51,9 +51,7 @@ class RayListEncoder:
         #: Batches encoded on the cluster by this encoder (the build's result reports them).
         self.batches_done = 0
 
-    def __call__(
-        self, ivf, batches: Iterable[Tuple[int, np.ndarray]]
-    ) -> Iterator[Tuple[int, np.ndarray, np.ndarray]]:
+    def __call__(self, ivf, batches: Iterable[Tuple[int, np.ndarray]]) -> Iterator[Tuple[int, np.ndarray, np.ndarray]]:
         from . import ann as ann_mod
 
         ray = self.ray
