@@ -1,17 +1,20 @@
 """Continent-scale benchmark of the region index: the streamed assembly and the on-disk search, measured.
 
     nice -n 15 .venv/bin/python benchmarks/bench_scale.py --json --cells 1M [--queries 200] [--threads 1]
-        [--nprobe 32,64,128]
+        [--nprobe 32,64,128] [--ray CPUS] [--work FOLDER]
 
 1. synthetic 512-d cell codes with cluster structure (bench_index.SyntheticCells: a mixture of 1000 Gaussians in
    a 64-d latent space, so a query's 10 nearest cells are close rivals and recall means something) are written as
    the build's shard files (parts.write_shard, fp16), a chunk at a time;
 2. a child process runs the real assembly (assembly.assemble_streamed, what IndexBuilder.build calls for
    IVF-PQ) over them: its peak resident memory (VmHWM) and wall time are build_peak_rss_gb and build_seconds;
+   with --ray CPUS the rows' list assignment runs on a local Ray of CPUS CPUs (ray_lists.py, what a Ray build
+   does on its cluster) and build_peak_rss_gb is the driver's alone;
 3. another child opens the file with the real searching code (index_file.read_index + search.open_vectors, what
    IndexSearch uses) and searches one query at a time: ms_per_query, recall_at_10 against the exact top 10
    (streamed fp32 inner products over all cells) and search_rss_gb, the process's resident memory after the
-   queries (VmRSS; search_peak_rss_gb is its high-water mark, opening included). recall_at_10 and ms_per_query
+   queries (VmRSS; search_peak_rss_gb is its high-water mark, opening included); ms_per_query_batched is the
+   same queries searched a photo batch at a time, as geolocation searches them. recall_at_10 and ms_per_query
    are at the nprobe the searching code chooses for the file (ann.ivf_nprobe); with --nprobe 32,64,128 the same
    file and queries are searched again at each width, listed in by_nprobe (and one line each before the JSON);
 4. with --soak N, N more queries like the measured ones (cells all over the area moved by noise) and
@@ -100,9 +103,10 @@ def write_shards(cells, folder: Path) -> list:
     return paths
 
 
-def child_build(folder: Path, n: int) -> dict:
+def child_build(folder: Path, n: int, ray_cpus: int = 0) -> dict:
     from hiergeo_plugin.core.index.ann import TRAIN_SAMPLE_PER_LIST
     from hiergeo_plugin.core.index.assembly import AssemblyConfig, assemble_streamed, streamed_nlist
+    from hiergeo_plugin.core.progress import Reporter
 
     paths = sorted(folder.glob("shard-*.safetensors"))
     config = AssemblyConfig(
@@ -113,9 +117,20 @@ def child_build(folder: Path, n: int) -> dict:
         n,
         kind="ivfpq",
     )
+    encoder, ray = None, None
+    if ray_cpus:  # the list assignment on a local Ray's workers, as a Ray build does it on a cluster's
+        from hiergeo_plugin.core.index.ray_config import RaySettings
+        from hiergeo_plugin.core.index.ray_lists import RayListEncoder
+        from hiergeo_plugin.core.index.ray_session import connect
+
+        ray, _ = connect(RaySettings(num_cpus=ray_cpus))
+        encoder = RayListEncoder(ray, Reporter(), stall_seconds=600)
     t0 = time.perf_counter()
-    res = assemble_streamed(paths, config, folder / "index.hgindex")
+    res = assemble_streamed(paths, config, folder / "index.hgindex", encoder=encoder)
+    if ray is not None:
+        ray.shutdown()
     return {
+        "list_assignment": f"ray local, {ray_cpus} CPUs" if ray_cpus else "this process",
         "build_seconds": round(time.perf_counter() - t0, 1),
         "build_peak_rss_gb": _gb(peak_rss_kb()),
         "index_bytes": res.index_bytes,
@@ -127,6 +142,7 @@ def child_build(folder: Path, n: int) -> dict:
 
 
 def child_search(folder: Path, nprobes: list) -> dict:
+    from hiergeo_plugin.core.defaults import DEFAULT_PHOTO_BATCH
     from hiergeo_plugin.core.index.index_file import read_index
     from hiergeo_plugin.core.index.locate import open_vectors
 
@@ -144,6 +160,7 @@ def child_search(folder: Path, nprobes: list) -> dict:
         vectors._index.nprobe = nprobe
         measured[nprobe] = timed_queries(vectors, queries, truth)
     vectors._index.nprobe = rule
+    batched = timed_batches(vectors, queries, truth, DEFAULT_PHOTO_BATCH)
     soak = np.load(folder / "soak.npy") if (folder / "soak.npy").exists() else queries[:0]
     for q in soak:
         vectors.search(q[None, :], 10)
@@ -159,6 +176,10 @@ def child_search(folder: Path, nprobes: list) -> dict:
         "on_disk": bool(index.ann_lists is not None),
         "lists": int(index.manifest["ann"]["lists"]),
         "nprobe": rule,
+        # as geolocation searches: a photo batch a call (FAISS's coarse step becomes one matrix product)
+        "batch": DEFAULT_PHOTO_BATCH,
+        "ms_per_query_batched": batched["ms_per_query"],
+        "recall_at_10_batched": batched["recall_at_10"],
         "by_nprobe": [{"nprobe": p, **measured[p]} for p in sorted(measured)],
     }
 
@@ -179,6 +200,19 @@ def timed_queries(vectors, queries: np.ndarray, truth: np.ndarray) -> dict:
     }
 
 
+def timed_batches(vectors, queries: np.ndarray, truth: np.ndarray, batch: int) -> dict:
+    """recall@10 and wall ms a query of ``queries`` searched ``batch`` at a time, as IndexSearch does a photo
+    batch."""
+    from bench_index import recall_at
+
+    ids = np.empty((len(queries), 10), np.int64)
+    w0 = time.perf_counter()
+    for s in range(0, len(queries), batch):
+        ids[s : s + batch] = vectors.search(queries[s : s + batch], 10)[1]
+    wall = time.perf_counter() - w0
+    return {"recall_at_10": round(recall_at(ids, truth), 4), "ms_per_query": round(wall / len(queries) * 1e3, 3)}
+
+
 def parse_nprobes(text: str) -> list:
     """--nprobe's "32,64,128" as positive ints (empty: only the searching code's own choice)."""
     values = [int(v) for v in text.split(",") if v.strip()]
@@ -187,9 +221,10 @@ def parse_nprobes(text: str) -> list:
     return values
 
 
-def run_child(mode: str, folder: Path, n: int, threads: int, nprobe: str = "") -> dict:
+def run_child(mode: str, folder: Path, n: int, threads: int, nprobe: str = "", ray: int = 0) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     cmd = [sys.executable, __file__, f"--_{mode}", str(folder), "--cells", str(n), "--nprobe", nprobe]
+    cmd += ["--ray", str(ray)]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode:
         raise SystemExit(f"{mode} failed:\n{out.stderr[-3000:]}")
@@ -205,6 +240,9 @@ def main() -> None:
     ap.add_argument("--work", default=None, help="folder for the shards and the index (default: a temp folder)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument(
+        "--ray", type=int, default=0, metavar="CPUS", help="assign the IVF-PQ lists on a local Ray with CPUS CPUs"
+    )
+    ap.add_argument(
         "--nprobe", default="", help="inverted lists probed, comma-separated: the same file searched at each value"
     )
     ap.add_argument("--_build", default=None, help=argparse.SUPPRESS)
@@ -213,7 +251,7 @@ def main() -> None:
     n = parse_cells(args.cells)
     if args._build or args._search:
         if args._build:
-            got = child_build(Path(args._build), n)
+            got = child_build(Path(args._build), n, args.ray)
         else:
             got = child_search(Path(args._search), parse_nprobes(args.nprobe))
         print(json.dumps(got))
@@ -233,7 +271,7 @@ def main() -> None:
         if args.soak:  # other rows than the measured queries' draw; made here, so the search's peak leaves them out
             np.save(folder / "soak.npy", cells.queries(args.queries + args.soak)[args.queries :])
         prepare_s = time.perf_counter() - t0
-        build = run_child("build", folder, n, args.threads)
+        build = run_child("build", folder, n, args.threads, ray=args.ray)
         search = run_child("search", folder, n, args.threads, ",".join(map(str, parse_nprobes(args.nprobe))))
     finally:
         if not args.work:
