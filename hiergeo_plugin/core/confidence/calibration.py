@@ -13,8 +13,12 @@ without such cells (the hierarchical search) ignore it, and it stays 0 there.
 
 Why a last step for `confidence` itself (Platt scaling): the NLL fit serves the whole distribution (the credible
 regions hold their levels), but P(within 25 km) was still under-stated for the region index on a few hundred
-held-out photos. Where the photos' predicted points are known, a logistic map logit(c) -> a logit(c) + b is fitted
-on their (confidence, within 25 km) pairs; it changes `confidence` only, never the regions or the radius.
+held-out photos. Where the photos' predicted points are known, a logistic map logit(c) -> a logit(c) + w m + b is
+fitted on their (confidence, within 25 km) pairs; it changes `confidence` only, never the regions or the radius.
+m is the photo's margin: how far its best place's score leads the runner-up's, in units of the temperature (the
+log-odds of the two under the fitted distribution). The mass near the point says how concentrated the distribution
+is; the margin says whether one place stands out, and on held-out photos it ranked the right answers first far
+better than the mass did (docs/BENCHMARKS.md), so it decides which photos an analyst checks first.
 
 All of these are stored as plain JSON in the model file's manifest or the index manifest under "calibration"; a file
 without them uses DEFAULT_TEMPERATURE and no weight.
@@ -58,6 +62,8 @@ PLATT_MIN_PHOTOS = 20
 #: Bounds of the Platt map (slope, offset): a map outside them says more about the photos than about the model.
 PLATT_SLOPE = (0.05, 20.0)
 PLATT_OFFSET = (-20.0, 20.0)
+#: Bounds of the margin's weight: a wider lead never lowers the confidence.
+MARGIN_WEIGHT = (0.0, 20.0)
 
 
 @dataclass
@@ -69,6 +75,7 @@ class Calibration:
     rest_log_weight: float = 0.0  # added to the log-mass of a region index's unreturned cells
     confidence_slope: float = 1.0  # Platt map of `confidence`: sigmoid(slope * logit(c) + offset)
     confidence_offset: float = 0.0
+    confidence_margin: float = 0.0  # weight of the photo's margin (stage_margin / temperature) in the Platt map
 
     def to_manifest(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -80,18 +87,26 @@ class Calibration:
         if self.rest_log_weight:
             text += f" (unreturned cells' log-weight {self.rest_log_weight:.3g})"
         if self.rescales_confidence:
-            text += f", confidence rescaled (slope {self.confidence_slope:.3g}, offset {self.confidence_offset:.3g})"
+            text += f", confidence rescaled (slope {self.confidence_slope:.3g}, offset {self.confidence_offset:.3g}"
+            text += f", margin weight {self.confidence_margin:.3g})" if self.confidence_margin else ")"
         return text
 
     @property
     def rescales_confidence(self) -> bool:
-        return (self.confidence_slope, self.confidence_offset) != (1.0, 0.0)
+        return (self.confidence_slope, self.confidence_offset, self.confidence_margin) != (1.0, 0.0, 0.0)
 
-    def confidence(self, raw: float) -> float:
-        """The distribution's P(within CONFIDENCE_WITHIN_KM) through the fitted Platt map (unchanged without one)."""
+    def confidence(self, raw: float, margin: float = 0.0) -> float:
+        """The distribution's P(within CONFIDENCE_WITHIN_KM) through the fitted Platt map (unchanged without one);
+        ``margin`` is the photo's stage_margin (similarity units)."""
         if not self.rescales_confidence or not math.isfinite(raw):
             return raw
-        return _sigmoid(self.confidence_slope * _logit(raw) + self.confidence_offset)
+        z = self.confidence_slope * _logit(raw) + self.confidence_offset
+        return _sigmoid(z + self.confidence_margin * self.margin_feature(margin))
+
+    def margin_feature(self, margin: float) -> float:
+        """The margin in units of the temperature (the best place's log-odds over the runner-up), bounded."""
+        value = float(margin) / self.temperature if math.isfinite(margin) else 0.0
+        return min(max(value, 0.0), 50.0)
 
     def probabilities(self, dist) -> np.ndarray:
         """Per node of a PlaceDistribution or RestDistribution, its probability under this calibration."""
@@ -114,8 +129,13 @@ class Calibration:
         if not REST_LOG_WEIGHT_MIN <= weight <= REST_LOG_WEIGHT_MAX:
             weight = 0.0
         slope, offset = _number(entry, "confidence_slope", 1.0), _number(entry, "confidence_offset", 0.0)
-        if not (PLATT_SLOPE[0] <= slope <= PLATT_SLOPE[1] and PLATT_OFFSET[0] <= offset <= PLATT_OFFSET[1]):
-            slope, offset = 1.0, 0.0
+        margin = _number(entry, "confidence_margin", 0.0)
+        if not (
+            PLATT_SLOPE[0] <= slope <= PLATT_SLOPE[1]
+            and PLATT_OFFSET[0] <= offset <= PLATT_OFFSET[1]
+            and MARGIN_WEIGHT[0] <= margin <= MARGIN_WEIGHT[1]
+        ):
+            slope, offset, margin = 1.0, 0.0, 0.0
         return cls(
             temperature,
             int(entry.get("photos", 0)),
@@ -124,6 +144,7 @@ class Calibration:
             weight,
             slope,
             offset,
+            margin,
         )
 
 
@@ -154,6 +175,7 @@ class HeldOut:
     truth_node: Optional[int]
     point: Optional[Tuple[float, float]] = None  # predicted (lat, lon)
     within: Optional[bool] = None
+    margin: float = 0.0  # stage_margin of its stages
 
     @classmethod
     def of(
@@ -167,7 +189,7 @@ class HeldOut:
         within = None
         if point is not None:
             within = bool(haversine_km(point[0], point[1], true_lat, true_lon) <= CONFIDENCE_WITHIN_KM)
-        return cls(dist, dist.truth_node(true_lat, true_lon), point, within)
+        return cls(dist, dist.truth_node(true_lat, true_lon), point, within, stage_margin(stages))
 
     @property
     def has_rest(self) -> bool:
@@ -233,48 +255,77 @@ def fit_calibration(photos: Sequence[HeldOut], fitted_on: str = "held-out photos
     temperature = float(f"{temperature:.6g}")
     nll = round(mean_nll(usable, temperature, weight), 6)
     fitted = Calibration(temperature, len(usable), nll, fitted_on, weight)
-    slope, offset = fit_platt(usable, fitted)
-    return replace(fitted, confidence_slope=slope, confidence_offset=offset)
+    slope, offset, margin = fit_platt(usable, fitted)
+    return replace(fitted, confidence_slope=slope, confidence_offset=offset, confidence_margin=margin)
 
 
-def fit_platt(photos: Sequence[HeldOut], calibration: Calibration) -> Tuple[float, float]:
-    """(slope, offset) of the logistic map from the photos' `confidence` under `calibration` to whether they were
-    within CONFIDENCE_WITHIN_KM; (1, 0) (no map) with too few photos with a predicted point."""
+def fit_platt(photos: Sequence[HeldOut], calibration: Calibration) -> Tuple[float, float, float]:
+    """(slope, offset, margin weight) of the logistic map from the photos' `confidence` under `calibration` and
+    their margins to whether they were within CONFIDENCE_WITHIN_KM; (1, 0, 0) (no map) with too few photos with a
+    predicted point."""
     judged = [p for p in photos if p.point is not None and p.within is not None]
     if len(judged) < PLATT_MIN_PHOTOS:
-        return 1.0, 0.0
+        return 1.0, 0.0, 0.0
     raw = []
     for p in judged:
         lat, lon = p.point or (math.nan, math.nan)  # never None here: filtered above
         probs = calibration.probabilities(p.dist)
         raw.append(radius_and_confidence(p.dist, probs, lat, lon, RADIUS_LEVEL, CONFIDENCE_WITHIN_KM)[1])
-    return platt_map(raw, [bool(p.within) for p in judged])
+    margins = [calibration.margin_feature(p.margin) for p in judged]
+    return platt_map(raw, [bool(p.within) for p in judged], margins)
 
 
-def platt_map(confidence: Sequence[float], outcomes: Sequence[bool]) -> Tuple[float, float]:
-    """(slope, offset) with sigmoid(slope * logit(c) + offset) the likeliest probability of each outcome; (1, 0)
-    when only one outcome occurs.
+def platt_map(
+    confidence: Sequence[float], outcomes: Sequence[bool], margins: Optional[Sequence[float]] = None
+) -> Tuple[float, float, float]:
+    """(slope, offset, margin weight) with sigmoid(slope * logit(c) + weight * m + offset) the likeliest
+    probability of each outcome (m: the photos' margin features; none given, the weight stays 0); (1, 0, 0) when
+    only one outcome occurs.
 
     Newton's method on the logistic log-likelihood with a light pull towards the identity, so a set that the
-    outcomes barely separate cannot send the slope to infinity.
+    outcomes barely separate cannot send the slope to infinity; each step is halved until the penalised
+    likelihood improves, so features far from 0 (logits of small confidences) cannot make it overshoot.
     """
     y = np.asarray(outcomes, dtype=np.float64)
     if not len(y) or y.min() == y.max():
-        return 1.0, 0.0
+        return 1.0, 0.0, 0.0
     x = np.array([_logit(c) for c in confidence])
-    design = np.stack([x, np.ones_like(x)], axis=1)
-    theta, prior, ridge = np.array([1.0, 0.0]), np.array([1.0, 0.0]), 1e-2
-    for _ in range(50):
+    m = np.zeros_like(x) if margins is None else np.asarray(margins, dtype=np.float64)
+    design = np.stack([x, np.ones_like(x), m], axis=1)
+    theta, prior, ridge = np.array([1.0, 0.0, 0.0]), np.array([1.0, 0.0, 0.0]), 1e-2
+
+    def loss(t: np.ndarray) -> float:
+        z = design @ t
+        return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * ridge * np.sum((t - prior) ** 2))
+
+    current = loss(theta)
+    for _ in range(100):
         p = 0.5 * (1.0 + np.tanh(0.5 * (design @ theta)))  # the logistic function, without overflow
         grad = design.T @ (p - y) + ridge * (theta - prior)
-        hess = (design * (p * (1 - p))[:, None]).T @ design + ridge * np.eye(2)
+        hess = (design * (p * (1 - p))[:, None]).T @ design + ridge * np.eye(3)
         step = np.linalg.solve(hess, grad)
-        theta = theta - step
+        for _ in range(30):
+            trial = theta - step
+            if loss(trial) <= current:
+                break
+            step = step / 2
+        theta, current = trial, loss(trial)
         if np.abs(step).max() < 1e-9:
             break
     slope = float(np.clip(theta[0], *PLATT_SLOPE))
     offset = float(np.clip(theta[1], *PLATT_OFFSET))
-    return round(slope, 6), round(offset, 6)
+    weight = float(np.clip(theta[2], *MARGIN_WEIGHT))
+    return round(slope, 6), round(offset, 6), round(weight, 6)
+
+
+def stage_margin(stages: Mapping[int, Sequence[object]]) -> float:
+    """How far the best place's score leads the runner-up's in the finest stage (similarity units; 0 with fewer
+    than two scored places): how clearly one place stands out."""
+    if not stages:
+        return 0.0
+    scores = sorted((float(getattr(c, "score", math.nan)) for c in stages[max(stages)]), reverse=True)
+    scores = [v for v in scores if math.isfinite(v)]
+    return scores[0] - scores[1] if len(scores) >= 2 else 0.0
 
 
 @dataclass
@@ -299,7 +350,7 @@ def assess(
     dist = distribution_of(stages)
     probs = calibration.probabilities(dist)
     radius, confidence = radius_and_confidence(dist, probs, lat, lon, RADIUS_LEVEL, CONFIDENCE_WITHIN_KM)
-    confidence = calibration.confidence(confidence)
+    confidence = calibration.confidence(confidence, stage_margin(stages))
     node = dist.truth_node(*truth) if truth is not None else None
     areas: List[float] = []
     covered: List[Optional[bool]] = []
