@@ -108,7 +108,8 @@ def main() -> int:
             f"90% {c['coverage_90']:.3f} ({c['ci_90'][0]:.2f}-{c['ci_90'][1]:.2f})  ECE {c['ece']:.3f} "
             f"(calibrated: up to {c['ece_calibrated_95']:.3f})  top half {c['top_half_within_25km_ratio'] or 0:.2f}x  "
             f"median 90% area {c['median_area_90_km2']:,.0f} km2  T {c['temperature']:.4g}  "
-            f"weight {c.get('rest_log_weight', 0.0):.3g}  ({seconds:.0f} s)",
+            f"weight {c.get('rest_log_weight', 0.0):.3g}  margin weight {c.get('confidence_margin', 0.0):.3g}"
+            f"  ({seconds:.0f} s)",
             flush=True,
         )
     server.stop() if hasattr(server, "stop") else None

@@ -143,5 +143,7 @@ def calibration_of_run(path: str, folds: int = 2) -> Optional[Dict[str, object]]
     summary["temperature"] = fitted.temperature
     if fitted.rest_log_weight:
         summary["rest_log_weight"] = fitted.rest_log_weight
+    if fitted.confidence_margin:
+        summary["confidence_margin"] = fitted.confidence_margin
     summary["folds"] = folds
     return summary

@@ -64,6 +64,9 @@ PLATT_SLOPE = (0.05, 20.0)
 PLATT_OFFSET = (-20.0, 20.0)
 #: Bounds of the margin's weight: a wider lead never lowers the confidence.
 MARGIN_WEIGHT = (0.0, 20.0)
+#: Photos with a predicted point below which the Platt map leaves the margin out: a third number fitted on the
+#: demo's 40 photos would move with each of them.
+MARGIN_MIN_PHOTOS = 100
 
 
 @dataclass
@@ -271,7 +274,7 @@ def fit_platt(photos: Sequence[HeldOut], calibration: Calibration) -> Tuple[floa
         lat, lon = p.point or (math.nan, math.nan)  # never None here: filtered above
         probs = calibration.probabilities(p.dist)
         raw.append(radius_and_confidence(p.dist, probs, lat, lon, RADIUS_LEVEL, CONFIDENCE_WITHIN_KM)[1])
-    margins = [calibration.margin_feature(p.margin) for p in judged]
+    margins = [calibration.margin_feature(p.margin) for p in judged] if len(judged) >= MARGIN_MIN_PHOTOS else None
     return platt_map(raw, [bool(p.within) for p in judged], margins)
 
 
@@ -291,8 +294,18 @@ def platt_map(
         return 1.0, 0.0, 0.0
     x = np.array([_logit(c) for c in confidence])
     m = np.zeros_like(x) if margins is None else np.asarray(margins, dtype=np.float64)
-    design = np.stack([x, np.ones_like(x), m], axis=1)
-    theta, prior, ridge = np.array([1.0, 0.0, 0.0]), np.array([1.0, 0.0, 0.0]), 1e-2
+    theta = _logistic_fit(np.stack([x, np.ones_like(x), m], axis=1), y, np.array([1.0, 0.0, 0.0]))
+    if theta[2] < MARGIN_WEIGHT[0]:  # a wider lead never lowers the confidence: the map without the margin
+        theta = np.append(_logistic_fit(np.stack([x, np.ones_like(x)], axis=1), y, np.array([1.0, 0.0])), 0.0)
+    slope = float(np.clip(theta[0], *PLATT_SLOPE))
+    offset = float(np.clip(theta[1], *PLATT_OFFSET))
+    weight = float(np.clip(theta[2], *MARGIN_WEIGHT))
+    return round(slope, 6), round(offset, 6), round(weight, 6)
+
+
+def _logistic_fit(design: np.ndarray, y: np.ndarray, prior: np.ndarray, ridge: float = 1e-2) -> np.ndarray:
+    """The coefficients of the logistic regression of ``y`` on ``design``, pulled lightly towards ``prior``."""
+    theta = prior.astype(np.float64).copy()
 
     def loss(t: np.ndarray) -> float:
         z = design @ t
@@ -302,20 +315,18 @@ def platt_map(
     for _ in range(100):
         p = 0.5 * (1.0 + np.tanh(0.5 * (design @ theta)))  # the logistic function, without overflow
         grad = design.T @ (p - y) + ridge * (theta - prior)
-        hess = (design * (p * (1 - p))[:, None]).T @ design + ridge * np.eye(3)
+        hess = (design * (p * (1 - p))[:, None]).T @ design + ridge * np.eye(len(theta))
         step = np.linalg.solve(hess, grad)
+        trial = theta - step
         for _ in range(30):
-            trial = theta - step
             if loss(trial) <= current:
                 break
             step = step / 2
+            trial = theta - step
         theta, current = trial, loss(trial)
         if np.abs(step).max() < 1e-9:
             break
-    slope = float(np.clip(theta[0], *PLATT_SLOPE))
-    offset = float(np.clip(theta[1], *PLATT_OFFSET))
-    weight = float(np.clip(theta[2], *MARGIN_WEIGHT))
-    return round(slope, 6), round(offset, 6), round(weight, 6)
+    return theta
 
 
 def stage_margin(stages: Mapping[int, Sequence[object]]) -> float:

@@ -209,6 +209,27 @@ def test_the_margin_term_ranks_the_right_answers_first():
     assert expected_calibration_error(mapped, hits) < 0.3 * expected_calibration_error(raw, hits)
 
 
+def test_the_margin_is_fitted_from_enough_photos_only():
+    """Held-out photos whose outcome follows their margin: fitted from 160 photos, a positive weight; from 60
+    (under MARGIN_MIN_PHOTOS) the two-number map, whatever the margins say."""
+    from hiergeo_plugin.core.confidence.calibration import MARGIN_MIN_PHOTOS, fit_platt
+
+    rng = np.random.default_rng(12)
+    cal = Calibration(T_TRUE)
+    held = []
+    for _ in range(160):
+        stages = synthetic_search(rng)
+        dist = PlaceDistribution(stages)
+        truth = draw_truth(rng, dist, dist.probabilities(T_TRUE))
+        photo = HeldOut.of(stages, *truth, point=truth)
+        photo.margin = float(rng.exponential(2.0 * T_TRUE))
+        photo.within = bool(rng.uniform() < 1 / (1 + math.exp(2.0 - 1.5 * cal.margin_feature(photo.margin))))
+        held.append(photo)
+    weight = fit_platt(held, cal)[2]
+    assert weight > 0.5  # 1.4 here (drawn with 1.5)
+    assert 60 < MARGIN_MIN_PHOTOS <= 160 and fit_platt(held[:60], cal)[2] == 0.0
+
+
 def test_stage_margin_is_the_lead_of_the_best_place_in_the_finest_stage():
     from types import SimpleNamespace as Scored
 
