@@ -39,6 +39,11 @@ def test_quick_run_prints_sane_json(tmp_path):
         low, high = row["ci95_200m"]
         assert 0.0 <= low <= row["within_m"]["200"] <= high <= 1.0
         assert row["s_per_photo"] > 0
+    for key in ("aerial", "prototypes_frozen", "region_model"):  # the credible regions at fine scale
+        cal = result["rows"][key]["calibration"]
+        assert cal["photos"] == result["photos_test"] and cal["temperature"] > 0
+        assert 0.0 <= cal["coverage_50"] <= cal["coverage_90"] <= 1.0  # the 90% region holds the 50% one
+        assert 0.0 < cal["median_area_90_km2"] < 2.0 * result["box_km"] ** 2
     assert result["rows"]["hierarchical"]["subset"] <= result["photos_test"]
     for test in result["paired_200m"].values():
         assert 0.0 <= test["p_value"] <= 1.0
