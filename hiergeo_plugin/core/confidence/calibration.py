@@ -293,10 +293,15 @@ def platt_map(
     if not len(y) or y.min() == y.max():
         return 1.0, 0.0, 0.0
     x = np.array([_logit(c) for c in confidence])
-    m = np.zeros_like(x) if margins is None else np.asarray(margins, dtype=np.float64)
-    theta = _logistic_fit(np.stack([x, np.ones_like(x), m], axis=1), y, np.array([1.0, 0.0, 0.0]))
-    if theta[2] < MARGIN_WEIGHT[0]:  # a wider lead never lowers the confidence: the map without the margin
-        theta = np.append(_logistic_fit(np.stack([x, np.ones_like(x)], axis=1), y, np.array([1.0, 0.0])), 0.0)
+    design = np.stack([x, np.ones_like(x)], axis=1)
+    theta = None
+    if margins is not None:
+        m = np.asarray(margins, dtype=np.float64)[:, None]
+        theta = _logistic_fit(np.hstack([design, m]), y, np.array([1.0, 0.0, 0.0]))
+        if theta[2] < MARGIN_WEIGHT[0]:  # a wider lead never lowers the confidence: the map without the margin
+            theta = None
+    if theta is None:
+        theta = np.append(_logistic_fit(design, y, np.array([1.0, 0.0])), 0.0)
     slope = float(np.clip(theta[0], *PLATT_SLOPE))
     offset = float(np.clip(theta[1], *PLATT_OFFSET))
     weight = float(np.clip(theta[2], *MARGIN_WEIGHT))

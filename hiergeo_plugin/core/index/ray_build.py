@@ -235,10 +235,7 @@ class _Pipeline:
         self.ray, self.started, self.bucket = None, False, None
 
     def connected(self):
-        """The ray module, connected (the cluster this build started, or the one already initialised)."""
-        return self._ensure()
-
-    def _ensure(self):
+        """The ray module, connected on first use (a cluster this build starts, or the one already initialised)."""
         if self.ray is None:
             self.ray, self.started = connect(self.settings)
             if self.config.rate_limit:
@@ -257,7 +254,7 @@ class _Pipeline:
 
         from .ray_tasks import Embedder, FetchWork
 
-        ray = self._ensure()
+        ray = self.connected()
         from ray import data as ray_data
 
         cfg, st = self.config, self.settings
